@@ -1,0 +1,555 @@
+//! The OCI runtime bundle: the `config.json` libcontainer reads, built from the image's
+//! config and the job's limits.
+//!
+//! What goes in and why:
+//! - process: Entrypoint + Cmd, the image's Env with the contract's `KBC_*` on top,
+//!   WorkingDir, the image's User resolved against the image's own `/etc/passwd`;
+//! - Docker's default capability set, no new privileges, rlimits no higher than berth's own
+//!   hard limits (root on hardened hosts cannot raise them, and asking fails the start);
+//! - `/data` and `/tmp` bound from the job's working directory;
+//! - new pid, mount, ipc, uts and cgroup namespaces, plus a network namespace unless the
+//!   component asks for the host's;
+//! - memory (swap off), cpu and pids limits, only for controllers the host has: asking for
+//!   a missing one fails the container, so it is reported as not enforced instead.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
+    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
+    UserBuilder,
+};
+
+use crate::contract::NetworkMode;
+use crate::host::CgroupSupport;
+use crate::image::manifest::RunConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("image has neither an Entrypoint nor a Cmd: nothing to run")]
+    NoCommand,
+    #[error("image user {user:?}: {message}")]
+    User { user: String, message: String },
+    #[error("invalid runtime spec: {0}")]
+    Spec(#[from] oci_spec::OciSpecError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Docker's default capabilities: what most images expect root to be able to do.
+const CAPABILITIES: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The user a container process runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+/// Limits of one container.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    pub cpus: f64,
+    pub pids: i64,
+}
+
+/// Everything that shapes one container.
+#[derive(Debug)]
+pub struct BundleSpec<'a> {
+    pub image: &'a RunConfig,
+    pub user: &'a ContainerUser,
+    pub env: &'a [(String, String)],
+    pub data_dir: &'a Path,
+    pub tmp_dir: &'a Path,
+    pub hostname: &'a str,
+    pub network: NetworkMode,
+    pub limits: &'a Limits,
+    pub cgroups_path: &'a str,
+    pub cgroups: &'a CgroupSupport,
+    pub nofile_limit: u64,
+}
+
+/// Builds the runtime spec. `root.path` is `rootfs`, relative to the bundle directory.
+pub fn build(b: &BundleSpec<'_>) -> Result<Spec, BundleError> {
+    let mut args: Vec<String> = b.image.entrypoint.clone().unwrap_or_default();
+    args.extend(b.image.cmd.clone().unwrap_or_default());
+    if args.is_empty() {
+        return Err(BundleError::NoCommand);
+    }
+
+    let mut env: Vec<String> = b.image.env.clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.to_owned());
+    }
+    for (k, v) in b.env {
+        env.retain(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) != k);
+        env.push(format!("{k}={v}"));
+    }
+
+    let cwd = match b.image.working_dir.as_deref() {
+        None | Some("") => "/".to_owned(),
+        Some(d) if d.starts_with('/') => d.to_owned(),
+        Some(d) => format!("/{d}"),
+    };
+
+    let caps: std::collections::HashSet<Capability> = CAPABILITIES.into_iter().collect();
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(args)
+        .env(env)
+        .cwd(cwd)
+        .user(
+            UserBuilder::default()
+                .uid(b.user.uid)
+                .gid(b.user.gid)
+                .additional_gids(b.user.additional_gids.clone())
+                .build()?,
+        )
+        .capabilities(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(caps.clone())
+                .effective(caps.clone())
+                .permitted(caps)
+                .inheritable(std::collections::HashSet::new())
+                .ambient(std::collections::HashSet::new())
+                .build()?,
+        )
+        .rlimits(vec![
+            PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitNofile)
+                .soft(b.nofile_limit)
+                .hard(b.nofile_limit)
+                .build()?,
+        ])
+        .no_new_privileges(true)
+        .build()?;
+
+    let mut namespaces = vec![
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Cgroup,
+    ];
+    if b.network != NetworkMode::Host {
+        namespaces.push(LinuxNamespaceType::Network);
+    }
+    let namespaces = namespaces
+        .into_iter()
+        .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut resources = LinuxResourcesBuilder::default();
+    if b.cgroups.memory.is_some() {
+        let bytes = i64::try_from(b.limits.memory_bytes).unwrap_or(i64::MAX);
+        resources = resources.memory(
+            LinuxMemoryBuilder::default()
+                .limit(bytes)
+                // memory+swap equal to memory: no swap.
+                .swap(bytes)
+                .build()?,
+        );
+    }
+    if b.cgroups.cpu {
+        let period: u64 = 100_000;
+        #[allow(clippy::cast_possible_truncation)]
+        let quota = (b.limits.cpus * period as f64).round() as i64;
+        resources = resources.cpu(
+            LinuxCpuBuilder::default()
+                .period(period)
+                .quota(quota.max(1000))
+                .build()?,
+        );
+    }
+    if b.cgroups.pids {
+        resources = resources.pids(LinuxPidsBuilder::default().limit(b.limits.pids).build()?);
+    }
+    let defaults = oci_spec::runtime::Linux::default();
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .resources(resources.build()?)
+        .cgroups_path(PathBuf::from(b.cgroups_path))
+        .masked_paths(defaults.masked_paths().clone().unwrap_or_default())
+        .readonly_paths(defaults.readonly_paths().clone().unwrap_or_default())
+        .build()?;
+
+    let mut mounts: Vec<Mount> = oci_spec::runtime::get_default_mounts();
+    for (dest, src) in [("/data", b.data_dir), ("/tmp", b.tmp_dir)] {
+        mounts.push(
+            MountBuilder::default()
+                .destination(dest)
+                .typ("bind")
+                .source(src)
+                .options(vec![
+                    "rbind".to_owned(),
+                    "rw".to_owned(),
+                    "nosuid".to_owned(),
+                    "nodev".to_owned(),
+                ])
+                .build()?,
+        );
+    }
+
+    let mut spec = Spec::default();
+    spec.set_hostname(Some(b.hostname.to_owned()));
+    spec.set_root(Some(
+        RootBuilder::default()
+            .path("rootfs")
+            .readonly(false)
+            .build()?,
+    ));
+    spec.set_process(Some(process));
+    spec.set_mounts(Some(mounts));
+    spec.set_linux(Some(linux));
+    spec.set_annotations(None);
+    Ok(spec)
+}
+
+/// Writes the spec as `config.json` into the bundle directory.
+pub fn write(spec: &Spec, bundle: &Path) -> Result<(), BundleError> {
+    let path = bundle.join("config.json");
+    let json = serde_json::to_vec(spec).map_err(|e| BundleError::Write {
+        path: path.clone(),
+        source: e.into(),
+    })?;
+    fs::write(&path, json).map_err(|source| BundleError::Write { path, source })
+}
+
+/// A hostname from a component id: lowercase letters, digits and dashes, at most 63.
+pub fn hostname_for(component_id: &str) -> String {
+    let mut h: String = component_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    h = h.trim_matches('-').to_owned();
+    if h.is_empty() { "berth".to_owned() } else { h }
+}
+
+/// Resolves the image's `User` (`uid`, `name`, `uid:gid`, `name:group`) against the
+/// rootfs's own `/etc/passwd` and `/etc/group`, as Docker does.
+pub fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<ContainerUser, BundleError> {
+    let spec = user.unwrap_or("").trim();
+    if spec.is_empty() {
+        return Ok(ContainerUser {
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+        });
+    }
+    let err = |message: String| BundleError::User {
+        user: spec.to_owned(),
+        message,
+    };
+    let (user_part, group_part) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let passwd = read_image_file(rootfs, "etc/passwd");
+    let groups = read_image_file(rootfs, "etc/group");
+    // name:x:uid:gid:...
+    let passwd_entry = |pred: &dyn Fn(&str, u32) -> bool| {
+        passwd.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let uid: u32 = f.get(2)?.parse().ok()?;
+            let gid: u32 = f.get(3)?.parse().ok()?;
+            pred(f[0], uid).then(|| (f[0].to_owned(), uid, gid))
+        })
+    };
+    let (name, uid, mut gid) = match user_part.parse::<u32>() {
+        Ok(uid) => match passwd_entry(&|_, u| u == uid) {
+            Some((n, _, g)) => (Some(n), uid, g),
+            None => (None, uid, 0),
+        },
+        Err(_) => match passwd_entry(&|n, _| n == user_part) {
+            Some((n, u, g)) => (Some(n), u, g),
+            None => return Err(err("no such user in the image's /etc/passwd".to_owned())),
+        },
+    };
+    if let Some(g) = group_part {
+        gid = match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => groups
+                .lines()
+                .find_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    (f.first() == Some(&g)).then(|| f.get(2)?.parse().ok())?
+                })
+                .ok_or_else(|| err(format!("no group {g:?} in the image's /etc/group")))?,
+        };
+    }
+    let mut additional_gids: Vec<u32> = match &name {
+        Some(n) => groups
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                let members = f.get(3)?;
+                members
+                    .split(',')
+                    .any(|m| m == n)
+                    .then(|| f.get(2)?.parse().ok())?
+            })
+            .filter(|g| *g != gid)
+            .collect(),
+        None => Vec::new(),
+    };
+    additional_gids.sort_unstable();
+    additional_gids.dedup();
+    Ok(ContainerUser {
+        uid,
+        gid,
+        additional_gids,
+    })
+}
+
+/// Reads a small text file of the image, refusing to follow any symlink on the way: the
+/// rootfs is untrusted and a link could point anywhere on the host.
+fn read_image_file(rootfs: &Path, rel: &str) -> String {
+    let mut path = rootfs.to_owned();
+    for part in rel.split('/') {
+        path.push(part);
+        match fs::symlink_metadata(&path) {
+            Ok(m) if !m.file_type().is_symlink() => {}
+            _ => return String::new(),
+        }
+    }
+    let mut text = String::new();
+    if let Ok(f) = fs::File::open(&path) {
+        let _ = f.take(1 << 20).read_to_string(&mut text);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rootfs_with(passwd: &str, group: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join("etc")).unwrap();
+        fs::write(d.path().join("etc/passwd"), passwd).unwrap();
+        fs::write(d.path().join("etc/group"), group).unwrap();
+        d
+    }
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\napp:x:1001:\nextra:x:2000:app,other\n";
+
+    #[test]
+    fn users_resolve_like_docker() {
+        let d = rootfs_with(PASSWD, GROUP);
+        let u = |s: &str| resolve_user(d.path(), Some(s));
+        assert_eq!(u("").unwrap().uid, 0);
+        let app = u("app").unwrap();
+        assert_eq!(
+            (app.uid, app.gid, app.additional_gids.clone()),
+            (1000, 1001, vec![2000])
+        );
+        assert_eq!(u("1000").unwrap().gid, 1001);
+        let unknown = u("4242").unwrap();
+        assert_eq!((unknown.uid, unknown.gid), (4242, 0));
+        assert_eq!(u("app:extra").unwrap().gid, 2000);
+        assert_eq!(u("1000:7").unwrap().gid, 7);
+        assert!(u("nobody").unwrap_err().to_string().contains("nobody"));
+        assert!(u("app:nogroup").is_err());
+    }
+
+    #[test]
+    fn passwd_behind_a_symlink_is_not_read() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("passwd"), PASSWD).unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("etc")).unwrap();
+        assert!(resolve_user(d.path(), Some("app")).is_err());
+    }
+
+    fn bundle_spec<'a>(
+        image: &'a RunConfig,
+        user: &'a ContainerUser,
+        env: &'a [(String, String)],
+        limits: &'a Limits,
+        cgroups: &'a CgroupSupport,
+        network: NetworkMode,
+    ) -> BundleSpec<'a> {
+        BundleSpec {
+            image,
+            user,
+            env,
+            data_dir: Path::new("/jobs/1/data"),
+            tmp_dir: Path::new("/jobs/1/tmp"),
+            hostname: "acme-hello",
+            network,
+            limits,
+            cgroups_path: "/berth/c1",
+            cgroups,
+            nofile_limit: 20_000,
+        }
+    }
+
+    #[test]
+    fn spec_carries_command_env_mounts_and_limits() {
+        let image = RunConfig {
+            entrypoint: Some(vec!["/bin/sh".into(), "-c".into()]),
+            cmd: Some(vec!["echo hi".into()]),
+            env: Some(vec!["PATH=/bin".into(), "KBC_RUNID=spoofed".into()]),
+            working_dir: Some("app".into()),
+            user: None,
+        };
+        let user = ContainerUser {
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+        };
+        let env = vec![("KBC_RUNID".to_owned(), "r1".to_owned())];
+        let limits = Limits {
+            memory_bytes: 256_000_000,
+            cpus: 1.5,
+            pids: 1024,
+        };
+        let cgroups = CgroupSupport {
+            memory: Some("/m".into()),
+            memory_v2: false,
+            pids: true,
+            cpu: true,
+        };
+        let spec = build(&bundle_spec(
+            &image,
+            &user,
+            &env,
+            &limits,
+            &cgroups,
+            NetworkMode::None,
+        ))
+        .unwrap();
+        let p = spec.process().as_ref().unwrap();
+        assert_eq!(
+            p.args().as_ref().unwrap(),
+            &vec!["/bin/sh", "-c", "echo hi"]
+        );
+        let penv = p.env().as_ref().unwrap();
+        assert!(penv.contains(&"KBC_RUNID=r1".to_owned()));
+        assert!(!penv.contains(&"KBC_RUNID=spoofed".to_owned()));
+        assert!(penv.contains(&"PATH=/bin".to_owned()));
+        assert_eq!(p.cwd(), &PathBuf::from("/app"));
+        assert_eq!(p.rlimits().as_ref().unwrap()[0].hard(), 20_000);
+        let mounts = spec.mounts().as_ref().unwrap();
+        let data = mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/data"))
+            .unwrap();
+        assert_eq!(data.source().as_deref(), Some(Path::new("/jobs/1/data")));
+        let linux = spec.linux().as_ref().unwrap();
+        let r = linux.resources().as_ref().unwrap();
+        assert_eq!(r.memory().as_ref().unwrap().limit(), Some(256_000_000));
+        assert_eq!(r.memory().as_ref().unwrap().swap(), Some(256_000_000));
+        assert_eq!(r.cpu().as_ref().unwrap().quota(), Some(150_000));
+        assert_eq!(r.pids().as_ref().unwrap().limit(), 1024);
+        let ns = linux.namespaces().as_ref().unwrap();
+        assert!(ns.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
+        assert_eq!(
+            linux.cgroups_path().as_deref(),
+            Some(Path::new("/berth/c1"))
+        );
+    }
+
+    #[test]
+    fn host_network_and_missing_controllers() {
+        let image = RunConfig {
+            cmd: Some(vec!["true".into()]),
+            ..Default::default()
+        };
+        let user = ContainerUser {
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+        };
+        let limits = Limits {
+            memory_bytes: 1,
+            cpus: 1.0,
+            pids: 1,
+        };
+        let none = CgroupSupport::default();
+        let spec = build(&bundle_spec(
+            &image,
+            &user,
+            &[],
+            &limits,
+            &none,
+            NetworkMode::Host,
+        ))
+        .unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        assert!(
+            !linux
+                .namespaces()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|n| n.typ() == LinuxNamespaceType::Network)
+        );
+        let r = linux.resources().as_ref().unwrap();
+        assert!(r.memory().is_none() && r.pids().is_none() && r.cpu().is_none());
+    }
+
+    #[test]
+    fn an_image_without_a_command_is_refused() {
+        let user = ContainerUser {
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+        };
+        let limits = Limits {
+            memory_bytes: 1,
+            cpus: 1.0,
+            pids: 1,
+        };
+        let e = build(&bundle_spec(
+            &RunConfig::default(),
+            &user,
+            &[],
+            &limits,
+            &CgroupSupport::default(),
+            NetworkMode::None,
+        ))
+        .unwrap_err();
+        assert!(matches!(e, BundleError::NoCommand));
+    }
+
+    #[test]
+    fn hostnames_are_sanitised() {
+        assert_eq!(hostname_for("keboola.ex-db_mysql"), "keboola-ex-db-mysql");
+        assert_eq!(hostname_for("..."), "berth");
+        assert_eq!(hostname_for(&"a".repeat(100)).len(), 63);
+    }
+}

@@ -1,0 +1,311 @@
+//! The command line: what an operator types, and what each command prints.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use berth::contract::result::{Status, Timings};
+use berth::contract::{ErrorClass, JobFile, JobResult};
+use berth::host::{Host, LinuxHost};
+use berth::image::{Images, RegistrySettings};
+use berth::job::{self, Settings, workdir::Home};
+
+/// Exit status when the operator interrupts berth (128 + SIGINT, as shells report it).
+const INTERRUPTED: u8 = 130;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Run data-processing components packaged as OCI images, without a daemon",
+    long_about = "Run data-processing components packaged as OCI images, without a daemon.\n\n\
+        berth pulls the component's image from a registry, unpacks it into a cached root \
+        filesystem, prepares the /data folder and config.json the component expects, runs it \
+        in its own namespaces and cgroup through youki's libcontainer, and cleans everything up \
+        afterwards, also when it is interrupted.",
+    after_help = "Exit status of `berth run`: 0 success, 1 user error (the component exited 1, timed \
+        out or ran out of memory, or the job file is wrong), 2 application error (the component \
+        crashed: any other exit status), 3 berth could not do its part (registry unreachable, \
+        image missing, host refused), 130 interrupted.\n\n\
+        Logs go to stderr; -v shows more, RUST_LOG overrides (e.g. RUST_LOG=berth=trace)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Where berth keeps its state: job directories and container state
+    /// [default: /var/lib/berth for root, ~/.local/share/berth otherwise]
+    #[arg(long, global = true, env = "BERTH_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// Image cache: blobs, image records and unpacked root filesystems [default: the
+    /// checkout's rootfs-cache/ when berth runs from a checkout, else <home>/cache]
+    #[arg(long, global = true, env = "BERTH_CACHE", value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+
+    /// A registry (host[:port]) that may be reached over plain HTTP. Loopback registries
+    /// always may. Repeat, or separate with commas in the environment variable
+    #[arg(
+        long = "insecure-registry",
+        global = true,
+        env = "BERTH_INSECURE_REGISTRIES",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub insecure_registries: Vec<String>,
+
+    /// How often a failed registry request that may succeed later is retried (back-off
+    /// from 0.5 s, doubling, at most 60 s)
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_PULL_RETRIES",
+        default_value_t = 4,
+        value_name = "N"
+    )]
+    pub retries: u32,
+
+    /// Show more of what berth does (-v, -vv)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Show only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a job: pull the component's image, run it on its configuration, report
+    ///
+    /// The job file is JSON: {"component": {"id", "image", "memory", "process_timeout",
+    /// "network"}, "config_id", "configuration": {"parameters": {...}}}. The component's
+    /// stdout is streamed line by line as it comes.
+    Run(RunArgs),
+    /// Fetch an image into the local store and unpack it, with progress
+    Pull {
+        /// host/repo:tag, host/repo@sha256:…, or host/repo:tag@sha256:…
+        image: String,
+    },
+    /// List stored images: reference, digest, size
+    Images {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove containers, mounts and working directories left behind by a berth that died
+    ///
+    /// Every berth command does this first; `berth gc` does only this.
+    Gc,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job file (JSON)
+    pub job: PathBuf,
+    /// Print a machine-readable result document on stdout; the component's output then
+    /// goes to stderr
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Global {
+    fn home(&self) -> PathBuf {
+        if let Some(h) = &self.home {
+            return absolute(h);
+        }
+        if nix::unistd::geteuid().is_root() {
+            return PathBuf::from("/var/lib/berth");
+        }
+        match std::env::var_os("XDG_DATA_HOME") {
+            Some(d) if !d.is_empty() => PathBuf::from(d).join("berth"),
+            _ => std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".local/share/berth"))
+                .unwrap_or_else(|| {
+                    std::env::temp_dir().join(format!("berth-{}", nix::unistd::geteuid()))
+                }),
+        }
+    }
+
+    fn cache(&self) -> PathBuf {
+        if let Some(c) = &self.cache {
+            return absolute(c);
+        }
+        let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("rootfs-cache");
+        if checkout.join("README.md").is_file() {
+            return checkout;
+        }
+        self.home().join("cache")
+    }
+
+    fn settings(&self) -> Settings {
+        Settings {
+            home: self.home(),
+            cache: self.cache(),
+            registry: RegistrySettings {
+                insecure: self.insecure_registries.clone(),
+                retries: self.retries,
+                progress: !self.quiet,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
+}
+
+/// Runs the command; the exit status follows the job's class for `run`.
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let host = LinuxHost::new();
+    let settings = cli.global.settings();
+    match cli.command {
+        Command::Run(args) => run(&host, &settings, &args),
+        Command::Pull { image } => {
+            job::gc::sweep(&host, &Home::new(&settings.home));
+            pull(&host, &settings, &image)
+        }
+        Command::Images { json } => images(&settings, json),
+        Command::Gc => {
+            let report = job::gc::sweep(&host, &Home::new(&settings.home));
+            println!(
+                "removed {} job directories and {} containers",
+                report.jobs.len(),
+                report.containers.len()
+            );
+            for e in &report.errors {
+                eprintln!("error: {e}");
+            }
+            Ok(if report.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+    }
+}
+
+fn run(host: &LinuxHost, settings: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    // Must happen while berth is single-threaded: unshare refuses otherwise.
+    if let Err(e) = host.isolate_mounts() {
+        tracing::warn!("{e}; mounts will be visible on the host until berth cleans them up");
+    }
+    job::gc::sweep(host, &Home::new(&settings.home));
+
+    let job = match JobFile::load(&absolute(&args.job)) {
+        Ok(j) => j,
+        Err(e) => {
+            let result = JobResult {
+                job_id: String::new(),
+                status: Status::Error,
+                error_class: Some(ErrorClass::User),
+                message: e.to_string(),
+                exit_code: None,
+                image: None,
+                timings: Timings::default(),
+            };
+            return Ok(report(&result, args.json));
+        }
+    };
+
+    let json = args.json;
+    let mut on_line = |line: &str| {
+        // A closed stdout (e.g. `| head`) must not kill the job half-way.
+        if json {
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+        } else {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    };
+    let result = job::run(host, settings, &job, &mut on_line);
+    Ok(report(&result, json))
+}
+
+fn report(result: &JobResult, json: bool) -> ExitCode {
+    if json {
+        match serde_json::to_string_pretty(result) {
+            Ok(text) => println!("{text}"),
+            Err(e) => eprintln!("berth: cannot print the result: {e}"),
+        }
+    } else if result.status == Status::Error {
+        let class = match result.error_class {
+            Some(ErrorClass::User) => "user error",
+            Some(ErrorClass::Application) => "application error",
+            _ => "berth error",
+        };
+        eprintln!("berth: {class}: {}", result.message);
+    } else {
+        tracing::info!(
+            "{} (pull {:.3} s, unpack {:.3} s, run {:.3} s, total {:.3} s)",
+            result.message,
+            result.timings.pull,
+            result.timings.unpack,
+            result.timings.run,
+            result.timings.total
+        );
+    }
+    if berth::interrupt::requested() {
+        return ExitCode::from(INTERRUPTED);
+    }
+    ExitCode::from(result.exit_status())
+}
+
+fn pull(host: &LinuxHost, settings: &Settings, image: &str) -> anyhow::Result<ExitCode> {
+    let images = Images::open(&settings.cache, settings.registry.clone())
+        .context("cannot open the image cache")?;
+    let pulled = match images.pull(image) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            return Ok(ExitCode::from(if e.is_user_error() { 1 } else { 3 }));
+        }
+    };
+    let ownership = if host.privileged() {
+        berth::image::Ownership::Preserve
+    } else {
+        berth::image::Ownership::Ignore
+    };
+    if let Err(e) = images.rootfs(&pulled, ownership) {
+        eprintln!("berth: {e}");
+        return Ok(ExitCode::from(3));
+    }
+    println!("{} {}", pulled.reference, pulled.digest);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn images(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
+    let images = Images::open(&settings.cache, settings.registry.clone())
+        .context("cannot open the image cache")?;
+    let records = images.list();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&records)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let width = records
+        .iter()
+        .map(|r| r.reference.len())
+        .max()
+        .unwrap_or(9)
+        .max(9);
+    println!("{:<width$}  {:<19}  {:>10}", "REFERENCE", "DIGEST", "SIZE");
+    for r in &records {
+        println!(
+            "{:<width$}  sha256:{:<12}  {:>10}",
+            r.reference,
+            r.manifest.short(),
+            berth::util::human_bytes(r.size)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

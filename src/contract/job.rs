@@ -1,0 +1,386 @@
+//! The job file: which component to run and with which configuration.
+//!
+//! Every struct denies unknown keys, so a typo is an error naming the path of the bad key
+//! instead of a silently ignored setting.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::ContractError;
+
+/// Default memory limit of a component (contract §9).
+pub const DEFAULT_MEMORY: &str = "256m";
+/// Default process timeout of a component in seconds (contract §9).
+pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
+/// `runtime.process_timeout` may not ask for more than a day (contract §9).
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+/// Default CPU quota of a component (contract §9).
+pub const DEFAULT_CPUS: f64 = 2.0;
+/// Default limit on processes and threads in a container (contract §9).
+pub const DEFAULT_PIDS: i64 = 1024;
+
+/// One job: a component and a configuration of it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    pub component: Component,
+    /// Id of a stored configuration; `None` for an inline configuration.
+    #[serde(default)]
+    pub config_id: Option<String>,
+    #[serde(default)]
+    pub config_version: Option<String>,
+    /// The project the job runs in (`KBC_PROJECTID`).
+    #[serde(default = "default_project_id")]
+    pub project_id: String,
+    #[serde(default)]
+    pub configuration: Configuration,
+}
+
+fn default_project_id() -> String {
+    "1".to_owned()
+}
+
+/// A component: its image and the limits it runs under.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    pub id: String,
+    /// `host/repo:tag`, `host/repo@sha256:…` or `host/repo:tag@sha256:…`.
+    pub image: String,
+    #[serde(default)]
+    pub memory: MemoryLimit,
+    #[serde(default = "default_timeout")]
+    pub process_timeout: u64,
+    #[serde(default)]
+    pub network: NetworkMode,
+    #[serde(default = "default_cpus")]
+    pub cpus: f64,
+    /// Component-level parameters handed to the component as `image_parameters`.
+    #[serde(default)]
+    pub image_parameters: Map<String, Value>,
+}
+
+fn default_timeout() -> u64 {
+    DEFAULT_TIMEOUT_SECS
+}
+
+fn default_cpus() -> f64 {
+    DEFAULT_CPUS
+}
+
+/// The configuration a user wrote for a component (contract §2). Root keys are fixed;
+/// `parameters` is free-form and belongs to the component.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Configuration {
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processors: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<Runtime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<Map<String, Value>>,
+    /// Accepted for compatibility with stored Keboola configurations; always replaced by
+    /// the component's own image parameters before the component sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_parameters: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variables_id: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variables_values_id: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_code_id: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_code_row_ids: Option<Value>,
+}
+
+/// `configuration.runtime`: settings for the runner, never shown to the component.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    /// Overrides the component's timeout for the main image; at most a day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_timeout: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safe: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_tag: Option<String>,
+}
+
+/// A memory limit in bytes, written like Docker's `256m` (decimal units: 1m = 10^6 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimit(pub u64);
+
+impl Default for MemoryLimit {
+    fn default() -> Self {
+        DEFAULT_MEMORY.parse().unwrap_or(MemoryLimit(256_000_000))
+    }
+}
+
+impl FromStr for MemoryLimit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim().to_ascii_lowercase();
+        let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+            Some(i) => t.split_at(i),
+            None => (t.as_str(), ""),
+        };
+        let factor: u64 = match unit {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "m" | "mb" => 1_000_000,
+            "g" | "gb" => 1_000_000_000,
+            _ => {
+                return Err(format!(
+                    "invalid memory size {s:?}: use a number with k, m or g"
+                ));
+            }
+        };
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("invalid memory size {s:?}: use a number with k, m or g"))?;
+        let bytes = n
+            .checked_mul(factor)
+            .ok_or_else(|| format!("memory size {s:?} is too large"))?;
+        // The kernel needs a few pages to start anything at all; below that the component
+        // would die with a confusing OOM instead of a clear error.
+        if bytes < 4_000_000 {
+            return Err(format!("memory size {s:?} is below the minimum of 4m"));
+        }
+        Ok(MemoryLimit(bytes))
+    }
+}
+
+impl fmt::Display for MemoryLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        if b % 1_000_000_000 == 0 {
+            write!(f, "{}g", b / 1_000_000_000)
+        } else if b % 1_000_000 == 0 {
+            write!(f, "{}m", b / 1_000_000)
+        } else if b % 1_000 == 0 {
+            write!(f, "{}k", b / 1_000)
+        } else {
+            write!(f, "{b}")
+        }
+    }
+}
+
+impl Serialize for MemoryLimit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for MemoryLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How the container reaches the network (contract §9).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Its own network namespace with only loopback, which is up.
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+    /// Its own namespace with outbound access.
+    Bridge,
+}
+
+impl JobFile {
+    /// Reads and validates a job file. Every failure names the file and the bad key.
+    pub fn load(path: &Path) -> Result<JobFile, ContractError> {
+        let text = std::fs::read(path).map_err(|source| ContractError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ContractError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses and validates a job file's text; the error names the path of the bad key.
+    pub fn parse(text: &[u8]) -> Result<JobFile, String> {
+        let de = &mut serde_json::Deserializer::from_slice(text);
+        let job: JobFile = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." || path.is_empty() {
+                inner.to_string()
+            } else {
+                format!("{path}: {inner}")
+            }
+        })?;
+        job.validate().map_err(|e| match e {
+            ContractError::Invalid { field, message } => format!("{field}: {message}"),
+            other => other.to_string(),
+        })?;
+        Ok(job)
+    }
+
+    fn validate(&self) -> Result<(), ContractError> {
+        let invalid = |field: &str, message: String| ContractError::Invalid {
+            field: field.to_owned(),
+            message,
+        };
+        let id = &self.component.id;
+        if id.is_empty()
+            || id.len() > 128
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        {
+            return Err(invalid(
+                "component.id",
+                format!("{id:?} is not a component id (1-128 of A-Z a-z 0-9 . - _)"),
+            ));
+        }
+        if self.component.image.trim().is_empty() {
+            return Err(invalid("component.image", "is empty".to_owned()));
+        }
+        if !(self.component.cpus > 0.0 && self.component.cpus <= 1024.0) {
+            return Err(invalid(
+                "component.cpus",
+                format!("{} is not between 0 and 1024", self.component.cpus),
+            ));
+        }
+        if self.component.process_timeout == 0 {
+            return Err(invalid(
+                "component.process_timeout",
+                "must be at least 1 second".to_owned(),
+            ));
+        }
+        if let Some(t) = self
+            .configuration
+            .runtime
+            .as_ref()
+            .and_then(|r| r.process_timeout)
+            && (t == 0 || t > MAX_TIMEOUT_SECS)
+        {
+            return Err(invalid(
+                "configuration.runtime.process_timeout",
+                format!("{t} is not between 1 and {MAX_TIMEOUT_SECS} seconds"),
+            ));
+        }
+        if let Some(config_id) = &self.config_id
+            && (config_id.is_empty() || config_id.len() > 128 || config_id.contains(['/', '\0']))
+        {
+            return Err(invalid(
+                "config_id",
+                format!("{config_id:?} is not a configuration id"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The timeout of the main image: the configuration's `runtime.process_timeout` wins.
+    pub fn main_timeout_secs(&self) -> u64 {
+        self.configuration
+            .runtime
+            .as_ref()
+            .and_then(|r| r.process_timeout)
+            .unwrap_or(self.component.process_timeout)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(text: &str) -> Result<JobFile, String> {
+        JobFile::parse(text.as_bytes())
+    }
+
+    #[test]
+    fn minimal_job_gets_contract_defaults() {
+        let j =
+            job(r#"{"component": {"id": "acme.hello", "image": "127.0.0.1:5000/acme/hello:1.0"}}"#)
+                .unwrap();
+        assert_eq!(j.component.memory, MemoryLimit(256_000_000));
+        assert_eq!(j.component.process_timeout, 3600);
+        assert_eq!(j.component.network, NetworkMode::None);
+        assert_eq!(j.config_id, None);
+        assert_eq!(j.main_timeout_secs(), 3600);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_their_path() {
+        let e = job(r#"{"component": {"id": "a", "image": "x/y", "memroy": "1g"}}"#).unwrap_err();
+        assert!(
+            e.starts_with("component.memroy: unknown field `memroy`"),
+            "{e}"
+        );
+        let e = job(
+            r#"{"component": {"id": "a", "image": "x/y"}, "configuration": {"parameter": {}}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("configuration.parameter: unknown field `parameter`"),
+            "{e}"
+        );
+        let e = job(r#"{"component": {"id": "a", "image": "x/y"}, "configuration": {"runtime": {"timeout": 3}}}"#)
+            .unwrap_err();
+        assert!(
+            e.starts_with("configuration.runtime.timeout: unknown field `timeout`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn memory_sizes_are_decimal() {
+        assert_eq!("256m".parse::<MemoryLimit>().unwrap().0, 256_000_000);
+        assert_eq!("1G".parse::<MemoryLimit>().unwrap().0, 1_000_000_000);
+        assert_eq!("5000k".parse::<MemoryLimit>().unwrap().0, 5_000_000);
+        assert_eq!(MemoryLimit(256_000_000).to_string(), "256m");
+        assert!("12x".parse::<MemoryLimit>().is_err());
+        assert!("1k".parse::<MemoryLimit>().unwrap_err().contains("minimum"));
+        let e = job(r#"{"component": {"id": "a", "image": "x/y", "memory": "lots"}}"#).unwrap_err();
+        assert!(e.contains("component.memory") && e.contains("lots"), "{e}");
+    }
+
+    #[test]
+    fn runtime_timeout_overrides_within_a_day() {
+        let j = job(
+            r#"{"component": {"id": "a", "image": "x/y", "process_timeout": 10},
+                       "configuration": {"runtime": {"process_timeout": 20}}}"#,
+        )
+        .unwrap();
+        assert_eq!(j.main_timeout_secs(), 20);
+        let e = job(r#"{"component": {"id": "a", "image": "x/y"},
+                       "configuration": {"runtime": {"process_timeout": 86401}}}"#)
+        .unwrap_err();
+        assert!(e.contains("configuration.runtime.process_timeout"), "{e}");
+    }
+
+    #[test]
+    fn bad_component_ids_are_refused() {
+        let e = job(r#"{"component": {"id": "../etc", "image": "x/y"}}"#).unwrap_err();
+        assert!(e.starts_with("component.id:"), "{e}");
+        let e =
+            job(r#"{"component": {"id": "a", "image": "x/y"}, "config_id": "a/b"}"#).unwrap_err();
+        assert!(e.starts_with("config_id:"), "{e}");
+    }
+
+    #[test]
+    fn network_modes_parse() {
+        let j = job(r#"{"component": {"id": "a", "image": "x/y", "network": "host"}}"#).unwrap();
+        assert_eq!(j.component.network, NetworkMode::Host);
+        assert!(job(r#"{"component": {"id": "a", "image": "x/y", "network": "wifi"}}"#).is_err());
+    }
+}

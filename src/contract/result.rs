@@ -1,0 +1,127 @@
+//! The outcome of a job, as berth reports it: exit status classes and the `--json` document.
+
+use serde::Serialize;
+
+/// The longest message berth reports; longer ones keep their head and tail (contract §7).
+pub const MAX_MESSAGE_CHARS: usize = 4000;
+
+/// Who is to blame when a job fails. Each class has its own exit status for berth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorClass {
+    /// The job file, the configuration or the component's own work is wrong (component
+    /// exit 1, timeout, out of memory, bad job file).
+    User,
+    /// The component crashed: any exit status other than 0 and 1.
+    Application,
+    /// berth could not do its part: registry unreachable, image missing or broken, the
+    /// host refused an operation, or berth itself failed.
+    Internal,
+}
+
+impl ErrorClass {
+    /// berth's own exit status for this class. 0 is success.
+    pub fn exit_status(self) -> u8 {
+        match self {
+            ErrorClass::User => 1,
+            ErrorClass::Application => 2,
+            ErrorClass::Internal => 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Success,
+    Error,
+}
+
+/// The image that ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageSummary {
+    pub reference: String,
+    pub digest: String,
+}
+
+/// Wall-clock seconds spent in each phase.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub pull: f64,
+    pub unpack: f64,
+    pub run: f64,
+    pub total: f64,
+}
+
+/// The machine-readable result `berth run --json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobResult {
+    pub job_id: String,
+    pub status: Status,
+    pub error_class: Option<ErrorClass>,
+    pub message: String,
+    /// The component's exit status (signal N reported as 128+N); `None` when it never ran.
+    pub exit_code: Option<i32>,
+    pub image: Option<ImageSummary>,
+    pub timings: Timings,
+}
+
+impl JobResult {
+    /// berth's exit status for this result.
+    pub fn exit_status(&self) -> u8 {
+        self.error_class.map_or(0, ErrorClass::exit_status)
+    }
+}
+
+/// Shortens a message to `MAX_MESSAGE_CHARS`, keeping its head and tail around ` ... `.
+pub fn truncate_message(message: &str) -> String {
+    truncate_chars(message, MAX_MESSAGE_CHARS)
+}
+
+fn truncate_chars(message: &str, max: usize) -> String {
+    let count = message.chars().count();
+    if count <= max {
+        return message.to_owned();
+    }
+    let sep = " ... ";
+    let keep = max.saturating_sub(sep.len());
+    let head = keep / 2;
+    let tail = keep - head;
+    let head_str: String = message.chars().take(head).collect();
+    let tail_str: String = message.chars().skip(count - tail).collect();
+    format!("{head_str}{sep}{tail_str}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_messages_are_untouched() {
+        assert_eq!(truncate_message("boom"), "boom");
+    }
+
+    #[test]
+    fn long_messages_keep_head_and_tail() {
+        let msg = format!("START{}END", "x".repeat(10_000));
+        let t = truncate_message(&msg);
+        assert_eq!(t.chars().count(), MAX_MESSAGE_CHARS);
+        assert!(t.starts_with("START"));
+        assert!(t.ends_with("END"));
+        assert!(t.contains(" ... "));
+    }
+
+    #[test]
+    fn truncation_respects_multibyte_characters() {
+        let msg = "ž".repeat(5000);
+        let t = truncate_message(&msg);
+        assert_eq!(t.chars().count(), MAX_MESSAGE_CHARS);
+    }
+
+    #[test]
+    fn classes_map_to_exit_statuses() {
+        assert_eq!(ErrorClass::User.exit_status(), 1);
+        assert_eq!(ErrorClass::Application.exit_status(), 2);
+        assert_eq!(ErrorClass::Internal.exit_status(), 3);
+    }
+}

@@ -1,0 +1,89 @@
+//! A recording stand-in for the kernel, for unit tests of error paths.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use super::{CgroupSupport, Host, HostError};
+
+/// Records every call; `refuse_overlay` makes overlay mounts fail like a kernel without
+/// overlayfs would.
+#[derive(Debug, Default)]
+pub struct FakeHost {
+    pub refuse_overlay: bool,
+    pub calls: Mutex<Vec<String>>,
+}
+
+impl FakeHost {
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    fn record(&self, call: String) {
+        if let Ok(mut c) = self.calls.lock() {
+            c.push(call);
+        }
+    }
+}
+
+impl Host for FakeHost {
+    fn privileged(&self) -> bool {
+        true
+    }
+
+    fn isolate_mounts(&self) -> Result<(), HostError> {
+        self.record("isolate_mounts".to_owned());
+        Ok(())
+    }
+
+    fn mount_overlay(
+        &self,
+        lower: &Path,
+        _upper: &Path,
+        _work: &Path,
+        target: &Path,
+    ) -> Result<(), HostError> {
+        self.record(format!(
+            "mount_overlay {} {}",
+            lower.display(),
+            target.display()
+        ));
+        if self.refuse_overlay {
+            return Err(HostError::Overlay {
+                target: target.to_owned(),
+                source: std::io::Error::from_raw_os_error(libc::ENODEV),
+            });
+        }
+        Ok(())
+    }
+
+    fn unmount(&self, target: &Path) -> Result<(), HostError> {
+        self.record(format!("unmount {}", target.display()));
+        Ok(())
+    }
+
+    fn mounts_under(&self, _dir: &Path) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
+    fn loopback_up(&self, pid: i32) -> Result<(), HostError> {
+        self.record(format!("loopback_up {pid}"));
+        Ok(())
+    }
+
+    fn hard_nofile_limit(&self) -> u64 {
+        4096
+    }
+
+    fn cgroups(&self) -> CgroupSupport {
+        CgroupSupport {
+            memory: Some(PathBuf::from("/sys/fs/cgroup/memory")),
+            memory_v2: false,
+            pids: true,
+            cpu: true,
+        }
+    }
+
+    fn oom_kills(&self, _cgroups_path: &str) -> Option<u64> {
+        Some(0)
+    }
+}

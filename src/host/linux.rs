@@ -1,0 +1,251 @@
+//! The real kernel.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+
+use super::{CgroupSupport, Host, HostError};
+
+#[derive(Debug, Default)]
+pub struct LinuxHost;
+
+impl LinuxHost {
+    pub fn new() -> Self {
+        LinuxHost
+    }
+}
+
+impl Host for LinuxHost {
+    fn privileged(&self) -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    fn isolate_mounts(&self) -> Result<(), HostError> {
+        let err = |e: nix::Error| HostError::IsolateMounts(io::Error::from(e));
+        nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(err)?;
+        // Without this our mounts would propagate back into the host's namespace through
+        // shared peer groups; slave keeps host mounts visible to us but not ours to it.
+        nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_SLAVE,
+            None::<&str>,
+        )
+        .map_err(err)
+    }
+
+    fn mount_overlay(
+        &self,
+        lower: &Path,
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<(), HostError> {
+        for p in [lower, upper, work] {
+            let s = p.as_os_str().as_encoded_bytes();
+            if s.contains(&b',') || s.contains(&b':') {
+                return Err(HostError::OverlayPath(p.to_owned()));
+            }
+        }
+        let base = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.display(),
+            upper.display(),
+            work.display()
+        );
+        let mount = |data: &str| {
+            nix::mount::mount(
+                Some("overlay"),
+                target,
+                Some("overlay"),
+                MsFlags::MS_NODEV,
+                Some(data),
+            )
+        };
+        // The upper directory is thrown away after the job, so nothing is worth an fsync:
+        // `volatile` skips them. Kernels without it reject the option; retry plainly.
+        mount(&format!("{base},volatile"))
+            .or_else(|_| mount(&base))
+            .map_err(|e| HostError::Overlay {
+                target: target.to_owned(),
+                source: e.into(),
+            })
+    }
+
+    fn unmount(&self, target: &Path) -> Result<(), HostError> {
+        match nix::mount::umount2(target, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => Ok(()),
+            Err(e) => Err(HostError::Unmount {
+                target: target.to_owned(),
+                source: e.into(),
+            }),
+        }
+    }
+
+    fn mounts_under(&self, dir: &Path) -> Vec<PathBuf> {
+        let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+            return Vec::new();
+        };
+        let mut found: Vec<PathBuf> = text
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .map(unescape_mountinfo)
+            .filter(|p| p.starts_with(dir))
+            .collect();
+        found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        found
+    }
+
+    fn loopback_up(&self, pid: i32) -> Result<(), HostError> {
+        let err = |source: io::Error| HostError::Loopback { pid, source };
+        let ns = File::open(format!("/proc/{pid}/ns/net")).map_err(err)?;
+        // setns changes the namespace of the calling thread only; a short-lived thread keeps
+        // berth's own threads in the host namespace. It is joined before the container starts,
+        // so libcontainer never clones while it exists.
+        std::thread::spawn(move || -> io::Result<()> {
+            nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET)?;
+            set_interface_up("lo")
+        })
+        .join()
+        .map_err(|_| err(io::Error::other("loopback thread panicked")))?
+        .map_err(err)
+    }
+
+    fn hard_nofile_limit(&self) -> u64 {
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map(|(_, hard)| hard)
+            .unwrap_or(1024)
+    }
+
+    fn cgroups(&self) -> CgroupSupport {
+        use libcgroups::common::{CgroupSetup, get_cgroup_setup};
+        use libcgroups::v1::ControllerType;
+        use libcgroups::v1::util::get_subsystem_mount_point;
+        match get_cgroup_setup() {
+            Ok(CgroupSetup::Unified) => {
+                let root = Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT);
+                let controllers =
+                    std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+                let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
+                CgroupSupport {
+                    memory: has("memory").then(|| root.to_owned()),
+                    memory_v2: true,
+                    pids: has("pids"),
+                    cpu: has("cpu"),
+                }
+            }
+            Ok(CgroupSetup::Legacy | CgroupSetup::Hybrid) => CgroupSupport {
+                memory: get_subsystem_mount_point(&ControllerType::Memory).ok(),
+                memory_v2: false,
+                pids: get_subsystem_mount_point(&ControllerType::Pids).is_ok(),
+                cpu: get_subsystem_mount_point(&ControllerType::Cpu).is_ok(),
+            },
+            Err(_) => CgroupSupport::default(),
+        }
+    }
+
+    fn oom_kills(&self, cgroups_path: &str) -> Option<u64> {
+        let support = self.cgroups();
+        let base = support.memory?;
+        let dir = base.join(cgroups_path.trim_start_matches('/'));
+        let (file, key) = if support.memory_v2 {
+            ("memory.events", "oom_kill")
+        } else {
+            ("memory.oom_control", "oom_kill")
+        };
+        let text = std::fs::read_to_string(dir.join(file)).ok()?;
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == key).then(|| v.trim().parse().ok())?
+        })
+    }
+}
+
+/// Sets IFF_UP on an interface of the calling thread's network namespace.
+fn set_interface_up(name: &str) -> io::Result<()> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is a plain C struct of integers, arrays and a union of such; the
+    // all-zero bit pattern is a valid (empty) value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.len() >= req.ifr_name.len() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = libc::c_char::from_ne_bytes([*src]);
+    }
+    // JUSTIFICATION: nix has no wrapper for the interface-flag ioctls.
+    // SAFETY: SIOCGIFFLAGS reads ifr_name and writes ifr_ifru.ifru_flags of the ifreq we
+    // own, which outlives the call; the socket fd is open.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS succeeded, so the flags member of the union is initialised.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+    // SAFETY: as above; SIOCSIFFLAGS only reads the ifreq.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    let mut out = Vec::with_capacity(field.len());
+    let bytes = field.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), PathBuf::from("/a b"));
+        assert_eq!(unescape_mountinfo("/plain"), PathBuf::from("/plain"));
+        assert_eq!(unescape_mountinfo("/end\\"), PathBuf::from("/end\\"));
+    }
+
+    #[test]
+    fn overlay_refuses_paths_it_cannot_express() {
+        let h = LinuxHost::new();
+        let e = h
+            .mount_overlay(
+                Path::new("/a,b"),
+                Path::new("/u"),
+                Path::new("/w"),
+                Path::new("/t"),
+            )
+            .unwrap_err();
+        assert!(matches!(e, HostError::OverlayPath(_)), "{e}");
+    }
+}

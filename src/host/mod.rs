@@ -1,0 +1,118 @@
+//! The seam to the kernel: every mount, namespace, id and cgroup operation berth makes
+//! itself goes through [`Host`].
+//!
+//! Two reasons for one seam. Unit tests substitute a recording fake (see [`fake`]) to drive
+//! error paths the real kernel will not produce on demand. And running as root differs from
+//! running rootless exactly here, so that difference stays in one place instead of being
+//! spread through the code as `if getuid() == 0`.
+//!
+//! (libcontainer makes its own syscalls to build the container; those stay behind the
+//! `runtime` module, which is the only caller of libcontainer.)
+
+mod linux;
+
+#[cfg(test)]
+pub mod fake;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use linux::LinuxHost;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("cannot mount overlay at {target}: {source}")]
+    Overlay {
+        target: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot unmount {target}: {source}")]
+    Unmount {
+        target: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot give berth a private mount namespace: {0}")]
+    IsolateMounts(std::io::Error),
+    #[error("cannot bring loopback up in the network namespace of pid {pid}: {source}")]
+    Loopback { pid: i32, source: std::io::Error },
+    #[error("path {0} cannot be used in an overlay mount (it contains ',' or ':')")]
+    OverlayPath(PathBuf),
+}
+
+impl HostError {
+    /// True when the kernel refused overlayfs itself (not supported here, not permitted),
+    /// as opposed to a broken path: the caller may fall back to copying.
+    pub fn overlay_refused(&self) -> bool {
+        match self {
+            HostError::Overlay { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(libc::EINVAL | libc::EPERM | libc::ENODEV | libc::EOPNOTSUPP | libc::EACCES)
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Which cgroup hierarchy limits land in, and which controllers it offers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgroupSupport {
+    /// Where the memory controller lives, if anywhere (a v1 hierarchy or the v2 root).
+    pub memory: Option<PathBuf>,
+    pub memory_v2: bool,
+    pub pids: bool,
+    pub cpu: bool,
+}
+
+impl CgroupSupport {
+    /// What cannot be enforced here, in words an operator can act on.
+    pub fn unenforced(&self) -> Vec<&'static str> {
+        let mut missing = Vec::new();
+        if self.memory.is_none() {
+            missing.push("memory limit (no memory cgroup controller)");
+        }
+        if !self.pids {
+            missing.push("process limit (no pids cgroup controller)");
+        }
+        if !self.cpu {
+            missing.push("cpu quota (no cpu cgroup controller)");
+        }
+        missing
+    }
+}
+
+/// Everything berth asks of the kernel directly.
+pub trait Host: fmt::Debug + Send + Sync {
+    /// True when berth has full privileges (root in the initial user namespace).
+    fn privileged(&self) -> bool;
+
+    /// Moves berth into a private mount namespace, so every mount it makes disappears with
+    /// it even when it is killed. Must be called while berth has a single thread.
+    fn isolate_mounts(&self) -> Result<(), HostError>;
+
+    /// Mounts an overlay of `lower` (never written) with `upper` taking every change.
+    fn mount_overlay(
+        &self,
+        lower: &Path,
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<(), HostError>;
+
+    /// Detaches the mount at `target`.
+    fn unmount(&self, target: &Path) -> Result<(), HostError>;
+
+    /// Mount points at or below `dir` in berth's mount namespace, deepest first.
+    fn mounts_under(&self, dir: &Path) -> Vec<PathBuf>;
+
+    /// Brings `lo` up inside the network namespace of `pid` (libcontainer leaves it down).
+    fn loopback_up(&self, pid: i32) -> Result<(), HostError>;
+
+    /// The hard limit on open files berth itself runs under; no container may ask for more.
+    fn hard_nofile_limit(&self) -> u64;
+
+    /// The cgroup controllers available for limits.
+    fn cgroups(&self) -> CgroupSupport;
+
+    /// How many times the OOM killer struck in the container's cgroup, if that is known.
+    fn oom_kills(&self, cgroups_path: &str) -> Option<u64>;
+}

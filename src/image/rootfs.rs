@@ -1,0 +1,280 @@
+//! Root filesystems: one unpacked tree per layer chain, shared read-only by every job, and
+//! a writable per-job view of it.
+//!
+//! The cache entry for a chain is built in `tmp/` and renamed into `rootfs/<chain id>`
+//! when complete, so a reader never sees a half-unpacked tree and two berths unpacking the
+//! same image at once both end up using one copy. Jobs never write to it: each gets an
+//! overlay with its own upper directory or, where the kernel refuses overlayfs, a copy.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::ImageError;
+use super::digest::{Digest, chain_id};
+use super::manifest::Descriptor;
+use super::store::Store;
+use super::unpack::{Ownership, unpack_layer};
+use crate::host::Host;
+
+/// The cached rootfs for a layer chain, unpacking it first if needed. Returns the path and
+/// whether this call unpacked it.
+pub fn ensure_rootfs(
+    store: &Store,
+    layers: &[Descriptor],
+    diff_ids: &[Digest],
+    ownership: Ownership,
+) -> Result<(PathBuf, bool), ImageError> {
+    let chain = chain_id(diff_ids).ok_or_else(|| ImageError::BadConfig {
+        message: "image has no layers".to_owned(),
+    })?;
+    let dest = rootfs_path(store, &chain);
+    if dest.is_dir() {
+        return Ok((dest, false));
+    }
+    let tmp = store.temp_path("rootfs");
+    fs::create_dir(&tmp).map_err(|source| ImageError::Store {
+        path: tmp.clone(),
+        source,
+    })?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).map_err(|source| {
+        ImageError::Store {
+            path: tmp.clone(),
+            source,
+        }
+    })?;
+    let guard = RemoveOnDrop(Some(tmp.clone()));
+    let started = std::time::Instant::now();
+    let mut entries = 0;
+    for (layer, diff_id) in layers.iter().zip(diff_ids) {
+        let stats = unpack_layer(
+            &store.blob_path(&layer.digest),
+            &layer.digest,
+            diff_id,
+            &tmp,
+            ownership,
+        )?;
+        entries += stats.entries;
+        tracing::debug!(layer = %layer.digest, entries = stats.entries, bytes = stats.bytes, "layer applied");
+    }
+    match fs::rename(&tmp, &dest) {
+        Ok(()) => {
+            guard.disarm();
+            tracing::info!(
+                chain = %chain.short(),
+                layers = layers.len(),
+                entries,
+                "unpacked in {:.2} s",
+                started.elapsed().as_secs_f64()
+            );
+            Ok((dest, true))
+        }
+        // Another berth finished the same chain first; ours is dropped by the guard.
+        Err(_) if dest.is_dir() => Ok((dest, false)),
+        Err(source) => Err(ImageError::Store { path: dest, source }),
+    }
+}
+
+/// Where the rootfs of a chain lives once unpacked.
+pub fn rootfs_path(store: &Store, chain: &Digest) -> PathBuf {
+    store.root().join("rootfs").join(chain.hex())
+}
+
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl RemoveOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_dir_all(&p);
+        }
+    }
+}
+
+/// A job's writable view of a cached rootfs.
+#[derive(Debug)]
+pub enum RootfsView {
+    Overlay { target: PathBuf },
+    Copy { target: PathBuf },
+}
+
+impl RootfsView {
+    /// Mounts an overlay of `lower` at `dir/rootfs` with its upper layer in `dir`, or copies
+    /// `lower` there when the kernel refuses overlayfs.
+    pub fn create(host: &dyn Host, lower: &Path, dir: &Path) -> Result<RootfsView, ImageError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| ImageError::Store { path, source }
+        };
+        let target = dir.join("rootfs");
+        let upper = dir.join("upper");
+        let work = dir.join("work");
+        for d in [&target, &upper, &work] {
+            fs::create_dir_all(d).map_err(io(d))?;
+        }
+        match host.mount_overlay(lower, &upper, &work, &target) {
+            Ok(()) => Ok(RootfsView::Overlay { target }),
+            Err(e) if e.overlay_refused() => {
+                tracing::warn!("{e}; copying the rootfs instead (slower)");
+                copy_tree(lower, &target).map_err(io(&target))?;
+                Ok(RootfsView::Copy { target })
+            }
+            Err(e) => Err(ImageError::Host(e)),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            RootfsView::Overlay { target } | RootfsView::Copy { target } => target,
+        }
+    }
+
+    /// Unmounts the overlay (the job's directory removal deletes the rest).
+    pub fn release(&self, host: &dyn Host) -> Result<(), ImageError> {
+        match self {
+            RootfsView::Overlay { target } => host.unmount(target).map_err(ImageError::Host),
+            RootfsView::Copy { .. } => Ok(()),
+        }
+    }
+}
+
+/// Copies a tree preserving types, modes, owners, times and hard links; never follows a
+/// symlink.
+pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    copy_dir_contents(src, dst, &mut links)?;
+    copy_metadata(src, dst, &fs::symlink_metadata(src)?)
+}
+
+fn copy_dir_contents(
+    src: &Path,
+    dst: &Path,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> io::Result<()> {
+    for entry in fs::read_dir(src)? {
+        let entry = entry?;
+        let from = entry.path();
+        let to = dst.join(entry.file_name());
+        let meta = fs::symlink_metadata(&from)?;
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            fs::create_dir(&to)?;
+            copy_dir_contents(&from, &to, links)?;
+            copy_metadata(&from, &to, &meta)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+            copy_metadata(&from, &to, &meta)?;
+        } else {
+            if meta.nlink() > 1 {
+                if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
+                    fs::hard_link(first, &to)?;
+                    continue;
+                }
+                links.insert((meta.dev(), meta.ino()), to.clone());
+            }
+            if ft.is_file() {
+                fs::copy(&from, &to)?;
+            } else {
+                use nix::sys::stat::{Mode, SFlag, mknod};
+                let kind = SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT);
+                mknod(
+                    &to,
+                    kind,
+                    Mode::from_bits_truncate(meta.mode() & 0o7777),
+                    meta.rdev(),
+                )
+                .map_err(io::Error::from)?;
+            }
+            copy_metadata(&from, &to, &meta)?;
+        }
+    }
+    Ok(())
+}
+
+fn copy_metadata(_from: &Path, to: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    use nix::sys::stat::{UtimensatFlags, utimensat};
+    use nix::sys::time::TimeSpec;
+    use nix::unistd::{Gid, Uid, fchownat};
+    // Ownership first: chown clears set-id bits, so the mode comes after it.
+    if nix::unistd::geteuid().is_root() {
+        fchownat(
+            None,
+            to,
+            Some(Uid::from_raw(meta.uid())),
+            Some(Gid::from_raw(meta.gid())),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(io::Error::from)?;
+    }
+    if !meta.file_type().is_symlink() {
+        fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    }
+    let atime = TimeSpec::new(meta.atime(), meta.atime_nsec());
+    let mtime = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
+    utimensat(None, to, &atime, &mtime, UtimensatFlags::NoFollowSymlink).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::fake::FakeHost;
+
+    #[test]
+    fn copy_keeps_links_modes_and_hardlinks() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("sub/f"), b"data").unwrap();
+        fs::set_permissions(src.join("sub/f"), fs::Permissions::from_mode(0o751)).unwrap();
+        fs::hard_link(src.join("sub/f"), src.join("h")).unwrap();
+        std::os::unix::fs::symlink("/nowhere", src.join("l")).unwrap();
+        let dst = d.path().join("dst");
+        fs::create_dir(&dst).unwrap();
+        copy_tree(&src, &dst).unwrap();
+        assert_eq!(fs::read(dst.join("sub/f")).unwrap(), b"data");
+        assert_eq!(
+            fs::metadata(dst.join("sub/f")).unwrap().mode() & 0o7777,
+            0o751
+        );
+        assert_eq!(fs::read_link(dst.join("l")).unwrap(), Path::new("/nowhere"));
+        assert_eq!(
+            fs::metadata(dst.join("h")).unwrap().ino(),
+            fs::metadata(dst.join("sub/f")).unwrap().ino()
+        );
+    }
+
+    #[test]
+    fn refused_overlay_falls_back_to_a_copy() {
+        let d = tempfile::tempdir().unwrap();
+        let lower = d.path().join("lower");
+        fs::create_dir(&lower).unwrap();
+        fs::write(lower.join("bin"), b"x").unwrap();
+        let host = FakeHost {
+            refuse_overlay: true,
+            ..Default::default()
+        };
+        let job = d.path().join("job");
+        let view = RootfsView::create(&host, &lower, &job).unwrap();
+        assert!(matches!(view, RootfsView::Copy { .. }));
+        assert_eq!(fs::read(view.path().join("bin")).unwrap(), b"x");
+        view.release(&host).unwrap();
+        assert!(host.calls().iter().all(|c| !c.starts_with("unmount")));
+    }
+
+    #[test]
+    fn overlay_view_is_unmounted_on_release() {
+        let d = tempfile::tempdir().unwrap();
+        let host = FakeHost::default();
+        let view = RootfsView::create(&host, d.path(), &d.path().join("job")).unwrap();
+        assert!(matches!(view, RootfsView::Overlay { .. }));
+        view.release(&host).unwrap();
+        assert!(host.calls().last().unwrap().starts_with("unmount"));
+    }
+}

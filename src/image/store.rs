@@ -1,0 +1,291 @@
+//! The content store: blobs by digest, and a record per image reference.
+//!
+//! ```text
+//! <cache>/blobs/sha256/<hex>    manifests, configs and layers, verified before they land
+//! <cache>/refs/<hex>.json       what a reference resolved to (hex = sha256 of the reference)
+//! <cache>/rootfs/<chain hex>/   unpacked root filesystems (see rootfs.rs)
+//! <cache>/tmp/                  downloads and unpacks in progress
+//! ```
+//!
+//! Everything lands by `rename` from `tmp/`, so a crash or a concurrent berth never leaves
+//! a half-written blob under its final name.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::ImageError;
+use super::digest::{Digest, Hasher};
+
+/// What an image reference resolved to when it was last pulled.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImageRecord {
+    pub reference: String,
+    /// What the reference names in the registry: an index or a manifest.
+    pub digest: Digest,
+    /// The manifest for this host's platform.
+    pub manifest: Digest,
+    pub config: Digest,
+    pub layers: Vec<Digest>,
+    /// Compressed size of all layers, in bytes.
+    pub size: u64,
+    /// Seconds since the epoch.
+    pub pulled_at: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    pub fn open(root: &Path) -> Result<Store, ImageError> {
+        for sub in ["blobs/sha256", "refs", "rootfs", "tmp"] {
+            let dir = root.join(sub);
+            fs::create_dir_all(&dir).map_err(|source| ImageError::Store { path: dir, source })?;
+        }
+        Ok(Store {
+            root: root.to_owned(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// A fresh, unique path under `tmp/` for work that lands by rename.
+    pub fn temp_path(&self, label: &str) -> PathBuf {
+        self.root.join("tmp").join(format!(
+            "{label}.{}.{}",
+            std::process::id(),
+            crate::util::random_hex(6)
+        ))
+    }
+
+    /// Reads a small blob (manifest or config), checking its digest: a corrupted file is
+    /// deleted and reported missing, so the caller fetches it again.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>, ImageError> {
+        let path = self.blob_path(digest);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(ImageError::Store { path, source }),
+        };
+        let mut bytes = Vec::new();
+        file.take(super::manifest::MAX_METADATA_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|source| ImageError::Store {
+                path: path.clone(),
+                source,
+            })?;
+        if Digest::of(&bytes) != *digest {
+            tracing::warn!(%digest, "stored blob is corrupt; it will be fetched again");
+            let _ = fs::remove_file(&path);
+            return Ok(None);
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Stores a blob whose bytes are already in memory, after checking its digest.
+    pub fn put_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<(), ImageError> {
+        let mut w = self.blob_writer(digest, bytes.len() as u64)?;
+        w.write(bytes)?;
+        w.commit()
+    }
+
+    /// A writer that lands the blob only if exactly `size` bytes with `digest` arrive.
+    pub fn blob_writer(&self, digest: &Digest, size: u64) -> Result<BlobWriter, ImageError> {
+        let tmp = self.temp_path(digest.hex());
+        let file = File::create(&tmp).map_err(|source| ImageError::Store {
+            path: tmp.clone(),
+            source,
+        })?;
+        Ok(BlobWriter {
+            file: std::io::BufWriter::with_capacity(256 << 10, file),
+            tmp,
+            dest: self.blob_path(digest),
+            hasher: Hasher::new(),
+            written: 0,
+            size,
+            digest: digest.clone(),
+            committed: false,
+        })
+    }
+
+    fn record_path(&self, reference: &str) -> PathBuf {
+        self.root
+            .join("refs")
+            .join(format!("{}.json", Digest::of(reference.as_bytes()).hex()))
+    }
+
+    pub fn save_record(&self, record: &ImageRecord) -> Result<(), ImageError> {
+        let path = self.record_path(&record.reference);
+        let tmp = self.temp_path("ref");
+        let json = serde_json::to_vec_pretty(record).unwrap_or_default();
+        fs::write(&tmp, json)
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(|source| ImageError::Store { path, source })
+    }
+
+    pub fn find_record(&self, reference: &str) -> Option<ImageRecord> {
+        let bytes = fs::read(self.record_path(reference)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Every stored image, sorted by reference.
+    pub fn records(&self) -> Vec<ImageRecord> {
+        let mut out: Vec<ImageRecord> = fs::read_dir(self.root.join("refs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect();
+        out.sort_by(|a: &ImageRecord, b| a.reference.cmp(&b.reference));
+        out
+    }
+}
+
+/// Streams one blob into the store, verifying size and digest as it goes.
+#[derive(Debug)]
+pub struct BlobWriter {
+    file: std::io::BufWriter<File>,
+    tmp: PathBuf,
+    dest: PathBuf,
+    hasher: Hasher,
+    written: u64,
+    size: u64,
+    digest: Digest,
+    committed: bool,
+}
+
+impl BlobWriter {
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), ImageError> {
+        self.written += chunk.len() as u64;
+        if self.written > self.size {
+            return Err(ImageError::SizeMismatch {
+                digest: self.digest.clone(),
+                expected: self.size,
+                actual: format!("more than {}", self.size),
+            });
+        }
+        self.hasher.update(chunk);
+        self.file
+            .write_all(chunk)
+            .map_err(|source| ImageError::Store {
+                path: self.tmp.clone(),
+                source,
+            })
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Lands the blob under its digest, or fails (and removes it) if it is not what the
+    /// manifest promised.
+    pub fn commit(mut self) -> Result<(), ImageError> {
+        if self.written != self.size {
+            return Err(ImageError::SizeMismatch {
+                digest: self.digest.clone(),
+                expected: self.size,
+                actual: self.written.to_string(),
+            });
+        }
+        let actual = std::mem::take(&mut self.hasher).finish();
+        if actual != self.digest {
+            return Err(ImageError::DigestMismatch {
+                what: "blob".to_owned(),
+                expected: self.digest.clone(),
+                actual,
+            });
+        }
+        self.file.flush().map_err(|source| ImageError::Store {
+            path: self.tmp.clone(),
+            source,
+        })?;
+        fs::rename(&self.tmp, &self.dest).map_err(|source| ImageError::Store {
+            path: self.dest.clone(),
+            source,
+        })?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_land_only_when_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = Digest::of(b"hello");
+        store.put_blob(&d, b"hello").unwrap();
+        assert_eq!(store.read_blob(&d).unwrap().unwrap(), b"hello");
+
+        let wrong = Digest::of(b"other");
+        let e = store.put_blob(&wrong, b"hello").unwrap_err();
+        assert!(matches!(e, ImageError::DigestMismatch { .. }), "{e}");
+        assert!(!store.has_blob(&wrong));
+
+        let mut w = store.blob_writer(&wrong, 3).unwrap();
+        let e = w.write(b"toolong").unwrap_err();
+        assert!(matches!(e, ImageError::SizeMismatch { .. }), "{e}");
+        drop(w);
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0,
+            "temp files left"
+        );
+    }
+
+    #[test]
+    fn corrupt_blobs_read_as_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = Digest::of(b"hello");
+        store.put_blob(&d, b"hello").unwrap();
+        fs::write(store.blob_path(&d), b"jello").unwrap();
+        assert!(store.read_blob(&d).unwrap().is_none());
+        assert!(!store.has_blob(&d));
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let rec = ImageRecord {
+            reference: "127.0.0.1:5000/a/b:1".to_owned(),
+            digest: Digest::of(b"i"),
+            manifest: Digest::of(b"m"),
+            config: Digest::of(b"c"),
+            layers: vec![Digest::of(b"l")],
+            size: 5,
+            pulled_at: 1,
+        };
+        store.save_record(&rec).unwrap();
+        assert_eq!(store.find_record(&rec.reference), Some(rec.clone()));
+        assert_eq!(store.records(), vec![rec]);
+        assert_eq!(store.find_record("other"), None);
+    }
+}

@@ -1,0 +1,655 @@
+//! Applies one layer (a tar stream, plain, gzip or zstd) onto a root filesystem.
+//!
+//! Layers are untrusted. Whatever an entry says, nothing is written, linked, chmod-ed or
+//! deleted outside `rootfs`:
+//! - a path with `..` that climbs, and a hard link pointing out, refuse the whole layer;
+//! - an entry (or a whiteout) below an existing symlink refuses the whole layer: inside a
+//!   container the link would resolve within the rootfs, but here on the host it could
+//!   point anywhere;
+//! - the tar crate's own `unpack_in` checks (canonical parent inside the root, `O_EXCL`
+//!   file creation, no chmod through a symlink) stay in force underneath.
+//!
+//! Whiteouts follow the OCI image spec: `.wh.NAME` deletes NAME from lower layers, and
+//! `.wh..wh..opq` empties its directory of everything lower layers put there (entries of
+//! the same layer stay, in whatever order the tar lists them).
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read};
+use std::path::{Component, Path, PathBuf};
+
+use super::ImageError;
+use super::digest::{Digest, Hasher};
+
+const OPAQUE: &str = ".wh..wh..opq";
+const WHITEOUT_PREFIX: &str = ".wh.";
+
+/// How ownership recorded in the layer is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// Files get the uid/gid the tar records (needs privilege).
+    Preserve,
+    /// Files belong to whoever unpacks (rootless without a user namespace).
+    Ignore,
+}
+
+/// What one layer did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LayerStats {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// Unpacks the layer blob at `blob` (digest `layer`) onto `rootfs`, checking that its
+/// uncompressed content has digest `diff_id`.
+pub fn unpack_layer(
+    blob: &Path,
+    layer: &Digest,
+    diff_id: &Digest,
+    rootfs: &Path,
+    ownership: Ownership,
+) -> Result<LayerStats, ImageError> {
+    let bad = |message: String| ImageError::BadLayer {
+        layer: layer.clone(),
+        message,
+    };
+    let file = File::open(blob).map_err(|source| ImageError::Store {
+        path: blob.to_owned(),
+        source,
+    })?;
+    let reader = decompressor(BufReader::with_capacity(256 << 10, file))
+        .map_err(|e| bad(format!("cannot read: {e}")))?;
+    let mut hashing = HashingReader {
+        inner: reader,
+        hasher: Hasher::new(),
+        bytes: 0,
+    };
+    let mut stats = LayerStats::default();
+    {
+        let mut archive = tar::Archive::new(&mut hashing);
+        archive.set_preserve_permissions(true);
+        archive.set_preserve_mtime(true);
+        archive.set_unpack_xattrs(true);
+        archive.set_overwrite(true);
+        archive.set_preserve_ownerships(ownership == Ownership::Preserve);
+        let mut applier = Applier {
+            rootfs,
+            layer,
+            ownership,
+            written: HashSet::new(),
+        };
+        let entries = archive
+            .entries()
+            .map_err(|e| bad(format!("not a tar archive: {e}")))?;
+        for entry in entries {
+            crate::interrupt::check()?;
+            let mut entry = entry.map_err(|e| bad(format!("corrupt tar: {e}")))?;
+            applier.apply(&mut entry)?;
+            stats.entries += 1;
+        }
+    }
+    // The diff id covers the whole uncompressed stream, including the padding after the
+    // last entry that the tar reader does not consume.
+    io::copy(&mut hashing, &mut io::sink()).map_err(|e| bad(format!("corrupt stream: {e}")))?;
+    stats.bytes = hashing.bytes;
+    let actual = hashing.hasher.finish();
+    if actual != *diff_id {
+        return Err(ImageError::DigestMismatch {
+            what: format!("uncompressed layer {layer}"),
+            expected: diff_id.clone(),
+            actual,
+        });
+    }
+    Ok(stats)
+}
+
+/// Picks the decompressor from the stream's magic bytes rather than the media type, which
+/// registries and image builders get wrong often enough.
+fn decompressor<R: Read + Send + 'static>(mut r: BufReader<R>) -> io::Result<Box<dyn Read + Send>> {
+    use std::io::BufRead;
+    let head = r.fill_buf()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(flate2::bufread::MultiGzDecoder::new(r)))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Ok(Box::new(zstd::stream::read::Decoder::with_buffer(r)?))
+    } else {
+        Ok(Box::new(r))
+    }
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: Hasher,
+    bytes: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+struct Applier<'a> {
+    rootfs: &'a Path,
+    layer: &'a Digest,
+    ownership: Ownership,
+    /// Paths this layer created, which its own opaque whiteouts must keep.
+    written: HashSet<PathBuf>,
+}
+
+impl Applier<'_> {
+    fn escape(&self, path: &Path, why: &str) -> ImageError {
+        ImageError::LayerEscape {
+            layer: self.layer.clone(),
+            path: path.to_owned(),
+            why: why.to_owned(),
+        }
+    }
+
+    fn bad(&self, message: String) -> ImageError {
+        ImageError::BadLayer {
+            layer: self.layer.clone(),
+            message,
+        }
+    }
+
+    fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), ImageError> {
+        let raw = entry
+            .path()
+            .map_err(|e| self.bad(format!("bad entry path: {e}")))?
+            .into_owned();
+        let Some(rel) = normalize(&raw).map_err(|()| self.escape(&raw, "has a '..' component"))?
+        else {
+            return Ok(()); // the root directory itself
+        };
+        self.check_no_symlink_ancestors(&rel, &raw)?;
+        let name = rel.file_name().unwrap_or_default();
+        let parent = rel.parent().unwrap_or_else(|| Path::new(""));
+
+        if name == OPAQUE {
+            let rel_dir = parent.to_owned();
+            self.clear_opaque(&rel_dir)
+                .map_err(|e| self.bad(format!("opaque whiteout in {}: {e}", rel_dir.display())))?;
+            return Ok(());
+        }
+        if let Some(target) = name.to_str().and_then(|n| n.strip_prefix(WHITEOUT_PREFIX)) {
+            if target.is_empty() || target == "." || target == ".." {
+                return Err(self.escape(&raw, "whiteout names no file"));
+            }
+            let victim = self.rootfs.join(parent).join(target);
+            remove_any(&victim)
+                .map_err(|e| self.bad(format!("whiteout {}: {e}", raw.display())))?;
+            return Ok(());
+        }
+
+        let kind = entry.header().entry_type();
+        if kind.is_hard_link() {
+            let target = entry
+                .link_name()
+                .map_err(|e| self.bad(format!("bad link name: {e}")))?
+                .ok_or_else(|| self.bad(format!("hard link {} has no target", raw.display())))?
+                .into_owned();
+            let target_rel = normalize(&target)
+                .map_err(|()| self.escape(&raw, "hard link target has a '..' component"))?
+                .ok_or_else(|| self.escape(&raw, "hard link to the root directory"))?;
+            self.check_no_symlink_ancestors(&target_rel, &raw)?;
+            match fs::symlink_metadata(self.rootfs.join(&target_rel)) {
+                Ok(m) if m.is_dir() => {
+                    return Err(self.bad(format!("hard link {} to a directory", raw.display())));
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(self.bad(format!(
+                        "hard link {} to missing {}",
+                        raw.display(),
+                        target_rel.display()
+                    )));
+                }
+            }
+        }
+
+        let dest = self.rootfs.join(&rel);
+        // A new entry replaces whatever lower layers had at its path, even a directory.
+        if let Ok(existing) = fs::symlink_metadata(&dest) {
+            let replace = if existing.is_dir() {
+                !kind.is_dir()
+            } else {
+                true
+            };
+            if replace {
+                remove_any(&dest)
+                    .map_err(|e| self.bad(format!("replace {}: {e}", rel.display())))?;
+            }
+        }
+
+        match kind {
+            tar::EntryType::Fifo | tar::EntryType::Char | tar::EntryType::Block => {
+                self.make_special(entry, kind, &dest)?;
+            }
+            _ => {
+                let unpacked = entry.unpack_in(self.rootfs).map_err(|e| {
+                    if e.to_string().contains("outside of destination") {
+                        self.escape(&raw, "resolves outside the rootfs")
+                    } else {
+                        self.bad(format!("{}: {e}", raw.display()))
+                    }
+                })?;
+                if !unpacked {
+                    return Err(self.escape(&raw, "refused by the tar reader"));
+                }
+            }
+        }
+        self.written.insert(rel);
+        Ok(())
+    }
+
+    /// Refuses entries whose existing ancestors include a symlink.
+    fn check_no_symlink_ancestors(&self, rel: &Path, raw: &Path) -> Result<(), ImageError> {
+        let mut prefix = PathBuf::new();
+        let mut parts = rel.components().peekable();
+        while let Some(part) = parts.next() {
+            if parts.peek().is_none() {
+                break; // the entry itself may replace a symlink
+            }
+            prefix.push(part);
+            match fs::symlink_metadata(self.rootfs.join(&prefix)) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(self.escape(
+                        raw,
+                        &format!("goes through the symlink {}", prefix.display()),
+                    ));
+                }
+                Ok(_) => {}
+                Err(_) => break, // not there yet: the tar reader creates real directories
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes from `rel_dir` everything this layer did not write itself.
+    fn clear_opaque(&self, rel_dir: &Path) -> io::Result<()> {
+        let dir = self.rootfs.join(rel_dir);
+        let meta = match fs::symlink_metadata(&dir) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !meta.is_dir() {
+            return Ok(());
+        }
+        for child in fs::read_dir(&dir)? {
+            let child = child?;
+            let child_rel = rel_dir.join(child.file_name());
+            if self.written.contains(&child_rel) {
+                if child.file_type()?.is_dir() {
+                    self.clear_opaque(&child_rel)?;
+                }
+            } else {
+                remove_any(&child.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn make_special<R: Read>(
+        &self,
+        entry: &tar::Entry<'_, R>,
+        kind: tar::EntryType,
+        dest: &Path,
+    ) -> Result<(), ImageError> {
+        use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+        let header = entry.header();
+        let mode = header.mode().unwrap_or(0o644) & 0o7777;
+        let (flag, dev) = match kind {
+            tar::EntryType::Fifo => (SFlag::S_IFIFO, 0),
+            tar::EntryType::Char | tar::EntryType::Block => {
+                if self.ownership == Ownership::Ignore {
+                    // Unprivileged: device nodes cannot be created; containers get their
+                    // devices from the runtime anyway.
+                    tracing::debug!(path = %dest.display(), "skipping device node");
+                    return Ok(());
+                }
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                let flag = if kind == tar::EntryType::Char {
+                    SFlag::S_IFCHR
+                } else {
+                    SFlag::S_IFBLK
+                };
+                (flag, makedev(u64::from(major), u64::from(minor)))
+            }
+            _ => return Ok(()),
+        };
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| self.bad(format!("{}: {e}", parent.display())))?;
+        }
+        let io_err = |e: nix::Error| self.bad(format!("{}: {e}", dest.display()));
+        mknod(dest, flag, Mode::from_bits_truncate(mode), dev).map_err(io_err)?;
+        if self.ownership == Ownership::Preserve {
+            let uid = header.uid().ok().and_then(|u| u32::try_from(u).ok());
+            let gid = header.gid().ok().and_then(|g| u32::try_from(g).ok());
+            nix::unistd::fchownat(
+                None,
+                dest,
+                uid.map(nix::unistd::Uid::from_raw),
+                gid.map(nix::unistd::Gid::from_raw),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(io_err)?;
+        }
+        Ok(())
+    }
+}
+
+/// Turns an entry path into a clean relative path with leading `/` and `.` dropped.
+/// `Err` for any `..` component; `Ok(None)` for the root itself.
+fn normalize(path: &Path) -> Result<Option<PathBuf>, ()> {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::Prefix(_) | Component::RootDir | Component::CurDir => {}
+            // No legitimate layer needs `..`; resolving it lexically would only hide intent.
+            Component::ParentDir => return Err(()),
+            Component::Normal(p) => out.push(p),
+        }
+    }
+    if out.as_os_str().is_empty() || out == Path::new(OsStr::new("")) {
+        Ok(None)
+    } else {
+        Ok(Some(out))
+    }
+}
+
+/// Deletes a file, symlink or directory tree (never following symlinks); missing is fine.
+fn remove_any(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// Builds an uncompressed tar in memory from (path, kind) entries.
+    enum E<'a> {
+        Dir(&'a str),
+        File(&'a str, &'a [u8]),
+        Link(&'a str, &'a str),
+        Hard(&'a str, &'a str),
+    }
+
+    fn tar_of(entries: &[E<'_>]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for e in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mtime(1_600_000_000);
+            match e {
+                E::Dir(p) => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_mode(0o755);
+                    h.set_size(0);
+                    b.append_data(&mut h, p, io::empty()).unwrap();
+                }
+                E::File(p, data) => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_mode(0o640);
+                    h.set_size(data.len() as u64);
+                    b.append_data(&mut h, p, *data).unwrap();
+                }
+                E::Link(p, t) => {
+                    h.set_entry_type(tar::EntryType::Symlink);
+                    h.set_size(0);
+                    b.append_link(&mut h, p, t).unwrap();
+                }
+                E::Hard(p, t) => {
+                    h.set_entry_type(tar::EntryType::Link);
+                    h.set_size(0);
+                    b.append_link(&mut h, p, t).unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// Writes raw tar bytes whose names the tar builder would refuse (`..`).
+    fn raw_tar_entry(name: &str, data: &[u8]) -> Vec<u8> {
+        let mut h = tar::Header::new_old();
+        {
+            let bytes = h.as_old_mut();
+            bytes.name[..name.len()].copy_from_slice(name.as_bytes());
+        }
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        let mut out = h.as_bytes().to_vec();
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+        out.extend_from_slice(&[0u8; 1024]);
+        out
+    }
+
+    fn apply(root: &Path, tar_bytes: &[u8]) -> Result<LayerStats, ImageError> {
+        let blob = root
+            .parent()
+            .unwrap()
+            .join(format!("layer-{}.tar", crate::util::random_hex(4)));
+        fs::write(&blob, tar_bytes).unwrap();
+        let d = Digest::of(tar_bytes);
+        unpack_layer(&blob, &d, &d, root, Ownership::Ignore)
+    }
+
+    fn setup() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        fs::create_dir(&root).unwrap();
+        (dir, root)
+    }
+
+    #[test]
+    fn files_dirs_links_and_modes() {
+        let (_d, root) = setup();
+        apply(
+            &root,
+            &tar_of(&[
+                E::Dir("etc"),
+                E::File("etc/hello", b"hi"),
+                E::Link("etc/link", "hello"),
+                E::Hard("etc/hard", "etc/hello"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(fs::read(root.join("etc/hello")).unwrap(), b"hi");
+        assert_eq!(
+            fs::read_link(root.join("etc/link")).unwrap(),
+            Path::new("hello")
+        );
+        let m = fs::metadata(root.join("etc/hello")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o640);
+        assert_eq!(m.nlink(), 2);
+        assert_eq!(m.ino(), fs::metadata(root.join("etc/hard")).unwrap().ino());
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_directories() {
+        let (_d, root) = setup();
+        apply(
+            &root,
+            &tar_of(&[
+                E::Dir("a"),
+                E::File("a/gone", b"1"),
+                E::File("a/kept", b"1"),
+                E::Dir("o"),
+                E::File("o/old", b"1"),
+                E::Dir("o/sub"),
+                E::File("o/sub/old", b"1"),
+            ]),
+        )
+        .unwrap();
+        apply(
+            &root,
+            &tar_of(&[
+                E::File("a/.wh.gone", b""),
+                E::Dir("o"),
+                E::Dir("o/sub"),
+                E::File("o/sub/new", b"2"),
+                E::File("o/.wh..wh..opq", b""),
+                E::File("o/new", b"2"),
+            ]),
+        )
+        .unwrap();
+        assert!(!root.join("a/gone").exists());
+        assert!(root.join("a/kept").exists());
+        assert!(!root.join("a/.wh.gone").exists());
+        assert!(!root.join("o/old").exists());
+        assert!(
+            !root.join("o/sub/old").exists(),
+            "opaque must clear lower content of kept dirs"
+        );
+        assert!(root.join("o/sub/new").exists());
+        assert!(root.join("o/new").exists());
+        assert!(!root.join("o/.wh..wh..opq").exists());
+    }
+
+    #[test]
+    fn a_file_replaces_a_directory_and_back() {
+        let (_d, root) = setup();
+        apply(
+            &root,
+            &tar_of(&[E::Dir("x"), E::File("x/y", b"1"), E::File("f", b"1")]),
+        )
+        .unwrap();
+        apply(&root, &tar_of(&[E::File("x", b"now a file"), E::Dir("f")])).unwrap();
+        assert_eq!(fs::read(root.join("x")).unwrap(), b"now a file");
+        assert!(root.join("f").is_dir());
+    }
+
+    #[test]
+    fn dotdot_escape_refuses_the_layer() {
+        let (d, root) = setup();
+        let e = apply(&root, &raw_tar_entry("../escaped", b"evil")).unwrap_err();
+        assert!(matches!(e, ImageError::LayerEscape { .. }), "{e}");
+        assert!(!d.path().join("escaped").exists());
+    }
+
+    #[test]
+    fn writing_through_a_symlink_is_refused() {
+        let (d, root) = setup();
+        let outside = d.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        let e = apply(
+            &root,
+            &tar_of(&[
+                E::Link("evil", outside.to_str().unwrap()),
+                E::File("evil/planted", b"x"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ImageError::LayerEscape { .. }), "{e}");
+        assert!(!outside.join("planted").exists());
+        // the same with a relative link climbing out
+        let (d2, root2) = setup();
+        fs::create_dir(d2.path().join("outside")).unwrap();
+        let e = apply(
+            &root2,
+            &tar_of(&[E::Link("up", "../outside"), E::File("up/planted", b"x")]),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ImageError::LayerEscape { .. }), "{e}");
+        assert!(!d2.path().join("outside/planted").exists());
+    }
+
+    #[test]
+    fn whiteout_through_a_symlink_is_refused() {
+        let (d, root) = setup();
+        let outside = d.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("precious"), b"keep").unwrap();
+        apply(
+            &root,
+            &tar_of(&[E::Link("evil", outside.to_str().unwrap())]),
+        )
+        .unwrap();
+        let e = apply(&root, &tar_of(&[E::File("evil/.wh.precious", b"")])).unwrap_err();
+        assert!(matches!(e, ImageError::LayerEscape { .. }), "{e}");
+        assert!(outside.join("precious").exists());
+        let e = apply(&root, &tar_of(&[E::File(".wh...", b"")])).unwrap_err();
+        assert!(matches!(e, ImageError::LayerEscape { .. }), "{e}");
+    }
+
+    #[test]
+    fn hard_link_out_of_the_root_is_refused() {
+        let (d, root) = setup();
+        fs::write(d.path().join("secret"), b"s").unwrap();
+        let e = apply(&root, &tar_of(&[E::Hard("h", "../secret")])).unwrap_err();
+        assert!(matches!(e, ImageError::LayerEscape { .. }), "{e}");
+        assert!(!root.join("h").exists());
+    }
+
+    #[test]
+    fn wrong_diff_id_is_refused() {
+        let (d, root) = setup();
+        let bytes = tar_of(&[E::File("a", b"1")]);
+        let blob = d.path().join("l.tar");
+        fs::write(&blob, &bytes).unwrap();
+        let e = unpack_layer(
+            &blob,
+            &Digest::of(&bytes),
+            &Digest::of(b"x"),
+            &root,
+            Ownership::Ignore,
+        )
+        .unwrap_err();
+        assert!(matches!(e, ImageError::DigestMismatch { .. }), "{e}");
+    }
+
+    #[test]
+    fn gzip_and_zstd_layers() {
+        use std::io::Write;
+        let bytes = tar_of(&[E::File("z", b"zz")]);
+        let diff = Digest::of(&bytes);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&bytes).unwrap();
+        let gz = gz.finish().unwrap();
+        let zs = zstd::encode_all(&bytes[..], 3).unwrap();
+        for compressed in [gz, zs] {
+            let (d, root) = setup();
+            let blob = d.path().join("l");
+            fs::write(&blob, &compressed).unwrap();
+            unpack_layer(
+                &blob,
+                &Digest::of(&compressed),
+                &diff,
+                &root,
+                Ownership::Ignore,
+            )
+            .unwrap();
+            assert_eq!(fs::read(root.join("z")).unwrap(), b"zz");
+        }
+    }
+
+    #[test]
+    fn normalize_paths() {
+        assert_eq!(
+            normalize(Path::new("./a/b")).unwrap(),
+            Some(PathBuf::from("a/b"))
+        );
+        assert_eq!(
+            normalize(Path::new("/a/b")).unwrap(),
+            Some(PathBuf::from("a/b"))
+        );
+        assert_eq!(normalize(Path::new("./")).unwrap(), None);
+        assert!(normalize(Path::new("a/../b")).is_err());
+        assert!(normalize(Path::new("../b")).is_err());
+    }
+}

@@ -1,0 +1,134 @@
+//! Finds what dead berths left behind — running containers, mounts, cgroups, working
+//! directories — and removes it.
+//!
+//! libcontainer sets no parent-death signal, so a berth killed with SIGKILL leaves its
+//! container running. Every berth invocation sweeps first (cheap: one directory listing
+//! when nothing is left over), and `berth gc` does it on demand.
+
+use std::fs;
+
+use super::workdir::{Home, is_dead, remove_tree};
+use crate::host::Host;
+
+/// What a sweep removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    pub jobs: Vec<String>,
+    pub containers: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// Removes the leftovers of every dead job under `home`.
+pub fn sweep(host: &dyn Host, home: &Home) -> GcReport {
+    let mut report = GcReport::default();
+    let jobs = home.jobs();
+    let Ok(entries) = fs::read_dir(&jobs) else {
+        return report;
+    };
+    let mut dead: Vec<String> = Vec::new();
+    let mut live: Vec<String> = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name.strip_suffix(".lock") {
+            if is_dead(&entry.path()) {
+                dead.push(id.to_owned());
+            } else {
+                live.push(id.to_owned());
+            }
+        } else if !jobs.join(format!("{name}.lock")).exists() {
+            // A directory without its lock: the lock is created first and removed last.
+            dead.push(name);
+        }
+    }
+    dead.sort();
+    dead.dedup();
+
+    // Containers first: they may still run and hold the mounts and directories.
+    let state_root = home.state_root();
+    for entry in fs::read_dir(&state_root).into_iter().flatten().flatten() {
+        let id = entry.file_name().to_string_lossy().into_owned();
+        let Some(job) = job_of_container(&id) else {
+            continue;
+        };
+        if live.iter().any(|l| l == job) {
+            continue;
+        }
+        match crate::runtime::remove_orphan(&state_root, &id) {
+            Ok(()) => report.containers.push(id),
+            Err(e) => report.errors.push(e.to_string()),
+        }
+    }
+    for id in dead {
+        let dir = jobs.join(&id);
+        for m in host.mounts_under(&dir) {
+            if let Err(e) = host.unmount(&m) {
+                report.errors.push(e.to_string());
+            }
+        }
+        match remove_tree(&dir) {
+            Ok(()) => {
+                let _ = fs::remove_file(jobs.join(format!("{id}.lock")));
+                report.jobs.push(id);
+            }
+            Err(e) => report
+                .errors
+                .push(format!("cannot remove {}: {e}", dir.display())),
+        }
+    }
+    if !report.jobs.is_empty() || !report.containers.is_empty() {
+        tracing::warn!(
+            jobs = ?report.jobs,
+            containers = ?report.containers,
+            "removed leftovers of jobs whose berth died"
+        );
+    }
+    for e in &report.errors {
+        tracing::error!("gc: {e}");
+    }
+    report
+}
+
+/// `berth-<job>-<n>` → `<job>`.
+fn job_of_container(id: &str) -> Option<&str> {
+    let rest = id.strip_prefix("berth-")?;
+    let (job, n) = rest.rsplit_once('-')?;
+    n.parse::<usize>().ok().map(|_| job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::fake::FakeHost;
+    use crate::job::workdir::JobDir;
+
+    #[test]
+    fn container_ids_map_to_jobs() {
+        assert_eq!(job_of_container("berth-abc123-0"), Some("abc123"));
+        assert_eq!(job_of_container("berth-abc123-x"), None);
+        assert_eq!(job_of_container("other-1"), None);
+    }
+
+    #[test]
+    fn dead_jobs_are_swept_and_live_ones_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let home = Home::new(d.path());
+        let live = JobDir::create(&home).unwrap();
+        live.image_dir(0).unwrap();
+        // A dead job: its lock file exists but nobody holds it.
+        let dead_dir = home.jobs().join("deadbeef0000");
+        fs::create_dir_all(dead_dir.join("0/data")).unwrap();
+        fs::write(home.jobs().join("deadbeef0000.lock"), b"").unwrap();
+        // A directory whose lock file never got created.
+        fs::create_dir_all(home.jobs().join("orphan000000")).unwrap();
+
+        let report = sweep(&FakeHost::default(), &home);
+        assert_eq!(
+            report.jobs,
+            vec!["deadbeef0000".to_owned(), "orphan000000".to_owned()]
+        );
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert!(!dead_dir.exists());
+        assert!(!home.jobs().join("deadbeef0000.lock").exists());
+        assert!(live.dir.exists());
+    }
+}

@@ -1,0 +1,209 @@
+//! Where a job keeps its files while it runs, and how a dead job's files are recognised.
+//!
+//! ```text
+//! <home>/jobs/<job id>.lock      flock-ed for as long as the job's berth lives
+//! <home>/jobs/<job id>/<n>/      image n's bundle: config.json, rootfs/ (overlay), upper/,
+//!                                work/, data/ (mounted at /data), tmp/ (mounted at /tmp)
+//! <home>/run/<container id>/     libcontainer's state
+//! ```
+//!
+//! The lock file is created before the directory and removed after it, and the kernel
+//! drops the lock when its holder dies however it dies. So a job directory whose lock can
+//! be taken, or that has no lock file at all, belongs to a dead berth.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+/// The directories under berth's home that jobs use.
+#[derive(Debug, Clone)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    pub fn new(root: &Path) -> Home {
+        Home {
+            root: root.to_owned(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn jobs(&self) -> PathBuf {
+        self.root.join("jobs")
+    }
+
+    /// libcontainer's state root.
+    pub fn state_root(&self) -> PathBuf {
+        self.root.join("run")
+    }
+}
+
+/// A running job's directory, removed when dropped.
+#[derive(Debug)]
+pub struct JobDir {
+    pub id: String,
+    pub dir: PathBuf,
+    lock_path: PathBuf,
+    lock: Option<Flock<File>>,
+}
+
+impl JobDir {
+    pub fn create(home: &Home) -> io::Result<JobDir> {
+        let jobs = home.jobs();
+        fs::create_dir_all(&jobs)?;
+        fs::create_dir_all(home.state_root())?;
+        let id = crate::util::random_hex(6);
+        let lock_path = jobs.join(format!("{id}.lock"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock_path)?;
+        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| io::Error::from(e))?;
+        let dir = jobs.join(&id);
+        fs::create_dir(&dir)?;
+        Ok(JobDir {
+            id,
+            dir,
+            lock_path,
+            lock: Some(lock),
+        })
+    }
+
+    /// The container id for image `n` of this job.
+    pub fn container_id(&self, n: usize) -> String {
+        container_id(&self.id, n)
+    }
+
+    /// Creates image `n`'s bundle directory with the data folder of contract §1.
+    pub fn image_dir(&self, n: usize) -> io::Result<ImageDir> {
+        let path = self.dir.join(n.to_string());
+        let data = path.join("data");
+        for sub in [
+            "in/tables",
+            "in/files",
+            "in/user",
+            "out/tables",
+            "out/files",
+        ] {
+            fs::create_dir_all(data.join(sub))?;
+        }
+        let tmp = path.join("tmp");
+        fs::create_dir_all(&tmp)?;
+        Ok(ImageDir { path, data, tmp })
+    }
+
+    /// Removes the directory, then the lock file; the lock itself goes with `self`.
+    pub fn remove(mut self) -> io::Result<()> {
+        self.remove_files()
+    }
+
+    fn remove_files(&mut self) -> io::Result<()> {
+        if self.lock.is_none() {
+            return Ok(());
+        }
+        let r = remove_tree(&self.dir);
+        if r.is_ok() {
+            let _ = fs::remove_file(&self.lock_path);
+            self.lock = None;
+        }
+        r
+    }
+}
+
+impl Drop for JobDir {
+    fn drop(&mut self) {
+        if let Err(e) = self.remove_files() {
+            tracing::error!("cannot remove job directory {}: {e}", self.dir.display());
+        }
+    }
+}
+
+pub fn container_id(job_id: &str, n: usize) -> String {
+    format!("berth-{job_id}-{n}")
+}
+
+/// One image's bundle directory inside a job.
+#[derive(Debug, Clone)]
+pub struct ImageDir {
+    pub path: PathBuf,
+    pub data: PathBuf,
+    pub tmp: PathBuf,
+}
+
+/// `rm -rf` that is fine with a missing path.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+/// Whether the job whose lock file is `lock_path` is dead (its lock can be taken).
+pub fn is_dead(lock_path: &Path) -> bool {
+    let Ok(file) = File::open(lock_path) else {
+        return true;
+    };
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok()
+}
+
+/// Hands the data folder to the container's user, so a component that does not run as
+/// root can still write its outputs.
+pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    use nix::unistd::{Gid, Uid, fchownat};
+    fchownat(
+        None,
+        path,
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(io::Error::from)?;
+    if fs::symlink_metadata(path)?.is_dir() {
+        for entry in fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_job_is_not_dead_and_cleans_up_after_itself() {
+        let d = tempfile::tempdir().unwrap();
+        let home = Home::new(d.path());
+        let job = JobDir::create(&home).unwrap();
+        let lock = home.jobs().join(format!("{}.lock", job.id));
+        let img = job.image_dir(0).unwrap();
+        assert!(img.data.join("in/tables").is_dir());
+        assert!(img.data.join("out/files").is_dir());
+        assert!(!is_dead(&lock), "our own job looks dead");
+        let dir = job.dir.clone();
+        job.remove().unwrap();
+        assert!(!dir.exists());
+        assert!(!lock.exists());
+        assert!(is_dead(&lock));
+    }
+
+    #[test]
+    fn dropping_a_job_removes_it() {
+        let d = tempfile::tempdir().unwrap();
+        let home = Home::new(d.path());
+        let dir = {
+            let job = JobDir::create(&home).unwrap();
+            job.image_dir(0).unwrap();
+            job.dir.clone()
+        };
+        assert!(!dir.exists());
+        assert_eq!(fs::read_dir(home.jobs()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,44 @@
+//! The `berth` binary: argument parsing, logging, signal handling and exit statuses.
+//! Everything else lives in the library.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_logging(cli.global.verbose, cli.global.quiet);
+    if let Err(e) = berth::interrupt::install() {
+        tracing::warn!("cannot install signal handlers ({e}); Ctrl-C will not clean up");
+    }
+    match cli::dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    // libcgroups warns about every v1 controller this host lacks on every container; that
+    // is noise for an operator (berth reports what it cannot enforce itself).
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn,berth=info,libcgroups=error,libcontainer=error",
+        (false, 1) => "info,berth=debug,libcgroups=error,libcontainer=warn",
+        (false, _) => "debug,libcgroups=warn",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(verbose > 0)
+        .without_time()
+        .init();
+}
