@@ -8,6 +8,7 @@
 
 pub mod digest;
 pub mod manifest;
+pub mod reference;
 pub mod registry;
 pub mod rootfs;
 pub mod store;
@@ -15,10 +16,9 @@ pub mod unpack;
 
 use std::path::{Path, PathBuf};
 
-use oci_client::Reference;
-
 pub use digest::Digest;
 pub use manifest::{Descriptor, ImageConfig, Manifest};
+pub use reference::ImageRef;
 pub use registry::RegistrySettings;
 pub use rootfs::RootfsView;
 pub use store::{ImageRecord, Store};
@@ -108,22 +108,11 @@ pub struct Images {
 }
 
 /// Parses `host/repo:tag`, `host/repo@sha256:…` or `host/repo:tag@sha256:…`.
-pub fn parse_reference(reference: &str) -> Result<Reference, ImageError> {
-    let r: Reference = reference
-        .trim()
-        .parse()
-        .map_err(|e| ImageError::Reference {
-            reference: reference.to_owned(),
-            message: format!("{e}"),
-        })?;
-    if let Some(d) = r.digest() {
-        d.parse::<Digest>()
-            .map_err(|message| ImageError::Reference {
-                reference: reference.to_owned(),
-                message,
-            })?;
-    }
-    Ok(r)
+pub fn parse_reference(reference: &str) -> Result<ImageRef, ImageError> {
+    ImageRef::parse(reference).map_err(|message| ImageError::Reference {
+        reference: reference.to_owned(),
+        message,
+    })
 }
 
 impl Images {
@@ -145,9 +134,9 @@ impl Images {
 
     /// Makes sure the image is stored, asking the registry only what it must.
     pub fn pull(&self, reference: &str) -> Result<PulledImage, ImageError> {
-        let r = parse_reference(reference)?;
-        let name = r.whole();
-        let pinned: Option<Digest> = r.digest().and_then(|d| d.parse().ok());
+        let parsed = parse_reference(reference)?;
+        let name = parsed.to_string();
+        let pinned = parsed.digest.clone();
         if let Some(d) = &pinned
             && let Some(image) = self.load_local(&name, d)?
         {
@@ -155,6 +144,7 @@ impl Images {
             return Ok(image);
         }
 
+        let r = parsed.to_oci();
         let client = registry::RegistryClient::new(&r, &self.settings)?;
         let top = match pinned {
             Some(d) => d,
@@ -274,7 +264,7 @@ impl Images {
     fn manifest_bytes(
         &self,
         client: &registry::RegistryClient,
-        r: &Reference,
+        r: &oci_client::Reference,
         digest: &Digest,
     ) -> Result<Vec<u8>, ImageError> {
         if let Some(bytes) = self.store.read_blob(digest)? {
@@ -376,14 +366,14 @@ mod tests {
     fn references_in_all_three_forms() {
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         let r = parse_reference("127.0.0.1:5000/acme/hello:1.0").unwrap();
-        assert_eq!(r.registry(), "127.0.0.1:5000");
-        assert_eq!(r.repository(), "acme/hello");
-        assert_eq!(r.tag(), Some("1.0"));
+        assert_eq!(r.registry, "127.0.0.1:5000");
+        assert_eq!(r.repository, "acme/hello");
+        assert_eq!(r.tag.as_deref(), Some("1.0"));
         let r = parse_reference(&format!("127.0.0.1:5000/acme/hello@{d}")).unwrap();
-        assert_eq!(r.digest(), Some(d));
+        assert_eq!(r.digest.unwrap().to_string(), d);
         let r = parse_reference(&format!("127.0.0.1:5000/acme/hello:1.0@{d}")).unwrap();
-        assert_eq!(r.tag(), Some("1.0"));
-        assert_eq!(r.digest(), Some(d));
+        assert_eq!(r.tag.as_deref(), Some("1.0"));
+        assert_eq!(r.digest.unwrap().to_string(), d);
     }
 
     #[test]
