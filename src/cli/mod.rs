@@ -115,6 +115,10 @@ pub struct RunArgs {
     /// goes to stderr
     #[arg(long)]
     pub json: bool,
+    /// Copy what the component wrote to /data/out into DIR after it ran (regular files and
+    /// directories; symlinks are skipped)
+    #[arg(long, value_name = "DIR")]
+    pub keep_outputs: Option<PathBuf>,
 }
 
 impl Global {
@@ -228,7 +232,10 @@ fn run(host: &LinuxHost, settings: &Settings, args: &RunArgs) -> anyhow::Result<
             let _ = out.flush();
         }
     };
-    let result = job::run(host, settings, &job, &mut on_line);
+    let options = job::RunOptions {
+        keep_outputs: args.keep_outputs.as_deref().map(absolute),
+    };
+    let result = job::run(host, settings, &job, &options, &mut on_line);
     Ok(report(&result, json))
 }
 

@@ -42,6 +42,9 @@ pub enum Status {
 pub struct ImageSummary {
     pub reference: String,
     pub digest: String,
+    /// Blobs and bytes this run fetched from the registry: 0 when the image was stored.
+    pub fetched_blobs: usize,
+    pub fetched_bytes: u64,
 }
 
 /// Wall-clock seconds spent in each phase.

@@ -193,8 +193,12 @@ impl Images {
         let mut fetched_blobs = 0;
         let mut fetched_bytes = 0;
         if !self.store.has_blob(&manifest.config.digest) {
-            fetched_bytes +=
-                client.fetch_blobs(&r, std::slice::from_ref(&manifest.config), &self.store)?;
+            fetched_bytes += client.fetch_blobs(
+                &r,
+                std::slice::from_ref(&manifest.config),
+                &self.store,
+                false,
+            )?;
             fetched_blobs += 1;
         }
         let config = self.read_config(&manifest.config.digest, manifest.layers.len())?;
@@ -210,7 +214,7 @@ impl Images {
                 .cloned()
                 .collect()
         };
-        fetched_bytes += client.fetch_blobs(&r, &missing, &self.store)?;
+        fetched_bytes += client.fetch_blobs(&r, &missing, &self.store, true)?;
         fetched_blobs += missing.len();
 
         let size = manifest.layers.iter().filter_map(|l| l.size().ok()).sum();

@@ -171,11 +171,13 @@ impl RegistryClient {
     }
 
     /// Fetches `blobs` into the store, a few at a time; returns the bytes transferred.
+    /// `announce` shows progress (layers) or not (a config of a few hundred bytes).
     pub fn fetch_blobs(
         &self,
         reference: &Reference,
         blobs: &[Descriptor],
         store: &Store,
+        announce: bool,
     ) -> Result<u64, ImageError> {
         if blobs.is_empty() {
             return Ok(0);
@@ -187,7 +189,11 @@ impl RegistryClient {
                 message,
             })?;
         }
-        let bar = self.progress_bar(reference, blobs.len(), total);
+        let bar = if announce {
+            self.progress_bar(reference, blobs.len(), total)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
         let started = std::time::Instant::now();
         let result: Result<Vec<u64>, ImageError> = self.runtime.block_on(async {
             futures_util::stream::iter(
@@ -203,6 +209,9 @@ impl RegistryClient {
         });
         bar.finish_and_clear();
         let fetched: u64 = result?.iter().sum();
+        if !announce {
+            return Ok(fetched);
+        }
         tracing::info!(
             image = %reference.whole(),
             blobs = blobs.len(),

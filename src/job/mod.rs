@@ -20,6 +20,13 @@ use crate::image::{ImageError, Images, Ownership, PulledImage, RegistrySettings,
 use crate::runtime::{self, RunOutcome, RuntimeError};
 use workdir::{Home, JobDir};
 
+/// Choices an operator makes for one run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Copy what the component wrote to `/data/out` here after it ran.
+    pub keep_outputs: Option<PathBuf>,
+}
+
 /// Where berth keeps things and how it reaches registries.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -73,12 +80,21 @@ pub fn run(
     host: &dyn Host,
     settings: &Settings,
     job: &JobFile,
+    options: &RunOptions,
     on_line: &mut dyn FnMut(&str),
 ) -> JobResult {
     let started = Instant::now();
     let mut progress = Progress::default();
     let mut job_id = String::new();
-    let outcome = run_inner(host, settings, job, on_line, &mut progress, &mut job_id);
+    let outcome = run_inner(
+        host,
+        settings,
+        job,
+        options,
+        on_line,
+        &mut progress,
+        &mut job_id,
+    );
     progress.timings.total = started.elapsed().as_secs_f64();
     let (status, error_class, message) = match outcome {
         Ok(run) => classify(job, &run),
@@ -106,6 +122,7 @@ fn run_inner(
     host: &dyn Host,
     settings: &Settings,
     job: &JobFile,
+    options: &RunOptions,
     on_line: &mut dyn FnMut(&str),
     progress: &mut Progress,
     job_id: &mut String,
@@ -121,6 +138,8 @@ fn run_inner(
     progress.image = Some(ImageSummary {
         reference: image.reference.clone(),
         digest: image.digest.to_string(),
+        fetched_blobs: image.fetched_blobs,
+        fetched_bytes: image.fetched_bytes,
     });
 
     let t = Instant::now();
@@ -142,6 +161,14 @@ fn run_inner(
     progress.timings.run = t.elapsed().as_secs_f64();
     let outcome = outcome?;
     progress.exit_code = Some(outcome.status.code());
+    if let Some(dst) = &options.keep_outputs {
+        let out = jobdir.dir.join("0/data/out");
+        let n = workdir::export_outputs(&out, dst).map_err(|source| JobError::Write {
+            path: dst.clone(),
+            source,
+        })?;
+        tracing::info!("kept {n} output files in {}", dst.display());
+    }
     jobdir.remove().map_err(JobError::Workdir)?;
     Ok(outcome)
 }
@@ -378,7 +405,7 @@ mod tests {
             registry: RegistrySettings::default(),
         };
         let host = crate::host::fake::FakeHost::default();
-        let r = run(&host, &settings, &j, &mut |_| {});
+        let r = run(&host, &settings, &j, &RunOptions::default(), &mut |_| {});
         assert_eq!(r.error_class, Some(ErrorClass::User));
         assert!(r.message.contains("bridge"), "{}", r.message);
         assert!(host.calls().is_empty());

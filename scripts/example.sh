@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs the example job end to end on a fresh machine: installs what it needs, starts a local
+# registry, builds the example image from busybox-static (umoci) and pushes it (skopeo),
+# builds berth, and runs examples/hello.json with the embedded defaults.
+#
+#   scripts/example.sh          # as root
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh
+registry=$(scripts/registry.sh start)
+scripts/build-images.sh "$registry" >/dev/null
+cargo build --release --locked --quiet
+echo "--- berth run examples/hello.json"
+./target/release/berth run examples/hello.json

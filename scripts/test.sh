@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs berth's whole test suite on this machine: installs what the tests need, starts the
+# local registry, checks formatting and lints, and runs every unit and integration test.
+# The integration tests run real containers: run as root.
+#
+#   scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh
+registry=$(scripts/registry.sh start)
+export BERTH_TEST_REGISTRY="$registry"
+export BERTH_TEST_REGISTRY_LOG="${BERTH_REGISTRY_DIR:-/var/tmp/berth-registry}/registry.log"
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked "$@"

@@ -1,0 +1,606 @@
+//! Shared helpers for the integration tests: a real registry, images built from real
+//! binaries (Debian's busybox-static) and pushed with skopeo, and a berth with a home of its
+//! own.
+//!
+//! These tests need root, a registry (`scripts/registry.sh start`), `skopeo` and
+//! `/bin/busybox` (busybox-static). Where any is missing they print why and skip — except
+//! under `CI=true`, where a missing prerequisite is a failure: CI must run them all.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use sha2::{Digest, Sha256};
+
+pub fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Skips (or, in CI, fails) the calling test when the host cannot run it.
+#[macro_export]
+macro_rules! require_env {
+    () => {
+        if let Some(reason) = $crate::common::missing_prerequisite() {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("CI must run every test, but: {reason}");
+            }
+            eprintln!("skipping: {reason}");
+            return;
+        }
+    };
+}
+
+pub fn missing_prerequisite() -> Option<String> {
+    static REASON: OnceLock<Option<String>> = OnceLock::new();
+    REASON
+        .get_or_init(|| {
+            if !nix::unistd::geteuid().is_root() {
+                return Some("needs root (containers run through libcontainer as root)".into());
+            }
+            if !Path::new("/bin/busybox").is_file() {
+                return Some("needs /bin/busybox (apt-get install busybox-static)".into());
+            }
+            if Command::new("skopeo").arg("--version").output().is_err() {
+                return Some("needs skopeo (apt-get install skopeo)".into());
+            }
+            let url = format!("http://{}/v2/", registry());
+            match Command::new("curl")
+                .args(["-fsS", "-o", "/dev/null", &url])
+                .status()
+            {
+                Ok(s) if s.success() => None,
+                _ => Some(format!(
+                    "no registry at {} (scripts/registry.sh start, or set BERTH_TEST_REGISTRY)",
+                    registry()
+                )),
+            }
+        })
+        .clone()
+}
+
+/// The registry tests push to and berth pulls from.
+pub fn registry() -> String {
+    std::env::var("BERTH_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".to_owned())
+}
+
+/// A unique repository name, so parallel tests never share an image.
+pub fn unique_repo(name: &str) -> String {
+    let n: u64 = rand_u64();
+    format!("berth-test/{name}-{n:x}")
+}
+
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("random bytes");
+    u64::from_le_bytes(b)
+}
+
+// ---------------------------------------------------------------------------------------
+// Layers and images
+
+/// One entry of a layer tar.
+#[derive(Clone, Debug)]
+pub enum Entry {
+    Dir {
+        path: String,
+        mode: u32,
+    },
+    File {
+        path: String,
+        data: Vec<u8>,
+        mode: u32,
+        uid: u64,
+        gid: u64,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
+    Hardlink {
+        path: String,
+        target: String,
+    },
+    /// A raw name the tar builder would refuse (`../x`), written as a regular file.
+    RawFile {
+        name: String,
+        data: Vec<u8>,
+    },
+}
+
+pub fn dir(path: &str) -> Entry {
+    Entry::Dir {
+        path: path.into(),
+        mode: 0o755,
+    }
+}
+pub fn file(path: &str, data: &[u8]) -> Entry {
+    Entry::File {
+        path: path.into(),
+        data: data.to_vec(),
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+    }
+}
+pub fn exe(path: &str, data: &[u8]) -> Entry {
+    Entry::File {
+        path: path.into(),
+        data: data.to_vec(),
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+    }
+}
+pub fn symlink(path: &str, target: &str) -> Entry {
+    Entry::Symlink {
+        path: path.into(),
+        target: target.into(),
+    }
+}
+pub fn hardlink(path: &str, target: &str) -> Entry {
+    Entry::Hardlink {
+        path: path.into(),
+        target: target.into(),
+    }
+}
+pub fn whiteout(path: &str) -> Entry {
+    let p = Path::new(path);
+    let name = format!(".wh.{}", p.file_name().unwrap().to_string_lossy());
+    let full = match p.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => format!("{}/{name}", parent.display()),
+        _ => name,
+    };
+    file(&full, b"")
+}
+pub fn opaque(dir: &str) -> Entry {
+    file(&format!("{dir}/.wh..wh..opq"), b"")
+}
+
+/// An uncompressed tar of the entries, in order.
+pub fn tar_of(entries: &[Entry]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for e in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        match e {
+            Entry::Dir { path, mode } => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(*mode);
+                h.set_size(0);
+                b.append_data(&mut h, path, std::io::empty()).unwrap();
+            }
+            Entry::File {
+                path,
+                data,
+                mode,
+                uid,
+                gid,
+            } => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(*mode);
+                h.set_uid(*uid);
+                h.set_gid(*gid);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, path, &data[..]).unwrap();
+            }
+            Entry::Symlink { path, target } => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                b.append_link(&mut h, path, target).unwrap();
+            }
+            Entry::Hardlink { path, target } => {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_mode(0o644);
+                h.set_size(0);
+                b.append_link(&mut h, path, target).unwrap();
+            }
+            Entry::RawFile { name, data } => {
+                let mut raw = tar::Header::new_old();
+                raw.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+                raw.set_mode(0o644);
+                raw.set_size(data.len() as u64);
+                raw.set_entry_type(tar::EntryType::Regular);
+                raw.set_mtime(1_700_000_000);
+                raw.set_cksum();
+                b.get_mut().extend_from_slice(raw.as_bytes());
+                b.get_mut().extend_from_slice(data);
+                let pad = (512 - data.len() % 512) % 512;
+                b.get_mut().extend(std::iter::repeat_n(0u8, pad));
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+/// The busybox-static binary and a symlink per applet: a small real userland.
+pub fn busybox_layer() -> &'static [u8] {
+    static LAYER: OnceLock<Vec<u8>> = OnceLock::new();
+    LAYER.get_or_init(|| {
+        let busybox = fs::read("/bin/busybox").expect("read /bin/busybox");
+        let list = Command::new("/bin/busybox")
+            .arg("--list")
+            .output()
+            .expect("busybox --list");
+        let mut entries = vec![
+            dir("bin"),
+            dir("etc"),
+            dir("tmp"),
+            dir("data"),
+            exe("bin/busybox", &busybox),
+            file(
+                "etc/passwd",
+                b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+            ),
+            file("etc/group", b"root:x:0:\napp:x:1000:\n"),
+        ];
+        for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
+            if applet != "busybox" {
+                entries.push(symlink(&format!("bin/{applet}"), "busybox"));
+            }
+        }
+        gzip(&tar_of(&entries))
+    })
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+fn gunzip_if_needed(bytes: &[u8]) -> Vec<u8> {
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut out).unwrap();
+        out
+    } else {
+        bytes.to_vec()
+    }
+}
+
+/// An image to build: layers (tar or tar.gz bytes) and its run config.
+#[derive(Default, Clone)]
+pub struct ImageSpec {
+    pub layers: Vec<Vec<u8>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+}
+
+impl ImageSpec {
+    /// busybox plus a script at /run.sh that is the image's command.
+    pub fn script(script: &str) -> ImageSpec {
+        let layer = gzip(&tar_of(&[exe(
+            "run.sh",
+            format!("#!/bin/sh\n{script}\n").as_bytes(),
+        )]));
+        ImageSpec {
+            layers: vec![busybox_layer().to_vec(), layer],
+            entrypoint: Some(vec!["/bin/sh".into()]),
+            cmd: Some(vec!["/run.sh".into()]),
+            env: vec!["PATH=/bin".into()],
+            ..Default::default()
+        }
+    }
+}
+
+/// A built image: where it is as an OCI layout, and where it was pushed.
+pub struct BuiltImage {
+    pub layout: tempfile::TempDir,
+    pub reference: String,
+    /// The manifest digest the registry serves.
+    pub digest: String,
+}
+
+impl BuiltImage {
+    pub fn pinned(&self) -> String {
+        let repo = self.reference.rsplit_once(':').map(|(r, _)| r).unwrap();
+        format!("{repo}@{}", self.digest)
+    }
+}
+
+/// Writes `spec` as an OCI layout and pushes it to the test registry with skopeo.
+pub fn push(spec: &ImageSpec, repo: &str, tag: &str) -> BuiltImage {
+    let layout = tempfile::tempdir().unwrap();
+    let blobs = layout.path().join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let d = sha256(bytes);
+        fs::write(blobs.join(&d), bytes).unwrap();
+        (format!("sha256:{d}"), bytes.len())
+    };
+    let mut layer_descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for l in &spec.layers {
+        let (digest, size) = put(l);
+        let media = if l.starts_with(&[0x1f, 0x8b]) {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        } else {
+            "application/vnd.oci.image.layer.v1.tar"
+        };
+        layer_descs.push(serde_json::json!({"mediaType": media, "digest": digest, "size": size}));
+        diff_ids.push(format!("sha256:{}", sha256(&gunzip_if_needed(l))));
+    }
+    let mut cfg = serde_json::Map::new();
+    if let Some(e) = &spec.entrypoint {
+        cfg.insert("Entrypoint".into(), serde_json::json!(e));
+    }
+    if let Some(c) = &spec.cmd {
+        cfg.insert("Cmd".into(), serde_json::json!(c));
+    }
+    cfg.insert("Env".into(), serde_json::json!(spec.env));
+    if let Some(w) = &spec.workdir {
+        cfg.insert("WorkingDir".into(), serde_json::json!(w));
+    }
+    if let Some(u) = &spec.user {
+        cfg.insert("User".into(), serde_json::json!(u));
+    }
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": cfg,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let (config_digest, config_size) = put(&serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": layer_descs,
+    });
+    let (manifest_digest, manifest_size) = put(&serde_json::to_vec(&manifest).unwrap());
+    fs::write(
+        layout.path().join("oci-layout"),
+        br#"{"imageLayoutVersion": "1.0.0"}"#,
+    )
+    .unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest, "size": manifest_size,
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }],
+    });
+    fs::write(
+        layout.path().join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+
+    let reference = format!("{}/{repo}:{tag}", registry());
+    let digestfile = layout.path().join("pushed.digest");
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--preserve-digests",
+            "--digestfile",
+        ])
+        .arg(&digestfile)
+        .arg(format!("oci:{}:{tag}", layout.path().display()))
+        .arg(format!("docker://{reference}"))
+        .output()
+        .expect("run skopeo");
+    assert!(
+        out.status.success(),
+        "skopeo copy failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let digest = fs::read_to_string(&digestfile).unwrap().trim().to_owned();
+    assert_eq!(digest, manifest_digest, "skopeo changed the manifest");
+    BuiltImage {
+        layout,
+        reference,
+        digest,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Running berth
+
+/// A berth with its own home and image cache.
+pub struct Berth {
+    pub dir: tempfile::TempDir,
+}
+
+pub struct Run {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The `--json` result document.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not the result JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+impl Berth {
+    pub fn new() -> Berth {
+        Berth {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub fn cache(&self) -> PathBuf {
+        self.dir.path().join("cache")
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.arg("--home")
+            .arg(self.home())
+            .arg("--cache")
+            .arg(self.cache())
+            .arg("--retries")
+            .arg("0");
+        c.env_remove("RUST_LOG");
+        c
+    }
+
+    pub fn run_cmd(&self, args: &[&str]) -> Run {
+        let out: Output = self.cmd().args(args).output().expect("run berth");
+        Run {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Writes a job file and runs it with `--json`.
+    pub fn run_job(&self, job: &serde_json::Value) -> Run {
+        let path = self.write_job(job);
+        self.run_cmd(&["run", "--json", path.to_str().unwrap()])
+    }
+
+    pub fn write_job(&self, job: &serde_json::Value) -> PathBuf {
+        let path = self.dir.path().join(format!("job-{:x}.json", rand_u64()));
+        fs::write(&path, serde_json::to_vec_pretty(job).unwrap()).unwrap();
+        path
+    }
+
+    /// Asserts berth left nothing behind: no job directory, no container state, no mount,
+    /// and no cgroup of any of `job_ids`.
+    pub fn assert_clean(&self, job_ids: &[&str]) {
+        let list = |p: PathBuf| -> Vec<String> {
+            fs::read_dir(p)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let jobs = list(self.home().join("jobs"));
+        assert!(jobs.is_empty(), "job directories left behind: {jobs:?}");
+        let states = list(self.home().join("run"));
+        assert!(states.is_empty(), "container state left behind: {states:?}");
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let home = self.dir.path().to_string_lossy().into_owned();
+        assert!(!mounts.contains(&home), "mounts left behind under {home}");
+        let cgroups = cgroups_of(job_ids);
+        assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
+    }
+}
+
+/// The job id of a `--json` result.
+pub fn job_id(result: &serde_json::Value) -> String {
+    result["job_id"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Cgroup directories (any v1 controller or the v2 hierarchy) of these jobs' containers.
+pub fn cgroups_of(job_ids: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for ctrl in fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for e in fs::read_dir(ctrl.path().join("berth"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if job_ids
+                .iter()
+                .any(|j| !j.is_empty() && name.starts_with(&format!("berth-{j}-")))
+            {
+                found.push(e.path().display().to_string());
+            }
+        }
+    }
+    found
+}
+
+/// A job for `image` with the given extra component settings and parameters.
+pub fn job(
+    image: &str,
+    component: serde_json::Value,
+    parameters: serde_json::Value,
+) -> serde_json::Value {
+    let mut c = serde_json::json!({"id": "acme.test", "image": image});
+    if let serde_json::Value::Object(extra) = component {
+        for (k, v) in extra {
+            c[k] = v;
+        }
+    }
+    serde_json::json!({
+        "component": c,
+        "config_id": "42",
+        "configuration": {"parameters": parameters},
+    })
+}
+
+/// A listing of a tree for exact comparisons: path → description of type, mode, owner,
+/// content digest or link target, and hard-link group.
+pub fn describe_tree(root: &Path) -> BTreeMap<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, String> = BTreeMap::new();
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        out: &mut BTreeMap<String, String>,
+        inodes: &mut BTreeMap<u64, String>,
+    ) {
+        let mut entries: Vec<_> = fs::read_dir(dir).unwrap().flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let ft = m.file_type();
+            let desc = if ft.is_dir() {
+                format!("dir {:o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid())
+            } else if ft.is_symlink() {
+                format!("link -> {}", fs::read_link(&p).unwrap().display())
+            } else {
+                let first = inodes.entry(m.ino()).or_insert_with(|| rel.clone()).clone();
+                let group = if m.nlink() > 1 {
+                    format!(" hardlink-group {first}")
+                } else {
+                    String::new()
+                };
+                format!(
+                    "file {:o} {}:{} {}{group}",
+                    m.mode() & 0o7777,
+                    m.uid(),
+                    m.gid(),
+                    sha256(&fs::read(&p).unwrap())
+                )
+            };
+            out.insert(rel, desc);
+            if ft.is_dir() {
+                walk(root, &p, out, inodes);
+            }
+        }
+    }
+    walk(root, root, &mut out, &mut inodes);
+    out
+}

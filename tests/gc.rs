@@ -1,0 +1,86 @@
+//! Crash safety: a berth killed with SIGKILL leaves its container running (libcontainer sets
+//! no parent-death signal); the next berth, or `berth gc`, removes it with its cgroups and
+//! working directory.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::json;
+
+fn running(pattern: &str) -> bool {
+    let out = Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .unwrap();
+    !out.stdout.is_empty()
+}
+
+fn kill_berth_mid_run(b: &Berth, sleep: &str) -> String {
+    let img = push(
+        &ImageSpec::script(&format!("echo started\n{sleep}")),
+        &unique_repo("crash"),
+        "1.0",
+    );
+    let path = b.write_job(&job(&img.reference, json!({}), json!({})));
+    let mut child = b
+        .cmd()
+        .args(["run", path.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "started");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let job = std::fs::read_dir(b.home().join("jobs"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().is_dir())
+        .expect("the dead job's directory")
+        .file_name()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        running(sleep),
+        "the container should outlive a SIGKILLed berth"
+    );
+    assert!(!cgroups_of(&[&job]).is_empty(), "its cgroup should exist");
+    job
+}
+
+#[test]
+fn berth_gc_removes_what_a_killed_berth_left() {
+    require_env!();
+    let b = Berth::new();
+    let job = kill_berth_mid_run(&b, "sleep 3301");
+    let r = b.run_cmd(&["gc"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("removed 1 job directories and 1 containers"),
+        "{}",
+        r.stdout
+    );
+    assert!(!running("sleep 3301"), "orphan container still running");
+    b.assert_clean(&[&job]);
+}
+
+#[test]
+fn the_next_run_sweeps_orphans_first() {
+    require_env!();
+    let b = Berth::new();
+    let job = kill_berth_mid_run(&b, "sleep 3302");
+    let img = push(
+        &ImageSpec::script("echo fine"),
+        &unique_repo("after"),
+        "1.0",
+    );
+    let r = b.run_job(&common::job(&img.reference, json!({}), json!({})));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(!running("sleep 3302"), "orphan container still running");
+    b.assert_clean(&[&job, &job_id(&r.json())]);
+}

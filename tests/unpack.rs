@@ -1,0 +1,254 @@
+//! Unpacking real multi-layer images pulled from a real registry: exact results (checked
+//! against umoci, an independent unpacker) and refusal of layers that try to escape.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use serde_json::json;
+
+/// Three layers exercising whiteouts, an opaque directory, hard links and symlinks.
+fn layered_spec() -> ImageSpec {
+    let l1 = tar_of(&[
+        dir("etc"),
+        file("etc/keep", b"kept"),
+        file("etc/gone", b"to be whited out"),
+        dir("opaque"),
+        file("opaque/old1", b"lower"),
+        dir("opaque/sub"),
+        file("opaque/sub/old2", b"lower"),
+        dir("links"),
+        file("links/target", b"linked content"),
+        Entry::File {
+            path: "etc/owned".into(),
+            data: b"owned".to_vec(),
+            mode: 0o4750,
+            uid: 1234,
+            gid: 4321,
+        },
+        dir("replace-me"),
+        file("replace-me/inner", b"x"),
+    ]);
+    let l2 = tar_of(&[
+        whiteout("etc/gone"),
+        dir("opaque"),
+        opaque("opaque"),
+        file("opaque/new", b"upper"),
+        hardlink("links/hard", "links/target"),
+        symlink("links/soft", "target"),
+        symlink("links/abs", "/etc/keep"),
+        file("replace-me", b"now a file"),
+    ]);
+    let l3 = tar_of(&[
+        file("links/target2", b"second"),
+        hardlink("links/hard2", "links/target2"),
+        whiteout("links/soft"),
+    ]);
+    ImageSpec {
+        layers: vec![busybox_layer().to_vec(), gzip(&l1), l2, gzip(&l3)],
+        cmd: Some(vec!["/bin/true".into()]),
+        env: vec!["PATH=/bin".into()],
+        ..Default::default()
+    }
+}
+
+fn rootfs_dir(cache: &Path) -> std::path::PathBuf {
+    let roots: Vec<_> = fs::read_dir(cache.join("rootfs"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(roots.len(), 1, "expected exactly one unpacked rootfs");
+    roots[0].path()
+}
+
+#[test]
+fn multi_layer_image_unpacks_exactly() {
+    require_env!();
+    let img = push(&layered_spec(), &unique_repo("layers"), "1.0");
+    let b = Berth::new();
+    let out = b.cmd().args(["pull", &img.reference]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&img.digest), "{stdout}");
+    let root = rootfs_dir(&b.cache());
+
+    // What the layers say, checked directly.
+    assert_eq!(fs::read(root.join("etc/keep")).unwrap(), b"kept");
+    assert!(!root.join("etc/gone").exists(), "whiteout not applied");
+    assert!(!root.join("etc/.wh.gone").exists(), "whiteout marker left");
+    assert!(
+        !root.join("opaque/old1").exists() && !root.join("opaque/sub").exists(),
+        "opaque dir not cleared"
+    );
+    assert_eq!(fs::read(root.join("opaque/new")).unwrap(), b"upper");
+    assert!(!root.join("opaque/.wh..wh..opq").exists());
+    use std::os::unix::fs::MetadataExt;
+    let t = fs::metadata(root.join("links/target")).unwrap();
+    assert_eq!(
+        t.ino(),
+        fs::metadata(root.join("links/hard")).unwrap().ino(),
+        "hard link broken"
+    );
+    assert_eq!(t.nlink(), 2);
+    assert_eq!(
+        fs::metadata(root.join("links/target2")).unwrap().ino(),
+        fs::metadata(root.join("links/hard2")).unwrap().ino()
+    );
+    assert!(
+        fs::symlink_metadata(root.join("links/soft")).is_err(),
+        "whited-out symlink left"
+    );
+    assert_eq!(
+        fs::read_link(root.join("links/abs")).unwrap(),
+        Path::new("/etc/keep")
+    );
+    assert_eq!(fs::read(root.join("replace-me")).unwrap(), b"now a file");
+    let owned = fs::metadata(root.join("etc/owned")).unwrap();
+    assert_eq!(
+        (owned.uid(), owned.gid(), owned.mode() & 0o7777),
+        (1234, 4321, 0o4750)
+    );
+
+    // And the whole tree, against umoci's unpack of the very same layout.
+    let umoci_bundle = b.dir.path().join("umoci");
+    let out = Command::new("umoci")
+        .args(["raw", "unpack", "--image"])
+        .arg(format!("{}:1.0", img.layout.path().display()))
+        .arg(&umoci_bundle)
+        .output()
+        .expect("run umoci");
+    assert!(
+        out.status.success(),
+        "umoci: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours = describe_tree(&root);
+    let theirs = describe_tree(&umoci_bundle);
+    let differ: Vec<_> = ours
+        .iter()
+        .filter(|(k, v)| theirs.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k}: berth {v} / umoci {:?}", theirs.get(k)))
+        .chain(
+            theirs
+                .keys()
+                .filter(|k| !ours.contains_key(*k))
+                .map(|k| format!("{k}: only in umoci")),
+        )
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "berth and umoci disagree:\n{}",
+        differ.join("\n")
+    );
+}
+
+#[test]
+fn a_job_never_modifies_the_cached_rootfs() {
+    require_env!();
+    let img = push(
+        &ImageSpec::script("echo changed > /etc/passwd; rm -f /bin/ls; touch /new-file; echo done"),
+        &unique_repo("readonly"),
+        "1.0",
+    );
+    let b = Berth::new();
+    let r = b.run_job(&job(&img.reference, json!({}), json!({})));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let root = rootfs_dir(&b.cache());
+    assert!(
+        fs::read_to_string(root.join("etc/passwd"))
+            .unwrap()
+            .starts_with("root:")
+    );
+    assert!(fs::symlink_metadata(root.join("bin/ls")).is_ok());
+    assert!(!root.join("new-file").exists());
+    b.assert_clean(&[&job_id(&r.json())]);
+}
+
+fn escape_cases(outside: &Path) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        (
+            "dotdot",
+            tar_of(&[Entry::RawFile {
+                name: "../escaped".into(),
+                data: b"evil".to_vec(),
+            }]),
+        ),
+        (
+            "absolute symlink parent",
+            tar_of(&[
+                symlink("evil", outside.to_str().unwrap()),
+                file("evil/planted", b"evil"),
+            ]),
+        ),
+        (
+            "relative symlink parent",
+            tar_of(&[
+                symlink("up", "../../../../../../../.."),
+                file("up/tmp/planted", b"evil"),
+            ]),
+        ),
+        (
+            "hardlink out",
+            tar_of(&[hardlink("h", "../../../../etc/passwd")]),
+        ),
+    ]
+}
+
+#[test]
+fn layers_that_try_to_escape_are_refused() {
+    require_env!();
+    let outside = tempfile::tempdir().unwrap();
+    for (name, layer) in escape_cases(outside.path()) {
+        let spec = ImageSpec {
+            layers: vec![busybox_layer().to_vec(), layer.clone()],
+            cmd: Some(vec!["/bin/true".into()]),
+            ..Default::default()
+        };
+        let img = push(&spec, &unique_repo("escape"), "1.0");
+        let b = Berth::new();
+        let r = b.run_job(&job(&img.reference, json!({}), json!({})));
+        let result = r.json();
+        assert_eq!(r.status, 3, "{name}: {}", r.stderr);
+        let message = result["message"].as_str().unwrap();
+        let digest = format!("sha256:{}", sha256(&layer));
+        assert!(message.contains("is refused"), "{name}: {message}");
+        assert!(
+            message.contains(&digest),
+            "{name}: message does not name the layer: {message}"
+        );
+        assert_eq!(
+            result["exit_code"],
+            serde_json::Value::Null,
+            "{name}: the container ran"
+        );
+        // Nothing written outside, no rootfs cached, nothing half-done left in tmp.
+        assert_eq!(
+            fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "{name}: wrote outside"
+        );
+        assert!(!b.dir.path().join("escaped").exists() && !b.cache().join("escaped").exists());
+        assert!(
+            !Path::new("/tmp/planted").exists(),
+            "{name}: wrote into the host's /tmp"
+        );
+        assert_eq!(
+            fs::read_dir(b.cache().join("rootfs")).unwrap().count(),
+            0,
+            "{name}"
+        );
+        assert_eq!(
+            fs::read_dir(b.cache().join("tmp")).unwrap().count(),
+            0,
+            "{name}"
+        );
+        b.assert_clean(&[]);
+    }
+}
