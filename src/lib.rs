@@ -11,7 +11,7 @@
 //!
 //! `contract` holds the job file, `config.json` and the result document — the data every
 //! layer may read. `host` is the only place that mounts, joins namespaces or reads cgroups,
-//! and the place tests substitute.
+//! and the place tests substitute. `storage` holds the project's tables, files and states.
 
 pub mod bundle;
 pub mod contract;
@@ -19,5 +19,7 @@ pub mod host;
 pub mod image;
 pub mod interrupt;
 pub mod job;
+pub mod mapping;
 pub mod runtime;
+pub mod storage;
 pub mod util;

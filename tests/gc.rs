@@ -2,6 +2,8 @@
 //! no parent-death signal); the next berth, or `berth gc`, removes it with its cgroups and
 //! working directory.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -1,6 +1,8 @@
 //! `berth run` end to end: real images pushed to a real registry, real containers through
 //! libcontainer, and what is left on the host afterwards.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -468,7 +470,7 @@ fn ctrl_c_stops_the_container_and_cleans_up() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "started");
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();

@@ -1,6 +1,8 @@
 //! Unpacking real multi-layer images pulled from a real registry: exact results (checked
 //! against umoci, an independent unpacker) and refusal of layers that try to escape.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs;

@@ -1,5 +1,7 @@
 //! The command line: what an operator types, and what each command prints.
 
+mod storage;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -105,6 +107,15 @@ pub enum Command {
     ///
     /// Every berth command does this first; `berth gc` does only this.
     Gc,
+    /// The project's storage: list, import and export tables; list, upload and download files
+    ///
+    /// Tables and files live in an embedded store under <home>/storage (SQLite and a
+    /// directory), the same one jobs read their inputs from and write their outputs to.
+    #[command(subcommand)]
+    Storage(storage::StorageCommand),
+    /// The state configurations keep between runs
+    #[command(subcommand)]
+    State(storage::StateCommand),
 }
 
 #[derive(Debug, Args)]
@@ -195,15 +206,33 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(3)
             })
         }
+        Command::Storage(command) => storage::storage(&settings, command),
+        Command::State(command) => storage::state(&settings, command),
     }
 }
 
 fn run(host: &LinuxHost, settings: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let home = Home::new(&settings.home);
     // Must happen while berth is single-threaded: unshare refuses otherwise.
-    if let Err(e) = host.isolate_mounts() {
-        tracing::warn!("{e}; mounts will be visible on the host until berth cleans them up");
+    let isolated = match host.isolate_mounts() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("{e}; mounts will be visible on the host until berth cleans them up");
+            false
+        }
+    };
+    // The sweep sees what dead berths left on disk, before the tmpfs hides it.
+    job::gc::sweep(host, &home);
+    if isolated {
+        let runtime_dir = home.runtime_dir();
+        let mounted = std::fs::create_dir_all(&runtime_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| host.mount_tmpfs(&runtime_dir).map_err(|e| e.to_string()));
+        if let Err(e) = mounted {
+            tracing::warn!("{e}; keeping runtime state on disk");
+        }
     }
-    job::gc::sweep(host, &Home::new(&settings.home));
+    tracing::debug!("swept");
 
     let job = match JobFile::load(&absolute(&args.job)) {
         Ok(j) => j,

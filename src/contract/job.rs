@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::ContractError;
+use super::mapping::{Row, StorageConfig, merge};
 
 /// Default memory limit of a component (contract §9).
 pub const DEFAULT_MEMORY: &str = "256m";
@@ -38,6 +39,10 @@ pub struct JobFile {
     pub project_id: String,
     #[serde(default)]
     pub configuration: Configuration,
+    /// Rows of the configuration, run in order, each with its configuration merged over
+    /// the configuration's. None: the configuration runs once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rows: Vec<Row>,
 }
 
 fn default_project_id() -> String {
@@ -62,6 +67,9 @@ pub struct Component {
     /// Component-level parameters handed to the component as `image_parameters`.
     #[serde(default)]
     pub image_parameters: Map<String, Value>,
+    /// Outputs without a full table id go to `in.c-<component>-<config>` (contract §6).
+    #[serde(default)]
+    pub default_bucket: bool,
 }
 
 fn default_timeout() -> u64 {
@@ -80,7 +88,7 @@ pub struct Configuration {
     #[serde(default)]
     pub parameters: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage: Option<Map<String, Value>>,
+    pub storage: Option<StorageConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processors: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -228,6 +236,7 @@ impl JobFile {
             }
         })?;
         job.validate().map_err(|e| match e {
+            ContractError::Invalid { field, message } if field.is_empty() => message,
             ContractError::Invalid { field, message } => format!("{field}: {message}"),
             other => other.to_string(),
         })?;
@@ -278,6 +287,29 @@ impl JobFile {
                 format!("{t} is not between 1 and {MAX_TIMEOUT_SECS} seconds"),
             ));
         }
+        let mut ids = std::collections::HashSet::new();
+        for (i, row) in self.rows.iter().enumerate() {
+            if row.id.is_empty() || row.id.len() > 128 || row.id.contains(['/', '\0']) {
+                return Err(invalid(
+                    &format!("rows[{i}].id"),
+                    format!("{:?} is not a row id", row.id),
+                ));
+            }
+            if !ids.insert(&row.id) {
+                return Err(invalid(
+                    &format!("rows[{i}].id"),
+                    format!("{:?} appears twice", row.id),
+                ));
+            }
+        }
+        if !self.rows.is_empty() && self.rows.iter().all(|r| r.is_disabled) {
+            return Err(invalid(
+                "rows",
+                "every row is disabled: nothing to run".to_owned(),
+            ));
+        }
+        self.row_configurations()
+            .map_err(|message| invalid("", message))?;
         if let Some(config_id) = &self.config_id
             && (config_id.is_empty() || config_id.len() > 128 || config_id.contains(['/', '\0']))
         {
@@ -287,6 +319,28 @@ impl JobFile {
             ));
         }
         Ok(())
+    }
+
+    /// The configurations to run, in order: the rows that are enabled, each merged over the
+    /// configuration (with its id), or the configuration alone when there are no rows.
+    pub fn row_configurations(&self) -> Result<Vec<(Option<String>, Configuration)>, String> {
+        if self.rows.is_empty() {
+            return Ok(vec![(None, self.configuration.clone())]);
+        }
+        let base = serde_json::to_value(&self.configuration).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for (i, row) in self.rows.iter().enumerate() {
+            if row.is_disabled {
+                tracing::info!("skipping disabled row {}", row.id);
+                continue;
+            }
+            let mut merged = base.clone();
+            merge(&mut merged, &Value::Object(row.configuration.clone()));
+            let config: Configuration = serde_path_to_error::deserialize(merged)
+                .map_err(|e| format!("rows[{i}].configuration.{}: {}", e.path(), e.inner()))?;
+            out.push((Some(row.id.clone()), config));
+        }
+        Ok(out)
     }
 
     /// The timeout of the main image: the configuration's `runtime.process_timeout` wins.
@@ -375,6 +429,54 @@ mod tests {
         let e =
             job(r#"{"component": {"id": "a", "image": "x/y"}, "config_id": "a/b"}"#).unwrap_err();
         assert!(e.starts_with("config_id:"), "{e}");
+    }
+
+    #[test]
+    fn rows_merge_over_the_configuration_and_skip_disabled() {
+        let j = job(r#"{"component": {"id": "a", "image": "x/y"},
+                       "configuration": {"parameters": {"a": 1, "b": {"c": 2}}},
+                       "rows": [{"id": "r1", "configuration": {"parameters": {"b": {"d": 3}}}},
+                                {"id": "r2", "is_disabled": true},
+                                {"id": "r3"}]}"#)
+        .unwrap();
+        let rows = j.row_configurations().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].0.as_deref(), Some("r1"));
+        assert_eq!(
+            Value::Object(rows[0].1.parameters.clone()),
+            serde_json::json!({"a": 1, "b": {"c": 2, "d": 3}})
+        );
+        assert_eq!(rows[1].0.as_deref(), Some("r3"));
+        assert_eq!(rows[1].1.parameters["a"], 1);
+    }
+
+    #[test]
+    fn bad_rows_are_refused_with_their_path() {
+        let e = job(r#"{"component": {"id": "a", "image": "x/y"},
+                       "rows": [{"id": "r1", "configuration": {"storage": {"input": {"tabels": []}}}}]}"#)
+        .unwrap_err();
+        assert!(
+            e.starts_with("rows[0].configuration.storage.input.tabels"),
+            "{e}"
+        );
+        let e = job(
+            r#"{"component": {"id": "a", "image": "x/y"}, "rows": [{"id": "r"}, {"id": "r"}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("appears twice"), "{e}");
+        let e = job(r#"{"component": {"id": "a", "image": "x/y"}, "rows": [{"id": "r", "is_disabled": true}]}"#).unwrap_err();
+        assert!(e.contains("every row is disabled"), "{e}");
+    }
+
+    #[test]
+    fn storage_mapping_is_typed() {
+        let e = job(r#"{"component": {"id": "a", "image": "x/y"},
+                       "configuration": {"storage": {"input": {"tables": [{"source": "in.c-a.b", "limt": 1}]}}}}"#)
+        .unwrap_err();
+        assert!(
+            e.starts_with("configuration.storage.input.tables[0].limt"),
+            "{e}"
+        );
     }
 
     #[test]

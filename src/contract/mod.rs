@@ -7,6 +7,7 @@
 
 pub mod config_file;
 pub mod job;
+pub mod mapping;
 pub mod result;
 
 pub use job::{Component, Configuration, JobFile, MemoryLimit, NetworkMode};

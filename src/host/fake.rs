@@ -56,6 +56,11 @@ impl Host for FakeHost {
         Ok(())
     }
 
+    fn mount_tmpfs(&self, target: &Path) -> Result<(), HostError> {
+        self.record(format!("mount_tmpfs {}", target.display()));
+        Ok(())
+    }
+
     fn unmount(&self, target: &Path) -> Result<(), HostError> {
         self.record(format!("unmount {}", target.display()));
         Ok(())
@@ -85,5 +90,9 @@ impl Host for FakeHost {
 
     fn oom_kills(&self, _cgroups_path: &str) -> Option<u64> {
         Some(0)
+    }
+
+    fn cgroup_children(&self, _parent: &str) -> Vec<String> {
+        Vec::new()
     }
 }

@@ -11,11 +11,15 @@ use nix::sched::CloneFlags;
 use super::{CgroupSupport, Host, HostError};
 
 #[derive(Debug, Default)]
-pub struct LinuxHost;
+pub struct LinuxHost {
+    /// Finding the controllers means parsing mountinfo several times; they do not change
+    /// while berth runs.
+    cgroups: std::sync::OnceLock<CgroupSupport>,
+}
 
 impl LinuxHost {
     pub fn new() -> Self {
-        LinuxHost
+        LinuxHost::default()
     }
 }
 
@@ -77,6 +81,20 @@ impl Host for LinuxHost {
             })
     }
 
+    fn mount_tmpfs(&self, target: &Path) -> Result<(), HostError> {
+        nix::mount::mount(
+            Some("tmpfs"),
+            target,
+            Some("tmpfs"),
+            MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("mode=0700,size=64m"),
+        )
+        .map_err(|e| HostError::Tmpfs {
+            target: target.to_owned(),
+            source: e.into(),
+        })
+    }
+
     fn unmount(&self, target: &Path) -> Result<(), HostError> {
         match nix::mount::umount2(target, MntFlags::MNT_DETACH) {
             Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => Ok(()),
@@ -123,6 +141,59 @@ impl Host for LinuxHost {
     }
 
     fn cgroups(&self) -> CgroupSupport {
+        self.cgroups.get_or_init(Self::discover_cgroups).clone()
+    }
+
+    fn cgroup_children(&self, parent: &str) -> Vec<String> {
+        let mut names: Vec<String> = Self::cgroup_dirs(parent)
+            .iter()
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    fn oom_kills(&self, cgroups_path: &str) -> Option<u64> {
+        let support = self.cgroups();
+        let base = support.memory?;
+        let dir = base.join(cgroups_path.trim_start_matches('/'));
+        let (file, key) = if support.memory_v2 {
+            ("memory.events", "oom_kill")
+        } else {
+            ("memory.oom_control", "oom_kill")
+        };
+        let text = std::fs::read_to_string(dir.join(file)).ok()?;
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == key).then(|| v.trim().parse().ok())?
+        })
+    }
+}
+
+impl LinuxHost {
+    /// Every directory a cgroup named `parent` can have: one per v1 hierarchy, plus v2's.
+    fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
+        let rel = parent.trim_start_matches('/');
+        let mut dirs: Vec<PathBuf> = libcgroups::v1::util::list_subsystem_mount_points()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| m.join(rel))
+            .collect();
+        dirs.push(Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT).join(rel));
+        dirs.push(
+            Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT)
+                .join("unified")
+                .join(rel),
+        );
+        dirs
+    }
+
+    fn discover_cgroups() -> CgroupSupport {
         use libcgroups::common::{CgroupSetup, get_cgroup_setup};
         use libcgroups::v1::ControllerType;
         use libcgroups::v1::util::get_subsystem_mount_point;
@@ -147,22 +218,6 @@ impl Host for LinuxHost {
             },
             Err(_) => CgroupSupport::default(),
         }
-    }
-
-    fn oom_kills(&self, cgroups_path: &str) -> Option<u64> {
-        let support = self.cgroups();
-        let base = support.memory?;
-        let dir = base.join(cgroups_path.trim_start_matches('/'));
-        let (file, key) = if support.memory_v2 {
-            ("memory.events", "oom_kill")
-        } else {
-            ("memory.oom_control", "oom_kill")
-        };
-        let text = std::fs::read_to_string(dir.join(file)).ok()?;
-        text.lines().find_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            (k == key).then(|| v.trim().parse().ok())?
-        })
     }
 }
 

@@ -33,6 +33,11 @@ pub enum HostError {
     },
     #[error("cannot give berth a private mount namespace: {0}")]
     IsolateMounts(std::io::Error),
+    #[error("cannot mount a tmpfs at {target}: {source}")]
+    Tmpfs {
+        target: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot bring loopback up in the network namespace of pid {pid}: {source}")]
     Loopback { pid: i32, source: std::io::Error },
     #[error("path {0} cannot be used in an overlay mount (it contains ',' or ':')")]
@@ -98,6 +103,9 @@ pub trait Host: fmt::Debug + Send + Sync {
         target: &Path,
     ) -> Result<(), HostError>;
 
+    /// Mounts a fresh tmpfs at `target` (for small, short-lived runtime state).
+    fn mount_tmpfs(&self, target: &Path) -> Result<(), HostError>;
+
     /// Detaches the mount at `target`.
     fn unmount(&self, target: &Path) -> Result<(), HostError>;
 
@@ -115,4 +123,8 @@ pub trait Host: fmt::Debug + Send + Sync {
 
     /// How many times the OOM killer struck in the container's cgroup, if that is known.
     fn oom_kills(&self, cgroups_path: &str) -> Option<u64>;
+
+    /// Names of the cgroups directly below `parent` (e.g. `/berth`) in any hierarchy: the
+    /// containers that exist, whatever state files say.
+    fn cgroup_children(&self, parent: &str) -> Vec<String>;
 }

@@ -106,24 +106,25 @@ pub enum RootfsView {
 }
 
 impl RootfsView {
-    /// Mounts an overlay of `lower` at `dir/rootfs` with its upper layer in `dir`, or copies
-    /// `lower` there when the kernel refuses overlayfs.
-    pub fn create(host: &dyn Host, lower: &Path, dir: &Path) -> Result<RootfsView, ImageError> {
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| ImageError::Store { path, source }
-        };
-        let target = dir.join("rootfs");
-        let upper = dir.join("upper");
-        let work = dir.join("work");
-        for d in [&target, &upper, &work] {
-            fs::create_dir_all(d).map_err(io(d))?;
-        }
-        match host.mount_overlay(lower, &upper, &work, &target) {
+    /// Mounts an overlay of `lower` at `target` with its changes going to `upper` (`work`
+    /// is overlayfs's scratch on the same filesystem), or copies `lower` to `target` when the
+    /// kernel refuses overlayfs. All three directories must exist.
+    pub fn create(
+        host: &dyn Host,
+        lower: &Path,
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<RootfsView, ImageError> {
+        let target = target.to_owned();
+        match host.mount_overlay(lower, upper, work, &target) {
             Ok(()) => Ok(RootfsView::Overlay { target }),
             Err(e) if e.overlay_refused() => {
                 tracing::warn!("{e}; copying the rootfs instead (slower)");
-                copy_tree(lower, &target).map_err(io(&target))?;
+                copy_tree(lower, &target).map_err(|source| ImageError::Store {
+                    path: target.clone(),
+                    source,
+                })?;
                 Ok(RootfsView::Copy { target })
             }
             Err(e) => Err(ImageError::Host(e)),
@@ -261,7 +262,17 @@ mod tests {
             ..Default::default()
         };
         let job = d.path().join("job");
-        let view = RootfsView::create(&host, &lower, &job).unwrap();
+        for sub in ["rootfs", "upper", "work"] {
+            fs::create_dir_all(job.join(sub)).unwrap();
+        }
+        let view = RootfsView::create(
+            &host,
+            &lower,
+            &job.join("upper"),
+            &job.join("work"),
+            &job.join("rootfs"),
+        )
+        .unwrap();
         assert!(matches!(view, RootfsView::Copy { .. }));
         assert_eq!(fs::read(view.path().join("bin")).unwrap(), b"x");
         view.release(&host).unwrap();
@@ -272,7 +283,8 @@ mod tests {
     fn overlay_view_is_unmounted_on_release() {
         let d = tempfile::tempdir().unwrap();
         let host = FakeHost::default();
-        let view = RootfsView::create(&host, d.path(), &d.path().join("job")).unwrap();
+        let view =
+            RootfsView::create(&host, d.path(), d.path(), d.path(), &d.path().join("t")).unwrap();
         assert!(matches!(view, RootfsView::Overlay { .. }));
         view.release(&host).unwrap();
         assert!(host.calls().last().unwrap().starts_with("unmount"));

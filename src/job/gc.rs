@@ -43,28 +43,55 @@ pub fn sweep(host: &dyn Host, home: &Home) -> GcReport {
     dead.sort();
     dead.dedup();
 
-    // Containers first: they may still run and hold the mounts and directories.
+    // Containers first: they may still run and hold the mounts and directories. Their
+    // cgroups say which exist; state files may be gone (a private tmpfs) or unreadable.
+    // Cgroups are the whole host's, shared by every berth home: only containers of jobs
+    // this home knows to be dead are ours to remove. State directories are this home's own.
     let state_root = home.state_root();
-    for entry in fs::read_dir(&state_root).into_iter().flatten().flatten() {
-        let id = entry.file_name().to_string_lossy().into_owned();
-        let Some(job) = job_of_container(&id) else {
-            continue;
-        };
-        if live.iter().any(|l| l == job) {
-            continue;
-        }
+    let from_cgroups = if dead.is_empty() {
+        Vec::new() // the common case: skip reading every hierarchy
+    } else {
+        host.cgroup_children(crate::runtime::CGROUP_PARENT)
+    };
+    let mut containers: Vec<String> = from_cgroups
+        .into_iter()
+        .filter(|id| job_of_container(id).is_some_and(|job| dead.iter().any(|d| d == job)))
+        .collect();
+    containers.extend(
+        fs::read_dir(&state_root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|id| job_of_container(id).is_some_and(|job| !live.iter().any(|l| l == job))),
+    );
+    containers.sort();
+    containers.dedup();
+    for id in containers {
         match crate::runtime::remove_orphan(&state_root, &id) {
             Ok(()) => report.containers.push(id),
             Err(e) => report.errors.push(e.to_string()),
         }
     }
-    for id in dead {
-        let dir = jobs.join(&id);
-        for m in host.mounts_under(&dir) {
-            if let Err(e) = host.unmount(&m) {
-                report.errors.push(e.to_string());
+    let bundles = home.bundles();
+    for entry in fs::read_dir(&bundles).into_iter().flatten().flatten() {
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if job_of_container(&id).is_some_and(|job| dead.iter().any(|d| d == job)) {
+            let dir = entry.path();
+            for m in host.mounts_under(&dir) {
+                if let Err(e) = host.unmount(&m) {
+                    report.errors.push(e.to_string());
+                }
+            }
+            if let Err(e) = remove_tree(&dir) {
+                report
+                    .errors
+                    .push(format!("cannot remove {}: {e}", dir.display()));
             }
         }
+    }
+    for id in dead {
+        let dir = jobs.join(&id);
         match remove_tree(&dir) {
             Ok(()) => {
                 let _ = fs::remove_file(jobs.join(format!("{id}.lock")));

@@ -150,6 +150,7 @@ fn run_inner(
     };
     let (rootfs, _) = images.rootfs(&image, ownership)?;
     progress.timings.unpack = t.elapsed().as_secs_f64();
+    tracing::debug!("image ready");
 
     let home = Home::new(&settings.home);
     let jobdir = JobDir::create(&home).map_err(JobError::Workdir)?;
@@ -157,10 +158,11 @@ fn run_inner(
     tracing::debug!(job = %jobdir.id, "job directory {}", jobdir.dir.display());
 
     let t = Instant::now();
-    let outcome = run_image(host, &home, &jobdir, 0, job, &image, &rootfs, on_line);
+    let ran = run_image(host, &home, &jobdir, 0, job, &image, &rootfs, on_line);
     progress.timings.run = t.elapsed().as_secs_f64();
-    let outcome = outcome?;
-    progress.exit_code = Some(outcome.status.code());
+    let (exited, view) = ran?;
+    progress.exit_code = Some(exited.outcome.status.code());
+    tracing::debug!("container done");
     if let Some(dst) = &options.keep_outputs {
         let out = jobdir.dir.join("0/data/out");
         let n = workdir::export_outputs(&out, dst).map_err(|source| JobError::Write {
@@ -169,14 +171,28 @@ fn run_inner(
         })?;
         tracing::info!("kept {n} output files in {}", dst.display());
     }
-    jobdir.remove().map_err(JobError::Workdir)?;
+    // Removing the container is cgroup work inside libcontainer, removing the job directory
+    // is filesystem work: they overlap. (No container is being created meanwhile, so the
+    // extra thread cannot meet libcontainer's clone.)
+    let (deleted, cleaned) = std::thread::scope(|s| {
+        let deleting = s.spawn(move || exited.delete());
+        let cleaned = view
+            .release()
+            .and_then(|()| jobdir.remove().map_err(JobError::Workdir));
+        (deleting.join(), cleaned)
+    });
+    let outcome = deleted
+        .map_err(|_| JobError::Workdir(std::io::Error::other("container removal panicked")))??;
+    cleaned?;
+    tracing::debug!("job directory removed");
     Ok(outcome)
 }
 
-/// Runs image `n` of the job in its own bundle directory.
+/// Runs image `n` of the job in its own bundle directory. The container has ended when this
+/// returns, but it (and the rootfs view) still exist for the caller to remove.
 #[allow(clippy::too_many_arguments)]
-fn run_image(
-    host: &dyn Host,
+fn run_image<'h>(
+    host: &'h dyn Host,
     home: &Home,
     jobdir: &JobDir,
     n: usize,
@@ -184,7 +200,7 @@ fn run_image(
     image: &PulledImage,
     rootfs: &std::path::Path,
     on_line: &mut dyn FnMut(&str),
-) -> Result<RunOutcome, JobError> {
+) -> Result<(runtime::Exited, Mounted<'h>), JobError> {
     let dir = jobdir.image_dir(n).map_err(JobError::Workdir)?;
     let user = bundle::resolve_user(rootfs, image.config.config.user.as_deref())?;
 
@@ -231,25 +247,58 @@ fn run_image(
         cgroups: &cgroups,
         nofile_limit: host.hard_nofile_limit(),
     })?;
-    bundle::write(&spec, &dir.path)?;
+    bundle::write(&spec, &dir.bundle)?;
+    tracing::debug!("data folder and bundle written");
 
-    let view = RootfsView::create(host, rootfs, &dir.path)?;
-    let result = runtime::run(
+    let view = Mounted {
+        view: Some(RootfsView::create(
+            host,
+            rootfs,
+            &dir.upper,
+            &dir.work,
+            &dir.rootfs,
+        )?),
+        host,
+    };
+    tracing::debug!("rootfs view ready");
+    let exited = runtime::run(
         host,
         &runtime::RunRequest {
             id: &container_id,
-            bundle: &dir.path,
+            bundle: &dir.bundle,
             state_root: &home.state_root(),
             cgroups_path: &cgroups_path,
             timeout: Duration::from_secs(job.main_timeout_secs()),
             loopback: job.component.network == NetworkMode::None,
         },
         on_line,
-    );
-    let released = view.release(host);
-    let outcome = result?;
-    released?;
-    Ok(outcome)
+    )?;
+    Ok((exited, view))
+}
+
+/// A job's rootfs view, unmounted however the job ends.
+struct Mounted<'a> {
+    view: Option<RootfsView>,
+    host: &'a dyn Host,
+}
+
+impl Mounted<'_> {
+    fn release(mut self) -> Result<(), JobError> {
+        match self.view.take() {
+            Some(v) => v.release(self.host).map_err(JobError::from),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        if let Some(v) = self.view.take()
+            && let Err(e) = v.release(self.host)
+        {
+            tracing::error!("{e}");
+        }
+    }
 }
 
 fn write_json(path: &std::path::Path, value: &serde_json::Value) -> Result<(), JobError> {

@@ -1,15 +1,21 @@
 //! Where a job keeps its files while it runs, and how a dead job's files are recognised.
 //!
 //! ```text
-//! <home>/jobs/<job id>.lock      flock-ed for as long as the job's berth lives
-//! <home>/jobs/<job id>/<n>/      image n's bundle: config.json, rootfs/ (overlay), upper/,
-//!                                work/, data/ (mounted at /data), tmp/ (mounted at /tmp)
-//! <home>/run/<container id>/     libcontainer's state
+//! <home>/jobs/<job id>.lock          flock-ed for as long as the job's berth lives
+//! <home>/jobs/<job id>/<n>/          image n's data/ (mounted at /data), tmp/ (at /tmp), and
+//!                                    the overlay's upper/ and work/: everything that may be big
+//! <home>/run/bundles/<container id>/ its OCI bundle: config.json and rootfs/ (the overlay)
+//! <home>/run/state/<container id>/   libcontainer's state
 //! ```
 //!
-//! The lock file is created before the directory and removed after it, and the kernel
-//! drops the lock when its holder dies however it dies. So a job directory whose lock can
-//! be taken, or that has no lock file at all, belongs to a dead berth.
+//! `<home>/run` is small and short-lived, so berth mounts a private tmpfs there (inside its
+//! private mount namespace) when it can: no disk churn on every start, and nothing of it
+//! survives the berth that created it — a reboot or a crash cannot leave stale container
+//! state that points at recycled pids. Dead containers are found by their cgroups instead.
+//!
+//! The lock file is created before the directories and removed after them, and the kernel
+//! drops the lock when its holder dies however it dies. So a job whose lock can be taken,
+//! or that has no lock file at all, belongs to a dead berth.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -38,9 +44,19 @@ impl Home {
         self.root.join("jobs")
     }
 
+    /// Runtime scratch: bundles and container state (a private tmpfs where possible).
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.root.join("run")
+    }
+
     /// libcontainer's state root.
     pub fn state_root(&self) -> PathBuf {
-        self.root.join("run")
+        self.runtime_dir().join("state")
+    }
+
+    /// Where each container's OCI bundle is written.
+    pub fn bundles(&self) -> PathBuf {
+        self.runtime_dir().join("bundles")
     }
 }
 
@@ -49,6 +65,9 @@ impl Home {
 pub struct JobDir {
     pub id: String,
     pub dir: PathBuf,
+    bundles: PathBuf,
+    /// How many image directories were created (their bundles are removed with the job).
+    images: std::cell::Cell<usize>,
     lock_path: PathBuf,
     lock: Option<Flock<File>>,
 }
@@ -58,6 +77,7 @@ impl JobDir {
         let jobs = home.jobs();
         fs::create_dir_all(&jobs)?;
         fs::create_dir_all(home.state_root())?;
+        fs::create_dir_all(home.bundles())?;
         let id = crate::util::random_hex(6);
         let lock_path = jobs.join(format!("{id}.lock"));
         let file = OpenOptions::new()
@@ -71,6 +91,8 @@ impl JobDir {
         Ok(JobDir {
             id,
             dir,
+            bundles: home.bundles(),
+            images: std::cell::Cell::new(0),
             lock_path,
             lock: Some(lock),
         })
@@ -81,22 +103,46 @@ impl JobDir {
         container_id(&self.id, n)
     }
 
-    /// Creates image `n`'s bundle directory with the data folder of contract §1.
+    /// Creates image `n`'s directories: the data folder of contract §1, `/tmp`, the
+    /// overlay's upper and work directories, and the bundle with its rootfs mount point.
     pub fn image_dir(&self, n: usize) -> io::Result<ImageDir> {
         let path = self.dir.join(n.to_string());
         let data = path.join("data");
+        let tmp = path.join("tmp");
+        let bundle = self.bundles.join(self.container_id(n));
+        // Parents first, one mkdir each: this is on every job's critical path.
+        fs::create_dir(&path)?;
+        self.images.set(self.images.get().max(n + 1));
+        fs::create_dir(&data)?;
         for sub in [
+            "in",
             "in/tables",
             "in/files",
             "in/user",
+            "out",
             "out/tables",
             "out/files",
         ] {
-            fs::create_dir_all(data.join(sub))?;
+            fs::create_dir(data.join(sub))?;
         }
-        let tmp = path.join("tmp");
-        fs::create_dir_all(&tmp)?;
-        Ok(ImageDir { path, data, tmp })
+        for d in [
+            &tmp,
+            &path.join("upper"),
+            &path.join("work"),
+            &bundle,
+            &bundle.join("rootfs"),
+        ] {
+            fs::create_dir(d)?;
+        }
+        Ok(ImageDir {
+            upper: path.join("upper"),
+            work: path.join("work"),
+            rootfs: bundle.join("rootfs"),
+            path,
+            data,
+            tmp,
+            bundle,
+        })
     }
 
     /// Removes the directory, then the lock file; the lock itself goes with `self`.
@@ -107,6 +153,9 @@ impl JobDir {
     fn remove_files(&mut self) -> io::Result<()> {
         if self.lock.is_none() {
             return Ok(());
+        }
+        for n in 0..self.images.get() {
+            remove_tree(&self.bundles.join(self.container_id(n)))?;
         }
         let r = remove_tree(&self.dir);
         if r.is_ok() {
@@ -129,12 +178,17 @@ pub fn container_id(job_id: &str, n: usize) -> String {
     format!("berth-{job_id}-{n}")
 }
 
-/// One image's bundle directory inside a job.
+/// One image's directories inside a job.
 #[derive(Debug, Clone)]
 pub struct ImageDir {
     pub path: PathBuf,
     pub data: PathBuf,
     pub tmp: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    /// The OCI bundle: `config.json` and the `rootfs` mount point.
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
 }
 
 /// `rm -rf` that is fine with a missing path.

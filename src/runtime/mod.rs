@@ -106,12 +106,30 @@ pub struct RunOutcome {
     pub duration: Duration,
 }
 
+/// A container that has ended but still exists: its cgroups and state are removed by
+/// [`Exited::delete`] — or, if it is dropped, by the drop guard. Deleting takes a couple of
+/// milliseconds of cgroup work, which the caller may overlap with its own cleanup.
+#[derive(Debug)]
+pub struct Exited {
+    pub outcome: RunOutcome,
+    live: Live,
+}
+
+impl Exited {
+    /// Removes the container; its processes are all gone already.
+    pub fn delete(mut self) -> Result<RunOutcome, RuntimeError> {
+        self.live.delete()?;
+        tracing::debug!("container {} deleted", self.live.id);
+        Ok(self.outcome)
+    }
+}
+
 /// Runs the container to its end, passing each stdout line to `on_line` as it arrives.
 pub fn run(
     host: &dyn Host,
     req: &RunRequest<'_>,
     on_line: &mut dyn FnMut(&str),
-) -> Result<RunOutcome, RuntimeError> {
+) -> Result<Exited, RuntimeError> {
     check_cgroups_path(req.cgroups_path)?;
     let io = |what: &str| {
         let what = what.to_owned();
@@ -133,6 +151,7 @@ pub fn run(
             id: req.id.to_owned(),
         };
         let pid = live.pid()?;
+        tracing::debug!("container {} created", req.id);
         if req.loopback {
             host.loopback_up(pid.as_raw())?;
         }
@@ -145,6 +164,7 @@ pub fn run(
             });
         restore_cwd(cwd.as_deref());
         started?;
+        tracing::debug!("container {} started", req.id);
         live
     };
     let pid = live.pid()?;
@@ -285,9 +305,9 @@ pub fn run(
     }
     stdout_lines.finish(on_line);
     let duration = started.elapsed();
+    tracing::debug!("container {} exited", req.id);
     let oom_killed = host.oom_kills(req.cgroups_path).unwrap_or(0) > 0;
-    live.delete()?;
-    Ok(RunOutcome {
+    let outcome = RunOutcome {
         status: status.unwrap_or(ExitStatus::Signal(Signal::SIGKILL as i32)),
         timed_out,
         oom_killed,
@@ -295,7 +315,8 @@ pub fn run(
         stdout_tail: stdout_tail.into_string(),
         stderr: stderr.into_string(),
         duration,
-    })
+    };
+    Ok(Exited { outcome, live })
 }
 
 fn check_cgroups_path(path: &str) -> Result<(), RuntimeError> {
@@ -345,6 +366,7 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// A created container that is deleted however we leave.
+#[derive(Debug)]
 struct Live {
     container: Option<Container>,
     id: String,

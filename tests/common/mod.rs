@@ -6,7 +6,7 @@
 //! `/bin/busybox` (busybox-static). Where any is missing they print why and skip — except
 //! under `CI=true`, where a missing prerequisite is a failure: CI must run them all.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -498,8 +498,10 @@ impl Berth {
         };
         let jobs = list(self.home().join("jobs"));
         assert!(jobs.is_empty(), "job directories left behind: {jobs:?}");
-        let states = list(self.home().join("run"));
-        assert!(states.is_empty(), "container state left behind: {states:?}");
+        for sub in ["run/state", "run/bundles"] {
+            let left = list(self.home().join(sub));
+            assert!(left.is_empty(), "left behind in {sub}: {left:?}");
+        }
         let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
         let home = self.dir.path().to_string_lossy().into_owned();
         assert!(!mounts.contains(&home), "mounts left behind under {home}");
