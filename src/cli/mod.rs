@@ -244,6 +244,7 @@ fn run(host: &LinuxHost, settings: &Settings, args: &RunArgs) -> anyhow::Result<
                 message: e.to_string(),
                 exit_code: None,
                 image: None,
+                outputs: Default::default(),
                 timings: Timings::default(),
             };
             return Ok(report(&result, args.json));

@@ -47,13 +47,45 @@ pub struct ImageSummary {
     pub fetched_bytes: u64,
 }
 
-/// Wall-clock seconds spent in each phase.
+/// Wall-clock seconds spent in each phase. `run` covers each row from its data folder to
+/// its cleanup; `mapping` is the part of it spent on input and output mapping, plus the
+/// final commit to storage.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Timings {
     pub pull: f64,
     pub unpack: f64,
     pub run: f64,
+    pub mapping: f64,
     pub total: f64,
+}
+
+/// What the job wrote to storage.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OutputSummary {
+    pub tables: Vec<TableOutput>,
+    /// Ids of the files uploaded.
+    pub files: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TableOutput {
+    pub id: String,
+    pub rows_loaded: u64,
+    /// Rows in the table afterwards.
+    pub rows: u64,
+}
+
+impl OutputSummary {
+    pub fn record(&mut self, report: &crate::storage::ApplyReport) {
+        for t in &report.tables {
+            self.tables.push(TableOutput {
+                id: t.table.to_string(),
+                rows_loaded: t.rows_loaded,
+                rows: t.rows,
+            });
+        }
+        self.files.extend(report.files.iter().map(|f| f.id));
+    }
 }
 
 /// The machine-readable result `berth run --json` prints.
@@ -66,6 +98,8 @@ pub struct JobResult {
     /// The component's exit status (signal N reported as 128+N); `None` when it never ran.
     pub exit_code: Option<i32>,
     pub image: Option<ImageSummary>,
+    /// What the job wrote to storage (nothing when it failed, but `write_always` tables).
+    pub outputs: OutputSummary,
     pub timings: Timings,
 }
 

@@ -145,6 +145,18 @@ impl JobDir {
         })
     }
 
+    /// Where image `n`'s outputs wait for the job's commit.
+    pub fn staging(&self, n: usize) -> PathBuf {
+        self.dir.join("staging").join(n.to_string())
+    }
+
+    /// Removes image `n`'s directories (its data folder is gone once its row ended; what
+    /// the row output is already staged).
+    pub fn remove_image(&self, n: usize) -> io::Result<()> {
+        remove_tree(&self.bundles.join(self.container_id(n)))?;
+        remove_tree(&self.dir.join(n.to_string()))
+    }
+
     /// Removes the directory, then the lock file; the lock itself goes with `self`.
     pub fn remove(mut self) -> io::Result<()> {
         self.remove_files()
