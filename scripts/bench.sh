@@ -4,13 +4,14 @@
 #   scripts/bench.sh [runs]        # default 50 runs per command
 #
 # 1. Warm start: run an image whose command is `true`, image already local:
-#      berth run (digest-pinned: no registry request; and by tag: one HEAD request)
+#      berth run: digest-pinned (no registry request), by tag (one HEAD request), and with a
+#        stored configuration (its state is committed to storage)
 #      crun run / runc run on an equivalent bundle (same rootfs, namespaces, limits)
 #      podman run --rm --network=none
 #    Reports the median wall time (hyperfine, no shell), the ratio to crun, and peak RSS.
-#    crun (and podman, which uses it) refuses this host's hybrid cgroup layout, so the
-#    script moves the hugetlb controller to a v1 hierarchy for the peers and moves it back
-#    at the end. berth needs no such change: it is run once before the move as a check.
+#    crun (and podman, which uses it) refuses this host's hybrid cgroup layout, so round 1
+#    runs berth and runc on the host as it comes, and round 2 moves the hugetlb controller
+#    to a v1 hierarchy and runs crun, podman and berth again (moved back at the end).
 # 2. CSV throughput of the storage (scripts/bench-csv.sh), when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,11 +39,14 @@ b() { "$berth" --home "$work/home" --cache "$work/cache" -q "$@"; }
 b pull "$image" >/dev/null
 digest=$(b images --json | jq -r --arg r "$image" '.[] | select(.reference == $r) | .digest')
 pinned="${image%:*}@$digest"
+# An inline configuration (no config_id) keeps no state, so the run touches no storage; the
+# "stored config" job has a config_id, so berth also commits its (cleared) state.
 for ref in "$image" "$pinned"; do
   name=$([ "$ref" = "$image" ] && echo tag || echo pinned)
   jq -n --arg img "$ref" '{component: {id: "acme.true", image: $img, memory: "256m", network: "none"},
-        config_id: "1", configuration: {parameters: {}}}' > "$work/job-$name.json"
+        configuration: {parameters: {}}}' > "$work/job-$name.json"
 done
+jq '. + {config_id: "1"}' "$work/job-pinned.json" > "$work/job-state.json"
 b run "$work/job-pinned.json" || { echo "berth cannot run here as the host is" >&2; exit 1; }
 
 # An equivalent bundle for crun and runc: berth's rootfs, berth's namespaces and limits.
@@ -63,42 +67,60 @@ jq --arg data "$work/bundle/data" --arg tmp "$work/bundle/tmp" --argjson nofile 
   | .linux.resources.pids = {limit: 1024}' "$work/bundle/config.json" > "$work/bundle/config.new"
 mv "$work/bundle/config.new" "$work/bundle/config.json"
 
-# The peers need hugetlb off cgroup2 (see above). Podman asks for rlimits above what root
-# may have here (no CAP_SYS_RESOURCE) unless told otherwise: hence its --ulimit flags.
+berth_cmd="$berth --home $work/home --cache $work/cache -q run"
+stock=(
+  "berth (pinned)|$berth_cmd $work/job-pinned.json"
+  "berth (tag)|$berth_cmd $work/job-tag.json"
+  "berth (state)|$berth_cmd $work/job-state.json"
+  "runc run|runc run --bundle $work/bundle berth-bench-runc"
+)
+bench() {
+  local out=$1; shift
+  local args=()
+  for c in "$@"; do args+=(--command-name "${c%%|*}" "${c#*|}"); done
+  hyperfine -N --warmup 5 --runs "$runs" --export-json "$out" "${args[@]}" >/dev/null
+}
+# Round 1: the host as it comes (crun cannot run here).
+bench "$work/stock.json" "${stock[@]}"
+
+# Round 2: hugetlb moved to v1 so crun and podman run. Podman asks for rlimits above what
+# root may have here (no CAP_SYS_RESOURCE) unless told otherwise: hence its --ulimit flags.
 if ! mountpoint -q /sys/fs/cgroup/hugetlb 2>/dev/null && grep -qw hugetlb /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null; then
   mkdir -p /sys/fs/cgroup/hugetlb
   mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb
   moved_hugetlb=1
 fi
 podman pull -q --tls-verify=false "$image" >/dev/null
-
-cmds=(
-  "berth (pinned)|$berth --home $work/home --cache $work/cache -q run $work/job-pinned.json"
-  "berth (tag)|$berth --home $work/home --cache $work/cache -q run $work/job-tag.json"
-  "crun run|crun run --bundle $work/bundle berth-bench-crun"
-  "runc run|runc run --bundle $work/bundle berth-bench-runc"
-  "podman run|podman run --rm --network=none --ulimit nofile=$nofile:$nofile --ulimit nproc=4096:4096 $image"
+moved=(
+  "berth (pinned)*|$berth_cmd $work/job-pinned.json"
+  "crun run*|crun run --bundle $work/bundle berth-bench-crun"
+  "podman run*|podman run --rm --network=none --ulimit nofile=$nofile:$nofile --ulimit nproc=4096:4096 $image"
 )
-args=()
-for c in "${cmds[@]}"; do args+=(--command-name "${c%%|*}" "${c#*|}"); done
-hyperfine -N --warmup 5 --runs "$runs" --export-json "$work/warm.json" "${args[@]}" >/dev/null
+bench "$work/moved.json" "${moved[@]}"
 
 rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -n 1; }
+median() { jq -r --arg n "$2" '.results[] | select(.command == $n) | .median' "$1"; }
+crun_median=$(median "$work/moved.json" "crun run*")
 echo
-echo "Warm start of an image running \`true\` ($runs runs each, $(nproc) cores, $(uname -r))"
-printf '%-16s %10s %10s %12s %12s\n' command "median ms" "mean ms" "x crun" "peak RSS KB"
-crun_median=$(jq '.results[] | select(.command == "crun run") | .median' "$work/warm.json")
-for c in "${cmds[@]}"; do
-  name="${c%%|*}"
-  read -r median mean < <(jq -r --arg n "$name" '.results[] | select(.command == $n) | "\(.median) \(.mean)"' "$work/warm.json")
-  # shellcheck disable=SC2086
-  peak=$(rss ${c#*|})
-  printf '%-16s %10.2f %10.2f %12.2f %12s\n' "$name" "$(echo "$median*1000" | bc -l)" "$(echo "$mean*1000" | bc -l)" \
-    "$(echo "$median/$crun_median" | bc -l)" "$peak"
-done
-podman_median=$(jq '.results[] | select(.command == "podman run") | .median' "$work/warm.json")
-berth_median=$(jq '.results[] | select(.command == "berth (pinned)") | .median' "$work/warm.json")
-printf 'podman / berth (pinned): %.1fx\n' "$(echo "$podman_median/$berth_median" | bc -l)"
+echo "Warm start of an image running \`true\` ($runs runs each, $(nproc) cores, kernel $(uname -r))"
+echo "* = hugetlb moved to a v1 hierarchy (crun and podman refuse the host's layout otherwise)"
+printf '%-16s %10s %10s %9s %12s\n' command "median ms" "mean ms" "x crun" "peak RSS KB"
+report() {
+  local file=$1; shift
+  for c in "$@"; do
+    local name="${c%%|*}" median mean peak
+    read -r median mean < <(jq -r --arg n "$name" '.results[] | select(.command == $n) | "\(.median) \(.mean)"' "$file")
+    # shellcheck disable=SC2086
+    peak=$(rss ${c#*|})
+    printf '%-16s %10.2f %10.2f %9.2f %12s\n' "$name" "$(echo "$median*1000" | bc -l)" \
+      "$(echo "$mean*1000" | bc -l)" "$(echo "$median/$crun_median" | bc -l)" "$peak"
+  done
+}
+report "$work/moved.json" "${moved[@]}"
+# Peak RSS of the stock round is taken after the move; it does not depend on the layout.
+report "$work/stock.json" "${stock[@]}"
+printf 'podman / berth (pinned), same layout: %.1fx\n' \
+  "$(echo "$(median "$work/moved.json" "podman run*") / $(median "$work/moved.json" "berth (pinned)*")" | bc -l)"
 
 if [ -x scripts/bench-csv.sh ]; then
   echo

@@ -54,8 +54,6 @@ pub fn collect_outputs(
 ) -> Result<StagedOutputs, MappingError> {
     let default_bucket = default_bucket(mapping, ctx)?;
     let mut staged = StagedOutputs::default();
-    fs::create_dir_all(staging.join("tables")).map_err(MappingError::io(staging))?;
-    fs::create_dir_all(staging.join("files")).map_err(MappingError::io(staging))?;
 
     // Tables.
     let dir = out.join("tables");
@@ -83,8 +81,7 @@ pub fn collect_outputs(
             continue;
         }
         let destination = resolve_destination(name, mapped, &settings, default_bucket.as_deref())?;
-        let staged_path = staging.join("tables").join(name);
-        fs::rename(dir.join(name), &staged_path).map_err(MappingError::io(&staged_path))?;
+        let staged_path = stage(&dir.join(name), &staging.join("tables"), name)?;
         let paths = match kind {
             Kind::File => vec![staged_path],
             Kind::Dir => slices(&staged_path, name)?,
@@ -182,8 +179,7 @@ pub fn collect_outputs(
             tags.push(format!("configurationRowId: {r}"));
         }
         tags.push(format!("runId: {}", ctx.run_id));
-        let staged_path = staging.join("files").join(name);
-        fs::rename(dir.join(name), &staged_path).map_err(MappingError::io(&staged_path))?;
+        let staged_path = stage(&dir.join(name), &staging.join("files"), name)?;
         staged.files.push(FileUpload {
             path: staged_path,
             name: name.clone(),
@@ -194,6 +190,15 @@ pub fn collect_outputs(
         });
     }
     Ok(staged)
+}
+
+/// Moves an output into the staging directory `into` (created on first use: most runs
+/// stage nothing, and every directory costs on the critical path).
+fn stage(from: &Path, into: &Path, name: &str) -> Result<PathBuf, MappingError> {
+    fs::create_dir_all(into).map_err(MappingError::io(into))?;
+    let to = into.join(name);
+    fs::rename(from, &to).map_err(MappingError::io(&to))?;
+    Ok(to)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
