@@ -12,7 +12,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
@@ -29,6 +29,10 @@ const ACCEPTED_MANIFESTS: &[&str] = &[
     manifest::OCI_INDEX,
     manifest::DOCKER_LIST,
 ];
+
+/// A self-signed certificate generated for berth, whose private key was discarded: see
+/// [`RegistryClient::new`].
+const NO_TRUST_ANCHORS: &str = include_str!("data/no-trust-anchors.pem");
 
 /// Blobs fetched at once: enough to fill a link, few enough to stay polite.
 const PARALLEL_BLOBS: usize = 3;
@@ -106,8 +110,21 @@ impl RegistryClient {
         } else {
             ClientProtocol::Https
         };
+        // A loopback registry is spoken to over plain HTTP, yet building the HTTP client
+        // would load and parse the system's ~150 TLS roots (twice): most of a tag lookup's
+        // 20 ms. A single trust anchor whose private key no longer exists stands in for
+        // them, so a redirect from such a registry to some HTTPS host cannot be trusted.
+        let tls_certs_only = if is_loopback(&registry) {
+            vec![Certificate {
+                encoding: CertificateEncoding::Pem,
+                data: NO_TRUST_ANCHORS.as_bytes().to_vec(),
+            }]
+        } else {
+            Vec::new()
+        };
         let client = Client::new(ClientConfig {
             protocol,
+            tls_certs_only,
             // berth picks the platform itself from the raw index.
             platform_resolver: None,
             connect_timeout: Some(Duration::from_secs(10)),
