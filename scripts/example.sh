@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the example job end to end on a fresh machine: installs what it needs, starts a local
 # registry, builds the example image from busybox-static (umoci) and pushes it (skopeo),
-# builds berth, and runs examples/hello.json with the embedded defaults.
+# builds berth, runs examples/hello.json with the embedded defaults, and shows the table the
+# component wrote, now in berth's storage.
 #
 #   scripts/example.sh          # as root
 set -euo pipefail
@@ -13,3 +14,5 @@ scripts/build-images.sh "$registry" >/dev/null
 cargo build --release --locked --quiet
 echo "--- berth run examples/hello.json"
 ./target/release/berth run examples/hello.json
+echo "--- berth storage export out.c-hello.greeting"
+./target/release/berth storage export out.c-hello.greeting
