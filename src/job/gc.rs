@@ -29,15 +29,13 @@ pub fn sweep(host: &dyn Host, home: &Home) -> GcReport {
     let mut live: Vec<String> = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(id) = name.strip_suffix(".lock") {
-            if is_dead(&entry.path()) {
-                dead.push(id.to_owned());
-            } else {
-                live.push(id.to_owned());
-            }
-        } else if !jobs.join(format!("{name}.lock")).exists() {
-            // A directory without its lock: the lock is created first and removed last.
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if is_dead(&entry.path()) {
             dead.push(name);
+        } else {
+            live.push(name);
         }
     }
     dead.sort();
@@ -93,10 +91,7 @@ pub fn sweep(host: &dyn Host, home: &Home) -> GcReport {
     for id in dead {
         let dir = jobs.join(&id);
         match remove_tree(&dir) {
-            Ok(()) => {
-                let _ = fs::remove_file(jobs.join(format!("{id}.lock")));
-                report.jobs.push(id);
-            }
+            Ok(()) => report.jobs.push(id),
             Err(e) => report
                 .errors
                 .push(format!("cannot remove {}: {e}", dir.display())),
@@ -136,26 +131,31 @@ mod tests {
     }
 
     #[test]
-    fn dead_jobs_are_swept_and_live_ones_kept() {
+    fn dead_jobs_are_swept_and_live_and_new_ones_kept() {
         let d = tempfile::tempdir().unwrap();
         let home = Home::new(d.path());
         let live = JobDir::create(&home).unwrap();
         live.image_dir(0).unwrap();
-        // A dead job: its lock file exists but nobody holds it.
+        // A dead job: a directory nobody holds a lock on.
         let dead_dir = home.jobs().join("deadbeef0000");
         fs::create_dir_all(dead_dir.join("0/data")).unwrap();
-        fs::write(home.jobs().join("deadbeef0000.lock"), b"").unwrap();
-        // A directory whose lock file never got created.
-        fs::create_dir_all(home.jobs().join("orphan000000")).unwrap();
+        // Just created by a berth that has not locked it yet, and one whose berth died
+        // between creating and locking it long ago.
+        let young = home.jobs().join(".new-young0000000");
+        fs::create_dir_all(&young).unwrap();
+        let stale = home.jobs().join(".new-stale0000000");
+        fs::create_dir_all(&stale).unwrap();
+        let old = std::time::SystemTime::now() - 2 * crate::job::workdir::NEW_DEAD_AFTER;
+        fs::File::open(&stale).unwrap().set_modified(old).unwrap();
 
         let report = sweep(&FakeHost::default(), &home);
         assert_eq!(
             report.jobs,
-            vec!["deadbeef0000".to_owned(), "orphan000000".to_owned()]
+            vec![".new-stale0000000".to_owned(), "deadbeef0000".to_owned()]
         );
         assert!(report.errors.is_empty(), "{:?}", report.errors);
-        assert!(!dead_dir.exists());
-        assert!(!home.jobs().join("deadbeef0000.lock").exists());
+        assert!(!dead_dir.exists() && !stale.exists());
+        assert!(young.exists());
         assert!(live.dir.exists());
     }
 }

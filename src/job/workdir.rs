@@ -1,7 +1,7 @@
 //! Where a job keeps its files while it runs, and how a dead job's files are recognised.
 //!
 //! ```text
-//! <home>/jobs/<job id>.lock          flock-ed for as long as the job's berth lives
+//! <home>/jobs/<job id>/              flock-ed for as long as the job's berth lives
 //! <home>/jobs/<job id>/<n>/          image n's data/ (mounted at /data), tmp/ (at /tmp), and
 //!                                    the overlay's upper/ and work/: everything that may be big
 //! <home>/run/bundles/<container id>/ its OCI bundle: config.json and rootfs/ (the overlay)
@@ -13,11 +13,12 @@
 //! survives the berth that created it — a reboot or a crash cannot leave stale container
 //! state that points at recycled pids. Dead containers are found by their cgroups instead.
 //!
-//! The lock file is created before the directories and removed after them, and the kernel
-//! drops the lock when its holder dies however it dies. So a job whose lock can be taken,
-//! or that has no lock file at all, belongs to a dead berth.
+//! The job directory itself is the lock (flock works on directories), and the kernel drops
+//! the lock when its holder dies however it dies. It is created as `.new-<id>`, locked, and
+//! only then renamed into place, so a job directory whose lock can be taken belongs to a
+//! dead berth, always.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -68,7 +69,7 @@ pub struct JobDir {
     bundles: PathBuf,
     /// How many image directories were created (their bundles are removed with the job).
     images: std::cell::Cell<usize>,
-    lock_path: PathBuf,
+    /// The flock on `dir`, held until the directory is removed.
     lock: Option<Flock<File>>,
 }
 
@@ -79,21 +80,17 @@ impl JobDir {
         fs::create_dir_all(home.state_root())?;
         fs::create_dir_all(home.bundles())?;
         let id = crate::util::random_hex(6);
-        let lock_path = jobs.join(format!("{id}.lock"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&lock_path)?;
-        let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, e)| io::Error::from(e))?;
         let dir = jobs.join(&id);
-        fs::create_dir(&dir)?;
+        let new = jobs.join(format!("{NEW_PREFIX}{id}"));
+        fs::create_dir(&new)?;
+        let lock = Flock::lock(File::open(&new)?, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| io::Error::from(e))?;
+        fs::rename(&new, &dir)?;
         Ok(JobDir {
             id,
             dir,
             bundles: home.bundles(),
             images: std::cell::Cell::new(0),
-            lock_path,
             lock: Some(lock),
         })
     }
@@ -157,7 +154,7 @@ impl JobDir {
         remove_tree(&self.dir.join(n.to_string()))
     }
 
-    /// Removes the directory, then the lock file; the lock itself goes with `self`.
+    /// Removes the job's directories; the lock goes with `self`.
     pub fn remove(mut self) -> io::Result<()> {
         self.remove_files()
     }
@@ -171,7 +168,6 @@ impl JobDir {
         }
         let r = remove_tree(&self.dir);
         if r.is_ok() {
-            let _ = fs::remove_file(&self.lock_path);
             self.lock = None;
         }
         r
@@ -211,9 +207,29 @@ pub fn remove_tree(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Whether the job whose lock file is `lock_path` is dead (its lock can be taken).
-pub fn is_dead(lock_path: &Path) -> bool {
-    let Ok(file) = File::open(lock_path) else {
+/// The name a job directory has until it is locked.
+pub const NEW_PREFIX: &str = ".new-";
+
+/// A `.new-` directory this old, unlocked, belongs to a berth that died between creating
+/// and locking it (younger ones may be about to be locked).
+pub const NEW_DEAD_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether the job directory `dir` belongs to a dead berth: nobody holds its lock.
+pub fn is_dead(dir: &Path) -> bool {
+    let is_new = dir
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with(NEW_PREFIX));
+    if is_new {
+        let young = fs::symlink_metadata(dir)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age < NEW_DEAD_AFTER);
+        if young {
+            return false;
+        }
+    }
+    let Ok(file) = File::open(dir) else {
         return true;
     };
     Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok()
@@ -274,16 +290,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let home = Home::new(d.path());
         let job = JobDir::create(&home).unwrap();
-        let lock = home.jobs().join(format!("{}.lock", job.id));
         let img = job.image_dir(0).unwrap();
         assert!(img.data.join("in/tables").is_dir());
         assert!(img.data.join("out/files").is_dir());
-        assert!(!is_dead(&lock), "our own job looks dead");
+        assert!(!is_dead(&job.dir), "our own job looks dead");
         let dir = job.dir.clone();
         job.remove().unwrap();
         assert!(!dir.exists());
-        assert!(!lock.exists());
-        assert!(is_dead(&lock));
+        assert!(is_dead(&dir), "a missing directory is nobody's");
     }
 
     #[test]
