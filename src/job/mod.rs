@@ -384,7 +384,7 @@ impl RowRun<'_> {
             Some(k) => storage.get()?.state(k)?,
             None => None,
         };
-        let (component_state, storage_state) = split_state(previous);
+        let (component_state, storage_state) = split_state(previous.clone());
 
         let t = Instant::now();
         let input = &storage_config.input;
@@ -484,7 +484,8 @@ impl RowRun<'_> {
                     "component": component_out.unwrap_or_else(|| json!({})),
                     "storage": StorageState { input: input_state },
                 });
-                Some((k, Some(value)))
+                // An unchanged state needs no write (and no fsync on the job's way out).
+                (previous.as_ref() != Some(&value)).then_some((k, Some(value)))
             }
             _ => None,
         };

@@ -1258,7 +1258,11 @@ impl Storage for SqliteStorage {
             .unwrap_or_default();
         let conn = self.lock();
         self.finish((|| {
-            conn.execute(
+            // A job record is an audit trail, not data: losing the last one to a power cut
+            // is acceptable, an fsync on every job's critical path is not. In WAL mode the
+            // next FULL commit makes it durable anyway.
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            let inserted = conn.execute(
                 "INSERT OR REPLACE INTO jobs (id, component, config, status, started_ms,
                     finished_ms, result)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -1271,7 +1275,9 @@ impl Storage for SqliteStorage {
                     job.finished_ms,
                     job.result.to_string()
                 ],
-            )?;
+            );
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            inserted?;
             Ok(())
         })())
     }
