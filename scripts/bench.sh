@@ -8,7 +8,8 @@
 #        stored configuration (its state is committed to storage)
 #      crun run / runc run on an equivalent bundle (same rootfs, namespaces, limits)
 #      podman run --rm --network=none
-#    Reports the median wall time (hyperfine, no shell), the ratio to crun, and peak RSS.
+#    Reports the median wall time (runs interleaved, scripts/interleave.py), the ratio to
+#    crun, and peak RSS.
 #    crun (and podman, which uses it) refuses this host's hybrid cgroup layout, so round 1
 #    runs berth and runc on the host as it comes, and round 2 moves the hugetlb controller
 #    to a v1 hierarchy and runs crun, podman and berth again (moved back at the end).
@@ -74,11 +75,11 @@ stock=(
   "berth (state)|$berth_cmd $work/job-state.json"
   "runc run|runc run --bundle $work/bundle berth-bench-runc"
 )
+# Interleaved (run 1 of each command, then run 2 of each, ...), so that the machine's
+# drift does not favour whichever command would have gone first.
 bench() {
   local out=$1; shift
-  local args=()
-  for c in "$@"; do args+=(--command-name "${c%%|*}" "${c#*|}"); done
-  hyperfine -N --warmup 5 --runs "$runs" --export-json "$out" "${args[@]}" >/dev/null
+  python3 scripts/interleave.py "$runs" 5 "$@" > "$out"
 }
 # Round 1: the host as it comes (crun cannot run here).
 bench "$work/stock.json" "${stock[@]}"
@@ -94,12 +95,17 @@ podman pull -q --tls-verify=false "$image" >/dev/null
 moved=(
   "berth (pinned)*|$berth_cmd $work/job-pinned.json"
   "crun run*|crun run --bundle $work/bundle berth-bench-crun"
-  "podman run*|podman run --rm --network=none --ulimit nofile=$nofile:$nofile --ulimit nproc=4096:4096 $image"
 )
 bench "$work/moved.json" "${moved[@]}"
+# podman alone: its conmon keeps cleaning up after `run` returns, which would slow down
+# whatever ran next if it were interleaved with the others.
+podman=(
+  "podman run*|podman run --rm --network=none --ulimit nofile=$nofile:$nofile --ulimit nproc=4096:4096 $image"
+)
+bench "$work/podman.json" "${podman[@]}"
 
 rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -n 1; }
-median() { jq -r --arg n "$2" '.results[] | select(.command == $n) | .median' "$1"; }
+median() { jq -r --arg n "$2" '.[$n].median' "$1"; }
 crun_median=$(median "$work/moved.json" "crun run*")
 echo
 echo "Warm start of an image running \`true\` ($runs runs each, $(nproc) cores, kernel $(uname -r))"
@@ -109,7 +115,7 @@ report() {
   local file=$1; shift
   for c in "$@"; do
     local name="${c%%|*}" median mean peak
-    read -r median mean < <(jq -r --arg n "$name" '.results[] | select(.command == $n) | "\(.median) \(.mean)"' "$file")
+    read -r median mean < <(jq -r --arg n "$name" '.[$n] | "\(.median) \(.mean)"' "$file")
     # shellcheck disable=SC2086
     peak=$(rss ${c#*|})
     printf '%-16s %10.2f %10.2f %9.2f %12s\n' "$name" "$(echo "$median*1000" | bc -l)" \
@@ -117,10 +123,11 @@ report() {
   done
 }
 report "$work/moved.json" "${moved[@]}"
+report "$work/podman.json" "${podman[@]}"
 # Peak RSS of the stock round is taken after the move; it does not depend on the layout.
 report "$work/stock.json" "${stock[@]}"
 printf 'podman / berth (pinned), same layout: %.1fx\n' \
-  "$(echo "$(median "$work/moved.json" "podman run*") / $(median "$work/moved.json" "berth (pinned)*")" | bc -l)"
+  "$(echo "$(median "$work/podman.json" "podman run*") / $(median "$work/moved.json" "berth (pinned)*")" | bc -l)"
 
 if [ -x scripts/bench-csv.sh ]; then
   echo

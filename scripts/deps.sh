@@ -9,7 +9,7 @@ packages=(
   skopeo umoci                # independent tools that build and push test images
   busybox-static              # the real binaries inside test images
   crun runc podman            # peers for the benchmark
-  sqlite3 time hyperfine jq bc curl procps iproute2
+  sqlite3 time jq bc curl procps iproute2 python3
 )
 missing=()
 for p in "${packages[@]}"; do
