@@ -6,8 +6,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use serde_json::json;
@@ -27,23 +26,14 @@ fn kill_berth_mid_run(b: &Berth, sleep: &str) -> String {
         "1.0",
     );
     let path = b.write_job(&job(&img.reference, json!({}), json!({})));
-    let mut child = b
-        .cmd()
-        .args(["run", path.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = b.spawn_run(&path);
     assert_eq!(lines.next().unwrap().unwrap(), "started");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let job = std::fs::read_dir(b.home().join("jobs"))
-        .unwrap()
-        .flatten()
-        .find(|e| e.path().is_dir())
-        .expect("the dead job's directory")
+    let job = b
+        .job_dir()
         .file_name()
+        .unwrap()
         .to_string_lossy()
         .into_owned();
     assert!(

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -100,27 +98,14 @@ fn stdout_is_streamed_while_the_container_runs() {
         json!({"process_timeout": 60}),
         json!({}),
     ));
-    let mut child = b
-        .cmd()
-        .args(["run", path.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = b.spawn_run(&path);
     assert_eq!(lines.next().unwrap().unwrap(), "first");
     assert!(
         child.try_wait().unwrap().is_none(),
         "berth ended before the container did"
     );
     // Let the container go on: create the file in its data folder.
-    let jobs = b.home().join("jobs");
-    let job_dir = std::fs::read_dir(&jobs)
-        .unwrap()
-        .flatten()
-        .find(|e| e.path().is_dir())
-        .expect("a running job directory")
-        .path();
+    let job_dir = b.job_dir();
     std::fs::write(job_dir.join("0/data/in/user/go"), b"").unwrap();
     assert_eq!(lines.next().unwrap().unwrap(), "second");
     let status = child.wait().unwrap();
@@ -460,14 +445,7 @@ fn ctrl_c_stops_the_container_and_cleans_up() {
     let img = script_image("sigint", "echo started\nsleep 3101");
     let b = Berth::new();
     let path = b.write_job(&job(&img.reference, json!({}), json!({})));
-    let mut child = b
-        .cmd()
-        .args(["run", path.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = b.spawn_run(&path);
     assert_eq!(lines.next().unwrap().unwrap(), "started");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),

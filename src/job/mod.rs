@@ -738,7 +738,6 @@ mod tests {
             interrupted: false,
             stdout_tail: String::new(),
             stderr: String::new(),
-            duration: Duration::ZERO,
         }
     }
 

@@ -103,7 +103,6 @@ pub struct RunOutcome {
     pub interrupted: bool,
     pub stdout_tail: String,
     pub stderr: String,
-    pub duration: Duration,
 }
 
 /// A container that has ended but still exists: its cgroups and state are removed by
@@ -304,7 +303,6 @@ pub fn run(
         }
     }
     stdout_lines.finish(on_line);
-    let duration = started.elapsed();
     tracing::debug!("container {} exited", req.id);
     let oom_killed = host.oom_kills(req.cgroups_path).unwrap_or(0) > 0;
     let outcome = RunOutcome {
@@ -314,7 +312,6 @@ pub fn run(
         interrupted,
         stdout_tail: stdout_tail.into_string(),
         stderr: stderr.into_string(),
-        duration,
     };
     Ok(Exited { outcome, live })
 }

@@ -472,6 +472,38 @@ impl Berth {
         }
     }
 
+    /// Starts `berth run JOB` in the background; returns it with its stdout, line by line.
+    pub fn spawn_run(
+        &self,
+        job: &Path,
+    ) -> (
+        std::process::Child,
+        std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    ) {
+        let mut child = self
+            .cmd()
+            .args(["run", job.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        (
+            child,
+            std::io::BufRead::lines(std::io::BufReader::new(stdout)),
+        )
+    }
+
+    /// The directory of the job that is running (or whose berth died).
+    pub fn job_dir(&self) -> PathBuf {
+        fs::read_dir(self.home().join("jobs"))
+            .unwrap()
+            .flatten()
+            .find(|e| e.path().is_dir())
+            .expect("a job directory")
+            .path()
+    }
+
     /// Writes a job file and runs it with `--json`.
     pub fn run_job(&self, job: &serde_json::Value) -> Run {
         let path = self.write_job(job);
