@@ -55,7 +55,7 @@ pub fn environment(id: &RunIdentity<'_>) -> Vec<(String, String)> {
         None => {
             let params = serde_json::to_vec(&job.configuration.parameters).unwrap_or_default();
             let digest = Sha256::digest(&params);
-            digest.iter().map(|b| format!("{b:02x}")).collect()
+            hex::encode(digest)
         }
     };
     let mut env = vec![

@@ -19,7 +19,7 @@ impl Digest {
 
     fn from_sha256(raw: &[u8]) -> Digest {
         Digest {
-            hex: raw.iter().map(|b| format!("{b:02x}")).collect(),
+            hex: hex::encode(raw),
         }
     }
 
