@@ -8,10 +8,9 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
-static SIGNAL: AtomicI32 = AtomicI32::new(0);
 static WAKE: OnceLock<UnixStream> = OnceLock::new();
 
 /// Installs the handlers for SIGINT and SIGTERM. Call once, early in `main`.
@@ -26,7 +25,6 @@ pub fn install() -> std::io::Result<()> {
         unsafe {
             signal_hook::low_level::register(sig, move || {
                 REQUESTED.store(true, Ordering::SeqCst);
-                SIGNAL.store(sig, Ordering::SeqCst);
                 let _ = std::io::Write::write(&mut &w, &[1]);
             })?;
         }
@@ -38,14 +36,6 @@ pub fn install() -> std::io::Result<()> {
 /// True once the operator asked berth to stop.
 pub fn requested() -> bool {
     REQUESTED.load(Ordering::SeqCst)
-}
-
-/// The signal that asked berth to stop, if any.
-pub fn signal() -> Option<i32> {
-    match SIGNAL.load(Ordering::SeqCst) {
-        0 => None,
-        s => Some(s),
-    }
 }
 
 /// A descriptor that becomes readable when a stop is requested (absent if handlers were

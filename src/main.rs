@@ -17,8 +17,8 @@ fn main() -> ExitCode {
     match cli::dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("berth: {e:#}");
-            ExitCode::from(3)
+            cli::print::err(format!("berth: {e:#}"));
+            ExitCode::from(berth::contract::ErrorClass::Internal.exit_status())
         }
     }
 }

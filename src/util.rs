@@ -1,5 +1,7 @@
 //! Small helpers with no better home.
 
+use std::io;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `n` random bytes as lowercase hex: unique names for jobs, containers and temp files.
@@ -52,6 +54,36 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// Removes a file, symlink or directory tree (never following a symlink); a path that is
+/// not there is fine.
+pub fn remove_tree(path: &Path) -> io::Result<()> {
+    let removed = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) => Err(e),
+    };
+    match removed {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
+/// An error and its causes on one line, `outer: inner: innermost`, skipping a cause whose
+/// text the outer message already carries.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let next = c.to_string();
+        if !next.is_empty() && !s.contains(&next) {
+            s.push_str(": ");
+            s.push_str(&next);
+        }
+        cur = c.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +99,32 @@ mod tests {
     fn bytes_for_humans() {
         assert_eq!(human_bytes(999), "999 B");
         assert_eq!(human_bytes(1_200_000), "1.2 MB");
+    }
+
+    #[test]
+    fn removing_is_fine_with_anything_or_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("t");
+        std::fs::create_dir_all(tree.join("a/b")).unwrap();
+        std::fs::write(tree.join("a/f"), b"x").unwrap();
+        std::os::unix::fs::symlink(d.path(), tree.join("link")).unwrap();
+        remove_tree(&tree.join("link")).unwrap();
+        assert!(d.path().exists(), "a symlink's target must survive");
+        remove_tree(&tree).unwrap();
+        assert!(!tree.exists());
+        remove_tree(&tree).unwrap();
+        let f = d.path().join("file");
+        std::fs::write(&f, b"x").unwrap();
+        remove_tree(&f).unwrap();
+        assert!(!f.exists());
+    }
+
+    #[test]
+    fn error_chains_read_outer_to_inner() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot start container c1")]
+        struct Outer(#[source] io::Error);
+        let e = Outer(io::Error::other("permission denied"));
+        assert_eq!(chain(&e), "cannot start container c1: permission denied");
     }
 }

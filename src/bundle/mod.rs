@@ -26,7 +26,7 @@ mod user;
 
 pub use user::resolve_user;
 
-use crate::contract::NetworkMode;
+use crate::contract::{ErrorClass, NetworkMode};
 use crate::host::CgroupSupport;
 use crate::image::manifest::RunConfig;
 
@@ -36,13 +36,28 @@ pub enum BundleError {
     NoCommand,
     #[error("image user {user:?}: {message}")]
     User { user: String, message: String },
-    #[error("invalid runtime spec: {0}")]
+    #[error("invalid runtime spec")]
     Spec(#[from] oci_spec::OciSpecError),
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Write {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
+}
+
+impl BundleError {
+    /// Whose fault it is: an image that cannot run as it is (no command, a user it does not
+    /// have) is a broken image, berth's side like any broken image (contract §7). Every
+    /// variant is listed: a new one must be classified here.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            BundleError::NoCommand
+            | BundleError::User { .. }
+            | BundleError::Spec(_)
+            | BundleError::Write { .. } => ErrorClass::Internal,
+        }
+    }
 }
 
 /// Docker's default capabilities: what most images expect root to be able to do.

@@ -1,22 +1,25 @@
 //! The command line: what an operator types, and what each command prints.
 
+pub mod print;
 mod storage;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use berth::contract::result::{Status, Timings};
+use berth::contract::result::{EXIT_INTERRUPTED, Status, Timings};
 use berth::contract::{ErrorClass, JobFile, JobResult};
 use berth::host::{Host, LinuxHost};
 use berth::image::{Images, RegistrySettings};
-use berth::job::{self, Settings, workdir::Home};
+use berth::job::{self, Services, Settings, workdir::Home};
+use berth::runtime::Youki;
 
-/// Exit status when the operator interrupts berth (128 + SIGINT, as shells report it).
-const INTERRUPTED: u8 = 130;
+/// berth's exit status for a failure of the given class.
+fn status(class: ErrorClass) -> ExitCode {
+    ExitCode::from(class.exit_status())
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,8 +51,8 @@ pub struct Global {
     #[arg(long, global = true, env = "BERTH_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
 
-    /// Image cache: blobs, image records and unpacked root filesystems [default: the
-    /// checkout's rootfs-cache/ when berth runs from a checkout, else <home>/cache]
+    /// Image cache: blobs, image records and unpacked root filesystems [default:
+    /// <home>/cache] (the scripts in a checkout use its rootfs-cache/)
     #[arg(long, global = true, env = "BERTH_CACHE", value_name = "DIR")]
     pub cache: Option<PathBuf>,
 
@@ -151,14 +154,10 @@ impl Global {
     }
 
     fn cache(&self) -> PathBuf {
-        if let Some(c) = &self.cache {
-            return absolute(c);
+        match &self.cache {
+            Some(c) => absolute(c),
+            None => self.home().join("cache"),
         }
-        let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("rootfs-cache");
-        if checkout.join("README.md").is_file() {
-            return checkout;
-        }
-        self.home().join("cache")
     }
 
     fn settings(&self) -> Settings {
@@ -182,106 +181,123 @@ fn absolute(p: &Path) -> PathBuf {
 /// Runs the command; the exit status follows the job's class for `run`.
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let host = LinuxHost::new();
+    let runtime = Youki::new(&host);
+    let svc = Services {
+        host: &host,
+        runtime: &runtime,
+    };
     let settings = cli.global.settings();
     match cli.command {
-        Command::Run(args) => run(&host, &settings, &args),
+        Command::Run(args) => run(svc, &settings, &args),
         Command::Pull { image } => {
-            job::gc::sweep(&host, &Home::new(&settings.home));
+            job::gc::sweep(svc, &Home::new(&settings.home));
             pull(&host, &settings, &image)
         }
         Command::Images { json } => images(&settings, json),
-        Command::Gc => {
-            let report = job::gc::sweep(&host, &Home::new(&settings.home));
-            println!(
-                "removed {} job directories and {} containers",
-                report.jobs.len(),
-                report.containers.len()
-            );
-            for e in &report.errors {
-                eprintln!("error: {e}");
-            }
-            Ok(if report.errors.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(3)
-            })
-        }
+        Command::Gc => Ok(gc(svc, &settings)),
         Command::Storage(command) => storage::storage(&settings, command),
         Command::State(command) => storage::state(&settings, command),
     }
 }
 
-fn run(host: &LinuxHost, settings: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let home = Home::new(&settings.home);
+fn gc(svc: Services<'_>, settings: &Settings) -> ExitCode {
+    let report = job::gc::sweep(svc, &Home::new(&settings.home));
+    print::out(format!(
+        "removed {} job directories and {} containers",
+        report.jobs.len(),
+        report.containers.len()
+    ));
+    for e in &report.errors {
+        print::err(format!("error: {e}"));
+    }
+    if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        status(ErrorClass::Internal)
+    }
+}
+
+/// Gives berth a private mount namespace, sweeps what dead berths left, and keeps runtime
+/// state on a private tmpfs.
+fn prepare_host(svc: Services<'_>, home: &Home) {
     // Must happen while berth is single-threaded: unshare refuses otherwise.
-    let isolated = match host.isolate_mounts() {
+    let isolated = match svc.host.isolate_mounts() {
         Ok(()) => true,
         Err(e) => {
-            tracing::warn!("{e}; mounts will be visible on the host until berth cleans them up");
+            tracing::warn!(
+                "{}; mounts will be visible on the host until berth cleans them up",
+                berth::util::chain(&e)
+            );
             false
         }
     };
     // The sweep sees what dead berths left on disk, before the tmpfs hides it.
-    job::gc::sweep(host, &home);
+    job::gc::sweep(svc, home);
     if isolated {
         let runtime_dir = home.runtime_dir();
         let mounted = std::fs::create_dir_all(&runtime_dir)
             .map_err(|e| e.to_string())
-            .and_then(|()| host.mount_tmpfs(&runtime_dir).map_err(|e| e.to_string()));
+            .and_then(|()| {
+                (svc.host.mount_tmpfs(&runtime_dir)).map_err(|e| berth::util::chain(&e))
+            });
         if let Err(e) = mounted {
             tracing::warn!("{e}; keeping runtime state on disk");
         }
     }
     tracing::debug!("swept");
+}
 
+fn run(svc: Services<'_>, settings: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    prepare_host(svc, &Home::new(&settings.home));
     let job = match JobFile::load(&absolute(&args.job)) {
         Ok(j) => j,
-        Err(e) => {
-            let result = JobResult {
-                job_id: String::new(),
-                status: Status::Error,
-                error_class: Some(ErrorClass::User),
-                message: e.to_string(),
-                exit_code: None,
-                image: None,
-                outputs: Default::default(),
-                timings: Timings::default(),
-            };
-            return Ok(report(&result, args.json));
-        }
+        Err(e) => return Ok(report(&invalid_job(&e), args.json)),
     };
-
     let json = args.json;
     let mut on_line = |line: &str| {
         // A closed stdout (e.g. `| head`) must not kill the job half-way.
         if json {
-            let _ = writeln!(std::io::stderr().lock(), "{line}");
+            print::err(line);
         } else {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
+            print::out(line);
         }
     };
     let options = job::RunOptions {
         keep_outputs: args.keep_outputs.as_deref().map(absolute),
     };
-    let result = job::run(host, settings, &job, &options, &mut on_line);
+    let result = job::run(svc, settings, &job, &options, &mut on_line);
     Ok(report(&result, json))
+}
+
+/// The result of a job whose file could not be read.
+fn invalid_job(e: &berth::contract::ContractError) -> JobResult {
+    JobResult {
+        job_id: String::new(),
+        status: Status::Error,
+        error_class: Some(ErrorClass::User),
+        message: e.to_string(),
+        exit_code: None,
+        image: None,
+        outputs: Default::default(),
+        timings: Timings::default(),
+    }
 }
 
 fn report(result: &JobResult, json: bool) -> ExitCode {
     if json {
         match serde_json::to_string_pretty(result) {
-            Ok(text) => println!("{text}"),
-            Err(e) => eprintln!("berth: cannot print the result: {e}"),
+            Ok(text) => {
+                print::out(text);
+            }
+            Err(e) => print::err(format!("berth: cannot print the result: {e}")),
         }
     } else if result.status == Status::Error {
         let class = match result.error_class {
             Some(ErrorClass::User) => "user error",
             Some(ErrorClass::Application) => "application error",
-            _ => "berth error",
+            Some(ErrorClass::Internal) | None => "berth error",
         };
-        eprintln!("berth: {class}: {}", result.message);
+        print::err(format!("berth: {class}: {}", result.message));
     } else {
         tracing::info!(
             "{} (pull {:.3} s, unpack {:.3} s, run {:.3} s, total {:.3} s)",
@@ -293,7 +309,7 @@ fn report(result: &JobResult, json: bool) -> ExitCode {
         );
     }
     if berth::interrupt::requested() {
-        return ExitCode::from(INTERRUPTED);
+        return ExitCode::from(EXIT_INTERRUPTED);
     }
     ExitCode::from(result.exit_status())
 }
@@ -301,24 +317,24 @@ fn report(result: &JobResult, json: bool) -> ExitCode {
 fn pull(host: &LinuxHost, settings: &Settings, image: &str) -> anyhow::Result<ExitCode> {
     let images = Images::open(&settings.cache, settings.registry.clone())
         .context("cannot open the image cache")?;
-    let pulled = match images.pull(image) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("berth: {e}");
-            return Ok(ExitCode::from(if e.is_user_error() { 1 } else { 3 }));
-        }
-    };
     let ownership = if host.privileged() {
         berth::image::Ownership::Preserve
     } else {
         berth::image::Ownership::Ignore
     };
-    if let Err(e) = images.rootfs(&pulled, ownership) {
-        eprintln!("berth: {e}");
-        return Ok(ExitCode::from(3));
+    let pulled = images
+        .pull(image)
+        .and_then(|p| images.rootfs(&p, ownership).map(|_| p));
+    match pulled {
+        Ok(p) => {
+            print::out(format!("{} {}", p.reference, p.digest));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            print::err(format!("berth: {}", berth::util::chain(&e)));
+            Ok(status(e.class()))
+        }
     }
-    println!("{} {}", pulled.reference, pulled.digest);
-    Ok(ExitCode::SUCCESS)
 }
 
 fn images(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
@@ -326,7 +342,7 @@ fn images(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
         .context("cannot open the image cache")?;
     let records = images.list();
     if json {
-        println!("{}", serde_json::to_string_pretty(&records)?);
+        print::out(serde_json::to_string_pretty(&records)?);
         return Ok(ExitCode::SUCCESS);
     }
     let width = records
@@ -335,14 +351,15 @@ fn images(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
         .max()
         .unwrap_or(9)
         .max(9);
-    println!("{:<width$}  {:<19}  {:>10}", "REFERENCE", "DIGEST", "SIZE");
-    for r in &records {
-        println!(
+    let header = format!("{:<width$}  {:<19}  {:>10}", "REFERENCE", "DIGEST", "SIZE");
+    let rows = records.iter().map(|r| {
+        format!(
             "{:<width$}  sha256:{:<12}  {:>10}",
             r.reference,
             r.manifest.short(),
             berth::util::human_bytes(r.size)
-        );
-    }
+        )
+    });
+    print::lines(std::iter::once(header).chain(rows));
     Ok(ExitCode::SUCCESS)
 }

@@ -8,7 +8,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use berth::contract::ErrorClass;
+use berth::contract::result::EXIT_INTERRUPTED;
 use berth::job::Settings;
+
+use super::print;
 use berth::storage::{
     Changes, CsvSource, ExportQuery, FileQuery, FileUpload, Provenance, SqliteStorage, StateKey,
     Storage, StorageError, TableId, TableLoad,
@@ -101,7 +105,8 @@ pub struct ImportArgs {
 pub enum StateCommand {
     /// Print the state a configuration (or one of its rows) left for its next run, as JSON
     ///
-    /// This is what the component finds in /data/in/state.json.
+    /// This is what the component finds in /data/in/state.json. With --all, also what berth
+    /// keeps beside it for adaptive input mappings: {"component": ..., "storage": ...}.
     Show {
         /// The component id, e.g. keboola.ex-db-mysql
         component: String,
@@ -109,6 +114,9 @@ pub enum StateCommand {
         config: String,
         /// The row id, for the state of one row
         row: Option<String>,
+        /// Print the whole stored record, berth's bookkeeping included
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -124,6 +132,7 @@ pub fn state(settings: &Settings, command: StateCommand) -> anyhow::Result<ExitC
         component,
         config,
         row,
+        all,
     } = command;
     let key = StateKey {
         component,
@@ -133,12 +142,17 @@ pub fn state(settings: &Settings, command: StateCommand) -> anyhow::Result<ExitC
     let shown = open(settings).and_then(|s| s.state(&key));
     Ok(match shown {
         Ok(Some(value)) => {
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            let shown = if all {
+                value
+            } else {
+                berth::job::component_state(Some(value))
+            };
+            print::out(serde_json::to_string_pretty(&shown)?);
             ExitCode::SUCCESS
         }
         Ok(None) => {
-            eprintln!("berth: no state is stored for {key}");
-            ExitCode::from(1)
+            print::err(format!("berth: no state is stored for {key}"));
+            ExitCode::from(ErrorClass::User.exit_status())
         }
         Err(e) => fail(&e),
     })
@@ -153,15 +167,20 @@ fn fail(e: &StorageError) -> ExitCode {
         // `berth storage export t | head` is not an error.
         return ExitCode::SUCCESS;
     }
-    eprintln!("berth: {e}");
+    print::err(format!("berth: {}", berth::util::chain(e)));
     if let StorageError::Interrupted(_) = e {
-        return ExitCode::from(super::INTERRUPTED);
+        return ExitCode::from(EXIT_INTERRUPTED);
     }
-    ExitCode::from(if e.is_user_error() { 1 } else { 3 })
+    let class = if e.is_user_error() {
+        ErrorClass::User
+    } else {
+        ErrorClass::Internal
+    };
+    ExitCode::from(class.exit_status())
 }
 
 fn open(settings: &Settings) -> Result<SqliteStorage, StorageError> {
-    SqliteStorage::open(&settings.home.join("storage"))
+    SqliteStorage::open(&settings.storage_dir())
 }
 
 fn run_storage(settings: &Settings, command: StorageCommand) -> Result<(), StorageError> {
@@ -199,9 +218,7 @@ fn run_storage(settings: &Settings, command: StorageCommand) -> Result<(), Stora
                 ..Changes::default()
             };
             let report = store.apply(&changes)?;
-            for f in &report.files {
-                println!("{}", f.id);
-            }
+            print::lines(report.files.iter().map(|f| f.id));
             Ok(())
         }
         StorageCommand::Download { id, output } => {
@@ -250,7 +267,7 @@ fn import(store: &SqliteStorage, args: ImportArgs) -> Result<(), StorageError> {
         tables: vec![load],
         ..Changes::default()
     })?;
-    for t in &report.tables {
+    print::lines(report.tables.iter().map(|t| {
         let what = if t.created { "created" } else { "loaded" };
         let mut line = format!("{} {what}: {} rows loaded", t.table, t.rows_loaded);
         if t.rows_deleted > 0 {
@@ -259,16 +276,15 @@ fn import(store: &SqliteStorage, args: ImportArgs) -> Result<(), StorageError> {
         if !t.columns_added.is_empty() {
             line.push_str(&format!(", columns added: {}", t.columns_added.join(", ")));
         }
-        line.push_str(&format!("; {} rows now", t.rows));
-        println!("{line}");
-    }
+        line + &format!("; {} rows now", t.rows)
+    }));
     Ok(())
 }
 
 fn tables(store: &SqliteStorage, json: bool) -> Result<(), StorageError> {
     let tables = store.tables()?;
     if json {
-        println!("{}", to_json(&tables));
+        print::out(to_json(&tables));
         return Ok(());
     }
     let width = tables
@@ -277,20 +293,21 @@ fn tables(store: &SqliteStorage, json: bool) -> Result<(), StorageError> {
         .max()
         .unwrap_or(5)
         .max(5);
-    println!(
+    let header = format!(
         "{:<width$}  {:>10}  {:<16}  {:<20}  COLUMNS",
         "TABLE", "ROWS", "PRIMARY KEY", "LAST CHANGE (UTC)"
     );
-    for t in &tables {
-        println!(
+    let rows = tables.iter().map(|t| {
+        format!(
             "{:<width$}  {:>10}  {:<16}  {:<20}  {}",
             t.id.to_string(),
             t.rows,
             t.primary_key.join(","),
             utc(t.last_change_ms),
             t.columns.join(",")
-        );
-    }
+        )
+    });
+    print::lines(std::iter::once(header).chain(rows));
     Ok(())
 }
 
@@ -300,24 +317,25 @@ fn files(store: &SqliteStorage, tags: Vec<String>, json: bool) -> Result<(), Sto
         ..FileQuery::default()
     })?;
     if json {
-        println!("{}", to_json(&files));
+        print::out(to_json(&files));
         return Ok(());
     }
     let width = files.iter().map(|f| f.name.len()).max().unwrap_or(4).max(4);
-    println!(
+    let header = format!(
         "{:>8}  {:<width$}  {:>10}  {:<20}  TAGS",
         "ID", "NAME", "SIZE", "CREATED (UTC)"
     );
-    for f in &files {
-        println!(
+    let rows = files.iter().map(|f| {
+        format!(
             "{:>8}  {:<width$}  {:>10}  {:<20}  {}",
             f.id,
             f.name,
             berth::util::human_bytes(f.size_bytes),
             utc(f.created_ms),
             f.tags.join(", ")
-        );
-    }
+        )
+    });
+    print::lines(std::iter::once(header).chain(rows));
     Ok(())
 }
 

@@ -5,6 +5,9 @@ use serde::Serialize;
 /// The longest message berth reports; longer ones keep their head and tail (contract §7).
 pub const MAX_MESSAGE_CHARS: usize = 4000;
 
+/// berth's exit status when the operator interrupts it (128 + SIGINT, as shells report it).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
 /// Who is to blame when a job fails. Each class has its own exit status for berth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -73,19 +76,6 @@ pub struct TableOutput {
     pub rows_loaded: u64,
     /// Rows in the table afterwards.
     pub rows: u64,
-}
-
-impl OutputSummary {
-    pub fn record(&mut self, report: &crate::storage::ApplyReport) {
-        for t in &report.tables {
-            self.tables.push(TableOutput {
-                id: t.table.to_string(),
-                rows_loaded: t.rows_loaded,
-                rows: t.rows,
-            });
-        }
-        self.files.extend(report.files.iter().map(|f| f.id));
-    }
 }
 
 /// The machine-readable result `berth run --json` prints.

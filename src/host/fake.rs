@@ -1,4 +1,5 @@
-//! A recording stand-in for the kernel, for unit tests of error paths.
+//! A recording stand-in for the kernel, for tests of error paths and of everything that
+//! must run without root.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -6,16 +7,32 @@ use std::sync::Mutex;
 use super::{CgroupSupport, Host, HostError};
 
 /// Records every call; `refuse_overlay` makes overlay mounts fail like a kernel without
-/// overlayfs would.
+/// overlayfs would; `privileged` is what [`Host::privileged`] answers.
 #[derive(Debug, Default)]
 pub struct FakeHost {
     pub refuse_overlay: bool,
+    pub privileged: bool,
     pub calls: Mutex<Vec<String>>,
+    pub mounted: Mutex<Vec<PathBuf>>,
 }
 
 impl FakeHost {
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// What is mounted now: mounted and not unmounted since.
+    pub fn mounted(&self) -> Vec<PathBuf> {
+        self.mounted.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    fn set_mounted(&self, target: &Path, on: bool) {
+        if let Ok(mut m) = self.mounted.lock() {
+            m.retain(|t| t != target);
+            if on {
+                m.push(target.to_owned());
+            }
+        }
     }
 
     fn record(&self, call: String) {
@@ -27,7 +44,7 @@ impl FakeHost {
 
 impl Host for FakeHost {
     fn privileged(&self) -> bool {
-        true
+        self.privileged
     }
 
     fn isolate_mounts(&self) -> Result<(), HostError> {
@@ -53,16 +70,19 @@ impl Host for FakeHost {
                 source: std::io::Error::from_raw_os_error(libc::ENODEV),
             });
         }
+        self.set_mounted(target, true);
         Ok(())
     }
 
     fn mount_tmpfs(&self, target: &Path) -> Result<(), HostError> {
         self.record(format!("mount_tmpfs {}", target.display()));
+        self.set_mounted(target, true);
         Ok(())
     }
 
     fn unmount(&self, target: &Path) -> Result<(), HostError> {
         self.record(format!("unmount {}", target.display()));
+        self.set_mounted(target, false);
         Ok(())
     }
 
@@ -94,5 +114,10 @@ impl Host for FakeHost {
 
     fn cgroup_children(&self, _parent: &str) -> Vec<String> {
         Vec::new()
+    }
+
+    fn remove_cgroup(&self, path: &str) -> Result<(), HostError> {
+        self.record(format!("remove_cgroup {path}"));
+        Ok(())
     }
 }

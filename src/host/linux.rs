@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
-use super::{CgroupSupport, Host, HostError};
+use super::{CgroupSupport, Host, HostError, cgroups};
 
 #[derive(Debug, Default)]
 pub struct LinuxHost {
@@ -141,83 +141,19 @@ impl Host for LinuxHost {
     }
 
     fn cgroups(&self) -> CgroupSupport {
-        self.cgroups.get_or_init(Self::discover_cgroups).clone()
+        self.cgroups.get_or_init(cgroups::discover).clone()
     }
 
     fn cgroup_children(&self, parent: &str) -> Vec<String> {
-        let mut names: Vec<String> = Self::cgroup_dirs(parent)
-            .iter()
-            .filter_map(|d| std::fs::read_dir(d).ok())
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names.dedup();
-        names
+        cgroups::children(parent)
     }
 
     fn oom_kills(&self, cgroups_path: &str) -> Option<u64> {
-        let support = self.cgroups();
-        let base = support.memory?;
-        let dir = base.join(cgroups_path.trim_start_matches('/'));
-        let (file, key) = if support.memory_v2 {
-            ("memory.events", "oom_kill")
-        } else {
-            ("memory.oom_control", "oom_kill")
-        };
-        let text = std::fs::read_to_string(dir.join(file)).ok()?;
-        text.lines().find_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            (k == key).then(|| v.trim().parse().ok())?
-        })
-    }
-}
-
-impl LinuxHost {
-    /// Every directory a cgroup named `parent` can have: one per v1 hierarchy, plus v2's.
-    fn cgroup_dirs(parent: &str) -> Vec<PathBuf> {
-        let rel = parent.trim_start_matches('/');
-        let mut dirs: Vec<PathBuf> = libcgroups::v1::util::list_subsystem_mount_points()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|m| m.join(rel))
-            .collect();
-        dirs.push(Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT).join(rel));
-        dirs.push(
-            Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT)
-                .join("unified")
-                .join(rel),
-        );
-        dirs
+        cgroups::oom_kills(&self.cgroups(), cgroups_path)
     }
 
-    fn discover_cgroups() -> CgroupSupport {
-        use libcgroups::common::{CgroupSetup, get_cgroup_setup};
-        use libcgroups::v1::ControllerType;
-        use libcgroups::v1::util::get_subsystem_mount_point;
-        match get_cgroup_setup() {
-            Ok(CgroupSetup::Unified) => {
-                let root = Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT);
-                let controllers =
-                    std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
-                let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
-                CgroupSupport {
-                    memory: has("memory").then(|| root.to_owned()),
-                    memory_v2: true,
-                    pids: has("pids"),
-                    cpu: has("cpu"),
-                }
-            }
-            Ok(CgroupSetup::Legacy | CgroupSetup::Hybrid) => CgroupSupport {
-                memory: get_subsystem_mount_point(&ControllerType::Memory).ok(),
-                memory_v2: false,
-                pids: get_subsystem_mount_point(&ControllerType::Pids).is_ok(),
-                cpu: get_subsystem_mount_point(&ControllerType::Cpu).is_ok(),
-            },
-            Err(_) => CgroupSupport::default(),
-        }
+    fn remove_cgroup(&self, path: &str) -> Result<(), HostError> {
+        cgroups::remove(path)
     }
 }
 

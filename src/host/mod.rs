@@ -9,9 +9,10 @@
 //! (libcontainer makes its own syscalls to build the container; those stay behind the
 //! `runtime` module, which is the only caller of libcontainer.)
 
+mod cgroups;
 mod linux;
 
-#[cfg(test)]
+#[cfg(any(test, feature = "test-utils"))]
 pub mod fake;
 
 use std::fmt;
@@ -21,27 +22,42 @@ pub use linux::LinuxHost;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    #[error("cannot mount overlay at {target}: {source}")]
+    #[error("cannot mount overlay at {target}")]
     Overlay {
         target: PathBuf,
+        #[source]
         source: std::io::Error,
     },
-    #[error("cannot unmount {target}: {source}")]
+    #[error("cannot unmount {target}")]
     Unmount {
         target: PathBuf,
+        #[source]
         source: std::io::Error,
     },
-    #[error("cannot give berth a private mount namespace: {0}")]
-    IsolateMounts(std::io::Error),
-    #[error("cannot mount a tmpfs at {target}: {source}")]
+    #[error("cannot give berth a private mount namespace")]
+    IsolateMounts(#[source] std::io::Error),
+    #[error("cannot mount a tmpfs at {target}")]
     Tmpfs {
         target: PathBuf,
+        #[source]
         source: std::io::Error,
     },
-    #[error("cannot bring loopback up in the network namespace of pid {pid}: {source}")]
-    Loopback { pid: i32, source: std::io::Error },
+    #[error("cannot bring loopback up in the network namespace of pid {pid}")]
+    Loopback {
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("path {0} cannot be used in an overlay mount (it contains ',' or ':')")]
     OverlayPath(PathBuf),
+    #[error("cannot empty cgroup {path}: {detail}")]
+    CgroupBusy { path: PathBuf, detail: String },
+    #[error("cannot remove cgroup {path}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl HostError {
@@ -127,4 +143,9 @@ pub trait Host: fmt::Debug + Send + Sync {
     /// Names of the cgroups directly below `parent` (e.g. `/berth`) in any hierarchy: the
     /// containers that exist, whatever state files say.
     fn cgroup_children(&self, parent: &str) -> Vec<String>;
+
+    /// Kills every process in the cgroup `path` (e.g. `/berth/<id>`) in every hierarchy —
+    /// freezing it first and repeating until it is empty, so a process that forks as fast as
+    /// it is killed cannot outrun it — and removes the cgroup. A missing cgroup is fine.
+    fn remove_cgroup(&self, path: &str) -> Result<(), HostError>;
 }

@@ -24,6 +24,7 @@ pub use rootfs::RootfsView;
 pub use store::{ImageRecord, Store};
 pub use unpack::Ownership;
 
+use crate::contract::ErrorClass;
 use crate::interrupt::Interrupted;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,9 +69,10 @@ pub enum ImageError {
     },
     #[error("layer {layer} cannot be unpacked: {message}")]
     BadLayer { layer: Digest, message: String },
-    #[error("image store {path}: {source}")]
+    #[error("image store {path}")]
     Store {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
     #[error(transparent)]
@@ -80,9 +82,27 @@ pub enum ImageError {
 }
 
 impl ImageError {
-    /// True when the image reference in the job file is malformed: the user's mistake.
-    pub fn is_user_error(&self) -> bool {
-        matches!(self, ImageError::Reference { .. })
+    /// Whose fault it is: a malformed reference is the user's; an unreachable registry, a
+    /// missing, broken or hostile image, and the host are berth's side (contract §7). Every
+    /// variant is listed: a new one must be classified here.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            ImageError::Reference { .. } => ErrorClass::User,
+            ImageError::Unreachable { .. }
+            | ImageError::NotFound { .. }
+            | ImageError::Unauthorized { .. }
+            | ImageError::Registry { .. }
+            | ImageError::DigestMismatch { .. }
+            | ImageError::SizeMismatch { .. }
+            | ImageError::BadManifest { .. }
+            | ImageError::NoPlatform { .. }
+            | ImageError::BadConfig { .. }
+            | ImageError::LayerEscape { .. }
+            | ImageError::BadLayer { .. }
+            | ImageError::Store { .. }
+            | ImageError::Host(_)
+            | ImageError::Interrupted(_) => ErrorClass::Internal,
+        }
     }
 }
 
@@ -121,10 +141,6 @@ impl Images {
             store: Store::open(cache)?,
             settings,
         })
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
     }
 
     /// Every image stored, sorted by reference.
@@ -384,7 +400,7 @@ mod tests {
     fn bad_references_are_user_errors() {
         for bad in ["", "a b", "host/repo@sha256:abc", "host/repo@md5:abcd"] {
             let e = parse_reference(bad).unwrap_err();
-            assert!(e.is_user_error(), "{bad}: {e}");
+            assert_eq!(e.class(), ErrorClass::User, "{bad}: {e}");
         }
     }
 

@@ -49,8 +49,6 @@ pub struct RegistrySettings {
     pub backoff: Duration,
     /// Show a progress bar while fetching (when stderr is a terminal).
     pub progress: bool,
-    /// `user:password` for basic authentication, if any.
-    pub basic_auth: Option<(String, String)>,
 }
 
 impl Default for RegistrySettings {
@@ -60,7 +58,6 @@ impl Default for RegistrySettings {
             retries: 4,
             backoff: Duration::from_millis(500),
             progress: true,
-            basic_auth: None,
         }
     }
 }
@@ -139,10 +136,8 @@ impl RegistryClient {
                 path: "tokio runtime".into(),
                 source,
             })?;
-        let auth = match &settings.basic_auth {
-            Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
-            None => RegistryAuth::Anonymous,
-        };
+        // Credentials come with the production-grade registry work; anonymous until then.
+        let auth = RegistryAuth::Anonymous;
         Ok(RegistryClient {
             client,
             auth,
@@ -360,21 +355,6 @@ enum Failure {
     Final(ImageError),
 }
 
-/// The error and its source chain on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let next = c.to_string();
-        if !s.contains(&next) {
-            s.push_str(": ");
-            s.push_str(&next);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 impl Failure {
     /// Turns a failure into berth's error, and says whether trying again could help.
     fn classify(self, reference: &Reference, registry: &str) -> (ImageError, bool) {
@@ -385,19 +365,25 @@ impl Failure {
         };
         match self {
             Failure::Final(e) => (e, false),
-            Failure::Io(e) => (registry_err(format!("transfer broke: {}", chain(&e))), true),
+            Failure::Io(e) => (
+                registry_err(format!("transfer broke: {}", crate::util::chain(&e))),
+                true,
+            ),
             Failure::Oci(e) => match e {
                 OciDistributionError::RequestError(re) => {
                     if re.is_connect() || re.is_timeout() {
                         (
                             ImageError::Unreachable {
                                 registry: registry.to_owned(),
-                                message: chain(&re),
+                                message: crate::util::chain(&re),
                             },
                             true,
                         )
                     } else {
-                        (registry_err(chain(&re)), re.is_body() || re.is_request())
+                        (
+                            registry_err(crate::util::chain(&re)),
+                            re.is_body() || re.is_request(),
+                        )
                     }
                 }
                 OciDistributionError::ServerError { code, message, .. } => match code {
@@ -455,10 +441,11 @@ impl Failure {
                 OciDistributionError::ImageManifestNotFoundError(_) => {
                     (ImageError::NotFound { reference: whole }, false)
                 }
-                OciDistributionError::IoError(e) => {
-                    (registry_err(format!("transfer broke: {}", chain(&e))), true)
-                }
-                other => (registry_err(chain(&other)), false),
+                OciDistributionError::IoError(e) => (
+                    registry_err(format!("transfer broke: {}", crate::util::chain(&e))),
+                    true,
+                ),
+                other => (registry_err(crate::util::chain(&other)), false),
             },
         }
     }

@@ -121,19 +121,15 @@ impl RootfsView {
             Ok(()) => Ok(RootfsView::Overlay { target }),
             Err(e) if e.overlay_refused() => {
                 tracing::warn!("{e}; copying the rootfs instead (slower)");
-                copy_tree(lower, &target).map_err(|source| ImageError::Store {
-                    path: target.clone(),
-                    source,
+                copy_tree(lower, &target, host.privileged()).map_err(|source| {
+                    ImageError::Store {
+                        path: target.clone(),
+                        source,
+                    }
                 })?;
                 Ok(RootfsView::Copy { target })
             }
             Err(e) => Err(ImageError::Host(e)),
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        match self {
-            RootfsView::Overlay { target } | RootfsView::Copy { target } => target,
         }
     }
 
@@ -146,80 +142,82 @@ impl RootfsView {
     }
 }
 
-/// Copies a tree preserving types, modes, owners, times and hard links; never follows a
-/// symlink.
-pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
-    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    copy_dir_contents(src, dst, &mut links)?;
-    copy_metadata(src, dst, &fs::symlink_metadata(src)?)
+/// Copies a tree preserving types, modes, times, hard links and — with `owners` (which
+/// needs privilege) — owners; never follows a symlink.
+pub fn copy_tree(src: &Path, dst: &Path, owners: bool) -> io::Result<()> {
+    let mut copier = Copier {
+        owners,
+        links: HashMap::new(),
+    };
+    copier.dir_contents(src, dst)?;
+    copier.metadata(dst, &fs::symlink_metadata(src)?)
 }
 
-fn copy_dir_contents(
-    src: &Path,
-    dst: &Path,
-    links: &mut HashMap<(u64, u64), PathBuf>,
-) -> io::Result<()> {
-    for entry in fs::read_dir(src)? {
-        let entry = entry?;
-        let from = entry.path();
-        let to = dst.join(entry.file_name());
-        let meta = fs::symlink_metadata(&from)?;
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            fs::create_dir(&to)?;
-            copy_dir_contents(&from, &to, links)?;
-            copy_metadata(&from, &to, &meta)?;
-        } else if ft.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
-            copy_metadata(&from, &to, &meta)?;
-        } else {
-            if meta.nlink() > 1 {
-                if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
-                    fs::hard_link(first, &to)?;
-                    continue;
-                }
-                links.insert((meta.dev(), meta.ino()), to.clone());
+struct Copier {
+    owners: bool,
+    /// The first copy of each multiply-linked inode, keyed by (device, inode) of the source.
+    links: HashMap<(u64, u64), PathBuf>,
+}
+
+impl Copier {
+    fn dir_contents(&mut self, src: &Path, dst: &Path) -> io::Result<()> {
+        for entry in fs::read_dir(src)? {
+            let entry = entry?;
+            let from = entry.path();
+            let to = dst.join(entry.file_name());
+            let meta = fs::symlink_metadata(&from)?;
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                fs::create_dir(&to)?;
+                self.dir_contents(&from, &to)?;
+            } else if ft.is_symlink() {
+                std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+            } else if !self.node(&from, &to, &meta)? {
+                continue; // a hard link to a node already copied
             }
-            if ft.is_file() {
-                fs::copy(&from, &to)?;
-            } else {
-                use nix::sys::stat::{Mode, SFlag, mknod};
-                let kind = SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT);
-                mknod(
-                    &to,
-                    kind,
-                    Mode::from_bits_truncate(meta.mode() & 0o7777),
-                    meta.rdev(),
-                )
-                .map_err(io::Error::from)?;
-            }
-            copy_metadata(&from, &to, &meta)?;
+            self.metadata(&to, &meta)?;
         }
+        Ok(())
     }
-    Ok(())
-}
 
-fn copy_metadata(_from: &Path, to: &Path, meta: &fs::Metadata) -> io::Result<()> {
-    use nix::sys::stat::{UtimensatFlags, utimensat};
-    use nix::sys::time::TimeSpec;
-    use nix::unistd::{Gid, Uid, fchownat};
-    // Ownership first: chown clears set-id bits, so the mode comes after it.
-    if nix::unistd::geteuid().is_root() {
-        fchownat(
-            None,
-            to,
-            Some(Uid::from_raw(meta.uid())),
-            Some(Gid::from_raw(meta.gid())),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(io::Error::from)?;
+    /// Copies a file, FIFO or device node; `false` when it became a hard link instead.
+    fn node(&mut self, from: &Path, to: &Path, meta: &fs::Metadata) -> io::Result<bool> {
+        if meta.nlink() > 1 {
+            if let Some(first) = self.links.get(&(meta.dev(), meta.ino())) {
+                fs::hard_link(first, to)?;
+                return Ok(false);
+            }
+            self.links.insert((meta.dev(), meta.ino()), to.to_owned());
+        }
+        if meta.file_type().is_file() {
+            fs::copy(from, to)?;
+        } else {
+            use nix::sys::stat::{Mode, SFlag, mknod};
+            let kind = SFlag::from_bits_truncate(meta.mode() & libc::S_IFMT);
+            let mode = Mode::from_bits_truncate(meta.mode() & 0o7777);
+            mknod(to, kind, mode, meta.rdev()).map_err(io::Error::from)?;
+        }
+        Ok(true)
     }
-    if !meta.file_type().is_symlink() {
-        fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+
+    fn metadata(&self, to: &Path, meta: &fs::Metadata) -> io::Result<()> {
+        use nix::sys::stat::{UtimensatFlags, utimensat};
+        use nix::sys::time::TimeSpec;
+        use nix::unistd::{Gid, Uid, fchownat};
+        // Ownership first: chown clears set-id bits, so the mode comes after it.
+        if self.owners {
+            let (uid, gid) = (Uid::from_raw(meta.uid()), Gid::from_raw(meta.gid()));
+            let nofollow = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
+            fchownat(None, to, Some(uid), Some(gid), nofollow).map_err(io::Error::from)?;
+        }
+        if !meta.file_type().is_symlink() {
+            fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        }
+        let atime = TimeSpec::new(meta.atime(), meta.atime_nsec());
+        let mtime = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
+        utimensat(None, to, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
+            .map_err(io::Error::from)
     }
-    let atime = TimeSpec::new(meta.atime(), meta.atime_nsec());
-    let mtime = TimeSpec::new(meta.mtime(), meta.mtime_nsec());
-    utimensat(None, to, &atime, &mtime, UtimensatFlags::NoFollowSymlink).map_err(io::Error::from)
 }
 
 #[cfg(test)]
@@ -238,7 +236,7 @@ mod tests {
         std::os::unix::fs::symlink("/nowhere", src.join("l")).unwrap();
         let dst = d.path().join("dst");
         fs::create_dir(&dst).unwrap();
-        copy_tree(&src, &dst).unwrap();
+        copy_tree(&src, &dst, false).unwrap();
         assert_eq!(fs::read(dst.join("sub/f")).unwrap(), b"data");
         assert_eq!(
             fs::metadata(dst.join("sub/f")).unwrap().mode() & 0o7777,
@@ -274,7 +272,7 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(view, RootfsView::Copy { .. }));
-        assert_eq!(fs::read(view.path().join("bin")).unwrap(), b"x");
+        assert_eq!(fs::read(job.join("rootfs/bin")).unwrap(), b"x");
         view.release(&host).unwrap();
         assert!(host.calls().iter().all(|c| !c.starts_with("unmount")));
     }

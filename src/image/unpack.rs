@@ -181,7 +181,7 @@ impl Applier<'_> {
                 return Err(self.escape(&raw, "whiteout names no file"));
             }
             let victim = self.rootfs.join(parent).join(target);
-            remove_any(&victim)
+            crate::util::remove_tree(&victim)
                 .map_err(|e| self.bad(format!("whiteout {}: {e}", raw.display())))?;
             return Ok(());
         }
@@ -221,7 +221,7 @@ impl Applier<'_> {
                 true
             };
             if replace {
-                remove_any(&dest)
+                crate::util::remove_tree(&dest)
                     .map_err(|e| self.bad(format!("replace {}: {e}", rel.display())))?;
             }
         }
@@ -232,7 +232,7 @@ impl Applier<'_> {
             }
             _ => {
                 let unpacked = entry.unpack_in(self.rootfs).map_err(|e| {
-                    if e.to_string().contains("outside of destination") {
+                    if self.resolves_outside(&rel) {
                         self.escape(&raw, "resolves outside the rootfs")
                     } else {
                         self.bad(format!("{}: {e}", raw.display()))
@@ -245,6 +245,18 @@ impl Applier<'_> {
         }
         self.written.insert(rel);
         Ok(())
+    }
+
+    /// Whether the parent of `rel` resolves to a place outside the rootfs (what the tar
+    /// reader refuses to write through).
+    fn resolves_outside(&self, rel: &Path) -> bool {
+        let parent = self
+            .rootfs
+            .join(rel.parent().unwrap_or_else(|| Path::new("")));
+        match (parent.canonicalize(), self.rootfs.canonicalize()) {
+            (Ok(p), Ok(root)) => !p.starts_with(root),
+            _ => false,
+        }
     }
 
     /// Refuses entries whose existing ancestors include a symlink.
@@ -289,7 +301,7 @@ impl Applier<'_> {
                     self.clear_opaque(&child_rel)?;
                 }
             } else {
-                remove_any(&child.path())?;
+                crate::util::remove_tree(&child.path())?;
             }
         }
         Ok(())
@@ -362,16 +374,6 @@ fn normalize(path: &Path) -> Result<Option<PathBuf>, ()> {
         Ok(None)
     } else {
         Ok(Some(out))
-    }
-}
-
-/// Deletes a file, symlink or directory tree (never following symlinks); missing is fine.
-fn remove_any(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
     }
 }
 

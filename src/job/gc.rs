@@ -7,8 +7,10 @@
 
 use std::fs;
 
-use super::workdir::{Home, is_dead, remove_tree};
+use super::Services;
+use super::workdir::{Home, is_dead};
 use crate::host::Host;
+use crate::util::remove_tree;
 
 /// What a sweep removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -18,80 +20,59 @@ pub struct GcReport {
     pub errors: Vec<String>,
 }
 
+/// Job directories under a home, by whether a berth still holds them.
+#[derive(Debug, Default)]
+struct Census {
+    dead: Vec<String>,
+    live: Vec<String>,
+}
+
+impl Census {
+    fn take(home: &Home) -> Census {
+        let mut census = Census::default();
+        for entry in fs::read_dir(home.jobs()).into_iter().flatten().flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_dead(&entry.path()) {
+                census.dead.push(name);
+            } else {
+                census.live.push(name);
+            }
+        }
+        census.dead.sort();
+        census
+    }
+
+    fn is_dead(&self, container: &str) -> bool {
+        job_of_container(container).is_some_and(|job| self.dead.iter().any(|d| d == job))
+    }
+
+    fn is_live(&self, container: &str) -> bool {
+        job_of_container(container).is_some_and(|job| self.live.iter().any(|l| l == job))
+    }
+}
+
 /// Removes the leftovers of every dead job under `home`.
-pub fn sweep(host: &dyn Host, home: &Home) -> GcReport {
+pub fn sweep(svc: Services<'_>, home: &Home) -> GcReport {
+    let census = Census::take(home);
     let mut report = GcReport::default();
-    let jobs = home.jobs();
-    let Ok(entries) = fs::read_dir(&jobs) else {
-        return report;
-    };
-    let mut dead: Vec<String> = Vec::new();
-    let mut live: Vec<String> = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+    // Containers first: they may still run and hold the mounts and directories.
+    let failed = remove_containers(svc, home, &census, &mut report);
+    remove_bundles(svc.host, home, &census, &mut report);
+    for id in &census.dead {
+        // A job whose container could not be removed keeps its directory, so the next sweep
+        // sees the job as dead again and retries.
+        if failed
+            .iter()
+            .any(|c| job_of_container(c) == Some(id.as_str()))
+        {
             continue;
         }
-        if is_dead(&entry.path()) {
-            dead.push(name);
-        } else {
-            live.push(name);
-        }
-    }
-    dead.sort();
-    dead.dedup();
-
-    // Containers first: they may still run and hold the mounts and directories. Their
-    // cgroups say which exist; state files may be gone (a private tmpfs) or unreadable.
-    // Cgroups are the whole host's, shared by every berth home: only containers of jobs
-    // this home knows to be dead are ours to remove. State directories are this home's own.
-    let state_root = home.state_root();
-    let from_cgroups = if dead.is_empty() {
-        Vec::new() // the common case: skip reading every hierarchy
-    } else {
-        host.cgroup_children(crate::runtime::CGROUP_PARENT)
-    };
-    let mut containers: Vec<String> = from_cgroups
-        .into_iter()
-        .filter(|id| job_of_container(id).is_some_and(|job| dead.iter().any(|d| d == job)))
-        .collect();
-    containers.extend(
-        fs::read_dir(&state_root)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|id| job_of_container(id).is_some_and(|job| !live.iter().any(|l| l == job))),
-    );
-    containers.sort();
-    containers.dedup();
-    for id in containers {
-        match crate::runtime::remove_orphan(&state_root, &id) {
-            Ok(()) => report.containers.push(id),
-            Err(e) => report.errors.push(e.to_string()),
-        }
-    }
-    let bundles = home.bundles();
-    for entry in fs::read_dir(&bundles).into_iter().flatten().flatten() {
-        let id = entry.file_name().to_string_lossy().into_owned();
-        if job_of_container(&id).is_some_and(|job| dead.iter().any(|d| d == job)) {
-            let dir = entry.path();
-            for m in host.mounts_under(&dir) {
-                if let Err(e) = host.unmount(&m) {
-                    report.errors.push(e.to_string());
-                }
-            }
-            if let Err(e) = remove_tree(&dir) {
-                report
-                    .errors
-                    .push(format!("cannot remove {}: {e}", dir.display()));
-            }
-        }
-    }
-    for id in dead {
-        let dir = jobs.join(&id);
+        let dir = home.jobs().join(id);
         match remove_tree(&dir) {
-            Ok(()) => report.jobs.push(id),
+            Ok(()) => report.jobs.push(id.clone()),
             Err(e) => report
                 .errors
                 .push(format!("cannot remove {}: {e}", dir.display())),
@@ -110,6 +91,68 @@ pub fn sweep(host: &dyn Host, home: &Home) -> GcReport {
     report
 }
 
+/// Removes the containers of dead jobs; returns those that could not be removed.
+///
+/// Their cgroups say which exist; state files may be gone (a private tmpfs) or unreadable.
+/// Cgroups are the whole host's, shared by every berth home: only containers of jobs this
+/// home knows to be dead are ours to remove. State directories are this home's own.
+fn remove_containers(
+    svc: Services<'_>,
+    home: &Home,
+    census: &Census,
+    report: &mut GcReport,
+) -> Vec<String> {
+    let state_root = home.state_root();
+    let mut containers: Vec<String> = if census.dead.is_empty() {
+        Vec::new() // the common case: skip reading every hierarchy
+    } else {
+        svc.host.cgroup_children(crate::runtime::CGROUP_PARENT)
+    };
+    containers.retain(|id| census.is_dead(id));
+    containers.extend(
+        fs::read_dir(&state_root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|id| job_of_container(id).is_some() && !census.is_live(id)),
+    );
+    containers.sort();
+    containers.dedup();
+    let mut failed = Vec::new();
+    for id in containers {
+        match svc.runtime.remove_orphan(&state_root, &id) {
+            Ok(()) => report.containers.push(id),
+            Err(e) => {
+                report.errors.push(crate::util::chain(&e));
+                failed.push(id);
+            }
+        }
+    }
+    failed
+}
+
+/// Unmounts and removes the bundles of dead jobs.
+fn remove_bundles(host: &dyn Host, home: &Home, census: &Census, report: &mut GcReport) {
+    for entry in fs::read_dir(home.bundles()).into_iter().flatten().flatten() {
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if !census.is_dead(&id) {
+            continue;
+        }
+        let dir = entry.path();
+        for m in host.mounts_under(&dir) {
+            if let Err(e) = host.unmount(&m) {
+                report.errors.push(crate::util::chain(&e));
+            }
+        }
+        if let Err(e) = remove_tree(&dir) {
+            report
+                .errors
+                .push(format!("cannot remove {}: {e}", dir.display()));
+        }
+    }
+}
+
 /// `berth-<job>-<n>` → `<job>`.
 fn job_of_container(id: &str) -> Option<&str> {
     let rest = id.strip_prefix("berth-")?;
@@ -122,6 +165,7 @@ mod tests {
     use super::*;
     use crate::host::fake::FakeHost;
     use crate::job::workdir::JobDir;
+    use crate::runtime::fake::FakeRuntime;
 
     #[test]
     fn container_ids_map_to_jobs() {
@@ -148,7 +192,13 @@ mod tests {
         let old = std::time::SystemTime::now() - 2 * crate::job::workdir::NEW_DEAD_AFTER;
         fs::File::open(&stale).unwrap().set_modified(old).unwrap();
 
-        let report = sweep(&FakeHost::default(), &home);
+        let host = FakeHost::default();
+        let runtime = FakeRuntime::exiting(0);
+        let svc = Services {
+            host: &host,
+            runtime: &runtime,
+        };
+        let report = sweep(svc, &home);
         assert_eq!(
             report.jobs,
             vec![".new-stale0000000".to_owned(), "deadbeef0000".to_owned()]

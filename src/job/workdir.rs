@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::util::remove_tree;
+
 /// The directories under berth's home that jobs use.
 #[derive(Debug, Clone)]
 pub struct Home {
@@ -35,10 +37,6 @@ impl Home {
         Home {
             root: root.to_owned(),
         }
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     pub fn jobs(&self) -> PathBuf {
@@ -135,7 +133,6 @@ impl JobDir {
             upper: path.join("upper"),
             work: path.join("work"),
             rootfs: bundle.join("rootfs"),
-            path,
             data,
             tmp,
             bundle,
@@ -189,7 +186,6 @@ pub fn container_id(job_id: &str, n: usize) -> String {
 /// One image's directories inside a job.
 #[derive(Debug, Clone)]
 pub struct ImageDir {
-    pub path: PathBuf,
     pub data: PathBuf,
     pub tmp: PathBuf,
     pub upper: PathBuf,
@@ -197,14 +193,6 @@ pub struct ImageDir {
     /// The OCI bundle: `config.json` and the `rootfs` mount point.
     pub bundle: PathBuf,
     pub rootfs: PathBuf,
-}
-
-/// `rm -rf` that is fine with a missing path.
-pub fn remove_tree(path: &Path) -> io::Result<()> {
-    match fs::remove_dir_all(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        r => r,
-    }
 }
 
 /// The name a job directory has until it is locked.

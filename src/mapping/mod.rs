@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::contract::ErrorClass;
 use crate::contract::mapping::TagFilter;
 use crate::storage::StorageError;
 
@@ -26,19 +27,21 @@ pub enum MappingError {
     User(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
 }
 
 impl MappingError {
-    pub fn is_user_error(&self) -> bool {
+    /// Whose fault it is. Every variant is listed: a new one must be classified here.
+    pub fn class(&self) -> ErrorClass {
         match self {
-            MappingError::User(_) => true,
-            MappingError::Storage(e) => e.is_user_error(),
-            MappingError::Io { .. } => false,
+            MappingError::User(_) => ErrorClass::User,
+            MappingError::Storage(e) if e.is_user_error() => ErrorClass::User,
+            MappingError::Storage(_) | MappingError::Io { .. } => ErrorClass::Internal,
         }
     }
 

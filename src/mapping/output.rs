@@ -485,7 +485,7 @@ mod tests {
 
     fn err(r: Result<StagedOutputs, MappingError>) -> String {
         let e = r.unwrap_err();
-        assert!(e.is_user_error(), "{e}");
+        assert_eq!(e.class(), crate::contract::ErrorClass::User, "{e}");
         e.to_string()
     }
 

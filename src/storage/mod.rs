@@ -395,13 +395,21 @@ pub struct ApplyReport {
     pub files: Vec<FileInfo>,
 }
 
+/// How a recorded job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Success,
+    Error,
+}
+
 /// What is kept of a finished job.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobRecord {
     pub id: String,
     pub component: String,
     pub config: Option<String>,
-    pub status: crate::contract::result::Status,
+    pub status: JobStatus,
     pub started_ms: i64,
     pub finished_ms: i64,
     /// The result document, as `berth run --json` prints it.

@@ -2189,13 +2189,13 @@ mod tests {
             id: "j1".into(),
             component: "keboola.ex-test".into(),
             config: Some("123".into()),
-            status: crate::contract::result::Status::Error,
+            status: crate::storage::JobStatus::Error,
             started_ms: 1,
             finished_ms: 2,
             result: json!({"status": "error"}),
         };
         f.store.record_job(&job).unwrap();
-        job.status = crate::contract::result::Status::Success;
+        job.status = crate::storage::JobStatus::Success;
         f.store.record_job(&job).unwrap();
         let conn = f.store.lock();
         let (n, status, result): (i64, String, String) = conn

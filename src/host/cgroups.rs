@@ -1,0 +1,192 @@
+//! cgroups on the real kernel: which controllers exist, the OOM counter of a container, and
+//! removing a container's cgroups with everything still running in them.
+//!
+//! Works on v1, v2 and this host class's hybrid layout (v1 controllers plus a cgroup2 mount
+//! at `/sys/fs/cgroup/unified`): a container's cgroup is a directory of the same name in
+//! every hierarchy.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::{CgroupSupport, HostError};
+
+/// How many freeze-kill-thaw rounds a removal tries before it gives up on a cgroup.
+const KILL_ROUNDS: u32 = 200;
+
+/// The pause between two rounds: enough for SIGKILLed processes to exit.
+const ROUND_PAUSE: Duration = Duration::from_millis(10);
+
+/// Finds where limits can land. Parsing mountinfo several times: call once and keep it.
+pub(super) fn discover() -> CgroupSupport {
+    use libcgroups::common::{CgroupSetup, get_cgroup_setup};
+    use libcgroups::v1::ControllerType;
+    use libcgroups::v1::util::get_subsystem_mount_point;
+    match get_cgroup_setup() {
+        Ok(CgroupSetup::Unified) => {
+            let root = Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT);
+            let controllers =
+                fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+            let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
+            CgroupSupport {
+                memory: has("memory").then(|| root.to_owned()),
+                memory_v2: true,
+                pids: has("pids"),
+                cpu: has("cpu"),
+            }
+        }
+        Ok(CgroupSetup::Legacy | CgroupSetup::Hybrid) => CgroupSupport {
+            memory: get_subsystem_mount_point(&ControllerType::Memory).ok(),
+            memory_v2: false,
+            pids: get_subsystem_mount_point(&ControllerType::Pids).is_ok(),
+            cpu: get_subsystem_mount_point(&ControllerType::Cpu).is_ok(),
+        },
+        Err(_) => CgroupSupport::default(),
+    }
+}
+
+/// Every directory a cgroup named `path` can have: one per v1 hierarchy, plus v2's.
+fn dirs(path: &str) -> Vec<PathBuf> {
+    let rel = path.trim_start_matches('/');
+    let root = Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT);
+    let mut dirs: Vec<PathBuf> = libcgroups::v1::util::list_subsystem_mount_points()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| m.join(rel))
+        .collect();
+    dirs.push(root.join(rel));
+    dirs.push(root.join("unified").join(rel));
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
+pub(super) fn children(parent: &str) -> Vec<String> {
+    let mut names: Vec<String> = dirs(parent)
+        .iter()
+        .filter_map(|d| fs::read_dir(d).ok())
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+pub(super) fn oom_kills(support: &CgroupSupport, path: &str) -> Option<u64> {
+    let dir = support.memory.as_ref()?.join(path.trim_start_matches('/'));
+    let file = if support.memory_v2 {
+        "memory.events"
+    } else {
+        "memory.oom_control"
+    };
+    let text = fs::read_to_string(dir.join(file)).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == "oom_kill").then(|| v.trim().parse().ok())?
+    })
+}
+
+/// Empties the cgroup in every hierarchy and removes it, children first.
+pub(super) fn remove(path: &str) -> Result<(), HostError> {
+    let mut tree: Vec<PathBuf> = Vec::new();
+    for d in dirs(path).into_iter().filter(|d| d.is_dir()) {
+        collect_tree(&d, &mut tree);
+    }
+    if tree.is_empty() {
+        return Ok(());
+    }
+    empty(path, &tree)?;
+    // Deepest first: a cgroup with children cannot be removed.
+    tree.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for d in &tree {
+        remove_dir(d)?;
+    }
+    Ok(())
+}
+
+/// `dir` and every cgroup below it.
+fn collect_tree(dir: &Path, out: &mut Vec<PathBuf>) {
+    out.push(dir.to_owned());
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            collect_tree(&entry.path(), out);
+        }
+    }
+}
+
+/// Kills until no process is left: v2's `cgroup.kill` where the kernel has it, and on v1 a
+/// frozen cgroup, so nothing forks between reading the pids and killing them.
+fn empty(path: &str, tree: &[PathBuf]) -> Result<(), HostError> {
+    for d in tree {
+        let kill_file = d.join("cgroup.kill");
+        if kill_file.is_file() {
+            let _ = fs::write(kill_file, "1");
+        }
+    }
+    let freezer = tree.iter().find(|d| d.join("freezer.state").is_file());
+    for _ in 0..KILL_ROUNDS {
+        let pids = pids_in(tree);
+        if pids.is_empty() {
+            return Ok(());
+        }
+        set_freezer(freezer, "FROZEN");
+        for pid in pids {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+        set_freezer(freezer, "THAWED");
+        std::thread::sleep(ROUND_PAUSE);
+    }
+    Err(HostError::CgroupBusy {
+        path: PathBuf::from(path),
+        detail: format!(
+            "processes still running after {KILL_ROUNDS} rounds of SIGKILL: {:?}",
+            pids_in(tree)
+        ),
+    })
+}
+
+fn set_freezer(freezer: Option<&PathBuf>, state: &str) {
+    if let Some(f) = freezer {
+        let _ = fs::write(f.join("freezer.state"), state);
+    }
+}
+
+fn pids_in(tree: &[PathBuf]) -> Vec<Pid> {
+    let mut pids: Vec<Pid> = tree
+        .iter()
+        .filter_map(|d| fs::read_to_string(d.join("cgroup.procs")).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .map(Pid::from_raw)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    pids.sort();
+    pids.dedup();
+    pids
+}
+
+/// rmdir, retried briefly: the kernel may still be tearing down the last process.
+fn remove_dir(dir: &Path) -> Result<(), HostError> {
+    let mut last = None;
+    for attempt in 0..10u32 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(ROUND_PAUSE * (attempt + 1));
+    }
+    Err(HostError::Cgroup {
+        path: dir.to_owned(),
+        source: last.unwrap_or_else(|| io::Error::from(io::ErrorKind::TimedOut)),
+    })
+}

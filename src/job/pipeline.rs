@@ -1,0 +1,313 @@
+//! The job as a whole: image, rows in order, the one commit, the result and its record.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::row::{RowContext, RowEnd, RowRun};
+use super::verdict::Verdict;
+use super::workdir::{Home, JobDir};
+use super::{JobError, RunOptions, Services, Settings};
+use crate::contract::result::{ImageSummary, OutputSummary, Status, TableOutput, Timings};
+use crate::contract::{JobFile, JobResult, NetworkMode, truncate_message};
+use crate::image::{Images, Ownership, PulledImage};
+use crate::mapping::output::StagedOutputs;
+use crate::storage::{
+    ApplyReport, Changes, JobRecord, JobStatus, SqliteStorage, StateKey, Storage, StorageError,
+};
+
+/// Progress of one job, for the result document.
+#[derive(Debug, Default)]
+pub(super) struct Progress {
+    pub image: Option<ImageSummary>,
+    pub timings: Timings,
+    pub exit_code: Option<i32>,
+    pub outputs: OutputSummary,
+}
+
+impl Progress {
+    fn record(&mut self, report: &ApplyReport) {
+        for t in &report.tables {
+            self.outputs.tables.push(TableOutput {
+                id: t.table.to_string(),
+                rows_loaded: t.rows_loaded,
+                rows: t.rows,
+            });
+        }
+        self.outputs.files.extend(report.files.iter().map(|f| f.id));
+    }
+}
+
+/// The project store, opened the first time a job needs it: a job that maps nothing and
+/// keeps no state never touches it.
+#[derive(Debug)]
+pub(super) struct LazyStorage {
+    root: PathBuf,
+    opened: Option<SqliteStorage>,
+}
+
+impl LazyStorage {
+    pub fn get(&mut self) -> Result<&dyn Storage, StorageError> {
+        let store = match self.opened.take() {
+            Some(s) => s,
+            None => SqliteStorage::open(&self.root)?,
+        };
+        Ok(self.opened.insert(store))
+    }
+}
+
+/// What the rows left for the commit.
+#[derive(Debug, Default)]
+struct Rows {
+    staged: Vec<StagedOutputs>,
+    states: Vec<(StateKey, Option<Value>)>,
+    /// The verdict of the row that failed, which ends the job.
+    failure: Option<Verdict>,
+}
+
+/// One job: what it runs on, what it was asked, and what it has done so far.
+#[derive(Debug)]
+pub(super) struct JobRun<'a> {
+    svc: Services<'a>,
+    settings: &'a Settings,
+    job: &'a JobFile,
+    options: &'a RunOptions,
+    progress: Progress,
+    storage: LazyStorage,
+    job_id: String,
+}
+
+impl<'a> JobRun<'a> {
+    pub fn new(
+        svc: Services<'a>,
+        settings: &'a Settings,
+        job: &'a JobFile,
+        options: &'a RunOptions,
+    ) -> JobRun<'a> {
+        JobRun {
+            svc,
+            settings,
+            job,
+            options,
+            progress: Progress::default(),
+            storage: LazyStorage {
+                root: settings.storage_dir(),
+                opened: None,
+            },
+            job_id: String::new(),
+        }
+    }
+
+    /// Runs the job and reports it; the job is recorded in storage when it touched it.
+    pub fn run(mut self, on_line: &mut dyn FnMut(&str)) -> JobResult {
+        let started = Instant::now();
+        let started_ms = crate::util::unix_ms();
+        let outcome = self.execute(on_line);
+        self.progress.timings.total = started.elapsed().as_secs_f64();
+        let verdict = outcome.unwrap_or_else(|e| {
+            let e = if crate::interrupt::requested() {
+                JobError::Interrupted
+            } else {
+                e
+            };
+            Verdict {
+                status: Status::Error,
+                class: Some(e.class()),
+                message: crate::util::chain(&e),
+            }
+        });
+        let result = JobResult {
+            job_id: self.job_id,
+            status: verdict.status,
+            error_class: verdict.class,
+            message: truncate_message(&verdict.message),
+            exit_code: self.progress.exit_code,
+            image: self.progress.image,
+            outputs: self.progress.outputs,
+            timings: self.progress.timings,
+        };
+        record(self.storage.opened.as_ref(), self.job, &result, started_ms);
+        result
+    }
+
+    fn execute(&mut self, on_line: &mut dyn FnMut(&str)) -> Result<Verdict, JobError> {
+        if self.job.component.network == NetworkMode::Bridge {
+            return Err(JobError::BridgeNetwork);
+        }
+        let rows = self.job.row_configurations().map_err(JobError::Contract)?;
+        let (image, rootfs) = self.prepare_image()?;
+        let home = Home::new(&self.settings.home);
+        let jobdir = JobDir::create(&home).map_err(JobError::Workdir)?;
+        self.job_id = jobdir.id.clone();
+        tracing::debug!(job = %jobdir.id, "job directory {}", jobdir.dir.display());
+        for what in self.svc.host.cgroups().unenforced() {
+            tracing::warn!("this host cannot enforce the {what}");
+        }
+        let ctx = RowContext {
+            svc: self.svc,
+            home: &home,
+            jobdir: &jobdir,
+            job: self.job,
+            image: &image,
+            rootfs: &rootfs,
+            keep_outputs: self.options.keep_outputs.as_deref(),
+            multiple_rows: rows.len() > 1,
+        };
+        let done = self.run_rows(&ctx, &rows, on_line)?;
+        let verdict = self.commit(done)?;
+        jobdir.remove().map_err(JobError::Workdir)?;
+        tracing::debug!("job directory removed");
+        Ok(verdict)
+    }
+
+    /// Pulls the image (asking the registry only what it must) and unpacks it.
+    fn prepare_image(&mut self) -> Result<(PulledImage, PathBuf), JobError> {
+        let images = Images::open(&self.settings.cache, self.settings.registry.clone())?;
+        let t = Instant::now();
+        let image = images.pull(&self.job.component.image)?;
+        self.progress.timings.pull = t.elapsed().as_secs_f64();
+        self.progress.image = Some(ImageSummary {
+            reference: image.reference.clone(),
+            digest: image.digest.to_string(),
+            fetched_blobs: image.fetched_blobs,
+            fetched_bytes: image.fetched_bytes,
+        });
+        let t = Instant::now();
+        let ownership = if self.svc.host.privileged() {
+            Ownership::Preserve
+        } else {
+            Ownership::Ignore
+        };
+        let (rootfs, _) = images.rootfs(&image, ownership)?;
+        self.progress.timings.unpack = t.elapsed().as_secs_f64();
+        tracing::debug!("image ready");
+        Ok((image, rootfs))
+    }
+
+    /// Runs the rows in order until one fails; their outputs are only staged.
+    fn run_rows(
+        &mut self,
+        ctx: &RowContext<'_>,
+        rows: &[(Option<String>, crate::contract::Configuration)],
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<Rows, JobError> {
+        let mut done = Rows::default();
+        for (n, (row_id, config)) in rows.iter().enumerate() {
+            let row = RowRun {
+                ctx,
+                n,
+                row_id: row_id.as_deref(),
+                config,
+            };
+            let t = Instant::now();
+            let ran = row.run(&mut self.storage, on_line, &mut self.progress);
+            self.progress.timings.run += t.elapsed().as_secs_f64();
+            let RowEnd {
+                verdict,
+                outputs,
+                state,
+            } = ran?;
+            done.staged.push(outputs);
+            done.states.extend(state);
+            if verdict.failed() {
+                done.failure = Some(verdict);
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Applies what the rows staged in one transaction: everything after a success, only
+    /// the `write_always` tables after a failure (files and states never).
+    fn commit(&mut self, done: Rows) -> Result<Verdict, JobError> {
+        let t = Instant::now();
+        let verdict = match done.failure {
+            Some(failure) => {
+                self.commit_write_always(done.staged);
+                failure
+            }
+            None => {
+                self.commit_all(done.staged, done.states)?;
+                Verdict::success(&self.job.component.id)
+            }
+        };
+        self.progress.timings.mapping += t.elapsed().as_secs_f64();
+        Ok(verdict)
+    }
+
+    fn commit_write_always(&mut self, staged: Vec<StagedOutputs>) {
+        let changes = Changes {
+            tables: staged
+                .into_iter()
+                .flat_map(|s| s.tables)
+                .filter(|t| t.write_always)
+                .map(|t| t.load)
+                .collect(),
+            ..Default::default()
+        };
+        if changes.tables.is_empty() {
+            return;
+        }
+        match self.storage.get().and_then(|s| s.apply(&changes)) {
+            Ok(report) => self.progress.record(&report),
+            Err(e) => tracing::error!(
+                "cannot write the write_always tables of the failed job: {}",
+                crate::util::chain(&e)
+            ),
+        }
+    }
+
+    fn commit_all(
+        &mut self,
+        staged: Vec<StagedOutputs>,
+        states: Vec<(StateKey, Option<Value>)>,
+    ) -> Result<(), JobError> {
+        let mut changes = Changes {
+            states,
+            ..Default::default()
+        };
+        for s in staged {
+            changes.tables.extend(s.tables.into_iter().map(|t| t.load));
+            changes.files.extend(s.files);
+        }
+        if changes.tables.is_empty() && changes.files.is_empty() && changes.states.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(
+            "committing {} tables, {} files and {} states to storage",
+            changes.tables.len(),
+            changes.files.len(),
+            changes.states.len()
+        );
+        let report = self.storage.get()?.apply(&changes)?;
+        self.progress.record(&report);
+        Ok(())
+    }
+}
+
+/// Keeps a record of the job in storage, if the job opened it.
+fn record(storage: Option<&SqliteStorage>, job: &JobFile, result: &JobResult, started_ms: i64) {
+    let Some(s) = storage else {
+        return;
+    };
+    let record = JobRecord {
+        id: result.job_id.clone(),
+        component: job.component.id.clone(),
+        config: job.config_id.clone(),
+        status: match result.status {
+            Status::Success => JobStatus::Success,
+            Status::Error => JobStatus::Error,
+        },
+        started_ms,
+        finished_ms: crate::util::unix_ms(),
+        result: serde_json::to_value(result).unwrap_or(Value::Null),
+    };
+    if let Err(e) = s.record_job(&record) {
+        tracing::warn!(
+            "cannot record job {}: {}",
+            result.job_id,
+            crate::util::chain(&e)
+        );
+    }
+}

@@ -1,0 +1,376 @@
+//! One row of a job: its data folder, its container, what it wrote.
+//!
+//! The steps, in order: the data folder (input mapping, `config.json`, the state it starts
+//! from), the bundle and rootfs view, the container, then — overlapped with the container's
+//! removal — the outputs staged for the job's commit and the state it leaves.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::pipeline::{LazyStorage, Progress};
+use super::verdict::{self, Verdict};
+use super::workdir::{self, Home, ImageDir, JobDir};
+use super::{JobError, Services, state};
+use crate::bundle::{self, ContainerUser, Limits};
+use crate::contract::config_file::{self, RunIdentity};
+use crate::contract::mapping::StorageConfig;
+use crate::contract::{Configuration, JobFile, NetworkMode};
+use crate::image::{PulledImage, RootfsView};
+use crate::mapping::InputState;
+use crate::mapping::output::{OutputContext, StagedOutputs};
+use crate::runtime::{self, RunOutcome, RunRequest};
+use crate::storage::StateKey;
+
+/// What every row of a job shares.
+#[derive(Debug)]
+pub(super) struct RowContext<'a> {
+    pub svc: Services<'a>,
+    pub home: &'a Home,
+    pub jobdir: &'a JobDir,
+    pub job: &'a JobFile,
+    pub image: &'a PulledImage,
+    pub rootfs: &'a Path,
+    pub keep_outputs: Option<&'a Path>,
+    pub multiple_rows: bool,
+}
+
+/// One row: its place in the job and its configuration.
+#[derive(Debug)]
+pub(super) struct RowRun<'a> {
+    pub ctx: &'a RowContext<'a>,
+    pub n: usize,
+    pub row_id: Option<&'a str>,
+    pub config: &'a Configuration,
+}
+
+/// What one row left behind: its verdict, staged outputs and new state.
+#[derive(Debug)]
+pub(super) struct RowEnd {
+    pub verdict: Verdict,
+    pub outputs: StagedOutputs,
+    pub state: Option<(StateKey, Option<Value>)>,
+}
+
+/// The data folder as the container will see it, and where its state came from.
+#[derive(Debug)]
+struct Prepared {
+    dir: ImageDir,
+    user: ContainerUser,
+    key: Option<StateKey>,
+    previous: Option<Value>,
+    input_state: InputState,
+}
+
+impl RowRun<'_> {
+    pub fn run(
+        &self,
+        storage: &mut LazyStorage,
+        on_line: &mut dyn FnMut(&str),
+        progress: &mut Progress,
+    ) -> Result<RowEnd, JobError> {
+        let prepared = self.prepare(storage, progress)?;
+        let view = self.mount_rootfs(&prepared.dir)?;
+        let container = self.start(&prepared, on_line)?;
+        progress.exit_code = Some(container.outcome.status.code());
+        let verdict = verdict::classify(self.ctx.job, &container.outcome);
+        tracing::debug!("container done");
+        self.keep_outputs(&prepared.dir)?;
+        let t = Instant::now();
+        let collected = self.collect(&prepared, container, view, verdict.failed());
+        progress.timings.mapping += t.elapsed().as_secs_f64();
+        let (outputs, component_state) = collected?;
+        let state = match (prepared.key, verdict.failed()) {
+            (Some(key), false) => state::next(
+                key,
+                prepared.previous.as_ref(),
+                component_state,
+                prepared.input_state,
+            ),
+            _ => None,
+        };
+        Ok(RowEnd {
+            verdict,
+            outputs,
+            state,
+        })
+    }
+
+    /// The data folder of contract §1: inputs, `config.json`, `in/state.json`, owned by
+    /// the container's user.
+    fn prepare(
+        &self,
+        storage: &mut LazyStorage,
+        progress: &mut Progress,
+    ) -> Result<Prepared, JobError> {
+        let ctx = self.ctx;
+        let dir = ctx.jobdir.image_dir(self.n).map_err(JobError::Workdir)?;
+        let user = bundle::resolve_user(ctx.rootfs, ctx.image.config.config.user.as_deref())?;
+        let key = ctx.job.config_id.as_ref().map(|config| StateKey {
+            component: ctx.job.component.id.clone(),
+            config: config.clone(),
+            row: self.row_id.map(str::to_owned),
+        });
+        let previous = match &key {
+            Some(k) => storage.get()?.state(k)?,
+            None => None,
+        };
+        let (component_state, storage_state) = state::split(previous.clone());
+        let t = Instant::now();
+        let input_state = self.stage_inputs(storage, &dir, &storage_state.input)?;
+        progress.timings.mapping += t.elapsed().as_secs_f64();
+        let config =
+            config_file::config_json(self.config, &ctx.job.component.image_parameters, "run");
+        write_json(&dir.data.join("config.json"), &config)?;
+        write_json(&dir.data.join("in/state.json"), &component_state)?;
+        if user.uid != 0 || user.gid != 0 {
+            for p in [&dir.data, &dir.tmp] {
+                workdir::chown_tree(p, user.uid, user.gid).map_err(JobError::Workdir)?;
+            }
+        }
+        Ok(Prepared {
+            dir,
+            user,
+            key,
+            previous,
+            input_state,
+        })
+    }
+
+    fn stage_inputs(
+        &self,
+        storage: &mut LazyStorage,
+        dir: &ImageDir,
+        last: &InputState,
+    ) -> Result<InputState, JobError> {
+        let input = self
+            .config
+            .storage
+            .as_ref()
+            .map(|s| &s.input)
+            .filter(|i| !(i.tables.is_empty() && i.files.is_empty()));
+        let Some(input) = input else {
+            return Ok(InputState::default());
+        };
+        let staged = crate::mapping::input::stage_inputs(
+            storage.get()?,
+            input,
+            &dir.data,
+            last,
+            crate::util::unix_ms(),
+        )?;
+        Ok(staged.state)
+    }
+
+    /// Mounts the job's writable view of the cached rootfs.
+    fn mount_rootfs(&self, dir: &ImageDir) -> Result<Mounted<'_>, JobError> {
+        let host = self.ctx.svc.host;
+        let view = RootfsView::create(host, self.ctx.rootfs, &dir.upper, &dir.work, &dir.rootfs)?;
+        tracing::debug!("rootfs view ready");
+        Ok(Mounted {
+            view: Some(view),
+            host,
+        })
+    }
+
+    /// Writes the bundle and runs the container to its end.
+    fn start(
+        &self,
+        prepared: &Prepared,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<Container<'_>, JobError> {
+        let ctx = self.ctx;
+        let job = ctx.job;
+        let dir = &prepared.dir;
+        let container_id = ctx.jobdir.container_id(self.n);
+        let cgroups_path = runtime::cgroups_path(&container_id)?;
+        let env = config_file::environment(&RunIdentity {
+            job,
+            run_id: &ctx.jobdir.id,
+            component_id: &job.component.id,
+            row_id: self.row_id,
+            debug: false,
+        });
+        let spec = bundle::build(&bundle::BundleSpec {
+            image: &ctx.image.config.config,
+            user: &prepared.user,
+            env: &env,
+            data_dir: &dir.data,
+            tmp_dir: &dir.tmp,
+            hostname: &bundle::hostname_for(&job.component.id),
+            network: job.component.network,
+            limits: &Limits {
+                memory_bytes: job.component.memory.0,
+                cpus: job.component.cpus,
+                pids: crate::contract::job::DEFAULT_PIDS,
+            },
+            cgroups_path: &cgroups_path,
+            cgroups: &ctx.svc.host.cgroups(),
+            nofile_limit: ctx.svc.host.hard_nofile_limit(),
+        })?;
+        bundle::write(&spec, &dir.bundle)?;
+        tracing::debug!("data folder and bundle written");
+        let request = RunRequest {
+            id: &container_id,
+            bundle: &dir.bundle,
+            state_root: &ctx.home.state_root(),
+            cgroups_path: &cgroups_path,
+            timeout: Duration::from_secs(job.main_timeout_secs()),
+            loopback: job.component.network == NetworkMode::None,
+        };
+        let outcome = ctx.svc.runtime.run(&request, on_line)?;
+        Ok(Container {
+            svc: ctx.svc,
+            id: Some(container_id),
+            outcome,
+        })
+    }
+
+    /// Copies `out/` for an operator who asked to keep it.
+    fn keep_outputs(&self, dir: &ImageDir) -> Result<(), JobError> {
+        let Some(keep) = self.ctx.keep_outputs else {
+            return Ok(());
+        };
+        let dst = match (self.ctx.multiple_rows, self.row_id) {
+            (true, Some(r)) => keep.join(r),
+            _ => keep.to_owned(),
+        };
+        let n = workdir::export_outputs(&dir.data.join("out"), &dst).map_err(|source| {
+            JobError::Write {
+                path: dst.clone(),
+                source,
+            }
+        })?;
+        tracing::info!("kept {n} output files in {}", dst.display());
+        Ok(())
+    }
+
+    /// Stages the outputs and reads the new state while the container is removed: removing
+    /// it is cgroup work inside the runtime, this is file work here. (No container is being
+    /// created meanwhile, so the extra thread cannot meet libcontainer's clone.)
+    fn collect(
+        &self,
+        prepared: &Prepared,
+        container: Container<'_>,
+        view: Mounted<'_>,
+        failed: bool,
+    ) -> Result<(StagedOutputs, Option<Value>), JobError> {
+        let (deleted, collected) = std::thread::scope(|s| {
+            let deleting = s.spawn(move || container.delete());
+            let collected = view
+                .release()
+                .and_then(|()| self.collect_outputs(&prepared.dir, failed));
+            (deleting.join(), collected)
+        });
+        deleted.map_err(|_| {
+            JobError::Workdir(std::io::Error::other("container removal panicked"))
+        })??;
+        match collected {
+            Ok(c) => Ok(c),
+            // The component's own failure explains more than what it left behind.
+            Err(e) if failed => {
+                tracing::warn!("{}", crate::util::chain(&e));
+                Ok((StagedOutputs::default(), None))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn collect_outputs(
+        &self,
+        dir: &ImageDir,
+        failed: bool,
+    ) -> Result<(StagedOutputs, Option<Value>), JobError> {
+        let ctx = self.ctx;
+        let out_ctx = OutputContext {
+            component_id: &ctx.job.component.id,
+            config_id: ctx.job.config_id.as_deref(),
+            row_id: self.row_id,
+            run_id: &ctx.jobdir.id,
+            component_default_bucket: ctx.job.component.default_bucket,
+        };
+        let mapping = self
+            .config
+            .storage
+            .as_ref()
+            .map(|s: &StorageConfig| &s.output)
+            .cloned()
+            .unwrap_or_default();
+        let staged = crate::mapping::output::collect_outputs(
+            &dir.data.join("out"),
+            &mapping,
+            &out_ctx,
+            &ctx.jobdir.staging(self.n),
+            failed,
+        )?;
+        let state = if failed {
+            None
+        } else {
+            state::read_out_state(&dir.data)?
+        };
+        ctx.jobdir.remove_image(self.n).map_err(JobError::Workdir)?;
+        Ok((staged, state))
+    }
+}
+
+/// A container that ran and still exists; removed however the row ends.
+#[derive(Debug)]
+struct Container<'a> {
+    svc: Services<'a>,
+    id: Option<String>,
+    outcome: RunOutcome,
+}
+
+impl Container<'_> {
+    fn delete(mut self) -> Result<(), JobError> {
+        match self.id.take() {
+            Some(id) => Ok(self.svc.runtime.delete(&id)?),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Container<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take()
+            && let Err(e) = self.svc.runtime.delete(&id)
+        {
+            tracing::error!("{}", crate::util::chain(&e));
+        }
+    }
+}
+
+/// A job's rootfs view, unmounted however the row ends.
+#[derive(Debug)]
+struct Mounted<'a> {
+    view: Option<RootfsView>,
+    host: &'a dyn crate::host::Host,
+}
+
+impl Mounted<'_> {
+    fn release(mut self) -> Result<(), JobError> {
+        match self.view.take() {
+            Some(v) => v.release(self.host).map_err(JobError::from),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        if let Some(v) = self.view.take()
+            && let Err(e) = v.release(self.host)
+        {
+            tracing::error!("{}", crate::util::chain(&e));
+        }
+    }
+}
+
+fn write_json(path: &Path, value: &Value) -> Result<(), JobError> {
+    let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+    std::fs::write(path, bytes).map_err(|source| JobError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}

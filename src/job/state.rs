@@ -1,0 +1,115 @@
+//! A configuration's stored state (contract §11): `{component, storage}` — the component's
+//! own part, and berth's bookkeeping for adaptive mappings, which the component never sees.
+
+use serde_json::{Value, json};
+
+use super::JobError;
+use crate::mapping::{InputState, StorageState};
+use crate::storage::StateKey;
+
+/// Splits a stored state into the component's part (`{}` when there is none) and berth's.
+pub fn split(stored: Option<Value>) -> (Value, StorageState) {
+    let Some(Value::Object(mut map)) = stored else {
+        return (json!({}), StorageState::default());
+    };
+    let component = match map.remove("component") {
+        Some(v @ Value::Object(_)) => v,
+        Some(Value::Array(a)) if a.is_empty() => json!({}),
+        Some(other) if !other.is_null() => other,
+        _ => json!({}),
+    };
+    let storage = map
+        .remove("storage")
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    (component, storage)
+}
+
+/// The state to save after a successful row, or `None` when it did not change (an
+/// unchanged state needs no write, and no fsync on the job's way out).
+pub fn next(
+    key: StateKey,
+    previous: Option<&Value>,
+    component: Option<Value>,
+    input: InputState,
+) -> Option<(StateKey, Option<Value>)> {
+    let value = json!({
+        "component": component.unwrap_or_else(|| json!({})),
+        "storage": StorageState { input },
+    });
+    (previous != Some(&value)).then_some((key, Some(value)))
+}
+
+/// The largest `out/state.json` accepted.
+const MAX_STATE_BYTES: u64 = 64 << 20;
+
+/// The state a component left in `out/state.json`: missing or empty clears it.
+pub fn read_out_state(data: &std::path::Path) -> Result<Option<Value>, JobError> {
+    let path = data.join("out/state.json");
+    let meta = match std::fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(JobError::Write { path, source }),
+    };
+    if !meta.is_file() {
+        return Err(JobError::State(
+            "it must be a regular file (not a symlink or directory)".into(),
+        ));
+    }
+    if meta.len() > MAX_STATE_BYTES {
+        return Err(JobError::State(format!(
+            "{} bytes is too large for a state",
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(&path).map_err(|source| JobError::Write { path, source })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let value: Value =
+        serde_json::from_slice(&bytes).map_err(|e| JobError::State(e.to_string()))?;
+    Ok(match value {
+        Value::Null => None,
+        Value::Array(a) if a.is_empty() => None,
+        v => Some(v),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_states_split_into_the_two_parts() {
+        let (c, s) = split(None);
+        assert_eq!((c, s), (json!({}), StorageState::default()));
+        let (c, _) = split(Some(json!({"component": {"cursor": 5}, "storage": {}})));
+        assert_eq!(c, json!({"cursor": 5}));
+        let (c, _) = split(Some(json!({"component": []})));
+        assert_eq!(c, json!({}));
+    }
+
+    #[test]
+    fn an_unchanged_state_is_not_written_again() {
+        let key = StateKey {
+            component: "a".into(),
+            config: "1".into(),
+            row: None,
+        };
+        let first = next(
+            key.clone(),
+            None,
+            Some(json!({"x": 1})),
+            InputState::default(),
+        );
+        let (_, stored) = first.clone().unwrap();
+        let again = next(
+            key,
+            stored.as_ref(),
+            Some(json!({"x": 1})),
+            InputState::default(),
+        );
+        assert!(first.is_some());
+        assert!(again.is_none());
+    }
+}

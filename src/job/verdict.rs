@@ -1,0 +1,163 @@
+//! How a container's end becomes the job's status (contract §7).
+
+use crate::contract::result::Status;
+use crate::contract::{ErrorClass, JobFile, truncate_message};
+use crate::runtime::RunOutcome;
+
+/// How the job ended, when it got to run its containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub status: Status,
+    pub class: Option<ErrorClass>,
+    pub message: String,
+}
+
+impl Verdict {
+    pub fn success(component_id: &str) -> Verdict {
+        Verdict {
+            status: Status::Success,
+            class: None,
+            message: format!("component {component_id} finished"),
+        }
+    }
+
+    fn error(class: ErrorClass, message: String) -> Verdict {
+        Verdict {
+            status: Status::Error,
+            class: Some(class),
+            message,
+        }
+    }
+
+    pub fn failed(&self) -> bool {
+        self.status == Status::Error
+    }
+}
+
+/// Turns how the container ended into the job's status.
+pub fn classify(job: &JobFile, run: &RunOutcome) -> Verdict {
+    let id = &job.component.id;
+    let code = run.status.code();
+    if run.interrupted {
+        return Verdict::error(ErrorClass::Internal, "interrupted by the operator".into());
+    }
+    if run.timed_out {
+        let secs = job.main_timeout_secs();
+        let message = format!("component {id} exceeded the timeout of {secs} seconds");
+        return Verdict::error(ErrorClass::User, message);
+    }
+    if code != 0 && run.oom_killed {
+        let limit = job.component.memory;
+        let message = format!("component {id} ran out of memory (limit {limit})");
+        return Verdict::error(ErrorClass::User, message);
+    }
+    match code {
+        0 => {
+            if !run.stderr.trim().is_empty() {
+                tracing::warn!(
+                    "component {id} wrote to stderr: {}",
+                    truncate_message(run.stderr.trim())
+                );
+            }
+            Verdict::success(id)
+        }
+        1 => Verdict::error(ErrorClass::User, error_output(run)),
+        _ => Verdict::error(
+            ErrorClass::Application,
+            format!(
+                "component {id} failed with exit code {code}: {}",
+                error_output(run)
+            ),
+        ),
+    }
+}
+
+/// What the component said about its failure: stderr, else stdout, else a placeholder.
+fn error_output(run: &RunOutcome) -> String {
+    let stderr = run.stderr.trim();
+    let stdout = run.stdout_tail.trim();
+    if !stderr.is_empty() {
+        stderr.to_owned()
+    } else if !stdout.is_empty() {
+        stdout.to_owned()
+    } else {
+        "No error message.".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::ExitStatus;
+
+    fn job() -> JobFile {
+        JobFile::parse(
+            br#"{"component": {"id": "acme.hello", "image": "x/y", "process_timeout": 7}}"#,
+        )
+        .unwrap()
+    }
+
+    fn outcome(status: ExitStatus) -> RunOutcome {
+        RunOutcome {
+            status,
+            timed_out: false,
+            oom_killed: false,
+            interrupted: false,
+            stdout_tail: String::new(),
+            stderr: String::new(),
+        }
+    }
+
+    fn parts(v: Verdict) -> (Status, Option<ErrorClass>, String) {
+        (v.status, v.class, v.message)
+    }
+
+    #[test]
+    fn exit_codes_map_to_classes() {
+        let j = job();
+        assert_eq!(
+            classify(&j, &outcome(ExitStatus::Code(0))).status,
+            Status::Success
+        );
+        let mut o = outcome(ExitStatus::Code(1));
+        o.stdout_tail = "bad config".to_owned();
+        assert_eq!(
+            parts(classify(&j, &o)),
+            (
+                Status::Error,
+                Some(ErrorClass::User),
+                "bad config".to_owned()
+            )
+        );
+        o.stderr = "real reason\n".to_owned();
+        assert_eq!(classify(&j, &o).message, "real reason");
+        assert_eq!(
+            classify(&j, &outcome(ExitStatus::Code(1))).message,
+            "No error message."
+        );
+        let (_, class, msg) = parts(classify(&j, &outcome(ExitStatus::Code(3))));
+        assert_eq!(class, Some(ErrorClass::Application));
+        assert!(msg.contains("exit code 3"), "{msg}");
+        let (_, class, msg) = parts(classify(&j, &outcome(ExitStatus::Signal(11))));
+        assert_eq!(class, Some(ErrorClass::Application));
+        assert!(msg.contains("exit code 139"), "{msg}");
+    }
+
+    #[test]
+    fn timeout_and_oom_are_user_errors() {
+        let j = job();
+        let mut o = outcome(ExitStatus::Signal(9));
+        o.timed_out = true;
+        let (_, class, msg) = parts(classify(&j, &o));
+        assert_eq!(class, Some(ErrorClass::User));
+        assert_eq!(
+            msg,
+            "component acme.hello exceeded the timeout of 7 seconds"
+        );
+        let mut o = outcome(ExitStatus::Signal(9));
+        o.oom_killed = true;
+        let (_, class, msg) = parts(classify(&j, &o));
+        assert_eq!(class, Some(ErrorClass::User));
+        assert_eq!(msg, "component acme.hello ran out of memory (limit 256m)");
+    }
+}

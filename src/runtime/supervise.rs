@@ -1,0 +1,256 @@
+//! Watching a started container to its end: stdout streamed line by line, stderr kept, the
+//! exit status reaped, SIGKILL at the deadline or when the operator interrupts.
+//!
+//! One `poll` covers the two output pipes, a pidfd of the container's init and the
+//! interrupt pipe, so berth needs no threads while a container runs (libcontainer clones
+//! without atfork handlers; fewer threads, fewer surprises).
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::output::{LineSplitter, Tail};
+use super::{ExitStatus, RunOutcome, RuntimeError};
+
+/// stderr and the stdout tail kept for the job's message.
+const KEEP_BYTES: usize = 1 << 20;
+
+/// After init exits, how long to wait for the output pipes to drain.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// How long one poll may sleep once a kill was sent (the pidfd wakes it earlier).
+const AFTER_KILL_POLL: Duration = Duration::from_millis(200);
+
+/// One read from a pipe.
+const READ_CHUNK: usize = 64 << 10;
+
+/// A started container's init process and the read ends of its output pipes.
+#[derive(Debug)]
+pub struct Watched {
+    pub id: String,
+    pub pid: Pid,
+    pub stdout: File,
+    pub stderr: File,
+    pub deadline: Instant,
+    pub timeout: Duration,
+}
+
+/// Where one wait stands.
+#[derive(Debug)]
+struct Watch {
+    stdout_lines: LineSplitter,
+    stdout_tail: Tail,
+    stderr: Tail,
+    out_open: bool,
+    err_open: bool,
+    status: Option<ExitStatus>,
+    exited_at: Option<Instant>,
+    timed_out: bool,
+    interrupted: bool,
+    buf: Vec<u8>,
+}
+
+/// Which of the polled descriptors are readable.
+#[derive(Debug, Default, Clone, Copy)]
+struct Ready {
+    out: bool,
+    err: bool,
+    pid: bool,
+    wake: bool,
+}
+
+/// Waits for the container to end, streaming stdout to `on_line`; `kill` SIGKILLs every
+/// process of the container (at the deadline, or when the operator interrupts).
+pub fn wait(
+    w: &Watched,
+    kill: &mut dyn FnMut(),
+    on_line: &mut dyn FnMut(&str),
+) -> Result<RunOutcome, RuntimeError> {
+    let pidfd = pidfd(w)?;
+    let mut watch = Watch::new();
+    while !watch.done() {
+        let ready = watch.poll(w, &pidfd)?;
+        watch.read_outputs(w, ready, on_line);
+        if ready.pid || watch.status.is_none() {
+            watch.reap(w.pid);
+        }
+        watch.enforce(w, ready, kill);
+    }
+    watch.stdout_lines.finish(on_line);
+    tracing::debug!("container {} exited", w.id);
+    Ok(watch.into_outcome())
+}
+
+fn pidfd(w: &Watched) -> Result<OwnedFd, RuntimeError> {
+    let err = |source: std::io::Error| RuntimeError::Wait {
+        id: w.id.clone(),
+        what: "pidfd_open",
+        source,
+    };
+    let pid = rustix::process::Pid::from_raw(w.pid.as_raw())
+        .ok_or_else(|| err(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        .map_err(|e| err(e.into()))
+}
+
+impl Watch {
+    fn new() -> Watch {
+        Watch {
+            stdout_lines: LineSplitter::default(),
+            stdout_tail: Tail::new(KEEP_BYTES),
+            stderr: Tail::new(KEEP_BYTES),
+            out_open: true,
+            err_open: true,
+            status: None,
+            exited_at: None,
+            timed_out: false,
+            interrupted: false,
+            buf: vec![0u8; READ_CHUNK],
+        }
+    }
+
+    /// Init has exited and its output is drained — or is still held open by something that
+    /// outlived it, which is not worth waiting for.
+    fn done(&self) -> bool {
+        if self.status.is_some() && !self.out_open && !self.err_open {
+            return true;
+        }
+        let drained_too_long = self.exited_at.is_some_and(|t| t.elapsed() > DRAIN_GRACE);
+        if drained_too_long {
+            tracing::debug!("output still open {DRAIN_GRACE:?} after exit; not waiting longer");
+        }
+        drained_too_long
+    }
+
+    fn poll_timeout(&self, deadline: Instant) -> PollTimeout {
+        let wait = if self.status.is_some() {
+            DRAIN_GRACE
+        } else if self.timed_out || self.interrupted {
+            AFTER_KILL_POLL
+        } else {
+            deadline.saturating_duration_since(Instant::now())
+        };
+        let ms = i32::try_from(wait.as_millis().min(60_000)).unwrap_or(60_000);
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+    }
+
+    fn poll(&self, w: &Watched, pidfd: &OwnedFd) -> Result<Ready, RuntimeError> {
+        let mut fds = Vec::with_capacity(4);
+        let mut slot = |on: bool, fd| {
+            on.then(|| {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                fds.len() - 1
+            })
+        };
+        let out = slot(self.out_open, w.stdout.as_fd());
+        let err = slot(self.err_open, w.stderr.as_fd());
+        let pid = slot(self.status.is_none(), pidfd.as_fd());
+        let wake = match crate::interrupt::wake_fd() {
+            Some(fd) => slot(!self.interrupted, fd),
+            None => None,
+        };
+        match poll(&mut fds, self.poll_timeout(w.deadline)) {
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(e) => {
+                return Err(RuntimeError::Wait {
+                    id: w.id.clone(),
+                    what: "poll",
+                    source: e.into(),
+                });
+            }
+        }
+        let ready = |idx: Option<usize>| {
+            idx.and_then(|i| fds[i].revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        Ok(Ready {
+            out: ready(out),
+            err: ready(err),
+            pid: ready(pid),
+            wake: ready(wake),
+        })
+    }
+
+    fn read_outputs(&mut self, w: &Watched, ready: Ready, on_line: &mut dyn FnMut(&str)) {
+        if ready.out {
+            match read_some(&w.stdout, &mut self.buf) {
+                Some(0) | None => self.out_open = false,
+                Some(n) => {
+                    self.stdout_tail.push(&self.buf[..n]);
+                    self.stdout_lines.push(&self.buf[..n], on_line);
+                }
+            }
+        }
+        if ready.err {
+            match read_some(&w.stderr, &mut self.buf) {
+                Some(0) | None => self.err_open = false,
+                Some(n) => self.stderr.push(&self.buf[..n]),
+            }
+        }
+    }
+
+    fn reap(&mut self, pid: Pid) {
+        if self.status.is_some() {
+            return;
+        }
+        self.status = match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => Some(ExitStatus::Code(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Some(ExitStatus::Signal(sig as i32)),
+            // Someone else reaped it: the status is lost, but it is gone.
+            Err(nix::Error::ECHILD) => Some(ExitStatus::Signal(Signal::SIGKILL as i32)),
+            Ok(_) | Err(_) => None,
+        };
+        if self.status.is_some() {
+            self.exited_at = Some(Instant::now());
+        }
+    }
+
+    /// Kills the container once, when the operator interrupts or the deadline passes.
+    fn enforce(&mut self, w: &Watched, ready: Ready, kill: &mut dyn FnMut()) {
+        let running = self.status.is_none();
+        if running && ready.wake && crate::interrupt::requested() {
+            self.interrupted = true;
+            tracing::warn!("stopping container {} (interrupted)", w.id);
+            kill();
+        }
+        if running && !self.timed_out && !self.interrupted && Instant::now() >= w.deadline {
+            self.timed_out = true;
+            tracing::warn!(
+                "container {} exceeded its timeout of {:?}; killing it",
+                w.id,
+                w.timeout
+            );
+            kill();
+        }
+    }
+
+    fn into_outcome(self) -> RunOutcome {
+        RunOutcome {
+            status: self
+                .status
+                .unwrap_or(ExitStatus::Signal(Signal::SIGKILL as i32)),
+            timed_out: self.timed_out,
+            oom_killed: false,
+            interrupted: self.interrupted,
+            stdout_tail: self.stdout_tail.into_string(),
+            stderr: self.stderr.into_string(),
+        }
+    }
+}
+
+/// One read; `None` when the pipe failed (treated as closed), retried on EINTR.
+fn read_some(mut f: &File, buf: &mut [u8]) -> Option<usize> {
+    loop {
+        match f.read(buf) {
+            Ok(n) => return Some(n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The real runtime: youki's libcontainer, in process.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::error::LibcontainerError;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::signal::Signal;
+
+use super::supervise::{self, Watched};
+use super::{RunOutcome, RunRequest, Runtime, RuntimeError, cgroups_path, check_cgroups_path};
+use crate::host::Host;
+
+/// `build()` and `start()` chdir the whole process and bind sockets by relative path: two
+/// at once in one process start each other's containers (libcontainer.md, pitfall 2).
+static LIFECYCLE: Mutex<()> = Mutex::new(());
+
+/// libcontainer, with the host seam for what berth does around it (loopback, OOM counters,
+/// cgroups of dead containers).
+#[derive(Debug)]
+pub struct Youki<'h> {
+    host: &'h dyn Host,
+    /// Containers that ended and still exist, until [`Runtime::delete`].
+    ended: Mutex<HashMap<String, Live>>,
+}
+
+impl<'h> Youki<'h> {
+    pub fn new(host: &'h dyn Host) -> Youki<'h> {
+        Youki {
+            host,
+            ended: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn ended(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        self.ended.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates the container and starts it, under the lifecycle lock.
+    fn create_and_start(
+        &self,
+        req: &RunRequest<'_>,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> Result<Live, RuntimeError> {
+        let devnull = File::open("/dev/null").map_err(|source| RuntimeError::Io {
+            what: "/dev/null",
+            source,
+        })?;
+        let _lock = LIFECYCLE.lock().unwrap_or_else(|p| p.into_inner());
+        let cwd = std::env::current_dir().ok();
+        let created = create(req, devnull, stdout, stderr);
+        restore_cwd(cwd.as_deref());
+        let mut live = Live {
+            container: Some(created?),
+            id: req.id.to_owned(),
+        };
+        tracing::debug!("container {} created", req.id);
+        if req.loopback {
+            self.host.loopback_up(live.pid()?.as_raw())?;
+        }
+        let started = live.container_mut()?.start();
+        restore_cwd(cwd.as_deref());
+        started.map_err(|e| RuntimeError::Start {
+            id: req.id.to_owned(),
+            source: Box::new(e),
+        })?;
+        tracing::debug!("container {} started", req.id);
+        Ok(live)
+    }
+}
+
+impl Runtime for Youki<'_> {
+    fn run(
+        &self,
+        req: &RunRequest<'_>,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<RunOutcome, RuntimeError> {
+        check_cgroups_path(req.cgroups_path)?;
+        let pipe_err = |source: std::io::Error| RuntimeError::Io {
+            what: "output pipe",
+            source,
+        };
+        let (out_r, out_w) = pipe().map_err(pipe_err)?;
+        let (err_r, err_w) = pipe().map_err(pipe_err)?;
+        let started = Instant::now();
+        let mut live = self.create_and_start(req, out_w, err_w)?;
+        let watched = Watched {
+            id: req.id.to_owned(),
+            pid: live.pid()?,
+            stdout: File::from(out_r),
+            stderr: File::from(err_r),
+            deadline: started + req.timeout,
+            timeout: req.timeout,
+        };
+        let mut outcome = supervise::wait(&watched, &mut || live.kill(), on_line)?;
+        outcome.oom_killed = self.host.oom_kills(req.cgroups_path).unwrap_or(0) > 0;
+        self.ended().insert(req.id.to_owned(), live);
+        Ok(outcome)
+    }
+
+    fn delete(&self, id: &str) -> Result<(), RuntimeError> {
+        let live = self.ended().remove(id);
+        let mut live = live.ok_or_else(|| RuntimeError::Unknown(id.to_owned()))?;
+        live.delete()?;
+        tracing::debug!("container {id} deleted");
+        Ok(())
+    }
+
+    fn remove_orphan(&self, state_root: &Path, id: &str) -> Result<(), RuntimeError> {
+        let cgroups = cgroups_path(id)?;
+        let dir = state_root.join(id);
+        {
+            let _lock = LIFECYCLE.lock().unwrap_or_else(|p| p.into_inner());
+            match Container::load(dir.clone()) {
+                Ok(mut c) => {
+                    if let Err(e) = c.delete(true) {
+                        tracing::warn!(
+                            "libcontainer could not delete {id} ({e}); removing by hand"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!("cannot load state of {id} ({e}); removing by hand"),
+            }
+        }
+        // A process that forks as fast as it is killed survives one pass of libcontainer's
+        // kill; the host freezes and kills until the cgroup is empty, then removes it.
+        self.host.remove_cgroup(&cgroups)?;
+        crate::util::remove_tree(&dir).map_err(|source| RuntimeError::Io {
+            what: "container state",
+            source,
+        })
+    }
+}
+
+fn create(
+    req: &RunRequest<'_>,
+    stdin: File,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+) -> Result<Container, RuntimeError> {
+    let err = |e: LibcontainerError| RuntimeError::Create {
+        id: req.id.to_owned(),
+        source: Box::new(e),
+    };
+    ContainerBuilder::new(req.id.to_owned(), SyscallType::default())
+        .validate_id()
+        .map_err(err)?
+        .with_root_path(req.state_root)
+        .map_err(err)?
+        .with_stdin(stdin)
+        .with_stdout(stdout)
+        .with_stderr(stderr)
+        .as_init(req.bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(err)
+}
+
+fn restore_cwd(cwd: Option<&Path>) {
+    if let Some(d) = cwd {
+        let _ = std::env::set_current_dir(d);
+    }
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
+}
+
+/// A created container that is deleted however we leave.
+#[derive(Debug)]
+struct Live {
+    container: Option<Container>,
+    id: String,
+}
+
+impl Live {
+    fn container_mut(&mut self) -> Result<&mut Container, RuntimeError> {
+        self.container
+            .as_mut()
+            .ok_or_else(|| RuntimeError::Unknown(self.id.clone()))
+    }
+
+    fn pid(&mut self) -> Result<nix::unistd::Pid, RuntimeError> {
+        let id = self.id.clone();
+        self.container_mut()?
+            .pid()
+            .ok_or_else(|| RuntimeError::Wait {
+                id,
+                what: "finding init's pid",
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            })
+    }
+
+    /// SIGKILL to every process in the container (through its cgroup).
+    fn kill(&mut self) {
+        let id = self.id.clone();
+        if let Ok(c) = self.container_mut()
+            && let Err(e) = c.kill(Signal::SIGKILL, true)
+        {
+            tracing::warn!("cannot kill container {id}: {e}");
+        }
+    }
+
+    fn delete(&mut self) -> Result<(), RuntimeError> {
+        match self.container.take() {
+            Some(mut c) => c.delete(true).map_err(|e| RuntimeError::Delete {
+                id: self.id.clone(),
+                source: Box::new(e),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Err(e) = self.delete() {
+            tracing::error!("{}", crate::util::chain(&e));
+        }
+    }
+}
