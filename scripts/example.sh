@@ -12,6 +12,8 @@ scripts/deps.sh
 registry=$(scripts/registry.sh start)
 scripts/build-images.sh "$registry" >/dev/null
 cargo build --release --locked --quiet
+# The checkout keeps its image cache in rootfs-cache/ (berth's own default is <home>/cache).
+export BERTH_CACHE="$PWD/rootfs-cache"
 echo "--- berth run examples/hello.json"
 ./target/release/berth run examples/hello.json
 echo "--- berth storage export out.c-hello.greeting"

@@ -38,6 +38,8 @@ fn init_logging(verbose: u8, quiet: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // Its own complaint about a closed stderr is an `eprintln!`, which panics there.
+        .log_internal_errors(false)
         .with_target(verbose > 0);
     // -vv shows time since start: where a run spends it.
     if verbose >= 2 {
