@@ -54,6 +54,23 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// The longest file name the kernel takes (NAME_MAX).
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Whether `name` can name a file inside one directory: one plain path component, never
+/// `.` or `..`; `Err` says why not.
+pub fn plain_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name == "." || name == ".." {
+        Err("a file needs a name (not \".\" or \"..\")")
+    } else if name.contains('/') || name.contains('\0') {
+        Err("a file name cannot contain '/' or NUL")
+    } else if name.len() > MAX_NAME_BYTES {
+        Err("a file name is at most 255 bytes")
+    } else {
+        Ok(())
+    }
+}
+
 /// Removes a file, symlink or directory tree (never following a symlink); a path that is
 /// not there is fine.
 pub fn remove_tree(path: &Path) -> io::Result<()> {
@@ -99,6 +116,17 @@ mod tests {
     fn bytes_for_humans() {
         assert_eq!(human_bytes(999), "999 B");
         assert_eq!(human_bytes(1_200_000), "1.2 MB");
+    }
+
+    #[test]
+    fn plain_names_are_one_component() {
+        for ok in ["a", "in.c-main.t.csv", ".hidden", "a b"] {
+            assert_eq!(plain_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "/", "a\0b"] {
+            assert!(plain_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(plain_name(&"x".repeat(256)).is_err());
     }
 
     #[test]

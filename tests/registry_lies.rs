@@ -2,7 +2,7 @@
 //! size, store nothing of it, and say what was wrong. The fake speaks just enough HTTP on
 //! loopback for oci-client; it needs neither root nor a real registry, so it always runs.
 
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! `berth run` end to end: real images pushed to a real registry, real containers through
 //! libcontainer, and what is left on the host afterwards.
 
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! real containers, what the components write loaded back, state and adaptive inputs across
 //! runs, and all-or-nothing commits — also when berth is killed in the middle of one.
 
-#![allow(clippy::unwrap_used)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 mod common;
 

@@ -106,6 +106,10 @@ impl ImageError {
     }
 }
 
+/// Where manifests and indexes are read from: the store, or the registry through it.
+/// `None`: not there.
+type DocumentSource<'a> = dyn FnMut(&Digest) -> Result<Option<Vec<u8>>, ImageError> + 'a;
+
 /// An image whose manifest, config and layers (or unpacked rootfs) are all stored.
 #[derive(Debug, Clone)]
 pub struct PulledImage {
@@ -152,104 +156,88 @@ impl Images {
     pub fn pull(&self, reference: &str) -> Result<PulledImage, ImageError> {
         let parsed = parse_reference(reference)?;
         let name = parsed.to_string();
-        let pinned = parsed.digest.clone();
-        if let Some(d) = &pinned
+        if let Some(d) = &parsed.digest
             && let Some(image) = self.load_local(&name, d)?
         {
             tracing::debug!(image = %name, "pinned image already stored");
             return Ok(image);
         }
-
         let r = parsed.to_oci();
         let client = registry::RegistryClient::new(&r, &self.settings)?;
-        let top = match pinned {
+        let top = match parsed.digest {
             Some(d) => d,
-            None => match client.resolve(&r) {
-                Ok(d) => d,
-                Err(e @ ImageError::Unreachable { .. }) => match self.store.find_record(&name) {
-                    Some(rec) => {
-                        tracing::warn!("{e}; running the stored {name} ({})", rec.digest);
-                        rec.digest
-                    }
-                    None => return Err(e),
-                },
-                Err(e) => return Err(e),
-            },
+            None => self.resolve_tag(&client, &r, &name)?,
         };
         if let Some(image) = self.load_local(&name, &top)? {
             tracing::debug!(image = %name, digest = %top, "image unchanged since it was stored");
             return Ok(image);
         }
+        self.fetch(&client, &r, &name, &top)
+    }
 
-        let top_bytes = self.manifest_bytes(&client, &r, &top)?;
-        let (digest, manifest) =
-            match Manifest::parse(&top_bytes).map_err(|message| ImageError::BadManifest {
-                digest: top.clone(),
-                message,
-            })? {
-                Manifest::Image(m) => (top.clone(), m),
-                Manifest::Index(index) => {
-                    let entry = self.pick_platform(&name, &index)?;
-                    let bytes = self.manifest_bytes(&client, &r, &entry.digest)?;
-                    match Manifest::parse(&bytes).map_err(|message| ImageError::BadManifest {
-                        digest: entry.digest.clone(),
-                        message,
-                    })? {
-                        Manifest::Image(m) => (entry.digest.clone(), m),
-                        Manifest::Index(_) => {
-                            return Err(ImageError::BadManifest {
-                                digest: entry.digest.clone(),
-                                message: "an index inside an index".to_owned(),
-                            });
-                        }
-                    }
+    /// What a tag points at now; the stored image when the registry cannot be reached.
+    fn resolve_tag(
+        &self,
+        client: &registry::RegistryClient,
+        r: &oci_client::Reference,
+        name: &str,
+    ) -> Result<Digest, ImageError> {
+        match client.resolve(r) {
+            Err(e @ ImageError::Unreachable { .. }) => match self.store.find_record(name) {
+                Some(rec) => {
+                    let e = crate::util::chain(&e);
+                    tracing::warn!("{e}; running the stored {name} ({})", rec.digest);
+                    Ok(rec.digest)
                 }
-            };
+                None => Err(e),
+            },
+            other => other,
+        }
+    }
 
-        let mut fetched_blobs = 0;
-        let mut fetched_bytes = 0;
+    /// Fetches what is missing of the image behind `top` and records it.
+    fn fetch(
+        &self,
+        client: &registry::RegistryClient,
+        r: &oci_client::Reference,
+        name: &str,
+        top: &Digest,
+    ) -> Result<PulledImage, ImageError> {
+        let mut from_registry = |d: &Digest| self.manifest_bytes(client, r, d).map(Some);
+        let (digest, manifest) = self
+            .platform_manifest(name, top, &mut from_registry)?
+            .ok_or_else(|| ImageError::NotFound {
+                reference: name.to_owned(),
+            })?;
+        let mut fetched = (0, 0);
         if !self.store.has_blob(&manifest.config.digest) {
-            fetched_bytes += client.fetch_blobs(
-                &r,
-                std::slice::from_ref(&manifest.config),
-                &self.store,
-                false,
-            )?;
-            fetched_blobs += 1;
+            let config = std::slice::from_ref(&manifest.config);
+            fetched.1 += client.fetch_blobs(r, config, &self.store, false)?;
+            fetched.0 += 1;
         }
         let config = self.read_config(&manifest.config.digest, manifest.layers.len())?;
-        let have_rootfs = digest::chain_id(&config.rootfs.diff_ids)
-            .is_some_and(|c| rootfs::rootfs_path(&self.store, &c).is_dir());
-        let missing: Vec<Descriptor> = if have_rootfs {
+        let missing: Vec<Descriptor> = if self.have_rootfs(&config) {
             Vec::new()
         } else {
+            let stored = |l: &&Descriptor| self.store.has_blob(&l.digest);
             manifest
                 .layers
                 .iter()
-                .filter(|l| !self.store.has_blob(&l.digest))
+                .filter(|l| !stored(l))
                 .cloned()
                 .collect()
         };
-        fetched_bytes += client.fetch_blobs(&r, &missing, &self.store, true)?;
-        fetched_blobs += missing.len();
-
-        let size = manifest.layers.iter().filter_map(|l| l.size().ok()).sum();
-        self.store.save_record(&ImageRecord {
-            reference: name.clone(),
-            digest: top,
-            manifest: digest.clone(),
-            config: manifest.config.digest.clone(),
-            layers: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
-            size,
-            pulled_at: crate::util::unix_now(),
-        })?;
+        fetched.1 += client.fetch_blobs(r, &missing, &self.store, true)?;
+        fetched.0 += missing.len();
+        self.store
+            .save_record(&record(name, top, &digest, &manifest))?;
         Ok(PulledImage {
-            reference: name,
+            reference: name.to_owned(),
             digest,
             config,
             layers: manifest.layers,
-            fetched_blobs,
-            fetched_bytes,
+            fetched_blobs: fetched.0,
+            fetched_bytes: fetched.1,
         })
     }
 
@@ -265,6 +253,45 @@ impl Images {
             &image.config.rootfs.diff_ids,
             ownership,
         )
+    }
+
+    /// The manifest for this platform behind `top` (itself, or its pick from an index),
+    /// reading documents through `get`; `None` when `get` has not got one of them.
+    fn platform_manifest(
+        &self,
+        name: &str,
+        top: &Digest,
+        get: &mut DocumentSource<'_>,
+    ) -> Result<Option<(Digest, manifest::ImageManifest)>, ImageError> {
+        let parse = |digest: &Digest, bytes: &[u8]| {
+            Manifest::parse(bytes).map_err(|message| ImageError::BadManifest {
+                digest: digest.clone(),
+                message,
+            })
+        };
+        let Some(bytes) = get(top)? else {
+            return Ok(None);
+        };
+        let index = match parse(top, &bytes)? {
+            Manifest::Image(m) => return Ok(Some((top.clone(), m))),
+            Manifest::Index(index) => index,
+        };
+        let entry = self.pick_platform(name, &index)?;
+        let Some(bytes) = get(&entry.digest)? else {
+            return Ok(None);
+        };
+        match parse(&entry.digest, &bytes)? {
+            Manifest::Image(m) => Ok(Some((entry.digest.clone(), m))),
+            Manifest::Index(_) => Err(ImageError::BadManifest {
+                digest: entry.digest.clone(),
+                message: "an index inside an index".to_owned(),
+            }),
+        }
+    }
+
+    fn have_rootfs(&self, config: &ImageConfig) -> bool {
+        digest::chain_id(&config.rootfs.diff_ids)
+            .is_some_and(|c| rootfs::rootfs_path(&self.store, &c).is_dir())
     }
 
     fn pick_platform<'a>(
@@ -318,38 +345,19 @@ impl Images {
     /// The image behind `top` if everything needed to run it is stored; `None` if anything
     /// is missing (and must be fetched).
     fn load_local(&self, name: &str, top: &Digest) -> Result<Option<PulledImage>, ImageError> {
-        let Some(bytes) = self.store.read_blob(top)? else {
+        let mut from_store = |d: &Digest| self.store.read_blob(d);
+        let Some((digest, manifest)) = self.platform_manifest(name, top, &mut from_store)? else {
             return Ok(None);
-        };
-        let parsed = Manifest::parse(&bytes).map_err(|message| ImageError::BadManifest {
-            digest: top.clone(),
-            message,
-        })?;
-        let (digest, manifest) = match parsed {
-            Manifest::Image(m) => (top.clone(), m),
-            Manifest::Index(index) => {
-                let entry = self.pick_platform(name, &index)?;
-                let Some(bytes) = self.store.read_blob(&entry.digest)? else {
-                    return Ok(None);
-                };
-                match Manifest::parse(&bytes) {
-                    Ok(Manifest::Image(m)) => (entry.digest.clone(), m),
-                    _ => return Ok(None),
-                }
-            }
         };
         if !self.store.has_blob(&manifest.config.digest) {
             return Ok(None);
         }
         let config = self.read_config(&manifest.config.digest, manifest.layers.len())?;
-        let have_rootfs = digest::chain_id(&config.rootfs.diff_ids)
-            .is_some_and(|c| rootfs::rootfs_path(&self.store, &c).is_dir());
-        if !have_rootfs
-            && !manifest
-                .layers
-                .iter()
-                .all(|l| self.store.has_blob(&l.digest))
-        {
+        let layers_stored = manifest
+            .layers
+            .iter()
+            .all(|l| self.store.has_blob(&l.digest));
+        if !self.have_rootfs(&config) && !layers_stored {
             return Ok(None);
         }
         if self
@@ -357,15 +365,8 @@ impl Images {
             .find_record(name)
             .is_none_or(|rec| rec.digest != *top)
         {
-            self.store.save_record(&ImageRecord {
-                reference: name.to_owned(),
-                digest: top.clone(),
-                manifest: digest.clone(),
-                config: manifest.config.digest.clone(),
-                layers: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
-                size: manifest.layers.iter().filter_map(|l| l.size().ok()).sum(),
-                pulled_at: crate::util::unix_now(),
-            })?;
+            self.store
+                .save_record(&record(name, top, &digest, &manifest))?;
         }
         Ok(Some(PulledImage {
             reference: name.to_owned(),
@@ -375,6 +376,24 @@ impl Images {
             fetched_blobs: 0,
             fetched_bytes: 0,
         }))
+    }
+}
+
+/// What `name` resolved to: `top` in the registry, `digest` for this platform.
+fn record(
+    name: &str,
+    top: &Digest,
+    digest: &Digest,
+    manifest: &manifest::ImageManifest,
+) -> ImageRecord {
+    ImageRecord {
+        reference: name.to_owned(),
+        digest: top.clone(),
+        manifest: digest.clone(),
+        config: manifest.config.digest.clone(),
+        layers: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
+        size: manifest.layers.iter().filter_map(|l| l.size().ok()).sum(),
+        pulled_at: crate::util::unix_now(),
     }
 }
 

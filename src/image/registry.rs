@@ -21,7 +21,7 @@ use oci_client::{Client, Reference};
 use super::ImageError;
 use super::digest::Digest;
 use super::manifest::{self, Descriptor};
-use super::store::Store;
+use super::store::{BlobWriter, Store};
 
 const ACCEPTED_MANIFESTS: &[&str] = &[
     manifest::OCI_MANIFEST,
@@ -273,46 +273,48 @@ impl RegistryClient {
             size: blob.size,
             ..Default::default()
         };
-        let mut attempt = 0;
-        loop {
-            crate::interrupt::check()?;
-            let mut writer = store.blob_writer(&blob.digest, size)?;
-            let outcome: Result<(), Failure> = async {
-                let mut stream = self
-                    .client
-                    .pull_blob_stream(reference, &descriptor)
-                    .await
-                    .map_err(Failure::Oci)?;
-                while let Some(chunk) = stream.next().await {
-                    crate::interrupt::check().map_err(|i| Failure::Final(i.into()))?;
-                    let chunk = chunk.map_err(Failure::Io)?;
-                    writer.write(&chunk).map_err(Failure::Final)?;
-                    bar.inc(chunk.len() as u64);
-                }
-                Ok(())
+        let what = format!("fetch of blob {}", blob.digest);
+        self.retrying(reference, &what, || async {
+            let mut writer = store
+                .blob_writer(&blob.digest, size)
+                .map_err(Failure::Final)?;
+            let streamed = self
+                .stream_blob(reference, &descriptor, &mut writer, bar)
+                .await;
+            if let Err(e) = streamed {
+                bar.dec(writer.written());
+                return Err(e);
             }
-            .await;
-            let err = match outcome {
-                Ok(()) => {
-                    writer.commit()?;
-                    tracing::debug!(digest = %blob.digest, size, "blob stored");
-                    return Ok(size);
-                }
-                Err(f) => f,
-            };
-            bar.dec(writer.written());
-            drop(writer);
-            let (error, retryable) = err.classify(reference, &self.registry);
-            if !retryable || attempt >= self.settings.retries {
-                return Err(error);
-            }
-            let delay = backoff(self.settings.backoff, attempt);
-            tracing::warn!(digest = %blob.digest, "fetch failed ({error}); retrying in {delay:?}");
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        }
+            writer.commit().map_err(Failure::Final)?;
+            tracing::debug!(digest = %blob.digest, size, "blob stored");
+            Ok(size)
+        })
+        .await
     }
 
+    /// One attempt at streaming a blob into `writer`, which checks size and digest.
+    async fn stream_blob(
+        &self,
+        reference: &Reference,
+        descriptor: &OciDescriptor,
+        writer: &mut BlobWriter,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<(), Failure> {
+        let mut stream = self
+            .client
+            .pull_blob_stream(reference, descriptor)
+            .await
+            .map_err(Failure::Oci)?;
+        while let Some(chunk) = stream.next().await {
+            crate::interrupt::check().map_err(|i| Failure::Final(i.into()))?;
+            let chunk = chunk.map_err(Failure::Io)?;
+            writer.write(&chunk).map_err(Failure::Final)?;
+            bar.inc(chunk.len() as u64);
+        }
+        Ok(())
+    }
+
+    /// Runs a registry request on this client's runtime, retrying what may succeed later.
     fn with_retries<T, F, Fut>(
         &self,
         reference: &Reference,
@@ -323,23 +325,40 @@ impl RegistryClient {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, OciDistributionError>>,
     {
-        self.runtime.block_on(async {
-            let mut attempt = 0;
-            loop {
-                crate::interrupt::check()?;
-                let (error, retryable) = match op().await {
-                    Ok(v) => return Ok(v),
-                    Err(e) => Failure::Oci(e).classify(reference, &self.registry),
-                };
-                if !retryable || attempt >= self.settings.retries {
-                    return Err(error);
-                }
-                let delay = backoff(self.settings.backoff, attempt);
-                tracing::warn!(image = %reference.whole(), "{what} failed ({error}); retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                attempt += 1;
+        self.runtime.block_on(self.retrying(reference, what, || {
+            let attempt = op();
+            async { attempt.await.map_err(Failure::Oci) }
+        }))
+    }
+
+    /// Tries `op` until it succeeds, fails for good, or the retries are used up, backing off
+    /// (0.5 s, doubling, at most a minute) between attempts; stops when interrupted.
+    async fn retrying<T, F, Fut>(
+        &self,
+        reference: &Reference,
+        what: &str,
+        mut op: F,
+    ) -> Result<T, ImageError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let mut attempt = 0;
+        loop {
+            crate::interrupt::check()?;
+            let (error, retryable) = match op().await {
+                Ok(v) => return Ok(v),
+                Err(f) => f.classify(reference, &self.registry),
+            };
+            if !retryable || attempt >= self.settings.retries {
+                return Err(error);
             }
-        })
+            let delay = backoff(self.settings.backoff, attempt);
+            let error = crate::util::chain(&error);
+            tracing::warn!(image = %reference.whole(), "{what} failed ({error}); retrying in {delay:?}");
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
     }
 }
 
@@ -359,95 +378,81 @@ impl Failure {
     /// Turns a failure into berth's error, and says whether trying again could help.
     fn classify(self, reference: &Reference, registry: &str) -> (ImageError, bool) {
         let whole = reference.whole();
-        let registry_err = |message: String| ImageError::Registry {
-            reference: whole.clone(),
-            message,
-        };
         match self {
             Failure::Final(e) => (e, false),
-            Failure::Io(e) => (
-                registry_err(format!("transfer broke: {}", crate::util::chain(&e))),
-                true,
-            ),
-            Failure::Oci(e) => match e {
-                OciDistributionError::RequestError(re) => {
-                    if re.is_connect() || re.is_timeout() {
-                        (
-                            ImageError::Unreachable {
-                                registry: registry.to_owned(),
-                                message: crate::util::chain(&re),
-                            },
-                            true,
-                        )
-                    } else {
-                        (
-                            registry_err(crate::util::chain(&re)),
-                            re.is_body() || re.is_request(),
-                        )
-                    }
-                }
-                OciDistributionError::ServerError { code, message, .. } => match code {
-                    404 => (ImageError::NotFound { reference: whole }, false),
-                    401 | 403 => (
-                        ImageError::Unauthorized {
-                            reference: whole,
-                            message: format!("HTTP {code} {message}"),
-                        },
-                        false,
-                    ),
-                    429 | 500..=599 => (registry_err(format!("HTTP {code} {message}")), true),
-                    _ => (registry_err(format!("HTTP {code} {message}")), false),
-                },
-                OciDistributionError::RegistryError { envelope, .. } => {
-                    let unknown = envelope.errors.iter().any(|e| {
-                        matches!(
-                            e.code,
-                            OciErrorCode::ManifestUnknown
-                                | OciErrorCode::NameUnknown
-                                | OciErrorCode::BlobUnknown
-                        )
-                    });
-                    let denied = envelope.errors.iter().any(|e| {
-                        matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)
-                    });
-                    if unknown {
-                        (ImageError::NotFound { reference: whole }, false)
-                    } else if denied {
-                        (
-                            ImageError::Unauthorized {
-                                reference: whole,
-                                message: envelope.to_string(),
-                            },
-                            false,
-                        )
-                    } else {
-                        (registry_err(envelope.to_string()), false)
-                    }
-                }
-                OciDistributionError::UnauthorizedError { url } => (
-                    ImageError::Unauthorized {
-                        reference: whole,
-                        message: format!("not authorized at {url}"),
-                    },
-                    false,
-                ),
-                OciDistributionError::AuthenticationFailure(m) => (
-                    ImageError::Unauthorized {
-                        reference: whole,
-                        message: m,
-                    },
-                    false,
-                ),
-                OciDistributionError::ImageManifestNotFoundError(_) => {
-                    (ImageError::NotFound { reference: whole }, false)
-                }
-                OciDistributionError::IoError(e) => (
-                    registry_err(format!("transfer broke: {}", crate::util::chain(&e))),
-                    true,
-                ),
-                other => (registry_err(crate::util::chain(&other)), false),
-            },
+            Failure::Io(e) => (transfer_broke(whole, &e), true),
+            Failure::Oci(e) => classify_oci(e, whole, registry),
         }
+    }
+}
+
+fn transfer_broke(reference: String, e: &dyn std::error::Error) -> ImageError {
+    ImageError::Registry {
+        reference,
+        message: format!("transfer broke: {}", crate::util::chain(e)),
+    }
+}
+
+fn classify_oci(e: OciDistributionError, whole: String, registry: &str) -> (ImageError, bool) {
+    let registry_err =
+        |reference: String, message: String| ImageError::Registry { reference, message };
+    let unauthorized =
+        |reference: String, message: String| ImageError::Unauthorized { reference, message };
+    match e {
+        OciDistributionError::RequestError(re) if re.is_connect() || re.is_timeout() => {
+            let message = crate::util::chain(&re);
+            let registry = registry.to_owned();
+            (ImageError::Unreachable { registry, message }, true)
+        }
+        OciDistributionError::RequestError(re) => {
+            let retry = re.is_body() || re.is_request();
+            (registry_err(whole, crate::util::chain(&re)), retry)
+        }
+        OciDistributionError::ServerError { code, message, .. } => {
+            classify_status(code, &message, whole)
+        }
+        OciDistributionError::RegistryError { envelope, .. } => classify_envelope(&envelope, whole),
+        OciDistributionError::UnauthorizedError { url } => (
+            unauthorized(whole, format!("not authorized at {url}")),
+            false,
+        ),
+        OciDistributionError::AuthenticationFailure(m) => (unauthorized(whole, m), false),
+        OciDistributionError::ImageManifestNotFoundError(_) => {
+            (ImageError::NotFound { reference: whole }, false)
+        }
+        OciDistributionError::IoError(e) => (transfer_broke(whole, &e), true),
+        other => (registry_err(whole, crate::util::chain(&other)), false),
+    }
+}
+
+/// An HTTP status without an OCI error body: 5xx and 429 may pass.
+fn classify_status(code: u16, message: &str, reference: String) -> (ImageError, bool) {
+    let message = format!("HTTP {code} {message}");
+    match code {
+        404 => (ImageError::NotFound { reference }, false),
+        401 | 403 => (ImageError::Unauthorized { reference, message }, false),
+        429 | 500..=599 => (ImageError::Registry { reference, message }, true),
+        _ => (ImageError::Registry { reference, message }, false),
+    }
+}
+
+/// An OCI error body: unknown names and digests are "not found", denials "unauthorized".
+fn classify_envelope(
+    envelope: &oci_client::errors::OciEnvelope,
+    reference: String,
+) -> (ImageError, bool) {
+    let any = |codes: &[OciErrorCode]| envelope.errors.iter().any(|e| codes.contains(&e.code));
+    let message = envelope.to_string();
+    if any(&[
+        OciErrorCode::ManifestUnknown,
+        OciErrorCode::NameUnknown,
+        OciErrorCode::BlobUnknown,
+    ]) {
+        (ImageError::NotFound { reference }, false)
+    } else if any(&[OciErrorCode::Unauthorized, OciErrorCode::Denied]) {
+        (ImageError::Unauthorized { reference, message }, false)
+    } else {
+        (ImageError::Registry { reference, message }, false)
     }
 }
 

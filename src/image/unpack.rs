@@ -167,83 +167,98 @@ impl Applier<'_> {
             return Ok(()); // the root directory itself
         };
         self.check_no_symlink_ancestors(&rel, &raw)?;
-        let name = rel.file_name().unwrap_or_default();
-        let parent = rel.parent().unwrap_or_else(|| Path::new(""));
-
-        if name == OPAQUE {
-            let rel_dir = parent.to_owned();
-            self.clear_opaque(&rel_dir)
-                .map_err(|e| self.bad(format!("opaque whiteout in {}: {e}", rel_dir.display())))?;
+        if self.whiteout(&rel, &raw)? {
             return Ok(());
         }
-        if let Some(target) = name.to_str().and_then(|n| n.strip_prefix(WHITEOUT_PREFIX)) {
-            if target.is_empty() || target == "." || target == ".." {
-                return Err(self.escape(&raw, "whiteout names no file"));
-            }
-            let victim = self.rootfs.join(parent).join(target);
-            crate::util::remove_tree(&victim)
-                .map_err(|e| self.bad(format!("whiteout {}: {e}", raw.display())))?;
-            return Ok(());
-        }
-
         let kind = entry.header().entry_type();
         if kind.is_hard_link() {
-            let target = entry
-                .link_name()
-                .map_err(|e| self.bad(format!("bad link name: {e}")))?
-                .ok_or_else(|| self.bad(format!("hard link {} has no target", raw.display())))?
-                .into_owned();
-            let target_rel = normalize(&target)
-                .map_err(|()| self.escape(&raw, "hard link target has a '..' component"))?
-                .ok_or_else(|| self.escape(&raw, "hard link to the root directory"))?;
-            self.check_no_symlink_ancestors(&target_rel, &raw)?;
-            match fs::symlink_metadata(self.rootfs.join(&target_rel)) {
-                Ok(m) if m.is_dir() => {
-                    return Err(self.bad(format!("hard link {} to a directory", raw.display())));
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    return Err(self.bad(format!(
-                        "hard link {} to missing {}",
-                        raw.display(),
-                        target_rel.display()
-                    )));
-                }
-            }
+            self.check_hard_link(entry, &raw)?;
         }
-
         let dest = self.rootfs.join(&rel);
         // A new entry replaces whatever lower layers had at its path, even a directory.
-        if let Ok(existing) = fs::symlink_metadata(&dest) {
-            let replace = if existing.is_dir() {
-                !kind.is_dir()
-            } else {
-                true
-            };
-            if replace {
-                crate::util::remove_tree(&dest)
-                    .map_err(|e| self.bad(format!("replace {}: {e}", rel.display())))?;
-            }
+        if let Ok(existing) = fs::symlink_metadata(&dest)
+            && !(existing.is_dir() && kind.is_dir())
+        {
+            crate::util::remove_tree(&dest)
+                .map_err(|e| self.bad(format!("replace {}: {e}", rel.display())))?;
         }
-
         match kind {
             tar::EntryType::Fifo | tar::EntryType::Char | tar::EntryType::Block => {
                 self.make_special(entry, kind, &dest)?;
             }
-            _ => {
-                let unpacked = entry.unpack_in(self.rootfs).map_err(|e| {
-                    if self.resolves_outside(&rel) {
-                        self.escape(&raw, "resolves outside the rootfs")
-                    } else {
-                        self.bad(format!("{}: {e}", raw.display()))
-                    }
-                })?;
-                if !unpacked {
-                    return Err(self.escape(&raw, "refused by the tar reader"));
-                }
-            }
+            _ => self.unpack(entry, &rel, &raw)?,
         }
         self.written.insert(rel);
+        Ok(())
+    }
+
+    /// Applies `rel` if it is a whiteout (`.wh.NAME` or the opaque marker); `true` if so.
+    fn whiteout(&self, rel: &Path, raw: &Path) -> Result<bool, ImageError> {
+        let name = rel.file_name().unwrap_or_default();
+        let parent = rel.parent().unwrap_or_else(|| Path::new(""));
+        if name == OPAQUE {
+            self.clear_opaque(parent)
+                .map_err(|e| self.bad(format!("opaque whiteout in {}: {e}", parent.display())))?;
+            return Ok(true);
+        }
+        let Some(target) = name.to_str().and_then(|n| n.strip_prefix(WHITEOUT_PREFIX)) else {
+            return Ok(false);
+        };
+        if target.is_empty() || target == "." || target == ".." {
+            return Err(self.escape(raw, "whiteout names no file"));
+        }
+        let victim = self.rootfs.join(parent).join(target);
+        crate::util::remove_tree(&victim)
+            .map_err(|e| self.bad(format!("whiteout {}: {e}", raw.display())))?;
+        Ok(true)
+    }
+
+    /// A hard link must point inside the rootfs, at something that exists and is no
+    /// directory.
+    fn check_hard_link<R: Read>(
+        &self,
+        entry: &tar::Entry<'_, R>,
+        raw: &Path,
+    ) -> Result<(), ImageError> {
+        let target = entry
+            .link_name()
+            .map_err(|e| self.bad(format!("bad link name: {e}")))?
+            .ok_or_else(|| self.bad(format!("hard link {} has no target", raw.display())))?
+            .into_owned();
+        let target_rel = normalize(&target)
+            .map_err(|()| self.escape(raw, "hard link target has a '..' component"))?
+            .ok_or_else(|| self.escape(raw, "hard link to the root directory"))?;
+        self.check_no_symlink_ancestors(&target_rel, raw)?;
+        match fs::symlink_metadata(self.rootfs.join(&target_rel)) {
+            Ok(m) if m.is_dir() => {
+                Err(self.bad(format!("hard link {} to a directory", raw.display())))
+            }
+            Ok(_) => Ok(()),
+            Err(_) => Err(self.bad(format!(
+                "hard link {} to missing {}",
+                raw.display(),
+                target_rel.display()
+            ))),
+        }
+    }
+
+    /// Files, directories and links, through the tar reader's own checks.
+    fn unpack<R: Read>(
+        &self,
+        entry: &mut tar::Entry<'_, R>,
+        rel: &Path,
+        raw: &Path,
+    ) -> Result<(), ImageError> {
+        let unpacked = entry.unpack_in(self.rootfs).map_err(|e| {
+            if self.resolves_outside(rel) {
+                self.escape(raw, "resolves outside the rootfs")
+            } else {
+                self.bad(format!("{}: {e}", raw.display()))
+            }
+        })?;
+        if !unpacked {
+            return Err(self.escape(raw, "refused by the tar reader"));
+        }
         Ok(())
     }
 

@@ -11,14 +11,22 @@ use serde_json::{Value, json};
 use super::time::{iso, iso_ms, parse_since};
 use super::{FileImport, InputState, MappingError, TableImport, plain_name};
 use crate::contract::mapping::{
-    InputFile, InputFileManifest, InputMapping, InputTable, InputTableManifest, Operator, TagMatch,
+    InputFile, InputFileManifest, InputMapping, InputTable, InputTableManifest, Operator,
+    TagFilter, TagMatch,
 };
 use crate::storage::{
-    ExportQuery, FileQuery, FilterOperator, Metadata, Storage, TableId, WhereFilter,
+    ExportQuery, FileInfo, FileQuery, FilterOperator, Metadata, Storage, TableId, TableInfo,
+    WhereFilter,
 };
 
 /// How many files a file mapping brings without an explicit `limit`.
 pub const DEFAULT_FILE_LIMIT: u64 = 100;
+
+/// `max_age_days` in the manifest of a file that is not permanent (Keboola's default).
+const TEMPORARY_FILE_DAYS: u64 = 15;
+
+/// The write buffer of a table exported into the data folder.
+const EXPORT_BUFFER: usize = 1 << 20;
 
 /// What input mapping did, and the new bookkeeping for `adaptive` mappings.
 #[derive(Debug, Default)]
@@ -37,114 +45,236 @@ pub fn stage_inputs(
     previous: &InputState,
     now_ms: i64,
 ) -> Result<InputReport, MappingError> {
+    let mut stager = Stager {
+        storage,
+        data,
+        previous,
+        now_ms,
+        names: HashSet::new(),
+    };
     let mut report = InputReport::default();
-    let mut names = HashSet::new();
     for (i, t) in mapping.tables.iter().enumerate() {
-        let (id, rows, import) = stage_table(storage, t, i, data, previous, now_ms, &mut names)?;
+        let (id, rows, import) = stager.table(t, i)?;
         report.tables.push((id, rows));
-        if let Some(import) = import {
-            report.state.tables.push(import);
-        }
+        report.state.tables.extend(import);
     }
     for (i, f) in mapping.files.iter().enumerate() {
-        let (ids, import) = stage_files(storage, f, i, data, previous, &mut names)?;
+        let (ids, import) = stager.files(f, i)?;
         report.files.extend(ids);
-        if let Some(import) = import {
-            report.state.files.push(import);
-        }
+        report.state.files.extend(import);
     }
     Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn stage_table(
-    storage: &dyn Storage,
-    t: &InputTable,
-    i: usize,
-    data: &Path,
-    previous: &InputState,
+/// One input mapping at work: where it reads and writes, and the names already used.
+struct Stager<'a> {
+    storage: &'a dyn Storage,
+    data: &'a Path,
+    previous: &'a InputState,
     now_ms: i64,
-    names: &mut HashSet<String>,
-) -> Result<(TableId, u64, Option<TableImport>), MappingError> {
-    let field = |f: &str| format!("storage.input.tables[{i}].{f}");
-    let user = |f: &str, m: String| MappingError::User(format!("{}: {m}", field(f)));
-    let id: TableId = t
-        .source
-        .parse()
-        .map_err(|e: crate::storage::StorageError| user("source", e.to_string()))?;
-    let info = storage
-        .table(&id)?
-        .ok_or_else(|| user("source", format!("table {id} does not exist")))?;
-    let name = t.destination.clone().unwrap_or_else(|| id.to_string());
-    if !plain_name(&name) || name.ends_with(".manifest") {
-        return Err(user("destination", format!("{name:?} is not a file name")));
+    /// File names in `in/tables` and `in/files` taken so far.
+    names: HashSet<String>,
+}
+
+/// A user error about field `f` of table mapping `i`.
+fn table_error(i: usize, f: &str, m: String) -> MappingError {
+    MappingError::User(format!("storage.input.tables[{i}].{f}: {m}"))
+}
+
+impl Stager<'_> {
+    fn table(
+        &mut self,
+        t: &InputTable,
+        i: usize,
+    ) -> Result<(TableId, u64, Option<TableImport>), MappingError> {
+        let user = |f: &str, m: String| table_error(i, f, m);
+        let id: TableId = t
+            .source
+            .parse()
+            .map_err(|e: crate::storage::StorageError| user("source", e.to_string()))?;
+        let info = self
+            .storage
+            .table(&id)?
+            .ok_or_else(|| user("source", format!("table {id} does not exist")))?;
+        let name = t.destination.clone().unwrap_or_else(|| id.to_string());
+        if !plain_name(&name) || name.ends_with(".manifest") {
+            return Err(user("destination", format!("{name:?} is not a file name")));
+        }
+        if !self.names.insert(name.clone()) {
+            return Err(user("destination", format!("{name:?} is mapped twice")));
+        }
+        let (changed_since_ms, adaptive) = self.changed_since(t, i, &id)?;
+        let columns = (!t.columns.is_empty()).then(|| t.columns.clone());
+        let query = ExportQuery {
+            columns: columns.clone(),
+            filter: where_filter(t, i)?,
+            changed_since_ms,
+            limit: t.limit,
+        };
+        let rows = self.export_table(&id, &query, &name)?;
+        let manifest = table_manifest(&id, &info, columns);
+        let tables = self.data.join("in/tables");
+        write_manifest(&tables.join(format!("{name}.manifest")), &manifest)?;
+        tracing::info!("input table {id} → in/tables/{name} ({rows} rows)");
+        let import = adaptive.then(|| TableImport {
+            source: id.to_string(),
+            last_import_date: iso_ms(info.last_import_ms),
+        });
+        Ok((id, rows, import))
     }
-    if !names.insert(name.clone()) {
-        return Err(user("destination", format!("{name:?} is mapped twice")));
+
+    /// The `changed_since` time of a table mapping, and whether it is `adaptive`.
+    fn changed_since(
+        &self,
+        t: &InputTable,
+        i: usize,
+        id: &TableId,
+    ) -> Result<(Option<i64>, bool), MappingError> {
+        let user = |f: &str, m: String| table_error(i, f, m);
+        let since = |text: &str, f: &str| parse_since(text, self.now_ms).map_err(|m| user(f, m));
+        match (&t.changed_since, t.days) {
+            (Some(_), Some(_)) => Err(user(
+                "days",
+                "use either days or changed_since, not both".into(),
+            )),
+            (None, Some(d)) => Ok((Some(since(&format!("-{d} days"), "days")?), false)),
+            (Some(s), None) if s == "adaptive" => {
+                let id = id.to_string();
+                match self.previous.tables.iter().find(|p| p.source == id) {
+                    // Rows changed at the recorded time were exported then: start after it.
+                    Some(p) => Ok((Some(since(&p.last_import_date, "changed_since")? + 1), true)),
+                    None => Ok((None, true)),
+                }
+            }
+            (Some(s), None) => Ok((Some(since(s, "changed_since")?), false)),
+            (None, None) => Ok((None, false)),
+        }
     }
-    let filter = match (&t.where_column, t.where_values.is_empty()) {
-        (Some(column), false) => Some(WhereFilter {
+
+    fn export_table(
+        &self,
+        id: &TableId,
+        query: &ExportQuery,
+        name: &str,
+    ) -> Result<u64, MappingError> {
+        let path = self.data.join("in/tables").join(name);
+        let file = File::create(&path).map_err(MappingError::io(&path))?;
+        let mut out = BufWriter::with_capacity(EXPORT_BUFFER, file);
+        let rows = self.storage.export(id, query, &mut out)?;
+        out.flush().map_err(MappingError::io(&path))?;
+        Ok(rows)
+    }
+
+    fn files(
+        &mut self,
+        f: &InputFile,
+        i: usize,
+    ) -> Result<(Vec<u64>, Option<FileImport>), MappingError> {
+        let user = |m: String| MappingError::User(format!("storage.input.files[{i}]: {m}"));
+        let (mut query, key) = file_query(f).map_err(user)?;
+        let adaptive = match f.changed_since.as_deref() {
+            None => false,
+            Some("adaptive") if key.is_empty() => {
+                return Err(user("changed_since adaptive needs tags".into()));
+            }
+            Some("adaptive") => true,
+            Some(other) => {
+                return Err(user(format!(
+                    "changed_since {other:?}: only \"adaptive\" is supported for files"
+                )));
+            }
+        };
+        if adaptive {
+            let last = self.previous.files.iter().find(|p| p.tags == key);
+            query.since_id = last.map(|p| p.last_import_id);
+        }
+        let found = self.storage.files(&query)?;
+        let mut ids = Vec::new();
+        for info in &found {
+            let name = format!("{}_{}", info.id, info.name);
+            if !plain_name(&name) {
+                return Err(user(format!(
+                    "stored file {} has an unusable name",
+                    info.id
+                )));
+            }
+            // Two mappings that match the same file: one copy is enough.
+            if self.names.insert(name.clone()) {
+                self.copy_file(info, &name)?;
+                ids.push(info.id);
+            }
+        }
+        let tags: Vec<&String> = key.iter().map(|t| &t.name).collect();
+        tracing::info!("input files {tags:?}: {} files", ids.len());
+        let import = adaptive.then(|| FileImport {
+            last_import_id: found
+                .iter()
+                .map(|f| f.id)
+                .max()
+                .or(query.since_id)
+                .unwrap_or(0),
+            tags: key,
+        });
+        Ok((ids, import))
+    }
+
+    /// Copies a stored file to `in/files/<name>` with its manifest.
+    fn copy_file(&self, info: &FileInfo, name: &str) -> Result<(), MappingError> {
+        let dir = self.data.join("in/files");
+        let path = dir.join(name);
+        let mut src = self.storage.open_file(info.id)?;
+        let mut dst = File::create(&path).map_err(MappingError::io(&path))?;
+        std::io::copy(&mut src, &mut dst).map_err(MappingError::io(&path))?;
+        let manifest = InputFileManifest {
+            id: info.id,
+            name: info.name.clone(),
+            created: iso(info.created_ms),
+            is_public: info.is_public,
+            is_encrypted: info.is_encrypted,
+            is_sliced: false,
+            tags: info.tags.clone(),
+            max_age_days: if info.is_permanent {
+                None
+            } else {
+                Some(TEMPORARY_FILE_DAYS)
+            },
+            size_bytes: info.size_bytes,
+        };
+        write_manifest(&dir.join(format!("{name}.manifest")), &manifest)
+    }
+}
+
+/// The row filter of a table mapping: `where_column` and `where_values` go together.
+fn where_filter(t: &InputTable, i: usize) -> Result<Option<WhereFilter>, MappingError> {
+    match (&t.where_column, t.where_values.is_empty()) {
+        (Some(column), false) => Ok(Some(WhereFilter {
             column: column.clone(),
             values: t.where_values.clone(),
             operator: match t.where_operator.unwrap_or_default() {
                 Operator::Eq => FilterOperator::Eq,
                 Operator::Ne => FilterOperator::Ne,
             },
-        }),
-        (None, true) => None,
-        (Some(_), true) => {
-            return Err(user(
-                "where_values",
-                "where_column needs where_values".into(),
-            ));
-        }
-        (None, false) => {
-            return Err(user(
-                "where_column",
-                "where_values need a where_column".into(),
-            ));
-        }
-    };
-    let mut adaptive = false;
-    let changed_since_ms = match (&t.changed_since, t.days) {
-        (Some(_), Some(_)) => {
-            return Err(user(
-                "days",
-                "use either days or changed_since, not both".into(),
-            ));
-        }
-        (None, Some(d)) => {
-            Some(parse_since(&format!("-{d} days"), now_ms).map_err(|m| user("days", m))?)
-        }
-        (Some(s), None) if s == "adaptive" => {
-            adaptive = true;
-            match previous.tables.iter().find(|p| p.source == id.to_string()) {
-                // Rows changed at the recorded time were exported then: start after it.
-                Some(p) => Some(
-                    parse_since(&p.last_import_date, now_ms)
-                        .map_err(|m| user("changed_since", m))?
-                        + 1,
-                ),
-                None => None,
-            }
-        }
-        (Some(s), None) => Some(parse_since(s, now_ms).map_err(|m| user("changed_since", m))?),
-        (None, None) => None,
-    };
-    let columns = (!t.columns.is_empty()).then(|| t.columns.clone());
-    let query = ExportQuery {
-        columns: columns.clone(),
-        filter,
-        changed_since_ms,
-        limit: t.limit,
-    };
-    let path = data.join("in/tables").join(&name);
-    let file = File::create(&path).map_err(MappingError::io(&path))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    let rows = storage.export(&id, &query, &mut out)?;
-    out.flush().map_err(MappingError::io(&path))?;
+        })),
+        (None, true) => Ok(None),
+        (Some(_), true) => Err(table_error(
+            i,
+            "where_values",
+            "where_column needs where_values".into(),
+        )),
+        (None, false) => Err(table_error(
+            i,
+            "where_column",
+            "where_values need a where_column".into(),
+        )),
+    }
+}
 
-    let manifest = InputTableManifest {
+fn table_manifest(
+    id: &TableId,
+    info: &TableInfo,
+    columns: Option<Vec<String>>,
+) -> InputTableManifest {
+    InputTableManifest {
         id: id.to_string(),
         name: id.table().to_owned(),
         primary_key: info.primary_key.clone(),
@@ -158,38 +288,22 @@ fn stage_table(
             .iter()
             .map(|(c, m)| (c.clone(), m.iter().map(metadata_json).collect()))
             .collect(),
-    };
-    write_manifest(
-        &data.join("in/tables").join(format!("{name}.manifest")),
-        &manifest,
-    )?;
-    tracing::info!("input table {id} → in/tables/{name} ({rows} rows)");
-    let import = adaptive.then(|| TableImport {
-        source: id.to_string(),
-        last_import_date: iso_ms(info.last_import_ms),
-    });
-    Ok((id, rows, import))
+    }
 }
 
-fn stage_files(
-    storage: &dyn Storage,
-    f: &InputFile,
-    i: usize,
-    data: &Path,
-    previous: &InputState,
-    names: &mut HashSet<String>,
-) -> Result<(Vec<u64>, Option<FileImport>), MappingError> {
-    let user = |m: String| MappingError::User(format!("storage.input.files[{i}]: {m}"));
+/// The storage query of a file mapping, and the key (its tag filter, sorted) an adaptive
+/// mapping's bookkeeping is filed under.
+fn file_query(f: &InputFile) -> Result<(FileQuery, Vec<TagFilter>), String> {
     let source_tags = f
         .source
         .as_ref()
         .map(|s| s.tags.clone())
         .unwrap_or_default();
     if f.tags.is_empty() && source_tags.is_empty() && f.file_ids.is_empty() {
-        return Err(user("give tags, source.tags or file_ids".into()));
+        return Err("give tags, source.tags or file_ids".into());
     }
     if !f.tags.is_empty() && !source_tags.is_empty() {
-        return Err(user("use either tags or source.tags, not both".into()));
+        return Err("use either tags or source.tags, not both".into());
     }
     let mut query = FileQuery {
         tags_all: f.tags.clone(),
@@ -203,91 +317,17 @@ fn stage_files(
             TagMatch::Exclude => query.exclude.push(t.name.clone()),
         }
     }
-    // The key an adaptive mapping's bookkeeping is filed under: its tag filter.
-    let mut key: Vec<crate::contract::mapping::TagFilter> = if source_tags.is_empty() {
-        f.tags
-            .iter()
-            .map(|t| crate::contract::mapping::TagFilter {
-                name: t.clone(),
-                match_: TagMatch::Include,
-            })
-            .collect()
+    let mut key: Vec<TagFilter> = if source_tags.is_empty() {
+        let include = |t: &String| TagFilter {
+            name: t.clone(),
+            match_: TagMatch::Include,
+        };
+        f.tags.iter().map(include).collect()
     } else {
-        source_tags.clone()
+        source_tags
     };
     key.sort();
-    let adaptive = match f.changed_since.as_deref() {
-        None => false,
-        Some("adaptive") => true,
-        Some(other) => {
-            return Err(user(format!(
-                "changed_since {other:?}: only \"adaptive\" is supported for files"
-            )));
-        }
-    };
-    if adaptive {
-        if key.is_empty() {
-            return Err(user("changed_since adaptive needs tags".into()));
-        }
-        query.since_id = previous
-            .files
-            .iter()
-            .find(|p| p.tags == key)
-            .map(|p| p.last_import_id);
-    }
-    let found = storage.files(&query)?;
-    let mut ids = Vec::new();
-    for info in &found {
-        let name = format!("{}_{}", info.id, info.name);
-        if !plain_name(&name) {
-            return Err(user(format!(
-                "stored file {} has an unusable name",
-                info.id
-            )));
-        }
-        if !names.insert(name.clone()) {
-            // Two mappings matched the same file: one copy is enough.
-            continue;
-        }
-        let path = data.join("in/files").join(&name);
-        let mut src = storage.open_file(info.id)?;
-        let mut dst = File::create(&path).map_err(MappingError::io(&path))?;
-        std::io::copy(&mut src, &mut dst).map_err(MappingError::io(&path))?;
-        let manifest = InputFileManifest {
-            id: info.id,
-            name: info.name.clone(),
-            created: iso(info.created_ms),
-            is_public: info.is_public,
-            is_encrypted: info.is_encrypted,
-            is_sliced: false,
-            tags: info.tags.clone(),
-            max_age_days: if info.is_permanent { None } else { Some(15) },
-            size_bytes: info.size_bytes,
-        };
-        write_manifest(
-            &data.join("in/files").join(format!("{name}.manifest")),
-            &manifest,
-        )?;
-        ids.push(info.id);
-    }
-    tracing::info!(
-        "input files {:?}: {} files",
-        key.iter().map(|t| &t.name).collect::<Vec<_>>(),
-        ids.len()
-    );
-    let import = adaptive.then(|| {
-        let last = found
-            .iter()
-            .map(|f| f.id)
-            .max()
-            .or(query.since_id)
-            .unwrap_or(0);
-        FileImport {
-            tags: key,
-            last_import_id: last,
-        }
-    });
-    Ok((ids, import))
+    Ok((query, key))
 }
 
 fn metadata_json(m: &Metadata) -> Value {

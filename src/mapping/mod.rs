@@ -88,10 +88,5 @@ pub struct FileImport {
 
 /// A file or table name a mapping may use inside the data folder: one plain component.
 fn plain_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && !name.contains('/')
-        && !name.contains('\0')
-        && name.len() <= 255
+    crate::util::plain_name(name).is_ok()
 }

@@ -6,7 +6,8 @@
 //! `/bin/busybox` (busybox-static). Where any is missing they print why and skip — except
 //! under `CI=true`, where a missing prerequisite is a failure: CI must run them all.
 
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, reason = "each test binary uses a part of these helpers")]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 use std::collections::BTreeMap;
 use std::fs;
