@@ -185,7 +185,10 @@ pub fn run(
             id: result.job_id.clone(),
             component: job.component.id.clone(),
             config: job.config_id.clone(),
-            status: result.status,
+            status: match result.status {
+                Status::Success => crate::storage::JobStatus::Success,
+                Status::Error => crate::storage::JobStatus::Error,
+            },
             started_ms,
             finished_ms: crate::mapping::time::now_ms(),
             result: serde_json::to_value(&result).unwrap_or(Value::Null),
