@@ -2,12 +2,12 @@
 //! they are streamed out as.
 
 use std::collections::HashSet;
-use std::io::Write;
+use std::io::{self, Write};
 
-use rusqlite::Connection;
-use rusqlite::types::ValueRef;
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{Connection, Rows};
 
-use super::tables::{filter_sql, find_table, positions};
+use super::tables::{TableRow, filter_sql, find_table, positions};
 use super::{Res, check_interrupt, json_list, to_i64};
 use crate::storage::{ExportQuery, StorageError, TableId, WhereFilter};
 
@@ -19,33 +19,59 @@ pub(super) fn export_table(
     out: &mut dyn Write,
 ) -> Res<u64> {
     let table = find_table(conn, id)?.ok_or_else(|| StorageError::NoSuchTable(id.clone()))?;
-    let no_column = |column: String| StorageError::NoSuchColumn {
-        table: id.clone(),
-        column,
-    };
+    let (names, selected) = select_columns(id, &table, query)?;
+    let (sql, args) = select_sql(id, &table, query, &selected)?;
+    let mut w = csv::WriterBuilder::new()
+        .buffer_capacity(256 << 10)
+        .from_writer(out);
+    w.write_record(&names).map_err(|e| output(id, e))?;
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query(rusqlite::params_from_iter(args))?;
+    let n = write_rows(id, rows, selected.len(), &mut w)?;
+    w.flush().map_err(|e| output(id, e))?;
+    Ok(n)
+}
+
+/// The names of the columns to export, in export order, and their positions.
+fn select_columns(
+    id: &TableId,
+    table: &TableRow,
+    query: &ExportQuery,
+) -> Result<(Vec<String>, Vec<usize>), StorageError> {
     let names = match &query.columns {
         Some(c) if !c.is_empty() => c.clone(),
         _ => table.columns.clone(),
     };
-    let selected = positions(&table.columns, &names).map_err(no_column)?;
+    let selected = positions(&table.columns, &names).map_err(|c| no_such_column(id, c))?;
     let mut seen = HashSet::new();
     if let Some(dup) = names.iter().find(|n| !seen.insert(n.as_str())) {
         return Err(StorageError::Invalid {
             what: format!("export of {id}"),
             reason: format!("column {dup:?} is selected twice"),
-        }
-        .into());
+        });
     }
+    Ok((names, selected))
+}
+
+/// The SELECT of the columns at `selected` in the rows `query` asks for, in the order
+/// they were first loaded, and the values bound to its parameters.
+fn select_sql(
+    id: &TableId,
+    table: &TableRow,
+    query: &ExportQuery,
+    selected: &[usize],
+) -> Result<(String, Vec<Value>), StorageError> {
     let cols: Vec<String> = selected.iter().map(|p| format!("c{p}")).collect();
     let mut sql = format!("SELECT {} FROM t{} WHERE 1", cols.join(", "), table.tid);
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    let mut args: Vec<Value> = Vec::new();
     if let Some(WhereFilter {
         column,
         values,
         operator,
     }) = &query.filter
     {
-        let pos = positions(&table.columns, std::slice::from_ref(column)).map_err(no_column)?[0];
+        let pos = positions(&table.columns, std::slice::from_ref(column))
+            .map_err(|c| no_such_column(id, c))?[0];
         args.push(json_list(values).into());
         sql.push_str(&format!(" AND {}", filter_sql(pos, *operator, args.len())));
     }
@@ -58,35 +84,45 @@ pub(super) fn export_table(
         args.push(to_i64(limit).into());
         sql.push_str(&format!(" LIMIT ?{}", args.len()));
     }
+    Ok((sql, args))
+}
 
-    let output = |e: csv::Error| StorageError::Output {
-        table: id.clone(),
-        source: e.into(),
-    };
-    let mut w = csv::WriterBuilder::new()
-        .buffer_capacity(256 << 10)
-        .from_writer(out);
-    w.write_record(&names).map_err(output)?;
-    let mut stmt = conn.prepare(&sql)?;
-    let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+/// Writes each row's first `width` values as one CSV record; returns how many.
+fn write_rows(
+    id: &TableId,
+    mut rows: Rows<'_>,
+    width: usize,
+    w: &mut csv::Writer<&mut dyn Write>,
+) -> Res<u64> {
     let mut n = 0;
     while let Some(row) = rows.next()? {
-        for i in 0..selected.len() {
+        for i in 0..width {
             let field = match row.get_ref(i)? {
                 ValueRef::Text(t) | ValueRef::Blob(t) => t,
                 _ => b"",
             };
-            w.write_field(field).map_err(output)?;
+            w.write_field(field).map_err(|e| output(id, e))?;
         }
-        w.write_record(None::<&[u8]>).map_err(output)?;
+        w.write_record(None::<&[u8]>).map_err(|e| output(id, e))?;
         n += 1;
         check_interrupt(n)?;
     }
-    w.flush().map_err(|source| StorageError::Output {
-        table: id.clone(),
-        source,
-    })?;
     Ok(n)
+}
+
+fn no_such_column(id: &TableId, column: String) -> StorageError {
+    StorageError::NoSuchColumn {
+        table: id.clone(),
+        column,
+    }
+}
+
+/// Writing the export failed: the reader went away, or the disk is full.
+fn output(id: &TableId, e: impl Into<io::Error>) -> StorageError {
+    StorageError::Output {
+        table: id.clone(),
+        source: e.into(),
+    }
 }
 
 #[cfg(test)]
@@ -94,32 +130,38 @@ mod tests {
     use super::super::test_fixture::{Fixture, T, id, strings};
     use crate::storage::{ExportQuery, FilterOperator, Storage, WhereFilter};
 
-    #[test]
-    fn export_queries() {
+    /// A table loaded twice, and the two commit times: rows 1-4 at the first, rows 2
+    /// (replaced) and 5 at the second.
+    fn orders() -> (Fixture, i64, i64) {
         let f = Fixture::new();
-        let first = f.full(
+        f.full(
             T,
             "id,city,v\n1,Prague,a\n2,Brno,b\n3,Prague,c\n4,Ostrava,d\n",
         );
-        let _ = first;
         let t1 = f.info(T).last_import_ms;
         let mut load = f.load(T, "id,city,v\n2,Brno,b2\n5,Plzen,e\n");
         load.incremental = true;
         load.primary_key = strings(&["id"]);
         let t2 = f.apply(vec![load]).unwrap().committed_ms;
         assert!(t2 > t1);
+        (f, t1, t2)
+    }
 
-        let q = |columns: Option<&[&str]>, filter: Option<(&str, &[&str], FilterOperator)>| {
-            ExportQuery {
-                columns: columns.map(strings),
-                filter: filter.map(|(column, values, operator)| WhereFilter {
-                    column: column.into(),
-                    values: strings(values),
-                    operator,
-                }),
-                ..ExportQuery::default()
-            }
-        };
+    fn q(columns: Option<&[&str]>, filter: Option<(&str, &[&str], FilterOperator)>) -> ExportQuery {
+        ExportQuery {
+            columns: columns.map(strings),
+            filter: filter.map(|(column, values, operator)| WhereFilter {
+                column: column.into(),
+                values: strings(values),
+                operator,
+            }),
+            ..ExportQuery::default()
+        }
+    }
+
+    #[test]
+    fn export_selects_columns_and_filters_rows() {
+        let (f, _, _) = orders();
         assert_eq!(
             f.export(T, &q(Some(&["v", "id"]), None)),
             "v,id\na,1\nb2,2\nc,3\nd,4\ne,5\n"
@@ -148,7 +190,11 @@ mod tests {
             f.export(T, &q(None, Some(("city", &[], FilterOperator::Eq)))),
             "id,city,v\n"
         );
+    }
 
+    #[test]
+    fn export_of_rows_changed_since_with_a_limit() {
+        let (f, t1, t2) = orders();
         let since = ExportQuery {
             changed_since_ms: Some(t2),
             ..ExportQuery::default()
@@ -163,7 +209,11 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(f.store.export(&id(T), &since, &mut out).unwrap(), 2);
         assert_eq!(out, b"id\n1\n2\n");
+    }
 
+    #[test]
+    fn export_refuses_unknown_tables_and_columns() {
+        let (f, _, _) = orders();
         for bad in [
             q(Some(&["id", "nope"]), None),
             q(None, Some(("nope", &["x"], FilterOperator::Eq))),
@@ -172,6 +222,15 @@ mod tests {
             assert!(e.is_user_error());
             assert_eq!(e.to_string(), "table in.c-main.t has no column \"nope\"");
         }
+        let e = f
+            .store
+            .export(&id(T), &q(Some(&["id", "v", "id"]), None), &mut Vec::new())
+            .unwrap_err();
+        assert!(e.is_user_error());
+        assert_eq!(
+            e.to_string(),
+            "invalid export of in.c-main.t: column \"id\" is selected twice"
+        );
         let e = f
             .store
             .export(

@@ -3,13 +3,17 @@
 //! merges into the registry. Everything runs inside `apply`'s transaction.
 
 use std::collections::HashSet;
+use std::path::Path;
 
 use rusqlite::{ErrorCode, Transaction, params};
 
 use super::tables::{TableRow, filter_sql, find_table, positions};
 use super::{Res, check_interrupt, json_list, to_i64, to_u64};
 use crate::storage::csv_reader::{CsvFile, check_column_names};
-use crate::storage::{CsvProblem, LoadReport, MAX_COLUMNS, MetadataEntry, StorageError, TableLoad};
+use crate::storage::{
+    CsvProblem, CsvSource, LoadReport, MAX_COLUMNS, MetadataEntry, StorageError, TableLoad,
+    WhereFilter,
+};
 
 /// Checks what can be checked about a load before any file is opened.
 pub(super) fn check_load(load: &TableLoad) -> Result<(), StorageError> {
@@ -55,6 +59,412 @@ pub(super) fn check_load(load: &TableLoad) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Loads one table (contract §6), inside the caller's transaction.
+pub(super) fn load_table(tx: &Transaction<'_>, load: &TableLoad, now: i64) -> Res<LoadReport> {
+    let loader = Loader { tx, load, now };
+    let src = &load.source;
+    let (first, csv_columns) = open_source(src, &src.paths[0])?;
+    let target = loader.prepare_table(&csv_columns)?;
+    let plan = loader.plan(&target)?;
+    let tid = target.before.tid;
+
+    let mut counts = loader.clear_for_full_load(&target)?;
+    if plan.primary_key != target.before.primary_key {
+        loader.replace_primary_key(tid, &plan)?;
+    }
+    if let Some((pos, filter)) = plan.delete_where {
+        let n = loader.delete_matching(tid, pos, filter)?;
+        counts = Counts {
+            rows: counts.rows.saturating_sub(n),
+            deleted: n,
+        };
+    }
+
+    let loaded = loader.insert_sources(first, &csv_columns, &target, &plan)?;
+    let rows = if plan.pk_positions.is_empty() {
+        counts.rows + loaded
+    } else {
+        // An upsert does not say whether it inserted or replaced.
+        loader.count_rows(tid)?
+    };
+    loader.update_registry(tid, rows)?;
+    loader.merge_all_metadata(tid)?;
+    Ok(LoadReport {
+        table: load.destination.clone(),
+        created: target.created,
+        columns_added: if target.created {
+            Vec::new()
+        } else {
+            target.added
+        },
+        rows_loaded: loaded,
+        rows_deleted: counts.deleted,
+        rows,
+    })
+}
+
+/// One load in progress: the transaction it writes in, what it loads, and the commit time
+/// its rows carry.
+struct Loader<'a, 'conn> {
+    tx: &'a Transaction<'conn>,
+    load: &'a TableLoad,
+    now: i64,
+}
+
+/// The table a load writes into, once it has every column of the CSV.
+struct Target {
+    /// The registry entry as it was before the load (empty for a new table).
+    before: TableRow,
+    created: bool,
+    /// The columns the load gave the table, in CSV order: all of them for a new table.
+    added: Vec<String>,
+    /// Every column, in table order.
+    columns: Vec<String>,
+}
+
+/// The columns a load names, resolved to their positions (`c<pos>`).
+struct Plan<'a> {
+    /// The key the table has after the load.
+    primary_key: Vec<String>,
+    pk_positions: Vec<usize>,
+    /// The filter of an incremental load's `delete_where`, and its column's position.
+    delete_where: Option<(usize, &'a WhereFilter)>,
+}
+
+/// Rows in the table, and rows removed by the load so far.
+struct Counts {
+    rows: u64,
+    deleted: u64,
+}
+
+impl<'a> Loader<'a, '_> {
+    fn invalid(&self, reason: String) -> StorageError {
+        StorageError::InvalidLoad {
+            table: self.load.destination.clone(),
+            reason,
+        }
+    }
+
+    /// The table to load into, created, or widened to have every column of the CSV.
+    fn prepare_table(&self, csv_columns: &[String]) -> Res<Target> {
+        let (before, created, added) = match find_table(self.tx, &self.load.destination)? {
+            None => (
+                self.create_table(csv_columns.len())?,
+                true,
+                csv_columns.to_vec(),
+            ),
+            Some(table) => {
+                let added = self.widen_table(&table, csv_columns)?;
+                (table, false, added)
+            }
+        };
+        self.register_columns(&before, &added)?;
+        let mut columns = before.columns.clone();
+        columns.extend(added.iter().cloned());
+        Ok(Target {
+            before,
+            created,
+            added,
+            columns,
+        })
+    }
+
+    /// Registers a new table and creates its SQLite table with `width` columns, whose
+    /// names [`register_columns`](Self::register_columns) records.
+    fn create_table(&self, width: usize) -> Res<TableRow> {
+        let id = &self.load.destination;
+        let prov = &self.load.provenance;
+        self.tx.execute(
+            "INSERT INTO tables (stage, bucket, name, primary_key, row_count, created_ms,
+                last_change_ms, last_import_ms, created_component, created_config,
+                created_row, updated_component, updated_config, updated_row)
+             VALUES (?1, ?2, ?3, '[]', 0, ?4, ?4, ?4, ?5, ?6, ?7, ?5, ?6, ?7)",
+            params![
+                id.stage().as_str(),
+                id.bucket(),
+                id.table(),
+                self.now,
+                prov.component,
+                prov.config,
+                prov.row
+            ],
+        )?;
+        let tid = self.tx.last_insert_rowid();
+        let defs: Vec<String> = (1..=width)
+            .map(|p| format!(", c{p} TEXT NOT NULL DEFAULT ''"))
+            .collect();
+        self.tx.execute_batch(&format!(
+            "CREATE TABLE t{tid} (_changed INTEGER NOT NULL{})",
+            defs.concat()
+        ))?;
+        Ok(TableRow {
+            tid,
+            columns: Vec::new(),
+            primary_key: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    /// Adds the columns of the CSV that `table` lacks; returns them. A load may add
+    /// columns but never drops any: the CSV must have every column of the table.
+    fn widen_table(&self, table: &TableRow, csv_columns: &[String]) -> Res<Vec<String>> {
+        let present: HashSet<&str> = csv_columns.iter().map(String::as_str).collect();
+        let missing: Vec<String> = table
+            .columns
+            .iter()
+            .filter(|c| !present.contains(c.as_str()))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Err(StorageError::MissingColumns {
+                table: self.load.destination.clone(),
+                path: self.load.source.paths[0].clone(),
+                missing,
+            }
+            .into());
+        }
+        let known: HashSet<&str> = table.columns.iter().map(String::as_str).collect();
+        let added: Vec<String> = csv_columns
+            .iter()
+            .filter(|c| !known.contains(c.as_str()))
+            .cloned()
+            .collect();
+        if table.columns.len() + added.len() > MAX_COLUMNS {
+            return Err(self
+                .invalid(format!(
+                    "adding {} columns would give it more than {MAX_COLUMNS}",
+                    added.len()
+                ))
+                .into());
+        }
+        for p in table.columns.len() + 1..=table.columns.len() + added.len() {
+            self.tx.execute_batch(&format!(
+                "ALTER TABLE t{} ADD COLUMN c{p} TEXT NOT NULL DEFAULT ''",
+                table.tid
+            ))?;
+        }
+        Ok(added)
+    }
+
+    /// Records the names of the columns `added` after those `table` had.
+    fn register_columns(&self, table: &TableRow, added: &[String]) -> Res<()> {
+        let mut stmt = self
+            .tx
+            .prepare("INSERT INTO columns (tid, pos, name) VALUES (?1, ?2, ?3)")?;
+        for (i, name) in added.iter().enumerate() {
+            let pos = table.columns.len() + i + 1;
+            stmt.execute(params![table.tid, to_i64(pos as u64), name])?;
+        }
+        Ok(())
+    }
+
+    /// Resolves every column the load names; each must be a column by now.
+    fn plan(&self, target: &Target) -> Res<Plan<'a>> {
+        let load = self.load;
+        let columns = &target.columns;
+        let primary_key = if load.primary_key.is_empty() {
+            target.before.primary_key.clone()
+        } else {
+            load.primary_key.clone()
+        };
+        let pk_positions = positions(columns, &primary_key).map_err(|c| {
+            self.invalid(format!(
+                "primary key column {c:?} is not a column of the table or of {}",
+                load.source.paths[0].display()
+            ))
+        })?;
+        let delete_where = match &load.delete_where {
+            Some(filter) if load.incremental => {
+                let pos =
+                    positions(columns, std::slice::from_ref(&filter.column)).map_err(|c| {
+                        self.invalid(format!("delete_where column {c:?} is not a column"))
+                    })?;
+                Some((pos[0], filter))
+            }
+            _ => None,
+        };
+        if let Some(column) = load.column_metadata.keys().find(|c| !columns.contains(c)) {
+            return Err(self
+                .invalid(format!(
+                    "column_metadata names {column:?}, which is not a column"
+                ))
+                .into());
+        }
+        Ok(Plan {
+            primary_key,
+            pk_positions,
+            delete_where,
+        })
+    }
+
+    /// A full load replaces every row an existing table has.
+    fn clear_for_full_load(&self, target: &Target) -> Res<Counts> {
+        let rows = target.before.rows;
+        if self.load.incremental || target.created {
+            return Ok(Counts { rows, deleted: 0 });
+        }
+        self.tx
+            .execute_batch(&format!("DELETE FROM t{}", target.before.tid))?;
+        Ok(Counts {
+            rows: 0,
+            deleted: rows,
+        })
+    }
+
+    /// Replaces the table's unique index by one on the new key, which the rows it keeps
+    /// must be unique on.
+    fn replace_primary_key(&self, tid: i64, plan: &Plan<'_>) -> Res<()> {
+        self.tx
+            .execute_batch(&format!("DROP INDEX IF EXISTS t{tid}_pk"))?;
+        if !plan.pk_positions.is_empty() {
+            match self
+                .tx
+                .execute_batch(&pk_index_sql(tid, &plan.pk_positions))
+            {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == ErrorCode::ConstraintViolation =>
+                {
+                    return Err(self
+                        .invalid(format!(
+                            "its rows are not unique on the new primary key ({})",
+                            plan.primary_key.join(", ")
+                        ))
+                        .into());
+                }
+                other => other?,
+            }
+        }
+        self.tx.execute(
+            "UPDATE tables SET primary_key = ?1 WHERE tid = ?2",
+            params![json_list(&plan.primary_key), tid],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes the rows `filter` matches on column `c<pos>`; returns how many.
+    fn delete_matching(&self, tid: i64, pos: usize, filter: &WhereFilter) -> Res<u64> {
+        let n = self.tx.execute(
+            &format!(
+                "DELETE FROM t{tid} WHERE {}",
+                filter_sql(pos, filter.operator, 1)
+            ),
+            [json_list(&filter.values)],
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Streams the rows of every source file, `first` (already open) and then the other
+    /// slices, through one prepared insert; returns how many.
+    fn insert_sources(
+        &self,
+        mut first: CsvFile,
+        csv_columns: &[String],
+        target: &Target,
+        plan: &Plan<'_>,
+    ) -> Res<u64> {
+        // Every CSV column has a position now; the statement binds them in CSV order.
+        let csv_positions = positions(&target.columns, csv_columns).map_err(|c| self.invalid(c))?;
+        let sql = insert_sql(
+            target.before.tid,
+            self.now,
+            &csv_positions,
+            &plan.pk_positions,
+        );
+        let mut insert = self.tx.prepare(&sql)?;
+        let mut loaded = insert_rows(&mut insert, &mut first)?;
+        drop(first);
+        let src = &self.load.source;
+        for path in &src.paths[1..] {
+            let mut file = open_slice(src, path, csv_columns)?;
+            loaded += insert_rows(&mut insert, &mut file)?;
+        }
+        Ok(loaded)
+    }
+
+    fn count_rows(&self, tid: i64) -> Res<u64> {
+        let n: i64 = self
+            .tx
+            .query_row(&format!("SELECT count(*) FROM t{tid}"), [], |r| r.get(0))?;
+        Ok(to_u64(n))
+    }
+
+    /// Records the load in the table's registry entry: its rows, times and provenance.
+    fn update_registry(&self, tid: i64, rows: u64) -> Res<()> {
+        let prov = &self.load.provenance;
+        self.tx.execute(
+            "UPDATE tables SET row_count = ?1, last_change_ms = ?2, last_import_ms = ?2,
+                updated_component = ?3, updated_config = ?4, updated_row = ?5,
+                description = coalesce(?6, description)
+             WHERE tid = ?7",
+            params![
+                to_i64(rows),
+                self.now,
+                prov.component,
+                prov.config,
+                prov.row,
+                self.load.description,
+                tid
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Merges the table's and its columns' metadata into what the table has.
+    fn merge_all_metadata(&self, tid: i64) -> Res<()> {
+        self.merge_metadata(tid, "", &self.load.metadata)?;
+        for (column, entries) in &self.load.column_metadata {
+            self.merge_metadata(tid, column, entries)?;
+        }
+        Ok(())
+    }
+
+    /// Sets each entry on `column` (`""`: the table itself) by key, naming the load's
+    /// component as its provider.
+    fn merge_metadata(&self, tid: i64, column: &str, entries: &[MetadataEntry]) -> Res<()> {
+        let mut stmt = self.tx.prepare(
+            "INSERT INTO metadata (tid, col, key, value, provider, timestamp_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (tid, col, key) DO UPDATE SET value = excluded.value,
+                provider = excluded.provider, timestamp_ms = excluded.timestamp_ms",
+        )?;
+        let provider = &self.load.provenance.component;
+        for e in entries {
+            stmt.execute(params![tid, column, e.key, e.value, provider, self.now])?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens one source file and finds its columns: the header's, or those the load gives
+/// for headless CSV.
+fn open_source(src: &CsvSource, path: &Path) -> Res<(CsvFile, Vec<String>)> {
+    let mut file = CsvFile::open(path, src.delimiter, src.enclosure)?;
+    let columns = match &src.columns {
+        Some(columns) => {
+            file.set_width(columns.len());
+            columns.clone()
+        }
+        None => file.read_header()?,
+    };
+    Ok((file, columns))
+}
+
+/// Opens a slice after the first: with headers, they must all be the same.
+fn open_slice(src: &CsvSource, path: &Path, csv_columns: &[String]) -> Res<CsvFile> {
+    let (file, columns) = open_source(src, path)?;
+    if src.columns.is_none() && columns != csv_columns {
+        return Err(StorageError::Csv {
+            path: path.to_owned(),
+            line: 1,
+            problem: CsvProblem::HeaderDiffers {
+                first: src.paths[0].clone(),
+            },
+        }
+        .into());
+    }
+    Ok(file)
+}
+
 fn pk_index_sql(tid: i64, positions: &[usize]) -> String {
     let cols: Vec<String> = positions.iter().map(|p| format!("c{p}")).collect();
     format!(
@@ -63,177 +473,9 @@ fn pk_index_sql(tid: i64, positions: &[usize]) -> String {
     )
 }
 
-/// Loads one table (contract §6), inside the caller's transaction.
-pub(super) fn load_table(tx: &Transaction<'_>, load: &TableLoad, now: i64) -> Res<LoadReport> {
-    let id = &load.destination;
-    let invalid = |reason: String| StorageError::InvalidLoad {
-        table: id.clone(),
-        reason,
-    };
-    let src = &load.source;
-    let mut first = CsvFile::open(&src.paths[0], src.delimiter, src.enclosure)?;
-    let csv_columns = match &src.columns {
-        Some(columns) => {
-            first.set_width(columns.len());
-            columns.clone()
-        }
-        None => first.read_header()?,
-    };
-
-    let prov = &load.provenance;
-    let (table, created, columns_added) = match find_table(tx, id)? {
-        None => {
-            tx.execute(
-                "INSERT INTO tables (stage, bucket, name, primary_key, row_count, created_ms,
-                    last_change_ms, last_import_ms, created_component, created_config,
-                    created_row, updated_component, updated_config, updated_row)
-                 VALUES (?1, ?2, ?3, '[]', 0, ?4, ?4, ?4, ?5, ?6, ?7, ?5, ?6, ?7)",
-                params![
-                    id.stage().as_str(),
-                    id.bucket(),
-                    id.table(),
-                    now,
-                    prov.component,
-                    prov.config,
-                    prov.row
-                ],
-            )?;
-            let tid = tx.last_insert_rowid();
-            let defs: Vec<String> = (1..=csv_columns.len())
-                .map(|p| format!(", c{p} TEXT NOT NULL DEFAULT ''"))
-                .collect();
-            tx.execute_batch(&format!(
-                "CREATE TABLE t{tid} (_changed INTEGER NOT NULL{})",
-                defs.concat()
-            ))?;
-            let table = TableRow {
-                tid,
-                columns: Vec::new(),
-                primary_key: Vec::new(),
-                rows: 0,
-            };
-            (table, true, csv_columns.clone())
-        }
-        Some(table) => {
-            let present: HashSet<&str> = csv_columns.iter().map(String::as_str).collect();
-            let missing: Vec<String> = table
-                .columns
-                .iter()
-                .filter(|c| !present.contains(c.as_str()))
-                .cloned()
-                .collect();
-            if !missing.is_empty() {
-                return Err(StorageError::MissingColumns {
-                    table: id.clone(),
-                    path: src.paths[0].clone(),
-                    missing,
-                }
-                .into());
-            }
-            let known: HashSet<&str> = table.columns.iter().map(String::as_str).collect();
-            let added: Vec<String> = csv_columns
-                .iter()
-                .filter(|c| !known.contains(c.as_str()))
-                .cloned()
-                .collect();
-            if table.columns.len() + added.len() > MAX_COLUMNS {
-                return Err(invalid(format!(
-                    "adding {} columns would give it more than {MAX_COLUMNS}",
-                    added.len()
-                ))
-                .into());
-            }
-            for p in table.columns.len() + 1..=table.columns.len() + added.len() {
-                tx.execute_batch(&format!(
-                    "ALTER TABLE t{} ADD COLUMN c{p} TEXT NOT NULL DEFAULT ''",
-                    table.tid
-                ))?;
-            }
-            (table, false, added)
-        }
-    };
-    let tid = table.tid;
-    {
-        let mut stmt = tx.prepare("INSERT INTO columns (tid, pos, name) VALUES (?1, ?2, ?3)")?;
-        for (i, name) in columns_added.iter().enumerate() {
-            let pos = table.columns.len() + i + 1;
-            stmt.execute(params![tid, to_i64(pos as u64), name])?;
-        }
-    }
-    let mut columns = table.columns.clone();
-    columns.extend(columns_added.iter().cloned());
-
-    // Everything the load names must be a column by now.
-    let primary_key = if load.primary_key.is_empty() {
-        table.primary_key.clone()
-    } else {
-        load.primary_key.clone()
-    };
-    let pk_positions = positions(&columns, &primary_key).map_err(|c| {
-        invalid(format!(
-            "primary key column {c:?} is not a column of the table or of {}",
-            src.paths[0].display()
-        ))
-    })?;
-    let delete_where = match &load.delete_where {
-        Some(filter) if load.incremental => {
-            let pos = positions(&columns, std::slice::from_ref(&filter.column))
-                .map_err(|c| invalid(format!("delete_where column {c:?} is not a column")))?;
-            Some((pos[0], filter))
-        }
-        _ => None,
-    };
-    for column in load.column_metadata.keys() {
-        if !columns.contains(column) {
-            return Err(invalid(format!(
-                "column_metadata names {column:?}, which is not a column"
-            ))
-            .into());
-        }
-    }
-
-    let mut rows = table.rows;
-    let mut rows_deleted = 0;
-    if !load.incremental && !created {
-        tx.execute_batch(&format!("DELETE FROM t{tid}"))?;
-        rows_deleted = rows;
-        rows = 0;
-    }
-    if primary_key != table.primary_key {
-        tx.execute_batch(&format!("DROP INDEX IF EXISTS t{tid}_pk"))?;
-        if !pk_positions.is_empty() {
-            match tx.execute_batch(&pk_index_sql(tid, &pk_positions)) {
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == ErrorCode::ConstraintViolation =>
-                {
-                    return Err(invalid(format!(
-                        "its rows are not unique on the new primary key ({})",
-                        primary_key.join(", ")
-                    ))
-                    .into());
-                }
-                other => other?,
-            }
-        }
-        tx.execute(
-            "UPDATE tables SET primary_key = ?1 WHERE tid = ?2",
-            params![json_list(&primary_key), tid],
-        )?;
-    }
-    if let Some((pos, filter)) = delete_where {
-        let n = tx.execute(
-            &format!(
-                "DELETE FROM t{tid} WHERE {}",
-                filter_sql(pos, filter.operator, 1)
-            ),
-            [json_list(&filter.values)],
-        )?;
-        rows_deleted = n as u64;
-        rows = rows.saturating_sub(n as u64);
-    }
-
-    // Every CSV column has a position now; the statement binds them in CSV order.
-    let csv_positions = positions(&columns, &csv_columns).map_err(invalid)?;
+/// The insert of one CSV row into `t<tid>`: its fields are bound in CSV order to the
+/// columns at `csv_positions`. With a primary key, a row whose key is there replaces it.
+fn insert_sql(tid: i64, now: i64, csv_positions: &[usize], pk_positions: &[usize]) -> String {
     let targets: Vec<String> = csv_positions.iter().map(|p| format!(", c{p}")).collect();
     let params: Vec<String> = (1..=csv_positions.len())
         .map(|i| format!(", ?{i}"))
@@ -256,63 +498,7 @@ pub(super) fn load_table(tx: &Transaction<'_>, load: &TableLoad, now: i64) -> Re
             updates.concat()
         ));
     }
-    let mut insert = tx.prepare(&sql)?;
-    let mut loaded = insert_rows(&mut insert, &mut first)?;
-    drop(first);
-    for path in &src.paths[1..] {
-        let mut file = CsvFile::open(path, src.delimiter, src.enclosure)?;
-        match &src.columns {
-            Some(c) => file.set_width(c.len()),
-            None => {
-                if file.read_header()? != csv_columns {
-                    return Err(StorageError::Csv {
-                        path: path.clone(),
-                        line: 1,
-                        problem: CsvProblem::HeaderDiffers {
-                            first: src.paths[0].clone(),
-                        },
-                    }
-                    .into());
-                }
-            }
-        }
-        loaded += insert_rows(&mut insert, &mut file)?;
-    }
-    drop(insert);
-
-    rows = if pk_positions.is_empty() {
-        rows + loaded
-    } else {
-        // An upsert does not say whether it inserted or replaced.
-        to_u64(tx.query_row(&format!("SELECT count(*) FROM t{tid}"), [], |r| r.get(0))?)
-    };
-    tx.execute(
-        "UPDATE tables SET row_count = ?1, last_change_ms = ?2, last_import_ms = ?2,
-            updated_component = ?3, updated_config = ?4, updated_row = ?5,
-            description = coalesce(?6, description)
-         WHERE tid = ?7",
-        params![
-            to_i64(rows),
-            now,
-            prov.component,
-            prov.config,
-            prov.row,
-            load.description,
-            tid
-        ],
-    )?;
-    merge_metadata(tx, tid, "", &load.metadata, &prov.component, now)?;
-    for (column, entries) in &load.column_metadata {
-        merge_metadata(tx, tid, column, entries, &prov.component, now)?;
-    }
-    Ok(LoadReport {
-        table: id.clone(),
-        created,
-        columns_added: if created { Vec::new() } else { columns_added },
-        rows_loaded: loaded,
-        rows_deleted,
-        rows,
-    })
+    sql
 }
 
 /// Streams every record of `file` through the prepared insert.
@@ -327,26 +513,6 @@ fn insert_rows(insert: &mut rusqlite::Statement<'_>, file: &mut CsvFile) -> Res<
         check_interrupt(n)?;
     }
     Ok(n)
-}
-
-fn merge_metadata(
-    tx: &Transaction<'_>,
-    tid: i64,
-    column: &str,
-    entries: &[MetadataEntry],
-    provider: &str,
-    now: i64,
-) -> Res<()> {
-    let mut stmt = tx.prepare(
-        "INSERT INTO metadata (tid, col, key, value, provider, timestamp_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (tid, col, key) DO UPDATE SET value = excluded.value,
-            provider = excluded.provider, timestamp_ms = excluded.timestamp_ms",
-    )?;
-    for e in entries {
-        stmt.execute(params![tid, column, e.key, e.value, provider, now])?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
