@@ -188,14 +188,6 @@ impl SqliteStorage {
             Ok(done)
         })())
     }
-
-    /// A database error that is not SQLite's: something berth stored it cannot read back.
-    fn corrupt(&self, source: impl std::error::Error + Send + Sync + 'static) -> StorageError {
-        StorageError::Database {
-            path: self.db_path.clone(),
-            source: Box::new(source),
-        }
-    }
 }
 
 /// Refuses what is wrong on its face before a byte is copied or a lock taken.
@@ -248,10 +240,12 @@ fn next_commit_ms(tx: &Transaction<'_>) -> Res<i64> {
     Ok(now)
 }
 
-fn database(path: &Path, e: rusqlite::Error) -> StorageError {
+/// What went wrong in the database at `path`: SQLite's error, or a value berth stored and
+/// cannot read back.
+fn database(path: &Path, source: impl std::error::Error + Send + Sync + 'static) -> StorageError {
     StorageError::Database {
         path: path.to_owned(),
-        source: Box::new(e),
+        source: Box::new(source),
     }
 }
 

@@ -4,7 +4,7 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde_json::Value;
 
-use super::{Res, SqliteStorage};
+use super::{Res, SqliteStorage, database};
 use crate::storage::{StateKey, StorageError};
 
 pub(super) fn check_state_key(key: &StateKey) -> Result<(), StorageError> {
@@ -65,7 +65,7 @@ impl SqliteStorage {
                 )
                 .optional()?)
         })?;
-        text.map(|t| serde_json::from_str(&t).map_err(|e| self.corrupt(e)))
+        text.map(|t| serde_json::from_str(&t).map_err(|e| database(&self.db_path, e)))
             .transpose()
     }
 }
