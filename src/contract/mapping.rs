@@ -52,7 +52,8 @@ pub struct InputTable {
     pub limit: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+/// How a filter compares a column with its values: is one of them (`eq`), or none (`ne`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Operator {
     #[default]

@@ -11,12 +11,10 @@ use serde_json::{Value, json};
 use super::time::{iso, iso_ms, parse_since};
 use super::{FileImport, InputState, MappingError, TableImport, plain_name};
 use crate::contract::mapping::{
-    InputFile, InputFileManifest, InputMapping, InputTable, InputTableManifest, Operator,
-    TagFilter, TagMatch,
+    InputFile, InputFileManifest, InputMapping, InputTable, InputTableManifest, TagFilter, TagMatch,
 };
 use crate::storage::{
-    ExportQuery, FileInfo, FileQuery, FilterOperator, Metadata, Storage, TableId, TableInfo,
-    WhereFilter,
+    ExportQuery, FileInfo, FileQuery, Metadata, Storage, TableId, TableInfo, WhereFilter,
 };
 
 /// How many files a file mapping brings without an explicit `limit`.
@@ -250,10 +248,7 @@ fn where_filter(t: &InputTable, i: usize) -> Result<Option<WhereFilter>, Mapping
         (Some(column), false) => Ok(Some(WhereFilter {
             column: column.clone(),
             values: t.where_values.clone(),
-            operator: match t.where_operator.unwrap_or_default() {
-                Operator::Eq => FilterOperator::Eq,
-                Operator::Ne => FilterOperator::Ne,
-            },
+            operator: t.where_operator.unwrap_or_default(),
         })),
         (None, true) => Ok(None),
         (Some(_), true) => Err(table_error(

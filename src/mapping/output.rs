@@ -11,10 +11,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::MappingError;
-use crate::contract::mapping::{FileSettings, KeyValue, Operator, OutputMapping, TableSettings};
+use crate::contract::mapping::{FileSettings, KeyValue, OutputMapping, TableSettings};
 use crate::storage::{
-    CsvSource, FileUpload, FilterOperator, MetadataEntry, Provenance, TableId, TableLoad,
-    WhereFilter,
+    CsvSource, FileUpload, MetadataEntry, Provenance, TableId, TableLoad, WhereFilter,
 };
 
 /// Who is writing: for destinations, system tags and provenance.
@@ -113,10 +112,7 @@ pub fn collect_outputs(
             (Some(column), Some(values)) => Some(WhereFilter {
                 column: column.clone(),
                 values: values.clone(),
-                operator: match settings.delete_where_operator.unwrap_or_default() {
-                    Operator::Eq => FilterOperator::Eq,
-                    Operator::Ne => FilterOperator::Ne,
-                },
+                operator: settings.delete_where_operator.unwrap_or_default(),
             }),
             (None, None) => None,
             _ => {
@@ -787,7 +783,7 @@ mod tests {
         let l = &staged.tables[0].load;
         assert_eq!((l.source.delimiter, l.source.enclosure), (b';', b'\''));
         let w = l.delete_where.as_ref().unwrap();
-        assert_eq!((w.column.as_str(), w.operator), ("a", FilterOperator::Ne));
+        assert_eq!((w.column.as_str(), w.operator), ("a", crate::storage::FilterOperator::Ne));
         let (_d, out, staging) = setup();
         fs::write(out.join("tables/t.csv"), "a\n").unwrap();
         fs::write(out.join("tables/t.csv.manifest"), r#"{"delimiter": ";;"}"#).unwrap();

@@ -15,6 +15,7 @@
 
 use std::fs::File;
 use std::io::{self, Read};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use csv_core::{ReadRecordResult, ReaderBuilder};
@@ -61,7 +62,7 @@ impl<'a> Record<'a> {
         let text = self.text;
         let mut start = 0;
         self.ends.iter().map(move |&end| {
-            // Every end was checked to be a char boundary in `next`.
+            // Every end was checked to be a char boundary in `check_record`.
             let field = text.get(start..end).unwrap_or_default();
             start = end;
             field
@@ -152,6 +153,21 @@ impl CsvFile {
 
     /// The next record, or `None` at the end of the file.
     pub fn next(&mut self) -> Result<Option<Record<'_>>, StorageError> {
+        let Some((nout, nend)) = self.parse_record()? else {
+            return Ok(None);
+        };
+        let (raw, line) = self.take_raw();
+        let text = self.check_record(raw, nout, nend, line)?;
+        Ok(Some(Record {
+            text,
+            ends: &self.ends[..nend],
+            line,
+        }))
+    }
+
+    /// Runs csv-core until `out` and `ends` hold a whole record; returns how much of each
+    /// it filled, or `None` at the end of the file.
+    fn parse_record(&mut self) -> Result<Option<(usize, usize)>, StorageError> {
         let (mut nout, mut nend) = (0, 0);
         loop {
             if self.pos == self.end && !self.eof {
@@ -168,89 +184,97 @@ impl CsvFile {
             nend += e;
             match res {
                 ReadRecordResult::InputEmpty => {}
-                ReadRecordResult::OutputFull => {
-                    if self.out.len() >= MAX_RECORD_BYTES {
-                        return Err(self.problem(self.line, CsvProblem::RecordTooLarge));
-                    }
-                    self.out.resize(self.out.len() * 2, 0);
-                }
-                ReadRecordResult::OutputEndsFull => {
-                    if self.ends.len() > MAX_COLUMNS {
-                        let found = self.ends.len();
-                        let problem = match self.width {
-                            Some(expected) => CsvProblem::FieldCount { found, expected },
-                            None => CsvProblem::TooManyColumns { found },
-                        };
-                        return Err(self.problem(self.line, problem));
-                    }
-                    self.ends.resize(self.ends.len() * 2, 0);
-                }
-                ReadRecordResult::Record => break,
+                ReadRecordResult::OutputFull => self.grow_out()?,
+                ReadRecordResult::OutputEndsFull => self.grow_ends()?,
+                ReadRecordResult::Record => return Ok(Some((nout, nend))),
                 ReadRecordResult::End => return Ok(None),
             }
         }
+    }
 
-        // The record's bytes as they were in the file, less the blank lines csv-core skips
-        // before a record (and the BOM it skips before the first).
-        let mut raw = &self.buf[self.start..self.pos];
-        let mut line = self.line;
+    /// Makes room for a longer record, up to [`MAX_RECORD_BYTES`].
+    fn grow_out(&mut self) -> Result<(), StorageError> {
+        if self.out.len() >= MAX_RECORD_BYTES {
+            return Err(self.problem(self.line, CsvProblem::RecordTooLarge));
+        }
+        self.out.resize(self.out.len() * 2, 0);
+        Ok(())
+    }
+
+    /// Makes room for more fields, up to [`MAX_COLUMNS`].
+    fn grow_ends(&mut self) -> Result<(), StorageError> {
+        if self.ends.len() > MAX_COLUMNS {
+            let found = self.ends.len();
+            let problem = match self.width {
+                Some(expected) => CsvProblem::FieldCount { found, expected },
+                None => CsvProblem::TooManyColumns { found },
+            };
+            return Err(self.problem(self.line, problem));
+        }
+        self.ends.resize(self.ends.len() * 2, 0);
+        Ok(())
+    }
+
+    /// Marks the record just parsed as returned. Returns where its bytes are in `buf`, as
+    /// they were in the file less the blank lines csv-core skips before a record (and the
+    /// BOM it skips before the first), and the line it starts on.
+    fn take_raw(&mut self) -> (Range<usize>, u64) {
+        let mut from = self.start;
         if self.first {
-            raw = raw.strip_prefix(BOM).unwrap_or(raw);
+            if self.buf[from..self.pos].starts_with(BOM) {
+                from += BOM.len();
+            }
             self.first = false;
         }
-        let blank = raw
+        let blank = self.buf[from..self.pos]
             .iter()
             .take_while(|&&b| b == b'\n' || b == b'\r')
             .count();
-        line += count_lines(&raw[..blank]);
-        raw = &raw[blank..];
+        let line = self.line + count_lines(&self.buf[from..from + blank]);
         self.start = self.pos;
         self.line = self.core.line();
+        (from + blank..self.pos, line)
+    }
 
+    /// Checks the record parsed into `out[..nout]` and `ends[..nend]` from `buf[raw]`,
+    /// which starts on `line`: its quoting, its width and its UTF-8. Returns its text.
+    fn check_record(
+        &self,
+        raw: Range<usize>,
+        nout: usize,
+        nend: usize,
+        line: u64,
+    ) -> Result<&str, StorageError> {
+        let raw = &self.buf[raw];
         let out = &self.out[..nout];
         let ends = &self.ends[..nend];
         if let Err((at, problem)) = check_quoting(raw, out, ends, self.delimiter, self.quote) {
-            return Err(StorageError::Csv {
-                path: self.path.clone(),
-                line: line + count_lines(&raw[..at.min(raw.len())]),
-                problem,
-            });
+            let line = line + count_lines(&raw[..at.min(raw.len())]);
+            return Err(self.problem(line, problem));
         }
         if let Some(expected) = self.width
             && nend != expected
         {
-            return Err(StorageError::Csv {
-                path: self.path.clone(),
-                line,
-                problem: CsvProblem::FieldCount {
-                    found: nend,
-                    expected,
-                },
-            });
+            let problem = CsvProblem::FieldCount {
+                found: nend,
+                expected,
+            };
+            return Err(self.problem(line, problem));
         }
-        let text = match std::str::from_utf8(out) {
-            Ok(text) => text,
-            Err(e) => {
-                let at = e.valid_up_to();
-                return Err(StorageError::Csv {
-                    path: self.path.clone(),
-                    line: line + count_lines(&out[..at]),
-                    problem: CsvProblem::InvalidUtf8 {
-                        field: ends.partition_point(|&end| end <= at) + 1,
-                    },
-                });
-            }
-        };
+        let text = std::str::from_utf8(out).map_err(|e| {
+            let at = e.valid_up_to();
+            let field = ends.partition_point(|&end| end <= at) + 1;
+            self.problem(
+                line + count_lines(&out[..at]),
+                CsvProblem::InvalidUtf8 { field },
+            )
+        })?;
         // A character split across two fields is valid in the joined text but in neither
         // field.
         if let Some(n) = ends.iter().position(|&end| !text.is_char_boundary(end)) {
-            return Err(StorageError::Csv {
-                path: self.path.clone(),
-                line,
-                problem: CsvProblem::InvalidUtf8 { field: n + 1 },
-            });
+            return Err(self.problem(line, CsvProblem::InvalidUtf8 { field: n + 1 }));
         }
-        Ok(Some(Record { text, ends, line }))
+        Ok(text)
     }
 
     /// Reads more input, first making room for it by dropping returned records, or by
@@ -342,13 +366,6 @@ fn check_quoting(
     if !raw.contains(&quote) {
         return Ok(());
     }
-    let differs = |at: usize, open: usize| {
-        if at >= raw.len() {
-            (open, CsvProblem::UnclosedQuote)
-        } else {
-            (at, CsvProblem::CharactersAfterClosingQuote)
-        }
-    };
     let mut p = 0;
     let mut start = 0;
     for (n, &end) in ends.iter().enumerate() {
@@ -361,35 +378,7 @@ fn check_quoting(
             p += 1;
         }
         if raw.get(p) == Some(&quote) {
-            let open = p;
-            p += 1;
-            let mut rest = value;
-            loop {
-                // Up to and including the next quote in the value, which the raw bytes
-                // must have doubled.
-                let (chunk, escaped) = match rest.iter().position(|&b| b == quote) {
-                    Some(k) => (&rest[..=k], true),
-                    None => (rest, false),
-                };
-                let have = raw.get(p..).unwrap_or_default();
-                let same = have.iter().zip(chunk).take_while(|(a, b)| a == b).count();
-                if same < chunk.len() {
-                    return Err(differs(p + same, open));
-                }
-                p += chunk.len();
-                rest = &rest[chunk.len()..];
-                if !escaped {
-                    break;
-                }
-                if raw.get(p) != Some(&quote) {
-                    return Err(differs(p, open));
-                }
-                p += 1;
-            }
-            if raw.get(p) != Some(&quote) {
-                return Err(differs(p, open));
-            }
-            p += 1;
+            p = check_quoted_field(raw, p, value, quote)?;
         } else {
             if let Some(k) = value.iter().position(|&b| b == quote) {
                 return Err((p + k, CsvProblem::QuoteInUnquotedField));
@@ -401,6 +390,53 @@ fn check_quoting(
         None | Some(b'\n' | b'\r') => Ok(()),
         Some(_) => Err((p, CsvProblem::CharactersAfterClosingQuote)),
     }
+}
+
+/// Checks that the field whose opening quote is `raw[open]` encloses `value` with every
+/// quote in it doubled; returns where the raw bytes after its closing quote start.
+fn check_quoted_field(
+    raw: &[u8],
+    open: usize,
+    value: &[u8],
+    quote: u8,
+) -> Result<usize, (usize, CsvProblem)> {
+    // Where the bytes differ from the canonical encoding: the end of the record means the
+    // quote was never closed, anything else comes after a closing quote.
+    let differs = |at: usize| {
+        if at >= raw.len() {
+            (open, CsvProblem::UnclosedQuote)
+        } else {
+            (at, CsvProblem::CharactersAfterClosingQuote)
+        }
+    };
+    let mut p = open + 1;
+    let mut rest = value;
+    loop {
+        // Up to and including the next quote in the value, which the raw bytes must have
+        // doubled.
+        let (chunk, escaped) = match rest.iter().position(|&b| b == quote) {
+            Some(k) => (&rest[..=k], true),
+            None => (rest, false),
+        };
+        let have = raw.get(p..).unwrap_or_default();
+        let same = have.iter().zip(chunk).take_while(|(a, b)| a == b).count();
+        if same < chunk.len() {
+            return Err(differs(p + same));
+        }
+        p += chunk.len();
+        rest = &rest[chunk.len()..];
+        if !escaped {
+            break;
+        }
+        if raw.get(p) != Some(&quote) {
+            return Err(differs(p));
+        }
+        p += 1;
+    }
+    if raw.get(p) != Some(&quote) {
+        return Err(differs(p));
+    }
+    Ok(p + 1)
 }
 
 #[cfg(test)]

@@ -205,13 +205,8 @@ pub struct TableInfo {
     pub last_updated_by: Provenance,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FilterOperator {
-    #[default]
-    Eq,
-    Ne,
-}
+/// `eq` or `ne`: the contract's operator of `where_*` and `delete_where_*` (§4, §5).
+pub use crate::contract::mapping::Operator as FilterOperator;
 
 /// Rows whose `column` is (`Eq`) or is not (`Ne`) one of `values`. Values compare as
 /// exact strings. `Eq` with no values matches nothing, `Ne` with no values everything.
@@ -395,12 +390,23 @@ pub struct ApplyReport {
     pub files: Vec<FileInfo>,
 }
 
-/// How a recorded job ended.
+/// How a recorded job ended. Storage's own word for it, so that storage depends on no
+/// other part of berth; the runner maps its result's status to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Success,
     Error,
+}
+
+impl JobStatus {
+    /// The text stored for it, the same as its JSON form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Success => "success",
+            JobStatus::Error => "error",
+        }
+    }
 }
 
 /// What is kept of a finished job.
@@ -580,15 +586,24 @@ pub enum StorageError {
 impl StorageError {
     /// True when the data or the request is wrong (a malformed CSV, an unknown table or
     /// column, a bad id, a load that would drop columns): the job's fault, not berth's.
+    /// Every variant is listed, so a new one must be classified where it is added.
     pub fn is_user_error(&self) -> bool {
-        !matches!(
-            self,
+        match self {
+            StorageError::InvalidTableId { .. }
+            | StorageError::NoSuchTable(_)
+            | StorageError::NoSuchColumn { .. }
+            | StorageError::NoSuchFile(_)
+            | StorageError::Csv { .. }
+            | StorageError::Source { .. }
+            | StorageError::MissingColumns { .. }
+            | StorageError::InvalidLoad { .. }
+            | StorageError::Invalid { .. } => true,
             StorageError::Output { .. }
-                | StorageError::Io { .. }
-                | StorageError::Interrupted(_)
-                | StorageError::Database { .. }
-                | StorageError::Schema { .. }
-        )
+            | StorageError::Io { .. }
+            | StorageError::Interrupted(_)
+            | StorageError::Database { .. }
+            | StorageError::Schema { .. } => false,
+        }
     }
 }
 
@@ -643,14 +658,80 @@ mod tests {
     }
 
     #[test]
-    fn error_classes() {
+    fn bad_input_and_data_are_user_errors() {
         let id: TableId = "in.c-main.orders".parse().expect("valid");
-        assert!(StorageError::NoSuchTable(id.clone()).is_user_error());
-        let io = StorageError::Io {
-            path: PathBuf::from("/x"),
-            source: io::Error::other("disk"),
-        };
-        assert!(!io.is_user_error());
+        let path = PathBuf::from("/data/out/tables/orders.csv");
+        let user = [
+            StorageError::InvalidTableId {
+                id: "x".into(),
+                reason: "bad".into(),
+            },
+            StorageError::NoSuchTable(id.clone()),
+            StorageError::NoSuchColumn {
+                table: id.clone(),
+                column: "c".into(),
+            },
+            StorageError::NoSuchFile(7),
+            StorageError::Csv {
+                path: path.clone(),
+                line: 2,
+                problem: CsvProblem::UnclosedQuote,
+            },
+            StorageError::Source {
+                path: path.clone(),
+                message: "no such file".into(),
+            },
+            StorageError::MissingColumns {
+                table: id.clone(),
+                path: path.clone(),
+                missing: vec!["a".into()],
+            },
+            StorageError::InvalidLoad {
+                table: id.clone(),
+                reason: "bad".into(),
+            },
+            StorageError::Invalid {
+                what: "state key".into(),
+                reason: "bad".into(),
+            },
+        ];
+        for e in user {
+            assert!(e.is_user_error(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn berth_failures_are_internal_errors() {
+        let id: TableId = "in.c-main.orders".parse().expect("valid");
+        let path = PathBuf::from("/x");
+        let internal = [
+            StorageError::Output {
+                table: id,
+                source: io::Error::other("pipe"),
+            },
+            StorageError::Io {
+                path: path.clone(),
+                source: io::Error::other("disk"),
+            },
+            StorageError::Interrupted(crate::interrupt::Interrupted),
+            StorageError::Database {
+                path: path.clone(),
+                source: Box::new(io::Error::other("corrupt")),
+            },
+            StorageError::Schema {
+                path,
+                found: 99,
+                known: 1,
+            },
+        ];
+        for e in internal {
+            assert!(!e.is_user_error(), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn missing_columns_are_named_in_the_message() {
+        let id: TableId = "in.c-main.orders".parse().expect("valid");
         let e = StorageError::MissingColumns {
             table: id,
             path: PathBuf::from("/data/out/tables/orders.csv"),
@@ -661,5 +742,15 @@ mod tests {
             "/data/out/tables/orders.csv lacks columns \"a\", \"b\" of table in.c-main.orders: \
              a load may add columns but never drops any"
         );
+    }
+
+    #[test]
+    fn job_statuses_are_stored_as_their_json_text() {
+        for status in [JobStatus::Success, JobStatus::Error] {
+            let json = serde_json::to_value(status).expect("serialises");
+            assert_eq!(json.as_str(), Some(status.as_str()));
+        }
+        assert_eq!(JobStatus::Success.as_str(), "success");
+        assert_eq!(JobStatus::Error.as_str(), "error");
     }
 }
