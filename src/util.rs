@@ -54,6 +54,10 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// The buffer of a file berth streams through (layers, blobs, CSV in and out): large
+/// enough that system calls do not dominate, small enough to stay out of the way.
+pub const IO_BUFFER: usize = 256 << 10;
+
 /// The longest file name the kernel takes (NAME_MAX).
 pub const MAX_NAME_BYTES: usize = 255;
 

@@ -369,7 +369,7 @@ fn write_output(
         source,
     };
     let result = File::create(&tmp).map_err(io_err).and_then(|file| {
-        let mut out = io::BufWriter::with_capacity(256 << 10, file);
+        let mut out = io::BufWriter::with_capacity(berth::util::IO_BUFFER, file);
         write(&mut out)?;
         out.into_inner()
             .map(drop)

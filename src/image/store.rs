@@ -111,7 +111,7 @@ impl Store {
             source,
         })?;
         Ok(BlobWriter {
-            file: std::io::BufWriter::with_capacity(256 << 10, file),
+            file: std::io::BufWriter::with_capacity(crate::util::IO_BUFFER, file),
             tmp,
             dest: self.blob_path(digest),
             hasher: Hasher::new(),

@@ -58,7 +58,7 @@ pub fn unpack_layer(
         path: blob.to_owned(),
         source,
     })?;
-    let reader = decompressor(BufReader::with_capacity(256 << 10, file))
+    let reader = decompressor(BufReader::with_capacity(crate::util::IO_BUFFER, file))
         .map_err(|e| bad(format!("cannot read: {e}")))?;
     let mut hashing = HashingReader {
         inner: reader,

@@ -8,7 +8,7 @@
 use std::fs;
 
 use super::Services;
-use super::workdir::{Home, is_dead};
+use super::workdir::{Home, is_dead, parse_container_id};
 use crate::host::Host;
 use crate::util::remove_tree;
 
@@ -23,13 +23,17 @@ pub struct GcReport {
 /// Job directories under a home, by whether a berth still holds them.
 #[derive(Debug, Default)]
 struct Census {
+    tag: String,
     dead: Vec<String>,
     live: Vec<String>,
 }
 
 impl Census {
     fn take(home: &Home) -> Census {
-        let mut census = Census::default();
+        let mut census = Census {
+            tag: home.tag(),
+            ..Census::default()
+        };
         for entry in fs::read_dir(home.jobs()).into_iter().flatten().flatten() {
             if !entry.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
@@ -45,12 +49,13 @@ impl Census {
         census
     }
 
-    fn is_dead(&self, container: &str) -> bool {
-        job_of_container(container).is_some_and(|job| self.dead.iter().any(|d| d == job))
-    }
-
-    fn is_live(&self, container: &str) -> bool {
-        job_of_container(container).is_some_and(|job| self.live.iter().any(|l| l == job))
+    /// A container of this home whose job has no live berth — whether its job directory
+    /// is still there or not.
+    fn is_orphan(&self, container: &str) -> bool {
+        match parse_container_id(container) {
+            Some((tag, job)) => tag == self.tag && !self.live.iter().any(|l| l == job),
+            None => false,
+        }
     }
 }
 
@@ -66,7 +71,7 @@ pub fn sweep(svc: Services<'_>, home: &Home) -> GcReport {
         // sees the job as dead again and retries.
         if failed
             .iter()
-            .any(|c| job_of_container(c) == Some(id.as_str()))
+            .any(|c| parse_container_id(c).is_some_and(|(_, job)| job == id))
         {
             continue;
         }
@@ -91,11 +96,13 @@ pub fn sweep(svc: Services<'_>, home: &Home) -> GcReport {
     report
 }
 
-/// Removes the containers of dead jobs; returns those that could not be removed.
+/// Removes the containers of this home that no live berth holds; returns those that could
+/// not be removed.
 ///
 /// Their cgroups say which exist; state files may be gone (a private tmpfs) or unreadable.
-/// Cgroups are the whole host's, shared by every berth home: only containers of jobs this
-/// home knows to be dead are ours to remove. State directories are this home's own.
+/// Cgroups are the whole host's, shared by every berth home: a container's id names its
+/// home, and only this home's are ours. A container whose job directory is gone is still
+/// an orphan: nothing else would ever remove it.
 fn remove_containers(
     svc: Services<'_>,
     home: &Home,
@@ -103,20 +110,15 @@ fn remove_containers(
     report: &mut GcReport,
 ) -> Vec<String> {
     let state_root = home.state_root();
-    let mut containers: Vec<String> = if census.dead.is_empty() {
-        Vec::new() // the common case: skip reading every hierarchy
-    } else {
-        svc.host.cgroup_children(crate::runtime::CGROUP_PARENT)
-    };
-    containers.retain(|id| census.is_dead(id));
+    let mut containers = svc.host.cgroup_children(crate::runtime::CGROUP_PARENT);
     containers.extend(
         fs::read_dir(&state_root)
             .into_iter()
             .flatten()
             .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|id| job_of_container(id).is_some() && !census.is_live(id)),
+            .map(|e| e.file_name().to_string_lossy().into_owned()),
     );
+    containers.retain(|id| census.is_orphan(id));
     containers.sort();
     containers.dedup();
     let mut failed = Vec::new();
@@ -136,7 +138,7 @@ fn remove_containers(
 fn remove_bundles(host: &dyn Host, home: &Home, census: &Census, report: &mut GcReport) {
     for entry in fs::read_dir(home.bundles()).into_iter().flatten().flatten() {
         let id = entry.file_name().to_string_lossy().into_owned();
-        if !census.is_dead(&id) {
+        if !census.is_orphan(&id) {
             continue;
         }
         let dir = entry.path();
@@ -153,13 +155,6 @@ fn remove_bundles(host: &dyn Host, home: &Home, census: &Census, report: &mut Gc
     }
 }
 
-/// `berth-<job>-<n>` → `<job>`.
-fn job_of_container(id: &str) -> Option<&str> {
-    let rest = id.strip_prefix("berth-")?;
-    let (job, n) = rest.rsplit_once('-')?;
-    n.parse::<usize>().ok().map(|_| job)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,10 +163,12 @@ mod tests {
     use crate::runtime::fake::FakeRuntime;
 
     #[test]
-    fn container_ids_map_to_jobs() {
-        assert_eq!(job_of_container("berth-abc123-0"), Some("abc123"));
-        assert_eq!(job_of_container("berth-abc123-x"), None);
-        assert_eq!(job_of_container("other-1"), None);
+    fn container_ids_map_to_homes_and_jobs() {
+        let id = crate::job::workdir::container_id("0a1b2c3d", "abc123", 0);
+        assert_eq!(parse_container_id(&id), Some(("0a1b2c3d", "abc123")));
+        assert_eq!(parse_container_id("berth-t-abc123-x"), None);
+        assert_eq!(parse_container_id("berth-abc123"), None);
+        assert_eq!(parse_container_id("other-1"), None);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! <home>/jobs/<job id>/              flock-ed for as long as the job's berth lives
 //! <home>/jobs/<job id>/<n>/          image n's data/ (mounted at /data), tmp/ (at /tmp), and
 //!                                    the overlay's upper/ and work/: everything that may be big
-//! <home>/run/bundles/<container id>/ its OCI bundle: config.json and rootfs/ (the overlay)
+//! <home>/run/bundles/<container id>/ its OCI bundle: config.json and rootfs/ (the overlay);
+//!                                    container id = berth-<home tag>-<job id>-<n>
 //! <home>/run/state/<container id>/   libcontainer's state
 //! ```
 //!
@@ -23,6 +24,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
+use sha2::Digest;
 
 use crate::util::remove_tree;
 
@@ -37,6 +39,13 @@ impl Home {
         Home {
             root: root.to_owned(),
         }
+    }
+
+    /// A short name for this home in the names of its containers: cgroups are the whole
+    /// host's, and a sweep must only ever touch its own home's.
+    pub fn tag(&self) -> String {
+        let digest = sha2::Sha256::digest(self.root.as_os_str().as_encoded_bytes());
+        hex::encode(&digest[..HOME_TAG_BYTES])
     }
 
     pub fn jobs(&self) -> PathBuf {
@@ -64,6 +73,8 @@ impl Home {
 pub struct JobDir {
     pub id: String,
     pub dir: PathBuf,
+    /// The home's tag, part of every container id.
+    tag: String,
     bundles: PathBuf,
     /// How many image directories were created (their bundles are removed with the job).
     images: std::cell::Cell<usize>,
@@ -87,6 +98,7 @@ impl JobDir {
         Ok(JobDir {
             id,
             dir,
+            tag: home.tag(),
             bundles: home.bundles(),
             images: std::cell::Cell::new(0),
             lock: Some(lock),
@@ -95,7 +107,7 @@ impl JobDir {
 
     /// The container id for image `n` of this job.
     pub fn container_id(&self, n: usize) -> String {
-        container_id(&self.id, n)
+        container_id(&self.tag, &self.id, n)
     }
 
     /// Creates image `n`'s directories: the data folder of contract §1, `/tmp`, the
@@ -179,8 +191,24 @@ impl Drop for JobDir {
     }
 }
 
-pub fn container_id(job_id: &str, n: usize) -> String {
-    format!("berth-{job_id}-{n}")
+/// `berth-<home tag>-<job id>-<n>`: the container of image `n` of a job.
+pub fn container_id(tag: &str, job_id: &str, n: usize) -> String {
+    format!("{CONTAINER_PREFIX}{tag}-{job_id}-{n}")
+}
+
+/// What every berth container id starts with.
+pub const CONTAINER_PREFIX: &str = "berth-";
+
+/// How many bytes of the home path's digest name the home in container ids.
+const HOME_TAG_BYTES: usize = 4;
+
+/// `berth-<tag>-<job>-<n>` → (`<tag>`, `<job>`).
+pub fn parse_container_id(id: &str) -> Option<(&str, &str)> {
+    let rest = id.strip_prefix(CONTAINER_PREFIX)?;
+    let (tag, rest) = rest.split_once('-')?;
+    let (job, n) = rest.rsplit_once('-')?;
+    n.parse::<usize>().ok()?;
+    Some((tag, job))
 }
 
 /// One image's directories inside a job.

@@ -783,7 +783,10 @@ mod tests {
         let l = &staged.tables[0].load;
         assert_eq!((l.source.delimiter, l.source.enclosure), (b';', b'\''));
         let w = l.delete_where.as_ref().unwrap();
-        assert_eq!((w.column.as_str(), w.operator), ("a", crate::storage::FilterOperator::Ne));
+        assert_eq!(
+            (w.column.as_str(), w.operator),
+            ("a", crate::storage::FilterOperator::Ne)
+        );
         let (_d, out, staging) = setup();
         fs::write(out.join("tables/t.csv"), "a\n").unwrap();
         fs::write(out.join("tables/t.csv.manifest"), r#"{"delimiter": ";;"}"#).unwrap();

@@ -116,7 +116,8 @@ impl Runtime for Youki<'_> {
     fn remove_orphan(&self, state_root: &Path, id: &str) -> Result<(), RuntimeError> {
         let cgroups = cgroups_path(id)?;
         let dir = state_root.join(id);
-        {
+        // The state usually died with its berth (it lives on that berth's private tmpfs).
+        if dir.join("state.json").is_file() {
             let _lock = LIFECYCLE.lock().unwrap_or_else(|p| p.into_inner());
             match Container::load(dir.clone()) {
                 Ok(mut c) => {

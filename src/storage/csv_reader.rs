@@ -22,6 +22,9 @@ use csv_core::{ReadRecordResult, ReaderBuilder};
 
 use super::{CsvProblem, MAX_COLUMNS, MAX_RECORD_BYTES, StorageError};
 
+/// The first size of the buffer a record's fields are decoded into (it grows as needed).
+const FIELD_BUFFER: usize = 64 << 10;
+
 const READ_CHUNK: usize = 256 << 10;
 const BOM: &[u8] = b"\xef\xbb\xbf";
 
@@ -122,7 +125,7 @@ impl CsvFile {
             line: 1,
             first: true,
             width: None,
-            out: vec![0; 64 << 10],
+            out: vec![0; FIELD_BUFFER],
             ends: vec![0; 64],
         }
     }

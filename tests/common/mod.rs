@@ -562,10 +562,9 @@ pub fn cgroups_of(job_ids: &[&str]) -> Vec<String> {
             .flatten()
         {
             let name = e.file_name().to_string_lossy().into_owned();
-            if job_ids
-                .iter()
-                .any(|j| !j.is_empty() && name.starts_with(&format!("berth-{j}-")))
-            {
+            if job_ids.iter().any(|j| {
+                !j.is_empty() && name.starts_with("berth-") && name.contains(&format!("-{j}-"))
+            }) {
                 found.push(e.path().display().to_string());
             }
         }

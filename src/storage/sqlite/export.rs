@@ -22,7 +22,7 @@ pub(super) fn export_table(
     let (names, selected) = select_columns(id, &table, query)?;
     let (sql, args) = select_sql(id, &table, query, &selected)?;
     let mut w = csv::WriterBuilder::new()
-        .buffer_capacity(256 << 10)
+        .buffer_capacity(crate::util::IO_BUFFER)
         .from_writer(out);
     w.write_record(&names).map_err(|e| output(id, e))?;
     let mut stmt = conn.prepare(&sql)?;

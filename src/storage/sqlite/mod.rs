@@ -59,6 +59,9 @@ const PAGE_SIZE: i64 = 16 << 10;
 /// filled; more buys nothing for streaming.
 const CACHE_KIB: i64 = 16 << 10;
 
+/// What a checkpoint leaves of the write-ahead log (a large load makes it as large as itself).
+const WAL_KEEP_BYTES: i64 = 64 << 20;
+
 /// How many rows pass between two looks at whether the operator asked berth to stop.
 const INTERRUPT_CHECK_ROWS: u64 = 1 << 14;
 
@@ -150,7 +153,7 @@ impl SqliteStorage {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
         // A large load leaves a WAL as large as itself; keep at most this much after it.
-        conn.pragma_update(None, "journal_size_limit", 64i64 << 20)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)?;
         conn.pragma_update(None, "foreign_keys", true)?;
         Ok(())
     }
