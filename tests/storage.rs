@@ -63,7 +63,14 @@ impl Berth {
         r.stdout.trim().parse().unwrap()
     }
 
+    /// The whole stored state, berth's bookkeeping included.
     fn state(&self, component: &str, config: &str) -> Option<Value> {
+        let r = self.run_cmd(&["state", "show", "--all", component, config]);
+        (r.status == 0).then(|| serde_json::from_str(&r.stdout).unwrap())
+    }
+
+    /// What the component finds in /data/in/state.json.
+    fn component_state(&self, component: &str, config: &str) -> Option<Value> {
         let r = self.run_cmd(&["state", "show", component, config]);
         (r.status == 0).then(|| serde_json::from_str(&r.stdout).unwrap())
     }
@@ -466,6 +473,9 @@ exit 0"##,
     let r = b.run_job(&j);
     assert!(r.stderr.contains("\"count\":1}"), "{}", r.stderr);
     assert_eq!(b.state("acme.test", "42").unwrap()["component"]["count"], 2);
+    // `state show` prints what the next run will find in in/state.json.
+    let shown = b.component_state("acme.test", "42").unwrap();
+    assert_eq!(shown, json!({"count": 2, "#token": "t"}));
 
     // A failed run leaves the state as it was.
     let failing = job(&img.reference, json!({}), json!({"fail": true}));
