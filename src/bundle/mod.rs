@@ -4,7 +4,7 @@
 //! What goes in and why:
 //! - process: Entrypoint + Cmd, the image's Env with the contract's `KBC_*` on top,
 //!   WorkingDir, the image's User resolved against the image's own `/etc/passwd`;
-//! - Docker's default capability set, no new privileges, rlimits no higher than berth's own
+//! - podman's default capability set, no new privileges, rlimits no higher than berth's own
 //!   hard limits (root on hardened hosts cannot raise them, and asking fails the start);
 //! - `/data` and `/tmp` bound from the job's working directory;
 //! - new pid, mount, ipc, uts and cgroup namespaces, plus a network namespace unless the
@@ -45,22 +45,21 @@ pub enum BundleError {
     },
 }
 
-/// Docker's default capabilities: what most images expect root to be able to do.
-const CAPABILITIES: [Capability; 14] = [
+/// podman's default capabilities: Docker's set less MKNOD, NET_RAW and AUDIT_WRITE, which a
+/// data-processing component has no use for (no device nodes, no raw packets, no audit log)
+/// and which only widen what a compromised one can reach.
+pub const CAPABILITIES: [Capability; 11] = [
     Capability::Chown,
     Capability::DacOverride,
-    Capability::Fsetid,
     Capability::Fowner,
-    Capability::Mknod,
-    Capability::NetRaw,
-    Capability::Setgid,
-    Capability::Setuid,
-    Capability::Setfcap,
-    Capability::Setpcap,
-    Capability::NetBindService,
-    Capability::SysChroot,
+    Capability::Fsetid,
     Capability::Kill,
-    Capability::AuditWrite,
+    Capability::NetBindService,
+    Capability::Setfcap,
+    Capability::Setgid,
+    Capability::Setpcap,
+    Capability::Setuid,
+    Capability::SysChroot,
 ];
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -263,6 +262,7 @@ pub fn hostname_for(component_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn bundle_spec<'a>(
         image: &'a RunConfig,
@@ -414,6 +414,70 @@ mod tests {
         ))
         .unwrap_err();
         assert!(matches!(e, BundleError::NoCommand));
+    }
+
+    fn root_user() -> ContainerUser {
+        ContainerUser {
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+        }
+    }
+
+    fn some_limits() -> Limits {
+        Limits {
+            memory_bytes: 1,
+            cpus: 1.0,
+            pids: 1,
+        }
+    }
+
+    fn minimal_spec() -> Spec {
+        let image = RunConfig {
+            cmd: Some(vec!["true".into()]),
+            ..Default::default()
+        };
+        build(&bundle_spec(
+            &image,
+            &root_user(),
+            &[],
+            &some_limits(),
+            &CgroupSupport::default(),
+            NetworkMode::None,
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn capabilities_are_podmans_eleven_and_never_inherited() {
+        use Capability as C;
+        let spec = minimal_spec();
+        let process = spec.process().as_ref().unwrap();
+        let caps = process.capabilities().as_ref().unwrap();
+        let expected: HashSet<Capability> = [
+            C::Chown,
+            C::DacOverride,
+            C::Fowner,
+            C::Fsetid,
+            C::Kill,
+            C::NetBindService,
+            C::Setfcap,
+            C::Setgid,
+            C::Setpcap,
+            C::Setuid,
+            C::SysChroot,
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(caps.bounding().as_ref(), Some(&expected));
+        assert_eq!(caps.effective().as_ref(), Some(&expected));
+        assert_eq!(caps.permitted().as_ref(), Some(&expected));
+        assert_eq!(caps.inheritable().as_ref(), Some(&HashSet::new()));
+        assert_eq!(caps.ambient().as_ref(), Some(&HashSet::new()));
+        for dropped in [C::Mknod, C::NetRaw, C::AuditWrite, C::SysAdmin] {
+            assert!(!expected.contains(&dropped));
+        }
+        assert_eq!(process.no_new_privileges(), Some(true));
     }
 
     #[test]
