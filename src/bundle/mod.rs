@@ -6,24 +6,28 @@
 //!   WorkingDir, the image's User resolved against the image's own `/etc/passwd`;
 //! - podman's default capability set, no new privileges, rlimits no higher than berth's own
 //!   hard limits (root on hardened hosts cannot raise them, and asking fails the start);
+//! - podman's default seccomp profile, compiled for that capability set (`seccomp.rs`);
 //! - `/data` and `/tmp` bound from the job's working directory;
 //! - new pid, mount, ipc, uts and cgroup namespaces, plus a network namespace unless the
 //!   component asks for the host's;
 //! - memory (swap off), cpu and pids limits, only for controllers the host has: asking for
 //!   a missing one fails the container, so it is reported as not enforced instead.
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount,
-    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
-    UserBuilder,
+    LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
+    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, Process,
+    ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 
+mod seccomp;
 mod user;
 
+pub use seccomp::SeccompError;
 pub use user::resolve_user;
 
 use crate::contract::NetworkMode;
@@ -38,6 +42,8 @@ pub enum BundleError {
     User { user: String, message: String },
     #[error("invalid runtime spec: {0}")]
     Spec(#[from] oci_spec::OciSpecError),
+    #[error("cannot build the seccomp filter")]
+    Seccomp(#[from] SeccompError),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -98,6 +104,36 @@ pub struct BundleSpec<'a> {
 
 /// Builds the runtime spec. `root.path` is `rootfs`, relative to the bundle directory.
 pub fn build(b: &BundleSpec<'_>) -> Result<Spec, BundleError> {
+    let caps: HashSet<Capability> = CAPABILITIES.into_iter().collect();
+    let seccomp = seccomp::default_filter(&caps)?;
+    let process = process(b, caps)?;
+    let defaults = oci_spec::runtime::Linux::default();
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces(b.network)?)
+        .resources(resources(b)?)
+        .cgroups_path(PathBuf::from(b.cgroups_path))
+        .seccomp(seccomp)
+        .masked_paths(defaults.masked_paths().clone().unwrap_or_default())
+        .readonly_paths(defaults.readonly_paths().clone().unwrap_or_default())
+        .build()?;
+
+    let mut spec = Spec::default();
+    spec.set_hostname(Some(b.hostname.to_owned()));
+    spec.set_root(Some(
+        RootBuilder::default()
+            .path("rootfs")
+            .readonly(false)
+            .build()?,
+    ));
+    spec.set_process(Some(process));
+    spec.set_mounts(Some(mounts(b)?));
+    spec.set_linux(Some(linux));
+    spec.set_annotations(None);
+    Ok(spec)
+}
+
+/// The container's process: the image's command, environment and user, with `caps`.
+fn process(b: &BundleSpec<'_>, caps: HashSet<Capability>) -> Result<Process, BundleError> {
     let mut args: Vec<String> = b.image.entrypoint.clone().unwrap_or_default();
     args.extend(b.image.cmd.clone().unwrap_or_default());
     if args.is_empty() {
@@ -119,8 +155,7 @@ pub fn build(b: &BundleSpec<'_>) -> Result<Spec, BundleError> {
         Some(d) => format!("/{d}"),
     };
 
-    let caps: std::collections::HashSet<Capability> = CAPABILITIES.into_iter().collect();
-    let process = ProcessBuilder::default()
+    Ok(ProcessBuilder::default()
         .terminal(false)
         .args(args)
         .env(env)
@@ -137,8 +172,8 @@ pub fn build(b: &BundleSpec<'_>) -> Result<Spec, BundleError> {
                 .bounding(caps.clone())
                 .effective(caps.clone())
                 .permitted(caps)
-                .inheritable(std::collections::HashSet::new())
-                .ambient(std::collections::HashSet::new())
+                .inheritable(HashSet::new())
+                .ambient(HashSet::new())
                 .build()?,
         )
         .rlimits(vec![
@@ -149,8 +184,10 @@ pub fn build(b: &BundleSpec<'_>) -> Result<Spec, BundleError> {
                 .build()?,
         ])
         .no_new_privileges(true)
-        .build()?;
+        .build()?)
+}
 
+fn namespaces(network: NetworkMode) -> Result<Vec<LinuxNamespace>, BundleError> {
     let mut namespaces = vec![
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Mount,
@@ -158,14 +195,17 @@ pub fn build(b: &BundleSpec<'_>) -> Result<Spec, BundleError> {
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Cgroup,
     ];
-    if b.network != NetworkMode::Host {
+    if network != NetworkMode::Host {
         namespaces.push(LinuxNamespaceType::Network);
     }
-    let namespaces = namespaces
+    Ok(namespaces
         .into_iter()
         .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?)
+}
 
+/// Limits for the controllers the host has.
+fn resources(b: &BundleSpec<'_>) -> Result<LinuxResources, BundleError> {
     let mut resources = LinuxResourcesBuilder::default();
     if b.cgroups.memory.is_some() {
         let bytes = i64::try_from(b.limits.memory_bytes).unwrap_or(i64::MAX);
@@ -179,7 +219,10 @@ pub fn build(b: &BundleSpec<'_>) -> Result<Spec, BundleError> {
     }
     if b.cgroups.cpu {
         let period: u64 = 100_000;
-        #[allow(clippy::cast_possible_truncation)]
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "a cpu count times 100 000 fits an i64"
+        )]
         let quota = (b.limits.cpus * period as f64).round() as i64;
         resources = resources.cpu(
             LinuxCpuBuilder::default()
@@ -191,15 +234,11 @@ pub fn build(b: &BundleSpec<'_>) -> Result<Spec, BundleError> {
     if b.cgroups.pids {
         resources = resources.pids(LinuxPidsBuilder::default().limit(b.limits.pids).build()?);
     }
-    let defaults = oci_spec::runtime::Linux::default();
-    let linux = LinuxBuilder::default()
-        .namespaces(namespaces)
-        .resources(resources.build()?)
-        .cgroups_path(PathBuf::from(b.cgroups_path))
-        .masked_paths(defaults.masked_paths().clone().unwrap_or_default())
-        .readonly_paths(defaults.readonly_paths().clone().unwrap_or_default())
-        .build()?;
+    Ok(resources.build()?)
+}
 
+/// The runtime's default mounts, plus `/data` and `/tmp` from the job's directory.
+fn mounts(b: &BundleSpec<'_>) -> Result<Vec<Mount>, BundleError> {
     let mut mounts: Vec<Mount> = oci_spec::runtime::get_default_mounts();
     for (dest, src) in [("/data", b.data_dir), ("/tmp", b.tmp_dir)] {
         mounts.push(
@@ -216,20 +255,7 @@ pub fn build(b: &BundleSpec<'_>) -> Result<Spec, BundleError> {
                 .build()?,
         );
     }
-
-    let mut spec = Spec::default();
-    spec.set_hostname(Some(b.hostname.to_owned()));
-    spec.set_root(Some(
-        RootBuilder::default()
-            .path("rootfs")
-            .readonly(false)
-            .build()?,
-    ));
-    spec.set_process(Some(process));
-    spec.set_mounts(Some(mounts));
-    spec.set_linux(Some(linux));
-    spec.set_annotations(None);
-    Ok(spec)
+    Ok(mounts)
 }
 
 /// Writes the spec as `config.json` into the bundle directory.
@@ -262,7 +288,6 @@ pub fn hostname_for(component_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
 
     fn bundle_spec<'a>(
         image: &'a RunConfig,
