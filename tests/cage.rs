@@ -6,7 +6,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
+use std::fs;
+use std::io::{BufReader, Lines};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdout, Command};
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
@@ -14,6 +18,10 @@ use serde_json::json;
 fn script_image(name: &str, script: &str) -> BuiltImage {
     push(&ImageSpec::script(script), &unique_repo(name), "1.0")
 }
+
+/// Waits (at most a minute) for the test to create `/data/in/user/go`.
+const WAIT_FOR_GO: &str =
+    "i=0; while [ ! -e /data/in/user/go ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done";
 
 /// podman's default set: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP
 /// NET_BIND_SERVICE SYS_CHROOT SETFCAP (bits 0 1 3 4 5 6 7 8 10 18 31).
@@ -92,4 +100,112 @@ fn seccomp_filter_blocks_what_the_profile_blocks_and_nothing_a_job_needs() {
     let state: serde_json::Value = serde_json::from_str(&state.stdout).unwrap();
     assert_eq!(state["component"], json!({"ran": true}));
     b.assert_clean(&[&job_id(&r.json())]);
+}
+
+/// A background `berth run` of a component that prints its first line, then `READY`, and
+/// waits for the test's go.
+struct Paused {
+    child: std::process::Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    first: String,
+    job_dir: PathBuf,
+}
+
+impl Paused {
+    fn start(b: &Berth, name: &str, first_line: &str) -> Paused {
+        let img = script_image(name, &format!("{first_line}\necho READY\n{WAIT_FOR_GO}"));
+        let path = b.write_job(&job(
+            &img.reference,
+            json!({"process_timeout": 120}),
+            json!({}),
+        ));
+        let (child, mut lines) = b.spawn_run(&path);
+        let first = lines.next().unwrap().unwrap();
+        assert_eq!(lines.next().unwrap().unwrap(), "READY");
+        let job_dir = b.job_dir();
+        Paused {
+            child,
+            lines,
+            first,
+            job_dir,
+        }
+    }
+
+    fn container_id(&self) -> String {
+        let job = self.job_dir.file_name().unwrap().to_string_lossy();
+        format!("berth-{job}-0")
+    }
+
+    fn finish(mut self) {
+        fs::write(self.job_dir.join("0/data/in/user/go"), b"").unwrap();
+        assert!(self.lines.next().is_none());
+        assert_eq!(self.child.wait().unwrap().code(), Some(0));
+    }
+}
+
+/// A file the running container's cgroup has, once it appears.
+fn read_when_there(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match fs::read_to_string(path) {
+            Ok(s) => return s,
+            Err(e) if Instant::now() > deadline => panic!("{}: {e}", path.display()),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+#[test]
+fn devices_are_the_minimal_set_and_the_cgroup_denies_the_rest() {
+    require_env!();
+    let devices_root = Path::new("/sys/fs/cgroup/devices");
+    if !devices_root.join("devices.list").is_file() {
+        eprintln!("skipping: no v1 devices controller on this host");
+        return;
+    }
+    let b = Berth::new();
+    let run = Paused::start(&b, "devices", "ls -A /dev | tr '\\n' ' '; echo");
+    let list = read_when_there(
+        &devices_root
+            .join("berth")
+            .join(run.container_id())
+            .join("devices.list"),
+    );
+    let mut dev: Vec<&str> = run.first.split_whitespace().collect();
+    dev.sort_unstable();
+    let mut minimal = vec![
+        "fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin",
+        "stdout", "tty", "urandom", "zero",
+    ];
+    // libcontainer links /dev/core to /proc/kcore where the kernel has one.
+    if Path::new("/proc/kcore").exists() {
+        minimal.insert(0, "core");
+    }
+    assert_eq!(dev, minimal, "/dev holds more than the minimal set");
+    let mut rules: Vec<&str> = list.lines().collect();
+    rules.sort_unstable();
+    assert!(
+        !rules.contains(&"a *:* rwm"),
+        "every device allowed: {list}"
+    );
+    assert_eq!(
+        rules,
+        [
+            "b *:* m",
+            "c *:* m",
+            "c 10:200 rwm",
+            "c 136:* rwm",
+            "c 1:3 rwm",
+            "c 1:5 rwm",
+            "c 1:7 rwm",
+            "c 1:8 rwm",
+            "c 1:9 rwm",
+            "c 5:0 rwm",
+            "c 5:1 rwm",
+            "c 5:2 rwm",
+        ],
+        "{list}"
+    );
+    run.finish();
+    b.assert_clean(&[]);
 }

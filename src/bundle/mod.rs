@@ -10,6 +10,7 @@
 //! - `/data` and `/tmp` bound from the job's working directory;
 //! - new pid, mount, ipc, uts and cgroup namespaces, plus a network namespace unless the
 //!   component asks for the host's;
+//! - a devices cgroup that denies everything but the few devices of the container's `/dev`;
 //! - memory (swap off), cpu and pids limits, only for controllers the host has: asking for
 //!   a missing one fails the container, so it is reported as not enforced instead.
 
@@ -18,8 +19,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
-    LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroup,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
     LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, Process,
     ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
@@ -66,6 +68,20 @@ pub const CAPABILITIES: [Capability; 11] = [
     Capability::Setpcap,
     Capability::Setuid,
     Capability::SysChroot,
+];
+
+/// The character devices a container may use, as (major, minor or every minor): the nodes
+/// libcontainer creates in its `/dev` (null, zero, full, random, urandom, tty) and the
+/// pseudo-terminals of `/dev/pts` with their `ptmx`. Everything else is denied first.
+const ALLOWED_DEVICES: [(i64, Option<i64>); 8] = [
+    (1, Some(3)),
+    (1, Some(5)),
+    (1, Some(7)),
+    (1, Some(8)),
+    (1, Some(9)),
+    (5, Some(0)),
+    (5, Some(2)),
+    (136, None),
 ];
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -204,9 +220,9 @@ fn namespaces(network: NetworkMode) -> Result<Vec<LinuxNamespace>, BundleError> 
         .collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Limits for the controllers the host has.
+/// Limits for the controllers the host has, and the devices rules.
 fn resources(b: &BundleSpec<'_>) -> Result<LinuxResources, BundleError> {
-    let mut resources = LinuxResourcesBuilder::default();
+    let mut resources = LinuxResourcesBuilder::default().devices(device_rules()?);
     if b.cgroups.memory.is_some() {
         let bytes = i64::try_from(b.limits.memory_bytes).unwrap_or(i64::MAX);
         resources = resources.memory(
@@ -235,6 +251,33 @@ fn resources(b: &BundleSpec<'_>) -> Result<LinuxResources, BundleError> {
         resources = resources.pids(LinuxPidsBuilder::default().limit(b.limits.pids).build()?);
     }
     Ok(resources.build()?)
+}
+
+/// Deny every device, then allow the few a container needs. Without the deny the
+/// container's devices cgroup inherits its parent's `a *:* rwm`, and the allow rules that
+/// libcgroups adds by itself (the same devices, plus `mknod` of any node and tun) change
+/// nothing. On cgroup v2 the rules take effect only where libcgroups is built with its
+/// `cgroupsv2_devices` feature.
+fn device_rules() -> Result<Vec<LinuxDeviceCgroup>, BundleError> {
+    let mut rules = vec![
+        LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .typ(LinuxDeviceType::A)
+            .access("rwm")
+            .build()?,
+    ];
+    for (major, minor) in ALLOWED_DEVICES {
+        let mut rule = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::C)
+            .major(major)
+            .access("rwm");
+        if let Some(minor) = minor {
+            rule = rule.minor(minor);
+        }
+        rules.push(rule.build()?);
+    }
+    Ok(rules)
 }
 
 /// The runtime's default mounts, plus `/data` and `/tmp` from the job's directory.
@@ -503,6 +546,34 @@ mod tests {
             assert!(!expected.contains(&dropped));
         }
         assert_eq!(process.no_new_privileges(), Some(true));
+    }
+
+    #[test]
+    fn devices_are_denied_but_for_the_minimal_set() {
+        // Also with no controller to limit: the devices rules do not depend on them.
+        let spec = minimal_spec();
+        let resources = spec.linux().as_ref().unwrap().resources().as_ref().unwrap();
+        let rules: Vec<(bool, String)> = resources
+            .devices()
+            .iter()
+            .flatten()
+            .map(|d| (d.allow(), d.to_string()))
+            .collect();
+        let allow = |r: &str| (true, r.to_owned());
+        assert_eq!(
+            rules,
+            vec![
+                (false, "a *:* rwm".to_owned()),
+                allow("c 1:3 rwm"),
+                allow("c 1:5 rwm"),
+                allow("c 1:7 rwm"),
+                allow("c 1:8 rwm"),
+                allow("c 1:9 rwm"),
+                allow("c 5:0 rwm"),
+                allow("c 5:2 rwm"),
+                allow("c 136:* rwm"),
+            ]
+        );
     }
 
     #[test]
