@@ -8,6 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufReader, Lines};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdout, Command};
 use std::time::{Duration, Instant};
@@ -207,5 +208,90 @@ fn devices_are_the_minimal_set_and_the_cgroup_denies_the_rest() {
         "{list}"
     );
     run.finish();
+    b.assert_clean(&[]);
+}
+
+/// Runs `args` as nobody and returns its stderr; it must fail.
+fn as_nobody_fails(args: &[&str]) -> String {
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "nobody could {args:?}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stderr
+}
+
+fn mode_of(path: &Path) -> String {
+    let out = Command::new("stat")
+        .args(["-c", "%a"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stat {}", path.display());
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn other_users_cannot_read_home_cache_or_jobs() {
+    require_env!();
+    let b = Berth::new();
+    // The temporary directory is private already; open it so only berth's own modes count.
+    fs::set_permissions(b.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let run = Paused::start(
+        &b,
+        "private",
+        "awk '$2 == \"/\" { print $4 }' /proc/self/mounts",
+    );
+    // The root is the overlay, mounted nodev and nosuid.
+    let options: Vec<&str> = run.first.split(',').collect();
+    assert!(
+        options.contains(&"nosuid") && options.contains(&"nodev"),
+        "{}",
+        run.first
+    );
+    let home = b.home();
+    let cache = b.cache();
+    let rootfs = fs::read_dir(cache.join("rootfs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let config = run.job_dir.join("0/data/config.json");
+    let database = home.join("storage/project.sqlite");
+    let busybox = rootfs.join("bin/busybox");
+    for p in [&config, &database, &busybox] {
+        assert!(p.is_file(), "{} should exist", p.display());
+    }
+    let run_busybox = format!("{} true", busybox.display());
+    let attempts: Vec<Vec<String>> = [
+        vec!["ls", home.to_str().unwrap()],
+        vec!["ls", cache.to_str().unwrap()],
+        vec!["ls", run.job_dir.to_str().unwrap()],
+        vec!["ls", rootfs.to_str().unwrap()],
+        vec!["cat", config.to_str().unwrap()],
+        vec!["cat", database.to_str().unwrap()],
+        vec!["stat", cache.join("blobs/sha256").to_str().unwrap()],
+        // Through a shell: setpriv itself still holds root's capabilities when it executes.
+        vec!["sh", "-c", &run_busybox],
+    ]
+    .into_iter()
+    .map(|a| a.into_iter().map(str::to_owned).collect())
+    .collect();
+    for a in &attempts {
+        let args: Vec<&str> = a.iter().map(String::as_str).collect();
+        let stderr = as_nobody_fails(&args);
+        assert!(stderr.contains("Permission denied"), "{a:?}: {stderr}");
+    }
+    run.finish();
+    assert_eq!(mode_of(&home), "700");
+    assert_eq!(mode_of(&cache), "700");
+    assert_eq!(mode_of(&database), "600");
     b.assert_clean(&[]);
 }
