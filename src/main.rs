@@ -9,6 +9,11 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // Nothing berth writes is for other local users: job data and config.json (which hold
+    // secrets), the storage, and images' setuid-root binaries in the cache. Where a mode must
+    // be wider (an image's own files, directories a container user must traverse) it is set
+    // explicitly.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = cli::Cli::parse();
     init_logging(cli.global.verbose, cli.global.quiet);
     if let Err(e) = berth::interrupt::install() {

@@ -56,6 +56,14 @@ impl Host for LinuxHost {
                 return Err(HostError::OverlayPath(p.to_owned()));
             }
         }
+        // The merged root shows the upper directory's mode, which berth's umask made 0700:
+        // a non-root container user could not even traverse `/`. It must be the image's.
+        let overlay_err = |source: io::Error| HostError::Overlay {
+            target: target.to_owned(),
+            source,
+        };
+        let root_mode = std::fs::metadata(lower).map_err(overlay_err)?.permissions();
+        std::fs::set_permissions(upper, root_mode).map_err(overlay_err)?;
         let base = format!(
             "lowerdir={},upperdir={},workdir={}",
             lower.display(),
@@ -67,7 +75,9 @@ impl Host for LinuxHost {
                 Some("overlay"),
                 target,
                 Some("overlay"),
-                MsFlags::MS_NODEV,
+                // Containers run with no_new_privileges, so set-id bits do nothing inside
+                // anyway; nosuid keeps it so should that ever change.
+                MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
                 Some(data),
             )
         };

@@ -12,6 +12,7 @@
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -41,11 +42,25 @@ pub struct Store {
 }
 
 impl Store {
+    /// Opens the store, creating it if needed. Its root is made private (0700) also when it
+    /// exists with looser bits: images carry setuid-root binaries and whatever their
+    /// layers hold, and other local users must not run or read them. What is below keeps
+    /// its modes: the root alone closes the tree.
     pub fn open(root: &Path) -> Result<Store, ImageError> {
         for sub in ["blobs/sha256", "refs", "rootfs", "tmp"] {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(|source| ImageError::Store { path: dir, source })?;
         }
+        let private = || -> std::io::Result<()> {
+            if fs::metadata(root)?.permissions().mode() & 0o077 != 0 {
+                fs::set_permissions(root, fs::Permissions::from_mode(0o700))?;
+            }
+            Ok(())
+        };
+        private().map_err(|source| ImageError::Store {
+            path: root.to_owned(),
+            source,
+        })?;
         Ok(Store {
             root: root.to_owned(),
         })
@@ -257,6 +272,20 @@ mod tests {
             0,
             "temp files left"
         );
+    }
+
+    #[test]
+    fn the_root_is_made_private_even_if_it_existed_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cache");
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        Store::open(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(root.join("refs"), fs::Permissions::from_mode(0o755)).unwrap();
+        Store::open(&root).unwrap();
+        assert_eq!(mode(&root), 0o700);
+        // Only the root: what is below keeps its modes.
+        assert_eq!(mode(&root.join("refs")), 0o755);
     }
 
     #[test]

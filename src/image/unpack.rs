@@ -182,6 +182,9 @@ impl Applier<'_> {
             crate::util::remove_tree(&dest)
                 .map_err(|e| self.bad(format!("replace {}: {e}", rel.display())))?;
         }
+
+        self.create_missing_parents(&rel)
+            .map_err(|e| self.bad(format!("parents of {}: {e}", rel.display())))?;
         match kind {
             tar::EntryType::Fifo | tar::EntryType::Char | tar::EntryType::Block => {
                 self.make_special(entry, kind, &dest)?;
@@ -258,6 +261,31 @@ impl Applier<'_> {
         })?;
         if !unpacked {
             return Err(self.escape(raw, "refused by the tar reader"));
+        }
+        Ok(())
+    }
+
+    /// Creates the directories above `rel` that neither the layer nor a lower one made, as
+    /// 0755 like Docker and podman. The tar reader would create them with the process's
+    /// umask: 0700 under berth's, which a non-root container user cannot traverse. Existing
+    /// ancestors were checked not to be symlinks; the missing ones are made here, inside the
+    /// rootfs.
+    fn create_missing_parents(&self, rel: &Path) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(parent) = rel.parent() else {
+            return Ok(());
+        };
+        let mut dir = self.rootfs.to_path_buf();
+        for part in parent.components() {
+            dir.push(part);
+            match fs::symlink_metadata(&dir) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir(&dir)?;
+                    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
@@ -351,12 +379,9 @@ impl Applier<'_> {
             }
             _ => return Ok(()),
         };
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent)
-                .map_err(|e| self.bad(format!("{}: {e}", parent.display())))?;
-        }
         let io_err = |e: nix::Error| self.bad(format!("{}: {e}", dest.display()));
-        mknod(dest, flag, Mode::from_bits_truncate(mode), dev).map_err(io_err)?;
+        let mode = Mode::from_bits_truncate(mode);
+        mknod(dest, flag, mode, dev).map_err(io_err)?;
         if self.ownership == Ownership::Preserve {
             let uid = header.uid().ok().and_then(|u| u32::try_from(u).ok());
             let gid = header.gid().ok().and_then(|g| u32::try_from(g).ok());
@@ -369,7 +394,14 @@ impl Applier<'_> {
             )
             .map_err(io_err)?;
         }
-        Ok(())
+        // mknod applies the umask; the layer's mode is the one to keep.
+        nix::sys::stat::fchmodat(
+            None,
+            dest,
+            mode,
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .map_err(io_err)
     }
 }
 
@@ -495,6 +527,52 @@ mod tests {
         assert_eq!(m.permissions().mode() & 0o777, 0o640);
         assert_eq!(m.nlink(), 2);
         assert_eq!(m.ino(), fs::metadata(root.join("etc/hard")).unwrap().ino());
+    }
+
+    /// Sets the process's umask until dropped (process-wide: the tests that run meanwhile
+    /// only get stricter modes, which as root they can still read).
+    struct Umask(nix::sys::stat::Mode);
+
+    impl Umask {
+        fn set(bits: u32) -> Umask {
+            Umask(nix::sys::stat::umask(
+                nix::sys::stat::Mode::from_bits_truncate(bits),
+            ))
+        }
+    }
+
+    impl Drop for Umask {
+        fn drop(&mut self) {
+            nix::sys::stat::umask(self.0);
+        }
+    }
+
+    #[test]
+    fn missing_parents_are_0755_and_modes_ignore_a_strict_umask() {
+        let (_d, root) = setup();
+        let _umask = Umask::set(0o077);
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o4755);
+        h.set_size(1);
+        b.append_data(&mut h, "usr/bin/x", &b"x"[..]).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Fifo);
+        h.set_mode(0o666);
+        h.set_size(0);
+        b.append_data(&mut h, "run/fifo", io::empty()).unwrap();
+        apply(&root, &b.into_inner().unwrap()).unwrap();
+        let mode = |p: &str| fs::symlink_metadata(root.join(p)).unwrap().mode() & 0o7777;
+        assert_eq!(mode("usr"), 0o755);
+        assert_eq!(mode("usr/bin"), 0o755);
+        assert_eq!(mode("usr/bin/x"), 0o4755);
+        assert_eq!(mode("run"), 0o755);
+        assert_eq!(mode("run/fifo"), 0o666);
+        // A directory the layer lists keeps its own mode.
+        apply(&root, &tar_of(&[E::Dir("opt"), E::File("opt/a/b", b"1")])).unwrap();
+        assert_eq!(mode("opt"), 0o755);
+        assert_eq!(mode("opt/a"), 0o755);
     }
 
     #[test]

@@ -1,0 +1,482 @@
+//! The seccomp filter: podman's default profile (`data/seccomp.json`, see `data/README.md`),
+//! compiled for one container.
+//!
+//! The profile is a template, not a filter: its rules carry conditions — capabilities the
+//! container must have (`includes.caps`) or lack (`excludes.caps`), architectures
+//! (`includes.arches`/`excludes.arches`, in Go's names: `amd64`, `arm64`) and a minimum kernel
+//! (`includes.minKernel`) — that podman resolves per container. This module does the same and
+//! hands libcontainer the plain rule list of the runtime spec: the profile's default action
+//! (`ENOSYS` for every syscall it does not name), the host's architecture with the
+//! sub-architectures of the profile's `archMap` (so 32-bit syscalls are filtered too), and
+//! the kept rules in the profile's order. Order matters: libseccomp keeps the first
+//! unconditional rule for a syscall and silently ignores later ones.
+//!
+//! The profile is parsed once per process; compiling it is a filter over a few dozen rules.
+
+use std::collections::HashSet;
+use std::sync::OnceLock;
+
+use oci_spec::runtime::{
+    Arch, Capability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompBuilder,
+    LinuxSyscall, LinuxSyscallBuilder,
+};
+use serde::Deserialize;
+
+/// The profile every container gets.
+const DEFAULT_PROFILE: &str = include_str!("data/seccomp.json");
+const DEFAULT_PROFILE_PATH: &str = "src/bundle/data/seccomp.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("seccomp profile {name} is not valid")]
+    Parse {
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("seccomp profile {name}: minKernel {version:?} is not a kernel version")]
+    MinKernel { name: String, version: String },
+    #[error("the embedded seccomp profile {DEFAULT_PROFILE_PATH} cannot be used")]
+    Default(#[source] &'static SeccompError),
+    #[error("seccomp rule for {names:?} does not fit the runtime spec")]
+    Rule {
+        names: Vec<String>,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    #[error("seccomp filter does not fit the runtime spec")]
+    Spec(#[source] oci_spec::OciSpecError),
+}
+
+/// A seccomp profile in the format of containers/common and moby.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Profile {
+    default_action: LinuxSeccompAction,
+    #[serde(default)]
+    default_errno_ret: Option<u32>,
+    #[serde(default)]
+    arch_map: Vec<ArchMapEntry>,
+    #[serde(default)]
+    syscalls: Vec<Rule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ArchMapEntry {
+    architecture: Arch,
+    #[serde(default)]
+    sub_architectures: Vec<Arch>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Rule {
+    #[serde(default)]
+    names: Vec<String>,
+    /// Older profiles name one syscall per rule.
+    #[serde(default)]
+    name: Option<String>,
+    action: LinuxSeccompAction,
+    #[serde(default)]
+    errno_ret: Option<u32>,
+    #[serde(default)]
+    args: Option<Vec<LinuxSeccompArg>>,
+    #[serde(default)]
+    includes: Option<Condition>,
+    #[serde(default)]
+    excludes: Option<Condition>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Condition {
+    #[serde(default)]
+    caps: Vec<CapName>,
+    #[serde(default)]
+    arches: Vec<String>,
+    #[serde(default)]
+    min_kernel: Option<String>,
+}
+
+/// A capability as the profile names it (`CAP_SYS_ADMIN`). One the runtime spec does not
+/// know is one no container can hold.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum CapName {
+    Known(Capability),
+    Unknown(#[expect(dead_code, reason = "kept for Debug output only")] String),
+}
+
+impl CapName {
+    fn held_in(&self, caps: &HashSet<Capability>) -> bool {
+        match self {
+            CapName::Known(c) => caps.contains(c),
+            CapName::Unknown(_) => false,
+        }
+    }
+}
+
+/// A kernel release, major and minor: what `minKernel` compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KernelVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl KernelVersion {
+    /// Reads the leading `major.minor` of a release such as `6.1.0-18-amd64` or `4.8`.
+    pub fn parse(release: &str) -> Option<KernelVersion> {
+        let mut parts = release.split(['.', '-', '+']);
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts
+            .next()
+            .map(|m| {
+                let digits = m.find(|c: char| !c.is_ascii_digit()).unwrap_or(m.len());
+                m[..digits].parse().unwrap_or(0)
+            })
+            .unwrap_or(0);
+        Some(KernelVersion { major, minor })
+    }
+
+    /// The running kernel's (uname); 0.0 if it cannot be read, which keeps only the rules
+    /// that need no particular kernel.
+    pub fn running() -> KernelVersion {
+        static RUNNING: OnceLock<KernelVersion> = OnceLock::new();
+        *RUNNING.get_or_init(|| {
+            nix::sys::utsname::uname()
+                .ok()
+                .and_then(|u| u.release().to_str().and_then(KernelVersion::parse))
+                .unwrap_or(KernelVersion { major: 0, minor: 0 })
+        })
+    }
+}
+
+/// What a profile is compiled for besides the capabilities: an architecture (its libseccomp
+/// name and the Go name the profile's `arches` conditions use) and a kernel.
+#[derive(Debug, Clone, Copy)]
+pub struct Platform {
+    pub arch: Option<Arch>,
+    pub go_arch: &'static str,
+    pub kernel: KernelVersion,
+}
+
+impl Platform {
+    /// This machine: the architecture berth was built for and the running kernel.
+    pub fn host() -> Platform {
+        let (arch, go_arch) = host_arch();
+        Platform {
+            arch,
+            go_arch,
+            kernel: KernelVersion::running(),
+        }
+    }
+}
+
+fn host_arch() -> (Option<Arch>, &'static str) {
+    match std::env::consts::ARCH {
+        "x86_64" => (Some(Arch::ScmpArchX86_64), "amd64"),
+        "x86" => (Some(Arch::ScmpArchX86), "386"),
+        "aarch64" => (Some(Arch::ScmpArchAarch64), "arm64"),
+        "arm" => (Some(Arch::ScmpArchArm), "arm"),
+        "riscv64" => (Some(Arch::ScmpArchRiscv64), "riscv64"),
+        "s390x" => (Some(Arch::ScmpArchS390x), "s390x"),
+        "powerpc64" if cfg!(target_endian = "little") => (Some(Arch::ScmpArchPpc64le), "ppc64le"),
+        "loongarch64" => (Some(Arch::ScmpArchLoongarch64), "loong64"),
+        // libseccomp then filters the native architecture alone.
+        other => (None, other),
+    }
+}
+
+impl Profile {
+    /// Parses a profile; `name` says which in errors.
+    pub fn parse(json: &str, name: &str) -> Result<Profile, SeccompError> {
+        let profile: Profile =
+            serde_json::from_str(json).map_err(|source| SeccompError::Parse {
+                name: name.to_owned(),
+                source,
+            })?;
+        for rule in &profile.syscalls {
+            let min = rule.includes.as_ref().and_then(|i| i.min_kernel.as_deref());
+            if let Some(version) = min.filter(|v| KernelVersion::parse(v).is_none()) {
+                return Err(SeccompError::MinKernel {
+                    name: name.to_owned(),
+                    version: version.to_owned(),
+                });
+            }
+        }
+        Ok(profile)
+    }
+
+    /// The filter for a container holding `caps` (its bounding set) on `platform`.
+    pub fn compile(
+        &self,
+        caps: &HashSet<Capability>,
+        platform: &Platform,
+    ) -> Result<LinuxSeccomp, SeccompError> {
+        let syscalls = self
+            .syscalls
+            .iter()
+            .filter(|r| r.applies(caps, platform))
+            .map(Rule::to_spec)
+            .collect::<Result<Vec<LinuxSyscall>, SeccompError>>()?;
+        let mut filter = LinuxSeccompBuilder::default()
+            .default_action(self.default_action)
+            .syscalls(syscalls);
+        if let Some(errno) = self.default_errno_ret {
+            filter = filter.default_errno_ret(errno);
+        }
+        if let Some(arches) = self.architectures(platform) {
+            filter = filter.architectures(arches);
+        }
+        filter.build().map_err(SeccompError::Spec)
+    }
+
+    /// The platform's architecture and the sub-architectures the profile lists for it.
+    fn architectures(&self, platform: &Platform) -> Option<Vec<Arch>> {
+        let native = platform.arch?;
+        let mut arches = vec![native];
+        if let Some(entry) = self.arch_map.iter().find(|e| e.architecture == native) {
+            arches.extend(entry.sub_architectures.iter().copied());
+        }
+        Some(arches)
+    }
+}
+
+impl Rule {
+    /// The profile's conditions, as podman applies them.
+    fn applies(&self, caps: &HashSet<Capability>, platform: &Platform) -> bool {
+        let none = Condition::default();
+        let inc = self.includes.as_ref().unwrap_or(&none);
+        let exc = self.excludes.as_ref().unwrap_or(&none);
+        let min_kernel = inc.min_kernel.as_deref().and_then(KernelVersion::parse);
+        inc.caps.iter().all(|c| c.held_in(caps))
+            && !exc.caps.iter().any(|c| c.held_in(caps))
+            && (inc.arches.is_empty() || inc.arches.iter().any(|a| a == platform.go_arch))
+            && !exc.arches.iter().any(|a| a == platform.go_arch)
+            && min_kernel.is_none_or(|k| platform.kernel >= k)
+    }
+
+    fn to_spec(&self) -> Result<LinuxSyscall, SeccompError> {
+        let mut names = self.names.clone();
+        names.extend(self.name.iter().cloned());
+        let mut rule = LinuxSyscallBuilder::default()
+            .names(names.clone())
+            .action(self.action);
+        if let Some(errno) = self.errno_ret {
+            rule = rule.errno_ret(errno);
+        }
+        if let Some(args) = self.args.as_ref().filter(|a| !a.is_empty()) {
+            rule = rule.args(args.clone());
+        }
+        rule.build()
+            .map_err(|source| SeccompError::Rule { names, source })
+    }
+}
+
+/// The embedded profile, parsed on first use.
+fn default_profile() -> Result<&'static Profile, SeccompError> {
+    static PROFILE: OnceLock<Result<Profile, SeccompError>> = OnceLock::new();
+    PROFILE
+        .get_or_init(|| Profile::parse(DEFAULT_PROFILE, DEFAULT_PROFILE_PATH))
+        .as_ref()
+        .map_err(SeccompError::Default)
+}
+
+/// The default filter for a container whose bounding set is `caps`, on this machine.
+pub fn default_filter(caps: &HashSet<Capability>) -> Result<LinuxSeccomp, SeccompError> {
+    default_profile()?.compile(caps, &Platform::host())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AMD64_6_1: Platform = Platform {
+        arch: Some(Arch::ScmpArchX86_64),
+        go_arch: "amd64",
+        kernel: KernelVersion { major: 6, minor: 1 },
+    };
+
+    fn podman_caps() -> HashSet<Capability> {
+        super::super::CAPABILITIES.into_iter().collect()
+    }
+
+    fn profile() -> &'static Profile {
+        default_profile().unwrap()
+    }
+
+    /// The actions (with errno) of every kept rule that names `syscall`, in order.
+    fn actions_for(filter: &LinuxSeccomp, syscall: &str) -> Vec<(LinuxSeccompAction, Option<u32>)> {
+        filter
+            .syscalls()
+            .iter()
+            .flatten()
+            .filter(|r| r.names().iter().any(|n| n == syscall))
+            .map(|r| (r.action(), r.errno_ret()))
+            .collect()
+    }
+
+    #[test]
+    fn the_embedded_profile_parses() {
+        let p = profile();
+        assert_eq!(p.default_action, LinuxSeccompAction::ScmpActErrno);
+        assert_eq!(p.default_errno_ret, Some(38));
+        assert_eq!(p.syscalls.len(), 35);
+        let x86 = p
+            .arch_map
+            .iter()
+            .find(|e| e.architecture == Arch::ScmpArchX86_64)
+            .unwrap();
+        assert_eq!(
+            x86.sub_architectures,
+            vec![Arch::ScmpArchX86, Arch::ScmpArchX32]
+        );
+        assert!(p.syscalls[1].names.iter().any(|n| n == "read"));
+        let rule = p
+            .syscalls
+            .iter()
+            .find(|r| r.names == ["personality"])
+            .unwrap();
+        let args = rule.args.as_ref().unwrap();
+        assert_eq!((args[0].index(), args[0].value()), (0, 0));
+    }
+
+    #[test]
+    fn default_action_errno_and_architectures_are_compiled() {
+        let f = profile().compile(&podman_caps(), &AMD64_6_1).unwrap();
+        assert_eq!(f.default_action(), LinuxSeccompAction::ScmpActErrno);
+        assert_eq!(f.default_errno_ret(), Some(38));
+        assert_eq!(
+            f.architectures().as_deref(),
+            Some(&[Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32][..])
+        );
+        let arm = Platform {
+            arch: Some(Arch::ScmpArchAarch64),
+            go_arch: "arm64",
+            ..AMD64_6_1
+        };
+        let f = profile().compile(&podman_caps(), &arm).unwrap();
+        assert_eq!(
+            f.architectures().as_deref(),
+            Some(&[Arch::ScmpArchAarch64, Arch::ScmpArchArm][..])
+        );
+        // The compiled filter is what the runtime spec carries: it round-trips as JSON.
+        let json = serde_json::to_value(&f).unwrap();
+        assert_eq!(json["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(json["architectures"][0], "SCMP_ARCH_AARCH64");
+    }
+
+    #[test]
+    fn rules_follow_the_containers_capabilities() {
+        let without = profile().compile(&podman_caps(), &AMD64_6_1).unwrap();
+        let eperm = (LinuxSeccompAction::ScmpActErrno, Some(1));
+        let allow = (LinuxSeccompAction::ScmpActAllow, None);
+        // The CAP_SYS_ADMIN block: refused without the capability, allowed with it.
+        for syscall in ["bpf", "perf_event_open", "sethostname", "quotactl"] {
+            assert_eq!(actions_for(&without, syscall), vec![eperm], "{syscall}");
+        }
+        // Held capabilities keep their rule: chroot needs CAP_SYS_CHROOT, which podman gives.
+        assert_eq!(actions_for(&without, "chroot"), vec![allow]);
+        let mut admin = podman_caps();
+        admin.insert(Capability::SysAdmin);
+        let with = profile().compile(&admin, &AMD64_6_1).unwrap();
+        for syscall in ["bpf", "perf_event_open", "sethostname", "quotactl"] {
+            assert_eq!(actions_for(&with, syscall), vec![allow], "{syscall}");
+        }
+        let mut no_chroot = podman_caps();
+        no_chroot.remove(&Capability::SysChroot);
+        let f = profile().compile(&no_chroot, &AMD64_6_1).unwrap();
+        assert_eq!(actions_for(&f, "chroot"), vec![eperm]);
+        // Without CAP_AUDIT_WRITE, audit netlink sockets get EINVAL and other sockets pass.
+        let socket = actions_for(&without, "socket");
+        assert_eq!(socket[0], (LinuxSeccompAction::ScmpActErrno, Some(22)));
+        assert!(socket[1..].iter().all(|a| *a == allow) && socket.len() == 4);
+    }
+
+    #[test]
+    fn rules_follow_the_architecture_and_the_kernel() {
+        let f = profile().compile(&podman_caps(), &AMD64_6_1).unwrap();
+        assert_eq!(actions_for(&f, "arch_prctl").len(), 1);
+        assert_eq!(actions_for(&f, "modify_ldt").len(), 1);
+        assert!(actions_for(&f, "arm_fadvise64_64").is_empty());
+        assert!(actions_for(&f, "s390_runtime_instr").is_empty());
+        let arm = Platform {
+            arch: Some(Arch::ScmpArchAarch64),
+            go_arch: "arm64",
+            ..AMD64_6_1
+        };
+        let f = profile().compile(&podman_caps(), &arm).unwrap();
+        assert!(actions_for(&f, "arch_prctl").is_empty());
+        assert_eq!(actions_for(&f, "arm_fadvise64_64").len(), 1);
+
+        let template = r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+            {"names": ["new_call"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "5.10"}},
+            {"names": ["not_on_amd64"], "action": "SCMP_ACT_ALLOW", "excludes": {"arches": ["amd64"]}}
+        ]}"#;
+        let p = Profile::parse(template, "test").unwrap();
+        let old = Platform {
+            kernel: KernelVersion { major: 5, minor: 4 },
+            ..AMD64_6_1
+        };
+        let f = p.compile(&podman_caps(), &old).unwrap();
+        assert!(actions_for(&f, "new_call").is_empty());
+        let f = p.compile(&podman_caps(), &AMD64_6_1).unwrap();
+        assert_eq!(actions_for(&f, "new_call").len(), 1);
+        assert!(actions_for(&f, "not_on_amd64").is_empty());
+        // No archMap: the native architecture alone.
+        assert_eq!(
+            f.architectures().as_deref(),
+            Some(&[Arch::ScmpArchX86_64][..])
+        );
+        assert_eq!(f.default_errno_ret(), None);
+    }
+
+    #[test]
+    fn kernel_versions_parse_and_order() {
+        let v = |s| KernelVersion::parse(s).unwrap();
+        assert_eq!(
+            v("6.18.44-fc-v657"),
+            KernelVersion {
+                major: 6,
+                minor: 18
+            }
+        );
+        assert_eq!(v("4.8"), KernelVersion { major: 4, minor: 8 });
+        assert_eq!(v("5"), KernelVersion { major: 5, minor: 0 });
+        assert!(v("5.10") > v("5.4") && v("6.0") > v("5.19"));
+        assert_eq!(KernelVersion::parse("linux"), None);
+        assert!(KernelVersion::running() > v("3.0"));
+    }
+
+    #[test]
+    fn bad_profiles_are_refused_with_their_name() {
+        let e =
+            Profile::parse(r#"{"defaultAction": "SCMP_ACT_MAYBE"}"#, "custom.json").unwrap_err();
+        assert!(e.to_string().contains("custom.json"), "{e}");
+        let e = Profile::parse(
+            r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["x"],
+                "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "new"}}]}"#,
+            "custom.json",
+        )
+        .unwrap_err();
+        assert!(matches!(e, SeccompError::MinKernel { .. }), "{e}");
+    }
+
+    #[test]
+    fn unknown_capabilities_never_match() {
+        let p = Profile::parse(
+            r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+                {"names": ["a"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_FUTURE"]}},
+                {"names": ["b"], "action": "SCMP_ACT_ALLOW", "excludes": {"caps": ["CAP_FUTURE"]}},
+                {"name": "c", "action": "SCMP_ACT_ALLOW", "args": null}
+            ]}"#,
+            "test",
+        )
+        .unwrap();
+        let f = p.compile(&podman_caps(), &AMD64_6_1).unwrap();
+        assert!(actions_for(&f, "a").is_empty());
+        assert_eq!(actions_for(&f, "b").len(), 1);
+        assert_eq!(actions_for(&f, "c").len(), 1);
+    }
+}
