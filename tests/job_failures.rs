@@ -36,6 +36,7 @@ fn fixture() -> Fixture {
             progress: false,
             ..Default::default()
         },
+        copy_rootfs: false,
     };
     let image = store_image(&settings.cache);
     let csv = dir.path().join("kept.csv");

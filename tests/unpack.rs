@@ -173,6 +173,36 @@ fn a_job_never_modifies_the_cached_rootfs() {
     b.assert_clean(&[&job_id(&r.json())]);
 }
 
+#[test]
+fn a_copied_rootfs_lives_beside_the_job_and_runs() {
+    require_env!();
+    // A copy used to land on berth's 64 MiB noexec runtime tmpfs: nothing could run from it.
+    let img = push(
+        &ImageSpec::script("echo changed > /etc/passwd; stat -f -c %T /; echo done"),
+        &unique_repo("copied"),
+        "1.0",
+    );
+    let b = Berth::new();
+    let path = b.write_job(&job(&img.reference, json!({}), json!({})));
+    let r = b.run_cmd(&["--copy-rootfs", "run", "--json", path.to_str().unwrap()]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("done"), "{}", r.stderr);
+    // The root is a directory on the job's disk, not an overlay and not a tmpfs.
+    let fs_type = r.stderr.lines().find(|l| !l.contains(' ') && *l != "done");
+    assert!(
+        fs_type.is_some_and(|t| t != "overlayfs" && t != "tmpfs"),
+        "{}",
+        r.stderr
+    );
+    let root = rootfs_dir(&b.cache());
+    assert!(
+        fs::read_to_string(root.join("etc/passwd"))
+            .unwrap()
+            .starts_with("root:")
+    );
+    b.assert_clean(&[&job_id(&r.json())]);
+}
+
 fn escape_cases(outside: &Path) -> Vec<(&'static str, Vec<u8>)> {
     vec![
         (

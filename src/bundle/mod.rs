@@ -122,6 +122,8 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct BundleSpec<'a> {
     pub image: &'a RunConfig,
+    /// The container's root filesystem (an absolute path).
+    pub root: &'a Path,
     pub user: &'a ContainerUser,
     pub env: &'a [(String, String)],
     pub data_dir: &'a Path,
@@ -134,7 +136,7 @@ pub struct BundleSpec<'a> {
     pub nofile_limit: u64,
 }
 
-/// Builds the runtime spec. `root.path` is `rootfs`, relative to the bundle directory.
+/// Builds the runtime spec.
 pub fn build(b: &BundleSpec<'_>) -> Result<Spec, BundleError> {
     let caps: HashSet<Capability> = CAPABILITIES.into_iter().collect();
     let seccomp = seccomp::default_filter(&caps)?;
@@ -153,7 +155,7 @@ pub fn build(b: &BundleSpec<'_>) -> Result<Spec, BundleError> {
     spec.set_hostname(Some(b.hostname.to_owned()));
     spec.set_root(Some(
         RootBuilder::default()
-            .path("rootfs")
+            .path(b.root)
             .readonly(false)
             .build()?,
     ));
@@ -358,6 +360,7 @@ mod tests {
     ) -> BundleSpec<'a> {
         BundleSpec {
             image,
+            root: Path::new("/run/bundles/c1/rootfs"),
             user,
             env,
             data_dir: Path::new("/jobs/1/data"),

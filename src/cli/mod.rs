@@ -78,6 +78,12 @@ pub struct Global {
     )]
     pub retries: u32,
 
+    /// Give each job a copy of the image's root filesystem instead of an overlay on top of
+    /// the cached one (slower; for hosts whose overlayfs misbehaves — berth falls back to a
+    /// copy by itself where the kernel refuses overlayfs)
+    #[arg(long, global = true, env = "BERTH_COPY_ROOTFS")]
+    pub copy_rootfs: bool,
+
     /// Show more of what berth does (-v, -vv)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -170,6 +176,7 @@ impl Global {
                 progress: !self.quiet,
                 ..Default::default()
             },
+            copy_rootfs: self.copy_rootfs,
         }
     }
 }
@@ -187,6 +194,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         runtime: &runtime,
     };
     let settings = cli.global.settings();
+    if let Err(e) = Home::new(&settings.home).ensure_private() {
+        tracing::warn!("cannot make {} private: {e}", settings.home.display());
+    }
     match cli.command {
         Command::Run(args) => run(svc, &settings, &args),
         Command::Pull { image } => {

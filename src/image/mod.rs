@@ -20,7 +20,7 @@ pub use digest::Digest;
 pub use manifest::{Descriptor, ImageConfig, Manifest};
 pub use reference::ImageRef;
 pub use registry::RegistrySettings;
-pub use rootfs::RootfsView;
+pub use rootfs::{RootfsView, ViewDirs};
 pub use store::{ImageRecord, Store};
 pub use unpack::Ownership;
 

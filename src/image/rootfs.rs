@@ -105,31 +105,59 @@ pub enum RootfsView {
     Copy { target: PathBuf },
 }
 
+/// Where a job's view of a rootfs goes.
+#[derive(Debug, Clone, Copy)]
+pub struct ViewDirs<'a> {
+    /// The overlay's upper and work directories (same filesystem), which must exist.
+    pub upper: &'a Path,
+    pub work: &'a Path,
+    /// Where the overlay is mounted; must exist.
+    pub mount_point: &'a Path,
+    /// Where a copy goes when there is no overlay: beside the job's other files, on disk (the
+    /// mount point lives on a small runtime tmpfs). Created when needed.
+    pub copy: &'a Path,
+}
+
 impl RootfsView {
-    /// Mounts an overlay of `lower` at `target` with its changes going to `upper` (`work`
-    /// is overlayfs's scratch on the same filesystem), or copies `lower` to `target` when the
-    /// kernel refuses overlayfs. All three directories must exist.
+    /// Mounts an overlay of `lower` with its changes going to the upper directory, or
+    /// copies `lower` when the kernel refuses overlayfs or `copy` asks for it.
     pub fn create(
         host: &dyn Host,
         lower: &Path,
-        upper: &Path,
-        work: &Path,
-        target: &Path,
+        dirs: &ViewDirs<'_>,
+        copy: bool,
     ) -> Result<RootfsView, ImageError> {
-        let target = target.to_owned();
-        match host.mount_overlay(lower, upper, work, &target) {
+        if copy {
+            return Self::copy(host, lower, dirs.copy);
+        }
+        let target = dirs.mount_point.to_owned();
+        match host.mount_overlay(lower, dirs.upper, dirs.work, &target) {
             Ok(()) => Ok(RootfsView::Overlay { target }),
             Err(e) if e.overlay_refused() => {
+                let e = crate::util::chain(&e);
                 tracing::warn!("{e}; copying the rootfs instead (slower)");
-                copy_tree(lower, &target, host.privileged()).map_err(|source| {
-                    ImageError::Store {
-                        path: target.clone(),
-                        source,
-                    }
-                })?;
-                Ok(RootfsView::Copy { target })
+                Self::copy(host, lower, dirs.copy)
             }
             Err(e) => Err(ImageError::Host(e)),
+        }
+    }
+
+    fn copy(host: &dyn Host, lower: &Path, target: &Path) -> Result<RootfsView, ImageError> {
+        let store_err = |source| ImageError::Store {
+            path: target.to_owned(),
+            source,
+        };
+        fs::create_dir(target).map_err(store_err)?;
+        copy_tree(lower, target, host.privileged()).map_err(store_err)?;
+        Ok(RootfsView::Copy {
+            target: target.to_owned(),
+        })
+    }
+
+    /// The root filesystem the container gets.
+    pub fn root(&self) -> &Path {
+        match self {
+            RootfsView::Overlay { target } | RootfsView::Copy { target } => target,
         }
     }
 
@@ -249,8 +277,17 @@ mod tests {
         );
     }
 
+    fn view_dirs(job: &Path) -> ViewDirs<'_> {
+        ViewDirs {
+            upper: job,
+            work: job,
+            mount_point: job,
+            copy: job,
+        }
+    }
+
     #[test]
-    fn refused_overlay_falls_back_to_a_copy() {
+    fn refused_overlay_falls_back_to_a_copy_beside_the_job() {
         let d = tempfile::tempdir().unwrap();
         let lower = d.path().join("lower");
         fs::create_dir(&lower).unwrap();
@@ -260,29 +297,44 @@ mod tests {
             ..Default::default()
         };
         let job = d.path().join("job");
-        for sub in ["rootfs", "upper", "work"] {
+        for sub in ["mnt", "upper", "work"] {
             fs::create_dir_all(job.join(sub)).unwrap();
         }
-        let view = RootfsView::create(
-            &host,
-            &lower,
-            &job.join("upper"),
-            &job.join("work"),
-            &job.join("rootfs"),
-        )
-        .unwrap();
+        let dirs = ViewDirs {
+            upper: &job.join("upper"),
+            work: &job.join("work"),
+            mount_point: &job.join("mnt"),
+            copy: &job.join("rootfs"),
+        };
+        let view = RootfsView::create(&host, &lower, &dirs, false).unwrap();
         assert!(matches!(view, RootfsView::Copy { .. }));
+        assert_eq!(view.root(), job.join("rootfs"));
         assert_eq!(fs::read(job.join("rootfs/bin")).unwrap(), b"x");
         view.release(&host).unwrap();
         assert!(host.calls().iter().all(|c| !c.starts_with("unmount")));
     }
 
     #[test]
+    fn a_copy_can_be_asked_for() {
+        let d = tempfile::tempdir().unwrap();
+        let lower = d.path().join("lower");
+        fs::create_dir(&lower).unwrap();
+        fs::write(lower.join("f"), b"y").unwrap();
+        let host = FakeHost::default();
+        let copy = d.path().join("copy");
+        let mut dirs = view_dirs(d.path());
+        dirs.copy = &copy;
+        let view = RootfsView::create(&host, &lower, &dirs, true).unwrap();
+        assert!(matches!(view, RootfsView::Copy { .. }));
+        assert_eq!(fs::read(copy.join("f")).unwrap(), b"y");
+        assert!(host.calls().is_empty(), "no overlay was tried");
+    }
+
+    #[test]
     fn overlay_view_is_unmounted_on_release() {
         let d = tempfile::tempdir().unwrap();
         let host = FakeHost::default();
-        let view =
-            RootfsView::create(&host, d.path(), d.path(), d.path(), &d.path().join("t")).unwrap();
+        let view = RootfsView::create(&host, d.path(), &view_dirs(d.path()), false).unwrap();
         assert!(matches!(view, RootfsView::Overlay { .. }));
         view.release(&host).unwrap();
         assert!(host.calls().last().unwrap().starts_with("unmount"));

@@ -46,6 +46,8 @@ pub struct Settings {
     pub home: PathBuf,
     pub cache: PathBuf,
     pub registry: RegistrySettings,
+    /// Give each job a copy of the rootfs instead of an overlay.
+    pub copy_rootfs: bool,
 }
 
 impl Settings {

@@ -146,6 +146,7 @@ impl<'a> JobRun<'a> {
         }
         let ctx = RowContext {
             svc: self.svc,
+            copy_rootfs: self.settings.copy_rootfs,
             home: &home,
             jobdir: &jobdir,
             job: self.job,

@@ -17,7 +17,7 @@ use crate::bundle::{self, ContainerUser, Limits};
 use crate::contract::config_file::{self, RunIdentity};
 use crate::contract::mapping::StorageConfig;
 use crate::contract::{Configuration, JobFile, NetworkMode};
-use crate::image::{PulledImage, RootfsView};
+use crate::image::{PulledImage, RootfsView, ViewDirs};
 use crate::mapping::InputState;
 use crate::mapping::output::{OutputContext, StagedOutputs};
 use crate::runtime::{self, RunOutcome, RunRequest};
@@ -27,6 +27,7 @@ use crate::storage::StateKey;
 #[derive(Debug)]
 pub(super) struct RowContext<'a> {
     pub svc: Services<'a>,
+    pub copy_rootfs: bool,
     pub home: &'a Home,
     pub jobdir: &'a JobDir,
     pub job: &'a JobFile,
@@ -72,7 +73,7 @@ impl RowRun<'_> {
     ) -> Result<RowEnd, JobError> {
         let prepared = self.prepare(storage, progress)?;
         let view = self.mount_rootfs(&prepared.dir)?;
-        let container = self.start(&prepared, on_line)?;
+        let container = self.start(&prepared, view.root(), on_line)?;
         progress.exit_code = Some(container.outcome.status.code());
         let verdict = verdict::classify(self.ctx.job, &container.outcome);
         tracing::debug!("container done");
@@ -163,10 +164,16 @@ impl RowRun<'_> {
         Ok(staged.state)
     }
 
-    /// Mounts the job's writable view of the cached rootfs.
+    /// Mounts the job's writable view of the cached rootfs (or copies it).
     fn mount_rootfs(&self, dir: &ImageDir) -> Result<Mounted<'_>, JobError> {
         let host = self.ctx.svc.host;
-        let view = RootfsView::create(host, self.ctx.rootfs, &dir.upper, &dir.work, &dir.rootfs)?;
+        let dirs = ViewDirs {
+            upper: &dir.upper,
+            work: &dir.work,
+            mount_point: &dir.rootfs,
+            copy: &dir.copy,
+        };
+        let view = RootfsView::create(host, self.ctx.rootfs, &dirs, self.ctx.copy_rootfs)?;
         tracing::debug!("rootfs view ready");
         Ok(Mounted {
             view: Some(view),
@@ -178,6 +185,7 @@ impl RowRun<'_> {
     fn start(
         &self,
         prepared: &Prepared,
+        root: &Path,
         on_line: &mut dyn FnMut(&str),
     ) -> Result<Container<'_>, JobError> {
         let ctx = self.ctx;
@@ -194,6 +202,7 @@ impl RowRun<'_> {
         });
         let spec = bundle::build(&bundle::BundleSpec {
             image: &ctx.image.config.config,
+            root,
             user: &prepared.user,
             env: &env,
             data_dir: &dir.data,
@@ -349,6 +358,11 @@ struct Mounted<'a> {
 }
 
 impl Mounted<'_> {
+    /// The root filesystem the container gets.
+    fn root(&self) -> &Path {
+        self.view.as_ref().map_or_else(|| Path::new(""), RootfsView::root)
+    }
+
     fn release(mut self) -> Result<(), JobError> {
         match self.view.take() {
             Some(v) => v.release(self.host).map_err(JobError::from),

@@ -41,6 +41,19 @@ impl Home {
         }
     }
 
+    /// Makes the home 0700 (creating it if needed): it holds every job's data, `config.json`
+    /// with its secrets, and the project store. A home an older berth created open is closed
+    /// here; the umask keeps everything created below it private.
+    pub fn ensure_private(&self) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        fs::create_dir_all(&self.root)?;
+        let mode = fs::metadata(&self.root)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(())
+    }
+
     /// A short name for this home in the names of its containers: cgroups are the whole
     /// host's, and a sweep must only ever touch its own home's.
     pub fn tag(&self) -> String {
@@ -144,6 +157,7 @@ impl JobDir {
         Ok(ImageDir {
             upper: path.join("upper"),
             work: path.join("work"),
+            copy: path.join("rootfs"),
             rootfs: bundle.join("rootfs"),
             data,
             tmp,
@@ -218,6 +232,8 @@ pub struct ImageDir {
     pub tmp: PathBuf,
     pub upper: PathBuf,
     pub work: PathBuf,
+    /// Where a copy of the rootfs goes when there is no overlay (created then).
+    pub copy: PathBuf,
     /// The OCI bundle: `config.json` and the `rootfs` mount point.
     pub bundle: PathBuf,
     pub rootfs: PathBuf,
@@ -300,6 +316,18 @@ pub fn export_outputs(src: &Path, dst: &Path) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_home_left_open_is_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("home");
+        fs::create_dir(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        Home::new(&root).ensure_private().unwrap();
+        let mode = fs::metadata(&root).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
 
     #[test]
     fn a_live_job_is_not_dead_and_cleans_up_after_itself() {
