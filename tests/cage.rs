@@ -96,7 +96,7 @@ fn seccomp_filter_blocks_what_the_profile_blocks_and_nothing_a_job_needs() {
         r.stderr
     );
     assert!(r.stderr.contains("NORMAL-WORK-DONE"), "{}", r.stderr);
-    let state = b.run_cmd(&["state", "show", "acme.test", "42"]);
+    let state = b.run_cmd(&["state", "show", "--all", "acme.test", "42"]);
     assert_eq!(state.status, 0, "{}", state.stderr);
     let state: serde_json::Value = serde_json::from_str(&state.stdout).unwrap();
     assert_eq!(state["component"], json!({"ran": true}));
@@ -110,6 +110,7 @@ struct Paused {
     lines: Lines<BufReader<ChildStdout>>,
     first: String,
     job_dir: PathBuf,
+    container_id: String,
 }
 
 impl Paused {
@@ -124,21 +125,22 @@ impl Paused {
         let first = lines.next().unwrap().unwrap();
         assert_eq!(lines.next().unwrap().unwrap(), "READY");
         let job_dir = b.job_dir();
+        let job = job_dir.file_name().unwrap().to_string_lossy().into_owned();
         Paused {
             child,
             lines,
             first,
+            container_id: b.container_id(&job, 0),
             job_dir,
         }
     }
 
     fn container_id(&self) -> String {
-        let job = self.job_dir.file_name().unwrap().to_string_lossy();
-        format!("berth-{job}-0")
+        self.container_id.clone()
     }
 
     fn finish(mut self) {
-        fs::write(self.job_dir.join("0/data/in/user/go"), b"").unwrap();
+        fs::write(Berth::data_dir(&self.job_dir, 0).join("in/user/go"), b"").unwrap();
         assert!(self.lines.next().is_none());
         assert_eq!(self.child.wait().unwrap().code(), Some(0));
     }
@@ -263,7 +265,7 @@ fn other_users_cannot_read_home_cache_or_jobs() {
         .unwrap()
         .unwrap()
         .path();
-    let config = run.job_dir.join("0/data/config.json");
+    let config = Berth::data_dir(&run.job_dir, 0).join("config.json");
     let database = home.join("storage/project.sqlite");
     let busybox = rootfs.join("bin/busybox");
     for p in [&config, &database, &busybox] {
@@ -274,6 +276,8 @@ fn other_users_cannot_read_home_cache_or_jobs() {
         vec!["ls", home.to_str().unwrap()],
         vec!["ls", cache.to_str().unwrap()],
         vec!["ls", run.job_dir.to_str().unwrap()],
+        vec!["ls", run.job_dir.join("0/box").to_str().unwrap()],
+        vec!["ls", run.job_dir.join("0/overlay/upper").to_str().unwrap()],
         vec!["ls", rootfs.to_str().unwrap()],
         vec!["cat", config.to_str().unwrap()],
         vec!["cat", database.to_str().unwrap()],
@@ -290,7 +294,8 @@ fn other_users_cannot_read_home_cache_or_jobs() {
         assert!(stderr.contains("Permission denied"), "{a:?}: {stderr}");
     }
     run.finish();
-    assert_eq!(mode_of(&home), "700");
+    // Search only: a container's root is nobody on the host and passes through to its job.
+    assert_eq!(mode_of(&home), "711");
     assert_eq!(mode_of(&cache), "700");
     assert_eq!(mode_of(&database), "600");
     b.assert_clean(&[]);

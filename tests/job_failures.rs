@@ -37,6 +37,7 @@ fn fixture() -> Fixture {
             ..Default::default()
         },
         copy_rootfs: false,
+        ids: None,
     };
     let image = store_image(&settings.cache);
     let csv = dir.path().join("kept.csv");

@@ -106,7 +106,7 @@ fn stdout_is_streamed_while_the_container_runs() {
     );
     // Let the container go on: create the file in its data folder.
     let job_dir = b.job_dir();
-    std::fs::write(job_dir.join("0/data/in/user/go"), b"").unwrap();
+    std::fs::write(Berth::data_dir(&job_dir, 0).join("in/user/go"), b"").unwrap();
     assert_eq!(lines.next().unwrap().unwrap(), "second");
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
@@ -278,7 +278,10 @@ fn network_none_has_only_loopback_and_it_is_up() {
     let img = script_image(
         "net",
         "ls /sys/class/net\ncat /sys/class/net/lo/operstate /sys/class/net/lo/flags\n\
-         (nc -l -p 8080 > /tmp/got &) ; sleep 0.3; echo ping | nc 127.0.0.1 8080; sleep 0.3; echo \"GOT $(cat /tmp/got)\"",
+         (nc -l -p 8080 > /tmp/got &)
+         i=0; until echo ping | nc 127.0.0.1 8080 2>/dev/null; do i=$((i+1)); [ $i -gt 50 ] && break; sleep 0.1; done
+         i=0; until [ -s /tmp/got ] || [ $i -gt 50 ]; do i=$((i+1)); sleep 0.1; done
+         echo \"GOT $(cat /tmp/got)\"",
     );
     let b = Berth::new();
     let r = b.run_job(&job(&img.reference, json!({"network": "none"}), json!({})));

@@ -57,6 +57,9 @@ fn layered_spec() -> ImageSpec {
     }
 }
 
+/// The start of the id range the multi-layer test unpacks into.
+const SHIFT: u32 = 300_000;
+
 fn rootfs_dir(cache: &Path) -> std::path::PathBuf {
     let roots: Vec<_> = fs::read_dir(cache.join("rootfs"))
         .unwrap()
@@ -71,7 +74,14 @@ fn multi_layer_image_unpacks_exactly() {
     require_env!();
     let img = push(&layered_spec(), &unique_repo("layers"), "1.0");
     let b = Berth::new();
-    let out = b.cmd().args(["pull", &img.reference]).output().unwrap();
+    // Owners land moved into the containers' id range, as the container sees them shifted
+    // back: the test names the range to know the shift.
+    let range = SHIFT.to_string() + ":65536";
+    let out = b
+        .cmd()
+        .args(["--id-range", &range, "pull", &img.reference])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -115,7 +125,7 @@ fn multi_layer_image_unpacks_exactly() {
     let owned = fs::metadata(root.join("etc/owned")).unwrap();
     assert_eq!(
         (owned.uid(), owned.gid(), owned.mode() & 0o7777),
-        (1234, 4321, 0o4750)
+        (SHIFT + 1234, SHIFT + 4321, 0o4750)
     );
 
     // And the whole tree, against umoci's unpack of the very same layout.
@@ -131,7 +141,7 @@ fn multi_layer_image_unpacks_exactly() {
         "umoci: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let ours = describe_tree(&root);
+    let ours = describe_shifted_tree(&root, SHIFT);
     let theirs = describe_tree(&umoci_bundle);
     let differ: Vec<_> = ours
         .iter()

@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroup,
-    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResources,
-    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, Process,
-    ProcessBuilder, RootBuilder, Spec, UserBuilder,
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxIdMapping, LinuxIdMappingBuilder,
+    LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, Mount, MountBuilder,
+    PosixRlimitBuilder, PosixRlimitType, Process, ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 
 mod seccomp;
@@ -33,7 +33,7 @@ pub use seccomp::SeccompError;
 pub use user::resolve_user;
 
 use crate::contract::{ErrorClass, NetworkMode};
-use crate::host::CgroupSupport;
+use crate::host::{CgroupSupport, IdMap};
 use crate::image::manifest::RunConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +124,8 @@ pub struct BundleSpec<'a> {
     pub image: &'a RunConfig,
     /// The container's root filesystem (an absolute path).
     pub root: &'a Path,
+    /// Its own user namespace with these ids, or the host's (`None`).
+    pub ids: Option<&'a IdMap>,
     pub user: &'a ContainerUser,
     pub env: &'a [(String, String)],
     pub data_dir: &'a Path,
@@ -143,7 +145,9 @@ pub fn build(b: &BundleSpec<'_>) -> Result<Spec, BundleError> {
     let process = process(b, caps)?;
     let defaults = oci_spec::runtime::Linux::default();
     let linux = LinuxBuilder::default()
-        .namespaces(namespaces(b.network)?)
+        .namespaces(namespaces(b.network, b.ids)?)
+        .uid_mappings(id_mappings(b.ids.map(|m| m.uid_start), b.ids)?)
+        .gid_mappings(id_mappings(b.ids.map(|m| m.gid_start), b.ids)?)
         .resources(resources(b)?)
         .cgroups_path(PathBuf::from(b.cgroups_path))
         .seccomp(seccomp)
@@ -221,7 +225,10 @@ fn process(b: &BundleSpec<'_>, caps: HashSet<Capability>) -> Result<Process, Bun
         .build()?)
 }
 
-fn namespaces(network: NetworkMode) -> Result<Vec<LinuxNamespace>, BundleError> {
+fn namespaces(
+    network: NetworkMode,
+    ids: Option<&IdMap>,
+) -> Result<Vec<LinuxNamespace>, BundleError> {
     let mut namespaces = vec![
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Mount,
@@ -232,10 +239,30 @@ fn namespaces(network: NetworkMode) -> Result<Vec<LinuxNamespace>, BundleError> 
     if network != NetworkMode::Host {
         namespaces.push(LinuxNamespaceType::Network);
     }
+    if ids.is_some() {
+        namespaces.push(LinuxNamespaceType::User);
+    }
     Ok(namespaces
         .into_iter()
         .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
         .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Container ids 0..size as host ids start..start+size; nothing without a user namespace.
+fn id_mappings(
+    start: Option<u32>,
+    ids: Option<&IdMap>,
+) -> Result<Vec<LinuxIdMapping>, BundleError> {
+    let (Some(start), Some(ids)) = (start, ids) else {
+        return Ok(Vec::new());
+    };
+    Ok(vec![
+        LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(start)
+            .size(ids.size)
+            .build()?,
+    ])
 }
 
 /// Limits for the controllers the host has, and the devices rules.
@@ -301,6 +328,26 @@ fn device_rules() -> Result<Vec<LinuxDeviceCgroup>, BundleError> {
 /// The runtime's default mounts, plus `/data` and `/tmp` from the job's directory.
 fn mounts(b: &BundleSpec<'_>) -> Result<Vec<Mount>, BundleError> {
     let mut mounts: Vec<Mount> = oci_spec::runtime::get_default_mounts();
+    if b.ids.is_some() && b.network == NetworkMode::Host {
+        // The kernel lets a user namespace mount sysfs only with a network namespace of its
+        // own; with the host's network the host's /sys is bound in, read-only (what
+        // Docker's userns-remap does for --net=host).
+        for m in mounts
+            .iter_mut()
+            .filter(|m| m.destination() == Path::new("/sys"))
+        {
+            *m = MountBuilder::default()
+                .destination("/sys")
+                .typ("bind")
+                .source("/sys")
+                .options(
+                    ["rbind", "ro", "nosuid", "noexec", "nodev"]
+                        .map(str::to_owned)
+                        .to_vec(),
+                )
+                .build()?;
+        }
+    }
     for (dest, src) in [("/data", b.data_dir), ("/tmp", b.tmp_dir)] {
         mounts.push(
             MountBuilder::default()
@@ -361,6 +408,7 @@ mod tests {
         BundleSpec {
             image,
             root: Path::new("/run/bundles/c1/rootfs"),
+            ids: None,
             user,
             env,
             data_dir: Path::new("/jobs/1/data"),

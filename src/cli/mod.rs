@@ -11,8 +11,8 @@ use clap::{Args, Parser, Subcommand};
 
 use berth::contract::result::{EXIT_INTERRUPTED, Status, Timings};
 use berth::contract::{ErrorClass, JobFile, JobResult};
-use berth::host::{Host, LinuxHost};
-use berth::image::{Images, RegistrySettings};
+use berth::host::{Host, IdMap, LinuxHost};
+use berth::image::{Images, RegistrySettings, Unpacking};
 use berth::job::{self, Services, Settings, workdir::Home};
 use berth::runtime::Youki;
 
@@ -83,6 +83,12 @@ pub struct Global {
     /// copy by itself where the kernel refuses overlayfs)
     #[arg(long, global = true, env = "BERTH_COPY_ROOTFS")]
     pub copy_rootfs: bool,
+
+    /// The host ids containers run as: their uids and gids 0..65535 are START..START+65535
+    /// on the host, so their root is nobody here (START:SIZE, or UIDSTART:GIDSTART:SIZE)
+    /// [default: the operator's range in /etc/subuid and /etc/subgid, else 1879048192:65536]
+    #[arg(long, global = true, env = "BERTH_ID_RANGE", value_name = "START:SIZE")]
+    pub id_range: Option<IdMap>,
 
     /// Show more of what berth does (-v, -vv)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -166,7 +172,18 @@ impl Global {
         }
     }
 
-    fn settings(&self) -> Settings {
+    /// The id range containers run as: given, the operator's own, or berth's default for
+    /// root. An unprivileged operator without subordinate ids runs with its own ids.
+    fn ids(&self, host: &dyn Host) -> Option<IdMap> {
+        let ids = self.id_range.or_else(|| host.subordinate_ids());
+        match ids {
+            Some(ids) => Some(ids),
+            None if host.privileged() => Some(IdMap::default_range()),
+            None => None,
+        }
+    }
+
+    fn settings(&self, host: &dyn Host) -> Settings {
         Settings {
             home: self.home(),
             cache: self.cache(),
@@ -177,6 +194,7 @@ impl Global {
                 ..Default::default()
             },
             copy_rootfs: self.copy_rootfs,
+            ids: self.ids(host),
         }
     }
 }
@@ -193,7 +211,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         host: &host,
         runtime: &runtime,
     };
-    let settings = cli.global.settings();
+    let settings = cli.global.settings(&host);
     if let Err(e) = Home::new(&settings.home).ensure_private() {
         tracing::warn!("cannot make {} private: {e}", settings.home.display());
     }
@@ -288,6 +306,7 @@ fn invalid_job(e: &berth::contract::ContractError) -> JobResult {
         message: e.to_string(),
         exit_code: None,
         image: None,
+        cage: None,
         outputs: Default::default(),
         timings: Timings::default(),
     }
@@ -325,16 +344,12 @@ fn report(result: &JobResult, json: bool) -> ExitCode {
 }
 
 fn pull(host: &LinuxHost, settings: &Settings, image: &str) -> anyhow::Result<ExitCode> {
-    let images = Images::open(&settings.cache, settings.registry.clone())
+    let unpacking = Unpacking::new(host.privileged(), settings.ids);
+    let images = Images::open(&settings.cache, settings.registry.clone(), unpacking)
         .context("cannot open the image cache")?;
-    let ownership = if host.privileged() {
-        berth::image::Ownership::Preserve
-    } else {
-        berth::image::Ownership::Ignore
-    };
     let pulled = images
         .pull(image)
-        .and_then(|p| images.rootfs(&p, ownership).map(|_| p));
+        .and_then(|p| images.rootfs(&p).map(|_| p));
     match pulled {
         Ok(p) => {
             print::out(format!("{} {}", p.reference, p.digest));
@@ -348,7 +363,9 @@ fn pull(host: &LinuxHost, settings: &Settings, image: &str) -> anyhow::Result<Ex
 }
 
 fn images(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
-    let images = Images::open(&settings.cache, settings.registry.clone())
+    // Listing unpacks nothing: how it would is of no matter here.
+    let unpacking = Unpacking::new(false, None);
+    let images = Images::open(&settings.cache, settings.registry.clone(), unpacking)
         .context("cannot open the image cache")?;
     let records = images.list();
     if json {

@@ -62,6 +62,10 @@ pub struct Component {
     pub process_timeout: u64,
     #[serde(default)]
     pub network: NetworkMode,
+    /// Whose ids the container runs with. Only a component that truly needs the host's
+    /// root says `host`; the job result shows it.
+    #[serde(default)]
+    pub user_namespace: UserNamespace,
     #[serde(default = "default_cpus")]
     pub cpus: f64,
     /// Component-level parameters handed to the component as `image_parameters`.
@@ -195,6 +199,18 @@ impl<'de> Deserialize<'de> for MemoryLimit {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
+}
+
+/// Whose ids a container runs with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserNamespace {
+    /// Its own user namespace: its ids 0..65535 are an unprivileged range of the host's, so
+    /// its root is nobody on the host.
+    #[default]
+    Private,
+    /// The host's ids: root in the container is root on the host.
+    Host,
 }
 
 /// How the container reaches the network (contract §9).

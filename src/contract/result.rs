@@ -50,6 +50,15 @@ pub struct ImageSummary {
     pub fetched_bytes: u64,
 }
 
+/// What the cage of the job's containers was, where an operator should know it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Cage {
+    /// `private`, or `host` when the component opts out of its own user namespace.
+    pub user_namespace: crate::contract::UserNamespace,
+    /// The host ids the container's 0..65535 are (`START:SIZE`), with a private namespace.
+    pub id_range: Option<String>,
+}
+
 /// Wall-clock seconds spent in each phase. `run` covers each row from its data folder to
 /// its cleanup; `mapping` is the part of it spent on input and output mapping, plus the
 /// final commit to storage.
@@ -88,6 +97,8 @@ pub struct JobResult {
     /// The component's exit status (signal N reported as 128+N); `None` when it never ran.
     pub exit_code: Option<i32>,
     pub image: Option<ImageSummary>,
+    /// The cage the containers ran in, once the job got that far.
+    pub cage: Option<Cage>,
     /// What the job wrote to storage (nothing when it failed, but `write_always` tables).
     pub outputs: OutputSummary,
     pub timings: Timings,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::{CgroupSupport, Host, HostError};
+use super::{CgroupSupport, Host, HostError, IdMap};
 
 /// Records every call; `refuse_overlay` makes overlay mounts fail like a kernel without
 /// overlayfs would; `privileged` is what [`Host::privileged`] answers.
@@ -114,6 +114,10 @@ impl Host for FakeHost {
 
     fn cgroup_children(&self, _parent: &str) -> Vec<String> {
         Vec::new()
+    }
+
+    fn subordinate_ids(&self) -> Option<IdMap> {
+        None
     }
 
     fn remove_cgroup(&self, path: &str) -> Result<(), HostError> {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
-use super::{CgroupSupport, Host, HostError, cgroups};
+use super::{CgroupSupport, Host, HostError, IdMap, cgroups};
 
 #[derive(Debug, Default)]
 pub struct LinuxHost {
@@ -56,14 +56,20 @@ impl Host for LinuxHost {
                 return Err(HostError::OverlayPath(p.to_owned()));
             }
         }
-        // The merged root shows the upper directory's mode, which berth's umask made 0700:
-        // a non-root container user could not even traverse `/`. It must be the image's.
+        // The merged root shows the upper directory's mode and owner: berth's umask made it
+        // 0700 and berth owns it, so a container user could not even traverse `/`, and its
+        // root (in its own user namespace) could not write there. They must be the image's.
         let overlay_err = |source: io::Error| HostError::Overlay {
             target: target.to_owned(),
             source,
         };
-        let root_mode = std::fs::metadata(lower).map_err(overlay_err)?.permissions();
-        std::fs::set_permissions(upper, root_mode).map_err(overlay_err)?;
+        let root = std::fs::metadata(lower).map_err(overlay_err)?;
+        std::fs::set_permissions(upper, root.permissions()).map_err(overlay_err)?;
+        if self.privileged() {
+            use std::os::unix::fs::MetadataExt;
+            let (uid, gid) = (root.uid(), root.gid());
+            std::os::unix::fs::chown(upper, Some(uid), Some(gid)).map_err(overlay_err)?;
+        }
         let base = format!(
             "lowerdir={},upperdir={},workdir={}",
             lower.display(),
@@ -97,7 +103,9 @@ impl Host for LinuxHost {
             target,
             Some("tmpfs"),
             MsFlags::MS_NODEV | MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-            Some("mode=0700,size=64m"),
+            // Search only for others: a container's root is nobody on the host and must pass
+            // through to its bundle.
+            Some("mode=0711,size=64m"),
         )
         .map_err(|e| HostError::Tmpfs {
             target: target.to_owned(),
@@ -160,6 +168,14 @@ impl Host for LinuxHost {
 
     fn oom_kills(&self, cgroups_path: &str) -> Option<u64> {
         cgroups::oom_kills(&self.cgroups(), cgroups_path)
+    }
+
+    fn subordinate_ids(&self) -> Option<IdMap> {
+        let uid = nix::unistd::geteuid();
+        let name = nix::unistd::User::from_uid(uid).ok().flatten()?.name;
+        let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+        let subgid = std::fs::read_to_string("/etc/subgid").unwrap_or_default();
+        IdMap::from_subordinate(&subuid, &subgid, &name, uid.as_raw())
     }
 
     fn remove_cgroup(&self, path: &str) -> Result<(), HostError> {

@@ -10,6 +10,7 @@
 //! `runtime` module, which is the only caller of libcontainer.)
 
 mod cgroups;
+pub mod ids;
 mod linux;
 
 #[cfg(any(test, feature = "test-utils"))]
@@ -18,6 +19,7 @@ pub mod fake;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use ids::IdMap;
 pub use linux::LinuxHost;
 
 #[derive(Debug, thiserror::Error)]
@@ -148,4 +150,8 @@ pub trait Host: fmt::Debug + Send + Sync {
     /// freezing it first and repeating until it is empty, so a process that forks as fast as
     /// it is killed cannot outrun it — and removes the cgroup. A missing cgroup is fine.
     fn remove_cgroup(&self, path: &str) -> Result<(), HostError>;
+
+    /// The operator's subordinate id range (`/etc/subuid`, `/etc/subgid`), if it has one
+    /// large enough for a container.
+    fn subordinate_ids(&self) -> Option<IdMap>;
 }

@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod reference;
 pub mod registry;
 pub mod rootfs;
+mod shift;
 pub mod store;
 pub mod unpack;
 
@@ -21,10 +22,12 @@ pub use manifest::{Descriptor, ImageConfig, Manifest};
 pub use reference::ImageRef;
 pub use registry::RegistrySettings;
 pub use rootfs::{RootfsView, ViewDirs};
+pub use shift::ShiftError;
 pub use store::{ImageRecord, Store};
 pub use unpack::Ownership;
 
 use crate::contract::ErrorClass;
+use crate::host::IdMap;
 use crate::interrupt::Interrupted;
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +70,8 @@ pub enum ImageError {
         path: PathBuf,
         why: String,
     },
+    #[error("image cannot be moved into the container id range")]
+    Shift(#[from] ShiftError),
     #[error("layer {layer} cannot be unpacked: {message}")]
     BadLayer { layer: Digest, message: String },
     #[error("image store {path}")]
@@ -99,6 +104,7 @@ impl ImageError {
             | ImageError::BadConfig { .. }
             | ImageError::LayerEscape { .. }
             | ImageError::BadLayer { .. }
+            | ImageError::Shift(_)
             | ImageError::Store { .. }
             | ImageError::Host(_)
             | ImageError::Interrupted(_) => ErrorClass::Internal,
@@ -129,6 +135,29 @@ pub struct PulledImage {
 pub struct Images {
     store: Store,
     settings: RegistrySettings,
+    unpacking: Unpacking,
+}
+
+/// Who owns the files of an unpacked image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unpacking {
+    pub ownership: Ownership,
+    /// With the image's own owners, moved into this container id range (a tree is unpacked
+    /// once per range).
+    pub ids: Option<IdMap>,
+}
+
+impl Unpacking {
+    /// The image's own owners (shifted into `ids`) where berth may set owners, else the
+    /// unpacker's.
+    pub fn new(privileged: bool, ids: Option<IdMap>) -> Unpacking {
+        let ownership = if privileged {
+            Ownership::Preserve
+        } else {
+            Ownership::Ignore
+        };
+        Unpacking { ownership, ids }
+    }
 }
 
 /// Parses `host/repo:tag`, `host/repo@sha256:…` or `host/repo:tag@sha256:…`.
@@ -140,10 +169,15 @@ pub fn parse_reference(reference: &str) -> Result<ImageRef, ImageError> {
 }
 
 impl Images {
-    pub fn open(cache: &Path, settings: RegistrySettings) -> Result<Images, ImageError> {
+    pub fn open(
+        cache: &Path,
+        settings: RegistrySettings,
+        unpacking: Unpacking,
+    ) -> Result<Images, ImageError> {
         Ok(Images {
             store: Store::open(cache)?,
             settings,
+            unpacking,
         })
     }
 
@@ -242,16 +276,12 @@ impl Images {
     }
 
     /// The unpacked rootfs of a pulled image; unpacks it on first use.
-    pub fn rootfs(
-        &self,
-        image: &PulledImage,
-        ownership: Ownership,
-    ) -> Result<(PathBuf, bool), ImageError> {
+    pub fn rootfs(&self, image: &PulledImage) -> Result<(PathBuf, bool), ImageError> {
         rootfs::ensure_rootfs(
             &self.store,
             &image.layers,
             &image.config.rootfs.diff_ids,
-            ownership,
+            &self.unpacking,
         )
     }
 
@@ -291,7 +321,7 @@ impl Images {
 
     fn have_rootfs(&self, config: &ImageConfig) -> bool {
         digest::chain_id(&config.rootfs.diff_ids)
-            .is_some_and(|c| rootfs::rootfs_path(&self.store, &c).is_dir())
+            .is_some_and(|c| rootfs::rootfs_path(&self.store, &c, &self.unpacking).is_dir())
     }
 
     fn pick_platform<'a>(
@@ -432,6 +462,10 @@ mod tests {
                 retries: 0,
                 progress: false,
                 ..Default::default()
+            },
+            Unpacking {
+                ownership: Ownership::Ignore,
+                ids: None,
             },
         )
         .unwrap();

@@ -13,8 +13,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::ImageError;
+use super::Unpacking;
 use super::digest::{Digest, chain_id};
 use super::manifest::Descriptor;
+use super::shift::shift_tree;
 use super::store::Store;
 use super::unpack::{Ownership, unpack_layer};
 use crate::host::Host;
@@ -25,12 +27,12 @@ pub fn ensure_rootfs(
     store: &Store,
     layers: &[Descriptor],
     diff_ids: &[Digest],
-    ownership: Ownership,
+    unpacking: &Unpacking,
 ) -> Result<(PathBuf, bool), ImageError> {
     let chain = chain_id(diff_ids).ok_or_else(|| ImageError::BadConfig {
         message: "image has no layers".to_owned(),
     })?;
-    let dest = rootfs_path(store, &chain);
+    let dest = rootfs_path(store, &chain, unpacking);
     if dest.is_dir() {
         return Ok((dest, false));
     }
@@ -54,10 +56,14 @@ pub fn ensure_rootfs(
             &layer.digest,
             diff_id,
             &tmp,
-            ownership,
+            unpacking.ownership,
         )?;
         entries += stats.entries;
         tracing::debug!(layer = %layer.digest, entries = stats.entries, bytes = stats.bytes, "layer applied");
+    }
+    if let Some(ids) = &unpacking.ids {
+        let shifted = shift_tree(&tmp, ids)?;
+        tracing::debug!(%ids, shifted, "owners moved into the container id range");
     }
     match fs::rename(&tmp, &dest) {
         Ok(()) => {
@@ -78,8 +84,12 @@ pub fn ensure_rootfs(
 }
 
 /// Where the rootfs of a chain lives once unpacked.
-pub fn rootfs_path(store: &Store, chain: &Digest) -> PathBuf {
-    store.root().join("rootfs").join(chain.hex())
+pub fn rootfs_path(store: &Store, chain: &Digest, unpacking: &Unpacking) -> PathBuf {
+    let name = match (&unpacking.ids, unpacking.ownership) {
+        (Some(ids), Ownership::Preserve) => format!("{}-{}", chain.hex(), ids.key()),
+        _ => chain.hex().to_owned(),
+    };
+    store.root().join("rootfs").join(name)
 }
 
 struct RemoveOnDrop(Option<PathBuf>);

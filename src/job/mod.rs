@@ -26,7 +26,7 @@ use std::path::PathBuf;
 
 use crate::bundle::BundleError;
 use crate::contract::{ErrorClass, JobFile, JobResult};
-use crate::host::Host;
+use crate::host::{Host, IdMap};
 use crate::image::{ImageError, RegistrySettings};
 use crate::mapping::MappingError;
 use crate::runtime::{Runtime, RuntimeError};
@@ -48,6 +48,8 @@ pub struct Settings {
     pub registry: RegistrySettings,
     /// Give each job a copy of the rootfs instead of an overlay.
     pub copy_rootfs: bool,
+    /// The host ids containers run as (their 0..65535); `None`: the host's own.
+    pub ids: Option<IdMap>,
 }
 
 impl Settings {

@@ -9,9 +9,10 @@ use super::row::{RowContext, RowEnd, RowRun};
 use super::verdict::Verdict;
 use super::workdir::{Home, JobDir};
 use super::{JobError, RunOptions, Services, Settings};
-use crate::contract::result::{ImageSummary, OutputSummary, Status, TableOutput, Timings};
-use crate::contract::{JobFile, JobResult, NetworkMode, truncate_message};
-use crate::image::{Images, Ownership, PulledImage};
+use crate::contract::result::{Cage, ImageSummary, OutputSummary, Status, TableOutput, Timings};
+use crate::contract::{JobFile, JobResult, NetworkMode, UserNamespace, truncate_message};
+use crate::host::IdMap;
+use crate::image::{Images, PulledImage, Unpacking};
 use crate::mapping::output::StagedOutputs;
 use crate::storage::{
     ApplyReport, Changes, JobRecord, JobStatus, SqliteStorage, StateKey, Storage, StorageError,
@@ -21,6 +22,7 @@ use crate::storage::{
 #[derive(Debug, Default)]
 pub(super) struct Progress {
     pub image: Option<ImageSummary>,
+    pub cage: Option<Cage>,
     pub timings: Timings,
     pub exit_code: Option<i32>,
     pub outputs: OutputSummary,
@@ -124,6 +126,7 @@ impl<'a> JobRun<'a> {
             message: truncate_message(&verdict.message),
             exit_code: self.progress.exit_code,
             image: self.progress.image,
+            cage: self.progress.cage,
             outputs: self.progress.outputs,
             timings: self.progress.timings,
         };
@@ -136,7 +139,8 @@ impl<'a> JobRun<'a> {
             return Err(JobError::BridgeNetwork);
         }
         let rows = self.job.row_configurations().map_err(JobError::Contract)?;
-        let (image, rootfs) = self.prepare_image()?;
+        let ids = self.ids();
+        let (image, rootfs) = self.prepare_image(ids)?;
         let home = Home::new(&self.settings.home);
         let jobdir = JobDir::create(&home).map_err(JobError::Workdir)?;
         self.job_id = jobdir.id.clone();
@@ -147,6 +151,7 @@ impl<'a> JobRun<'a> {
         let ctx = RowContext {
             svc: self.svc,
             copy_rootfs: self.settings.copy_rootfs,
+            ids,
             home: &home,
             jobdir: &jobdir,
             job: self.job,
@@ -162,9 +167,35 @@ impl<'a> JobRun<'a> {
         Ok(verdict)
     }
 
+    /// The container's ids on the host: the operator's range, unless the component opts
+    /// out (which the result shows, and the log says).
+    fn ids(&mut self) -> Option<IdMap> {
+        let mode = self.job.component.user_namespace;
+        let ids = match mode {
+            UserNamespace::Private => self.settings.ids,
+            UserNamespace::Host => {
+                tracing::warn!(
+                    "component {} runs with the host's ids: root in it is root on the host",
+                    self.job.component.id
+                );
+                None
+            }
+        };
+        self.progress.cage = Some(Cage {
+            user_namespace: mode,
+            id_range: ids.map(|m| m.to_string()),
+        });
+        ids
+    }
+
     /// Pulls the image (asking the registry only what it must) and unpacks it.
-    fn prepare_image(&mut self) -> Result<(PulledImage, PathBuf), JobError> {
-        let images = Images::open(&self.settings.cache, self.settings.registry.clone())?;
+    fn prepare_image(&mut self, ids: Option<IdMap>) -> Result<(PulledImage, PathBuf), JobError> {
+        let unpacking = Unpacking::new(self.svc.host.privileged(), ids);
+        let images = Images::open(
+            &self.settings.cache,
+            self.settings.registry.clone(),
+            unpacking,
+        )?;
         let t = Instant::now();
         let image = images.pull(&self.job.component.image)?;
         self.progress.timings.pull = t.elapsed().as_secs_f64();
@@ -175,12 +206,7 @@ impl<'a> JobRun<'a> {
             fetched_bytes: image.fetched_bytes,
         });
         let t = Instant::now();
-        let ownership = if self.svc.host.privileged() {
-            Ownership::Preserve
-        } else {
-            Ownership::Ignore
-        };
-        let (rootfs, _) = images.rootfs(&image, ownership)?;
+        let (rootfs, _) = images.rootfs(&image)?;
         self.progress.timings.unpack = t.elapsed().as_secs_f64();
         tracing::debug!("image ready");
         Ok((image, rootfs))

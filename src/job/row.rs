@@ -17,6 +17,7 @@ use crate::bundle::{self, ContainerUser, Limits};
 use crate::contract::config_file::{self, RunIdentity};
 use crate::contract::mapping::StorageConfig;
 use crate::contract::{Configuration, JobFile, NetworkMode};
+use crate::host::IdMap;
 use crate::image::{PulledImage, RootfsView, ViewDirs};
 use crate::mapping::InputState;
 use crate::mapping::output::{OutputContext, StagedOutputs};
@@ -28,6 +29,8 @@ use crate::storage::StateKey;
 pub(super) struct RowContext<'a> {
     pub svc: Services<'a>,
     pub copy_rootfs: bool,
+    /// The container's ids on the host, when it has its own user namespace.
+    pub ids: Option<IdMap>,
     pub home: &'a Home,
     pub jobdir: &'a JobDir,
     pub job: &'a JobFile,
@@ -125,11 +128,7 @@ impl RowRun<'_> {
             config_file::config_json(self.config, &ctx.job.component.image_parameters, "run");
         write_json(&dir.data.join("config.json"), &config)?;
         write_json(&dir.data.join("in/state.json"), &component_state)?;
-        if user.uid != 0 || user.gid != 0 {
-            for p in [&dir.data, &dir.tmp] {
-                workdir::chown_tree(p, user.uid, user.gid).map_err(JobError::Workdir)?;
-            }
-        }
+        self.hand_over(&dir, &user)?;
         Ok(Prepared {
             dir,
             user,
@@ -137,6 +136,43 @@ impl RowRun<'_> {
             previous,
             input_state,
         })
+    }
+
+    /// Gives the data folder to the container's user and the box around it (with `/tmp`)
+    /// to the container's root, as host ids.
+    fn hand_over(&self, dir: &ImageDir, user: &ContainerUser) -> Result<(), JobError> {
+        let root = ContainerUser {
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+        };
+        let (root_uid, root_gid) = self.host_ids(&root)?;
+        let (uid, gid) = self.host_ids(user)?;
+        let chown =
+            |p: &Path, uid, gid| workdir::chown_tree(p, uid, gid).map_err(JobError::Workdir);
+        if root_uid != 0 || root_gid != 0 {
+            chown(&dir.boxed, root_uid, root_gid)?;
+        }
+        if uid != 0 || gid != 0 {
+            chown(&dir.data, uid, gid)?;
+        }
+        Ok(())
+    }
+
+    /// Who the container's user is on the host.
+    fn host_ids(&self, user: &ContainerUser) -> Result<(u32, u32), JobError> {
+        let Some(ids) = &self.ctx.ids else {
+            return Ok((user.uid, user.gid));
+        };
+        let outside = |what: &str, id: u32| {
+            JobError::Contract(format!(
+                "the image runs as {what} {id}, outside the {} ids a container has",
+                ids.size
+            ))
+        };
+        let uid = ids.uid(user.uid).ok_or_else(|| outside("uid", user.uid))?;
+        let gid = ids.gid(user.gid).ok_or_else(|| outside("gid", user.gid))?;
+        Ok((uid, gid))
     }
 
     fn stage_inputs(
@@ -203,6 +239,7 @@ impl RowRun<'_> {
         let spec = bundle::build(&bundle::BundleSpec {
             image: &ctx.image.config.config,
             root,
+            ids: ctx.ids.as_ref(),
             user: &prepared.user,
             env: &env,
             data_dir: &dir.data,
@@ -360,7 +397,9 @@ struct Mounted<'a> {
 impl Mounted<'_> {
     /// The root filesystem the container gets.
     fn root(&self) -> &Path {
-        self.view.as_ref().map_or_else(|| Path::new(""), RootfsView::root)
+        self.view
+            .as_ref()
+            .map_or_else(|| Path::new(""), RootfsView::root)
     }
 
     fn release(mut self) -> Result<(), JobError> {

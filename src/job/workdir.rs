@@ -41,15 +41,18 @@ impl Home {
         }
     }
 
-    /// Makes the home 0700 (creating it if needed): it holds every job's data, `config.json`
-    /// with its secrets, and the project store. A home an older berth created open is closed
-    /// here; the umask keeps everything created below it private.
+    /// Makes the home private (creating it if needed): it holds every job's data,
+    /// `config.json` with its secrets, and the project store. Nobody else may list or read
+    /// it; only the search bit is left for others ([`TRAVERSE`]), because a container's
+    /// root is nobody on the host and must pass through to its job's directories. A home an
+    /// older berth created open is closed here; the umask keeps what is created below it
+    /// private.
     pub fn ensure_private(&self) -> io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         fs::create_dir_all(&self.root)?;
-        let mode = fs::metadata(&self.root)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))?;
+        let mode = fs::metadata(&self.root)?.permissions().mode() & 0o7777;
+        if mode != TRAVERSE {
+            set_mode(&self.root, TRAVERSE)?;
         }
         Ok(())
     }
@@ -99,12 +102,14 @@ impl JobDir {
     pub fn create(home: &Home) -> io::Result<JobDir> {
         let jobs = home.jobs();
         fs::create_dir_all(&jobs)?;
+        set_mode(&jobs, TRAVERSE)?;
         fs::create_dir_all(home.state_root())?;
         fs::create_dir_all(home.bundles())?;
+        set_mode(&home.bundles(), TRAVERSE)?;
         let id = crate::util::random_hex(6);
         let dir = jobs.join(&id);
         let new = jobs.join(format!("{NEW_PREFIX}{id}"));
-        fs::create_dir(&new)?;
+        mkdir(&new, TRAVERSE)?;
         let lock = Flock::lock(File::open(&new)?, FlockArg::LockExclusiveNonblock)
             .map_err(|(_, e)| io::Error::from(e))?;
         fs::rename(&new, &dir)?;
@@ -125,14 +130,24 @@ impl JobDir {
 
     /// Creates image `n`'s directories: the data folder of contract §1, `/tmp`, the
     /// overlay's upper and work directories, and the bundle with its rootfs mount point.
+    ///
+    /// ```text
+    /// <job>/<n>/          0711: the container's root (nobody on the host) passes through
+    /// <job>/<n>/box/      0700, the container's root's: data/, tmp/, and rootfs/ if copied
+    /// <job>/<n>/overlay/  0700, berth's: upper/ and work/, which only the kernel uses
+    /// ```
     pub fn image_dir(&self, n: usize) -> io::Result<ImageDir> {
         let path = self.dir.join(n.to_string());
-        let data = path.join("data");
-        let tmp = path.join("tmp");
+        let boxed = path.join("box");
+        let overlay = path.join("overlay");
+        let data = boxed.join("data");
+        let tmp = boxed.join("tmp");
         let bundle = self.bundles.join(self.container_id(n));
         // Parents first, one mkdir each: this is on every job's critical path.
-        fs::create_dir(&path)?;
+        mkdir(&path, TRAVERSE)?;
         self.images.set(self.images.get().max(n + 1));
+        fs::create_dir(&boxed)?;
+        fs::create_dir(&overlay)?;
         fs::create_dir(&data)?;
         for sub in [
             "in",
@@ -145,19 +160,17 @@ impl JobDir {
         ] {
             fs::create_dir(data.join(sub))?;
         }
-        for d in [
-            &tmp,
-            &path.join("upper"),
-            &path.join("work"),
-            &bundle,
-            &bundle.join("rootfs"),
-        ] {
+        mkdir(&tmp, STICKY_TMP)?;
+        for d in [&overlay.join("upper"), &overlay.join("work")] {
             fs::create_dir(d)?;
         }
+        mkdir(&bundle, TRAVERSE)?;
+        fs::create_dir(bundle.join("rootfs"))?;
         Ok(ImageDir {
-            upper: path.join("upper"),
-            work: path.join("work"),
-            copy: path.join("rootfs"),
+            upper: overlay.join("upper"),
+            work: overlay.join("work"),
+            copy: boxed.join("rootfs"),
+            boxed,
             rootfs: bundle.join("rootfs"),
             data,
             tmp,
@@ -205,6 +218,26 @@ impl Drop for JobDir {
     }
 }
 
+/// Directories the container's root must pass through to reach its rootfs and the sources
+/// of its bind mounts: from its user namespace it is nobody on the host, so it needs the
+/// search bit for others. Nobody can list them (Docker's userns-remap does the same with
+/// /var/lib/docker); what is inside is 0700 its owner's.
+pub const TRAVERSE: u32 = 0o711;
+
+/// `/tmp` of a container: everyone's, sticky, as in any image.
+const STICKY_TMP: u32 = 0o1777;
+
+fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+}
+
+/// mkdir with exactly `mode` (the umask would take the bits for others away).
+fn mkdir(path: &Path, mode: u32) -> io::Result<()> {
+    fs::create_dir(path)?;
+    set_mode(path, mode)
+}
+
 /// `berth-<home tag>-<job id>-<n>`: the container of image `n` of a job.
 pub fn container_id(tag: &str, job_id: &str, n: usize) -> String {
     format!("{CONTAINER_PREFIX}{tag}-{job_id}-{n}")
@@ -228,6 +261,8 @@ pub fn parse_container_id(id: &str) -> Option<(&str, &str)> {
 /// One image's directories inside a job.
 #[derive(Debug, Clone)]
 pub struct ImageDir {
+    /// What the container's root owns: `data`, `tmp` and a copied rootfs.
+    pub boxed: PathBuf,
     pub data: PathBuf,
     pub tmp: PathBuf,
     pub upper: PathBuf,
@@ -326,7 +361,7 @@ mod tests {
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
         Home::new(&root).ensure_private().unwrap();
         let mode = fs::metadata(&root).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o700);
+        assert_eq!(mode & 0o777, 0o711);
     }
 
     #[test]

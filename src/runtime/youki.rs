@@ -90,12 +90,15 @@ impl Runtime for Youki<'_> {
         let (out_r, out_w) = pipe().map_err(pipe_err)?;
         let (err_r, err_w) = pipe().map_err(pipe_err)?;
         let started = Instant::now();
-        let mut live = self.create_and_start(req, out_w, err_w)?;
+        let stderr = File::from(err_r);
+        let mut live = self
+            .create_and_start(req, out_w, err_w)
+            .map_err(|e| with_init_log(e, &stderr))?;
         let watched = Watched {
             id: req.id.to_owned(),
             pid: live.pid()?,
             stdout: File::from(out_r),
-            stderr: File::from(err_r),
+            stderr,
             deadline: started + req.timeout,
             timeout: req.timeout,
         };
@@ -138,6 +141,51 @@ impl Runtime for Youki<'_> {
             source,
         })
     }
+}
+
+/// The most of init's own log a failure to create or start carries.
+const INIT_LOG_BYTES: usize = 4096;
+
+/// A failed create or start, with what libcontainer's init logged about it: init logs to
+/// the container's stderr, which nobody reads when the container never starts.
+fn with_init_log(e: RuntimeError, stderr: &File) -> RuntimeError {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let mut log = Vec::new();
+    // Everything init wrote is already in the pipe; never wait for more.
+    if fcntl(stderr.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_ok() {
+        let _ = stderr.take(1 << 20).read_to_end(&mut log);
+    }
+    let text = String::from_utf8_lossy(&log);
+    let text = text.trim();
+    if text.is_empty() {
+        return e;
+    }
+    let start = text.len().saturating_sub(INIT_LOG_BYTES);
+    let start = (start..text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    let log = text[start..].to_owned();
+    match e {
+        RuntimeError::Create { id, source } => RuntimeError::Create {
+            id,
+            source: Box::new(InitLog { source, log }),
+        },
+        RuntimeError::Start { id, source } => RuntimeError::Start {
+            id,
+            source: Box::new(InitLog { source, log }),
+        },
+        other => other,
+    }
+}
+
+/// An error of libcontainer's with the log its init process left.
+#[derive(Debug, thiserror::Error)]
+#[error("{source} (init said: {log})")]
+struct InitLog {
+    source: Box<dyn std::error::Error + Send + Sync>,
+    log: String,
 }
 
 fn create(

@@ -495,6 +495,19 @@ impl Berth {
         )
     }
 
+    /// The id of container `n` of `job`: `berth-<home tag>-<job>-<n>`, the tag naming
+    /// this berth's home (the first 4 bytes of its path's sha256).
+    pub fn container_id(&self, job: &str, n: usize) -> String {
+        use std::os::unix::ffi::OsStrExt;
+        let tag = &sha256(self.home().as_os_str().as_bytes())[..8];
+        format!("berth-{tag}-{job}-{n}")
+    }
+
+    /// The data folder of image `n` of a running job (see src/job/workdir.rs).
+    pub fn data_dir(job_dir: &Path, n: usize) -> PathBuf {
+        job_dir.join(n.to_string()).join("box/data")
+    }
+
     /// The directory of the job that is running (or whose berth died).
     pub fn job_dir(&self) -> PathBuf {
         fs::read_dir(self.home().join("jobs"))
@@ -594,12 +607,19 @@ pub fn job(
 /// A listing of a tree for exact comparisons: path → description of type, mode, owner,
 /// content digest or link target, and hard-link group.
 pub fn describe_tree(root: &Path) -> BTreeMap<String, String> {
+    describe_shifted_tree(root, 0)
+}
+
+/// [`describe_tree`] of a tree whose owners were moved up by `shift` (a container id
+/// range's start): owners are shown as the container sees them.
+pub fn describe_shifted_tree(root: &Path, shift: u32) -> BTreeMap<String, String> {
     use std::os::unix::fs::MetadataExt;
     let mut out = BTreeMap::new();
     let mut inodes: BTreeMap<u64, String> = BTreeMap::new();
     fn walk(
         root: &Path,
         dir: &Path,
+        shift: u32,
         out: &mut BTreeMap<String, String>,
         inodes: &mut BTreeMap<u64, String>,
     ) {
@@ -611,7 +631,12 @@ pub fn describe_tree(root: &Path) -> BTreeMap<String, String> {
             let m = fs::symlink_metadata(&p).unwrap();
             let ft = m.file_type();
             let desc = if ft.is_dir() {
-                format!("dir {:o} {}:{}", m.mode() & 0o7777, m.uid(), m.gid())
+                format!(
+                    "dir {:o} {}:{}",
+                    m.mode() & 0o7777,
+                    m.uid() - shift,
+                    m.gid() - shift
+                )
             } else if ft.is_symlink() {
                 format!("link -> {}", fs::read_link(&p).unwrap().display())
             } else {
@@ -624,17 +649,17 @@ pub fn describe_tree(root: &Path) -> BTreeMap<String, String> {
                 format!(
                     "file {:o} {}:{} {}{group}",
                     m.mode() & 0o7777,
-                    m.uid(),
-                    m.gid(),
+                    m.uid() - shift,
+                    m.gid() - shift,
                     sha256(&fs::read(&p).unwrap())
                 )
             };
             out.insert(rel, desc);
             if ft.is_dir() {
-                walk(root, &p, out, inodes);
+                walk(root, &p, shift, out, inodes);
             }
         }
     }
-    walk(root, root, &mut out, &mut inodes);
+    walk(root, root, shift, &mut out, &mut inodes);
     out
 }
