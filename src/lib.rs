@@ -14,6 +14,7 @@
 //! and the place tests substitute. `storage` holds the project's tables, files and states.
 
 pub mod bundle;
+pub mod confined;
 pub mod contract;
 pub mod host;
 pub mod image;
