@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::confined::ConfinedError;
 use crate::contract::mapping::TagFilter;
 use crate::storage::StorageError;
 
@@ -26,6 +27,12 @@ pub enum MappingError {
     User(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Something in the data folder the container controls, or the host while reading it.
+    #[error(transparent)]
+    Confined(#[from] ConfinedError),
+    /// `out/state.json` is not JSON.
+    #[error("invalid out/state.json: {0}")]
+    State(#[source] serde_json::Error),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -38,6 +45,8 @@ impl MappingError {
         match self {
             MappingError::User(_) => true,
             MappingError::Storage(e) => e.is_user_error(),
+            MappingError::Confined(e) => e.is_user_error(),
+            MappingError::State(_) => true,
             MappingError::Io { .. } => false,
         }
     }
