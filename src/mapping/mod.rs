@@ -10,6 +10,7 @@
 
 pub mod input;
 pub mod output;
+pub mod state;
 pub mod time;
 
 use std::path::PathBuf;
