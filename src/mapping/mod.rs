@@ -9,15 +9,16 @@
 //! file name and CSV is validated, with errors that name the file.
 
 pub mod input;
+pub mod keep;
 pub mod output;
 pub mod state;
 pub mod time;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::confined::ConfinedError;
+use crate::confined::{self, ConfinedError};
 use crate::contract::mapping::TagFilter;
 use crate::storage::StorageError;
 
@@ -52,7 +53,7 @@ impl MappingError {
         }
     }
 
-    fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> MappingError + '_ {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MappingError + '_ {
         move |source| MappingError::Io {
             path: path.to_owned(),
             source,
@@ -91,6 +92,21 @@ pub struct TableImport {
 pub struct FileImport {
     pub tags: Vec<TagFilter>,
     pub last_import_id: u64,
+}
+
+/// Opens the directory `path` beneath its parent, which is berth's own (the data folder):
+/// `path` itself is the container's, and a link there is refused.
+fn open_beneath_parent(path: &Path) -> Result<confined::Dir, ConfinedError> {
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => confined::Dir::open(parent)?.open_dir(name),
+        _ => Err(ConfinedError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a directory inside the data folder",
+            ),
+        }),
+    }
 }
 
 /// A file or table name a mapping may use inside the data folder: one plain component.

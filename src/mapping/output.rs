@@ -88,16 +88,7 @@ pub fn collect_outputs(
 
 /// Opens `out` beneath the data folder; `None` when the component removed it.
 fn open_out(out: &Path) -> Result<Option<confined::Dir>, MappingError> {
-    let (Some(data), Some(name)) = (out.parent(), out.file_name()) else {
-        return Err(MappingError::Io {
-            path: out.to_owned(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "outputs must be a directory inside the data folder",
-            ),
-        });
-    };
-    optional(confined::Dir::open(data)?.open_dir(name))
+    optional(super::open_beneath_parent(out))
 }
 
 /// What was opened, or `None` when it does not exist.
