@@ -10,6 +10,7 @@ mod common;
 
 use std::fs;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
@@ -259,4 +260,86 @@ fn a_row_id_cannot_make_kept_outputs_leave_their_directory() {
     assert!(beside.is_empty(), "written outside {kept:?}: {beside:?}");
     assert!(files(&b).is_empty());
     b.assert_clean(&[&job_id(&result)]);
+}
+/// A layer whose `/etc/passwd` and `/etc/group` are FIFOs.
+fn fifo_passwd_layer() -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for path in ["etc/passwd", "etc/group"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Fifo);
+        h.set_mode(0o644);
+        h.set_size(0);
+        h.set_mtime(1_700_000_000);
+        tar.append_data(&mut h, path, std::io::empty()).unwrap();
+    }
+    tar.into_inner().unwrap()
+}
+
+/// Runs an image whose `/etc/passwd` and `/etc/group` are FIFOs as user `1000:1000`, with
+/// `env` in its config; berth is killed (and the test fails) if it has not ended in 2 min.
+fn run_with_fifo_passwd(name: &str, env: &[&str]) {
+    // Not `id`: it would read /etc/passwd, and block.
+    let mut spec = ImageSpec::script(
+        "awk '/^Uid:/ {u = $2} /^Gid:/ {g = $2} END {print \"ran as \" u \":\" g}' /proc/self/status",
+    );
+    spec.layers.push(fifo_passwd_layer());
+    spec.user = Some("1000:1000".into());
+    spec.env.extend(env.iter().map(|e| (*e).to_owned()));
+    let img = push(&spec, &unique_repo(name), "1.0");
+    let b = Berth::new();
+    let path = b.write_job(&job(
+        &img.reference,
+        json!({"process_timeout": 30}),
+        json!({}),
+    ));
+    let mut child = b
+        .cmd()
+        .args(["run", "--json", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            // The container berth was creating is dead berth's: gc removes it.
+            let gc = b.run_cmd(&["gc"]);
+            panic!(
+                "berth blocked on the image's /etc/passwd FIFO (gc: {} {})",
+                gc.status, gc.stderr
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let r = Run {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("ran as 1000:1000"), "{}", r.stderr);
+    b.assert_clean(&[&job_id(&r.json())]);
+}
+
+/// Resolving the image's user must not open a FIFO at `/etc/passwd`: berth would block
+/// forever, before any timeout applies. (With `HOME` in the image's environment, so that
+/// libcontainer's init does not look it up in the container's `/etc/passwd` either.)
+#[test]
+fn a_fifo_at_the_images_passwd_does_not_block_berth() {
+    require_env!();
+    run_with_fifo_passwd("hostile-passwd", &["HOME=/"]);
+}
+
+/// Without `HOME`, libcontainer's init calls `getpwuid_r` inside the container, which
+/// opens the FIFO and blocks before the container starts — and berth waits for it with no
+/// deadline. Passes once the bundle sets `HOME` (Docker's rule: the passwd entry's home,
+/// else `/`).
+#[test]
+#[ignore = "needs HOME in the bundle's environment (src/bundle/mod.rs)"]
+fn a_fifo_at_the_images_passwd_does_not_block_the_container_init() {
+    require_env!();
+    run_with_fifo_passwd("hostile-passwd-home", &[]);
 }
