@@ -2,6 +2,10 @@
 //! no parent-death signal); the next berth, or `berth gc`, removes it with its cgroups and
 //! working directory.
 
+#![allow(
+    clippy::too_many_lines,
+    reason = "the 80-line rule is for berth's code; a test reads top to bottom"
+)]
 #![expect(clippy::unwrap_used, reason = "a test fails by panicking")]
 
 mod common;

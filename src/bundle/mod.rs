@@ -30,7 +30,7 @@ mod seccomp;
 mod user;
 
 pub use seccomp::SeccompError;
-pub use user::resolve_user;
+pub use user::{home_dir, resolve_user};
 
 use crate::contract::{ErrorClass, NetworkMode};
 use crate::host::{CgroupSupport, IdMap};
@@ -127,6 +127,8 @@ pub struct BundleSpec<'a> {
     /// Its own user namespace with these ids, or the host's (`None`).
     pub ids: Option<&'a IdMap>,
     pub user: &'a ContainerUser,
+    /// `HOME`, when the image's `Env` has none (see [`home_dir`]).
+    pub home: &'a str,
     pub env: &'a [(String, String)],
     pub data_dir: &'a Path,
     pub tmp_dir: &'a Path,
@@ -181,6 +183,11 @@ fn process(b: &BundleSpec<'_>, caps: HashSet<Capability>) -> Result<Process, Bun
     let mut env: Vec<String> = b.image.env.clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, DEFAULT_PATH.to_owned());
+    }
+    // libcontainer's init would look HOME up in the container's /etc/passwd, which the
+    // image controls (a FIFO there blocks the container before any timeout applies).
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", b.home));
     }
     for (k, v) in b.env {
         env.retain(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) != k);
@@ -410,6 +417,7 @@ mod tests {
             root: Path::new("/run/bundles/c1/rootfs"),
             ids: None,
             user,
+            home: "/root",
             env,
             data_dir: Path::new("/jobs/1/data"),
             tmp_dir: Path::new("/jobs/1/tmp"),

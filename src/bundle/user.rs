@@ -1,10 +1,10 @@
 //! The image's `User`, resolved against the image's own `/etc/passwd` and `/etc/group`.
 
-use std::fs;
 use std::io::Read;
 use std::path::Path;
 
 use super::{BundleError, ContainerUser};
+use crate::confined;
 
 /// Resolves the image's `User` (`uid`, `name`, `uid:gid`, `name:group`) against the
 /// rootfs's own `/etc/passwd` and `/etc/group`, as Docker does.
@@ -82,20 +82,37 @@ pub fn resolve_user(rootfs: &Path, user: Option<&str>) -> Result<ContainerUser, 
     })
 }
 
-/// Reads a small text file of the image, refusing to follow any symlink on the way: the
-/// rootfs is untrusted and a link could point anywhere on the host.
+/// The home directory of `uid` in the image's `/etc/passwd`, or `/` (Docker's rule) — for
+/// a `HOME` the bundle sets itself: without one, libcontainer's init looks it up in the
+/// container's `/etc/passwd`, where a FIFO blocks the container before it starts.
+pub fn home_dir(rootfs: &Path, uid: u32) -> String {
+    read_image_file(rootfs, "etc/passwd")
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let home = f.get(5).filter(|h| h.starts_with('/'))?;
+            (f.get(2)?.parse::<u32>().ok()? == uid).then(|| (*home).to_owned())
+        })
+        .unwrap_or_else(|| "/".to_owned())
+}
+
+/// The most read of an image's `/etc/passwd` or `/etc/group`.
+const MAX_IMAGE_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads the first mebibyte of a small text file of the image, or nothing when it is not a
+/// regular file: the rootfs is untrusted, so the file is opened beneath the rootfs's handle
+/// with no link followed (a link could point anywhere on the host) and without blocking (a
+/// FIFO would block berth forever).
 fn read_image_file(rootfs: &Path, rel: &str) -> String {
-    let mut path = rootfs.to_owned();
-    for part in rel.split('/') {
-        path.push(part);
-        match fs::symlink_metadata(&path) {
-            Ok(m) if !m.file_type().is_symlink() => {}
-            _ => return String::new(),
-        }
-    }
     let mut text = String::new();
-    if let Ok(f) = fs::File::open(&path) {
-        let _ = f.take(1 << 20).read_to_string(&mut text);
+    let file = confined::Dir::open(rootfs).and_then(|root| root.open_file(rel));
+    match file {
+        Ok(f) => {
+            if let Err(e) = f.take(MAX_IMAGE_FILE_BYTES).read_to_string(&mut text) {
+                tracing::debug!("not reading the image's {rel}: {e}");
+            }
+        }
+        Err(e) => tracing::debug!("not reading the image's {rel}: {e}"),
     }
     text
 }
@@ -103,6 +120,7 @@ fn read_image_file(rootfs: &Path, rel: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn rootfs_with(passwd: &str, group: &str) -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
@@ -141,5 +159,86 @@ mod tests {
         fs::write(outside.path().join("passwd"), PASSWD).unwrap();
         std::os::unix::fs::symlink(outside.path(), d.path().join("etc")).unwrap();
         assert!(resolve_user(d.path(), Some("app")).is_err());
+    }
+
+    /// Resolves `user` in another thread, failing the test if it does not return promptly.
+    fn resolve_promptly(rootfs: &Path, user: &str) -> Result<(u32, u32), String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (rootfs, user) = (rootfs.to_owned(), user.to_owned());
+        std::thread::spawn(move || {
+            let r = resolve_user(&rootfs, Some(&user)).map(|u| (u.uid, u.gid));
+            tx.send(r.map_err(|e| e.to_string())).unwrap();
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("resolving the user blocked")
+    }
+
+    #[test]
+    fn a_fifo_at_passwd_or_group_is_not_read_and_does_not_block() {
+        let d = rootfs_with(PASSWD, GROUP);
+        let fifo = |p: &str| {
+            fs::remove_file(d.path().join(p)).unwrap();
+            nix::unistd::mkfifo(
+                &d.path().join(p),
+                nix::sys::stat::Mode::from_bits_truncate(0o644),
+            )
+            .unwrap();
+        };
+        fifo("etc/group");
+        assert!(
+            resolve_promptly(d.path(), "app:extra")
+                .unwrap_err()
+                .contains("no group \"extra\"")
+        );
+        fifo("etc/passwd");
+        assert_eq!(resolve_promptly(d.path(), "1000:7"), Ok((1000, 7)));
+        assert!(
+            resolve_promptly(d.path(), "app")
+                .unwrap_err()
+                .contains("no such user")
+        );
+    }
+
+    #[test]
+    fn a_passwd_that_is_a_link_or_a_directory_is_not_read() {
+        let d = rootfs_with(PASSWD, GROUP);
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("passwd"), PASSWD).unwrap();
+        fs::remove_file(d.path().join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("passwd"), d.path().join("etc/passwd"))
+            .unwrap();
+        assert!(resolve_promptly(d.path(), "app").is_err());
+        fs::remove_file(d.path().join("etc/passwd")).unwrap();
+        fs::create_dir(d.path().join("etc/passwd")).unwrap();
+        assert!(resolve_promptly(d.path(), "app").is_err());
+    }
+
+    #[test]
+    fn only_the_first_mebibyte_is_read() {
+        let mut big = String::from(PASSWD);
+        big.push_str(&"#\n".repeat(1 << 20));
+        big.push_str("late:x:3000:3000::/:/bin/sh\n");
+        let d = rootfs_with(&big, GROUP);
+        assert_eq!(resolve_promptly(d.path(), "app"), Ok((1000, 1001)));
+        assert!(resolve_promptly(d.path(), "late").is_err());
+    }
+
+    #[test]
+    fn home_comes_from_passwd_else_root() {
+        let d = rootfs_with(PASSWD, GROUP);
+        assert_eq!(home_dir(d.path(), 1000), "/home/app");
+        assert_eq!(home_dir(d.path(), 0), "/root");
+        assert_eq!(home_dir(d.path(), 4242), "/");
+        fs::remove_file(d.path().join("etc/passwd")).unwrap();
+        nix::unistd::mkfifo(
+            &d.path().join("etc/passwd"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let root = d.path().to_owned();
+        std::thread::spawn(move || tx.send(home_dir(&root, 1000)).unwrap());
+        let home = rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(home.expect("reading a FIFO blocked"), "/");
     }
 }

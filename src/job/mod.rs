@@ -82,8 +82,6 @@ pub enum JobError {
     Mapping(#[from] MappingError),
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("invalid out/state.json: {0}")]
-    State(String),
     #[error("job directory")]
     Workdir(#[source] std::io::Error),
     #[error("cannot write {path}")]
@@ -100,9 +98,7 @@ impl JobError {
     /// Whose fault it is. Every variant is listed: a new one must be classified here.
     pub fn class(&self) -> ErrorClass {
         match self {
-            JobError::BridgeNetwork | JobError::Contract(_) | JobError::State(_) => {
-                ErrorClass::User
-            }
+            JobError::BridgeNetwork | JobError::Contract(_) => ErrorClass::User,
             JobError::Image(e) => e.class(),
             JobError::Bundle(e) => e.class(),
             JobError::Mapping(e) => e.class(),

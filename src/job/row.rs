@@ -241,6 +241,7 @@ impl RowRun<'_> {
             root,
             ids: ctx.ids.as_ref(),
             user: &prepared.user,
+            home: &bundle::home_dir(ctx.rootfs, prepared.user.uid),
             env: &env,
             data_dir: &dir.data,
             tmp_dir: &dir.tmp,
@@ -278,16 +279,8 @@ impl RowRun<'_> {
         let Some(keep) = self.ctx.keep_outputs else {
             return Ok(());
         };
-        let dst = match (self.ctx.multiple_rows, self.row_id) {
-            (true, Some(r)) => keep.join(r),
-            _ => keep.to_owned(),
-        };
-        let n = workdir::export_outputs(&dir.data.join("out"), &dst).map_err(|source| {
-            JobError::Write {
-                path: dst.clone(),
-                source,
-            }
-        })?;
+        let dst = crate::mapping::keep::keep_dir(keep, self.row_id, self.ctx.multiple_rows)?;
+        let n = crate::mapping::keep::export_outputs(&dir.data.join("out"), &dst)?;
         tracing::info!("kept {n} output files in {}", dst.display());
         Ok(())
     }
@@ -353,7 +346,7 @@ impl RowRun<'_> {
         let state = if failed {
             None
         } else {
-            state::read_out_state(&dir.data)?
+            crate::mapping::state::read_out_state(&dir.data)?
         };
         ctx.jobdir.remove_image(self.n).map_err(JobError::Workdir)?;
         Ok((staged, state))

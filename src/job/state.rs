@@ -3,7 +3,6 @@
 
 use serde_json::{Value, json};
 
-use super::JobError;
 use crate::mapping::{InputState, StorageState};
 use crate::storage::StateKey;
 
@@ -38,41 +37,6 @@ pub fn next(
         "storage": StorageState { input },
     });
     (previous != Some(&value)).then_some((key, Some(value)))
-}
-
-/// The largest `out/state.json` accepted.
-const MAX_STATE_BYTES: u64 = 64 << 20;
-
-/// The state a component left in `out/state.json`: missing or empty clears it.
-pub fn read_out_state(data: &std::path::Path) -> Result<Option<Value>, JobError> {
-    let path = data.join("out/state.json");
-    let meta = match std::fs::symlink_metadata(&path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(JobError::Write { path, source }),
-    };
-    if !meta.is_file() {
-        return Err(JobError::State(
-            "it must be a regular file (not a symlink or directory)".into(),
-        ));
-    }
-    if meta.len() > MAX_STATE_BYTES {
-        return Err(JobError::State(format!(
-            "{} bytes is too large for a state",
-            meta.len()
-        )));
-    }
-    let bytes = std::fs::read(&path).map_err(|source| JobError::Write { path, source })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    let value: Value =
-        serde_json::from_slice(&bytes).map_err(|e| JobError::State(e.to_string()))?;
-    Ok(match value {
-        Value::Null => None,
-        Value::Array(a) if a.is_empty() => None,
-        v => Some(v),
-    })
 }
 
 #[cfg(test)]

@@ -322,32 +322,6 @@ pub fn chown_tree(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Copies what a component wrote (regular files and directories) to `dst`, for an operator
-/// who asked to keep it. Symlinks and special files are skipped with a warning: the data
-/// folder is untrusted, and a link could make an operator's later read go anywhere.
-pub fn export_outputs(src: &Path, dst: &Path) -> io::Result<u64> {
-    fs::create_dir_all(dst)?;
-    let mut copied = 0;
-    for entry in fs::read_dir(src)? {
-        let entry = entry?;
-        let from = entry.path();
-        let to = dst.join(entry.file_name());
-        let ft = fs::symlink_metadata(&from)?.file_type();
-        if ft.is_dir() {
-            copied += export_outputs(&from, &to)?;
-        } else if ft.is_file() {
-            fs::copy(&from, &to)?;
-            copied += 1;
-        } else {
-            tracing::warn!(
-                "not exporting {}: not a regular file or directory",
-                from.display()
-            );
-        }
-    }
-    Ok(copied)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,19 +351,6 @@ mod tests {
         job.remove().unwrap();
         assert!(!dir.exists());
         assert!(is_dead(&dir), "a missing directory is nobody's");
-    }
-
-    #[test]
-    fn exported_outputs_skip_symlinks() {
-        let d = tempfile::tempdir().unwrap();
-        let src = d.path().join("out");
-        fs::create_dir_all(src.join("tables")).unwrap();
-        fs::write(src.join("tables/t.csv"), b"a\n1\n").unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", src.join("tables/evil.csv")).unwrap();
-        let dst = d.path().join("kept");
-        assert_eq!(export_outputs(&src, &dst).unwrap(), 1);
-        assert_eq!(fs::read(dst.join("tables/t.csv")).unwrap(), b"a\n1\n");
-        assert!(fs::symlink_metadata(dst.join("tables/evil.csv")).is_err());
     }
 
     #[test]

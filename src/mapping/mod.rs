@@ -9,13 +9,16 @@
 //! file name and CSV is validated, with errors that name the file.
 
 pub mod input;
+pub mod keep;
 pub mod output;
+pub mod state;
 pub mod time;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::confined::{self, ConfinedError};
 use crate::contract::ErrorClass;
 use crate::contract::mapping::TagFilter;
 use crate::storage::StorageError;
@@ -27,6 +30,12 @@ pub enum MappingError {
     User(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Something in the data folder the container controls, or the host while reading it.
+    #[error(transparent)]
+    Confined(#[from] ConfinedError),
+    /// `out/state.json` is not JSON.
+    #[error("invalid out/state.json: {0}")]
+    State(#[source] serde_json::Error),
     #[error("{path}")]
     Io {
         path: PathBuf,
@@ -39,13 +48,16 @@ impl MappingError {
     /// Whose fault it is. Every variant is listed: a new one must be classified here.
     pub fn class(&self) -> ErrorClass {
         match self {
-            MappingError::User(_) => ErrorClass::User,
+            MappingError::User(_) | MappingError::State(_) => ErrorClass::User,
             MappingError::Storage(e) if e.is_user_error() => ErrorClass::User,
-            MappingError::Storage(_) | MappingError::Io { .. } => ErrorClass::Internal,
+            MappingError::Confined(e) if e.is_user_error() => ErrorClass::User,
+            MappingError::Storage(_) | MappingError::Confined(_) | MappingError::Io { .. } => {
+                ErrorClass::Internal
+            }
         }
     }
 
-    fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> MappingError + '_ {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MappingError + '_ {
         move |source| MappingError::Io {
             path: path.to_owned(),
             source,
@@ -84,6 +96,21 @@ pub struct TableImport {
 pub struct FileImport {
     pub tags: Vec<TagFilter>,
     pub last_import_id: u64,
+}
+
+/// Opens the directory `path` beneath its parent, which is berth's own (the data folder):
+/// `path` itself is the container's, and a link there is refused.
+fn open_beneath_parent(path: &Path) -> Result<confined::Dir, ConfinedError> {
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) => confined::Dir::open(parent)?.open_dir(name),
+        _ => Err(ConfinedError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a directory inside the data folder",
+            ),
+        }),
+    }
 }
 
 /// A file or table name a mapping may use inside the data folder: one plain component.

@@ -2,15 +2,20 @@
 //! table loads and file uploads its job will commit.
 //!
 //! Everything that lands in `out/tables` and `out/files` is taken, not only what is mapped.
-//! Nothing outside the data folder is ever read: a symlink anywhere in `out/` is refused, as
-//! are special files. What is taken is moved into the job's staging directory, so it
-//! survives the removal of the row's data folder until the job commits.
+//! Nothing outside the data folder is ever read: `out/` is the container's, so it is walked
+//! from directory handles ([`confined`]) and no link is followed — a symlink anywhere in
+//! `out/` (`out/tables` itself included) is refused, as are FIFOs, sockets and devices.
+//! What is taken is moved (renamed from handle to handle) into the job's staging
+//! directory, so it survives the removal of the row's data folder until the job commits;
+//! storage then reads it by path, which is safe there: the staging directory is berth's own,
+//! outside `/data`, and what arrived in it is checked again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, btree_map};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::MappingError;
+use crate::confined::{self, ConfinedError, Kind};
 use crate::contract::mapping::{FileSettings, KeyValue, OutputMapping, TableSettings};
 use crate::storage::{
     CsvSource, FileUpload, MetadataEntry, Provenance, TableId, TableLoad, WhereFilter,
@@ -41,9 +46,14 @@ pub struct StagedOutputs {
     pub files: Vec<FileUpload>,
 }
 
+/// The largest manifest read.
+const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+
 /// Reads `out` (the data folder's `out/`), applies `mapping`, and moves what it takes into
 /// `staging`. `failed`: the job failed, so only `write_always` tables are wanted and a
 /// mapped table the component did not write is no error.
+///
+/// The data folder (`out`'s parent) is trusted; `out` and everything in it is not.
 pub fn collect_outputs(
     out: &Path,
     mapping: &OutputMapping,
@@ -51,108 +61,157 @@ pub fn collect_outputs(
     staging: &Path,
     failed: bool,
 ) -> Result<StagedOutputs, MappingError> {
+    let out = open_out(out)?;
     let default_bucket = default_bucket(mapping, ctx)?;
-    let mut staged = StagedOutputs::default();
+    let mut stager = Stager {
+        root: staging,
+        dirs: BTreeMap::new(),
+    };
+    let tables = collect_tables(
+        out.as_ref(),
+        mapping,
+        ctx,
+        default_bucket.as_deref(),
+        &mut stager,
+        failed,
+    )?;
+    if failed {
+        return Ok(StagedOutputs {
+            tables,
+            files: Vec::new(),
+        });
+    }
+    let files = collect_files(out.as_ref(), mapping, ctx, &mut stager)?;
+    Ok(StagedOutputs { tables, files })
+}
 
-    // Tables.
-    let dir = out.join("tables");
-    let (data, manifests) = scan(&dir, "out/tables")?;
-    let mappings: HashMap<&str, &crate::contract::mapping::OutputTable> = mapping
+/// Opens `out` beneath the data folder; `None` when the component removed it.
+fn open_out(out: &Path) -> Result<Option<confined::Dir>, MappingError> {
+    optional(super::open_beneath_parent(out))
+}
+
+/// What was opened, or `None` when it does not exist.
+fn optional<T>(opened: Result<T, ConfinedError>) -> Result<Option<T>, MappingError> {
+    match opened {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `out/tables`: every table, with its manifest and mapping merged, staged.
+fn collect_tables(
+    out: Option<&confined::Dir>,
+    mapping: &OutputMapping,
+    ctx: &OutputContext<'_>,
+    default_bucket: Option<&str>,
+    stager: &mut Stager<'_>,
+    failed: bool,
+) -> Result<Vec<StagedTable>, MappingError> {
+    let listing = scan(out, "tables")?;
+    if !failed {
+        let sources = mapping.tables.iter().map(|t| t.source.as_str());
+        listing.require(sources, "output table source")?;
+    }
+    let mappings: HashMap<&str, &TableSettings> = mapping
         .tables
         .iter()
-        .map(|t| (t.source.as_str(), t))
+        .map(|t| (t.source.as_str(), &t.settings))
         .collect();
-    for source in mappings.keys() {
-        if !data.contains_key(*source) && !failed {
-            return Err(MappingError::User(format!(
-                "output table source {source:?} not found: the component did not write out/tables/{source}"
-            )));
-        }
-    }
-    for (name, kind) in &data {
-        let manifest: TableSettings = match manifests.get(name) {
-            Some(path) => read_manifest(path, &format!("out/tables/{name}.manifest"))?,
-            None => TableSettings::default(),
-        };
-        let mapped = mappings.get(name.as_str()).map(|m| &m.settings);
+    let mut staged = Vec::new();
+    for (name, kind) in &listing.data {
+        let manifest: TableSettings = listing.manifest(name)?;
+        let mapped = mappings.get(name.as_str()).copied();
         let settings = merge_table(manifest, mapped);
-        if failed && !settings.write_always.unwrap_or(false) {
+        let write_always = settings.write_always.unwrap_or(false);
+        if failed && !write_always {
             continue;
         }
-        let destination = resolve_destination(name, mapped, &settings, default_bucket.as_deref())?;
-        let staged_path = stage(&dir.join(name), &staging.join("tables"), name)?;
-        let paths = match kind {
-            Kind::File => vec![staged_path],
-            Kind::Dir => slices(&staged_path, name)?,
-        };
-        let columns = settings.columns.clone();
-        if *kind == Kind::Dir && columns.is_none() {
+        if *kind == Kind::Dir && settings.columns.is_none() {
             return Err(MappingError::User(format!(
                 "out/tables/{name} is a sliced table: its manifest or mapping must give columns"
             )));
         }
-        let source = CsvSource {
-            paths,
-            columns,
-            delimiter: one_byte(settings.delimiter.as_deref(), b',', name, "delimiter")?,
-            enclosure: one_byte(settings.enclosure.as_deref(), b'"', name, "enclosure")?,
+        let destination = resolve_destination(name, mapped, &settings, default_bucket)?;
+        let mut load = table_load(name, destination, &settings, ctx)?;
+        let staged_path = stager.stage("tables", &listing, name, *kind)?;
+        load.source.paths = match kind {
+            Kind::Dir => slices(&staged_path, &listing.shown(name))?,
+            _ => vec![staged_path],
         };
-        let mut load = TableLoad::new(
-            destination,
-            source,
-            Provenance {
-                component: ctx.component_id.to_owned(),
-                config: ctx.config_id.map(str::to_owned),
-                row: ctx.row_id.map(str::to_owned),
-            },
-        );
-        load.incremental = settings.incremental.unwrap_or(false);
-        load.primary_key = settings.primary_key.clone().unwrap_or_default();
-        load.delete_where = match (&settings.delete_where_column, &settings.delete_where_values) {
-            (Some(column), Some(values)) => Some(WhereFilter {
-                column: column.clone(),
-                values: values.clone(),
-                operator: settings.delete_where_operator.unwrap_or_default(),
-            }),
-            (None, None) => None,
-            _ => {
-                return Err(MappingError::User(format!(
-                    "out/tables/{name}: delete_where_column and delete_where_values go together"
-                )));
-            }
-        };
-        load.metadata = entries(settings.metadata.as_deref().unwrap_or_default());
-        load.column_metadata = settings
-            .column_metadata
-            .as_ref()
-            .map(|m| m.iter().map(|(c, kv)| (c.clone(), entries(kv))).collect())
-            .unwrap_or_default();
-        load.description = settings.description.clone();
-        staged.tables.push(StagedTable {
-            load,
-            write_always: settings.write_always.unwrap_or(false),
-        });
+        staged.push(StagedTable { load, write_always });
     }
-    if failed {
-        return Ok(staged);
-    }
+    Ok(staged)
+}
 
-    // Files.
-    let dir = out.join("files");
-    let (data, manifests) = scan(&dir, "out/files")?;
+/// The load of table `name` (without its paths, known once it is staged).
+fn table_load(
+    name: &str,
+    destination: TableId,
+    settings: &TableSettings,
+    ctx: &OutputContext<'_>,
+) -> Result<TableLoad, MappingError> {
+    let source = CsvSource {
+        paths: Vec::new(),
+        columns: settings.columns.clone(),
+        delimiter: one_byte(settings.delimiter.as_deref(), b',', name, "delimiter")?,
+        enclosure: one_byte(settings.enclosure.as_deref(), b'"', name, "enclosure")?,
+    };
+    let mut load = TableLoad::new(
+        destination,
+        source,
+        Provenance {
+            component: ctx.component_id.to_owned(),
+            config: ctx.config_id.map(str::to_owned),
+            row: ctx.row_id.map(str::to_owned),
+        },
+    );
+    load.incremental = settings.incremental.unwrap_or(false);
+    load.primary_key = settings.primary_key.clone().unwrap_or_default();
+    load.delete_where = delete_where(settings, name)?;
+    load.metadata = entries(settings.metadata.as_deref().unwrap_or_default());
+    load.column_metadata = settings
+        .column_metadata
+        .as_ref()
+        .map(|m| m.iter().map(|(c, kv)| (c.clone(), entries(kv))).collect())
+        .unwrap_or_default();
+    load.description = settings.description.clone();
+    Ok(load)
+}
+
+fn delete_where(settings: &TableSettings, name: &str) -> Result<Option<WhereFilter>, MappingError> {
+    match (&settings.delete_where_column, &settings.delete_where_values) {
+        (Some(column), Some(values)) => Ok(Some(WhereFilter {
+            column: column.clone(),
+            values: values.clone(),
+            operator: settings.delete_where_operator.unwrap_or_default(),
+        })),
+        (None, None) => Ok(None),
+        _ => Err(MappingError::User(format!(
+            "out/tables/{name}: delete_where_column and delete_where_values go together"
+        ))),
+    }
+}
+
+/// `out/files`: every file, with its mapping or else its manifest, staged.
+fn collect_files(
+    out: Option<&confined::Dir>,
+    mapping: &OutputMapping,
+    ctx: &OutputContext<'_>,
+    stager: &mut Stager<'_>,
+) -> Result<Vec<FileUpload>, MappingError> {
+    let listing = scan(out, "files")?;
+    listing.require(
+        mapping.files.iter().map(|f| f.source.as_str()),
+        "output file",
+    )?;
     let mappings: HashMap<&str, &FileSettings> = mapping
         .files
         .iter()
         .map(|f| (f.source.as_str(), &f.settings))
         .collect();
-    for source in mappings.keys() {
-        if !data.contains_key(*source) {
-            return Err(MappingError::User(format!(
-                "output file {source:?} not found: the component did not write out/files/{source}"
-            )));
-        }
-    }
-    for (name, kind) in &data {
+    let mut files = Vec::new();
+    for (name, kind) in &listing.data {
         if *kind == Kind::Dir {
             return Err(MappingError::User(format!(
                 "out/files/{name} is a directory: only files can be uploaded"
@@ -161,139 +220,222 @@ pub fn collect_outputs(
         // The mapping, when there is one, replaces the manifest entirely (no merge).
         let settings = match mappings.get(name.as_str()) {
             Some(s) => (*s).clone(),
-            None => match manifests.get(name) {
-                Some(path) => read_manifest(path, &format!("out/files/{name}.manifest"))?,
-                None => FileSettings::default(),
-            },
+            None => listing.manifest(name)?,
         };
-        let mut tags = settings.tags.clone();
-        tags.push(format!("componentId: {}", ctx.component_id));
-        if let Some(c) = ctx.config_id {
-            tags.push(format!("configurationId: {c}"));
-        }
-        if let Some(r) = ctx.row_id {
-            tags.push(format!("configurationRowId: {r}"));
-        }
-        tags.push(format!("runId: {}", ctx.run_id));
-        let staged_path = stage(&dir.join(name), &staging.join("files"), name)?;
-        staged.files.push(FileUpload {
-            path: staged_path,
+        let path = stager.stage("files", &listing, name, Kind::File)?;
+        files.push(FileUpload {
+            path,
             name: name.clone(),
-            tags,
+            tags: file_tags(&settings, ctx),
             is_permanent: settings.is_permanent.unwrap_or(false),
             is_public: settings.is_public.unwrap_or(false),
             is_encrypted: settings.is_encrypted.unwrap_or(true),
         });
     }
-    Ok(staged)
+    Ok(files)
 }
 
-/// Moves an output into the staging directory `into` (created on first use: most runs
-/// stage nothing, and every directory costs on the critical path).
-fn stage(from: &Path, into: &Path, name: &str) -> Result<PathBuf, MappingError> {
-    fs::create_dir_all(into).map_err(MappingError::io(into))?;
-    let to = into.join(name);
-    fs::rename(from, &to).map_err(MappingError::io(&to))?;
-    Ok(to)
+/// The file's own tags, then the system tags of contract §4.
+fn file_tags(settings: &FileSettings, ctx: &OutputContext<'_>) -> Vec<String> {
+    let mut tags = settings.tags.clone();
+    tags.push(format!("componentId: {}", ctx.component_id));
+    if let Some(c) = ctx.config_id {
+        tags.push(format!("configurationId: {c}"));
+    }
+    if let Some(r) = ctx.row_id {
+        tags.push(format!("configurationRowId: {r}"));
+    }
+    tags.push(format!("runId: {}", ctx.run_id));
+    tags
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    File,
-    Dir,
+/// The job's staging directory, with a handle per kind of output (each created on first
+/// use: most runs stage nothing, and every directory costs on the critical path).
+struct Stager<'a> {
+    root: &'a Path,
+    dirs: BTreeMap<&'static str, confined::Dir>,
 }
 
-/// Data entries by name, and manifests by the name of their data.
-type Listing = (BTreeMap<String, Kind>, BTreeMap<String, PathBuf>);
-
-/// Lists a directory of outputs: data entries and manifests, refusing symlinks, special
-/// files and manifests without their data.
-fn scan(dir: &Path, shown: &str) -> Result<Listing, MappingError> {
-    let mut data = BTreeMap::new();
-    let mut manifests = BTreeMap::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((data, manifests)),
-        Err(source) => {
-            return Err(MappingError::Io {
-                path: dir.to_owned(),
-                source,
-            });
-        }
-    };
-    for entry in entries {
-        let entry = entry.map_err(MappingError::io(dir))?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+impl Stager<'_> {
+    /// Moves the entry `name` of `from` into the staging directory `sub`, and returns its
+    /// new path. What arrived is checked again: the staging directory is out of the
+    /// container's reach, so what is checked there is what storage will read.
+    fn stage(
+        &mut self,
+        sub: &'static str,
+        from: &Listing,
+        name: &str,
+        kind: Kind,
+    ) -> Result<PathBuf, MappingError> {
+        let into = match self.dirs.entry(sub) {
+            btree_map::Entry::Occupied(e) => e.into_mut(),
+            btree_map::Entry::Vacant(e) => {
+                let path = self.root.join(sub);
+                fs::create_dir_all(&path).map_err(MappingError::io(&path))?;
+                e.insert(confined::Dir::open(&path)?)
+            }
+        };
+        let Some(dir) = &from.dir else {
             return Err(MappingError::User(format!(
-                "{shown}/{}: file names must be UTF-8",
-                entry.file_name().to_string_lossy()
+                "{} disappeared",
+                from.shown(name).display()
             )));
         };
-        let ft = entry.file_type().map_err(MappingError::io(&entry.path()))?;
-        if ft.is_symlink() {
+        dir.rename_to(name, into, name)?;
+        let found = into.kind_of(name)?;
+        if found != kind {
             return Err(MappingError::User(format!(
-                "{shown}/{name} is a symlink: outputs must be regular files"
+                "{} changed from {kind} to {found} while it was taken",
+                from.shown(name).display()
             )));
         }
-        if let Some(base) = name.strip_suffix(".manifest") {
-            if !ft.is_file() {
-                return Err(MappingError::User(format!("{shown}/{name} is not a file")));
+        Ok(into.path().join(name))
+    }
+}
+
+/// A directory of outputs (`out/tables` or `out/files`): its data entries by name, and the
+/// names of the data that have a manifest.
+struct Listing {
+    /// `None` when the directory does not exist.
+    dir: Option<confined::Dir>,
+    sub: &'static str,
+    data: BTreeMap<String, Kind>,
+    manifests: BTreeSet<String>,
+}
+
+impl Listing {
+    /// How `name` is shown in errors: `out/tables/name`.
+    fn shown(&self, name: &str) -> PathBuf {
+        Path::new("out").join(self.sub).join(name)
+    }
+
+    /// The manifest of `name`, or the defaults when it has none.
+    fn manifest<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        name: &str,
+    ) -> Result<T, MappingError> {
+        match &self.dir {
+            Some(dir) if self.manifests.contains(name) => {
+                read_manifest(dir, &format!("{name}.manifest"))
             }
-            manifests.insert(base.to_owned(), entry.path());
-        } else if ft.is_file() {
-            data.insert(name, Kind::File);
-        } else if ft.is_dir() {
-            data.insert(name, Kind::Dir);
-        } else {
-            return Err(MappingError::User(format!(
-                "{shown}/{name} is not a regular file or directory"
-            )));
+            _ => Ok(T::default()),
         }
     }
-    for base in manifests.keys() {
-        if !data.contains_key(base) {
-            return Err(MappingError::User(format!(
-                "orphaned manifest {shown}/{base}.manifest: there is no {shown}/{base}"
-            )));
+
+    /// Every mapped source must have been written.
+    fn require<'s>(
+        &self,
+        sources: impl Iterator<Item = &'s str>,
+        what: &str,
+    ) -> Result<(), MappingError> {
+        for source in sources {
+            if !self.data.contains_key(source) {
+                return Err(MappingError::User(format!(
+                    "{what} {source:?} not found: the component did not write {}",
+                    self.shown(source).display()
+                )));
+            }
         }
+        Ok(())
     }
-    Ok((data, manifests))
 }
 
-/// The slices of a sliced table, in name order; only regular files.
-fn slices(dir: &Path, name: &str) -> Result<Vec<PathBuf>, MappingError> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(MappingError::io(dir))? {
-        let entry = entry.map_err(MappingError::io(dir))?;
-        let ft = entry.file_type().map_err(MappingError::io(&entry.path()))?;
-        if !ft.is_file() {
-            return Err(MappingError::User(format!(
-                "out/tables/{name}/{}: slices must be regular files",
-                entry.file_name().to_string_lossy()
-            )));
+/// Lists `out/<sub>`: data entries and manifests, refusing symlinks, special files, names
+/// that are not UTF-8 and manifests without their data.
+fn scan(out: Option<&confined::Dir>, sub: &'static str) -> Result<Listing, MappingError> {
+    let mut listing = Listing {
+        dir: None,
+        sub,
+        data: BTreeMap::new(),
+        manifests: BTreeSet::new(),
+    };
+    let Some(dir) = out
+        .map(|out| optional(out.open_dir(sub)))
+        .transpose()?
+        .flatten()
+    else {
+        return Ok(listing);
+    };
+    for entry in dir.entries()? {
+        let shown = dir.shown(&entry.name);
+        let Some(name) = entry.name.to_str() else {
+            return Err(ConfinedError::BadName {
+                path: shown,
+                reason: "file names must be UTF-8",
+            }
+            .into());
+        };
+        match (entry.kind, name.strip_suffix(".manifest")) {
+            (Kind::File, Some(base)) => {
+                listing.manifests.insert(base.to_owned());
+            }
+            (Kind::Dir, Some(_)) => {
+                return Err(MappingError::User(format!(
+                    "{} is not a file",
+                    shown.display()
+                )));
+            }
+            (Kind::File | Kind::Dir, None) => {
+                listing.data.insert(name.to_owned(), entry.kind);
+            }
+            (kind, _) => return Err(ConfinedError::NotRegular { path: shown, kind }.into()),
         }
-        out.push(entry.path());
     }
-    out.sort();
-    if out.is_empty() {
+    if let Some(base) = listing
+        .manifests
+        .iter()
+        .find(|b| !listing.data.contains_key(*b))
+    {
         return Err(MappingError::User(format!(
-            "sliced table out/tables/{name} has no slices"
+            "orphaned manifest {}: there is no {}",
+            dir.shown(format!("{base}.manifest")).display(),
+            dir.shown(base).display()
         )));
     }
-    Ok(out)
+    listing.dir = Some(dir);
+    Ok(listing)
 }
 
+/// The slices of a sliced table, staged at `staged` (berth's own, checked to be a
+/// directory), in name order; only regular files.
+fn slices(staged: &Path, shown: &Path) -> Result<Vec<PathBuf>, MappingError> {
+    let dir = confined::Dir::open(staged)?;
+    let mut paths = Vec::new();
+    for entry in dir.entries()? {
+        if entry.kind != Kind::File {
+            return Err(MappingError::User(format!(
+                "{}/{}: slices must be regular files",
+                shown.display(),
+                entry.name.to_string_lossy()
+            )));
+        }
+        paths.push(staged.join(&entry.name));
+    }
+    if paths.is_empty() {
+        return Err(MappingError::User(format!(
+            "sliced table {} has no slices",
+            shown.display()
+        )));
+    }
+    Ok(paths)
+}
+
+/// Reads and parses the manifest `name` of `dir`, naming it as the component sees it.
 fn read_manifest<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    shown: &str,
+    dir: &confined::Dir,
+    name: &str,
 ) -> Result<T, MappingError> {
-    let meta = fs::symlink_metadata(path).map_err(MappingError::io(path))?;
-    if meta.len() > 16 << 20 {
-        return Err(MappingError::User(format!(
-            "invalid manifest {shown}: larger than 16 MB"
-        )));
-    }
-    let bytes = fs::read(path).map_err(MappingError::io(path))?;
+    let shown = dir.shown(name);
+    let shown = shown.display();
+    let bytes = match dir.read_to_end(name, MAX_MANIFEST_BYTES) {
+        Ok(b) => b,
+        Err(ConfinedError::TooLarge { .. }) => {
+            return Err(MappingError::User(format!(
+                "invalid manifest {shown}: larger than 16 MB"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let at = e.path().to_string();
@@ -638,6 +780,131 @@ mod tests {
             false,
         ));
         assert!(e.contains("out/files/passwd is a symlink"), "{e}");
+    }
+
+    /// A host directory outside the data folder with a canary table and file in it.
+    fn host_canary() -> tempfile::TempDir {
+        let host = tempfile::tempdir().unwrap();
+        fs::write(host.path().join("x.csv"), "a\n1\n").unwrap();
+        fs::write(host.path().join("x.csv.manifest"), r#"{"columns": ["a"]}"#).unwrap();
+        host
+    }
+
+    fn assert_untouched(host: &tempfile::TempDir, staging: &Path) {
+        assert_eq!(fs::read(host.path().join("x.csv")).unwrap(), b"a\n1\n");
+        assert!(host.path().join("x.csv.manifest").exists());
+        let staged: Vec<_> = ["tables", "files"]
+            .iter()
+            .flat_map(|s| fs::read_dir(staging.join(s)).into_iter().flatten())
+            .collect();
+        assert!(staged.is_empty(), "staged from the host: {staged:?}");
+    }
+
+    #[test]
+    fn symlinked_out_directories_take_nothing_from_the_host() {
+        let m = mapping(json!({"default_bucket": "in.c-x"}));
+        for (link, shown) in [
+            ("tables", "out/tables"),
+            ("files", "out/files"),
+            ("", "out"),
+        ] {
+            let (_d, out, staging) = setup();
+            let host = host_canary();
+            let at = if link.is_empty() {
+                out.clone()
+            } else {
+                out.join(link)
+            };
+            fs::remove_dir_all(&at).unwrap();
+            std::os::unix::fs::symlink(host.path(), &at).unwrap();
+            for failed in [false, true] {
+                let r = collect_outputs(&out, &m, &ctx(), &staging, failed);
+                if failed && link == "files" {
+                    // A failed job takes no files: out/files is not even looked at.
+                    assert!(r.unwrap().tables.is_empty());
+                    continue;
+                }
+                let e = err(r);
+                assert!(e.starts_with(&format!("{shown} is a symlink")), "{e}");
+                assert_untouched(&host, &staging);
+            }
+        }
+    }
+
+    #[test]
+    fn out_directories_of_the_wrong_kind_are_the_components_fault() {
+        let m = mapping(json!({"default_bucket": "in.c-x"}));
+        for (at, expected) in [
+            ("tables", "out/tables is a regular file, not a directory"),
+            ("files", "out/files is a regular file, not a directory"),
+            ("", "out is a regular file, not a directory"),
+        ] {
+            let (_d, out, staging) = setup();
+            let path = if at.is_empty() {
+                out.clone()
+            } else {
+                out.join(at)
+            };
+            fs::remove_dir_all(&path).unwrap();
+            fs::write(&path, "not a directory").unwrap();
+            assert_eq!(
+                err(collect_outputs(&out, &m, &ctx(), &staging, false)),
+                expected
+            );
+        }
+        // No out/ at all: nothing was written.
+        let (_d, out, staging) = setup();
+        fs::remove_dir_all(&out).unwrap();
+        let staged = collect_outputs(&out, &m, &ctx(), &staging, false).unwrap();
+        assert!(staged.tables.is_empty() && staged.files.is_empty());
+    }
+
+    #[test]
+    fn fifos_are_refused_without_blocking() {
+        let m = mapping(json!({"default_bucket": "in.c-x"}));
+        for at in [
+            "tables/x.csv",
+            "tables/sliced/part0",
+            "files/f",
+            "tables/x.csv.manifest",
+        ] {
+            let (_d, out, staging) = setup();
+            if at.starts_with("tables/sliced/") {
+                fs::create_dir(out.join("tables/sliced")).unwrap();
+                fs::write(out.join("tables/sliced.manifest"), r#"{"columns": ["a"]}"#).unwrap();
+            }
+            if at.ends_with(".manifest") {
+                fs::write(out.join("tables/x.csv"), "a\n").unwrap();
+            }
+            nix::unistd::mkfifo(
+                &out.join(at),
+                nix::sys::stat::Mode::from_bits_truncate(0o600),
+            )
+            .unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (o, s, mm) = (out.clone(), staging.clone(), m.clone());
+            std::thread::spawn(move || {
+                let r = collect_outputs(&o, &mm, &ctx(), &s, false).map(|_| ());
+                tx.send(r.map_err(|e| {
+                    (
+                        e.class() == crate::contract::ErrorClass::User,
+                        e.to_string(),
+                    )
+                }))
+                .unwrap();
+            });
+            let r = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("a FIFO blocked berth");
+            let (user, e) = r.unwrap_err();
+            assert!(user, "{e}");
+            let expected = if at.starts_with("tables/sliced/") {
+                format!("out/{at}: slices must be regular files")
+            } else {
+                format!("out/{at} is a FIFO")
+            };
+            assert!(e.starts_with(&expected), "{at}: {e}");
+        }
     }
 
     #[test]

@@ -1,0 +1,556 @@
+//! Trees a container controls — its data folder's `out/`, an image's root filesystem —
+//! walked from directory handles without following any link.
+//!
+//! What a container wrote may be a symlink to anywhere on the host (resolved by berth, on the
+//! host, a link to `/etc` would hand berth the host's `/etc`), a FIFO that blocks whoever
+//! opens it, or a device node. So nothing under a trusted root is ever opened by path: each
+//! component is opened beneath its parent's handle with `openat2` and `RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`, `O_NOFOLLOW`, and `O_NONBLOCK` for files,
+//! and what was opened is checked with `fstat`. A file is also looked at (`fstatat` without
+//! following) before it is opened, because opening a device can have side effects.
+//!
+//! A symlink, FIFO, socket or device is the container's fault: an error that names its path
+//! relative to the trusted root (`out/tables is a symlink: ...`). Errors of the host (an
+//! `io::Error`) name the full host path instead: they are for the operator.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags};
+use rustix::io::Errno;
+
+/// What a directory entry is, as `fstatat` without following sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+    Unknown,
+}
+
+impl Kind {
+    fn of_mode(mode: u32) -> Kind {
+        match FileType::from_raw_mode(mode) {
+            FileType::RegularFile => Kind::File,
+            FileType::Directory => Kind::Dir,
+            FileType::Symlink => Kind::Symlink,
+            FileType::Fifo => Kind::Fifo,
+            FileType::Socket => Kind::Socket,
+            FileType::CharacterDevice => Kind::CharDevice,
+            FileType::BlockDevice => Kind::BlockDevice,
+            FileType::Unknown => Kind::Unknown,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::File => "a regular file",
+            Kind::Dir => "a directory",
+            Kind::Symlink => "a symlink",
+            Kind::Fifo => "a FIFO",
+            Kind::Socket => "a socket",
+            Kind::CharDevice => "a character device",
+            Kind::BlockDevice => "a block device",
+            Kind::Unknown => "of an unknown file type",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfinedError {
+    /// A symlink, FIFO, socket or device where berth reads.
+    #[error("{} is {kind}: only regular files and directories are read", path.display())]
+    NotRegular { path: PathBuf, kind: Kind },
+    /// A directory where a file was expected, or the other way round.
+    #[error("{} is {found}, not {expected}", path.display())]
+    WrongKind {
+        path: PathBuf,
+        expected: Kind,
+        found: Kind,
+    },
+    #[error("{} is larger than {limit} bytes", path.display())]
+    TooLarge { path: PathBuf, limit: u64 },
+    /// A name that is not one plain component, or that berth cannot use.
+    #[error("{}: {reason}", path.display())]
+    BadName { path: PathBuf, reason: &'static str },
+    /// The host failed; `path` is the full host path.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ConfinedError {
+    /// The container's fault (what it wrote), not the host's.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            ConfinedError::NotRegular { .. }
+            | ConfinedError::WrongKind { .. }
+            | ConfinedError::TooLarge { .. }
+            | ConfinedError::BadName { .. } => true,
+            ConfinedError::Io { .. } => false,
+        }
+    }
+
+    /// Nothing by that name (or one of its parents) exists.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ConfinedError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+
+    /// The refusal of `found` where `expected` was wanted.
+    fn refusal(path: PathBuf, expected: Kind, found: Kind) -> ConfinedError {
+        match found {
+            Kind::File | Kind::Dir => ConfinedError::WrongKind {
+                path,
+                expected,
+                found,
+            },
+            kind => ConfinedError::NotRegular { path, kind },
+        }
+    }
+}
+
+/// One entry of a directory; `.` and `..` are never listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: OsString,
+    pub kind: Kind,
+}
+
+/// A directory handle inside a trusted root; everything opened through it stays beneath it.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    /// The trusted root's host path, for the operator's error messages.
+    root: Arc<Path>,
+    /// Where this directory is, relative to the root: what errors show.
+    rel: PathBuf,
+}
+
+const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS);
+
+impl Dir {
+    /// Opens berth's own, trusted directory `path` (links in it are followed): the root
+    /// below which nothing is.
+    pub fn open(path: &Path) -> Result<Dir, ConfinedError> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| ConfinedError::Io {
+            path: path.to_owned(),
+            source: e.into(),
+        })?;
+        Ok(Dir {
+            fd,
+            root: Arc::from(path),
+            rel: PathBuf::new(),
+        })
+    }
+
+    /// This directory's host path.
+    pub fn path(&self) -> PathBuf {
+        self.root.join(&self.rel)
+    }
+
+    /// How `name` beneath this directory is shown in errors: relative to the root.
+    pub fn shown(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.rel.join(name)
+    }
+
+    /// Opens the directory `rel` (one name or a relative path) beneath this one.
+    pub fn open_dir(&self, rel: impl AsRef<Path>) -> Result<Dir, ConfinedError> {
+        let rel = rel.as_ref();
+        let parts = self.parts(rel)?;
+        let mut walked = self.rel.clone();
+        let mut fd: Option<OwnedFd> = None;
+        for part in parts {
+            walked.push(part);
+            let parent = fd.as_ref().map_or_else(|| self.fd.as_fd(), AsFd::as_fd);
+            fd = Some(self.step(parent, part, &walked, Kind::Dir)?);
+        }
+        let fd = fd.ok_or_else(|| self.bad_name(rel, "names no directory"))?;
+        Ok(Dir {
+            fd,
+            root: Arc::clone(&self.root),
+            rel: walked,
+        })
+    }
+
+    /// Opens the regular file `rel` beneath this directory, for reading, without blocking.
+    pub fn open_file(&self, rel: impl AsRef<Path>) -> Result<File, ConfinedError> {
+        let rel = rel.as_ref();
+        let mut parts = self.parts(rel)?;
+        let name = parts
+            .pop()
+            .ok_or_else(|| self.bad_name(rel, "names no file"))?;
+        let parent = match parts.is_empty() {
+            true => None,
+            false => Some(self.open_dir(parts.iter().collect::<PathBuf>())?),
+        };
+        let at = parent.as_ref().unwrap_or(self);
+        let fd = at.step(at.fd.as_fd(), name, &at.shown(name), Kind::File)?;
+        Ok(File::from(fd))
+    }
+
+    /// Reads the regular file `rel` whole, refusing one larger than `limit` bytes.
+    pub fn read_to_end(&self, rel: impl AsRef<Path>, limit: u64) -> Result<Vec<u8>, ConfinedError> {
+        let rel = rel.as_ref();
+        let file = self.open_file(rel)?;
+        let io_err = |source| ConfinedError::Io {
+            path: self.root.join(self.shown(rel)),
+            source,
+        };
+        let too_large = || ConfinedError::TooLarge {
+            path: self.shown(rel),
+            limit,
+        };
+        let len = file.metadata().map_err(io_err)?.len();
+        if len > limit {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        // It may grow while being read: read one byte more than allowed to notice.
+        file.take(limit.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(io_err)?;
+        if bytes.len() as u64 > limit {
+            return Err(too_large());
+        }
+        Ok(bytes)
+    }
+
+    /// The entries of this directory, by name, each with its kind as `fstatat` sees it
+    /// without following.
+    pub fn entries(&self) -> Result<Vec<Entry>, ConfinedError> {
+        let io_err = |e: Errno| ConfinedError::Io {
+            path: self.path(),
+            source: e.into(),
+        };
+        let mut dir = rustix::fs::Dir::read_from(&self.fd).map_err(io_err)?;
+        let mut out = Vec::new();
+        while let Some(entry) = dir.read() {
+            let entry = entry.map_err(io_err)?;
+            let name = OsStr::from_bytes(entry.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
+            }
+            let kind = self.kind_at(self.fd.as_fd(), name, &self.shown(name))?;
+            out.push(Entry {
+                name: name.to_owned(),
+                kind,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// What the entry `name` of this directory is, without following it.
+    pub fn kind_of(&self, name: impl AsRef<Path>) -> Result<Kind, ConfinedError> {
+        let name = self.plain(name.as_ref())?;
+        self.kind_at(self.fd.as_fd(), name, &self.shown(name))
+    }
+
+    /// Moves the entry `name` (the entry itself, never what a link points to) into
+    /// `target` as `target_name`, which must not exist yet.
+    pub fn rename_to(
+        &self,
+        name: impl AsRef<Path>,
+        target: &Dir,
+        target_name: impl AsRef<Path>,
+    ) -> Result<(), ConfinedError> {
+        let name = self.plain(name.as_ref())?;
+        let target_name = target.plain(target_name.as_ref())?;
+        rustix::fs::renameat_with(
+            &self.fd,
+            name,
+            &target.fd,
+            target_name,
+            RenameFlags::NOREPLACE,
+        )
+        .map_err(|e| ConfinedError::Io {
+            path: self.path().join(name),
+            source: e.into(),
+        })
+    }
+
+    /// Opens one component `name` of `parent` as `want` (a directory or a regular file).
+    fn step(
+        &self,
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        shown: &Path,
+        want: Kind,
+    ) -> Result<OwnedFd, ConfinedError> {
+        let mut flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY;
+        if want == Kind::Dir {
+            // O_DIRECTORY refuses anything else before opening it.
+            flags |= OFlags::DIRECTORY;
+        } else {
+            // Look first: opening a device node can have side effects.
+            let found = self.kind_at(parent, name, shown)?;
+            if found != want {
+                return Err(ConfinedError::refusal(shown.to_owned(), want, found));
+            }
+            flags |= OFlags::NONBLOCK;
+        }
+        let fd = match rustix::fs::openat2(parent, name, flags, Mode::empty(), RESOLVE) {
+            Ok(fd) => fd,
+            Err(e) if e == Errno::LOOP || e == Errno::NOTDIR || e == Errno::XDEV => {
+                let found = self.kind_at(parent, name, shown)?;
+                if found == want {
+                    return Err(self.io(shown, e));
+                }
+                return Err(ConfinedError::refusal(shown.to_owned(), want, found));
+            }
+            Err(e) => return Err(self.io(shown, e)),
+        };
+        // What was opened is what counts (the entry may have changed since it was looked at).
+        let stat = rustix::fs::fstat(&fd).map_err(|e| self.io(shown, e))?;
+        let found = Kind::of_mode(stat.st_mode);
+        if found != want {
+            return Err(ConfinedError::refusal(shown.to_owned(), want, found));
+        }
+        Ok(fd)
+    }
+
+    fn kind_at(
+        &self,
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        shown: &Path,
+    ) -> Result<Kind, ConfinedError> {
+        let stat = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| self.io(shown, e))?;
+        Ok(Kind::of_mode(stat.st_mode))
+    }
+
+    /// The plain components of a relative path; `..`, `/` at the start and empty names are
+    /// refused (they could only mean to leave the tree).
+    fn parts<'p>(&self, rel: &'p Path) -> Result<Vec<&'p OsStr>, ConfinedError> {
+        let mut parts = Vec::new();
+        for component in rel.components() {
+            match component {
+                Component::Normal(name) => parts.push(name),
+                Component::CurDir => {}
+                Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                    return Err(self.bad_name(rel, "must stay beneath its directory"));
+                }
+            }
+        }
+        Ok(parts)
+    }
+
+    /// `name` when it is one plain component.
+    fn plain<'p>(&self, name: &'p Path) -> Result<&'p OsStr, ConfinedError> {
+        match (
+            self.parts(name)?.as_slice(),
+            name.as_os_str().as_bytes().contains(&b'/'),
+        ) {
+            ([one], false) => Ok(*one),
+            _ => Err(self.bad_name(name, "must be a single file name")),
+        }
+    }
+
+    fn bad_name(&self, rel: &Path, reason: &'static str) -> ConfinedError {
+        // Not `join`: an absolute `rel` would replace where it was asked from.
+        let mut path = self.rel.clone().into_os_string();
+        if !path.is_empty() && !rel.as_os_str().is_empty() {
+            path.push("/");
+        }
+        path.push(rel);
+        ConfinedError::BadName {
+            path: path.into(),
+            reason,
+        }
+    }
+
+    fn io(&self, shown: &Path, e: Errno) -> ConfinedError {
+        ConfinedError::Io {
+            path: self.root.join(shown),
+            source: e.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    /// A trusted root with `out/` inside, and a host directory outside it with a canary.
+    fn tree() -> (tempfile::TempDir, tempfile::TempDir, Dir) {
+        let root = tempfile::tempdir().unwrap();
+        fs::create_dir_all(root.path().join("out/tables")).unwrap();
+        fs::write(root.path().join("out/tables/t.csv"), "a\n1\n").unwrap();
+        let host = tempfile::tempdir().unwrap();
+        fs::write(host.path().join("canary.csv"), "secret\n").unwrap();
+        let dir = Dir::open(root.path()).unwrap();
+        (root, host, dir)
+    }
+
+    fn user_error(e: ConfinedError) -> String {
+        assert!(e.is_user_error(), "not the container's fault: {e}");
+        e.to_string()
+    }
+
+    #[test]
+    fn regular_files_and_directories_are_read() {
+        let (root, _host, dir) = tree();
+        let tables = dir.open_dir("out/tables").unwrap();
+        assert_eq!(tables.path(), root.path().join("out/tables"));
+        assert_eq!(tables.shown("t.csv"), Path::new("out/tables/t.csv"));
+        assert_eq!(
+            tables.entries().unwrap(),
+            vec![Entry {
+                name: "t.csv".into(),
+                kind: Kind::File
+            }]
+        );
+        assert_eq!(dir.read_to_end("out/tables/t.csv", 4).unwrap(), b"a\n1\n");
+        assert_eq!(tables.read_to_end("./t.csv", 4).unwrap(), b"a\n1\n");
+        let mut text = String::new();
+        dir.open_file("out/tables/t.csv")
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "a\n1\n");
+    }
+
+    #[test]
+    fn a_symlinked_directory_is_refused_by_its_path() {
+        let (root, host, dir) = tree();
+        fs::remove_dir_all(root.path().join("out/tables")).unwrap();
+        symlink(host.path(), root.path().join("out/tables")).unwrap();
+        let e = user_error(dir.open_dir("out/tables").unwrap_err());
+        assert_eq!(
+            e,
+            "out/tables is a symlink: only regular files and directories are read"
+        );
+        let e = user_error(dir.open_file("out/tables/canary.csv").unwrap_err());
+        assert!(e.starts_with("out/tables is a symlink"), "{e}");
+        let out = dir.open_dir("out").unwrap();
+        assert_eq!(out.kind_of("tables").unwrap(), Kind::Symlink);
+        assert_eq!(
+            out.entries().unwrap(),
+            vec![Entry {
+                name: "tables".into(),
+                kind: Kind::Symlink
+            }]
+        );
+        // A link to a file, and a link at the root of the walk.
+        symlink(
+            host.path().join("canary.csv"),
+            root.path().join("out/state.json"),
+        )
+        .unwrap();
+        let e = user_error(dir.read_to_end("out/state.json", 100).unwrap_err());
+        assert!(e.starts_with("out/state.json is a symlink"), "{e}");
+        fs::rename(root.path().join("out"), root.path().join("real")).unwrap();
+        symlink(host.path(), root.path().join("out")).unwrap();
+        let e = user_error(dir.open_dir("out").unwrap_err());
+        assert!(e.starts_with("out is a symlink"), "{e}");
+        assert!(host.path().join("canary.csv").exists());
+    }
+
+    #[test]
+    fn paths_cannot_leave_the_root() {
+        let (_root, _host, dir) = tree();
+        let tables = dir.open_dir("out/tables").unwrap();
+        for rel in ["..", "../tables", "/etc", ""] {
+            let e = user_error(tables.open_dir(rel).unwrap_err());
+            assert!(e.starts_with("out/tables"), "{rel}: {e}");
+        }
+        let e = user_error(tables.open_file("../../out/tables/t.csv").unwrap_err());
+        assert!(e.contains("must stay beneath"), "{e}");
+        let e = user_error(tables.rename_to("t.csv", &dir, "out/x").unwrap_err());
+        assert!(e.contains("single file name"), "{e}");
+        let e = user_error(tables.rename_to("..", &dir, "x").unwrap_err());
+        assert!(e.contains("must stay beneath"), "{e}");
+    }
+
+    #[test]
+    fn a_fifo_never_blocks_and_is_refused() {
+        let (root, _host, dir) = tree();
+        nix::unistd::mkfifo(
+            &root.path().join("out/state.json"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = root.path().to_owned();
+        std::thread::spawn(move || {
+            let dir = Dir::open(&path).unwrap();
+            let read = dir
+                .read_to_end("out/state.json", 100)
+                .map_err(|e| e.to_string());
+            let opened = dir.open_file("out/state.json").map_err(|e| e.to_string());
+            tx.send((read, opened.map(|_| ()))).unwrap();
+        });
+        let (read, opened) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("reading a FIFO blocked");
+        let expected = "out/state.json is a FIFO: only regular files and directories are read";
+        assert_eq!(read.unwrap_err(), expected);
+        assert_eq!(opened.unwrap_err(), expected);
+        assert_eq!(
+            dir.open_dir("out").unwrap().kind_of("state.json").unwrap(),
+            Kind::Fifo
+        );
+    }
+
+    #[test]
+    fn wrong_kinds_sizes_and_missing_entries() {
+        let (_root, _host, dir) = tree();
+        let e = user_error(dir.open_dir("out/tables/t.csv").unwrap_err());
+        assert_eq!(e, "out/tables/t.csv is a regular file, not a directory");
+        let e = user_error(dir.open_file("out/tables").unwrap_err());
+        assert_eq!(e, "out/tables is a directory, not a regular file");
+        let e = user_error(dir.read_to_end("out/tables/t.csv", 3).unwrap_err());
+        assert_eq!(e, "out/tables/t.csv is larger than 3 bytes");
+        let e = dir.open_dir("out/nothing").unwrap_err();
+        assert!(!e.is_user_error() && e.is_not_found(), "{e}");
+        let e = dir.read_to_end("gone/state.json", 3).unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+    }
+
+    #[test]
+    fn renames_move_the_entry_between_handles_and_never_replace() {
+        let (root, _host, dir) = tree();
+        let staging = tempfile::tempdir().unwrap();
+        let target = Dir::open(staging.path()).unwrap();
+        let tables = dir.open_dir("out/tables").unwrap();
+        tables.rename_to("t.csv", &target, "t.csv").unwrap();
+        assert_eq!(fs::read(staging.path().join("t.csv")).unwrap(), b"a\n1\n");
+        assert!(!root.path().join("out/tables/t.csv").exists());
+        fs::write(root.path().join("out/tables/t.csv"), "again").unwrap();
+        let e = tables.rename_to("t.csv", &target, "t.csv").unwrap_err();
+        assert!(!e.is_user_error(), "{e}");
+        assert_eq!(fs::read(staging.path().join("t.csv")).unwrap(), b"a\n1\n");
+        // A link is moved as a link: nothing it points to moves.
+        let host = tempfile::tempdir().unwrap();
+        fs::write(host.path().join("canary"), "x").unwrap();
+        symlink(host.path(), root.path().join("out/tables/evil")).unwrap();
+        tables.rename_to("evil", &target, "evil").unwrap();
+        assert_eq!(target.kind_of("evil").unwrap(), Kind::Symlink);
+        assert!(host.path().join("canary").exists());
+    }
+}
