@@ -64,8 +64,6 @@ pub struct Services<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    #[error("network mode \"bridge\" is not supported yet; use \"none\" or \"host\"")]
-    BridgeNetwork,
     #[error("job file: {0}")]
     Contract(String),
     #[error(transparent)]
@@ -96,9 +94,7 @@ impl JobError {
     /// Whose fault it is. Every variant is listed: a new one must be classified here.
     pub fn class(&self) -> ErrorClass {
         match self {
-            JobError::BridgeNetwork | JobError::Contract(_) | JobError::State(_) => {
-                ErrorClass::User
-            }
+            JobError::Contract(_) | JobError::State(_) => ErrorClass::User,
             JobError::Image(e) => e.class(),
             JobError::Bundle(e) => e.class(),
             JobError::Mapping(e) => e.class(),

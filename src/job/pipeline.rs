@@ -10,7 +10,7 @@ use super::verdict::Verdict;
 use super::workdir::{Home, JobDir};
 use super::{JobError, RunOptions, Services, Settings};
 use crate::contract::result::{ImageSummary, OutputSummary, Status, TableOutput, Timings};
-use crate::contract::{JobFile, JobResult, NetworkMode, truncate_message};
+use crate::contract::{JobFile, JobResult, truncate_message};
 use crate::image::{Images, Ownership, PulledImage};
 use crate::mapping::output::StagedOutputs;
 use crate::storage::{
@@ -132,9 +132,6 @@ impl<'a> JobRun<'a> {
     }
 
     fn execute(&mut self, on_line: &mut dyn FnMut(&str)) -> Result<Verdict, JobError> {
-        if self.job.component.network == NetworkMode::Bridge {
-            return Err(JobError::BridgeNetwork);
-        }
         let rows = self.job.row_configurations().map_err(JobError::Contract)?;
         let (image, rootfs) = self.prepare_image()?;
         let home = Home::new(&self.settings.home);
