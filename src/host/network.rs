@@ -16,7 +16,8 @@
 //!   takes it along;
 //! - it is ready when it writes its pid file, which it does once the namespace is
 //!   configured; it logs to a size-limited file in the scratch directory;
-//! - [`NetworkGuard`] stops it: SIGTERM, SIGKILL after a grace period, reaped.
+//! - [`NetworkGuard`] stops it: SIGTERM (as soon as the container has ended, with
+//!   [`NetworkGuard::stop_soon`]), SIGKILL after a grace period, reaped when dropped.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -187,6 +188,7 @@ fn connect_searching(
         files: PastaFiles::in_dir(scratch),
         mounted: false,
         child: None,
+        stopping_since: None,
     };
     guard.bind_netns()?;
     guard.spawn(&program, as_root)?;
@@ -205,6 +207,8 @@ pub struct NetworkGuard {
     files: PastaFiles,
     mounted: bool,
     child: Option<Child>,
+    /// When pasta was asked to stop.
+    stopping_since: Option<Instant>,
 }
 
 impl NetworkGuard {
@@ -318,16 +322,43 @@ impl NetworkGuard {
         }
     }
 
+    /// Asks pasta to stop (SIGTERM) and removes its files, without waiting for it: a
+    /// process with a tap device takes tens of milliseconds to exit, which can pass while
+    /// the container is removed. (pasta keeps the namespace open; it needs none of its
+    /// files any more.) Dropping the guard reaps it, killing it if it has not exited
+    /// within the grace period by then.
+    pub fn stop_soon(&mut self) {
+        if let (Some(child), None) = (&self.child, self.stopping_since) {
+            terminate(child);
+            self.stopping_since = Some(Instant::now());
+        }
+        self.remove_files();
+    }
+
+    /// Unmounts the namespace's handle and removes the scratch directory.
+    fn remove_files(&mut self) {
+        if self.mounted {
+            match nix::mount::umount2(&self.files.netns, MntFlags::MNT_DETACH) {
+                Ok(()) => self.mounted = false,
+                Err(e) => tracing::warn!("cannot unmount {}: {e}", self.files.netns.display()),
+            }
+        }
+        if let Err(e) = crate::util::remove_tree(&self.dir) {
+            tracing::warn!("cannot remove {}: {e}", self.dir.display());
+        }
+    }
+
     /// Stops pasta (SIGTERM, then SIGKILL after the grace period) and reaps it.
     fn stop_pasta(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
         if matches!(child.try_wait(), Ok(None)) {
-            if let Ok(pid) = i32::try_from(child.id()) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM);
-            }
-            if !exits_within(&child, STOP_GRACE) {
+            let since = *self.stopping_since.get_or_insert_with(|| {
+                terminate(&child);
+                Instant::now()
+            });
+            if !exits_within(&child, STOP_GRACE.saturating_sub(since.elapsed())) {
                 tracing::warn!("pasta (pid {}) ignored SIGTERM; killing it", child.id());
                 let _ = child.kill();
             }
@@ -341,15 +372,14 @@ impl NetworkGuard {
 impl Drop for NetworkGuard {
     fn drop(&mut self) {
         self.stop_pasta();
-        if self.mounted {
-            match nix::mount::umount2(&self.files.netns, MntFlags::MNT_DETACH) {
-                Ok(()) => self.mounted = false,
-                Err(e) => tracing::warn!("cannot unmount {}: {e}", self.files.netns.display()),
-            }
-        }
-        if let Err(e) = crate::util::remove_tree(&self.dir) {
-            tracing::warn!("cannot remove {}: {e}", self.dir.display());
-        }
+        self.remove_files();
+    }
+}
+
+/// SIGTERM to a child that has not been reaped (so its pid is still its own).
+fn terminate(child: &Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGTERM);
     }
 }
 

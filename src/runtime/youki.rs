@@ -105,8 +105,11 @@ impl Runtime for Youki<'_> {
         };
         let mut outcome = supervise::wait(&watched, &mut || live.kill(), on_line)?;
         // Init has ended, and with it every process of the container's pid namespace:
-        // nothing needs the network any more, and pasta must not outlive the job.
-        drop(live.network.take());
+        // nothing needs the network any more. pasta exits while the container is removed,
+        // and is reaped with it.
+        if let Some(network) = live.network.as_mut() {
+            network.stop_soon();
+        }
         outcome.oom_killed = self.host.oom_kills(req.cgroups_path).unwrap_or(0) > 0;
         self.ended().insert(req.id.to_owned(), live);
         Ok(outcome)
