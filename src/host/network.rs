@@ -74,16 +74,16 @@ const DETAIL_LINES: usize = 3;
 
 /// The files of one connection, in its scratch directory.
 #[derive(Debug, Clone)]
-pub struct PastaFiles {
+struct PastaFiles {
     /// The bind mount of the container's network namespace.
-    pub netns: PathBuf,
-    pub pid: PathBuf,
-    pub log: PathBuf,
-    pub stderr: PathBuf,
+    netns: PathBuf,
+    pid: PathBuf,
+    log: PathBuf,
+    stderr: PathBuf,
 }
 
 impl PastaFiles {
-    pub fn in_dir(dir: &Path) -> PastaFiles {
+    fn in_dir(dir: &Path) -> PastaFiles {
         PastaFiles {
             netns: dir.join("netns"),
             pid: dir.join("pasta.pid"),
@@ -95,7 +95,7 @@ impl PastaFiles {
 
 /// pasta's command line: join the namespace at `files.netns`, configure its address,
 /// routes and DNS forwarding, forward no port in either direction.
-pub fn pasta_args(files: &PastaFiles, as_root: bool) -> Vec<OsString> {
+fn pasta_args(files: &PastaFiles, as_root: bool) -> Vec<OsString> {
     let mut args: Vec<OsString> = ["--quiet", "--foreground"].map(OsString::from).to_vec();
     if as_root {
         args.extend(["--runas", "0"].map(OsString::from));
@@ -131,7 +131,7 @@ pub fn pasta_args(files: &PastaFiles, as_root: bool) -> Vec<OsString> {
 
 /// `name` in the directories of `path` (a `PATH` value; the usual system directories
 /// when there is none).
-pub fn find_program(name: &str, path: Option<&OsStr>) -> Option<PathBuf> {
+fn find_program(name: &str, path: Option<&OsStr>) -> Option<PathBuf> {
     let path = path.unwrap_or_else(|| OsStr::new(DEFAULT_PATH));
     std::env::split_paths(path)
         .filter(|d| d.is_absolute())
@@ -212,11 +212,6 @@ pub struct NetworkGuard {
 }
 
 impl NetworkGuard {
-    /// pasta's process id, while it runs.
-    pub fn pasta_pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     fn scratch_err(&self) -> impl Fn(io::Error) -> HostError + '_ {
         |source| HostError::NetworkScratch {
             pid: self.pid,
