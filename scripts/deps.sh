@@ -8,6 +8,7 @@ packages=(
   docker-registry             # the local registry (CNCF Distribution)
   skopeo umoci                # independent tools that build and push test images
   busybox-static              # the real binaries inside test images
+  passt                       # pasta: outbound networking for network mode "bridge"
   crun runc podman            # peers for the benchmark
   sqlite3 time jq bc curl procps iproute2 python3
 )

@@ -9,12 +9,14 @@
 )]
 #![expect(clippy::unwrap_used, reason = "a test fails by panicking")]
 
+mod common;
+
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use berth::contract::{ErrorClass, JobFile, JobResult};
 use berth::host::fake::FakeHost;
-use berth::image::{Digest, Store};
+use berth::image::Digest;
 use berth::job::{RunOptions, Services, Settings};
 use berth::runtime::fake::{FakeRuntime, RuntimeCall, Step, outcome};
 use berth::storage::{Changes, CsvSource, Provenance, SqliteStorage, Storage, TableLoad};
@@ -43,7 +45,7 @@ fn fixture() -> Fixture {
         copy_rootfs: false,
         ids: None,
     };
-    let image = store_image(&settings.cache);
+    let image = common::store_fake_image(&settings.cache);
     let csv = dir.path().join("kept.csv");
     fs::write(&csv, KEPT_CSV).unwrap();
     let load = TableLoad::new(
@@ -64,38 +66,6 @@ fn fixture() -> Fixture {
         settings,
         image,
     }
-}
-
-/// Puts a one-layer image into the store and returns its pinned reference.
-fn store_image(cache: &Path) -> String {
-    let store = Store::open(cache).unwrap();
-    let mut tar = tar::Builder::new(Vec::new());
-    let passwd = b"root:x:0:0:root:/root:/bin/sh\n";
-    let mut h = tar::Header::new_gnu();
-    h.set_size(passwd.len() as u64);
-    h.set_mode(0o644);
-    tar.append_data(&mut h, "etc/passwd", &passwd[..]).unwrap();
-    let layer = tar.into_inner().unwrap();
-    let config = json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["/bin/true"]},
-        "rootfs": {"type": "layers", "diff_ids": [Digest::of(&layer).to_string()]}
-    });
-    let config = serde_json::to_vec(&config).unwrap();
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": Digest::of(&config).to_string(), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": Digest::of(&layer).to_string(), "size": layer.len()}]
-    });
-    let manifest = serde_json::to_vec(&manifest).unwrap();
-    for blob in [&layer, &config, &manifest] {
-        store.put_blob(&Digest::of(blob), blob).unwrap();
-    }
-    // Port 9 on loopback: nothing listens, so any registry request would fail.
-    format!("127.0.0.1:9/test/fake@{}", Digest::of(&manifest))
 }
 
 fn storage(settings: &Settings) -> SqliteStorage {

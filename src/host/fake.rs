@@ -4,14 +4,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::{CgroupSupport, Host, HostError, IdMap};
+use super::{CgroupSupport, Host, HostError, IdMap, Network, NetworkGuard, network};
 
 /// Records every call; `refuse_overlay` makes overlay mounts fail like a kernel without
-/// overlayfs would; `privileged` is what [`Host::privileged`] answers.
+/// overlayfs would; `privileged` is what [`Host::privileged`] answers; `pasta_missing`
+/// makes outbound networks fail like a host without pasta.
 #[derive(Debug, Default)]
 pub struct FakeHost {
     pub refuse_overlay: bool,
     pub privileged: bool,
+    pub pasta_missing: bool,
     pub calls: Mutex<Vec<String>>,
     pub mounted: Mutex<Vec<PathBuf>>,
 }
@@ -93,6 +95,22 @@ impl Host for FakeHost {
     fn loopback_up(&self, pid: i32) -> Result<(), HostError> {
         self.record(format!("loopback_up {pid}"));
         Ok(())
+    }
+
+    fn attach_network(
+        &self,
+        pid: i32,
+        network: Network,
+        scratch: &Path,
+    ) -> Result<Option<NetworkGuard>, HostError> {
+        self.record(format!(
+            "attach_network {pid} {network:?} {}",
+            scratch.display()
+        ));
+        if self.pasta_missing && network == Network::Outbound {
+            return Err(network::pasta_missing(None));
+        }
+        Ok(None)
     }
 
     fn hard_nofile_limit(&self) -> u64 {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
-use super::{CgroupSupport, Host, HostError, IdMap, cgroups};
+use super::{CgroupSupport, Host, HostError, IdMap, Network, NetworkGuard, cgroups, network};
 
 #[derive(Debug, Default)]
 pub struct LinuxHost {
@@ -150,6 +150,23 @@ impl Host for LinuxHost {
         .join()
         .map_err(|_| err(io::Error::other("loopback thread panicked")))?
         .map_err(err)
+    }
+
+    fn attach_network(
+        &self,
+        pid: i32,
+        network: Network,
+        scratch: &Path,
+    ) -> Result<Option<NetworkGuard>, HostError> {
+        match network {
+            Network::Host => Ok(None),
+            Network::Loopback => self.loopback_up(pid).map(|()| None),
+            // pasta brings `lo` up too, but berth does not rely on every version doing so.
+            Network::Outbound => {
+                self.loopback_up(pid)?;
+                network::connect(pid, scratch, self.privileged()).map(Some)
+            }
+        }
     }
 
     fn hard_nofile_limit(&self) -> u64 {

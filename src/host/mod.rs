@@ -12,6 +12,7 @@
 mod cgroups;
 pub mod ids;
 mod linux;
+pub mod network;
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fake;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use ids::IdMap;
 pub use linux::LinuxHost;
+pub use network::{Network, NetworkGuard};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -59,6 +61,28 @@ pub enum HostError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("network mode \"bridge\" needs pasta, which is not installed (apt-get install passt)")]
+    PastaMissing(#[source] std::io::Error),
+    #[error("cannot prepare {dir} to connect the network namespace of pid {pid}")]
+    NetworkScratch {
+        pid: i32,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start pasta ({program})")]
+    PastaSpawn {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pasta could not connect the network namespace of pid {pid}: {detail}")]
+    PastaFailed { pid: i32, detail: String },
+    #[error("pasta did not connect the network namespace of pid {pid} within {waited:?}")]
+    PastaTimeout {
+        pid: i32,
+        waited: std::time::Duration,
     },
 }
 
@@ -132,6 +156,18 @@ pub trait Host: fmt::Debug + Send + Sync {
 
     /// Brings `lo` up inside the network namespace of `pid` (libcontainer leaves it down).
     fn loopback_up(&self, pid: i32) -> Result<(), HostError>;
+
+    /// Connects the network namespace of `pid` — a created container's init, not started
+    /// yet — as `network` asks. What keeps it connected (pasta, for [`Network::Outbound`])
+    /// runs as long as the returned guard lives; `scratch` is a directory that does not
+    /// exist yet, for its files, which the guard removes. Call it from a thread that
+    /// outlives the guard.
+    fn attach_network(
+        &self,
+        pid: i32,
+        network: Network,
+        scratch: &Path,
+    ) -> Result<Option<NetworkGuard>, HostError>;
 
     /// The hard limit on open files berth itself runs under; no container may ask for more.
     fn hard_nofile_limit(&self) -> u64;

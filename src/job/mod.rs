@@ -68,8 +68,6 @@ pub struct Services<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    #[error("network mode \"bridge\" is not supported yet; use \"none\" or \"host\"")]
-    BridgeNetwork,
     #[error("job file: {0}")]
     Contract(String),
     #[error(transparent)]
@@ -98,7 +96,7 @@ impl JobError {
     /// Whose fault it is. Every variant is listed: a new one must be classified here.
     pub fn class(&self) -> ErrorClass {
         match self {
-            JobError::BridgeNetwork | JobError::Contract(_) => ErrorClass::User,
+            JobError::Contract(_) => ErrorClass::User,
             JobError::Image(e) => e.class(),
             JobError::Bundle(e) => e.class(),
             JobError::Mapping(e) => e.class(),

@@ -10,7 +10,7 @@ use super::verdict::Verdict;
 use super::workdir::{Home, JobDir};
 use super::{JobError, RunOptions, Services, Settings};
 use crate::contract::result::{Cage, ImageSummary, OutputSummary, Status, TableOutput, Timings};
-use crate::contract::{JobFile, JobResult, NetworkMode, UserNamespace, truncate_message};
+use crate::contract::{JobFile, JobResult, UserNamespace, truncate_message};
 use crate::host::IdMap;
 use crate::image::{Images, PulledImage, Unpacking};
 use crate::mapping::output::StagedOutputs;
@@ -135,9 +135,6 @@ impl<'a> JobRun<'a> {
     }
 
     fn execute(&mut self, on_line: &mut dyn FnMut(&str)) -> Result<Verdict, JobError> {
-        if self.job.component.network == NetworkMode::Bridge {
-            return Err(JobError::BridgeNetwork);
-        }
         let rows = self.job.row_configurations().map_err(JobError::Contract)?;
         let ids = self.ids();
         let (image, rootfs) = self.prepare_image(ids)?;

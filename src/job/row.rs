@@ -21,7 +21,7 @@ use crate::host::IdMap;
 use crate::image::{PulledImage, RootfsView, ViewDirs};
 use crate::mapping::InputState;
 use crate::mapping::output::{OutputContext, StagedOutputs};
-use crate::runtime::{self, RunOutcome, RunRequest};
+use crate::runtime::{self, Network, RunOutcome, RunRequest};
 use crate::storage::StateKey;
 
 /// What every row of a job shares.
@@ -264,7 +264,7 @@ impl RowRun<'_> {
             state_root: &ctx.home.state_root(),
             cgroups_path: &cgroups_path,
             timeout: Duration::from_secs(job.main_timeout_secs()),
-            loopback: job.component.network == NetworkMode::None,
+            network: network(job.component.network),
         };
         let outcome = ctx.svc.runtime.run(&request, on_line)?;
         Ok(Container {
@@ -419,4 +419,14 @@ fn write_json(path: &Path, value: &Value) -> Result<(), JobError> {
         path: path.to_owned(),
         source,
     })
+}
+
+/// What the runtime connects for a network mode of contract §9 (the bundle gives every
+/// mode but `host` a namespace of its own).
+fn network(mode: NetworkMode) -> Network {
+    match mode {
+        NetworkMode::None => Network::Loopback,
+        NetworkMode::Host => Network::Host,
+        NetworkMode::Bridge => Network::Outbound,
+    }
 }

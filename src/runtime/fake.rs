@@ -6,20 +6,30 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::{ExitStatus, RunOutcome, RunRequest, Runtime, RuntimeError};
+use super::{ExitStatus, Network, RunOutcome, RunRequest, Runtime, RuntimeError};
 
 /// A call the job made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuntimeCall {
-    Run { id: String, bundle: PathBuf },
-    Delete { id: String },
-    RemoveOrphan { id: String },
+    Run {
+        id: String,
+        bundle: PathBuf,
+        network: Network,
+    },
+    Delete {
+        id: String,
+    },
+    RemoveOrphan {
+        id: String,
+    },
 }
 
 /// A step that can be made to fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     Create,
+    /// Connecting the network between create and start, as on a host without pasta.
+    Network,
     Start,
     Wait,
     Delete,
@@ -128,10 +138,14 @@ impl Runtime for FakeRuntime {
         self.record(RuntimeCall::Run {
             id: id.clone(),
             bundle: req.bundle.to_owned(),
+            network: req.network,
         });
         if self.fails(Step::Create) {
             let source = injected("create");
             return Err(RuntimeError::Create { id, source });
+        }
+        if self.fails(Step::Network) {
+            return Err(crate::host::network::pasta_missing(None).into());
         }
         if self.fails(Step::Start) {
             let source = injected("start");

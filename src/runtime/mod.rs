@@ -15,7 +15,9 @@
 //! - a failure between create and start leaves init blocked forever: the container is
 //!   deleted on every path out of `run`;
 //! - OOM kills are only visible in the cgroup, which `delete()` removes: they are read first;
-//! - a new network namespace has `lo` down: it is brought up between create and start.
+//! - a new network namespace has `lo` down: between create and start it is brought up, and
+//!   connected to the outside when the job asks for it (through the host seam, which
+//!   starts pasta); what connects it is stopped as soon as the container has ended.
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fake;
@@ -27,6 +29,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+pub use crate::host::Network;
 pub use youki::Youki;
 
 /// The cgroup parent every berth container lives under.
@@ -100,8 +103,9 @@ pub struct RunRequest<'a> {
     pub state_root: &'a Path,
     pub cgroups_path: &'a str,
     pub timeout: Duration,
-    /// Bring `lo` up in the container's new network namespace.
-    pub loopback: bool,
+    /// How the container's network namespace is connected (whether it has one of its own
+    /// is the bundle's choice; [`Network::Host`] asks for nothing).
+    pub network: Network,
 }
 
 /// What happened.

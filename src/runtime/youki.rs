@@ -15,14 +15,17 @@ use nix::sys::signal::Signal;
 
 use super::supervise::{self, Watched};
 use super::{RunOutcome, RunRequest, Runtime, RuntimeError, cgroups_path, check_cgroups_path};
-use crate::host::Host;
+use crate::host::{Host, NetworkGuard};
+
+/// Where, in a container's bundle, the host keeps what connects its network.
+const NETWORK_DIR: &str = "net";
 
 /// `build()` and `start()` chdir the whole process and bind sockets by relative path: two
 /// at once in one process start each other's containers (libcontainer.md, pitfall 2).
 static LIFECYCLE: Mutex<()> = Mutex::new(());
 
-/// libcontainer, with the host seam for what berth does around it (loopback, OOM counters,
-/// cgroups of dead containers).
+/// libcontainer, with the host seam for what berth does around it (the network, OOM
+/// counters, cgroups of dead containers).
 #[derive(Debug)]
 pub struct Youki<'h> {
     host: &'h dyn Host,
@@ -60,11 +63,12 @@ impl<'h> Youki<'h> {
         let mut live = Live {
             container: Some(created?),
             id: req.id.to_owned(),
+            network: None,
         };
         tracing::debug!("container {} created", req.id);
-        if req.loopback {
-            self.host.loopback_up(live.pid()?.as_raw())?;
-        }
+        let pid = live.pid()?.as_raw();
+        let scratch = req.bundle.join(NETWORK_DIR);
+        live.network = self.host.attach_network(pid, req.network, &scratch)?;
         let started = live.container_mut()?.start();
         restore_cwd(cwd.as_deref());
         started.map_err(|e| RuntimeError::Start {
@@ -103,6 +107,12 @@ impl Runtime for Youki<'_> {
             timeout: req.timeout,
         };
         let mut outcome = supervise::wait(&watched, &mut || live.kill(), on_line)?;
+        // Init has ended, and with it every process of the container's pid namespace:
+        // nothing needs the network any more. pasta exits while the container is removed,
+        // and is reaped with it.
+        if let Some(network) = live.network.as_mut() {
+            network.stop_soon();
+        }
         outcome.oom_killed = self.host.oom_kills(req.cgroups_path).unwrap_or(0) > 0;
         self.ended().insert(req.id.to_owned(), live);
         Ok(outcome)
@@ -223,11 +233,13 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
 }
 
-/// A created container that is deleted however we leave.
+/// A created container that is deleted however we leave, and what connects its network,
+/// stopped after it (fields drop after `Drop::drop`).
 #[derive(Debug)]
 struct Live {
     container: Option<Container>,
     id: String,
+    network: Option<NetworkGuard>,
 }
 
 impl Live {

@@ -667,3 +667,37 @@ pub fn describe_shifted_tree(root: &Path, shift: u32) -> BTreeMap<String, String
     walk(root, root, shift, &mut out, &mut inodes);
     out
 }
+
+/// Puts a one-layer image (an `/etc/passwd`, nothing to run) straight into the image store
+/// at `cache` and returns its pinned reference, on a registry that does not exist: for tests
+/// with the fake runtime, which need an image but no registry and no root.
+pub fn store_fake_image(cache: &Path) -> String {
+    use berth::image::{Digest, Store};
+    let store = Store::open(cache).unwrap();
+    let passwd = b"root:x:0:0:root:/root:/bin/sh\n";
+    let mut h = tar::Header::new_gnu();
+    h.set_size(passwd.len() as u64);
+    h.set_mode(0o644);
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.append_data(&mut h, "etc/passwd", &passwd[..]).unwrap();
+    let layer = tar.into_inner().unwrap();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/true"]},
+        "rootfs": {"type": "layers", "diff_ids": [Digest::of(&layer).to_string()]}
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": Digest::of(&config).to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": Digest::of(&layer).to_string(), "size": layer.len()}]
+    }))
+    .unwrap();
+    for blob in [&layer, &config, &manifest] {
+        store.put_blob(&Digest::of(blob), blob).unwrap();
+    }
+    // Port 9 on loopback: nothing listens, so any registry request would fail.
+    format!("127.0.0.1:9/test/fake@{}", Digest::of(&manifest))
+}
