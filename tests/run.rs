@@ -283,7 +283,8 @@ fn network_none_has_only_loopback_and_it_is_up() {
         "net",
         "ls /sys/class/net\ncat /sys/class/net/lo/operstate /sys/class/net/lo/flags\n\
          (nc -l -p 8080 > /tmp/got &)
-         i=0; until echo ping | nc 127.0.0.1 8080 2>/dev/null; do i=$((i+1)); [ $i -gt 50 ] && break; sleep 0.1; done
+         i=0; until grep -q ':1F90 00000000:0000 0A' /proc/net/tcp || [ $i -gt 100 ]; do i=$((i+1)); sleep 0.05; done
+         echo ping | nc 127.0.0.1 8080
          i=0; until [ -s /tmp/got ] || [ $i -gt 50 ]; do i=$((i+1)); sleep 0.1; done
          echo \"GOT $(cat /tmp/got)\"",
     );
