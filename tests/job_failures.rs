@@ -34,18 +34,7 @@ const KEPT_CSV: &str = "id,name\n1,kept\n";
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
-        home: dir.path().join("home"),
-        cache: dir.path().join("cache"),
-        registry: berth::image::RegistrySettings {
-            retries: 0,
-            progress: false,
-            ..Default::default()
-        },
-        copy_rootfs: false,
-        ids: None,
-    };
-    let image = common::store_fake_image(&settings.cache);
+    let (settings, image) = common::offline_settings(dir.path());
     let csv = dir.path().join("kept.csv");
     fs::write(&csv, KEPT_CSV).unwrap();
     let load = TableLoad::new(

@@ -488,19 +488,7 @@ mod fakes {
 
     /// A one-layer image in a fresh cache, pinned (no registry is asked).
     fn settings_with_image(dir: &std::path::Path) -> (Settings, String) {
-        let settings = Settings {
-            home: dir.join("home"),
-            cache: dir.join("cache"),
-            registry: berth::image::RegistrySettings {
-                retries: 0,
-                progress: false,
-                ..Default::default()
-            },
-            copy_rootfs: false,
-            ids: None,
-        };
-        let image = super::store_fake_image(&settings.cache);
-        (settings, image)
+        super::offline_settings(dir)
     }
 
     fn job(image: &str, network: &str) -> JobFile {

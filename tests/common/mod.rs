@@ -668,10 +668,28 @@ pub fn describe_shifted_tree(root: &Path, shift: u32) -> BTreeMap<String, String
     out
 }
 
+/// Settings for a berth under `dir` that never reaches a registry, and the pinned reference
+/// of a one-layer image already in its store: for tests with the fake runtime, which need an
+/// image but no registry and no root.
+pub fn offline_settings(dir: &Path) -> (berth::job::Settings, String) {
+    let settings = berth::job::Settings {
+        home: dir.join("home"),
+        cache: dir.join("cache"),
+        registry: berth::image::RegistrySettings {
+            retries: 0,
+            progress: false,
+            ..Default::default()
+        },
+        copy_rootfs: false,
+        ids: None,
+    };
+    let image = store_fake_image(&settings.cache);
+    (settings, image)
+}
+
 /// Puts a one-layer image (an `/etc/passwd`, nothing to run) straight into the image store
-/// at `cache` and returns its pinned reference, on a registry that does not exist: for tests
-/// with the fake runtime, which need an image but no registry and no root.
-pub fn store_fake_image(cache: &Path) -> String {
+/// at `cache` and returns its pinned reference, on a registry that does not exist.
+fn store_fake_image(cache: &Path) -> String {
     use berth::image::{Digest, Store};
     let store = Store::open(cache).unwrap();
     let passwd = b"root:x:0:0:root:/root:/bin/sh\n";
