@@ -11,6 +11,7 @@
 //! - new pid, mount, ipc, uts and cgroup namespaces, plus a network namespace unless the
 //!   component asks for the host's;
 //! - a devices cgroup that denies everything but the few devices of the container's `/dev`;
+//! - the container's view of its cgroups read-only, every cgroup v1 hierarchy included;
 //! - memory (swap off), cpu and pids limits, only for controllers the host has: asking for
 //!   a missing one fails the container, so it is reported as not enforced instead.
 
@@ -52,6 +53,8 @@ pub enum BundleError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot list the host's cgroup v1 hierarchies in /proc/self/mountinfo")]
+    CgroupMounts(#[source] libcgroups::v1::util::V1MountPointError),
 }
 
 impl BundleError {
@@ -64,7 +67,8 @@ impl BundleError {
             | BundleError::User { .. }
             | BundleError::Spec(_)
             | BundleError::Seccomp(_)
-            | BundleError::Write { .. } => ErrorClass::Internal,
+            | BundleError::Write { .. }
+            | BundleError::CgroupMounts(_) => ErrorClass::Internal,
         }
     }
 }
@@ -146,6 +150,8 @@ pub fn build(b: &BundleSpec<'_>) -> Result<Spec, BundleError> {
     let seccomp = seccomp::default_filter(&caps)?;
     let process = process(b, caps)?;
     let defaults = oci_spec::runtime::Linux::default();
+    let mut readonly = defaults.readonly_paths().clone().unwrap_or_default();
+    readonly.extend(cgroup_readonly_paths(&host_cgroup_v1_mounts()?));
     let linux = LinuxBuilder::default()
         .namespaces(namespaces(b.network, b.ids)?)
         .uid_mappings(id_mappings(b.ids.map(|m| m.uid_start), b.ids)?)
@@ -154,7 +160,7 @@ pub fn build(b: &BundleSpec<'_>) -> Result<Spec, BundleError> {
         .cgroups_path(PathBuf::from(b.cgroups_path))
         .seccomp(seccomp)
         .masked_paths(defaults.masked_paths().clone().unwrap_or_default())
-        .readonly_paths(defaults.readonly_paths().clone().unwrap_or_default())
+        .readonly_paths(readonly)
         .build()?;
 
     let mut spec = Spec::default();
@@ -330,6 +336,41 @@ fn device_rules() -> Result<Vec<LinuxDeviceCgroup>, BundleError> {
         rules.push(rule.build()?);
     }
     Ok(rules)
+}
+
+/// Where the container's cgroup filesystem is mounted (the runtime's default mounts put it
+/// there).
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The host's cgroup v1 hierarchies (none on a cgroup v2 host): libcontainer mounts one of
+/// each into the container, at the same name under `/sys/fs/cgroup`.
+fn host_cgroup_v1_mounts() -> Result<Vec<PathBuf>, BundleError> {
+    libcgroups::v1::util::list_subsystem_mount_points().map_err(BundleError::CgroupMounts)
+}
+
+/// The container's cgroup filesystem, as read-only paths.
+///
+/// The spec's default mounts ask for `/sys/fs/cgroup` read-only, but libcontainer 0.7 drops
+/// the `ro` on a cgroup v1 host: it mounts a tmpfs there and each hierarchy under it, all
+/// writable (measured: a component raised its own `pids.max` from 1024 to 4096, lifted its
+/// cpu quota, and made a child cgroup that kept berth from removing the container's). The
+/// runtime remounts each read-only path on its own (a remount does not reach submounts), so
+/// the tmpfs and every hierarchy are listed, as libcontainer names them: the last part of
+/// the host's mount point, for every one under `/sys/fs/cgroup`. On cgroup v2 the list is
+/// the root alone, which libcontainer already mounts read-only.
+fn cgroup_readonly_paths(host_mounts: &[PathBuf]) -> Vec<String> {
+    let mut paths = vec![CGROUP_ROOT.to_owned()];
+    for mount in host_mounts {
+        let name = mount
+            .strip_prefix(CGROUP_ROOT)
+            .ok()
+            .and_then(|rest| rest.to_str())
+            .filter(|rest| !rest.is_empty() && !rest.contains('/'));
+        if let Some(name) = name {
+            paths.push(format!("{CGROUP_ROOT}/{name}"));
+        }
+    }
+    paths
 }
 
 /// The runtime's default mounts, plus `/data` and `/tmp` from the job's directory.
@@ -648,6 +689,63 @@ mod tests {
                 allow("c 5:2 rwm"),
                 allow("c 136:* rwm"),
             ]
+        );
+    }
+
+    #[test]
+    fn every_cgroup_v1_hierarchy_is_read_only() {
+        let host: Vec<PathBuf> = [
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup/cpu,cpuacct",
+            "/sys/fs/cgroup/systemd",
+            // libcontainer mounts none of these: not under /sys/fs/cgroup, or nested.
+            "/run/other/cgroup/pids",
+            "/sys/fs/cgroup/deep/er",
+            "/sys/fs/cgroup",
+        ]
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(
+            cgroup_readonly_paths(&host),
+            [
+                "/sys/fs/cgroup",
+                "/sys/fs/cgroup/memory",
+                "/sys/fs/cgroup/cpu,cpuacct",
+                "/sys/fs/cgroup/systemd",
+            ]
+        );
+        // cgroup v2: the root alone.
+        assert_eq!(cgroup_readonly_paths(&[]), ["/sys/fs/cgroup"]);
+        // The spec keeps the runtime's read-only paths and adds this machine's hierarchies.
+        let image = RunConfig {
+            cmd: Some(vec!["true".into()]),
+            ..Default::default()
+        };
+        let spec = build(&bundle_spec(
+            &image,
+            &root_user(),
+            &[],
+            &some_limits(),
+            &CgroupSupport::default(),
+            NetworkMode::None,
+        ))
+        .unwrap();
+        let readonly = spec
+            .linux()
+            .as_ref()
+            .unwrap()
+            .readonly_paths()
+            .clone()
+            .unwrap();
+        let defaults = oci_spec::runtime::Linux::default()
+            .readonly_paths()
+            .clone()
+            .unwrap();
+        assert!(readonly.starts_with(&defaults), "{readonly:?}");
+        assert_eq!(
+            readonly[defaults.len()..],
+            cgroup_readonly_paths(&host_cgroup_v1_mounts().unwrap())
         );
     }
 

@@ -12,13 +12,16 @@
 //! unconditional rule for a syscall and silently ignores later ones.
 //!
 //! The profile is parsed once per process; compiling it is a filter over a few dozen rules.
+//!
+//! berth then tightens the compiled filter in one place podman leaves open: a container
+//! without `CAP_SYS_ADMIN` may not create namespaces ([`refuse_new_namespaces`]).
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use oci_spec::runtime::{
-    Arch, Capability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompBuilder,
-    LinuxSyscall, LinuxSyscallBuilder,
+    Arch, Capability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder,
+    LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder,
 };
 use serde::Deserialize;
 
@@ -285,7 +288,155 @@ fn default_profile() -> Result<&'static Profile, SeccompError> {
 
 /// The default filter for a container whose bounding set is `caps`, on this machine.
 pub fn default_filter(caps: &HashSet<Capability>) -> Result<LinuxSeccomp, SeccompError> {
-    default_profile()?.compile(caps, &Platform::host())
+    let platform = Platform::host();
+    let filter = default_profile()?.compile(caps, &platform)?;
+    refuse_new_namespaces(filter, caps, &platform)
+}
+
+/// The `CLONE_NEW*` flags `clone` takes: mount, cgroup, uts, ipc, user, pid and network
+/// namespaces (Docker's mask, 0x7E020000). `CLONE_NEWTIME` has no bit of its own there: it
+/// is 0x80, inside the exit signal of `clone`'s flags.
+const CLONE_NAMESPACES: [u64; 7] = [
+    0x0002_0000,
+    0x0200_0000,
+    0x0400_0000,
+    0x0800_0000,
+    0x1000_0000,
+    0x2000_0000,
+    0x4000_0000,
+];
+/// `CLONE_NEWTIME`, which `unshare` takes besides the others.
+const CLONE_NEWTIME: u64 = 0x80;
+/// `ENOSYS`: what `clone3` answers, so the C library falls back to `clone`.
+const ENOSYS: u32 = 38;
+/// `EPERM`: what creating a namespace answers, as the kernel itself would without the
+/// capability.
+const EPERM: u32 = 1;
+const NAMESPACE_SYSCALLS: [&str; 3] = ["clone", "clone3", "unshare"];
+
+/// berth's own tightening of the compiled profile: a container without `CAP_SYS_ADMIN`
+/// creates no namespace of any kind, as under Docker's default profile.
+///
+/// podman's profile allows `clone`, `clone3` and `unshare` with any flags and leaves the
+/// rest to the kernel, which lets anyone create a user namespace (measured in a berth
+/// container: `unshare -U`, `unshare -r`, `unshare -U -m`, `unshare -U -n` all succeed). A
+/// berth container runs as real root, and a nested user namespace hands its creator every
+/// capability over the namespaces it owns: mounting filesystems, netfilter and other
+/// network configuration, and the rest of the kernel code that trusts such a capability,
+/// a large attack surface no data-processing component needs. So, without `CAP_SYS_ADMIN`:
+/// - `clone` and `unshare` are allowed only without `CLONE_NEW*` flags, and answer `EPERM`
+///   with any of them (one rule per flag: seccomp cannot test "any of these bits");
+/// - `clone3`, whose flags sit in memory a filter cannot read, answers `ENOSYS`: the C
+///   library then falls back to `clone` for threads and processes.
+///
+/// The profile's unconditional rules for these syscalls are removed first: libseccomp keeps
+/// an unconditional rule over any conditional one.
+///
+/// libcontainer 0.7 reads a `SCMP_CMP_MASKED_EQ` argument the other way round from runc:
+/// `valueTwo` is the mask and `value` the value (runc: `value` is the mask). The "no flag"
+/// rule is written for libcontainer; the per-flag rules have mask and value equal, which
+/// reads the same either way.
+fn refuse_new_namespaces(
+    filter: LinuxSeccomp,
+    caps: &HashSet<Capability>,
+    platform: &Platform,
+) -> Result<LinuxSeccomp, SeccompError> {
+    if caps.contains(&Capability::SysAdmin) {
+        return Ok(filter);
+    }
+    let mut filter = filter;
+    let mut syscalls: Vec<LinuxSyscall> = filter.syscalls().clone().unwrap_or_default();
+    for rule in &mut syscalls {
+        if rule.args().as_ref().is_none_or(Vec::is_empty) {
+            let names = rule.names().clone();
+            rule.set_names(
+                names
+                    .into_iter()
+                    .filter(|n| !NAMESPACE_SYSCALLS.contains(&n.as_str()))
+                    .collect(),
+            );
+        }
+    }
+    syscalls.retain(|r| !r.names().is_empty());
+    // The flags are `clone`'s first argument, but its second on s390.
+    let clone_index = if platform.go_arch.starts_with("s390") {
+        1
+    } else {
+        0
+    };
+    syscalls.extend(flag_rules("clone", clone_index, &CLONE_NAMESPACES)?);
+    let mut unshare_flags = CLONE_NAMESPACES.to_vec();
+    unshare_flags.push(CLONE_NEWTIME);
+    syscalls.extend(flag_rules("unshare", 0, &unshare_flags)?);
+    let default = (filter.default_action(), filter.default_errno_ret());
+    if default != (LinuxSeccompAction::ScmpActErrno, Some(ENOSYS)) {
+        syscalls.push(rule(
+            "clone3",
+            LinuxSeccompAction::ScmpActErrno,
+            Some(ENOSYS),
+            None,
+        )?);
+    }
+    filter.set_syscalls(Some(syscalls));
+    Ok(filter)
+}
+
+/// `syscall` allowed when argument `index` has none of `flags`, refused with `EPERM` when
+/// it has any.
+fn flag_rules(
+    syscall: &str,
+    index: usize,
+    flags: &[u64],
+) -> Result<Vec<LinuxSyscall>, SeccompError> {
+    let mask = flags.iter().fold(0, |m, f| m | f);
+    let mut rules = vec![rule(
+        syscall,
+        LinuxSeccompAction::ScmpActAllow,
+        None,
+        Some(masked_eq(index, mask, 0)?),
+    )?];
+    for &flag in flags {
+        rules.push(rule(
+            syscall,
+            LinuxSeccompAction::ScmpActErrno,
+            Some(EPERM),
+            Some(masked_eq(index, flag, flag)?),
+        )?);
+    }
+    Ok(rules)
+}
+
+/// `(argument index & mask) == value`, as libcontainer reads it (see
+/// [`refuse_new_namespaces`]).
+fn masked_eq(index: usize, mask: u64, value: u64) -> Result<LinuxSeccompArg, SeccompError> {
+    LinuxSeccompArgBuilder::default()
+        .index(index)
+        .value(value)
+        .value_two(mask)
+        .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+        .build()
+        .map_err(SeccompError::Spec)
+}
+
+fn rule(
+    syscall: &str,
+    action: LinuxSeccompAction,
+    errno: Option<u32>,
+    arg: Option<LinuxSeccompArg>,
+) -> Result<LinuxSyscall, SeccompError> {
+    let mut rule = LinuxSyscallBuilder::default()
+        .names(vec![syscall.to_owned()])
+        .action(action);
+    if let Some(errno) = errno {
+        rule = rule.errno_ret(errno);
+    }
+    if let Some(arg) = arg {
+        rule = rule.args(vec![arg]);
+    }
+    rule.build().map_err(|source| SeccompError::Rule {
+        names: vec![syscall.to_owned()],
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -430,6 +581,129 @@ mod tests {
             Some(&[Arch::ScmpArchX86_64][..])
         );
         assert_eq!(f.default_errno_ret(), None);
+    }
+
+    /// A rule as the tests compare it: action, errno, and each argument's index, value and
+    /// valueTwo (every one a masked comparison).
+    type RuleView = (
+        LinuxSeccompAction,
+        Option<u32>,
+        Vec<(usize, u64, Option<u64>)>,
+    );
+
+    /// Every rule naming `syscall`.
+    fn rules_for(filter: &LinuxSeccomp, syscall: &str) -> Vec<RuleView> {
+        filter
+            .syscalls()
+            .iter()
+            .flatten()
+            .filter(|r| r.names().iter().any(|n| n == syscall))
+            .map(|r| {
+                let args = r.args().iter().flatten();
+                let args = args
+                    .inspect(|a| assert_eq!(a.op(), LinuxSeccompOperator::ScmpCmpMaskedEq))
+                    .map(|a| (a.index(), a.value(), a.value_two()))
+                    .collect();
+                (r.action(), r.errno_ret(), args)
+            })
+            .collect()
+    }
+
+    /// The "no flag" rule, then one `EPERM` rule per flag.
+    fn expected_flag_rules(index: usize, mask: u64, flags: &[u64]) -> Vec<RuleView> {
+        let mut rules = vec![(
+            LinuxSeccompAction::ScmpActAllow,
+            None,
+            vec![(index, 0, Some(mask))],
+        )];
+        for &f in flags {
+            rules.push((
+                LinuxSeccompAction::ScmpActErrno,
+                Some(1),
+                vec![(index, f, Some(f))],
+            ));
+        }
+        rules
+    }
+
+    #[test]
+    fn namespaces_are_refused_without_sys_admin() {
+        let caps = podman_caps();
+        let compiled = profile().compile(&caps, &AMD64_6_1).unwrap();
+        // podman's profile allows all three outright.
+        for syscall in NAMESPACE_SYSCALLS {
+            assert_eq!(
+                actions_for(&compiled, syscall),
+                vec![(LinuxSeccompAction::ScmpActAllow, None)]
+            );
+        }
+        let f = refuse_new_namespaces(compiled.clone(), &caps, &AMD64_6_1).unwrap();
+        assert_eq!(
+            rules_for(&f, "clone"),
+            expected_flag_rules(0, 0x7E02_0000, &CLONE_NAMESPACES)
+        );
+        let mut unshare = CLONE_NAMESPACES.to_vec();
+        unshare.push(0x80);
+        assert_eq!(
+            rules_for(&f, "unshare"),
+            expected_flag_rules(0, 0x7E02_0080, &unshare)
+        );
+        // clone3 is left to the default action, which answers ENOSYS.
+        assert!(rules_for(&f, "clone3").is_empty());
+        assert_eq!(
+            (f.default_action(), f.default_errno_ret()),
+            (LinuxSeccompAction::ScmpActErrno, Some(38))
+        );
+        // Nothing else changed: the other syscalls of the same unconditional rule stay.
+        for syscall in ["read", "fork", "vfork", "setns", "mount"] {
+            assert_eq!(
+                actions_for(&f, syscall),
+                actions_for(&compiled, syscall),
+                "{syscall}"
+            );
+        }
+        assert_eq!(f.architectures(), compiled.architectures());
+        // The flags are clone's second argument on s390x.
+        let s390x = Platform {
+            arch: Some(Arch::ScmpArchS390x),
+            go_arch: "s390x",
+            ..AMD64_6_1
+        };
+        let f = refuse_new_namespaces(compiled.clone(), &caps, &s390x).unwrap();
+        assert_eq!(
+            rules_for(&f, "clone"),
+            expected_flag_rules(1, 0x7E02_0000, &CLONE_NAMESPACES)
+        );
+        // With CAP_SYS_ADMIN (which berth never gives) the kernel's checks are enough.
+        let mut admin = caps.clone();
+        admin.insert(Capability::SysAdmin);
+        let with = profile().compile(&admin, &AMD64_6_1).unwrap();
+        assert_eq!(
+            refuse_new_namespaces(with.clone(), &admin, &AMD64_6_1).unwrap(),
+            with
+        );
+    }
+
+    #[test]
+    fn clone3_gets_enosys_whatever_the_default() {
+        let p = Profile::parse(
+            r#"{"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1, "syscalls": [
+                {"names": ["clone3", "read"], "action": "SCMP_ACT_ALLOW"}
+            ]}"#,
+            "test",
+        )
+        .unwrap();
+        let caps = podman_caps();
+        let compiled = p.compile(&caps, &AMD64_6_1).unwrap();
+        let f = refuse_new_namespaces(compiled, &caps, &AMD64_6_1).unwrap();
+        assert_eq!(
+            actions_for(&f, "clone3"),
+            vec![(LinuxSeccompAction::ScmpActErrno, Some(38))]
+        );
+        assert_eq!(
+            actions_for(&f, "read"),
+            vec![(LinuxSeccompAction::ScmpActAllow, None)]
+        );
     }
 
     #[test]
