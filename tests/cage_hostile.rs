@@ -38,7 +38,7 @@ const WAIT_FOR_GO: &str =
 
 /// Lets a component that waits with [`WAIT_FOR_GO`] go on.
 fn go(b: &Berth) {
-    fs::write(b.job_dir().join("0/data/in/user/go"), b"").unwrap();
+    fs::write(Berth::data_dir(&b.job_dir(), 0).join("in/user/go"), b"").unwrap();
 }
 
 /// A random hexadecimal token, to mark a test's processes and files.
@@ -1050,12 +1050,14 @@ fn a_setuid_root_file_planted_in_tmp_or_data_gives_nothing() {
     live.wait_for("READY");
     let job_dir = b.job_dir();
     let planted = [
-        job_dir.join("0/tmp/suid"),
-        job_dir.join("0/data/out/files/suid"),
+        job_dir.join("0/box/tmp/suid"),
+        Berth::data_dir(&job_dir, 0).join("out/files/suid"),
     ];
     for p in &planted {
         let m = fs::metadata(p).unwrap();
-        assert_eq!((m.mode() & 0o7777, m.uid()), (0o4755, 0), "{}", p.display());
+        // Set-user-id, and owned by the container's root — who is nobody on the host.
+        assert_eq!(m.mode() & 0o7777, 0o4755, "{}", p.display());
+        assert_ne!(m.uid(), 0, "{} is host root's", p.display());
         for script in [
             format!("{} euid", p.display()),
             format!("ls {}", p.parent().unwrap().display()),
@@ -1077,8 +1079,6 @@ fn a_setuid_root_file_planted_in_tmp_or_data_gives_nothing() {
 }
 
 #[test]
-#[ignore = "not contained yet: --keep-outputs copies a set-user-id root file with its \
-            set-user-id bit (export_outputs in src/job/workdir.rs must drop it)"]
 fn kept_outputs_lose_set_id_bits() {
     require_env!();
     let Some(probe) = probe() else { return };

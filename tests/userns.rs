@@ -156,3 +156,22 @@ fn a_component_that_opts_out_runs_as_host_root_and_the_result_says_so() {
         json!({"user_namespace": "private", "id_range": range()})
     );
 }
+
+#[test]
+fn a_container_can_read_its_own_limits() {
+    require_env!();
+    // Runtimes (the JVM, Python's os.process_cpu_count) size themselves from the cgroup.
+    let img = push(
+        &ImageSpec::script(
+            "cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/memory/memory.limit_in_bytes",
+        ),
+        &unique_repo("userns-limits"),
+        "1.0",
+    );
+    let b = Berth::new();
+    let r = b.run_job(&job(&img.reference, json!({"memory": "64m"}), json!({})));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert!(lines.contains(&"1024"), "{}", r.stderr);
+    assert!(lines.contains(&"64000000"), "{}", r.stderr);
+}

@@ -93,12 +93,27 @@ pub(super) fn oom_kills(support: &CgroupSupport, path: &str) -> Option<u64> {
     })
 }
 
-/// Empties the cgroup in every hierarchy and removes it, children first.
-pub(super) fn remove(path: &str) -> Result<(), HostError> {
+/// The cgroup's directories in every hierarchy, with every cgroup below them.
+fn tree_of(path: &str) -> Vec<PathBuf> {
     let mut tree: Vec<PathBuf> = Vec::new();
     for d in dirs(path).into_iter().filter(|d| d.is_dir()) {
         collect_tree(&d, &mut tree);
     }
+    tree
+}
+
+/// Kills every process of the cgroup, in every hierarchy, until none is left.
+pub(super) fn kill_all(path: &str) -> Result<(), HostError> {
+    let tree = tree_of(path);
+    if tree.is_empty() {
+        return Ok(());
+    }
+    empty(path, &tree)
+}
+
+/// Empties the cgroup in every hierarchy and removes it, children first.
+pub(super) fn remove(path: &str) -> Result<(), HostError> {
+    let mut tree = tree_of(path);
     if tree.is_empty() {
         return Ok(());
     }

@@ -138,6 +138,11 @@ impl Host for FakeHost {
         None
     }
 
+    fn kill_cgroup(&self, path: &str) -> Result<(), HostError> {
+        self.record(format!("kill_cgroup {path}"));
+        Ok(())
+    }
+
     fn remove_cgroup(&self, path: &str) -> Result<(), HostError> {
         self.record(format!("remove_cgroup {path}"));
         Ok(())

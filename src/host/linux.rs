@@ -198,6 +198,10 @@ impl Host for LinuxHost {
     fn remove_cgroup(&self, path: &str) -> Result<(), HostError> {
         cgroups::remove(path)
     }
+
+    fn kill_cgroup(&self, path: &str) -> Result<(), HostError> {
+        cgroups::kill_all(path)
+    }
 }
 
 /// Sets IFF_UP on an interface of the calling thread's network namespace.

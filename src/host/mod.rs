@@ -187,6 +187,10 @@ pub trait Host: fmt::Debug + Send + Sync {
     /// it is killed cannot outrun it — and removes the cgroup. A missing cgroup is fine.
     fn remove_cgroup(&self, path: &str) -> Result<(), HostError>;
 
+    /// Kills every process in the cgroup `path` as [`Host::remove_cgroup`] does, and keeps
+    /// the cgroup: the way to stop a container when the runtime's own kill fails.
+    fn kill_cgroup(&self, path: &str) -> Result<(), HostError>;
+
     /// The operator's subordinate id range (`/etc/subuid`, `/etc/subgid`), if it has one
     /// large enough for a container.
     fn subordinate_ids(&self) -> Option<IdMap>;

@@ -58,6 +58,12 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot kill container {id}")]
+    Kill {
+        id: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("cannot remove container {id}")]
     Delete {
         id: String,

@@ -27,6 +27,10 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// How long one poll may sleep once a kill was sent (the pidfd wakes it earlier).
 const AFTER_KILL_POLL: Duration = Duration::from_millis(200);
 
+/// A container still running this long after it was killed is killed again: a kill can
+/// fail, and nothing may outlive its deadline.
+const KILL_AGAIN_AFTER: Duration = Duration::from_secs(2);
+
 /// One read from a pipe.
 const READ_CHUNK: usize = 64 << 10;
 
@@ -53,6 +57,8 @@ struct Watch {
     exited_at: Option<Instant>,
     timed_out: bool,
     interrupted: bool,
+    /// When the last kill was sent.
+    killed_at: Option<Instant>,
     buf: Vec<u8>,
 }
 
@@ -111,6 +117,7 @@ impl Watch {
             exited_at: None,
             timed_out: false,
             interrupted: false,
+            killed_at: None,
             buf: vec![0u8; READ_CHUNK],
         }
     }
@@ -211,23 +218,31 @@ impl Watch {
         }
     }
 
-    /// Kills the container once, when the operator interrupts or the deadline passes.
+    /// Kills the container when the operator interrupts or the deadline passes, and again
+    /// while it still runs.
     fn enforce(&mut self, w: &Watched, ready: Ready, kill: &mut dyn FnMut()) {
-        let running = self.status.is_none();
-        if running && ready.wake && crate::interrupt::requested() {
+        if self.status.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        if ready.wake && crate::interrupt::requested() && !self.interrupted {
             self.interrupted = true;
             tracing::warn!("stopping container {} (interrupted)", w.id);
-            kill();
-        }
-        if running && !self.timed_out && !self.interrupted && Instant::now() >= w.deadline {
+        } else if !self.timed_out && !self.interrupted && now >= w.deadline {
             self.timed_out = true;
             tracing::warn!(
                 "container {} exceeded its timeout of {:?}; killing it",
                 w.id,
                 w.timeout
             );
-            kill();
+        } else if self
+            .killed_at
+            .is_none_or(|t| now.duration_since(t) < KILL_AGAIN_AFTER)
+        {
+            return;
         }
+        self.killed_at = Some(now);
+        kill();
     }
 
     fn into_outcome(self) -> RunOutcome {

@@ -58,7 +58,12 @@ impl<'h> Youki<'h> {
         })?;
         let _lock = LIFECYCLE.lock().unwrap_or_else(|p| p.into_inner());
         let cwd = std::env::current_dir().ok();
+        // libcontainer creates the container's cgroups (and its state) with the process's
+        // umask: under berth's 077 a container root that is nobody on the host could not
+        // even read its own limits. The lock keeps every other creation out meanwhile.
+        let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
         let created = create(req, devnull, stdout, stderr);
+        nix::sys::stat::umask(umask);
         restore_cwd(cwd.as_deref());
         let mut live = Live {
             container: Some(created?),
@@ -106,7 +111,18 @@ impl Runtime for Youki<'_> {
             deadline: started + req.timeout,
             timeout: req.timeout,
         };
-        let mut outcome = supervise::wait(&watched, &mut || live.kill(), on_line)?;
+        let host = self.host;
+        let cgroups = req.cgroups_path;
+        let mut kill = || {
+            if let Err(e) = live.kill() {
+                // The container must stop all the same: through its cgroup, as gc does.
+                tracing::warn!("{}; killing its cgroup instead", crate::util::chain(&e));
+                if let Err(e) = host.kill_cgroup(cgroups) {
+                    tracing::error!("{}", crate::util::chain(&e));
+                }
+            }
+        };
+        let mut outcome = supervise::wait(&watched, &mut kill, on_line)?;
         // Init has ended, and with it every process of the container's pid namespace:
         // nothing needs the network any more. pasta exits while the container is removed,
         // and is reaped with it.
@@ -261,13 +277,14 @@ impl Live {
     }
 
     /// SIGKILL to every process in the container (through its cgroup).
-    fn kill(&mut self) {
+    fn kill(&mut self) -> Result<(), RuntimeError> {
         let id = self.id.clone();
-        if let Ok(c) = self.container_mut()
-            && let Err(e) = c.kill(Signal::SIGKILL, true)
-        {
-            tracing::warn!("cannot kill container {id}: {e}");
-        }
+        self.container_mut()?
+            .kill(Signal::SIGKILL, true)
+            .map_err(|e| RuntimeError::Kill {
+                id,
+                source: Box::new(e),
+            })
     }
 
     fn delete(&mut self) -> Result<(), RuntimeError> {
