@@ -326,3 +326,25 @@ fn a_failed_second_row_discards_the_first_rows_outputs_and_state() {
     assert_eq!(state.unwrap(), None);
     assert_nothing_left(&f, &host, &runtime);
 }
+
+#[test]
+fn limits_the_host_cannot_enforce_are_named_in_the_result() {
+    let f = fixture();
+    let host = FakeHost {
+        no_cgroups: true,
+        ..Default::default()
+    };
+    let runtime = FakeRuntime::exiting(0);
+    let r = run(&f, &host, &runtime, &job(&f, json!({})));
+    assert_eq!(r.error_class, None, "{}", r.message);
+    let cage = serde_json::to_value(r.cage).unwrap();
+    let unenforced: Vec<&str> = cage["unenforced"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(unenforced.len(), 3, "{unenforced:?}");
+    assert!(unenforced[0].starts_with("memory limit"), "{unenforced:?}");
+    assert_nothing_left(&f, &host, &runtime);
+}

@@ -57,6 +57,8 @@ pub struct Cage {
     pub user_namespace: crate::contract::UserNamespace,
     /// The host ids the container's 0..65535 are (`START:SIZE`), with a private namespace.
     pub id_range: Option<String>,
+    /// The limits this host cannot enforce, in words (empty when it enforces them all).
+    pub unenforced: Vec<String>,
 }
 
 /// Wall-clock seconds spent in each phase. `run` covers each row from its data folder to

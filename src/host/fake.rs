@@ -14,6 +14,8 @@ pub struct FakeHost {
     pub refuse_overlay: bool,
     pub privileged: bool,
     pub pasta_missing: bool,
+    /// A host without cgroup controllers: no limit can be enforced.
+    pub no_cgroups: bool,
     pub calls: Mutex<Vec<String>>,
     pub mounted: Mutex<Vec<PathBuf>>,
 }
@@ -118,6 +120,9 @@ impl Host for FakeHost {
     }
 
     fn cgroups(&self) -> CgroupSupport {
+        if self.no_cgroups {
+            return CgroupSupport::default();
+        }
         CgroupSupport {
             memory: Some(PathBuf::from("/sys/fs/cgroup/memory")),
             memory_v2: false,

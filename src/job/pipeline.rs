@@ -142,9 +142,6 @@ impl<'a> JobRun<'a> {
         let jobdir = JobDir::create(&home).map_err(JobError::Workdir)?;
         self.job_id = jobdir.id.clone();
         tracing::debug!(job = %jobdir.id, "job directory {}", jobdir.dir.display());
-        for what in self.svc.host.cgroups().unenforced() {
-            tracing::warn!("this host cannot enforce the {what}");
-        }
         let ctx = RowContext {
             svc: self.svc,
             copy_rootfs: self.settings.copy_rootfs,
@@ -178,9 +175,14 @@ impl<'a> JobRun<'a> {
                 None
             }
         };
+        let unenforced = self.svc.host.cgroups().unenforced();
+        for what in &unenforced {
+            tracing::warn!("this host cannot enforce the {what}");
+        }
         self.progress.cage = Some(Cage {
             user_namespace: mode,
             id_range: ids.map(|m| m.to_string()),
+            unenforced: unenforced.into_iter().map(str::to_owned).collect(),
         });
         ids
     }
