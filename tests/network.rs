@@ -332,7 +332,9 @@ fn nothing_on_the_host_leads_into_a_bridge_container() {
         "inbound",
         &format!(
             "(nc -l -p {port} > /tmp/in &)\nsleep 0.3\necho listening\nsleep 5\n\
-             echo inside | nc 127.0.0.1 {port}\nsleep 0.3\necho \"RECEIVED $(cat /tmp/in)\""
+             echo inside | nc 127.0.0.1 {port}\n\
+             i=0; until [ -s /tmp/in ] || [ $i -gt 100 ]; do i=$((i+1)); sleep 0.05; done\n\
+             echo \"RECEIVED $(cat /tmp/in)\""
         ),
     );
     let b = Berth::new();
