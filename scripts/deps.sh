@@ -10,6 +10,7 @@ packages=(
   busybox-static              # the real binaries inside test images
   passt                       # pasta: outbound networking for network mode "bridge"
   crun runc podman            # peers for the benchmark
+  gcc libc6-dev               # the static C probe the hostile-component tests run inside
   sqlite3 time jq bc curl procps iproute2 python3
 )
 missing=()
