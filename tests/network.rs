@@ -581,3 +581,26 @@ mod fakes {
         assert_eq!(host.calls().len(), 2);
     }
 }
+
+#[test]
+fn a_bridge_container_resolves_through_pastas_forwarder() {
+    require_env!();
+    let img = script_image(
+        "resolv",
+        "echo \"NS $(grep nameserver /etc/resolv.conf 2>/dev/null | tr '\\n' ' ')\"\n\
+         (echo x >> /etc/resolv.conf) 2>/dev/null && echo WRITABLE || echo READONLY",
+    );
+    let b = Berth::new();
+    let r = b.run_job(&job(
+        &img.reference,
+        json!({"network": "bridge"}),
+        json!({}),
+    ));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(line(&r.stderr, "NS").trim(), "nameserver 169.254.1.1");
+    assert!(r.stderr.lines().any(|l| l == "READONLY"), "{}", r.stderr);
+    // none has no resolver to give: the image's own file, here none at all.
+    let r = b.run_job(&job(&img.reference, json!({"network": "none"}), json!({})));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(line(&r.stderr, "NS").trim(), "");
+}

@@ -133,6 +133,8 @@ pub struct BundleSpec<'a> {
     pub user: &'a ContainerUser,
     /// `HOME`, when the image's `Env` has none (see [`home_dir`]).
     pub home: &'a str,
+    /// A file bound read-only at `/etc/resolv.conf` (for a network with its own resolver).
+    pub resolv_conf: Option<&'a Path>,
     pub env: &'a [(String, String)],
     pub data_dir: &'a Path,
     pub tmp_dir: &'a Path,
@@ -411,6 +413,20 @@ fn mounts(b: &BundleSpec<'_>) -> Result<Vec<Mount>, BundleError> {
                 .build()?,
         );
     }
+    if let Some(resolv) = b.resolv_conf {
+        mounts.push(
+            MountBuilder::default()
+                .destination("/etc/resolv.conf")
+                .typ("bind")
+                .source(resolv)
+                .options(
+                    ["rbind", "ro", "nosuid", "nodev", "noexec"]
+                        .map(str::to_owned)
+                        .to_vec(),
+                )
+                .build()?,
+        );
+    }
     Ok(mounts)
 }
 
@@ -459,6 +475,7 @@ mod tests {
             ids: None,
             user,
             home: "/root",
+            resolv_conf: None,
             env,
             data_dir: Path::new("/jobs/1/data"),
             tmp_dir: Path::new("/jobs/1/tmp"),

@@ -236,12 +236,17 @@ impl RowRun<'_> {
             row_id: self.row_id,
             debug: false,
         });
+        let resolv_conf = match job.component.network {
+            NetworkMode::Bridge => Some(write_resolv_conf(&dir.bundle)?),
+            NetworkMode::None | NetworkMode::Host => None,
+        };
         let spec = bundle::build(&bundle::BundleSpec {
             image: &ctx.image.config.config,
             root,
             ids: ctx.ids.as_ref(),
             user: &prepared.user,
             home: &bundle::home_dir(ctx.rootfs, prepared.user.uid),
+            resolv_conf: resolv_conf.as_deref(),
             env: &env,
             data_dir: &dir.data,
             tmp_dir: &dir.tmp,
@@ -411,6 +416,22 @@ impl Drop for Mounted<'_> {
             tracing::error!("{}", crate::util::chain(&e));
         }
     }
+}
+
+/// The `/etc/resolv.conf` of a bridge container: the host's search domains and pasta's DNS
+/// forwarder (the host's own resolver may be on its loopback, out of the container's reach).
+/// World-readable: the container's root is nobody on the host.
+fn write_resolv_conf(bundle_dir: &Path) -> Result<std::path::PathBuf, JobError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = bundle_dir.join("resolv.conf");
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let write_err = |source| JobError::Write {
+        path: path.clone(),
+        source,
+    };
+    std::fs::write(&path, crate::host::network::resolv_conf(&host)).map_err(write_err)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).map_err(write_err)?;
+    Ok(path)
 }
 
 fn write_json(path: &Path, value: &Value) -> Result<(), JobError> {
