@@ -211,12 +211,7 @@ fn assert_success(end: &Ended) {
 /// The cgroup directory, in `controller` (v1) or the unified hierarchy (v2), of the one
 /// container of the job that is running; waits for it to appear.
 fn cgroup_dir(b: &Berth, controller: &str) -> PathBuf {
-    let job = b
-        .job_dir()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let job = b.running_job_id();
     let v1 = Path::new("/sys/fs/cgroup").join(controller).join("berth");
     let parent = if v1.is_dir() {
         v1

@@ -43,12 +43,7 @@ fn kill_berth_running(b: &Berth, script: &str, marker: &str) -> String {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let job = b
-        .job_dir()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let job = b.running_job_id();
     assert!(
         running(marker),
         "the container should outlive a SIGKILLed berth"

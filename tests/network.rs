@@ -308,12 +308,7 @@ fn pasta_dies_with_an_interrupted_or_killed_berth() {
     child.wait().unwrap();
     let left = pastas_gone(&b, Duration::from_secs(5));
     assert!(left.is_empty(), "pasta outlived a killed berth: {left:?}");
-    let job = b
-        .job_dir()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
+    let job = b.running_job_id();
     let gc = b.run_cmd(&["gc"]);
     assert_eq!(gc.status, 0, "{}", gc.stderr);
     b.assert_clean(&[&job]);

@@ -512,6 +512,12 @@ impl Berth {
         job_dir.join(n.to_string()).join("box/data")
     }
 
+    /// The id of the job that is running (or whose berth died).
+    pub fn running_job_id(&self) -> String {
+        let dir = self.job_dir();
+        dir.file_name().unwrap().to_string_lossy().into_owned()
+    }
+
     /// The directory of the job that is running (or whose berth died).
     pub fn job_dir(&self) -> PathBuf {
         fs::read_dir(self.home().join("jobs"))
