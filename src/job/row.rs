@@ -141,28 +141,24 @@ impl RowRun<'_> {
     /// Gives the data folder to the container's user and the box around it (with `/tmp`)
     /// to the container's root, as host ids.
     fn hand_over(&self, dir: &ImageDir, user: &ContainerUser) -> Result<(), JobError> {
-        let root = ContainerUser {
-            uid: 0,
-            gid: 0,
-            additional_gids: Vec::new(),
-        };
-        let (root_uid, root_gid) = self.host_ids(&root)?;
-        let (uid, gid) = self.host_ids(user)?;
-        let chown =
-            |p: &Path, uid, gid| workdir::chown_tree(p, uid, gid).map_err(JobError::Workdir);
-        if root_uid != 0 || root_gid != 0 {
-            chown(&dir.boxed, root_uid, root_gid)?;
+        let root = self.host_ids(0, 0)?;
+        let owner = self.host_ids(user.uid, user.gid)?;
+        let chown = |p: &Path, (uid, gid)| workdir::chown_tree(p, uid, gid);
+        if root != (0, 0) {
+            std::os::unix::fs::lchown(&dir.boxed, Some(root.0), Some(root.1))
+                .and_then(|()| chown(&dir.tmp, root))
+                .map_err(JobError::Workdir)?;
         }
-        if uid != 0 || gid != 0 {
-            chown(&dir.data, uid, gid)?;
+        if owner != (0, 0) {
+            chown(&dir.data, owner).map_err(JobError::Workdir)?;
         }
         Ok(())
     }
 
-    /// Who the container's user is on the host.
-    fn host_ids(&self, user: &ContainerUser) -> Result<(u32, u32), JobError> {
+    /// Who container user `uid`/`gid` is on the host.
+    fn host_ids(&self, uid: u32, gid: u32) -> Result<(u32, u32), JobError> {
         let Some(ids) = &self.ctx.ids else {
-            return Ok((user.uid, user.gid));
+            return Ok((uid, gid));
         };
         let outside = |what: &str, id: u32| {
             JobError::Contract(format!(
@@ -170,9 +166,9 @@ impl RowRun<'_> {
                 ids.size
             ))
         };
-        let uid = ids.uid(user.uid).ok_or_else(|| outside("uid", user.uid))?;
-        let gid = ids.gid(user.gid).ok_or_else(|| outside("gid", user.gid))?;
-        Ok((uid, gid))
+        let host_uid = ids.uid(uid).ok_or_else(|| outside("uid", uid))?;
+        let host_gid = ids.gid(gid).ok_or_else(|| outside("gid", gid))?;
+        Ok((host_uid, host_gid))
     }
 
     fn stage_inputs(
