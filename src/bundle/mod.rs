@@ -53,8 +53,6 @@ pub enum BundleError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot list the host's cgroup v1 hierarchies in /proc/self/mountinfo")]
-    CgroupMounts(#[source] libcgroups::v1::util::V1MountPointError),
 }
 
 impl BundleError {
@@ -67,8 +65,7 @@ impl BundleError {
             | BundleError::User { .. }
             | BundleError::Spec(_)
             | BundleError::Seccomp(_)
-            | BundleError::Write { .. }
-            | BundleError::CgroupMounts(_) => ErrorClass::Internal,
+            | BundleError::Write { .. } => ErrorClass::Internal,
         }
     }
 }
@@ -153,7 +150,7 @@ pub fn build(b: &BundleSpec<'_>) -> Result<Spec, BundleError> {
     let process = process(b, caps)?;
     let defaults = oci_spec::runtime::Linux::default();
     let mut readonly = defaults.readonly_paths().clone().unwrap_or_default();
-    readonly.extend(cgroup_readonly_paths(&host_cgroup_v1_mounts()?));
+    readonly.extend(cgroup_readonly_paths(&b.cgroups.v1_mounts));
     let linux = LinuxBuilder::default()
         .namespaces(namespaces(b.network, b.ids)?)
         .uid_mappings(id_mappings(b.ids.map(|m| m.uid_start), b.ids)?)
@@ -344,12 +341,6 @@ fn device_rules() -> Result<Vec<LinuxDeviceCgroup>, BundleError> {
 /// there).
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
-/// The host's cgroup v1 hierarchies (none on a cgroup v2 host): libcontainer mounts one of
-/// each into the container, at the same name under `/sys/fs/cgroup`.
-fn host_cgroup_v1_mounts() -> Result<Vec<PathBuf>, BundleError> {
-    libcgroups::v1::util::list_subsystem_mount_points().map_err(BundleError::CgroupMounts)
-}
-
 /// The container's cgroup filesystem, as read-only paths.
 ///
 /// The spec's default mounts ask for `/sys/fs/cgroup` read-only, but libcontainer 0.7 drops
@@ -513,6 +504,7 @@ mod tests {
             memory_v2: false,
             pids: true,
             cpu: true,
+            v1_mounts: Vec::new(),
         };
         let spec = build(&bundle_spec(
             &image,
@@ -734,9 +726,13 @@ mod tests {
         );
         // cgroup v2: the root alone.
         assert_eq!(cgroup_readonly_paths(&[]), ["/sys/fs/cgroup"]);
-        // The spec keeps the runtime's read-only paths and adds this machine's hierarchies.
+        // The spec keeps the runtime's read-only paths and adds the host's hierarchies.
         let image = RunConfig {
             cmd: Some(vec!["true".into()]),
+            ..Default::default()
+        };
+        let cgroups = CgroupSupport {
+            v1_mounts: host.clone(),
             ..Default::default()
         };
         let spec = build(&bundle_spec(
@@ -744,7 +740,7 @@ mod tests {
             &root_user(),
             &[],
             &some_limits(),
-            &CgroupSupport::default(),
+            &cgroups,
             NetworkMode::None,
         ))
         .unwrap();
@@ -760,10 +756,7 @@ mod tests {
             .clone()
             .unwrap();
         assert!(readonly.starts_with(&defaults), "{readonly:?}");
-        assert_eq!(
-            readonly[defaults.len()..],
-            cgroup_readonly_paths(&host_cgroup_v1_mounts().unwrap())
-        );
+        assert_eq!(readonly[defaults.len()..], cgroup_readonly_paths(&host));
     }
 
     #[test]

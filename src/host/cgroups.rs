@@ -37,6 +37,7 @@ pub(super) fn discover() -> CgroupSupport {
                 memory_v2: true,
                 pids: has("pids"),
                 cpu: has("cpu"),
+                v1_mounts: Vec::new(),
             }
         }
         Ok(CgroupSetup::Legacy | CgroupSetup::Hybrid) => CgroupSupport {
@@ -44,6 +45,10 @@ pub(super) fn discover() -> CgroupSupport {
             memory_v2: false,
             pids: get_subsystem_mount_point(&ControllerType::Pids).is_ok(),
             cpu: get_subsystem_mount_point(&ControllerType::Cpu).is_ok(),
+            v1_mounts: libcgroups::v1::util::list_subsystem_mount_points().unwrap_or_else(|e| {
+                tracing::warn!("cannot list the cgroup v1 hierarchies ({e})");
+                Vec::new()
+            }),
         },
         Err(_) => CgroupSupport::default(),
     }

@@ -128,6 +128,7 @@ impl Host for FakeHost {
             memory_v2: false,
             pids: true,
             cpu: true,
+            v1_mounts: vec![PathBuf::from("/sys/fs/cgroup/memory")],
         }
     }
 

@@ -108,6 +108,9 @@ pub struct CgroupSupport {
     pub memory_v2: bool,
     pub pids: bool,
     pub cpu: bool,
+    /// The cgroup v1 hierarchies' mount points (none on a v2 host): each is mounted into a
+    /// container under the same name.
+    pub v1_mounts: Vec<PathBuf>,
 }
 
 impl CgroupSupport {
