@@ -5,6 +5,8 @@ mod cli;
 
 use std::process::ExitCode;
 
+use berth::host::Rootless;
+use berth::host::userns::{self, Side};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -14,15 +16,54 @@ fn main() -> ExitCode {
     // be wider (an image's own files, directories a container user must traverse) it is set
     // explicitly.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    // First, while berth has one thread: the re-executed berth of a rootless operator enters
+    // its user namespace here.
+    let side = match userns::enter_if_asked() {
+        Ok(side) => side,
+        Err(e) => {
+            cli::print::err(format!("berth: {}", berth::util::chain(&e)));
+            return ExitCode::from(berth::contract::ErrorClass::Internal.exit_status());
+        }
+    };
     let cli = cli::Cli::parse();
     init_logging(cli.global.verbose, cli.global.quiet);
+    let rootless = match side {
+        Side::Inside(r) => Some(r),
+        Side::Outside if !nix::unistd::geteuid().is_root() && cli.command.needs_namespace() => {
+            return rootless(&Rootless::operator());
+        }
+        Side::Outside => None,
+    };
     if let Err(e) = berth::interrupt::install() {
         tracing::warn!("cannot install signal handlers ({e}); Ctrl-C will not clean up");
     }
-    match cli::dispatch(cli) {
+    match cli::dispatch(cli, rootless) {
         Ok(code) => code,
         Err(e) => {
             cli::print::err(format!("berth: {e:#}"));
+            ExitCode::from(berth::contract::ErrorClass::Internal.exit_status())
+        }
+    }
+}
+
+/// Runs the command again inside a user namespace of the operator's own (see
+/// `berth::host::userns`), and ends with its status.
+fn rootless(me: &Rootless) -> ExitCode {
+    if me.subordinate.is_none() {
+        tracing::warn!(
+            "you have no subordinate ids in /etc/subuid and /etc/subgid: containers run as you \
+             alone, and images with files of other owners cannot be used (as root: \
+             usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {})",
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(me.uid))
+                .ok()
+                .flatten()
+                .map_or_else(|| me.uid.to_string(), |u| u.name)
+        );
+    }
+    match userns::reexec(me) {
+        Ok(status) => ExitCode::from(userns::exit_code(status)),
+        Err(e) => {
+            cli::print::err(format!("berth: {}", berth::util::chain(&e)));
             ExitCode::from(berth::contract::ErrorClass::Internal.exit_status())
         }
     }

@@ -87,19 +87,7 @@ pub const CAPABILITIES: [Capability; 11] = [
     Capability::SysChroot,
 ];
 
-/// The character devices a container may use, as (major, minor or every minor): the nodes
-/// libcontainer creates in its `/dev` (null, zero, full, random, urandom, tty) and the
-/// pseudo-terminals of `/dev/pts` with their `ptmx`. Everything else is denied first.
-const ALLOWED_DEVICES: [(i64, Option<i64>); 8] = [
-    (1, Some(3)),
-    (1, Some(5)),
-    (1, Some(7)),
-    (1, Some(8)),
-    (1, Some(9)),
-    (5, Some(0)),
-    (5, Some(2)),
-    (136, None),
-];
+use crate::host::ALLOWED_DEVICES;
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -111,13 +99,7 @@ pub struct ContainerUser {
     pub additional_gids: Vec<u32>,
 }
 
-/// Limits of one container.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub memory_bytes: u64,
-    pub cpus: f64,
-    pub pids: i64,
-}
+pub use crate::host::Limits;
 
 /// Everything that shapes one container.
 #[derive(Debug)]
@@ -151,7 +133,7 @@ pub fn build(b: &BundleSpec<'_>) -> Result<Spec, BundleError> {
     let defaults = oci_spec::runtime::Linux::default();
     let mut readonly = defaults.readonly_paths().clone().unwrap_or_default();
     readonly.extend(cgroup_readonly_paths(&b.cgroups.v1_mounts));
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces(b.network, b.ids)?)
         .uid_mappings(id_mappings(b.ids.map(|m| m.uid_start), b.ids)?)
         .gid_mappings(id_mappings(b.ids.map(|m| m.gid_start), b.ids)?)
@@ -161,6 +143,12 @@ pub fn build(b: &BundleSpec<'_>) -> Result<Spec, BundleError> {
         .masked_paths(defaults.masked_paths().clone().unwrap_or_default())
         .readonly_paths(readonly)
         .build()?;
+    if b.cgroups.rootless {
+        // libcontainer's v1 manager writes device rules with any resources, which only real
+        // root may: berth writes the limits itself once the container is created, and the
+        // device rules come from the parent cgroup root delegated.
+        linux.set_resources(None);
+    }
 
     let mut spec = Spec::default();
     spec.set_hostname(Some(b.hostname.to_owned()));
@@ -292,15 +280,10 @@ fn resources(b: &BundleSpec<'_>) -> Result<LinuxResources, BundleError> {
     }
     if b.cgroups.cpu {
         let period: u64 = 100_000;
-        #[expect(
-            clippy::cast_possible_truncation,
-            reason = "a cpu count times 100 000 fits an i64"
-        )]
-        let quota = (b.limits.cpus * period as f64).round() as i64;
         resources = resources.cpu(
             LinuxCpuBuilder::default()
                 .period(period)
-                .quota(quota.max(1000))
+                .quota(crate::host::cpu_quota(b.limits.cpus, period))
                 .build()?,
         );
     }
@@ -505,6 +488,7 @@ mod tests {
             pids: true,
             cpu: true,
             v1_mounts: Vec::new(),
+            ..CgroupSupport::default()
         };
         let spec = build(&bundle_spec(
             &image,
@@ -544,6 +528,21 @@ mod tests {
             linux.cgroups_path().as_deref(),
             Some(Path::new("/berth/c1"))
         );
+        // Rootless: libcontainer would write device rules; berth writes the limits itself.
+        let rootless = CgroupSupport {
+            rootless: true,
+            ..cgroups
+        };
+        let spec = build(&bundle_spec(
+            &image,
+            &user,
+            &env,
+            &limits,
+            &rootless,
+            NetworkMode::None,
+        ))
+        .unwrap();
+        assert!(spec.linux().as_ref().unwrap().resources().is_none());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use berth::contract::result::{EXIT_INTERRUPTED, Status, Timings};
 use berth::contract::{ErrorClass, JobFile, JobResult};
-use berth::host::{Host, IdMap, LinuxHost};
+use berth::host::{Host, IdMap, LinuxHost, Rootless};
 use berth::image::{Images, RegistrySettings, Unpacking};
 use berth::job::{self, Services, Settings, workdir::Home};
 use berth::runtime::Youki;
@@ -122,6 +122,17 @@ pub enum Command {
     ///
     /// Every berth command does this first; `berth gc` does only this.
     Gc,
+    /// Prepare this host for a rootless operator (run once, as root)
+    ///
+    /// Creates a cgroup `berth-u<uid>` in every hierarchy and hands it to USER, so that
+    /// USER's containers get memory, cpu and process limits and berth's device rules (on
+    /// cgroup v1 a rootless berth cannot start a container without it). Also checks that
+    /// USER has subordinate ids (/etc/subuid, /etc/subgid) and that newuidmap, newgidmap and
+    /// /dev/net/tun are usable, and says how to fix what is not. Safe to run again.
+    SetupRootless {
+        /// The operator's user name
+        user: String,
+    },
     /// The project's storage: list, import and export tables; list, upload and download files
     ///
     /// Tables and files live in an embedded store under <home>/storage (SQLite and a
@@ -131,6 +142,20 @@ pub enum Command {
     /// The state configurations keep between runs
     #[command(subcommand)]
     State(storage::StateCommand),
+}
+
+impl Command {
+    /// Whether a rootless berth must run this in its own user namespace: everything that
+    /// unpacks images, mounts, or touches job trees and containers.
+    pub fn needs_namespace(&self) -> bool {
+        match self {
+            Command::Run(_) | Command::Pull { .. } | Command::Gc => true,
+            Command::Images { .. }
+            | Command::Storage(_)
+            | Command::State(_)
+            | Command::SetupRootless { .. } => false,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -145,14 +170,19 @@ pub struct RunArgs {
     /// directories; symlinks are skipped)
     #[arg(long, value_name = "DIR")]
     pub keep_outputs: Option<PathBuf>,
+    /// Refuse to run (exit 3) when this host cannot enforce a limit — memory, cpu,
+    /// processes, device rules — instead of running with a warning; the limits missing are
+    /// named either way, and listed under `cage.unenforced` in the --json result
+    #[arg(long)]
+    pub strict_limits: bool,
 }
 
 impl Global {
-    fn home(&self) -> PathBuf {
+    fn home(&self, host: &dyn Host) -> PathBuf {
         if let Some(h) = &self.home {
             return absolute(h);
         }
-        if nix::unistd::geteuid().is_root() {
+        if host.rootless().is_none() && nix::unistd::geteuid().is_root() {
             return PathBuf::from("/var/lib/berth");
         }
         match std::env::var_os("XDG_DATA_HOME") {
@@ -165,16 +195,25 @@ impl Global {
         }
     }
 
-    fn cache(&self) -> PathBuf {
+    fn cache(&self, host: &dyn Host) -> PathBuf {
         match &self.cache {
             Some(c) => absolute(c),
-            None => self.home().join("cache"),
+            None => self.home(host).join("cache"),
         }
     }
 
     /// The id range containers run as: given, the operator's own, or berth's default for
     /// root. An unprivileged operator without subordinate ids runs with its own ids.
     fn ids(&self, host: &dyn Host) -> Option<IdMap> {
+        if let Some(r) = host.rootless() {
+            if self.id_range.is_some() {
+                tracing::warn!(
+                    "--id-range is for root operators; rootless containers use {}",
+                    r.host_ids()
+                );
+            }
+            return Some(r.container_ids());
+        }
         let ids = self.id_range.or_else(|| host.subordinate_ids());
         match ids {
             Some(ids) => Some(ids),
@@ -185,8 +224,8 @@ impl Global {
 
     fn settings(&self, host: &dyn Host) -> Settings {
         Settings {
-            home: self.home(),
-            cache: self.cache(),
+            home: self.home(host),
+            cache: self.cache(host),
             registry: RegistrySettings {
                 insecure: self.insecure_registries.clone(),
                 retries: self.retries,
@@ -204,8 +243,11 @@ fn absolute(p: &Path) -> PathBuf {
 }
 
 /// Runs the command; the exit status follows the job's class for `run`.
-pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let host = LinuxHost::new();
+pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode> {
+    let host = match rootless {
+        Some(r) => LinuxHost::rootless(r),
+        None => LinuxHost::new(),
+    };
     let runtime = Youki::new(&host);
     let svc = Services {
         host: &host,
@@ -223,9 +265,35 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Images { json } => images(&settings, json),
         Command::Gc => Ok(gc(svc, &settings)),
+        Command::SetupRootless { user } => setup_rootless(&user),
         Command::Storage(command) => storage::storage(&settings, command),
         Command::State(command) => storage::state(&settings, command),
     }
+}
+
+fn setup_rootless(user: &str) -> anyhow::Result<ExitCode> {
+    let report = match berth::host::delegate::setup_rootless(user) {
+        Ok(r) => r,
+        Err(e) => {
+            print::err(format!("berth: {}", berth::util::chain(&e)));
+            return Ok(status(ErrorClass::User));
+        }
+    };
+    for dir in &report.delegated {
+        print::out(format!("delegated {} to {user}", dir.display()));
+    }
+    for problem in &report.problems {
+        print::err(format!("warning: {problem}"));
+    }
+    print::out(format!(
+        "{user} can now run berth rootless{}",
+        if report.problems.is_empty() {
+            ""
+        } else {
+            " (see the warnings above)"
+        }
+    ));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn gc(svc: Services<'_>, settings: &Settings) -> ExitCode {
@@ -292,6 +360,7 @@ fn run(svc: Services<'_>, settings: &Settings, args: &RunArgs) -> anyhow::Result
     };
     let options = job::RunOptions {
         keep_outputs: args.keep_outputs.as_deref().map(absolute),
+        strict_limits: args.strict_limits,
     };
     let result = job::run(svc, settings, &job, &options, &mut on_line);
     Ok(report(&result, json))

@@ -37,7 +37,7 @@ pub(super) fn discover() -> CgroupSupport {
                 memory_v2: true,
                 pids: has("pids"),
                 cpu: has("cpu"),
-                v1_mounts: Vec::new(),
+                ..CgroupSupport::default()
             }
         }
         Ok(CgroupSetup::Legacy | CgroupSetup::Hybrid) => CgroupSupport {
@@ -49,6 +49,7 @@ pub(super) fn discover() -> CgroupSupport {
                 tracing::warn!("cannot list the cgroup v1 hierarchies ({e})");
                 Vec::new()
             }),
+            ..CgroupSupport::default()
         },
         Err(_) => CgroupSupport::default(),
     }
@@ -209,4 +210,107 @@ fn remove_dir(dir: &Path) -> Result<(), HostError> {
         path: dir.to_owned(),
         source: last.unwrap_or_else(|| io::Error::from(io::ErrorKind::TimedOut)),
     })
+}
+
+/// What a rootless operator's containers can have: limits only in hierarchies where root
+/// delegated the cgroup `parent` (see `berth setup-rootless`); the rest is reported.
+pub(super) fn delegated(base: CgroupSupport, parent: &str) -> CgroupSupport {
+    use libcgroups::v1::ControllerType;
+    use libcgroups::v1::util::get_subsystem_mount_point;
+    // libcgroups' own list (not exported): the hierarchies its v1 manager joins.
+    const CONTROLLERS: [ControllerType; 12] = [
+        ControllerType::Cpu,
+        ControllerType::CpuAcct,
+        ControllerType::CpuSet,
+        ControllerType::Devices,
+        ControllerType::HugeTlb,
+        ControllerType::Memory,
+        ControllerType::Pids,
+        ControllerType::PerfEvent,
+        ControllerType::Blkio,
+        ControllerType::NetworkPriority,
+        ControllerType::NetworkClassifier,
+        ControllerType::Freezer,
+    ];
+    let rel = parent.trim_start_matches('/');
+    let writable = |mount: &Path| {
+        nix::unistd::access(&mount.join(rel), nix::unistd::AccessFlags::W_OK).is_ok()
+    };
+    if base.memory_v2 {
+        let ok = base.memory.as_deref().is_some_and(writable);
+        return CgroupSupport {
+            memory: base.memory.filter(|_| ok),
+            pids: base.pids && ok,
+            cpu: base.cpu && ok,
+            rootless: true,
+            ..base
+        };
+    }
+    let mount = |c: &ControllerType| get_subsystem_mount_point(c).ok();
+    let undelegated = CONTROLLERS
+        .iter()
+        .filter_map(mount)
+        .find(|m| !writable(m))
+        .map(|m| m.join(rel));
+    let devices_open = mount(&ControllerType::Devices).is_some_and(|m| {
+        let list = fs::read_to_string(m.join(rel).join("devices.list")).unwrap_or_default();
+        list.lines().any(|l| l.trim() == "a *:* rwm")
+    });
+    CgroupSupport {
+        rootless: true,
+        undelegated,
+        devices_open,
+        ..base
+    }
+}
+
+/// Writes the limits into the container's cgroup, in each hierarchy that has the
+/// controller: what libcontainer does for root, done by berth for a rootless operator.
+pub(super) fn write_limits(
+    support: &CgroupSupport,
+    path: &str,
+    limits: &super::Limits,
+) -> Result<(), HostError> {
+    use libcgroups::v1::ControllerType;
+    use libcgroups::v1::util::get_subsystem_mount_point;
+    let rel = path.trim_start_matches('/');
+    let write = |dir: &Path, file: &'static str, value: String| {
+        fs::write(dir.join(file), value).map_err(|source| HostError::Limit {
+            path: dir.to_owned(),
+            file,
+            source,
+        })
+    };
+    let period: u64 = 100_000;
+    let quota = super::cpu_quota(limits.cpus, period);
+    if support.memory_v2 {
+        let Some(dir) = support.memory.as_ref().map(|m| m.join(rel)) else {
+            return Ok(());
+        };
+        write(&dir, "memory.max", limits.memory_bytes.to_string())?;
+        write(&dir, "memory.swap.max", "0".into())?;
+        write(&dir, "pids.max", limits.pids.to_string())?;
+        return write(&dir, "cpu.max", format!("{quota} {period}"));
+    }
+    if let Some(dir) = support.memory.as_ref().map(|m| m.join(rel)) {
+        write(
+            &dir,
+            "memory.limit_in_bytes",
+            limits.memory_bytes.to_string(),
+        )?;
+        // memory+swap equal to memory: no swap; absent where swap accounting is off.
+        if dir.join("memory.memsw.limit_in_bytes").exists() {
+            let bytes = limits.memory_bytes.to_string();
+            write(&dir, "memory.memsw.limit_in_bytes", bytes)?;
+        }
+    }
+    let mount = |c: &ControllerType| get_subsystem_mount_point(c).ok().map(|m| m.join(rel));
+    if let Some(dir) = mount(&ControllerType::Pids).filter(|_| support.pids) {
+        write(&dir, "pids.max", limits.pids.to_string())?;
+    }
+    if let Some(dir) = mount(&ControllerType::Cpu).filter(|_| support.cpu) {
+        write(&dir, "cpu.cfs_period_us", period.to_string())?;
+        write(&dir, "cpu.cfs_quota_us", quota.to_string())?;
+    }
+    Ok(())
 }

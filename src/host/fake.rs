@@ -16,6 +16,8 @@ pub struct FakeHost {
     pub pasta_missing: bool,
     /// A host without cgroup controllers: no limit can be enforced.
     pub no_cgroups: bool,
+    /// Plays a rootless berth inside its user namespace.
+    pub rootless: Option<super::Rootless>,
     pub calls: Mutex<Vec<String>>,
     pub mounted: Mutex<Vec<PathBuf>>,
 }
@@ -49,6 +51,10 @@ impl FakeHost {
 impl Host for FakeHost {
     fn privileged(&self) -> bool {
         self.privileged
+    }
+
+    fn rootless(&self) -> Option<super::Rootless> {
+        self.rootless
     }
 
     fn isolate_mounts(&self) -> Result<(), HostError> {
@@ -115,6 +121,11 @@ impl Host for FakeHost {
         Ok(None)
     }
 
+    fn limit_cgroup(&self, path: &str, _limits: &super::Limits) -> Result<(), HostError> {
+        self.record(format!("limit_cgroup {path}"));
+        Ok(())
+    }
+
     fn hard_nofile_limit(&self) -> u64 {
         4096
     }
@@ -129,6 +140,7 @@ impl Host for FakeHost {
             pids: true,
             cpu: true,
             v1_mounts: vec![PathBuf::from("/sys/fs/cgroup/memory")],
+            ..CgroupSupport::default()
         }
     }
 

@@ -8,24 +8,40 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
-use super::{CgroupSupport, Host, HostError, IdMap, Network, NetworkGuard, cgroups, network};
+use super::{
+    CgroupSupport, Host, HostError, IdMap, Limits, Network, NetworkGuard, Rootless, cgroups,
+    network,
+};
 
 #[derive(Debug, Default)]
 pub struct LinuxHost {
     /// Finding the controllers means parsing mountinfo several times; they do not change
     /// while berth runs.
     cgroups: std::sync::OnceLock<CgroupSupport>,
+    rootless: Option<Rootless>,
 }
 
 impl LinuxHost {
     pub fn new() -> Self {
         LinuxHost::default()
     }
+
+    /// The host as berth sees it inside the user namespace it made for `rootless`.
+    pub fn rootless(rootless: Rootless) -> Self {
+        LinuxHost {
+            rootless: Some(rootless),
+            ..LinuxHost::default()
+        }
+    }
 }
 
 impl Host for LinuxHost {
     fn privileged(&self) -> bool {
         nix::unistd::geteuid().is_root()
+    }
+
+    fn rootless(&self) -> Option<Rootless> {
+        self.rootless
     }
 
     fn isolate_mounts(&self) -> Result<(), HostError> {
@@ -176,7 +192,19 @@ impl Host for LinuxHost {
     }
 
     fn cgroups(&self) -> CgroupSupport {
-        self.cgroups.get_or_init(cgroups::discover).clone()
+        let discover = || match self.rootless {
+            Some(_) => cgroups::delegated(cgroups::discover(), &self.cgroup_parent()),
+            None => cgroups::discover(),
+        };
+        self.cgroups.get_or_init(discover).clone()
+    }
+
+    fn limit_cgroup(&self, path: &str, limits: &Limits) -> Result<(), HostError> {
+        let support = self.cgroups();
+        if support.rootless {
+            cgroups::write_limits(&support, path, limits)?;
+        }
+        Ok(())
     }
 
     fn cgroup_children(&self, parent: &str) -> Vec<String> {
@@ -188,6 +216,9 @@ impl Host for LinuxHost {
     }
 
     fn subordinate_ids(&self) -> Option<IdMap> {
+        if let Some(r) = self.rootless {
+            return Some(r.container_ids());
+        }
         let uid = nix::unistd::geteuid();
         let name = nix::unistd::User::from_uid(uid).ok().flatten()?.name;
         let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();

@@ -10,9 +10,11 @@
 //! `runtime` module, which is the only caller of libcontainer.)
 
 mod cgroups;
+pub mod delegate;
 pub mod ids;
 mod linux;
 pub mod network;
+pub mod userns;
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fake;
@@ -23,6 +25,7 @@ use std::path::{Path, PathBuf};
 pub use ids::IdMap;
 pub use linux::LinuxHost;
 pub use network::{Network, NetworkGuard};
+pub use userns::Rootless;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -56,6 +59,13 @@ pub enum HostError {
     OverlayPath(PathBuf),
     #[error("cannot empty cgroup {path}: {detail}")]
     CgroupBusy { path: PathBuf, detail: String },
+    #[error("cannot set {file} of cgroup {path}")]
+    Limit {
+        path: PathBuf,
+        file: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot remove cgroup {path}")]
     Cgroup {
         path: PathBuf,
@@ -111,6 +121,50 @@ pub struct CgroupSupport {
     /// The cgroup v1 hierarchies' mount points (none on a v2 host): each is mounted into a
     /// container under the same name.
     pub v1_mounts: Vec<PathBuf>,
+    /// Rootless on cgroup v1: limits are berth's to write after the container is created
+    /// (libcontainer would also write device rules, which only real root may), and device
+    /// rules come from the delegated parent.
+    pub rootless: bool,
+    /// Rootless on cgroup v1, a hierarchy without a cgroup delegated to the operator: no
+    /// container can be created there (libcontainer joins every hierarchy it finds).
+    pub undelegated: Option<PathBuf>,
+    /// Rootless: the delegated parent lets containers use every device.
+    pub devices_open: bool,
+}
+
+/// The character devices a container may use, as (major, minor or every minor): the nodes
+/// libcontainer creates in its `/dev` (null, zero, full, random, urandom, tty) and the
+/// pseudo-terminals of `/dev/pts` with their `ptmx`. Everything else is denied first (for
+/// rootless operators, in the cgroup `berth setup-rootless` delegates).
+pub const ALLOWED_DEVICES: [(i64, Option<i64>); 8] = [
+    (1, Some(3)),
+    (1, Some(5)),
+    (1, Some(7)),
+    (1, Some(8)),
+    (1, Some(9)),
+    (5, Some(0)),
+    (5, Some(2)),
+    (136, None),
+];
+
+/// The CFS quota for `cpus` CPUs per `period` microseconds (at least 1 ms: the kernel's
+/// minimum).
+pub fn cpu_quota(cpus: f64, period: u64) -> i64 {
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_precision_loss,
+        reason = "a cpu count times a period of microseconds fits an i64"
+    )]
+    let quota = (cpus * period as f64).round() as i64;
+    quota.max(1000)
+}
+
+/// The limits a container's cgroup gets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    pub cpus: f64,
+    pub pids: i64,
 }
 
 impl CgroupSupport {
@@ -126,14 +180,31 @@ impl CgroupSupport {
         if !self.cpu {
             missing.push("cpu quota (no cpu cgroup controller)");
         }
+        if self.devices_open {
+            missing.push("device rules (no deny-all on the delegated devices cgroup)");
+        }
         missing
     }
 }
 
 /// Everything berth asks of the kernel directly.
 pub trait Host: fmt::Debug + Send + Sync {
-    /// True when berth has full privileges (root in the initial user namespace).
+    /// True when berth may set any owner and mount: root, in the initial user namespace or
+    /// (rootless) in the one it re-executed itself in.
     fn privileged(&self) -> bool;
+
+    /// Who berth is on the host when it runs for an unprivileged operator inside its own
+    /// user namespace (see [`userns`]); `None` for a root operator.
+    fn rootless(&self) -> Option<Rootless>;
+
+    /// The cgroup every container of this operator lives under: `/berth` for root, and for
+    /// a rootless operator `/berth-u<uid>`, the subtree `berth setup-rootless` delegates.
+    fn cgroup_parent(&self) -> String {
+        match self.rootless() {
+            Some(r) => format!("/berth-u{}", r.uid),
+            None => "/berth".to_owned(),
+        }
+    }
 
     /// Moves berth into a private mount namespace, so every mount it makes disappears with
     /// it even when it is killed. Must be called while berth has a single thread.
@@ -171,6 +242,10 @@ pub trait Host: fmt::Debug + Send + Sync {
         network: Network,
         scratch: &Path,
     ) -> Result<Option<NetworkGuard>, HostError>;
+
+    /// Writes `limits` into the cgroup `path` of a created container when the runtime could
+    /// not ([`CgroupSupport::rootless`]); does nothing otherwise.
+    fn limit_cgroup(&self, path: &str, limits: &Limits) -> Result<(), HostError>;
 
     /// The hard limit on open files berth itself runs under; no container may ask for more.
     fn hard_nofile_limit(&self) -> u64;

@@ -381,7 +381,14 @@ impl Applier<'_> {
         };
         let io_err = |e: nix::Error| self.bad(format!("{}: {e}", dest.display()));
         let mode = Mode::from_bits_truncate(mode);
-        mknod(dest, flag, mode, dev).map_err(io_err)?;
+        match mknod(dest, flag, mode, dev) {
+            // Root of a user namespace (a rootless berth) may not create device nodes either.
+            Err(nix::Error::EPERM) if flag != SFlag::S_IFIFO => {
+                tracing::debug!(path = %dest.display(), "skipping device node (not permitted)");
+                return Ok(());
+            }
+            other => other.map_err(io_err)?,
+        }
         if self.ownership == Ownership::Preserve {
             let uid = header.uid().ok().and_then(|u| u32::try_from(u).ok());
             let gid = header.gid().ok().and_then(|g| u32::try_from(g).ok());

@@ -110,7 +110,7 @@ fn remove_containers(
     report: &mut GcReport,
 ) -> Vec<String> {
     let state_root = home.state_root();
-    let mut containers = svc.host.cgroup_children(crate::runtime::CGROUP_PARENT);
+    let mut containers = svc.host.cgroup_children(&svc.host.cgroup_parent());
     containers.extend(
         fs::read_dir(&state_root)
             .into_iter()

@@ -38,6 +38,8 @@ pub struct RunOptions {
     /// Copy what the component wrote to `/data/out` here after it ran (one directory per
     /// row when the configuration has rows).
     pub keep_outputs: Option<PathBuf>,
+    /// Refuse to run when a limit cannot be enforced, instead of warning.
+    pub strict_limits: bool,
 }
 
 /// Where berth keeps things and how it reaches registries.
@@ -88,6 +90,13 @@ pub enum JobError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "rootless containers need a cgroup delegated by root, and {cgroup} is missing or not \
+         yours: as root, run `berth setup-rootless <user>` once"
+    )]
+    Undelegated { cgroup: PathBuf },
+    #[error("--strict-limits: this host cannot enforce the {}", .0.join(", the "))]
+    Unenforced(Vec<String>),
     #[error("interrupted by the operator")]
     Interrupted,
 }
@@ -105,6 +114,8 @@ impl JobError {
             | JobError::Runtime(_)
             | JobError::Workdir(_)
             | JobError::Write { .. }
+            | JobError::Undelegated { .. }
+            | JobError::Unenforced(_)
             | JobError::Interrupted => ErrorClass::Internal,
         }
     }

@@ -137,6 +137,13 @@ impl<'a> JobRun<'a> {
     fn execute(&mut self, on_line: &mut dyn FnMut(&str)) -> Result<Verdict, JobError> {
         let rows = self.job.row_configurations().map_err(JobError::Contract)?;
         let ids = self.ids();
+        if let Some(cgroup) = self.svc.host.cgroups().undelegated {
+            return Err(JobError::Undelegated { cgroup });
+        }
+        let unenforced = self.progress.cage.as_ref().map(|c| &c.unenforced);
+        if let Some(missing) = unenforced.filter(|m| self.options.strict_limits && !m.is_empty()) {
+            return Err(JobError::Unenforced(missing.clone()));
+        }
         let (image, rootfs) = self.prepare_image(ids)?;
         let home = Home::new(&self.settings.home);
         let jobdir = JobDir::create(&home).map_err(JobError::Workdir)?;
@@ -179,10 +186,18 @@ impl<'a> JobRun<'a> {
         for what in &unenforced {
             tracing::warn!("this host cannot enforce the {what}");
         }
+        let rootless = self.svc.host.rootless();
+        // What the operator can find on the host: a rootless berth's container ids are ids
+        // of its own namespace, which are the operator's subordinate range outside.
+        let host_ids = match rootless {
+            Some(r) => ids.map(|_| r.host_ids()),
+            None => ids.map(|m| m.to_string()),
+        };
         self.progress.cage = Some(Cage {
             user_namespace: mode,
-            id_range: ids.map(|m| m.to_string()),
+            id_range: host_ids,
             unenforced: unenforced.into_iter().map(str::to_owned).collect(),
+            rootless: rootless.is_some(),
         });
         ids
     }

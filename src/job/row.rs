@@ -224,7 +224,7 @@ impl RowRun<'_> {
         let job = ctx.job;
         let dir = &prepared.dir;
         let container_id = ctx.jobdir.container_id(self.n);
-        let cgroups_path = runtime::cgroups_path(&container_id)?;
+        let cgroups_path = runtime::cgroups_path(&ctx.svc.host.cgroup_parent(), &container_id)?;
         let env = config_file::environment(&RunIdentity {
             job,
             run_id: &ctx.jobdir.id,
@@ -236,10 +236,19 @@ impl RowRun<'_> {
             NetworkMode::Bridge => Some(write_resolv_conf(&dir.bundle)?),
             NetworkMode::None | NetworkMode::Host => None,
         };
+        let limits = Limits {
+            memory_bytes: job.component.memory.0,
+            cpus: job.component.cpus,
+            pids: crate::contract::job::DEFAULT_PIDS,
+        };
         let spec = bundle::build(&bundle::BundleSpec {
             image: &ctx.image.config.config,
             root,
-            ids: ctx.ids.as_ref(),
+            // A rootless berth's containers share its user namespace (see host::userns).
+            ids: ctx
+                .ids
+                .as_ref()
+                .filter(|_| ctx.svc.host.rootless().is_none()),
             user: &prepared.user,
             home: &bundle::home_dir(ctx.rootfs, prepared.user.uid),
             resolv_conf: resolv_conf.as_deref(),
@@ -248,11 +257,7 @@ impl RowRun<'_> {
             tmp_dir: &dir.tmp,
             hostname: &bundle::hostname_for(&job.component.id),
             network: job.component.network,
-            limits: &Limits {
-                memory_bytes: job.component.memory.0,
-                cpus: job.component.cpus,
-                pids: crate::contract::job::DEFAULT_PIDS,
-            },
+            limits: &limits,
             cgroups_path: &cgroups_path,
             cgroups: &ctx.svc.host.cgroups(),
             nofile_limit: ctx.svc.host.hard_nofile_limit(),
@@ -264,6 +269,7 @@ impl RowRun<'_> {
             bundle: &dir.bundle,
             state_root: &ctx.home.state_root(),
             cgroups_path: &cgroups_path,
+            limits,
             timeout: Duration::from_secs(job.main_timeout_secs()),
             network: network(job.component.network),
         };

@@ -32,12 +32,9 @@ use std::time::Duration;
 pub use crate::host::Network;
 pub use youki::Youki;
 
-/// The cgroup parent every berth container lives under.
-pub const CGROUP_PARENT: &str = "/berth";
-
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("refusing cgroups path {0:?}: it must be below {CGROUP_PARENT}/")]
+    #[error("refusing cgroups path {0:?}: it must be /berth/ID or /berth-uUID/ID")]
     UnsafeCgroupPath(String),
     #[error("cannot create container {id}")]
     Create {
@@ -108,6 +105,8 @@ pub struct RunRequest<'a> {
     /// Where libcontainer keeps container state.
     pub state_root: &'a Path,
     pub cgroups_path: &'a str,
+    /// Written into the cgroup by berth where libcontainer cannot (rootless).
+    pub limits: crate::host::Limits,
     pub timeout: Duration,
     /// How the container's network namespace is connected (whether it has one of its own
     /// is the bundle's choice; [`Network::Host`] asks for nothing).
@@ -146,20 +145,26 @@ pub trait Runtime: fmt::Debug + Send + Sync {
     fn remove_orphan(&self, state_root: &Path, id: &str) -> Result<(), RuntimeError>;
 }
 
-/// The cgroups path of a container: `/berth/<id>`, refusing anything else.
-pub fn cgroups_path(id: &str) -> Result<String, RuntimeError> {
-    let path = format!("{CGROUP_PARENT}/{id}");
+/// The cgroups path of a container: `<parent>/<id>` where the parent is berth's own
+/// (`/berth`, or `/berth-u<uid>` for a rootless operator), refusing anything else.
+pub fn cgroups_path(parent: &str, id: &str) -> Result<String, RuntimeError> {
+    let path = format!("{parent}/{id}");
     check_cgroups_path(&path)?;
     Ok(path)
 }
 
 fn check_cgroups_path(path: &str) -> Result<(), RuntimeError> {
-    let rest = path
-        .strip_prefix(CGROUP_PARENT)
-        .and_then(|r| r.strip_prefix('/'))
-        .unwrap_or("");
-    if rest.is_empty() || rest.contains("..") || rest.contains('/') {
-        return Err(RuntimeError::UnsafeCgroupPath(path.to_owned()));
+    let refuse = || RuntimeError::UnsafeCgroupPath(path.to_owned());
+    let mut parts = path.strip_prefix('/').ok_or_else(refuse)?.split('/');
+    let (Some(parent), Some(id), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(refuse());
+    };
+    let berths = parent == "berth"
+        || parent
+            .strip_prefix("berth-u")
+            .is_some_and(|uid| !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_digit()));
+    if !berths || id.is_empty() || id == "." || id == ".." {
+        return Err(refuse());
     }
     Ok(())
 }
@@ -171,7 +176,8 @@ mod tests {
     #[test]
     fn only_cgroups_below_berth_are_accepted() {
         assert!(check_cgroups_path("/berth/abc-1").is_ok());
-        assert_eq!(cgroups_path("abc-1").unwrap(), "/berth/abc-1");
+        assert!(check_cgroups_path("/berth-u1001/abc-1").is_ok());
+        assert_eq!(cgroups_path("/berth", "abc-1").unwrap(), "/berth/abc-1");
         for bad in [
             "",
             "/",
@@ -181,11 +187,15 @@ mod tests {
             "/other/x",
             "berth/x",
             "/berth/a/b",
+            "/berth-u/x",
+            "/berth-ux1/x",
+            "/berth-u1/..",
         ] {
             assert!(check_cgroups_path(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(cgroups_path("..").is_err());
-        assert!(cgroups_path("a/b").is_err());
+        assert!(cgroups_path("/berth", "..").is_err());
+        assert!(cgroups_path("/berth", "a/b").is_err());
+        assert!(cgroups_path("/", "x").is_err());
     }
 
     #[test]

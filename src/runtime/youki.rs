@@ -71,6 +71,7 @@ impl<'h> Youki<'h> {
             network: None,
         };
         tracing::debug!("container {} created", req.id);
+        self.host.limit_cgroup(req.cgroups_path, &req.limits)?;
         let pid = live.pid()?.as_raw();
         let scratch = req.bundle.join(NETWORK_DIR);
         live.network = self.host.attach_network(pid, req.network, &scratch)?;
@@ -143,7 +144,7 @@ impl Runtime for Youki<'_> {
     }
 
     fn remove_orphan(&self, state_root: &Path, id: &str) -> Result<(), RuntimeError> {
-        let cgroups = cgroups_path(id)?;
+        let cgroups = cgroups_path(&self.host.cgroup_parent(), id)?;
         let dir = state_root.join(id);
         // The state usually died with its berth (it lives on that berth's private tmpfs).
         if dir.join("state.json").is_file() {
