@@ -348,3 +348,32 @@ fn limits_the_host_cannot_enforce_are_named_in_the_result() {
     assert!(unenforced[0].starts_with("memory limit"), "{unenforced:?}");
     assert_nothing_left(&f, &host, &runtime);
 }
+
+#[test]
+fn strict_limits_refuse_a_host_that_cannot_enforce_them() {
+    let f = fixture();
+    let host = FakeHost {
+        no_cgroups: true,
+        ..Default::default()
+    };
+    let runtime = FakeRuntime::exiting(0);
+    let svc = Services {
+        host: &host,
+        runtime: &runtime,
+    };
+    let options = RunOptions {
+        strict_limits: true,
+        ..Default::default()
+    };
+    let r = berth::job::run(svc, &f.settings, &job(&f, json!({})), &options, &mut |_| {});
+    assert_eq!(r.error_class, Some(ErrorClass::Internal), "{}", r.message);
+    assert!(
+        r.message
+            .starts_with("--strict-limits: this host cannot enforce the memory limit"),
+        "{}",
+        r.message
+    );
+    assert!(runtime.calls().is_empty(), "{:?}", runtime.calls());
+    assert_eq!(snapshot(&f), untouched());
+    assert_nothing_left(&f, &host, &runtime);
+}

@@ -123,6 +123,9 @@ pub struct BundleSpec<'a> {
     pub cgroups_path: &'a str,
     pub cgroups: &'a CgroupSupport,
     pub nofile_limit: u64,
+    /// The container has one id (a rootless operator without subordinate ids): no mount
+    /// may name another, as `/dev/pts` does its `tty` group.
+    pub single_id: bool,
 }
 
 /// Builds the runtime spec.
@@ -352,7 +355,20 @@ fn cgroup_readonly_paths(host_mounts: &[PathBuf]) -> Vec<String> {
 /// The runtime's default mounts, plus `/data` and `/tmp` from the job's directory.
 fn mounts(b: &BundleSpec<'_>) -> Result<Vec<Mount>, BundleError> {
     let mut mounts: Vec<Mount> = oci_spec::runtime::get_default_mounts();
-    if b.ids.is_some() && b.network == NetworkMode::Host {
+    if b.single_id {
+        for m in mounts.iter_mut() {
+            let options = m.options().clone().unwrap_or_default();
+            m.set_options(Some(
+                options
+                    .into_iter()
+                    .filter(|o| !o.starts_with("gid="))
+                    .collect(),
+            ));
+        }
+    }
+    // A rootless berth's containers are in its user namespace (see `host::userns`).
+    let in_userns = b.ids.is_some() || b.cgroups.rootless;
+    if in_userns && b.network == NetworkMode::Host {
         // The kernel lets a user namespace mount sysfs only with a network namespace of its
         // own; with the host's network the host's /sys is bound in, read-only (what
         // Docker's userns-remap does for --net=host).
@@ -459,6 +475,7 @@ mod tests {
             cgroups_path: "/berth/c1",
             cgroups,
             nofile_limit: 20_000,
+            single_id: false,
         }
     }
 

@@ -57,11 +57,19 @@ pub fn ensure_rootfs(
             diff_id,
             &tmp,
             unpacking.ownership,
+            // Where ids are not shifted afterwards, each is set as it comes: a rootless
+            // berth's namespace has only these.
+            unpacking.ids.filter(|m| m.uid_start == 0).map(|m| m.size),
         )?;
         entries += stats.entries;
         tracing::debug!(layer = %layer.digest, entries = stats.entries, bytes = stats.bytes, "layer applied");
     }
-    if let Some(ids) = &unpacking.ids {
+    // A range starting at 0 (a rootless berth's own namespace) was set while unpacking.
+    if let Some(ids) = unpacking
+        .ids
+        .as_ref()
+        .filter(|m| m.uid_start != 0 || m.gid_start != 0)
+    {
         let shifted = shift_tree(&tmp, ids)?;
         tracing::debug!(%ids, shifted, "owners moved into the container id range");
     }

@@ -15,7 +15,10 @@ use crate::host::IdMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShiftError {
-    #[error("{path} is owned by {what} {id}, outside the {size} ids a container has")]
+    #[error(
+        "{path} is owned by {what} {id}, outside the {size} ids a container has{}",
+        fix_for(*size)
+    )]
     OutOfRange {
         path: PathBuf,
         what: &'static str,
@@ -28,6 +31,16 @@ pub enum ShiftError {
         #[source]
         source: io::Error,
     },
+}
+
+/// What to do when a container has a single id: a rootless operator without subordinate ids.
+fn fix_for(size: u32) -> &'static str {
+    if size == 1 {
+        " (you have no subordinate ids: as root, give yourself a range with `usermod \
+         --add-subuids 100000-165535 --add-subgids 100000-165535 USER`, one no other user has)"
+    } else {
+        ""
+    }
 }
 
 /// Shifts every owner under `root` (and `root` itself) by `map`, never following a link.

@@ -49,6 +49,7 @@ pub fn unpack_layer(
     diff_id: &Digest,
     rootfs: &Path,
     ownership: Ownership,
+    id_limit: Option<u32>,
 ) -> Result<LayerStats, ImageError> {
     let bad = |message: String| ImageError::BadLayer {
         layer: layer.clone(),
@@ -77,6 +78,7 @@ pub fn unpack_layer(
             rootfs,
             layer,
             ownership,
+            id_limit,
             written: HashSet::new(),
         };
         let entries = archive
@@ -137,6 +139,9 @@ struct Applier<'a> {
     rootfs: &'a Path,
     layer: &'a Digest,
     ownership: Ownership,
+    /// Owners must be below this (the ids of a rootless berth's namespace: the kernel
+    /// refuses others, and the error should say which file and what to do).
+    id_limit: Option<u32>,
     /// Paths this layer created, which its own opaque whiteouts must keep.
     written: HashSet<PathBuf>,
 }
@@ -170,6 +175,7 @@ impl Applier<'_> {
         if self.whiteout(&rel, &raw)? {
             return Ok(());
         }
+        self.check_owner(entry.header(), &rel)?;
         let kind = entry.header().entry_type();
         if kind.is_hard_link() {
             self.check_hard_link(entry, &raw)?;
@@ -192,6 +198,29 @@ impl Applier<'_> {
             _ => self.unpack(entry, &rel, &raw)?,
         }
         self.written.insert(rel);
+        Ok(())
+    }
+
+    fn check_owner(&self, header: &tar::Header, rel: &Path) -> Result<(), ImageError> {
+        let Some(limit) = self
+            .id_limit
+            .filter(|_| self.ownership == Ownership::Preserve)
+        else {
+            return Ok(());
+        };
+        let ids = [("uid", header.uid()), ("gid", header.gid())];
+        for (what, id) in ids {
+            let id = id.map_err(|e| self.bad(format!("{}: bad {what}: {e}", rel.display())))?;
+            let id = u32::try_from(id).unwrap_or(u32::MAX);
+            if id >= limit {
+                return Err(ImageError::Shift(super::ShiftError::OutOfRange {
+                    path: self.rootfs.join(rel),
+                    what,
+                    id,
+                    size: limit,
+                }));
+            }
+        }
         Ok(())
     }
 
@@ -502,7 +531,7 @@ mod tests {
             .join(format!("layer-{}.tar", crate::util::random_hex(4)));
         fs::write(&blob, tar_bytes).unwrap();
         let d = Digest::of(tar_bytes);
-        unpack_layer(&blob, &d, &d, root, Ownership::Ignore)
+        unpack_layer(&blob, &d, &d, root, Ownership::Ignore, None)
     }
 
     fn setup() -> (tempfile::TempDir, PathBuf) {
@@ -710,6 +739,7 @@ mod tests {
             &Digest::of(b"x"),
             &root,
             Ownership::Ignore,
+            None,
         )
         .unwrap_err();
         assert!(matches!(e, ImageError::DigestMismatch { .. }), "{e}");
@@ -734,6 +764,7 @@ mod tests {
                 &diff,
                 &root,
                 Ownership::Ignore,
+                None,
             )
             .unwrap();
             assert_eq!(fs::read(root.join("z")).unwrap(), b"zz");

@@ -261,6 +261,7 @@ impl RowRun<'_> {
             cgroups_path: &cgroups_path,
             cgroups: &ctx.svc.host.cgroups(),
             nofile_limit: ctx.svc.host.hard_nofile_limit(),
+            single_id: ctx.ids.is_some_and(|m| m.size == 1),
         })?;
         bundle::write(&spec, &dir.bundle)?;
         tracing::debug!("data folder and bundle written");

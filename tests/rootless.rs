@@ -1,0 +1,406 @@
+//! Rootless operators: berth run by an unprivileged user, as that user, against the real
+//! registry, with real containers. The test (root) creates the users it needs, delegates
+//! cgroups with `berth setup-rootless` as an operator would, and runs berth through
+//! `setpriv` with nothing of root's left: ids, groups, environment.
+//!
+//! What each user is for:
+//! - `berth-rl`: subordinate ids and a delegated cgroup, the setup the README describes;
+//! - `berth-rl-bare`: subordinate ids, no delegation (the error must say how to fix it);
+//! - `berth-rl-alone`: delegation but no subordinate ids (one id, with a warning).
+
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// Creating users and delegating cgroups must not race between tests.
+static SETUP: Mutex<()> = Mutex::new(());
+
+/// Why this host cannot run these tests, if it cannot.
+fn rootless_prerequisite() -> Option<String> {
+    if let Some(reason) = missing_prerequisite() {
+        return Some(reason);
+    }
+    for tool in ["newuidmap", "newgidmap", "setpriv", "useradd"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            return Some(format!(
+                "{tool} is missing (apt-get install uidmap util-linux passwd)"
+            ));
+        }
+    }
+    None
+}
+
+macro_rules! require_rootless {
+    () => {
+        if let Some(reason) = rootless_prerequisite() {
+            eprintln!("skipping: {reason}");
+            return;
+        }
+    };
+}
+
+/// An unprivileged operator with a berth home of its own.
+struct Operator {
+    name: &'static str,
+    uid: u32,
+    gid: u32,
+    dir: tempfile::TempDir,
+}
+
+impl Operator {
+    /// The user `name` (created if missing, with or without subordinate ids), delegated a
+    /// cgroup with `berth setup-rootless` when `delegate`.
+    fn new(name: &'static str, subordinate: bool, delegate: bool) -> Operator {
+        let _guard = SETUP.lock().unwrap_or_else(|p| p.into_inner());
+        if !Command::new("id")
+            .arg(name)
+            .output()
+            .unwrap()
+            .status
+            .success()
+        {
+            let mut add = Command::new("useradd");
+            add.args(["--create-home", "--shell", "/bin/sh"]);
+            if !subordinate {
+                add.args(["-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0"]);
+            }
+            let out = add.arg(name).output().unwrap();
+            assert!(out.status.success(), "useradd {name}: {out:?}");
+        }
+        let user = nix::unistd::User::from_name(name).unwrap().unwrap();
+        if delegate {
+            let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+                .args(["setup-rootless", name])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "setup-rootless {name}: {out:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+            .unwrap();
+        Operator {
+            name,
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            dir,
+        }
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// berth as this operator: its ids, no supplementary groups, a clean environment.
+    fn berth(&self, args: &[&str]) -> Run {
+        let out = Command::new("setpriv")
+            .arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid))
+            .args(["--clear-groups", "--reset-env", "--"])
+            .arg(env!("CARGO_BIN_EXE_berth"))
+            .arg("--home")
+            .arg(self.home())
+            .args(["--retries", "0"])
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        Run {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs a job with `--json` (plus `extra` flags) as this operator.
+    fn run_job(&self, job: &Value, extra: &[&str]) -> Run {
+        let path = self.dir.path().join("job.json");
+        fs::write(&path, serde_json::to_vec(job).unwrap()).unwrap();
+        let mut args = vec!["run", "--json"];
+        args.extend_from_slice(extra);
+        args.push(path.to_str().unwrap());
+        self.berth(&args)
+    }
+
+    /// The operator's first subordinate uid.
+    fn subuid_start(&self) -> u32 {
+        let text = fs::read_to_string("/etc/subuid").unwrap();
+        text.lines()
+            .find_map(|l| {
+                let mut f = l.split(':');
+                (f.next() == Some(self.name)).then(|| f.next().unwrap().parse().unwrap())
+            })
+            .unwrap()
+    }
+
+    /// No job directory, container state or cgroup of this operator is left.
+    fn assert_clean(&self) {
+        let left = |p: &Path| fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(left(&self.home().join("jobs")), 0, "job directories left");
+        assert_eq!(
+            left(&self.home().join("run/state")),
+            0,
+            "container state left"
+        );
+        use std::os::unix::ffi::OsStrExt;
+        let mine = format!(
+            "berth-{}-",
+            &sha256(self.home().as_os_str().as_bytes())[..8]
+        );
+        for ctrl in ["memory", "pids", "cpu", "devices", "freezer"] {
+            let parent = Path::new("/sys/fs/cgroup")
+                .join(ctrl)
+                .join(format!("berth-u{}", self.uid));
+            let cgroups: Vec<_> = fs::read_dir(&parent)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                // Other tests run as the same operator at the same time.
+                .filter(|n| n.starts_with(&mine))
+                .collect();
+            assert!(
+                cgroups.is_empty(),
+                "cgroups left in {}: {cgroups:?}",
+                parent.display()
+            );
+        }
+    }
+}
+
+/// A component that writes a table and prints who it is.
+const WRITER: &str = "echo \"uid $(id -u)\"\n\
+     printf '\"id\",\"name\"\\n\"1\",\"one\"\\n\"2\",\"two\"\\n' > /data/out/tables/t.csv";
+
+fn writer_job(image: &str, component: Value) -> Value {
+    let mut j = job(image, component, json!({}));
+    j["configuration"]["storage"] = json!({"output": {"tables": [
+        {"source": "t.csv", "destination": "out.c-rootless.t", "primary_key": ["id"]}
+    ]}});
+    j
+}
+
+#[test]
+fn a_rootless_job_runs_commits_and_leaves_nothing() {
+    require_rootless!();
+    let op = Operator::new("berth-rl", true, true);
+    let img = push(&ImageSpec::script(WRITER), &unique_repo("rootless"), "1.0");
+    let run = op.run_job(&writer_job(&img.reference, json!({"memory": "64m"})), &[]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    let result = run.json();
+    assert!(run.stderr.contains("uid 0"), "{}", run.stderr);
+    assert_eq!(result["status"], "success");
+    assert_eq!(result["cage"]["rootless"], true);
+    assert_eq!(
+        result["cage"]["id_range"],
+        format!("0:{}:1,1:{}:65535", op.uid, op.subuid_start())
+    );
+    assert_eq!(result["cage"]["unenforced"], json!([]), "{result}");
+    let export = op.berth(&["storage", "export", "out.c-rootless.t"]);
+    assert_eq!(
+        export.stdout, "id,name\n1,one\n2,two\n",
+        "{}",
+        export.stderr
+    );
+    // The image's root-owned files are the operator's on the host, in its own home, 0700.
+    let cache = op.home().join("cache");
+    assert_eq!(fs::metadata(&cache).unwrap().uid(), op.uid);
+    assert_eq!(fs::metadata(&cache).unwrap().mode() & 0o077, 0);
+    op.assert_clean();
+}
+
+#[test]
+fn a_rootless_image_keeps_its_owners_in_the_subordinate_range() {
+    require_rootless!();
+    let op = Operator::new("berth-rl", true, true);
+    let mut spec = ImageSpec::script("stat -c 'owner %u:%g' /app/owned");
+    spec.layers.push(gzip(&tar_of(&[
+        dir("app"),
+        Entry::File {
+            path: "app/owned".into(),
+            data: b"x".to_vec(),
+            mode: 0o600,
+            uid: 1000,
+            gid: 1000,
+        },
+    ])));
+    let img = push(&spec, &unique_repo("rootless-owners"), "1.0");
+    let run = op.run_job(&job(&img.reference, json!({}), json!({})), &[]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    // Inside, the image's own ids; on the host, the operator's range.
+    assert!(run.stderr.contains("owner 1000:1000"), "{}", run.stderr);
+    let owned: Vec<u32> = walk(&op.home().join("cache"))
+        .into_iter()
+        .filter(|p| p.ends_with("app/owned"))
+        .map(|p| fs::symlink_metadata(p).unwrap().uid())
+        .collect();
+    assert_eq!(owned, vec![op.subuid_start() + 999]);
+    op.assert_clean();
+}
+
+#[test]
+fn a_rootless_memory_limit_is_enforced() {
+    require_rootless!();
+    let op = Operator::new("berth-rl", true, true);
+    let img = push(
+        &ImageSpec::script(
+            "dd if=/dev/zero of=/dev/shm/fill bs=4M count=25 2>/dev/null; echo \"dd: $?\"\nexit 3",
+        ),
+        &unique_repo("rootless-oom"),
+        "1.0",
+    );
+    let run = op.run_job(
+        &job(&img.reference, json!({"memory": "64m"}), json!({})),
+        &[],
+    );
+    assert!(run.stderr.contains("dd: 137"), "{}", run.stderr);
+    let result = run.json();
+    assert_eq!(run.status, 1, "{}", run.stderr);
+    assert_eq!(result["error_class"], "user");
+    assert_eq!(
+        result["message"],
+        "component acme.test ran out of memory (limit 64m)"
+    );
+    op.assert_clean();
+}
+
+#[test]
+fn rootless_devices_are_denied_by_the_delegated_cgroup() {
+    require_rootless!();
+    let op = Operator::new("berth-rl", true, true);
+    let list = fs::read_to_string(format!(
+        "/sys/fs/cgroup/devices/berth-u{}/devices.list",
+        op.uid
+    ));
+    let Ok(list) = list else {
+        eprintln!("skipping: this host has no cgroup v1 devices hierarchy");
+        return;
+    };
+    assert!(!list.contains("a *:* rwm"), "{list}");
+    assert!(list.contains("c 1:3 rwm"), "{list}");
+}
+
+#[test]
+fn without_delegation_the_error_says_how_to_fix_it() {
+    require_rootless!();
+    let op = Operator::new("berth-rl-bare", true, false);
+    if !Path::new("/sys/fs/cgroup/memory").is_dir() {
+        eprintln!("skipping: cgroup v2 hosts run rootless without delegation");
+        return;
+    }
+    let img = push(
+        &ImageSpec::script("true"),
+        &unique_repo("rootless-bare"),
+        "1.0",
+    );
+    let run = op.run_job(&job(&img.reference, json!({}), json!({})), &[]);
+    assert_eq!(run.status, 3, "{}", run.stderr);
+    let message = run.json()["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains(&format!("berth-u{}", op.uid))
+            && message.contains("berth setup-rootless <user>"),
+        "{message}"
+    );
+    op.assert_clean();
+}
+
+#[test]
+fn without_subordinate_ids_the_operator_runs_alone() {
+    require_rootless!();
+    let op = Operator::new("berth-rl-alone", false, true);
+    let img = push(
+        &ImageSpec::script(WRITER),
+        &unique_repo("rootless-alone"),
+        "1.0",
+    );
+    let run = op.run_job(&writer_job(&img.reference, json!({})), &[]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no subordinate ids") && run.stderr.contains("usermod"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.json()["cage"]["id_range"], format!("0:{}:1", op.uid));
+    // An image with a file of another owner cannot be given to one id.
+    let mut spec = ImageSpec::script("true");
+    spec.layers.push(gzip(&tar_of(&[Entry::File {
+        path: "owned".into(),
+        data: b"x".to_vec(),
+        mode: 0o644,
+        uid: 1000,
+        gid: 0,
+    }])));
+    let img = push(&spec, &unique_repo("rootless-alone-owned"), "1.0");
+    let run = op.run_job(&job(&img.reference, json!({}), json!({})), &[]);
+    assert_eq!(run.status, 3, "{}", run.stderr);
+    let message = run.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("owned by uid 1000"), "{message}");
+    op.assert_clean();
+}
+
+#[test]
+fn strict_limits_run_where_every_limit_holds() {
+    require_rootless!();
+    let op = Operator::new("berth-rl", true, true);
+    let img = push(
+        &ImageSpec::script("true"),
+        &unique_repo("rootless-strict"),
+        "1.0",
+    );
+    let run = op.run_job(
+        &job(&img.reference, json!({}), json!({})),
+        &["--strict-limits"],
+    );
+    assert_eq!(run.status, 0, "{}", run.stderr);
+}
+
+#[test]
+fn setup_rootless_refuses_what_it_cannot_do() {
+    require_rootless!();
+    let op = Operator::new("berth-rl", true, true);
+    let as_user = op.berth(&["setup-rootless", "berth-rl"]);
+    assert_eq!(as_user.status, 1);
+    assert!(
+        as_user.stderr.contains("must run as root"),
+        "{}",
+        as_user.stderr
+    );
+    let unknown = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["setup-rootless", "no-such-user-here"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no such user \"no-such-user-here\"")
+    );
+}
+
+/// Every path below `root`, not following links.
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(p) = stack.pop() {
+        if let Ok(entries) = fs::read_dir(&p) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
