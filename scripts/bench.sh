@@ -10,6 +10,11 @@
 #      podman run --rm --network=none
 #    Reports the median wall time (runs interleaved, scripts/interleave.py), the ratio to
 #    crun, and peak RSS.
+#    The cage: the same berth run with the full cage (its own user namespace, seccomp) and
+#    with the component's opt-outs ("user_namespace": "host", "seccomp": "unconfined").
+#    Rootless: a user made for the bench (subordinate ids, `berth setup-rootless`) runs a
+#    Debian python image (scripts/build-python-image.sh) with berth and with rootless
+#    `podman run` (overlay storage); both stores under the run's one parent directory.
 #    crun (and podman, which uses it) refuses this host's hybrid cgroup layout, so round 1
 #    runs berth and runc on the host as it comes, and round 2 moves the hugetlb controller
 #    to a v1 hierarchy and runs crun, podman and berth again (moved back at the end).
@@ -26,6 +31,8 @@ cargo build --release --locked --quiet
 berth="$PWD/target/release/berth"
 
 work=$(mktemp -d /var/tmp/berth-bench.XXXXXX)
+# The rootless round's user must reach its stores below it.
+chmod 0711 "$work"
 moved_hugetlb=0
 cleanup() {
   if [ "$moved_hugetlb" = 1 ]; then
@@ -84,6 +91,16 @@ bench() {
 # Round 1: the host as it comes (crun cannot run here).
 bench "$work/stock.json" "${stock[@]}"
 
+# The cage's cost: the same job, and the same with the component's two opt-outs.
+jq '.component += {user_namespace: "host", seccomp: "unconfined"}' "$work/job-pinned.json" \
+  > "$work/job-nocage.json"
+b run "$work/job-nocage.json" 2>/dev/null
+cage=(
+  "berth (cage)|$berth_cmd $work/job-pinned.json"
+  "berth (no cage)|$berth_cmd $work/job-nocage.json"
+)
+bench "$work/cage.json" "${cage[@]}"
+
 # Round 2: hugetlb moved to v1 so crun and podman run. Podman asks for rlimits above what
 # root may have here (no CAP_SYS_RESOURCE) unless told otherwise: hence its --ulimit flags.
 if ! mountpoint -q /sys/fs/cgroup/hugetlb 2>/dev/null && grep -qw hugetlb /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null; then
@@ -103,6 +120,34 @@ podman=(
   "podman run*|podman run --rm --network=none --ulimit nofile=$nofile:$nofile --ulimit nproc=4096:4096 $image"
 )
 bench "$work/podman.json" "${podman[@]}"
+
+# Rootless: berth and podman as the same unprivileged user, a Debian python image.
+bench_user=berth-bench
+id "$bench_user" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh "$bench_user"
+"$berth" setup-rootless "$bench_user" >/dev/null 2>&1
+rl="$work/rootless"
+mkdir -p "$rl/xdg"
+chown -R "$bench_user:" "$rl"
+chmod 0700 "$rl/xdg"
+# The image the conformance suite builds on, running `python3 -c pass`.
+py_image=$(scripts/build-python-image.sh --bench "$registry" | tail -n 1)
+as_user() {
+  echo "setpriv --reuid=$(id -u "$bench_user") --regid=$(id -g "$bench_user") --clear-groups -- \
+env HOME=$rl XDG_RUNTIME_DIR=$rl/xdg $*"
+}
+jq -n --arg img "$py_image" '{component: {id: "acme.py", image: $img, memory: "256m", network: "none"},
+      configuration: {parameters: {}}}' > "$rl/job-py.json"
+chmod 0644 "$rl/job-py.json"
+podman_rl="podman --root $rl/podman/root --runroot $rl/podman/run --storage-driver overlay"
+$(as_user "$berth" --home "$rl/berth" -q pull "$py_image") >/dev/null
+$(as_user $podman_rl pull -q --tls-verify=false "$py_image") >/dev/null
+$(as_user "$berth" --home "$rl/berth" -q run "$rl/job-py.json") \
+  || { echo "rootless berth cannot run here" >&2; exit 1; }
+rootless=(
+  "berth rootless*|$(as_user "$berth" --home "$rl/berth" -q run "$rl/job-py.json")"
+  "podman rootless*|$(as_user $podman_rl run --rm --network=none "$py_image")"
+)
+bench "$work/rootless.json" "${rootless[@]}"
 
 rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -n 1; }
 median() { jq -r --arg n "$2" '.[$n].median' "$1"; }
@@ -126,8 +171,14 @@ report "$work/moved.json" "${moved[@]}"
 report "$work/podman.json" "${podman[@]}"
 # Peak RSS of the stock round is taken after the move; it does not depend on the layout.
 report "$work/stock.json" "${stock[@]}"
+report "$work/cage.json" "${cage[@]}"
+report "$work/rootless.json" "${rootless[@]}"
 printf 'podman / berth (pinned), same layout: %.1fx\n' \
   "$(echo "$(median "$work/podman.json" "podman run*") / $(median "$work/moved.json" "berth (pinned)*")" | bc -l)"
+printf 'the cage costs %.1f ms per run (median with it minus median without)\n' \
+  "$(echo "($(median "$work/cage.json" "berth (cage)") - $(median "$work/cage.json" "berth (no cage)")) * 1000" | bc -l)"
+printf 'rootless podman / rootless berth, python image: %.1fx\n' \
+  "$(echo "$(median "$work/rootless.json" "podman rootless*") / $(median "$work/rootless.json" "berth rootless*")" | bc -l)"
 
 if [ -x scripts/bench-csv.sh ]; then
   echo

@@ -126,12 +126,16 @@ pub struct BundleSpec<'a> {
     /// The container has one id (a rootless operator without subordinate ids): no mount
     /// may name another, as `/dev/pts` does its `tty` group.
     pub single_id: bool,
+    pub seccomp: crate::contract::Seccomp,
 }
 
 /// Builds the runtime spec.
 pub fn build(b: &BundleSpec<'_>) -> Result<Spec, BundleError> {
     let caps: HashSet<Capability> = CAPABILITIES.into_iter().collect();
-    let seccomp = seccomp::default_filter(&caps)?;
+    let seccomp = match b.seccomp {
+        crate::contract::Seccomp::Default => Some(seccomp::default_filter(&caps)?),
+        crate::contract::Seccomp::Unconfined => None,
+    };
     let process = process(b, caps)?;
     let defaults = oci_spec::runtime::Linux::default();
     let mut readonly = defaults.readonly_paths().clone().unwrap_or_default();
@@ -142,10 +146,10 @@ pub fn build(b: &BundleSpec<'_>) -> Result<Spec, BundleError> {
         .gid_mappings(id_mappings(b.ids.map(|m| m.gid_start), b.ids)?)
         .resources(resources(b)?)
         .cgroups_path(PathBuf::from(b.cgroups_path))
-        .seccomp(seccomp)
         .masked_paths(defaults.masked_paths().clone().unwrap_or_default())
         .readonly_paths(readonly)
         .build()?;
+    linux.set_seccomp(seccomp);
     if b.cgroups.rootless {
         // libcontainer's v1 manager writes device rules with any resources, which only real
         // root may: berth writes the limits itself once the container is created, and the
@@ -476,6 +480,7 @@ mod tests {
             cgroups,
             nofile_limit: 20_000,
             single_id: false,
+            seccomp: crate::contract::Seccomp::Default,
         }
     }
 

@@ -6,8 +6,8 @@
 //! (`includes.arches`/`excludes.arches`, in Go's names: `amd64`, `arm64`) and a minimum kernel
 //! (`includes.minKernel`) — that podman resolves per container. This module does the same and
 //! hands libcontainer the plain rule list of the runtime spec: the profile's default action
-//! (`ENOSYS` for every syscall it does not name), the host's architecture with the
-//! sub-architectures of the profile's `archMap` (so 32-bit syscalls are filtered too), and
+//! (`ENOSYS` for every syscall it does not name), the host's architecture alone (a call
+//! through a 32-bit entry point kills the thread; see `Profile::architectures`), and
 //! the kept rules in the profile's order. Order matters: libseccomp keeps the first
 //! unconditional rule for a syscall and silently ignores later ones.
 //!
@@ -58,18 +58,10 @@ pub struct Profile {
     default_action: LinuxSeccompAction,
     #[serde(default)]
     default_errno_ret: Option<u32>,
-    #[serde(default)]
-    arch_map: Vec<ArchMapEntry>,
+    // The profile's `archMap` is not read: berth filters the native architecture alone
+    // (see `Profile::architectures`).
     #[serde(default)]
     syscalls: Vec<Rule>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ArchMapEntry {
-    architecture: Arch,
-    #[serde(default)]
-    sub_architectures: Vec<Arch>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,14 +227,15 @@ impl Profile {
         filter.build().map_err(SeccompError::Spec)
     }
 
-    /// The platform's architecture and the sub-architectures the profile lists for it.
+    /// The platform's architecture alone. podman and Docker add the sub-architectures the
+    /// profile lists (x86 and x32 on x86_64), so that 32-bit programs run; berth does not:
+    /// a system call made through another architecture's entry point (`int 0x80`, the x32
+    /// bit) kills the thread instead — a classic way around a filter closed — and the
+    /// filter libseccomp compiles at every container start is a third of the size, which
+    /// is most of the cage's cost per run (measured: about 17 ms of 25). Components are
+    /// 64-bit programs; a 32-bit one cannot run.
     fn architectures(&self, platform: &Platform) -> Option<Vec<Arch>> {
-        let native = platform.arch?;
-        let mut arches = vec![native];
-        if let Some(entry) = self.arch_map.iter().find(|e| e.architecture == native) {
-            arches.extend(entry.sub_architectures.iter().copied());
-        }
-        Some(arches)
+        Some(vec![platform.arch?])
     }
 }
 
@@ -474,15 +467,6 @@ mod tests {
         assert_eq!(p.default_action, LinuxSeccompAction::ScmpActErrno);
         assert_eq!(p.default_errno_ret, Some(38));
         assert_eq!(p.syscalls.len(), 35);
-        let x86 = p
-            .arch_map
-            .iter()
-            .find(|e| e.architecture == Arch::ScmpArchX86_64)
-            .unwrap();
-        assert_eq!(
-            x86.sub_architectures,
-            vec![Arch::ScmpArchX86, Arch::ScmpArchX32]
-        );
         assert!(p.syscalls[1].names.iter().any(|n| n == "read"));
         let rule = p
             .syscalls
@@ -500,7 +484,8 @@ mod tests {
         assert_eq!(f.default_errno_ret(), Some(38));
         assert_eq!(
             f.architectures().as_deref(),
-            Some(&[Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32][..])
+            Some(&[Arch::ScmpArchX86_64][..]),
+            "the native architecture alone: 32-bit entry points kill"
         );
         let arm = Platform {
             arch: Some(Arch::ScmpArchAarch64),
@@ -510,7 +495,7 @@ mod tests {
         let f = profile().compile(&podman_caps(), &arm).unwrap();
         assert_eq!(
             f.architectures().as_deref(),
-            Some(&[Arch::ScmpArchAarch64, Arch::ScmpArchArm][..])
+            Some(&[Arch::ScmpArchAarch64][..])
         );
         // The compiled filter is what the runtime spec carries: it round-trips as JSON.
         let json = serde_json::to_value(&f).unwrap();

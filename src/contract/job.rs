@@ -66,6 +66,10 @@ pub struct Component {
     /// root says `host`; the job result shows it.
     #[serde(default)]
     pub user_namespace: UserNamespace,
+    /// Whether its system calls are filtered. Only a component that truly needs a call
+    /// the default profile refuses says `unconfined`; the job result shows it.
+    #[serde(default)]
+    pub seccomp: Seccomp,
     #[serde(default = "default_cpus")]
     pub cpus: f64,
     /// Component-level parameters handed to the component as `image_parameters`.
@@ -211,6 +215,24 @@ pub enum UserNamespace {
     Private,
     /// The host's ids: root in the container is root on the host.
     Host,
+}
+
+/// Which system calls a container may make.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Seccomp {
+    /// The profile podman and Docker apply (containers/common's allow-list), plus berth's
+    /// refusal of new namespaces.
+    #[default]
+    Default,
+    /// No filter, as `podman run --security-opt seccomp=unconfined`.
+    Unconfined,
+}
+
+impl Seccomp {
+    pub fn is_default(&self) -> bool {
+        *self == Seccomp::Default
+    }
 }
 
 /// How the container reaches the network (contract §9).

@@ -10,7 +10,9 @@ pub mod job;
 pub mod mapping;
 pub mod result;
 
-pub use job::{Component, Configuration, JobFile, MemoryLimit, NetworkMode, UserNamespace};
+pub use job::{
+    Component, Configuration, JobFile, MemoryLimit, NetworkMode, Seccomp, UserNamespace,
+};
 pub use result::{ErrorClass, JobResult, truncate_message};
 
 /// A job file or configuration that breaks the contract: always the user's error.

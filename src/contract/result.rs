@@ -59,6 +59,9 @@ pub struct Cage {
     pub id_range: Option<String>,
     /// The limits this host cannot enforce, in words (empty when it enforces them all).
     pub unenforced: Vec<String>,
+    /// `unconfined` when the component opts out of the seccomp filter.
+    #[serde(skip_serializing_if = "crate::contract::Seccomp::is_default")]
+    pub seccomp: crate::contract::Seccomp,
     /// berth ran for an unprivileged operator, inside a user namespace of its own.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub rootless: bool,

@@ -182,6 +182,13 @@ impl<'a> JobRun<'a> {
                 None
             }
         };
+        let seccomp = self.job.component.seccomp;
+        if !seccomp.is_default() {
+            tracing::warn!(
+                "component {} runs without a seccomp filter: every system call is open to it",
+                self.job.component.id
+            );
+        }
         let unenforced = self.svc.host.cgroups().unenforced();
         for what in &unenforced {
             tracing::warn!("this host cannot enforce the {what}");
@@ -197,6 +204,7 @@ impl<'a> JobRun<'a> {
             user_namespace: mode,
             id_range: host_ids,
             unenforced: unenforced.into_iter().map(str::to_owned).collect(),
+            seccomp,
             rootless: rootless.is_some(),
         });
         ids

@@ -262,6 +262,7 @@ impl RowRun<'_> {
             cgroups: &ctx.svc.host.cgroups(),
             nofile_limit: ctx.svc.host.hard_nofile_limit(),
             single_id: ctx.ids.is_some_and(|m| m.size == 1),
+            seccomp: job.component.seccomp,
         })?;
         bundle::write(&spec, &dir.bundle)?;
         tracing::debug!("data folder and bundle written");

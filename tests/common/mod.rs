@@ -441,11 +441,28 @@ impl Run {
     }
 }
 
+/// The unprivileged operator every berth of these tests runs as, when `BERTH_TEST_USER`
+/// names one (CI runs the spine suite once more that way): its uid and gid.
+pub fn test_user() -> Option<(u32, u32)> {
+    static USER: OnceLock<Option<(u32, u32)>> = OnceLock::new();
+    *USER.get_or_init(|| {
+        let name = std::env::var("BERTH_TEST_USER")
+            .ok()
+            .filter(|n| !n.is_empty())?;
+        let user = nix::unistd::User::from_name(&name)
+            .unwrap()
+            .unwrap_or_else(|| panic!("BERTH_TEST_USER {name:?} does not exist"));
+        Some((user.uid.as_raw(), user.gid.as_raw()))
+    })
+}
+
 impl Berth {
     pub fn new() -> Berth {
-        Berth {
-            dir: tempfile::tempdir().unwrap(),
+        let dir = tempfile::tempdir().unwrap();
+        if let Some((uid, gid)) = test_user() {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
         }
+        Berth { dir }
     }
 
     pub fn home(&self) -> PathBuf {
@@ -457,7 +474,17 @@ impl Berth {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        let mut c = match test_user() {
+            Some((uid, gid)) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={gid}"))
+                    .args(["--clear-groups", "--"])
+                    .arg(env!("CARGO_BIN_EXE_berth"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_berth")),
+        };
         c.arg("--home")
             .arg(self.home())
             .arg("--cache")
@@ -579,7 +606,11 @@ pub fn cgroups_of(job_ids: &[&str]) -> Vec<String> {
         .flatten()
         .flatten()
     {
-        for e in fs::read_dir(ctrl.path().join("berth"))
+        let parent = match test_user() {
+            Some((uid, _)) => format!("berth-u{uid}"),
+            None => "berth".to_owned(),
+        };
+        for e in fs::read_dir(ctrl.path().join(parent))
             .into_iter()
             .flatten()
             .flatten()
