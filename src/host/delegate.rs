@@ -112,7 +112,10 @@ fn delegate(dir: &Path, uid: u32, gid: u32) -> Result<(), DelegateError> {
             fs::write(dir.join(file), value.trim()).map_err(err)?;
         }
     }
-    if dir.join("devices.deny").is_file() {
+    // Once denied, the rules stay (and a cgroup with children may not change its default).
+    let unrestricted = |list: String| list.lines().any(|l| l.trim() == "a *:* rwm");
+    let devices = fs::read_to_string(dir.join("devices.list")).ok();
+    if devices.is_some_and(unrestricted) {
         fs::write(dir.join("devices.deny"), "a").map_err(err)?;
         for (major, minor) in ALLOWED_DEVICES {
             let minor = minor.map_or_else(|| "*".to_owned(), |m| m.to_string());
