@@ -9,10 +9,18 @@ packages=(
   skopeo umoci                # independent tools that build and push test images
   busybox-static              # the real binaries inside test images
   passt                       # pasta: outbound networking for network mode "bridge"
+  uidmap                      # newuidmap/newgidmap: rootless operators' subordinate ids
+  util-linux passwd           # setpriv and useradd: tests run berth as unprivileged users
   crun runc podman            # peers for the benchmark
   gcc libc6-dev               # the static C probe the hostile-component tests run inside
   sqlite3 time jq bc curl procps iproute2 python3
 )
+# No udev on this host class: /dev/net/tun comes 0600, so no rootless pasta (or slirp4netns)
+# can open it. Debian's own permission is 0666 (the kernel lets only a namespace's owner use
+# what it opens there).
+if [ "$(id -u)" -eq 0 ] && [ -c /dev/net/tun ]; then
+  chmod 0666 /dev/net/tun
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

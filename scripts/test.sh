@@ -15,3 +15,12 @@ export BERTH_TEST_REGISTRY_LOG="${BERTH_REGISTRY_DIR:-/var/tmp/berth-registry}/r
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked "$@"
+
+# The spine suite once more, as an unprivileged operator: every berth these tests start
+# runs as `berth-ci` (its own subordinate ids, a cgroup from `berth setup-rootless`).
+if [ "$(id -u)" -eq 0 ] && [ $# -eq 0 ]; then
+  id berth-ci >/dev/null 2>&1 || useradd --create-home --shell /bin/sh berth-ci
+  cargo run --locked --quiet -- setup-rootless berth-ci
+  BERTH_TEST_USER=berth-ci cargo test --locked \
+    --test run --test hostile --test storage --test closed_pipes
+fi

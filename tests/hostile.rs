@@ -318,7 +318,7 @@ fn run_with_fifo_passwd(name: &str, env: &[&str]) {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     };
-    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(r.status, 0, "{}{}", r.stderr, r.stdout);
     assert!(r.stderr.contains("ran as 1000:1000"), "{}", r.stderr);
     b.assert_clean(&[&job_id(&r.json())]);
 }

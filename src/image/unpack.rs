@@ -208,9 +208,10 @@ impl Applier<'_> {
         else {
             return Ok(());
         };
-        let ids = [("uid", header.uid()), ("gid", header.gid())];
+        // An unreadable field leaves the owner unset, as everywhere else in unpacking.
+        let ids = [("uid", header.uid().ok()), ("gid", header.gid().ok())];
         for (what, id) in ids {
-            let id = id.map_err(|e| self.bad(format!("{}: bad {what}: {e}", rel.display())))?;
+            let Some(id) = id else { continue };
             let id = u32::try_from(id).unwrap_or(u32::MAX);
             if id >= limit {
                 return Err(ImageError::Shift(super::ShiftError::OutOfRange {

@@ -456,6 +456,45 @@ pub fn test_user() -> Option<(u32, u32)> {
     })
 }
 
+/// The berth binary, where any user can run it: a copy in a directory of its own when the
+/// build's is not (a checkout under root's 0700 home), kept for the test process.
+pub fn berth_for_anyone() -> PathBuf {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let built = PathBuf::from(env!("CARGO_BIN_EXE_berth"));
+        let reachable = built
+            .ancestors()
+            .skip(1)
+            .all(|d| fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+        if reachable {
+            return built;
+        }
+        // One copy per build, shared by the test processes (the binary is large).
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(&built).unwrap();
+        let root = Path::new("/var/tmp/berth-test-exe");
+        let dir = root.join(format!(
+            "{}-{}",
+            meta.size(),
+            meta.mtime_nsec() + meta.mtime() * 1_000_000_000
+        ));
+        let copy = dir.join("berth");
+        if !copy.is_file() {
+            for d in [root, dir.as_path()] {
+                fs::create_dir_all(d).unwrap();
+                fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            let partial = dir.join(format!("berth.{}", std::process::id()));
+            fs::copy(&built, &partial).unwrap();
+            fs::set_permissions(&partial, fs::Permissions::from_mode(0o755)).unwrap();
+            fs::rename(&partial, &copy).unwrap();
+        }
+        copy
+    })
+    .clone()
+}
+
 impl Berth {
     pub fn new() -> Berth {
         let dir = tempfile::tempdir().unwrap();
@@ -480,7 +519,7 @@ impl Berth {
                 c.arg(format!("--reuid={uid}"))
                     .arg(format!("--regid={gid}"))
                     .args(["--clear-groups", "--"])
-                    .arg(env!("CARGO_BIN_EXE_berth"));
+                    .arg(berth_for_anyone());
                 c
             }
             None => Command::new(env!("CARGO_BIN_EXE_berth")),
