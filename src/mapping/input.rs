@@ -243,8 +243,13 @@ impl Stager<'_> {
 }
 
 /// The row filter of a table mapping: `where_column` and `where_values` go together.
+/// An empty `where_column` means no filter, as in the original runner.
 fn where_filter(t: &InputTable, i: usize) -> Result<Option<WhereFilter>, MappingError> {
-    match (&t.where_column, t.where_values.is_empty()) {
+    let column = t.where_column.as_ref().filter(|c| !c.is_empty());
+    if column.is_none() && t.where_column.is_some() {
+        return Ok(None);
+    }
+    match (column, t.where_values.is_empty()) {
         (Some(column), false) => Ok(Some(WhereFilter {
             column: column.clone(),
             values: t.where_values.clone(),
@@ -269,20 +274,33 @@ fn table_manifest(
     info: &TableInfo,
     columns: Option<Vec<String>>,
 ) -> InputTableManifest {
+    let columns = columns.unwrap_or_else(|| info.columns.clone());
+    let column_metadata = columns
+        .iter()
+        .map(|c| {
+            let entries = info.column_metadata.get(c).map(Vec::as_slice);
+            let json = entries.unwrap_or_default().iter().map(metadata_json);
+            (c.clone(), json.collect())
+        })
+        .collect();
+    let described = info.metadata.iter().find(|m| m.key == "KBC.description");
+    let description = info
+        .description
+        .clone()
+        .or_else(|| described.map(|m| m.value.clone()))
+        .filter(|d| !d.is_empty());
     InputTableManifest {
         id: id.to_string(),
+        uri: format!("berth://storage/tables/{id}"),
         name: id.table().to_owned(),
+        description,
         primary_key: info.primary_key.clone(),
-        columns: columns.unwrap_or_else(|| info.columns.clone()),
+        columns,
         created: iso(info.created_ms),
         last_change_date: iso(info.last_change_ms),
         last_import_date: iso(info.last_import_ms),
         metadata: info.metadata.iter().map(metadata_json).collect(),
-        column_metadata: info
-            .column_metadata
-            .iter()
-            .map(|(c, m)| (c.clone(), m.iter().map(metadata_json).collect()))
-            .collect(),
+        column_metadata,
     }
 }
 
@@ -295,6 +313,13 @@ fn file_query(f: &InputFile) -> Result<(FileQuery, Vec<TagFilter>), String> {
         .map(|s| s.tags.clone())
         .unwrap_or_default();
     if f.tags.is_empty() && source_tags.is_empty() && f.file_ids.is_empty() {
+        if f.query.is_some() {
+            return Err(
+                "query (a search of Keboola's file index) is not supported by berth: \
+                        give tags, source.tags or file_ids"
+                    .into(),
+            );
+        }
         return Err("give tags, source.tags or file_ids".into());
     }
     if !f.tags.is_empty() && !source_tags.is_empty() {
@@ -341,4 +366,91 @@ fn write_manifest<T: serde::Serialize>(path: &Path, manifest: &T) -> Result<(), 
         source: e.into(),
     })?;
     std::fs::write(path, bytes).map_err(MappingError::io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Changes, CsvSource, MetadataEntry, Provenance, SqliteStorage, TableLoad};
+
+    /// A store with `in.c-a.t` (`id,v`, two rows), its description in metadata and a
+    /// type on `v`, and a data folder.
+    fn store() -> (tempfile::TempDir, SqliteStorage, std::path::PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let store = SqliteStorage::open(&d.path().join("storage")).unwrap();
+        let csv = d.path().join("t.csv");
+        std::fs::write(&csv, "id,v\n1,x\n2,y\n").unwrap();
+        let mut load = TableLoad::new(
+            "in.c-a.t".parse().unwrap(),
+            CsvSource::file(&csv),
+            Provenance {
+                component: "acme.loader".into(),
+                ..Provenance::default()
+            },
+        );
+        let entry = |k: &str, v: &str| MetadataEntry {
+            key: k.into(),
+            value: v.into(),
+        };
+        load.metadata = vec![entry("KBC.description", "the t table")];
+        load.column_metadata
+            .insert("v".into(), vec![entry("KBC.datatype.basetype", "STRING")]);
+        store
+            .apply(&Changes {
+                tables: vec![load],
+                ..Changes::default()
+            })
+            .unwrap();
+        let data = d.path().join("data");
+        std::fs::create_dir_all(data.join("in/tables")).unwrap();
+        std::fs::create_dir_all(data.join("in/files")).unwrap();
+        (d, store, data)
+    }
+
+    fn mapping(tables: Value) -> InputMapping {
+        serde_json::from_value(json!({ "tables": tables })).unwrap()
+    }
+
+    #[test]
+    fn manifests_carry_uri_description_and_metadata_of_every_selected_column() {
+        let (_d, store, data) = store();
+        let m = mapping(json!([{"source": "in.c-a.t", "destination": "t.csv"}]));
+        stage_inputs(&store, &m, &data, &InputState::default(), 0).unwrap();
+        let text = std::fs::read_to_string(data.join("in/tables/t.csv.manifest")).unwrap();
+        let manifest: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(manifest["uri"], "berth://storage/tables/in.c-a.t");
+        assert_eq!(manifest["description"], "the t table");
+        assert_eq!(manifest["column_metadata"]["id"], json!([]));
+        assert_eq!(
+            manifest["column_metadata"]["v"][0]["key"],
+            "KBC.datatype.basetype"
+        );
+        let m =
+            mapping(json!([{"source": "in.c-a.t", "destination": "id.csv", "columns": ["id"]}]));
+        stage_inputs(&store, &m, &data, &InputState::default(), 0).unwrap();
+        let text = std::fs::read_to_string(data.join("in/tables/id.csv.manifest")).unwrap();
+        let manifest: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(manifest["column_metadata"], json!({"id": []}));
+    }
+
+    #[test]
+    fn an_empty_where_column_means_no_filter() {
+        let (_d, store, data) = store();
+        let m = mapping(json!([{"source": "in.c-a.t", "destination": "t.csv",
+                                "where_column": "", "where_values": []}]));
+        let report = stage_inputs(&store, &m, &data, &InputState::default(), 0).unwrap();
+        assert_eq!(report.tables[0].1, 2);
+        let csv = std::fs::read_to_string(data.join("in/tables/t.csv")).unwrap();
+        assert_eq!(csv, "id,v\n1,x\n2,y\n");
+    }
+
+    #[test]
+    fn a_file_query_alone_is_refused_by_name() {
+        let f: InputFile = serde_json::from_value(json!({"query": "tags:x"})).unwrap();
+        let e = file_query(&f).unwrap_err();
+        assert!(
+            e.starts_with("query (a search of Keboola's file index) is not supported"),
+            "{e}"
+        );
+    }
 }
