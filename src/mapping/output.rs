@@ -247,9 +247,7 @@ fn file_tags(settings: &FileSettings, ctx: &OutputContext<'_>) -> Vec<String> {
     if let Some(r) = ctx.row_id {
         tags.push(format!("configurationRowId: {r}"));
     }
-    // The run id the component saw as KBC_RUNID.
-    let run_id = crate::contract::config_file::kbc_run_id(ctx.run_id);
-    tags.push(format!("runId: {run_id}"));
+    tags.push(format!("runId: {}", ctx.run_id));
     tags
 }
 
