@@ -12,6 +12,7 @@ packages=(
   crun runc podman            # peers for the benchmark
   gcc libc6-dev               # the static C probe the hostile-component tests run inside
   sqlite3 time jq bc curl procps iproute2 python3
+  debootstrap python3-pip     # the conformance suite's Debian + keboola.component image
 )
 missing=()
 for p in "${packages[@]}"; do
