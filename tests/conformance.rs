@@ -302,6 +302,14 @@ fn orders_twice(stack: Option<&'static str>) {
         meta(&orders.metadata, "KBC.description"),
         Some("orders, upserted by id")
     );
+    // Types written the older way (TableMetadata): booleans and numbers in the metadata.
+    assert_eq!(p.rows("out.c-conform.typed"), rows(&[&["code"], &["2"]]));
+    let typed = p.table("out.c-conform.typed");
+    let code = typed.column_metadata["code"].as_slice();
+    assert_eq!(meta(code, "KBC.datatype.basetype"), Some("INTEGER"));
+    assert_eq!(meta(code, "KBC.datatype.nullable"), Some("0"));
+    assert_eq!(meta(code, "source.width"), Some("4"));
+    assert_eq!(meta(&typed.metadata, "source.rows"), Some("1"));
     if stack.is_none() {
         // The current format's schema: the types are kept as column metadata.
         let col = |c: &str| orders.column_metadata[c].as_slice();

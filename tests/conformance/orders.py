@@ -10,7 +10,7 @@ import os
 from collections import OrderedDict
 
 from keboola.component.base import ComponentBase
-from keboola.component.dao import BaseType, ColumnDefinition
+from keboola.component.dao import BaseType, ColumnDefinition, TableMetadata
 from keboola.component.exceptions import UserException
 
 
@@ -54,6 +54,17 @@ class Component(ComponentBase):
         with open(log.full_path, "w", newline="") as f:
             csv.writer(f).writerow([run, os.environ.get("KBC_STACKID", "-")])
         self.write_manifest(log)
+
+        # Types the older way (TableMetadata), as many components still write them: the
+        # library puts booleans (KBC.datatype.nullable: false) into the metadata.
+        metadata = TableMetadata()
+        metadata.add_column_data_types({"code": "INTEGER"})
+        metadata.add_column_metadata("code", "source.width", 4)
+        metadata.add_table_metadata("source.rows", 1)
+        typed = self.create_out_table_definition("typed.csv", table_metadata=metadata)
+        with open(typed.full_path, "w", newline="") as f:
+            csv.writer(f).writerow([run])  # headless: the manifest names the columns
+        self.write_manifest(typed)
 
         report = self.create_out_file_definition("report.txt", tags=["report", f"run-{run}"])
         with open(report.full_path, "w") as f:
