@@ -32,6 +32,9 @@ pub struct InputReport {
     pub tables: Vec<(TableId, u64)>,
     pub files: Vec<u64>,
     pub state: InputState,
+    /// The files a mapping with `processed_tags` brought, with those tags: for the job's
+    /// commit ([`Changes::file_tags`](crate::storage::Changes)), once it succeeded.
+    pub processed_tags: Vec<(u64, Vec<String>)>,
 }
 
 /// Exports every mapped table and file into `data/in`. `previous` is what the last
@@ -58,6 +61,10 @@ pub fn stage_inputs(
     }
     for (i, f) in mapping.files.iter().enumerate() {
         let (ids, import) = stager.files(f, i)?;
+        if !f.processed_tags.is_empty() {
+            let tagged = ids.iter().map(|id| (*id, f.processed_tags.clone()));
+            report.processed_tags.extend(tagged);
+        }
         report.files.extend(ids);
         report.state.files.extend(import);
     }
@@ -442,6 +449,38 @@ mod tests {
         assert_eq!(report.tables[0].1, 2);
         let csv = std::fs::read_to_string(data.join("in/tables/t.csv")).unwrap();
         assert_eq!(csv, "id,v\n1,x\n2,y\n");
+    }
+
+    #[test]
+    fn processed_tags_name_the_files_a_mapping_brought() {
+        let (d, store, data) = store();
+        let path = d.path().join("f.txt");
+        std::fs::write(&path, "x").unwrap();
+        let upload = |tags: &[&str]| crate::storage::FileUpload {
+            path: path.clone(),
+            name: "f.txt".into(),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            is_permanent: true,
+            is_public: false,
+            is_encrypted: false,
+        };
+        let report = store
+            .apply(&Changes {
+                files: vec![upload(&["in"]), upload(&["other"])],
+                ..Changes::default()
+            })
+            .unwrap();
+        let m: InputMapping = serde_json::from_value(json!({"files": [
+            {"tags": ["in"], "processed_tags": ["done", "seen"]},
+            {"tags": ["other"]}
+        ]}))
+        .unwrap();
+        let staged = stage_inputs(&store, &m, &data, &InputState::default(), 0).unwrap();
+        let first = report.files[0].id;
+        assert_eq!(
+            staged.processed_tags,
+            vec![(first, vec!["done".to_owned(), "seen".to_owned()])]
+        );
     }
 
     #[test]

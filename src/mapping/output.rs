@@ -46,6 +46,9 @@ pub struct StagedTable {
 pub struct StagedOutputs {
     pub tables: Vec<StagedTable>,
     pub files: Vec<FileUpload>,
+    /// Tags for input files the row processed (`processed_tags`), for
+    /// [`Changes::file_tags`](crate::storage::Changes); applied only when the job succeeds.
+    pub file_tags: Vec<(u64, Vec<String>)>,
 }
 
 /// The largest manifest read.
@@ -80,11 +83,15 @@ pub fn collect_outputs(
     if failed {
         return Ok(StagedOutputs {
             tables,
-            files: Vec::new(),
+            ..StagedOutputs::default()
         });
     }
     let files = collect_files(out.as_ref(), mapping, ctx, &mut stager)?;
-    Ok(StagedOutputs { tables, files })
+    Ok(StagedOutputs {
+        tables,
+        files,
+        file_tags: Vec::new(),
+    })
 }
 
 /// Opens `out` beneath the data folder; `None` when the component removed it.
