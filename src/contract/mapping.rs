@@ -494,6 +494,9 @@ pub struct InputTableManifest {
     pub metadata: Vec<Value>,
     /// Every selected column, with an empty list when it has no metadata.
     pub column_metadata: BTreeMap<String, Vec<Value>>,
+    /// The current format's columns with types, when native types are on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Vec<Value>>,
 }
 
 /// The input file manifest berth writes (contract §4).

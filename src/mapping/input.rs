@@ -46,12 +46,27 @@ pub fn stage_inputs(
     previous: &InputState,
     now_ms: i64,
 ) -> Result<InputReport, MappingError> {
+    stage_typed_inputs(storage, mapping, data, previous, now_ms, false)
+}
+
+/// [`stage_inputs`], with `native_types`: the configuration's `data_type_support` is
+/// `authoritative` or `hints`, so table manifests also carry a `schema` (built from the
+/// columns' `KBC.datatype.*` metadata), as the original writes for typed tables.
+pub fn stage_typed_inputs(
+    storage: &dyn Storage,
+    mapping: &InputMapping,
+    data: &Path,
+    previous: &InputState,
+    now_ms: i64,
+    native_types: bool,
+) -> Result<InputReport, MappingError> {
     let mut stager = Stager {
         storage,
         data,
         previous,
         now_ms,
         names: HashSet::new(),
+        native_types,
     };
     let mut report = InputReport::default();
     for (i, t) in mapping.tables.iter().enumerate() {
@@ -79,6 +94,8 @@ struct Stager<'a> {
     now_ms: i64,
     /// File names in `in/tables` and `in/files` taken so far.
     names: HashSet<String>,
+    /// Table manifests carry a `schema`.
+    native_types: bool,
 }
 
 /// A user error about field `f` of table mapping `i`.
@@ -117,7 +134,10 @@ impl Stager<'_> {
             limit: t.limit,
         };
         let rows = self.export_table(&id, &query, &name)?;
-        let manifest = table_manifest(&id, &info, columns);
+        let mut manifest = table_manifest(&id, &info, columns);
+        if self.native_types {
+            manifest.schema = Some(schema(&info, &manifest.columns));
+        }
         let tables = self.data.join("in/tables");
         write_manifest(&tables.join(format!("{name}.manifest")), &manifest)?;
         tracing::info!("input table {id} → in/tables/{name} ({rows} rows)");
@@ -308,7 +328,48 @@ fn table_manifest(
         last_import_date: iso(info.last_import_ms),
         metadata: info.metadata.iter().map(metadata_json).collect(),
         column_metadata,
+        schema: None,
     }
+}
+
+/// The current format's `schema` of `columns`: the type from `KBC.datatype.basetype`
+/// (else `STRING`, as every column here holds text), with its length and default,
+/// `nullable` from `KBC.datatype.nullable`, the primary key and `KBC.description`.
+fn schema(info: &TableInfo, columns: &[String]) -> Vec<Value> {
+    columns
+        .iter()
+        .map(|c| {
+            let entries = info.column_metadata.get(c).map(Vec::as_slice);
+            let get = |k: &str| {
+                let found = entries.unwrap_or_default().iter().find(|m| m.key == k);
+                found.map(|m| m.value.clone())
+            };
+            let mut base =
+                json!({"type": get("KBC.datatype.basetype").unwrap_or_else(|| "STRING".into())});
+            for (key, field) in [
+                ("KBC.datatype.length", "length"),
+                ("KBC.datatype.default", "default"),
+            ] {
+                if let Some(v) = get(key) {
+                    base[field] = Value::String(v);
+                }
+            }
+            let nullable = !matches!(
+                get("KBC.datatype.nullable").as_deref(),
+                Some("0" | "" | "false")
+            );
+            let mut col = json!({
+                "name": c,
+                "data_type": {"base": base},
+                "nullable": nullable,
+                "primary_key": info.primary_key.contains(c),
+            });
+            if let Some(d) = get("KBC.description") {
+                col["description"] = Value::String(d);
+            }
+            col
+        })
+        .collect()
 }
 
 /// The storage query of a file mapping, and the key (its tag filter, sorted) an adaptive
@@ -401,7 +462,7 @@ mod tests {
         };
         load.metadata = vec![entry("KBC.description", "the t table")];
         load.column_metadata
-            .insert("v".into(), vec![entry("KBC.datatype.basetype", "STRING")]);
+            .insert("v".into(), vec![entry("KBC.datatype.basetype", "INTEGER")]);
         store
             .apply(&Changes {
                 tables: vec![load],
@@ -438,6 +499,28 @@ mod tests {
         let text = std::fs::read_to_string(data.join("in/tables/id.csv.manifest")).unwrap();
         let manifest: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(manifest["column_metadata"], json!({"id": []}));
+    }
+
+    #[test]
+    fn with_native_types_manifests_carry_a_schema() {
+        let (_d, store, data) = store();
+        let m = mapping(json!([{"source": "in.c-a.t", "destination": "t.csv"}]));
+        stage_typed_inputs(&store, &m, &data, &InputState::default(), 0, true).unwrap();
+        let text = std::fs::read_to_string(data.join("in/tables/t.csv.manifest")).unwrap();
+        let manifest: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            manifest["schema"],
+            json!([
+                {"name": "id", "data_type": {"base": {"type": "STRING"}}, "nullable": true,
+                 "primary_key": false},
+                {"name": "v", "data_type": {"base": {"type": "INTEGER"}}, "nullable": true,
+                 "primary_key": false}
+            ])
+        );
+        let m = mapping(json!([{"source": "in.c-a.t", "destination": "u.csv"}]));
+        stage_inputs(&store, &m, &data, &InputState::default(), 0).unwrap();
+        let text = std::fs::read_to_string(data.join("in/tables/u.csv.manifest")).unwrap();
+        assert!(!text.contains("schema"), "{text}");
     }
 
     #[test]
