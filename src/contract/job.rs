@@ -43,6 +43,12 @@ pub struct JobFile {
     /// the configuration's. None: the configuration runs once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rows: Vec<Row>,
+    /// The branch the job runs in (`KBC_BRANCHID`); none for the default branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch_id: Option<String>,
+    /// The project's feature gates (`KBC_PROJECT_FEATURE_GATES`, beside berth's own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub project_features: Vec<String>,
 }
 
 fn default_project_id() -> String {
@@ -117,6 +123,9 @@ pub struct Configuration {
     pub shared_code_id: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_code_row_ids: Option<Value>,
+    /// Keboola's artifacts (a project feature there): nothing stores them here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifacts: Option<Value>,
 }
 
 /// `configuration.runtime`: settings for the runner, never shown to the component.
@@ -130,6 +139,17 @@ pub struct Runtime {
     pub safe: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_tag: Option<String>,
+    // Extras the original runner accepts (it takes any key here); named, so a typo such as
+    // `timeout` is still an error.
+    /// The older spelling of `image_tag`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_file_storage_only: Option<bool>,
 }
 
 /// A memory limit in bytes, written like Docker's `256m` (decimal units: 1m = 10^6 bytes).
@@ -255,10 +275,16 @@ impl JobFile {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text).map_err(|message| ContractError::Parse {
+        let job = Self::parse(&text).map_err(|message| ContractError::Parse {
             path: path.to_owned(),
             message,
-        })
+        })?;
+        for key in job.inert_keys() {
+            tracing::warn!(
+                "configuration key {key} is accepted for compatibility but has no effect in berth"
+            );
+        }
+        Ok(job)
     }
 
     /// Parses and validates a job file's text; the error names the path of the bad key.

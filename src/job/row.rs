@@ -225,12 +225,15 @@ impl RowRun<'_> {
         let dir = &prepared.dir;
         let container_id = ctx.jobdir.container_id(self.n);
         let cgroups_path = runtime::cgroups_path(&ctx.svc.host.cgroup_parent(), &container_id)?;
+        let stack_id = stack_id();
         let env = config_file::environment(&RunIdentity {
             job,
+            config: self.config,
             run_id: &ctx.jobdir.id,
             component_id: &job.component.id,
             row_id: self.row_id,
             debug: false,
+            stack_id: stack_id.as_deref(),
         });
         let resolv_conf = match job.component.network {
             NetworkMode::Bridge => Some(write_resolv_conf(&dir.bundle)?),
@@ -453,5 +456,15 @@ fn network(mode: NetworkMode) -> Network {
         NetworkMode::None => Network::Loopback,
         NetworkMode::Host => Network::Host,
         NetworkMode::Bridge => Network::Outbound,
+    }
+}
+/// The operator's stack name, which components see as `KBC_STACKID`: `BERTH_STACK_ID`,
+/// or `berth`. Set empty, it leaves `KBC_STACKID` unset, as outside Keboola (component
+/// libraries then write the current manifest format instead of the legacy one).
+fn stack_id() -> Option<String> {
+    match std::env::var("BERTH_STACK_ID") {
+        Ok(s) if s.is_empty() => None,
+        Ok(s) => Some(s),
+        Err(_) => Some(config_file::DEFAULT_STACK_ID.to_owned()),
     }
 }

@@ -32,6 +32,9 @@ pub struct InputReport {
     pub tables: Vec<(TableId, u64)>,
     pub files: Vec<u64>,
     pub state: InputState,
+    /// The files a mapping with `processed_tags` brought, with those tags: for the job's
+    /// commit ([`Changes::file_tags`](crate::storage::Changes)), once it succeeded.
+    pub processed_tags: Vec<(u64, Vec<String>)>,
 }
 
 /// Exports every mapped table and file into `data/in`. `previous` is what the last
@@ -43,12 +46,27 @@ pub fn stage_inputs(
     previous: &InputState,
     now_ms: i64,
 ) -> Result<InputReport, MappingError> {
+    stage_typed_inputs(storage, mapping, data, previous, now_ms, false)
+}
+
+/// [`stage_inputs`], with `native_types`: the configuration's `data_type_support` is
+/// `authoritative` or `hints`, so table manifests also carry a `schema` (built from the
+/// columns' `KBC.datatype.*` metadata), as the original writes for typed tables.
+pub fn stage_typed_inputs(
+    storage: &dyn Storage,
+    mapping: &InputMapping,
+    data: &Path,
+    previous: &InputState,
+    now_ms: i64,
+    native_types: bool,
+) -> Result<InputReport, MappingError> {
     let mut stager = Stager {
         storage,
         data,
         previous,
         now_ms,
         names: HashSet::new(),
+        native_types,
     };
     let mut report = InputReport::default();
     for (i, t) in mapping.tables.iter().enumerate() {
@@ -58,6 +76,10 @@ pub fn stage_inputs(
     }
     for (i, f) in mapping.files.iter().enumerate() {
         let (ids, import) = stager.files(f, i)?;
+        if !f.processed_tags.is_empty() {
+            let tagged = ids.iter().map(|id| (*id, f.processed_tags.clone()));
+            report.processed_tags.extend(tagged);
+        }
         report.files.extend(ids);
         report.state.files.extend(import);
     }
@@ -72,6 +94,8 @@ struct Stager<'a> {
     now_ms: i64,
     /// File names in `in/tables` and `in/files` taken so far.
     names: HashSet<String>,
+    /// Table manifests carry a `schema`.
+    native_types: bool,
 }
 
 /// A user error about field `f` of table mapping `i`.
@@ -110,7 +134,10 @@ impl Stager<'_> {
             limit: t.limit,
         };
         let rows = self.export_table(&id, &query, &name)?;
-        let manifest = table_manifest(&id, &info, columns);
+        let mut manifest = table_manifest(&id, &info, columns);
+        if self.native_types {
+            manifest.schema = Some(schema(&info, &manifest.columns));
+        }
         let tables = self.data.join("in/tables");
         write_manifest(&tables.join(format!("{name}.manifest")), &manifest)?;
         tracing::info!("input table {id} → in/tables/{name} ({rows} rows)");
@@ -243,8 +270,13 @@ impl Stager<'_> {
 }
 
 /// The row filter of a table mapping: `where_column` and `where_values` go together.
+/// An empty `where_column` means no filter, as in the original runner.
 fn where_filter(t: &InputTable, i: usize) -> Result<Option<WhereFilter>, MappingError> {
-    match (&t.where_column, t.where_values.is_empty()) {
+    let column = t.where_column.as_ref().filter(|c| !c.is_empty());
+    if column.is_none() && t.where_column.is_some() {
+        return Ok(None);
+    }
+    match (column, t.where_values.is_empty()) {
         (Some(column), false) => Ok(Some(WhereFilter {
             column: column.clone(),
             values: t.where_values.clone(),
@@ -269,21 +301,75 @@ fn table_manifest(
     info: &TableInfo,
     columns: Option<Vec<String>>,
 ) -> InputTableManifest {
+    let columns = columns.unwrap_or_else(|| info.columns.clone());
+    let column_metadata = columns
+        .iter()
+        .map(|c| {
+            let entries = info.column_metadata.get(c).map(Vec::as_slice);
+            let json = entries.unwrap_or_default().iter().map(metadata_json);
+            (c.clone(), json.collect())
+        })
+        .collect();
+    let described = info.metadata.iter().find(|m| m.key == "KBC.description");
+    let description = info
+        .description
+        .clone()
+        .or_else(|| described.map(|m| m.value.clone()))
+        .filter(|d| !d.is_empty());
     InputTableManifest {
         id: id.to_string(),
+        uri: format!("berth://storage/tables/{id}"),
         name: id.table().to_owned(),
+        description,
         primary_key: info.primary_key.clone(),
-        columns: columns.unwrap_or_else(|| info.columns.clone()),
+        columns,
         created: iso(info.created_ms),
         last_change_date: iso(info.last_change_ms),
         last_import_date: iso(info.last_import_ms),
         metadata: info.metadata.iter().map(metadata_json).collect(),
-        column_metadata: info
-            .column_metadata
-            .iter()
-            .map(|(c, m)| (c.clone(), m.iter().map(metadata_json).collect()))
-            .collect(),
+        column_metadata,
+        schema: None,
     }
+}
+
+/// The current format's `schema` of `columns`: the type from `KBC.datatype.basetype`
+/// (else `STRING`, as every column here holds text), with its length and default,
+/// `nullable` from `KBC.datatype.nullable`, the primary key and `KBC.description`.
+fn schema(info: &TableInfo, columns: &[String]) -> Vec<Value> {
+    columns
+        .iter()
+        .map(|c| {
+            let entries = info.column_metadata.get(c).map(Vec::as_slice);
+            let get = |k: &str| {
+                let found = entries.unwrap_or_default().iter().find(|m| m.key == k);
+                found.map(|m| m.value.clone())
+            };
+            let mut base =
+                json!({"type": get("KBC.datatype.basetype").unwrap_or_else(|| "STRING".into())});
+            for (key, field) in [
+                ("KBC.datatype.length", "length"),
+                ("KBC.datatype.default", "default"),
+            ] {
+                if let Some(v) = get(key) {
+                    base[field] = Value::String(v);
+                }
+            }
+            let nullable = !matches!(
+                get("KBC.datatype.nullable").as_deref(),
+                Some("0" | "" | "false")
+            );
+            let mut col = json!({
+                "name": c,
+                "data_type": {"base": base},
+                "nullable": nullable,
+                "primary_key": info.primary_key.contains(c),
+            });
+            if let Some(d) = get("KBC.description") {
+                col["description"] = Value::String(d);
+            }
+            col
+        })
+        .collect()
 }
 
 /// The storage query of a file mapping, and the key (its tag filter, sorted) an adaptive
@@ -295,6 +381,13 @@ fn file_query(f: &InputFile) -> Result<(FileQuery, Vec<TagFilter>), String> {
         .map(|s| s.tags.clone())
         .unwrap_or_default();
     if f.tags.is_empty() && source_tags.is_empty() && f.file_ids.is_empty() {
+        if f.query.is_some() {
+            return Err(
+                "query (a search of Keboola's file index) is not supported by berth: \
+                        give tags, source.tags or file_ids"
+                    .into(),
+            );
+        }
         return Err("give tags, source.tags or file_ids".into());
     }
     if !f.tags.is_empty() && !source_tags.is_empty() {
@@ -341,4 +434,145 @@ fn write_manifest<T: serde::Serialize>(path: &Path, manifest: &T) -> Result<(), 
         source: e.into(),
     })?;
     std::fs::write(path, bytes).map_err(MappingError::io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Changes, CsvSource, MetadataEntry, Provenance, SqliteStorage, TableLoad};
+
+    /// A store with `in.c-a.t` (`id,v`, two rows), its description in metadata and a
+    /// type on `v`, and a data folder.
+    fn store() -> (tempfile::TempDir, SqliteStorage, std::path::PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let store = SqliteStorage::open(&d.path().join("storage")).unwrap();
+        let csv = d.path().join("t.csv");
+        std::fs::write(&csv, "id,v\n1,x\n2,y\n").unwrap();
+        let mut load = TableLoad::new(
+            "in.c-a.t".parse().unwrap(),
+            CsvSource::file(&csv),
+            Provenance {
+                component: "acme.loader".into(),
+                ..Provenance::default()
+            },
+        );
+        let entry = |k: &str, v: &str| MetadataEntry {
+            key: k.into(),
+            value: v.into(),
+        };
+        load.metadata = vec![entry("KBC.description", "the t table")];
+        load.column_metadata
+            .insert("v".into(), vec![entry("KBC.datatype.basetype", "INTEGER")]);
+        store
+            .apply(&Changes {
+                tables: vec![load],
+                ..Changes::default()
+            })
+            .unwrap();
+        let data = d.path().join("data");
+        std::fs::create_dir_all(data.join("in/tables")).unwrap();
+        std::fs::create_dir_all(data.join("in/files")).unwrap();
+        (d, store, data)
+    }
+
+    fn mapping(tables: Value) -> InputMapping {
+        serde_json::from_value(json!({ "tables": tables })).unwrap()
+    }
+
+    #[test]
+    fn manifests_carry_uri_description_and_metadata_of_every_selected_column() {
+        let (_d, store, data) = store();
+        let m = mapping(json!([{"source": "in.c-a.t", "destination": "t.csv"}]));
+        stage_inputs(&store, &m, &data, &InputState::default(), 0).unwrap();
+        let text = std::fs::read_to_string(data.join("in/tables/t.csv.manifest")).unwrap();
+        let manifest: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(manifest["uri"], "berth://storage/tables/in.c-a.t");
+        assert_eq!(manifest["description"], "the t table");
+        assert_eq!(manifest["column_metadata"]["id"], json!([]));
+        assert_eq!(
+            manifest["column_metadata"]["v"][0]["key"],
+            "KBC.datatype.basetype"
+        );
+        let m =
+            mapping(json!([{"source": "in.c-a.t", "destination": "id.csv", "columns": ["id"]}]));
+        stage_inputs(&store, &m, &data, &InputState::default(), 0).unwrap();
+        let text = std::fs::read_to_string(data.join("in/tables/id.csv.manifest")).unwrap();
+        let manifest: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(manifest["column_metadata"], json!({"id": []}));
+    }
+
+    #[test]
+    fn with_native_types_manifests_carry_a_schema() {
+        let (_d, store, data) = store();
+        let m = mapping(json!([{"source": "in.c-a.t", "destination": "t.csv"}]));
+        stage_typed_inputs(&store, &m, &data, &InputState::default(), 0, true).unwrap();
+        let text = std::fs::read_to_string(data.join("in/tables/t.csv.manifest")).unwrap();
+        let manifest: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            manifest["schema"],
+            json!([
+                {"name": "id", "data_type": {"base": {"type": "STRING"}}, "nullable": true,
+                 "primary_key": false},
+                {"name": "v", "data_type": {"base": {"type": "INTEGER"}}, "nullable": true,
+                 "primary_key": false}
+            ])
+        );
+        let m = mapping(json!([{"source": "in.c-a.t", "destination": "u.csv"}]));
+        stage_inputs(&store, &m, &data, &InputState::default(), 0).unwrap();
+        let text = std::fs::read_to_string(data.join("in/tables/u.csv.manifest")).unwrap();
+        assert!(!text.contains("schema"), "{text}");
+    }
+
+    #[test]
+    fn an_empty_where_column_means_no_filter() {
+        let (_d, store, data) = store();
+        let m = mapping(json!([{"source": "in.c-a.t", "destination": "t.csv",
+                                "where_column": "", "where_values": []}]));
+        let report = stage_inputs(&store, &m, &data, &InputState::default(), 0).unwrap();
+        assert_eq!(report.tables[0].1, 2);
+        let csv = std::fs::read_to_string(data.join("in/tables/t.csv")).unwrap();
+        assert_eq!(csv, "id,v\n1,x\n2,y\n");
+    }
+
+    #[test]
+    fn processed_tags_name_the_files_a_mapping_brought() {
+        let (d, store, data) = store();
+        let path = d.path().join("f.txt");
+        std::fs::write(&path, "x").unwrap();
+        let upload = |tags: &[&str]| crate::storage::FileUpload {
+            path: path.clone(),
+            name: "f.txt".into(),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            is_permanent: true,
+            is_public: false,
+            is_encrypted: false,
+        };
+        let report = store
+            .apply(&Changes {
+                files: vec![upload(&["in"]), upload(&["other"])],
+                ..Changes::default()
+            })
+            .unwrap();
+        let m: InputMapping = serde_json::from_value(json!({"files": [
+            {"tags": ["in"], "processed_tags": ["done", "seen"]},
+            {"tags": ["other"]}
+        ]}))
+        .unwrap();
+        let staged = stage_inputs(&store, &m, &data, &InputState::default(), 0).unwrap();
+        let first = report.files[0].id;
+        assert_eq!(
+            staged.processed_tags,
+            vec![(first, vec!["done".to_owned(), "seen".to_owned()])]
+        );
+    }
+
+    #[test]
+    fn a_file_query_alone_is_refused_by_name() {
+        let f: InputFile = serde_json::from_value(json!({"query": "tags:x"})).unwrap();
+        let e = file_query(&f).unwrap_err();
+        assert!(
+            e.starts_with("query (a search of Keboola's file index) is not supported"),
+            "{e}"
+        );
+    }
 }

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 
 use super::MappingError;
 use crate::confined::{self, ConfinedError, Kind};
-use crate::contract::mapping::{FileSettings, KeyValue, OutputMapping, TableSettings};
+use crate::contract::mapping::{
+    DeleteWhere, FileSettings, KeyValue, Operator, OutputMapping, SchemaColumn, TableSettings,
+};
 use crate::storage::{
     CsvSource, FileUpload, MetadataEntry, Provenance, TableId, TableLoad, WhereFilter,
 };
@@ -44,6 +46,9 @@ pub struct StagedTable {
 pub struct StagedOutputs {
     pub tables: Vec<StagedTable>,
     pub files: Vec<FileUpload>,
+    /// Tags for input files the row processed (`processed_tags`), for
+    /// [`Changes::file_tags`](crate::storage::Changes); applied only when the job succeeds.
+    pub file_tags: Vec<(u64, Vec<String>)>,
 }
 
 /// The largest manifest read.
@@ -78,11 +83,15 @@ pub fn collect_outputs(
     if failed {
         return Ok(StagedOutputs {
             tables,
-            files: Vec::new(),
+            ..StagedOutputs::default()
         });
     }
     let files = collect_files(out.as_ref(), mapping, ctx, &mut stager)?;
-    Ok(StagedOutputs { tables, files })
+    Ok(StagedOutputs {
+        tables,
+        files,
+        file_tags: Vec::new(),
+    })
 }
 
 /// Opens `out` beneath the data folder; `None` when the component removed it.
@@ -122,7 +131,7 @@ fn collect_tables(
     for (name, kind) in &listing.data {
         let manifest: TableSettings = listing.manifest(name)?;
         let mapped = mappings.get(name.as_str()).copied();
-        let settings = merge_table(manifest, mapped);
+        let settings = normalize(merge_table(manifest, mapped), name)?;
         let write_always = settings.write_always.unwrap_or(false);
         if failed && !write_always {
             continue;
@@ -448,40 +457,209 @@ fn read_manifest<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// Mapping values win over manifest values (contract §4); metadata merges by key.
+/// Mapping values win over manifest values (contract §4), as the original runner merges
+/// them: a mapping value that is empty or equal to its default (`incremental: false`,
+/// `delimiter: ","`, …) leaves the manifest's in force; metadata merges by key and the
+/// schema by column name.
 fn merge_table(manifest: TableSettings, mapping: Option<&TableSettings>) -> TableSettings {
-    let Some(m) = mapping else {
+    let Some(m) = mapping.cloned() else {
         return manifest;
     };
-    let pick = |a: &Option<String>, b: Option<String>| a.clone().or(b);
+    let text = |v: Option<String>, default: &str| v.filter(|s| !s.is_empty() && s != default);
+    let list = |v: Option<Vec<String>>| v.filter(|l| !l.is_empty());
+    let yes = |v: Option<bool>| v.filter(|b| *b);
     TableSettings {
-        destination: pick(&m.destination, manifest.destination),
-        incremental: m.incremental.or(manifest.incremental),
-        primary_key: m.primary_key.clone().or(manifest.primary_key),
-        columns: m.columns.clone().or(manifest.columns),
-        delimiter: pick(&m.delimiter, manifest.delimiter),
-        enclosure: pick(&m.enclosure, manifest.enclosure),
-        delete_where_column: pick(&m.delete_where_column, manifest.delete_where_column),
-        delete_where_values: m
-            .delete_where_values
-            .clone()
-            .or(manifest.delete_where_values),
-        delete_where_operator: m.delete_where_operator.or(manifest.delete_where_operator),
+        destination: text(m.destination, "").or(manifest.destination),
+        incremental: yes(m.incremental).or(manifest.incremental),
+        primary_key: list(m.primary_key).or(manifest.primary_key),
+        columns: list(m.columns).or(manifest.columns),
+        delimiter: text(m.delimiter, ",").or(manifest.delimiter),
+        enclosure: text(m.enclosure, "\"").or(manifest.enclosure),
+        delete_where_column: text(m.delete_where_column, "").or(manifest.delete_where_column),
+        delete_where_values: list(m.delete_where_values).or(manifest.delete_where_values),
+        delete_where_operator: m
+            .delete_where_operator
+            .filter(|o| *o != Operator::Eq)
+            .or(manifest.delete_where_operator),
         metadata: merge_kv(manifest.metadata, m.metadata.as_ref()),
-        column_metadata: match (manifest.column_metadata, &m.column_metadata) {
+        column_metadata: merge_column_kv(manifest.column_metadata, m.column_metadata),
+        write_always: yes(m.write_always).or(manifest.write_always),
+        description: text(m.description, "").or(manifest.description),
+        manifest_type: m.manifest_type.or(manifest.manifest_type),
+        has_header: yes(m.has_header).or(manifest.has_header),
+        schema: merge_schema(manifest.schema, m.schema),
+        table_metadata: match (manifest.table_metadata, m.table_metadata) {
             (None, None) => None,
-            (a, b) => {
-                let mut merged = a.unwrap_or_default();
-                for (col, kv) in b.clone().unwrap_or_default() {
-                    let base = merged.remove(&col);
-                    merged.insert(col, merge_kv(base, Some(&kv)).unwrap_or_default());
-                }
-                Some(merged)
-            }
+            (a, b) => Some(a.into_iter().chain(b).flatten().collect()),
         },
-        write_always: m.write_always.or(manifest.write_always),
-        description: pick(&m.description, manifest.description),
+        tags: list(m.tags).or(manifest.tags),
+        distribution_key: list(m.distribution_key).or(manifest.distribution_key),
+        delete_where: m
+            .delete_where
+            .filter(|l| !l.is_empty())
+            .or(manifest.delete_where),
+        unload_strategy: text(m.unload_strategy, "").or(manifest.unload_strategy),
+        deduplication_strategy: text(m.deduplication_strategy, "")
+            .or(manifest.deduplication_strategy),
     }
+}
+
+fn merge_column_kv(
+    base: Option<BTreeMap<String, Vec<KeyValue>>>,
+    over: Option<BTreeMap<String, Vec<KeyValue>>>,
+) -> Option<BTreeMap<String, Vec<KeyValue>>> {
+    if base.is_none() && over.is_none() {
+        return None;
+    }
+    let mut merged = base.unwrap_or_default();
+    for (col, kv) in over.unwrap_or_default() {
+        let before = merged.remove(&col);
+        merged.insert(col, merge_kv(before, Some(&kv)).unwrap_or_default());
+    }
+    Some(merged)
+}
+
+/// The mapping's schema columns replace the manifest's of the same name; new ones follow.
+fn merge_schema(
+    base: Option<Vec<SchemaColumn>>,
+    over: Option<Vec<SchemaColumn>>,
+) -> Option<Vec<SchemaColumn>> {
+    let Some(over) = over.filter(|o| !o.is_empty()) else {
+        return base;
+    };
+    let mut merged = base.unwrap_or_default();
+    for col in over {
+        match merged.iter_mut().find(|c| c.name == col.name) {
+            Some(existing) => *existing = col,
+            None => merged.push(col),
+        }
+    }
+    Some(merged)
+}
+
+/// Turns the current manifest format into the settings a load reads: `schema` gives the
+/// columns (when the CSV has no header), the primary key and the columns' metadata (types
+/// as `KBC.datatype.*`), `table_metadata` the table's metadata, and the list form of
+/// `delete_where` the filter. An empty `delete_where_column` means no filter.
+fn normalize(mut s: TableSettings, name: &str) -> Result<TableSettings, MappingError> {
+    if s.delete_where_column.as_deref() == Some("") {
+        s.delete_where_column = None;
+        s.delete_where_values = None;
+    }
+    if s.has_header == Some(true) {
+        s.columns = None;
+    }
+    if let Some(schema) = s.schema.take().filter(|c| !c.is_empty()) {
+        if s.has_header != Some(true) && s.columns.is_none() {
+            s.columns = Some(schema.iter().map(|c| c.name.clone()).collect());
+        }
+        let key: Vec<String> = schema
+            .iter()
+            .filter(|c| c.primary_key == Some(true))
+            .map(|c| c.name.clone())
+            .collect();
+        if s.primary_key.as_ref().is_none_or(Vec::is_empty) && !key.is_empty() {
+            s.primary_key = Some(key);
+        }
+        let typed: BTreeMap<String, Vec<KeyValue>> = schema
+            .iter()
+            .map(|c| (c.name.clone(), schema_metadata(c)))
+            .filter(|(_, kv)| !kv.is_empty())
+            .collect();
+        s.column_metadata = merge_column_kv(Some(typed), s.column_metadata.take());
+    }
+    if let Some(table) = s.table_metadata.take() {
+        let kv: Vec<KeyValue> = table
+            .into_iter()
+            .map(|(key, value)| KeyValue { key, value })
+            .collect();
+        s.metadata = merge_kv(s.metadata.take(), Some(&kv));
+    }
+    if let Some(rules) = s.delete_where.take().filter(|r| !r.is_empty()) {
+        if s.delete_where_column.is_some() {
+            return Err(MappingError::User(format!(
+                "out/tables/{name}: use delete_where or delete_where_column, not both"
+            )));
+        }
+        let (column, values, operator) = delete_where_rule(&rules, name)?;
+        s.delete_where_column = Some(column);
+        s.delete_where_values = Some(values);
+        s.delete_where_operator = operator;
+    }
+    Ok(s)
+}
+
+/// The one rule of the list form of `delete_where` berth can apply: one filter on a set
+/// of values. Time ranges and values read from a workspace or another table need a
+/// backend that berth does not have.
+fn delete_where_rule(
+    rules: &[DeleteWhere],
+    name: &str,
+) -> Result<(String, Vec<String>, Option<Operator>), MappingError> {
+    let unsupported = |what: &str| {
+        MappingError::User(format!(
+            "out/tables/{name}: delete_where: {what} is not supported by berth (one rule with \
+             one where_filters entry with values_from_set is)"
+        ))
+    };
+    let [rule] = rules else {
+        return Err(unsupported("more than one rule"));
+    };
+    if rule.changed_since.is_some() || rule.changed_until.is_some() {
+        return Err(unsupported("changed_since/changed_until"));
+    }
+    let [filter] = rule.where_filters.as_slice() else {
+        return Err(unsupported("a rule without exactly one filter"));
+    };
+    let Some(values) = &filter.values_from_set else {
+        return Err(unsupported("values_from_workspace/values_from_storage"));
+    };
+    Ok((filter.column.clone(), values.clone(), filter.operator))
+}
+
+/// A schema column's types and description as the column metadata Keboola's Storage
+/// keeps for untyped tables (`KBC.datatype.basetype`, `.type`, `.length`, `.default`,
+/// `.nullable`, `KBC.description`), then the column's own metadata.
+fn schema_metadata(c: &SchemaColumn) -> Vec<KeyValue> {
+    let mut kv = Vec::new();
+    let mut put = |key: &str, value: String| {
+        kv.retain(|e: &KeyValue| e.key != key);
+        kv.push(KeyValue {
+            key: key.to_owned(),
+            value,
+        });
+    };
+    if let Some(types) = &c.data_type {
+        let base = types.get("base");
+        if let Some(native) = types.iter().find(|(b, _)| *b != "base").map(|(_, t)| t) {
+            put("KBC.datatype.type", native.type_.clone());
+        }
+        if let Some(t) = base.or_else(|| types.values().next()) {
+            if base.is_some() {
+                put("KBC.datatype.basetype", t.type_.clone());
+            }
+            if let Some(l) = &t.length {
+                put("KBC.datatype.length", l.clone());
+            }
+            if let Some(d) = &t.default {
+                put("KBC.datatype.default", d.clone());
+            }
+        }
+    }
+    if c.data_type.is_some() || c.nullable.is_some() {
+        let nullable = c.nullable.unwrap_or(true);
+        put(
+            "KBC.datatype.nullable",
+            if nullable { "1" } else { "0" }.to_owned(),
+        );
+    }
+    if let Some(d) = c.description.as_ref().filter(|d| !d.is_empty()) {
+        put("KBC.description", d.clone());
+    }
+    for (k, v) in c.metadata.iter().flatten() {
+        put(k, v.clone());
+    }
+    kv
 }
 
 fn merge_kv(base: Option<Vec<KeyValue>>, over: Option<&Vec<KeyValue>>) -> Option<Vec<KeyValue>> {
@@ -559,7 +737,10 @@ fn resolve_destination(
     settings: &TableSettings,
     default_bucket: Option<&str>,
 ) -> Result<TableId, MappingError> {
-    if let Some(d) = mapping.and_then(|m| m.destination.as_deref()) {
+    if let Some(d) = mapping
+        .and_then(|m| m.destination.as_deref())
+        .filter(|d| !d.is_empty())
+    {
         return d.parse().map_err(|e| {
             MappingError::User(format!(
                 "out/tables/{name}: mapping destination {d:?} must be a full table id: {e}"
@@ -1065,5 +1246,232 @@ mod tests {
             false,
         ));
         assert!(e.contains("single ASCII character"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod conformance_tests {
+    //! What `keboola.component` and the output-mapping library write (issue 7), loaded as
+    //! the original runner loads it.
+
+    use super::*;
+    use serde_json::json;
+
+    fn ctx() -> OutputContext<'static> {
+        OutputContext {
+            component_id: "acme.writer",
+            config_id: Some("42"),
+            row_id: None,
+            run_id: "r1",
+            component_default_bucket: false,
+        }
+    }
+
+    /// Writes `t.csv` with `manifest` and collects it with `mapping`.
+    fn collect(
+        manifest: &serde_json::Value,
+        mapping: serde_json::Value,
+    ) -> Result<TableLoad, MappingError> {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        fs::create_dir_all(out.join("tables")).unwrap();
+        fs::write(out.join("tables/t.csv"), "1,2\n").unwrap();
+        fs::write(out.join("tables/t.csv.manifest"), manifest.to_string()).unwrap();
+        let mapping: OutputMapping = serde_json::from_value(mapping).unwrap();
+        let staged = collect_outputs(&out, &mapping, &ctx(), &d.path().join("s"), false)?;
+        Ok(staged.tables.into_iter().next().unwrap().load)
+    }
+
+    fn meta(entries: &[MetadataEntry]) -> Vec<(&str, &str)> {
+        entries
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn the_current_manifest_format_maps_schema_onto_columns_key_and_metadata() {
+        // As keboola.component 1.11 writes it when KBC_STACKID is unset.
+        let manifest = json!({
+            "destination": "out.c-x.t", "incremental": true, "write_always": false,
+            "delimiter": ",", "enclosure": "\"", "manifest_type": "out", "has_header": false,
+            "table_metadata": {"KBC.description": "orders", "rows": 2},
+            "schema": [
+                {"name": "id", "data_type": {"base": {"type": "INTEGER"}},
+                 "nullable": false, "primary_key": true},
+                {"name": "amount",
+                 "data_type": {"base": {"type": "NUMERIC", "length": "12,2"},
+                               "snowflake": {"type": "NUMBER", "default": 0}},
+                 "nullable": true, "description": "in EUR",
+                 "metadata": {"unit": "EUR", "precise": true}}
+            ]
+        });
+        let load = collect(&manifest, json!({})).unwrap();
+        assert_eq!(load.destination.to_string(), "out.c-x.t");
+        assert_eq!(
+            load.source.columns,
+            Some(vec!["id".to_owned(), "amount".to_owned()])
+        );
+        assert_eq!(load.primary_key, vec!["id"]);
+        assert!(load.incremental);
+        assert_eq!(
+            meta(&load.metadata),
+            vec![("KBC.description", "orders"), ("rows", "2")]
+        );
+        assert_eq!(
+            meta(&load.column_metadata["id"]),
+            vec![
+                ("KBC.datatype.basetype", "INTEGER"),
+                ("KBC.datatype.nullable", "0")
+            ]
+        );
+        assert_eq!(
+            meta(&load.column_metadata["amount"]),
+            vec![
+                ("KBC.datatype.type", "NUMBER"),
+                ("KBC.datatype.basetype", "NUMERIC"),
+                ("KBC.datatype.length", "12,2"),
+                ("KBC.datatype.nullable", "1"),
+                ("KBC.description", "in EUR"),
+                ("precise", "1"),
+                ("unit", "EUR"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_schema_with_a_header_reads_the_header_and_other_keys_are_accepted() {
+        let manifest = json!({
+            "manifest_type": "out", "has_header": true, "destination": "out.c-x.t",
+            "schema": [{"name": "a", "primary_key": true}, {"name": "b"}],
+            "tags": ["staging"], "distribution_key": ["a"], "description": "d",
+            "unload_strategy": "direct-grant", "deduplication_strategy": "insert"
+        });
+        let load = collect(&manifest, json!({})).unwrap();
+        assert_eq!(load.source.columns, None);
+        assert_eq!(load.primary_key, vec!["a"]);
+        assert_eq!(load.description.as_deref(), Some("d"));
+    }
+
+    #[test]
+    fn metadata_values_are_any_scalar_kept_as_storage_keeps_them() {
+        let manifest = json!({
+            "destination": "out.c-x.t", "columns": ["id", "v"],
+            "metadata": [{"key": "n", "value": 7}, {"key": "f", "value": 1.5},
+                         {"key": "none", "value": null}],
+            "column_metadata": {"id": [{"key": "KBC.datatype.nullable", "value": false},
+                                       {"key": "KBC.datatype.length", "value": 10}],
+                                "v": [{"key": "KBC.datatype.nullable", "value": true}]}
+        });
+        let load = collect(&manifest, json!({})).unwrap();
+        assert_eq!(
+            meta(&load.metadata),
+            vec![("n", "7"), ("f", "1.5"), ("none", "")]
+        );
+        assert_eq!(
+            meta(&load.column_metadata["id"]),
+            vec![
+                ("KBC.datatype.nullable", "0"),
+                ("KBC.datatype.length", "10")
+            ]
+        );
+        assert_eq!(
+            meta(&load.column_metadata["v"]),
+            vec![("KBC.datatype.nullable", "1")]
+        );
+        let bad = json!({"destination": "out.c-x.t", "metadata": [{"key": "k", "value": [1]}]});
+        let e = collect(&bad, json!({})).unwrap_err().to_string();
+        assert!(
+            e.contains("metadata[0].value") && e.contains("string, number, boolean"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_mapping_value_equal_to_its_default_leaves_the_manifest_in_force() {
+        let manifest = json!({
+            "destination": "out.c-x.t", "columns": ["id", "v"], "incremental": true,
+            "primary_key": ["id"], "delimiter": ",", "write_always": true,
+            "delete_where_column": "v", "delete_where_values": ["1"],
+            "delete_where_operator": "ne"
+        });
+        let mapping = json!({"tables": [{
+            "source": "t.csv", "destination": "out.c-x.t", "incremental": false,
+            "primary_key": [], "delimiter": ",", "enclosure": "\"", "write_always": false,
+            "delete_where_operator": "eq", "description": ""
+        }]});
+        let load = collect(&manifest, mapping).unwrap();
+        assert!(
+            load.incremental,
+            "incremental: false in the mapping replaced an append"
+        );
+        assert_eq!(load.primary_key, vec!["id"]);
+        let filter = load.delete_where.unwrap();
+        assert_eq!(filter.operator, Operator::Ne);
+        // A value that is not the default still wins.
+        let mapping = json!({"tables": [{"source": "t.csv", "destination": "out.c-y.t",
+                                         "primary_key": ["v"], "delimiter": ";"}]});
+        let load = collect(&manifest, mapping).unwrap();
+        assert_eq!(load.destination.to_string(), "out.c-y.t");
+        assert_eq!(
+            (load.primary_key, load.source.delimiter),
+            (vec!["v".to_owned()], b';')
+        );
+    }
+
+    #[test]
+    fn an_empty_delete_where_column_means_no_filter() {
+        let manifest = json!({"destination": "out.c-x.t", "columns": ["a", "b"],
+                              "incremental": true, "delete_where_column": "",
+                              "delete_where_values": []});
+        assert_eq!(collect(&manifest, json!({})).unwrap().delete_where, None);
+        let manifest = json!({"destination": "out.c-x.t", "columns": ["a", "b"],
+                              "delete_where_column": ""});
+        assert_eq!(collect(&manifest, json!({})).unwrap().delete_where, None);
+    }
+
+    #[test]
+    fn delete_where_in_list_form() {
+        let rule = |filters: serde_json::Value| {
+            json!({"destination": "out.c-x.t", "columns": ["a", "b"], "incremental": true,
+                   "delete_where": [{"where_filters": filters}]})
+        };
+        let load = collect(
+            &rule(json!([{"column": "a", "operator": "ne", "values_from_set": ["1", "2"]}])),
+            json!({}),
+        )
+        .unwrap();
+        let f = load.delete_where.unwrap();
+        assert_eq!((f.column.as_str(), f.operator), ("a", Operator::Ne));
+        assert_eq!(f.values, vec!["1", "2"]);
+        let e = collect(
+            &rule(json!([{"column": "a", "values_from_storage": {"bucket_id": "in.c-a", "table": "t"}}])),
+            json!({}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("out/tables/t.csv: delete_where: values_from_workspace/values_from_storage is not supported"),
+            "{e}"
+        );
+        let both = json!({"destination": "out.c-x.t", "columns": ["a"],
+                          "delete_where_column": "a", "delete_where_values": ["1"],
+                          "delete_where": [{"where_filters": [{"column": "a", "values_from_set": ["1"]}]}]});
+        let e = collect(&both, json!({})).unwrap_err().to_string();
+        assert!(e.contains("not both"), "{e}");
+    }
+
+    #[test]
+    fn unknown_manifest_keys_are_still_errors() {
+        let e = collect(
+            &json!({"destination": "out.c-x.t", "schema": [{"name": "a", "nulable": true}]}),
+            json!({}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("invalid manifest") && e.contains("nulable"),
+            "{e}"
+        );
     }
 }

@@ -356,13 +356,17 @@ pub struct FileUpload {
 }
 
 /// Everything one job writes, applied all or nothing by [`Storage::apply`], in order:
-/// tables (in the order given; the same table may appear twice), files, states.
+/// tables (in the order given; the same table may appear twice), files, states, tags of
+/// stored files.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Changes {
     pub tables: Vec<TableLoad>,
     pub files: Vec<FileUpload>,
     /// `None` clears the state.
     pub states: Vec<(StateKey, Option<Value>)>,
+    /// Tags added to files already stored (a file mapping's `processed_tags`, once the job
+    /// that read the files succeeded). A tag a file has already is left as it is.
+    pub file_tags: Vec<(u64, Vec<String>)>,
 }
 
 /// What one table load did.

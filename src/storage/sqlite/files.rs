@@ -150,11 +150,36 @@ pub(super) fn check_upload(upload: &FileUpload) -> Result<(), StorageError> {
         reason: reason.to_owned(),
     };
     crate::util::plain_name(&upload.name).map_err(invalid)?;
-    if upload.tags.iter().any(String::is_empty) {
+    check_tags(&format!("tags of {}", upload.path.display()), &upload.tags)
+}
+
+/// Tags are never empty.
+pub(super) fn check_tags(what: &str, tags: &[String]) -> Result<(), StorageError> {
+    if tags.iter().any(String::is_empty) {
         return Err(StorageError::Invalid {
-            what: format!("tags of {}", upload.path.display()),
+            what: what.to_owned(),
             reason: "a tag cannot be empty".into(),
         });
+    }
+    Ok(())
+}
+
+/// Adds `tags` to the stored file `id`, skipping those it has.
+pub(super) fn add_tags(tx: &Transaction<'_>, id: u64, tags: &[String]) -> Res<()> {
+    let exists: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM files WHERE id = ?1)",
+        [to_i64(id)],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Err(StorageError::NoSuchFile(id).into());
+    }
+    let mut stmt = tx.prepare(
+        "INSERT INTO file_tags (file_id, tag) SELECT ?1, ?2
+         WHERE NOT EXISTS (SELECT 1 FROM file_tags WHERE file_id = ?1 AND tag = ?2)",
+    )?;
+    for tag in tags {
+        stmt.execute(params![to_i64(id), tag])?;
     }
     Ok(())
 }
@@ -255,6 +280,39 @@ mod tests {
 
     use super::super::test_fixture::{Fixture, strings, upload};
     use crate::storage::{Changes, FileQuery, Storage};
+
+    #[test]
+    fn tags_are_added_to_stored_files_once_and_all_or_nothing() {
+        let f = Fixture::new();
+        let a = f.upload("a.txt", &["x"]);
+        let tagged = |c: Changes| f.store.apply(&c).map(|_| ());
+        tagged(Changes {
+            file_tags: vec![(a.id, strings(&["done", "x", "done"]))],
+            ..Changes::default()
+        })
+        .unwrap();
+        let tags = |id| {
+            let q = FileQuery {
+                ids: vec![id],
+                ..FileQuery::default()
+            };
+            f.store.files(&q).unwrap()[0].tags.clone()
+        };
+        assert_eq!(tags(a.id), strings(&["x", "done"]));
+        let e = tagged(Changes {
+            file_tags: vec![(a.id, strings(&["more"])), (a.id + 100, strings(&["y"]))],
+            ..Changes::default()
+        })
+        .unwrap_err();
+        assert!(e.is_user_error() && e.to_string().contains(&format!("file {}", a.id + 100)));
+        assert_eq!(tags(a.id), strings(&["x", "done"]));
+        let e = tagged(Changes {
+            file_tags: vec![(a.id, strings(&[""]))],
+            ..Changes::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("a tag cannot be empty"), "{e}");
+    }
 
     #[test]
     fn files_and_tag_queries() {

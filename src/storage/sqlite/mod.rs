@@ -204,6 +204,9 @@ fn check_changes(changes: &Changes) -> Result<(), StorageError> {
     for (key, _) in &changes.states {
         states::check_state_key(key)?;
     }
+    for (id, tags) in &changes.file_tags {
+        files::check_tags(&format!("tags added to file {id}"), tags)?;
+    }
     Ok(())
 }
 
@@ -219,6 +222,9 @@ fn apply_changes(tx: &Transaction<'_>, changes: &Changes, staged: &[Staged]) -> 
         files.push(files::insert_file(tx, upload, staged, now)?);
     }
     states::write_states(tx, &changes.states, now)?;
+    for (id, tags) in &changes.file_tags {
+        files::add_tags(tx, *id, tags)?;
+    }
     Ok(ApplyReport {
         committed_ms: now,
         tables,
@@ -358,6 +364,7 @@ mod tests {
             tables: vec![first, created, broken],
             files: vec![upload(&file, "out.txt", &["tag"])],
             states: vec![(key.clone(), Some(json!({"cursor": 2})))],
+            file_tags: Vec::new(),
         };
         let e = f.store.apply(&changes).unwrap_err();
         assert!(matches!(
