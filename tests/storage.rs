@@ -663,3 +663,46 @@ fn berth_killed_mid_commit_leaves_storage_before_or_after() {
         "never killed during the commit: {outcomes:?}"
     );
 }
+
+#[test]
+fn processed_input_files_are_tagged_once_the_job_succeeds() {
+    require_env!();
+    let b = Berth::new();
+    let id = b.upload("a.txt", "A", &["in"]);
+    let tags_of = |b: &Berth| -> Value {
+        let files = b.files();
+        let file = files.iter().find(|f| f["id"] == id).unwrap();
+        file["tags"].clone()
+    };
+    let mapping = json!({"input": {"files": [{"tags": ["in"], "processed_tags": ["done"]}]}});
+    // A failed job tags nothing.
+    let failing = script_image("processed-fail", "ls /data/in/files >&2\nexit 1");
+    let r = b.run_job(&job_with(&failing.reference, mapping.clone()));
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert_eq!(tags_of(&b), json!(["in"]));
+    let ok = script_image("processed-ok", "ls /data/in/files >&2");
+    let r = b.run_job(&job_with(&ok.reference, mapping));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("{id}_a.txt")), "{}", r.stderr);
+    assert_eq!(tags_of(&b), json!(["in", "done"]));
+}
+
+#[test]
+fn runtime_image_tag_runs_another_tag_of_the_component() {
+    require_env!();
+    let repo = unique_repo("image-tag");
+    let one = push(&ImageSpec::script("echo version one >&2"), &repo, "1.0");
+    push(&ImageSpec::script("echo version two >&2"), &repo, "2.0");
+    let b = Berth::new();
+    let mut j = job_with(&one.reference, json!({}));
+    j["configuration"]["runtime"] = json!({"image_tag": "2.0"});
+    let r = b.run_job(&j);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("version two"), "{}", r.stderr);
+    assert!(
+        r.json()["image"]["reference"]
+            .as_str()
+            .unwrap()
+            .ends_with(":2.0")
+    );
+}

@@ -113,7 +113,6 @@ mod tests {
                 "shared_code_id",
                 "shared_code_row_ids",
                 "storage.input.files[].overwrite",
-                "storage.input.files[].processed_tags",
                 "storage.input.files[].query",
                 "storage.input.read_only_storage_access",
                 "storage.input.tables[].column_types",

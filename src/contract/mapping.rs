@@ -43,10 +43,6 @@ impl StorageConfig {
         for f in &input.files {
             note(f.overwrite.is_some(), "storage.input.files[].overwrite");
             note(f.query.is_some(), "storage.input.files[].query");
-            note(
-                !f.processed_tags.is_empty(),
-                "storage.input.files[].processed_tags",
-            );
         }
         let output = &self.output;
         let key = |k: &str| format!("storage.output.{k}");

@@ -219,7 +219,7 @@ impl<'a> JobRun<'a> {
             unpacking,
         )?;
         let t = Instant::now();
-        let image = images.pull(&self.job.component.image)?;
+        let image = images.pull(&self.job.image_reference())?;
         self.progress.timings.pull = t.elapsed().as_secs_f64();
         self.progress.image = Some(ImageSummary {
             reference: image.reference.clone(),
@@ -319,8 +319,10 @@ impl<'a> JobRun<'a> {
         for s in staged {
             changes.tables.extend(s.tables.into_iter().map(|t| t.load));
             changes.files.extend(s.files);
+            changes.file_tags.extend(s.file_tags);
         }
-        if changes.tables.is_empty() && changes.files.is_empty() && changes.states.is_empty() {
+        let nothing = changes.file_tags.is_empty() && changes.states.is_empty();
+        if changes.tables.is_empty() && changes.files.is_empty() && nothing {
             return Ok(());
         }
         tracing::info!(

@@ -15,11 +15,12 @@ use super::workdir::{self, Home, ImageDir, JobDir};
 use super::{JobError, Services, state};
 use crate::bundle::{self, ContainerUser, Limits};
 use crate::contract::config_file::{self, RunIdentity};
-use crate::contract::mapping::StorageConfig;
+use crate::contract::mapping::{DataTypeSupport, StorageConfig};
 use crate::contract::{Configuration, JobFile, NetworkMode};
 use crate::host::IdMap;
 use crate::image::{PulledImage, RootfsView, ViewDirs};
 use crate::mapping::InputState;
+use crate::mapping::input::InputReport;
 use crate::mapping::output::{OutputContext, StagedOutputs};
 use crate::runtime::{self, Network, RunOutcome, RunRequest};
 use crate::storage::StateKey;
@@ -65,6 +66,8 @@ struct Prepared {
     key: Option<StateKey>,
     previous: Option<Value>,
     input_state: InputState,
+    /// Input files to tag once the job succeeds (`processed_tags`).
+    processed_tags: Vec<(u64, Vec<String>)>,
 }
 
 impl RowRun<'_> {
@@ -84,7 +87,10 @@ impl RowRun<'_> {
         let t = Instant::now();
         let collected = self.collect(&prepared, container, view, verdict.failed());
         progress.timings.mapping += t.elapsed().as_secs_f64();
-        let (outputs, component_state) = collected?;
+        let (mut outputs, component_state) = collected?;
+        if !verdict.failed() {
+            outputs.file_tags = prepared.processed_tags;
+        }
         let state = match (prepared.key, verdict.failed()) {
             (Some(key), false) => state::next(
                 key,
@@ -122,7 +128,7 @@ impl RowRun<'_> {
         };
         let (component_state, storage_state) = state::split(previous.clone());
         let t = Instant::now();
-        let input_state = self.stage_inputs(storage, &dir, &storage_state.input)?;
+        let staged = self.stage_inputs(storage, &dir, &storage_state.input)?;
         progress.timings.mapping += t.elapsed().as_secs_f64();
         let config =
             config_file::config_json(self.config, &ctx.job.component.image_parameters, "run");
@@ -134,7 +140,8 @@ impl RowRun<'_> {
             user,
             key,
             previous,
-            input_state,
+            input_state: staged.state,
+            processed_tags: staged.processed_tags,
         })
     }
 
@@ -176,7 +183,7 @@ impl RowRun<'_> {
         storage: &mut LazyStorage,
         dir: &ImageDir,
         last: &InputState,
-    ) -> Result<InputState, JobError> {
+    ) -> Result<InputReport, JobError> {
         let input = self
             .config
             .storage
@@ -184,16 +191,27 @@ impl RowRun<'_> {
             .map(|s| &s.input)
             .filter(|i| !(i.tables.is_empty() && i.files.is_empty()));
         let Some(input) = input else {
-            return Ok(InputState::default());
+            return Ok(InputReport::default());
         };
-        let staged = crate::mapping::input::stage_inputs(
+        // Typed tables carry a `schema` in their manifests where the configuration works
+        // with native types, as in the original.
+        let support = self
+            .config
+            .storage
+            .as_ref()
+            .and_then(|s| s.output.data_type_support);
+        let native = matches!(
+            support,
+            Some(DataTypeSupport::Authoritative | DataTypeSupport::Hints)
+        );
+        Ok(crate::mapping::input::stage_typed_inputs(
             storage.get()?,
             input,
             &dir.data,
             last,
             crate::util::unix_ms(),
-        )?;
-        Ok(staged.state)
+            native,
+        )?)
     }
 
     /// Mounts the job's writable view of the cached rootfs (or copies it).
