@@ -260,11 +260,12 @@ impl Seccomp {
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
     /// Its own network namespace with only loopback, which is up.
-    #[default]
     None,
     /// The host's network namespace.
     Host,
-    /// Its own namespace with outbound access.
+    /// Its own namespace with outbound access: the original runner's default, which most
+    /// extractors and writers need, so a component that does not say gets it.
+    #[default]
     Bridge,
 }
 
@@ -432,7 +433,11 @@ mod tests {
                 .unwrap();
         assert_eq!(j.component.memory, MemoryLimit(256_000_000));
         assert_eq!(j.component.process_timeout, 3600);
-        assert_eq!(j.component.network, NetworkMode::None);
+        assert_eq!(
+            j.component.network,
+            NetworkMode::Bridge,
+            "as the original runner"
+        );
         assert_eq!(j.config_id, None);
         assert_eq!(j.main_timeout_secs(), 3600);
     }

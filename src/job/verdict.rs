@@ -51,6 +51,16 @@ pub fn classify(job: &JobFile, run: &RunOutcome) -> Verdict {
         let message = format!("component {id} ran out of memory (limit {limit})");
         return Verdict::error(ErrorClass::User, message);
     }
+    // SIGKILL from nobody berth knows of: where the cgroup cannot say, the original
+    // runner's reading (the OOM killer) is the likely one.
+    if code == 137 && !run.oom_known {
+        let limit = job.component.memory;
+        let message = format!(
+            "component {id} was killed (exit 137), most likely out of memory (limit {limit}); \
+             this host has no memory cgroup to tell"
+        );
+        return Verdict::error(ErrorClass::User, message);
+    }
     match code {
         0 => {
             if !run.stderr.trim().is_empty() {
@@ -102,6 +112,7 @@ mod tests {
             status,
             timed_out: false,
             oom_killed: false,
+            oom_known: true,
             interrupted: false,
             stdout_tail: String::new(),
             stderr: String::new(),
@@ -159,5 +170,17 @@ mod tests {
         let (_, class, msg) = parts(classify(&j, &o));
         assert_eq!(class, Some(ErrorClass::User));
         assert_eq!(msg, "component acme.hello ran out of memory (limit 256m)");
+        // Exit 137 the cgroup explains otherwise is the component's own failure; where no
+        // cgroup can say, it reads as out of memory, as in the original runner.
+        let o = outcome(ExitStatus::Signal(9));
+        assert_eq!(classify(&j, &o).class, Some(ErrorClass::Application));
+        let mut o = outcome(ExitStatus::Code(137));
+        o.oom_known = false;
+        let (_, class, msg) = parts(classify(&j, &o));
+        assert_eq!(class, Some(ErrorClass::User));
+        assert!(
+            msg.contains("most likely out of memory (limit 256m)"),
+            "{msg}"
+        );
     }
 }

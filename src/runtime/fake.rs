@@ -107,6 +107,7 @@ pub fn outcome(code: i32) -> RunOutcome {
         status: ExitStatus::Code(code),
         timed_out: false,
         oom_killed: false,
+        oom_known: true,
         interrupted: false,
         stdout_tail: String::new(),
         stderr: String::new(),

@@ -119,6 +119,8 @@ pub struct RunOutcome {
     pub status: ExitStatus,
     pub timed_out: bool,
     pub oom_killed: bool,
+    /// The cgroup could tell whether the OOM killer struck (it has a memory controller).
+    pub oom_known: bool,
     pub interrupted: bool,
     pub stdout_tail: String,
     pub stderr: String,

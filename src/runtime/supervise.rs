@@ -252,6 +252,7 @@ impl Watch {
                 .unwrap_or(ExitStatus::Signal(Signal::SIGKILL as i32)),
             timed_out: self.timed_out,
             oom_killed: false,
+            oom_known: false,
             interrupted: self.interrupted,
             stdout_tail: self.stdout_tail.into_string(),
             stderr: self.stderr.into_string(),

@@ -130,7 +130,9 @@ impl Runtime for Youki<'_> {
         if let Some(network) = live.network.as_mut() {
             network.stop_soon();
         }
-        outcome.oom_killed = self.host.oom_kills(req.cgroups_path).unwrap_or(0) > 0;
+        let oom_kills = self.host.oom_kills(req.cgroups_path);
+        outcome.oom_known = oom_kills.is_some();
+        outcome.oom_killed = oom_kills.unwrap_or(0) > 0;
         self.ended().insert(req.id.to_owned(), live);
         Ok(outcome)
     }
