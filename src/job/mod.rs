@@ -95,6 +95,12 @@ pub enum JobError {
          yours: as root, run `berth setup-rootless <user>` once"
     )]
     Undelegated { cgroup: PathBuf },
+    #[error(
+        "a container's root is nobody on the host and cannot reach berth's home: {dir} is \
+         not searchable by other users (chmod o+x {dir}, or use a --home below directories \
+         everyone may search)"
+    )]
+    HomeUnreachable { dir: PathBuf },
     #[error("--strict-limits: this host cannot enforce the {}", .0.join(", the "))]
     Unenforced(Vec<String>),
     #[error("interrupted by the operator")]
@@ -115,6 +121,7 @@ impl JobError {
             | JobError::Workdir(_)
             | JobError::Write { .. }
             | JobError::Undelegated { .. }
+            | JobError::HomeUnreachable { .. }
             | JobError::Unenforced(_)
             | JobError::Interrupted => ErrorClass::Internal,
         }

@@ -140,6 +140,15 @@ impl<'a> JobRun<'a> {
         if let Some(cgroup) = self.svc.host.cgroups().undelegated {
             return Err(JobError::Undelegated { cgroup });
         }
+        // A container of its own user namespace reaches its bundle and data folder as an
+        // id that is nobody on the host (a rootless berth's containers are the operator).
+        let nobody = ids.is_some() && self.svc.host.rootless().is_none();
+        if let Some(dir) = Home::new(&self.settings.home)
+            .closed_ancestor()
+            .filter(|_| nobody)
+        {
+            return Err(JobError::HomeUnreachable { dir });
+        }
         let unenforced = self.progress.cage.as_ref().map(|c| &c.unenforced);
         if let Some(missing) = unenforced.filter(|m| self.options.strict_limits && !m.is_empty()) {
             return Err(JobError::Unenforced(missing.clone()));

@@ -57,6 +57,18 @@ impl Home {
         Ok(())
     }
 
+    /// The first directory above the home that other users may not search (its mode has
+    /// no `x` for others), if any: a container whose root is nobody on the host could not
+    /// reach its bundle or data folder through it.
+    pub fn closed_ancestor(&self) -> Option<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        self.root
+            .ancestors()
+            .skip(1)
+            .find(|d| fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
+            .map(Path::to_path_buf)
+    }
+
     /// A short name for this home in the names of its containers: cgroups are the whole
     /// host's, and a sweep must only ever touch its own home's.
     pub fn tag(&self) -> String {
@@ -336,6 +348,23 @@ mod tests {
         Home::new(&root).ensure_private().unwrap();
         let mode = fs::metadata(&root).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o711);
+    }
+
+    #[test]
+    fn a_home_below_a_closed_directory_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let closed = d.path().join("closed");
+        fs::create_dir_all(closed.join("inner")).unwrap();
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o711)).unwrap();
+        fs::set_permissions(&closed, fs::Permissions::from_mode(0o750)).unwrap();
+        let home = Home::new(&closed.join("inner/home"));
+        assert_eq!(home.closed_ancestor(), Some(closed.clone()));
+        fs::set_permissions(&closed, fs::Permissions::from_mode(0o751)).unwrap();
+        let open = Home::new(&closed.join("inner/home"));
+        let left = open.closed_ancestor();
+        // Above the test's own directory, the machine decides (/tmp is searchable).
+        assert!(left.is_none() || !left.unwrap().starts_with(d.path()));
     }
 
     #[test]
