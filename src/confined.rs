@@ -22,7 +22,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, RenameFlags, ResolveFlags, Uid};
 use rustix::io::Errno;
 
 /// What a directory entry is, as `fstatat` without following sees it.
@@ -185,6 +185,47 @@ impl Dir {
             walked.push(part);
             let parent = fd.as_ref().map_or_else(|| self.fd.as_fd(), AsFd::as_fd);
             fd = Some(self.step(parent, part, &walked, Kind::Dir)?);
+        }
+        let fd = fd.ok_or_else(|| self.bad_name(rel, "names no directory"))?;
+        Ok(Dir {
+            fd,
+            root: Arc::clone(&self.root),
+            rel: walked,
+        })
+    }
+
+    /// Opens the directory `rel` beneath this one, creating what is missing of it (mode
+    /// 0755, owned by `owner`), as a runtime makes an image's missing working directory.
+    /// What exists is walked as [`Dir::open_dir`] walks it: a link is refused.
+    pub fn create_dirs(
+        &self,
+        rel: impl AsRef<Path>,
+        owner: (u32, u32),
+    ) -> Result<Dir, ConfinedError> {
+        let rel = rel.as_ref();
+        let mut walked = self.rel.clone();
+        let mut fd: Option<OwnedFd> = None;
+        for part in self.parts(rel)? {
+            walked.push(part);
+            let parent = fd.as_ref().map_or_else(|| self.fd.as_fd(), AsFd::as_fd);
+            let opened = match self.step(parent, part, &walked, Kind::Dir) {
+                Err(e) if e.is_not_found() => {
+                    match rustix::fs::mkdirat(parent, part, Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(self.io(&walked, e)),
+                    }
+                    let made = self.step(parent, part, &walked, Kind::Dir)?;
+                    let (uid, gid) = (Uid::from_raw(owner.0), Gid::from_raw(owner.1));
+                    rustix::fs::fchown(&made, Some(uid), Some(gid))
+                        .map_err(|e| self.io(&walked, e))?;
+                    // The umask took bits the mode asked for.
+                    rustix::fs::fchmod(&made, Mode::from_raw_mode(0o755))
+                        .map_err(|e| self.io(&walked, e))?;
+                    made
+                }
+                other => other?,
+            };
+            fd = Some(opened);
         }
         let fd = fd.ok_or_else(|| self.bad_name(rel, "names no directory"))?;
         Ok(Dir {
@@ -395,6 +436,22 @@ mod tests {
     use super::*;
     use std::fs;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn missing_directories_are_created_and_links_refused() {
+        let (root, host, dir) = tree();
+        let me = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        let made = dir.create_dirs("srv/app", me).unwrap();
+        assert_eq!(made.path(), root.path().join("srv/app"));
+        assert!(root.path().join("srv/app").is_dir());
+        dir.create_dirs("srv/app", me).unwrap();
+        symlink(host.path(), root.path().join("link")).unwrap();
+        assert!(dir.create_dirs("link/x", me).is_err());
+        assert!(!host.path().join("x").exists(), "created through a link");
+    }
 
     /// A trusted root with `out/` inside, and a host directory outside it with a canary.
     fn tree() -> (tempfile::TempDir, tempfile::TempDir, Dir) {

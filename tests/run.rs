@@ -326,6 +326,20 @@ fn network_none_has_only_loopback_and_it_is_up() {
 }
 
 #[test]
+fn a_working_directory_the_image_lacks_is_made_for_it() {
+    require_env!();
+    let mut spec = ImageSpec::script("echo \"in $(pwd)\"\ntouch here && echo wrote");
+    spec.workdir = Some("/srv/app".into());
+    let img = push(&spec, &unique_repo("workdir"), "1.0");
+    let b = Berth::new();
+    let r = b.run_job(&job(&img.reference, json!({}), json!({})));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("in /srv/app"), "{}", r.stderr);
+    assert!(r.stderr.contains("wrote"), "{}", r.stderr);
+    b.assert_clean(&[&job_id(&r.json())]);
+}
+
+#[test]
 fn image_user_is_honoured_and_can_write_outputs() {
     require_env!();
     let mut spec =

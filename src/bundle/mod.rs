@@ -53,6 +53,12 @@ pub enum BundleError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot create the image's working directory {dir}")]
+    WorkingDir {
+        dir: String,
+        #[source]
+        source: crate::confined::ConfinedError,
+    },
 }
 
 impl BundleError {
@@ -65,7 +71,8 @@ impl BundleError {
             | BundleError::User { .. }
             | BundleError::Spec(_)
             | BundleError::Seccomp(_)
-            | BundleError::Write { .. } => ErrorClass::Internal,
+            | BundleError::Write { .. }
+            | BundleError::WorkingDir { .. } => ErrorClass::Internal,
         }
     }
 }
@@ -127,6 +134,38 @@ pub struct BundleSpec<'a> {
     /// may name another, as `/dev/pts` does its `tty` group.
     pub single_id: bool,
     pub seccomp: crate::contract::Seccomp,
+}
+
+/// The image's working directory, absolute (`/` when it names none).
+fn working_dir(image: &RunConfig) -> String {
+    match image.working_dir.as_deref() {
+        None | Some("") => "/".to_owned(),
+        Some(d) if d.starts_with('/') => d.to_owned(),
+        Some(d) => format!("/{d}"),
+    }
+}
+
+/// Creates the image's working directory in the container's root filesystem `root` where
+/// the image lacks it, owned by the container's root (`owner`, as host ids), as Docker and
+/// podman do: images built with a `WORKDIR` their layers never create run unchanged. The
+/// image's own tree is walked without following its links.
+pub fn ensure_working_dir(
+    root: &Path,
+    image: &RunConfig,
+    owner: (u32, u32),
+) -> Result<(), BundleError> {
+    let dir = working_dir(image);
+    let err = |source| BundleError::WorkingDir {
+        dir: dir.clone(),
+        source,
+    };
+    let rel = dir.trim_start_matches('/');
+    if rel.is_empty() {
+        return Ok(());
+    }
+    let top = crate::confined::Dir::open(root).map_err(err)?;
+    top.create_dirs(rel, owner).map_err(err)?;
+    Ok(())
 }
 
 /// Builds the runtime spec.
@@ -194,11 +233,7 @@ fn process(b: &BundleSpec<'_>, caps: HashSet<Capability>) -> Result<Process, Bun
         env.push(format!("{k}={v}"));
     }
 
-    let cwd = match b.image.working_dir.as_deref() {
-        None | Some("") => "/".to_owned(),
-        Some(d) if d.starts_with('/') => d.to_owned(),
-        Some(d) => format!("/{d}"),
-    };
+    let cwd = working_dir(b.image);
 
     Ok(ProcessBuilder::default()
         .terminal(false)

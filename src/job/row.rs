@@ -79,6 +79,8 @@ impl RowRun<'_> {
     ) -> Result<RowEnd, JobError> {
         let prepared = self.prepare(storage, progress)?;
         let view = self.mount_rootfs(&prepared.dir)?;
+        let image = &self.ctx.image.config.config;
+        bundle::ensure_working_dir(view.root(), image, self.host_ids(0, 0)?)?;
         let container = self.start(&prepared, view.root(), on_line)?;
         progress.exit_code = Some(container.outcome.status.code());
         let verdict = verdict::classify(self.ctx.job, &container.outcome);
