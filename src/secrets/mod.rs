@@ -379,15 +379,28 @@ pub fn decrypt_tree(
     Ok(found)
 }
 
-/// Whether `value` has a `#` value that is not encrypted yet.
-pub fn has_plain_secrets(value: &Value) -> bool {
+/// Whether `value` has a `#` value that is a ciphertext (decrypting it needs the keys).
+pub fn has_ciphertexts(value: &Value) -> bool {
     let mut any = false;
     let mut copy = value.clone();
     let _ = visit(&mut copy, "", &mut |_, s| {
-        any |= !s.is_empty() && !is_encrypted(s);
+        any |= is_encrypted(s);
         Ok(())
     });
     any
+}
+
+/// The `#` values of `value` that are not encrypted yet.
+pub fn plain_secrets(value: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut copy = value.clone();
+    let _ = visit(&mut copy, "", &mut |_, s| {
+        if !s.is_empty() && !is_encrypted(s) {
+            found.push(s.clone());
+        }
+        Ok(())
+    });
+    found
 }
 
 /// Refuses a (decrypted) configuration that holds one of the component's own (decrypted)

@@ -141,7 +141,9 @@ fn trees_encrypt_only_hash_keys_and_never_twice() {
     assert_eq!(p["nested"][1]["#empty"], "");
     let pw = p["#password"].as_str().unwrap().to_owned();
     assert!(pw.starts_with("KBC::ProjectSecure::"));
-    assert!(!has_plain_secrets(&json!({"a": {"#b": pw}})));
+    assert!(plain_secrets(&json!({"a": {"#b": pw}, "#c": "x"})) == ["x"]);
+    assert!(has_ciphertexts(&json!({"a": {"#b": pw}})));
+    assert!(!has_ciphertexts(&json!({"a": {"#b": "plain"}})));
     let before = tree.clone();
     assert_eq!(
         encrypt_tree(&mut tree, Scope::Config, &IDS, &ring).unwrap(),
