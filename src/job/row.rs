@@ -144,7 +144,7 @@ impl RowRun<'_> {
         };
         let (mut component_state, storage_state) = state::split(previous.clone());
         vault.open_state(&mut component_state, ctx.job)?;
-        let previous = previous.map(|p| with_component(p, &component_state));
+        let previous = previous.map(|p| state::with_component(p, &component_state));
         let t = Instant::now();
         let staged = self.stage_inputs(storage, &dir, &storage_state.input)?;
         progress.timings.mapping += t.elapsed().as_secs_f64();
@@ -403,14 +403,6 @@ impl RowRun<'_> {
 fn mask_outcome(outcome: &mut RunOutcome, masker: &Masker) {
     outcome.stderr = masker.mask(&outcome.stderr).into_owned();
     outcome.stdout_tail = masker.mask(&outcome.stdout_tail).into_owned();
-}
-
-/// A stored state with its component part replaced (by its decrypted form).
-fn with_component(mut stored: Value, component: &Value) -> Value {
-    if let Some(c) = stored.get_mut("component") {
-        *c = component.clone();
-    }
-    stored
 }
 
 /// The state to save, its `#` values encrypted.

@@ -131,3 +131,77 @@ fn ids(job: &JobFile) -> Ids<'_> {
         config: job.config_id.as_deref(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::job::state;
+    use crate::mapping::InputState;
+    use crate::storage::StateKey;
+
+    fn job(component: &str) -> JobFile {
+        serde_json::from_value(json!({
+            "component": {"id": component, "image": "x/y"},
+            "config_id": "42",
+            "configuration": {"parameters": {}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_sealed_state_opens_again_and_is_not_rewritten_when_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("secrets/keys.json");
+        let job = job("acme.a");
+        let mut vault = Vault::new(key_file.clone());
+        let mut written = json!({"#refresh": "rotating-token", "n": 1});
+        vault.seal_state(&mut written, &job).unwrap();
+        assert!(key_file.exists(), "the first secret to seal makes the key");
+        let sealed = written["#refresh"].as_str().unwrap().to_owned();
+        assert!(sealed.starts_with("KBC::ProjectSecure::"), "{sealed}");
+        assert_eq!(vault.mask("got rotating-token"), "got [hidden]");
+
+        // The next run: the stored state opens to what the component wrote.
+        let stored = json!({"component": written, "storage": {"input": {}}});
+        let (mut component, _) = state::split(Some(stored.clone()));
+        let mut next_vault = Vault::new(key_file);
+        next_vault.open_state(&mut component, &job).unwrap();
+        assert_eq!(component, json!({"#refresh": "rotating-token", "n": 1}));
+        assert_eq!(next_vault.mask("rotating-token"), "[hidden]");
+        let previous = state::with_component(stored, &component);
+        let key = StateKey {
+            component: "acme.a".into(),
+            config: "42".into(),
+            row: None,
+        };
+        let again = state::next(key, Some(&previous), Some(component), InputState::default());
+        assert!(again.is_none(), "an unchanged state is not written again");
+
+        // Another component cannot read it.
+        let (mut component, _) = state::split(Some(json!({"component": {"#refresh": sealed}})));
+        let e = Vault::new(dir.path().join("secrets/keys.json"))
+            .open_state(&mut component, &self::job("acme.b"))
+            .unwrap_err();
+        assert_eq!(e.class(), crate::contract::ErrorClass::User);
+        assert!(crate::util::chain(&e).contains("state.#refresh"), "{e}");
+    }
+
+    #[test]
+    fn a_job_without_ciphertexts_never_touches_the_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A key file nobody may use: reading it would fail the job.
+        let key_file = dir.path().join("keys.json");
+        std::fs::write(&key_file, "not json").unwrap();
+        let job = job("acme.a");
+        let mut vault = Vault::new(key_file);
+        let config: Configuration =
+            serde_json::from_value(json!({"parameters": {"#plain": "plain-secret"}})).unwrap();
+        let json = vault.open_config(&job, &config, &Map::new()).unwrap();
+        assert_eq!(json["parameters"]["#plain"], "plain-secret");
+        assert_eq!(vault.mask("x plain-secret"), "x [hidden]");
+        let mut state = json!({"n": 1});
+        vault.seal_state(&mut state, &job).unwrap();
+    }
+}
