@@ -36,5 +36,6 @@ pub mod interrupt;
 pub mod job;
 pub mod mapping;
 pub mod runtime;
+pub mod secrets;
 pub mod storage;
 pub mod util;

@@ -19,6 +19,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("image", &["contract", "host", "util", "interrupt"]),
     ("bundle", &["contract", "host", "image", "util", "confined"]),
     ("runtime", &["contract", "host", "util", "interrupt"]),
+    ("secrets", &["contract", "util"]),
     (
         "mapping",
         &["contract", "storage", "util", "interrupt", "confined"],
@@ -33,6 +34,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "runtime",
             "mapping",
             "storage",
+            "secrets",
             "util",
             "interrupt",
             "confined",

@@ -1,6 +1,7 @@
 //! The command line: what an operator types, and what each command prints.
 
 pub mod print;
+mod secrets;
 mod storage;
 
 use std::path::{Path, PathBuf};
@@ -142,6 +143,13 @@ pub enum Command {
     /// The state configurations keep between runs
     #[command(subcommand)]
     State(storage::StateCommand),
+    /// Encrypt the `#` values of a configuration for a component (and project, and
+    /// configuration), printing the JSON with ciphertexts in their place
+    ///
+    /// Only string values of keys starting with `#` are encrypted; values that are
+    /// ciphertexts already are left as they are. A ciphertext decrypts only in a job of the
+    /// component, project and configuration its scope binds.
+    Encrypt(secrets::EncryptArgs),
 }
 
 impl Command {
@@ -153,6 +161,7 @@ impl Command {
             Command::Images { .. }
             | Command::Storage(_)
             | Command::State(_)
+            | Command::Encrypt(_)
             | Command::SetupRootless { .. } => false,
         }
     }
@@ -268,6 +277,7 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
         Command::SetupRootless { user } => setup_rootless(&user),
         Command::Storage(command) => storage::storage(&settings, command),
         Command::State(command) => storage::state(&settings, command),
+        Command::Encrypt(args) => secrets::encrypt(&settings, &args),
     }
 }
 

@@ -11,7 +11,8 @@
 //! failed job applies only the tables marked `write_always`.
 //!
 //! The steps live in their own files: [`pipeline`] (the job as a whole: image, rows,
-//! commit, result), `row` (one row: data folder, container, outputs), `verdict` (how a
+//! commit, result), `row` (one row: data folder, container, outputs), `vault` (its
+//! secrets: decrypted, masked, sealed again), `verdict` (how a
 //! container's end becomes the job's status), `state` (what a configuration keeps),
 //! [`workdir`] (the job directory) and [`gc`] (what dead berths left).
 
@@ -19,6 +20,7 @@ pub mod gc;
 mod pipeline;
 mod row;
 mod state;
+mod vault;
 mod verdict;
 pub mod workdir;
 
@@ -30,7 +32,11 @@ use crate::host::{Host, IdMap};
 use crate::image::{ImageError, RegistrySettings};
 use crate::mapping::MappingError;
 use crate::runtime::{Runtime, RuntimeError};
+use crate::secrets::SecretsError;
 use crate::storage::StorageError;
+
+/// Names the master key file of the secrets, when not the one in berth's home.
+pub const SECRETS_KEY_ENV: &str = "BERTH_SECRETS_KEY";
 
 /// Choices an operator makes for one run.
 #[derive(Debug, Clone, Default)]
@@ -59,6 +65,15 @@ impl Settings {
     pub fn storage_dir(&self) -> PathBuf {
         self.home.join("storage")
     }
+
+    /// The master key file of the secrets: `BERTH_SECRETS_KEY`, or `<home>/secrets/keys.json`
+    /// (an environment variable, so `berth run` and `berth encrypt` cannot disagree).
+    pub fn secrets_key(&self) -> PathBuf {
+        match std::env::var_os(SECRETS_KEY_ENV) {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => self.home.join("secrets/keys.json"),
+        }
+    }
 }
 
 /// What a job runs on: the kernel seam and the container runtime (fakes in tests).
@@ -82,6 +97,8 @@ pub enum JobError {
     Mapping(#[from] MappingError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
     #[error("job directory")]
     Workdir(#[source] std::io::Error),
     #[error("cannot write {path}")]
@@ -115,6 +132,7 @@ impl JobError {
             JobError::Image(e) => e.class(),
             JobError::Bundle(e) => e.class(),
             JobError::Mapping(e) => e.class(),
+            JobError::Secrets(e) => e.class(),
             JobError::Storage(e) if e.is_user_error() => ErrorClass::User,
             JobError::Storage(_)
             | JobError::Runtime(_)

@@ -6,6 +6,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::row::{RowContext, RowEnd, RowRun};
+use super::vault::Vault;
 use super::verdict::Verdict;
 use super::workdir::{Home, JobDir};
 use super::{JobError, RunOptions, Services, Settings};
@@ -77,6 +78,8 @@ pub(super) struct JobRun<'a> {
     options: &'a RunOptions,
     progress: Progress,
     storage: LazyStorage,
+    /// The job's secrets, which every message it reports is masked with.
+    vault: Vault,
     job_id: String,
 }
 
@@ -97,6 +100,7 @@ impl<'a> JobRun<'a> {
                 root: settings.storage_dir(),
                 opened: None,
             },
+            vault: Vault::new(settings.secrets_key()),
             job_id: String::new(),
         }
     }
@@ -123,7 +127,7 @@ impl<'a> JobRun<'a> {
             job_id: self.job_id,
             status: verdict.status,
             error_class: verdict.class,
-            message: truncate_message(&verdict.message),
+            message: truncate_message(&self.vault.mask(&verdict.message)),
             exit_code: self.progress.exit_code,
             image: self.progress.image,
             cage: self.progress.cage,
@@ -259,7 +263,12 @@ impl<'a> JobRun<'a> {
                 config,
             };
             let t = Instant::now();
-            let ran = row.run(&mut self.storage, on_line, &mut self.progress);
+            let ran = row.run(
+                &mut self.storage,
+                &mut self.vault,
+                on_line,
+                &mut self.progress,
+            );
             self.progress.timings.run += t.elapsed().as_secs_f64();
             let RowEnd {
                 verdict,

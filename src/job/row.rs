@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::pipeline::{LazyStorage, Progress};
+use super::vault::Vault;
 use super::verdict::{self, Verdict};
 use super::workdir::{self, Home, ImageDir, JobDir};
 use super::{JobError, Services, state};
@@ -23,6 +24,7 @@ use crate::mapping::InputState;
 use crate::mapping::input::InputReport;
 use crate::mapping::output::{OutputContext, StagedOutputs};
 use crate::runtime::{self, Network, RunOutcome, RunRequest};
+use crate::secrets::Masker;
 use crate::storage::StateKey;
 
 /// What every row of a job shares.
@@ -64,6 +66,7 @@ struct Prepared {
     dir: ImageDir,
     user: ContainerUser,
     key: Option<StateKey>,
+    /// The stored state, its secrets decrypted (to tell whether the new one differs).
     previous: Option<Value>,
     input_state: InputState,
     /// Input files to tag once the job succeeds (`processed_tags`).
@@ -74,14 +77,20 @@ impl RowRun<'_> {
     pub fn run(
         &self,
         storage: &mut LazyStorage,
+        vault: &mut Vault,
         on_line: &mut dyn FnMut(&str),
         progress: &mut Progress,
     ) -> Result<RowEnd, JobError> {
-        let prepared = self.prepare(storage, progress)?;
+        let prepared = self.prepare(storage, vault, progress)?;
         let view = self.mount_rootfs(&prepared.dir)?;
         let image = &self.ctx.image.config.config;
         bundle::ensure_working_dir(view.root(), image, self.host_ids(0, 0)?)?;
-        let container = self.start(&prepared, view.root(), on_line)?;
+        // Lines come whole from the runtime, so a secret split across two reads of the
+        // pipe is whole again here.
+        let masker = vault.masker();
+        let mut masked = |line: &str| on_line(&masker.mask(line));
+        let mut container = self.start(&prepared, view.root(), &mut masked)?;
+        mask_outcome(&mut container.outcome, &masker);
         progress.exit_code = Some(container.outcome.status.code());
         let verdict = verdict::classify(self.ctx.job, &container.outcome);
         tracing::debug!("container done");
@@ -102,6 +111,7 @@ impl RowRun<'_> {
             ),
             _ => None,
         };
+        let state = seal(state, vault, self.ctx.job)?;
         Ok(RowEnd {
             verdict,
             outputs,
@@ -114,9 +124,13 @@ impl RowRun<'_> {
     fn prepare(
         &self,
         storage: &mut LazyStorage,
+        vault: &mut Vault,
         progress: &mut Progress,
     ) -> Result<Prepared, JobError> {
         let ctx = self.ctx;
+        // Decrypted before any work, so a wrong ciphertext fails the job at once.
+        let config =
+            vault.open_config(ctx.job, self.config, &ctx.job.component.image_parameters)?;
         let dir = ctx.jobdir.image_dir(self.n).map_err(JobError::Workdir)?;
         let user = bundle::resolve_user(ctx.rootfs, ctx.image.config.config.user.as_deref())?;
         let key = ctx.job.config_id.as_ref().map(|config| StateKey {
@@ -128,12 +142,12 @@ impl RowRun<'_> {
             Some(k) => storage.get()?.state(k)?,
             None => None,
         };
-        let (component_state, storage_state) = state::split(previous.clone());
+        let (mut component_state, storage_state) = state::split(previous.clone());
+        vault.open_state(&mut component_state, ctx.job)?;
+        let previous = previous.map(|p| state::with_component(p, &component_state));
         let t = Instant::now();
         let staged = self.stage_inputs(storage, &dir, &storage_state.input)?;
         progress.timings.mapping += t.elapsed().as_secs_f64();
-        let config =
-            config_file::config_json(self.config, &ctx.job.component.image_parameters, "run");
         write_json(&dir.data.join("config.json"), &config)?;
         write_json(&dir.data.join("in/state.json"), &component_state)?;
         self.hand_over(&dir, &user)?;
@@ -383,6 +397,27 @@ impl RowRun<'_> {
         ctx.jobdir.remove_image(self.n).map_err(JobError::Workdir)?;
         Ok((staged, state))
     }
+}
+
+/// Hides the secrets in what the job keeps of the component's output for its message.
+fn mask_outcome(outcome: &mut RunOutcome, masker: &Masker) {
+    outcome.stderr = masker.mask(&outcome.stderr).into_owned();
+    outcome.stdout_tail = masker.mask(&outcome.stdout_tail).into_owned();
+}
+
+/// The state to save, its `#` values encrypted.
+fn seal(
+    state: Option<(StateKey, Option<Value>)>,
+    vault: &mut Vault,
+    job: &JobFile,
+) -> Result<Option<(StateKey, Option<Value>)>, JobError> {
+    let Some((key, Some(mut value))) = state else {
+        return Ok(state);
+    };
+    if let Some(component) = value.get_mut("component") {
+        vault.seal_state(component, job)?;
+    }
+    Ok(Some((key, Some(value))))
 }
 
 /// A container that ran and still exists; removed however the row ends.

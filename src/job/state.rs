@@ -39,6 +39,15 @@ pub fn next(
     (previous != Some(&value)).then_some((key, Some(value)))
 }
 
+/// A stored state with its component part replaced (by its decrypted form, so that a state
+/// whose secrets did not change is not written again under fresh ciphertexts).
+pub fn with_component(mut stored: Value, component: &Value) -> Value {
+    if let Some(c) = stored.get_mut("component") {
+        *c = component.clone();
+    }
+    stored
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,296 @@
+//! Secrets end to end (contract §8, §10): `berth encrypt`, a job that decrypts right before
+//! the run, masking of everything berth prints from the component (also a secret split
+//! across two writes of its stdout), states encrypted again, and the refusals.
+
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+
+use common::*;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct-horse-battery";
+const PLAIN: &str = "plain-value-9876";
+const STATE_SECRET: &str = "state-secret-value";
+
+/// `berth encrypt ARGS` with `input` on stdin.
+fn encrypt(b: &Berth, args: &[&str], input: &str) -> Run {
+    let mut child = b
+        .cmd()
+        .arg("encrypt")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    Run {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn encrypted(b: &Berth, args: &[&str], input: Value) -> Value {
+    let r = encrypt(b, args, &input.to_string());
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    serde_json::from_str(&r.stdout).unwrap()
+}
+
+fn sha256_hex(s: &str) -> String {
+    sha256(s.as_bytes())
+}
+
+/// Says, without printing them, that it sees the plain values; then prints them every way
+/// it can: raw, base64, JSON-escaped, on stderr, and split across two writes.
+const SCRIPT: &str = r##"pw=$(sed -n 's/.*"#password": *"\([^"]*\)".*/\1/p' /data/config.json)
+plain=$(sed -n 's/.*"#plain": *"\([^"]*\)".*/\1/p' /data/config.json)
+st=$(sed -n 's/.*"#refresh": *"\([^"]*\)".*/\1/p' /data/in/state.json)
+echo "HASH $(printf %s "$pw" | sha256sum | cut -d' ' -f1)"
+echo "PLAINHASH $(printf %s "$plain" | sha256sum | cut -d' ' -f1)"
+echo "STATEHASH $(printf %s "$st" | sha256sum | cut -d' ' -f1)"
+echo "RAW $pw and $plain"
+echo "B64 $(printf %s "$pw" | base64)"
+echo "STATE $st"
+printf 'SPLIT correct-hor'
+sleep 0.5
+printf 'se-battery END\n'
+echo "ERR $pw" >&2
+echo '{"#refresh": "state-secret-value", "n": 1}' > /data/out/state.json
+[ "$(sed -n 's/.*"fail": *\(true\).*/\1/p' /data/config.json)" = true ] && exit 1
+exit 0"##;
+
+fn assert_no_secret(what: &str, text: &str) {
+    for s in [PASSWORD, PLAIN, STATE_SECRET] {
+        assert!(!text.contains(s), "{what} shows {s}:\n{text}");
+    }
+}
+
+#[test]
+fn encrypted_values_reach_the_component_plain_and_nothing_berth_prints_shows_them() {
+    require_env!();
+    let img = push(&ImageSpec::script(SCRIPT), &unique_repo("secrets"), "1.0");
+    let b = Berth::new();
+    let config = encrypted(
+        &b,
+        &["--component", "acme.test", "--config", "42"],
+        json!({"parameters": {"#password": PASSWORD, "user": "me"}}),
+    );
+    let cipher = config["parameters"]["#password"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(cipher.starts_with("KBC::ProjectSecure::"), "{cipher}");
+    assert_eq!(config["parameters"]["user"], "me");
+    // Encrypting again leaves a ciphertext as it is.
+    let again = encrypted(&b, &["--component", "acme.test"], config.clone());
+    assert_eq!(again, config);
+    let key_file = b.home().join("secrets/keys.json");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&key_file.metadata().unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    let mut params = config["parameters"].clone();
+    params["#plain"] = json!(PLAIN);
+    let j = job(&img.reference, json!({}), params.clone());
+    let r = b.run_job(&j);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let result = r.json();
+    assert_eq!(result["status"], "success");
+    let out = &r.stderr;
+    assert!(
+        out.contains(&format!("HASH {}", sha256_hex(PASSWORD))),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("PLAINHASH {}", sha256_hex(PLAIN))),
+        "{out}"
+    );
+    assert!(out.contains("RAW [hidden] and [hidden]"), "{out}");
+    assert!(out.contains("B64 [hidden]"), "{out}");
+    assert!(out.contains("SPLIT [hidden] END"), "{out}");
+    assert!(
+        out.contains("configuration.parameters.#plain is not encrypted"),
+        "{out}"
+    );
+    assert_no_secret("the run", &format!("{}{out}", r.stdout));
+
+    // The state the component wrote is stored encrypted, and decrypted for the next run.
+    let stored = b.run_cmd(&["state", "show", "--all", "acme.test", "42"]);
+    assert_eq!(stored.status, 0, "{}", stored.stderr);
+    let state: Value = serde_json::from_str(&stored.stdout).unwrap();
+    assert_eq!(state["component"]["n"], 1);
+    let sealed = state["component"]["#refresh"].as_str().unwrap();
+    assert!(sealed.starts_with("KBC::ProjectSecure::"), "{sealed}");
+    assert_no_secret("the stored state", &stored.stdout);
+
+    // A new master key: older ciphertexts still decrypt. The failing run's message (from
+    // its stderr) is masked too, and so is the state it found.
+    let rotated = encrypt(&b, &["--rotate-key"], "");
+    assert_eq!(rotated.status, 0, "{}", rotated.stderr);
+    assert!(
+        rotated.stderr.contains("master key 2"),
+        "{}",
+        rotated.stderr
+    );
+    params["fail"] = json!(true);
+    let r = b.run_job(&job(&img.reference, json!({}), params));
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    let result = r.json();
+    assert_eq!(result["error_class"], "user");
+    assert_eq!(result["message"], "ERR [hidden]");
+    assert!(
+        r.stderr
+            .contains(&format!("STATEHASH {}", sha256_hex(STATE_SECRET))),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("STATE [hidden]"), "{}", r.stderr);
+    assert_no_secret("the failed run", &format!("{}{}", r.stdout, r.stderr));
+    let listed = b.run_cmd(&["state", "show", "--all", "acme.test", "42"]);
+    assert_no_secret("the state after", &listed.stdout);
+    b.assert_clean(&[&job_id(&result)]);
+}
+
+#[test]
+fn a_ciphertext_of_another_scope_is_a_user_error_naming_its_key_only() {
+    require_env!();
+    let img = push(
+        &ImageSpec::script("echo RAN"),
+        &unique_repo("secrets-scope"),
+        "1.0",
+    );
+    let b = Berth::new();
+    let cases = [
+        (vec!["--component", "acme.other"], "parameters.#password"),
+        (
+            vec!["--component", "acme.test", "--project", "2"],
+            "parameters.#password",
+        ),
+        (
+            vec![
+                "--component",
+                "acme.test",
+                "--config",
+                "43",
+                "--scope",
+                "config",
+            ],
+            "parameters.#password",
+        ),
+    ];
+    for (args, path) in cases {
+        let config = encrypted(&b, &args, json!({"#password": PASSWORD}));
+        let cipher = config["#password"].as_str().unwrap().to_owned();
+        let r = b.run_job(&job(&img.reference, json!({}), config));
+        assert_eq!(r.status, 1, "{args:?}: {}", r.stderr);
+        let result = r.json();
+        assert_eq!(result["error_class"], "user", "{args:?}");
+        assert_eq!(
+            result["exit_code"],
+            Value::Null,
+            "{args:?}: no container ran"
+        );
+        let message = result["message"].as_str().unwrap();
+        assert!(message.contains(path), "{args:?}: {message}");
+        assert!(message.contains("does not decrypt"), "{args:?}: {message}");
+        assert!(!r.stderr.contains("RAN"), "{args:?}");
+        assert!(!r.stdout.contains(&cipher) && !r.stderr.contains(&cipher));
+        assert_no_secret("the refusal", &format!("{}{}", r.stdout, r.stderr));
+    }
+    // Project-wide: any component of the project reads it.
+    let config = encrypted(
+        &b,
+        &["--component", "acme.other", "--scope", "project-wide"],
+        json!({"#password": PASSWORD}),
+    );
+    assert!(
+        config["#password"]
+            .as_str()
+            .unwrap()
+            .starts_with("KBC::ProjectWideSecure::")
+    );
+    let r = b.run_job(&job(&img.reference, json!({}), config));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("RAN"), "{}", r.stderr);
+}
+
+#[test]
+fn a_configuration_holding_a_component_secret_is_refused() {
+    require_env!();
+    let img = push(
+        &ImageSpec::script("echo RAN"),
+        &unique_repo("secrets-copy"),
+        "1.0",
+    );
+    let b = Berth::new();
+    let image_parameters = encrypted(
+        &b,
+        &["--component", "acme.test", "--scope", "component"],
+        json!({"#api_key": "component-key-123"}),
+    );
+    let mut j = job(
+        &img.reference,
+        json!({}),
+        json!({"#mine": "component-key-123"}),
+    );
+    j["component"]["image_parameters"] = image_parameters.clone();
+    let r = b.run_job(&j);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    let result = r.json();
+    assert_eq!(result["error_class"], "user");
+    assert_eq!(
+        result["message"],
+        "component secrets cannot be used in configurations (used in \"parameters.#mine\")"
+    );
+    assert!(!r.stderr.contains("RAN"));
+    assert!(!r.stderr.contains("component-key-123"), "{}", r.stderr);
+
+    // Its own secret elsewhere is fine, and the component gets it decrypted.
+    let mut j = job(&img.reference, json!({}), json!({"#mine": "my-own-key"}));
+    j["component"]["image_parameters"] = image_parameters;
+    let r = b.run_job(&j);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+}
+
+#[test]
+fn encrypt_refuses_what_it_cannot_do_without_printing_the_input() {
+    let b = Berth::new();
+    let r = encrypt(
+        &b,
+        &["--component", "acme.test"],
+        "{\"#a\": \"half-a-secret",
+    );
+    assert_eq!(r.status, 1);
+    assert!(r.stderr.contains("stdin is not JSON"), "{}", r.stderr);
+    assert!(!r.stderr.contains("half-a-secret"), "{}", r.stderr);
+    let r = encrypt(
+        &b,
+        &["--component", "acme.test", "--scope", "config"],
+        "{\"#a\": \"v\"}",
+    );
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("#a") && r.stderr.contains("config_id"),
+        "{}",
+        r.stderr
+    );
+    let r = encrypt(&b, &["--scope", "project"], "{}");
+    assert_eq!(
+        r.status, 2,
+        "clap refuses a missing --component: {}",
+        r.stderr
+    );
+    // Nothing to encrypt: the key file is made all the same, once, private.
+    let out = encrypted(&b, &["--component", "acme.test"], json!({"a": 1}));
+    assert_eq!(out, json!({"a": 1}));
+}
