@@ -36,10 +36,17 @@ struct ArchiveImage {
     layers: Vec<String>,
 }
 
-/// Where a member's bytes lie in the archive, or that it is not a regular file.
-#[derive(Clone, Copy)]
+/// Where a member's bytes lie in the archive, the member a link inside the archive names,
+/// or that it is neither.
+#[derive(Clone)]
 enum Member {
-    File { offset: u64, size: u64 },
+    File {
+        offset: u64,
+        size: u64,
+    },
+    /// `<id>/layer.tar -> ../<hex>.tar`, as Docker and podman write a layer twice: resolved
+    /// among the archive's members, never on the host.
+    Link(PathBuf),
     NotFile,
 }
 
@@ -113,11 +120,16 @@ impl Archive {
             let Some(rel) = entry.path().ok().and_then(|p| normal(&p)) else {
                 continue;
             };
-            let member = if entry.header().entry_type().is_file() {
+            let kind = entry.header().entry_type();
+            let target = entry.link_name().ok().flatten();
+            let member = if kind.is_file() {
                 Member::File {
                     offset: entry.raw_file_position(),
                     size: entry.size(),
                 }
+            } else if let Some(target) = target.filter(|_| kind.is_symlink()) {
+                let parent = rel.parent().unwrap_or_else(|| Path::new(""));
+                normal(&parent.join(target)).map_or(Member::NotFile, Member::Link)
             } else {
                 Member::NotFile
             };
@@ -142,7 +154,7 @@ impl Archive {
         let tags = |i: &ArchiveImage| i.repo_tags.clone().unwrap_or_default();
         let mut found = images
             .iter()
-            .filter(|i| reference.is_none_or(|r| tags(i).iter().any(|t| t == r)));
+            .filter(|i| reference.is_none_or(|r| tags(i).iter().any(|t| same_name(t, r))));
         match (found.next(), found.next()) {
             (Some(i), None) => Ok(i),
             (first, _) => {
@@ -161,12 +173,21 @@ impl Archive {
 
     /// A member where a file must be: its offset and size.
     fn member(&self, rel: &str) -> Result<(u64, u64), ImageError> {
-        let key = normal(Path::new(rel));
-        match key.and_then(|k| self.members.get(&k)) {
-            Some(Member::File { offset, size }) => Ok((*offset, *size)),
-            Some(Member::NotFile) => Err(self.bad(format!("{rel} is not a regular file"))),
-            None => Err(self.bad(format!("manifest.json names {rel}, which it does not hold"))),
+        let mut key = normal(Path::new(rel));
+        // A link to a link is followed once more; a loop ends here.
+        for _ in 0..4 {
+            match key.as_ref().and_then(|k| self.members.get(k)) {
+                Some(Member::File { offset, size }) => return Ok((*offset, *size)),
+                Some(Member::Link(target)) => key = Some(target.clone()),
+                Some(Member::NotFile) => break,
+                None => {
+                    return Err(
+                        self.bad(format!("manifest.json names {rel}, which it does not hold"))
+                    );
+                }
+            }
         }
+        Err(self.bad(format!("{rel} is not a regular file in the archive")))
     }
 
     fn reader(&self, rel: &str) -> Result<(std::io::Take<File>, u64), ImageError> {
@@ -257,15 +278,62 @@ impl Archive {
     }
 }
 
-/// A member name without `./` and empty parts; `None` for one that climbs or is absolute.
+/// Whether two image names are one as Docker reads them: `acme/x:1` is
+/// `docker.io/acme/x:1`, `busybox` is `docker.io/library/busybox:latest` (`docker save`
+/// writes short names, skopeo and podman full ones).
+fn same_name(a: &str, b: &str) -> bool {
+    fn full(name: &str) -> String {
+        let named = match name.split_once('/') {
+            None => format!("docker.io/library/{name}"),
+            Some((host, _)) if host.contains(['.', ':']) || host == "localhost" => name.to_owned(),
+            Some(_) => format!("docker.io/{name}"),
+        };
+        let last = named.rsplit('/').next().unwrap_or_default();
+        if last.contains([':', '@']) {
+            named
+        } else {
+            format!("{named}:latest")
+        }
+    }
+    a == b || full(a) == full(b)
+}
+
+/// A member name without `./`, `..` and empty parts (names only: nothing here touches the
+/// host); `None` for one that climbs above the archive's top or is absolute.
 fn normal(path: &Path) -> Option<PathBuf> {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
             Component::Normal(n) => out.push(n),
             Component::CurDir => {}
+            Component::ParentDir if out.pop() => {}
             _ => return None,
         }
     }
     (!out.as_os_str().is_empty()).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_names_resolve_within_the_archive() {
+        assert_eq!(
+            normal(Path::new("./a/../b.tar")),
+            Some(PathBuf::from("b.tar"))
+        );
+        assert_eq!(normal(Path::new("a/../../b")), None);
+        assert_eq!(normal(Path::new("/etc/passwd")), None);
+    }
+
+    #[test]
+    fn short_and_full_docker_names_match() {
+        assert!(same_name("docker.io/acme/x:1", "acme/x:1"));
+        assert!(same_name("docker.io/library/busybox:latest", "busybox"));
+        assert!(same_name("localhost/x:latest", "localhost/x"));
+        assert!(same_name("127.0.0.1:5000/a/b:1", "127.0.0.1:5000/a/b:1"));
+        assert!(!same_name("docker.io/acme/x:1", "acme/x:2"));
+        assert!(!same_name("quay.io/acme/x:1", "acme/x:1"));
+    }
 }

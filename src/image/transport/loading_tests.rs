@@ -436,3 +436,52 @@ fn a_docker_archive_that_lies_is_refused() {
         .unwrap_err();
     assert_eq!(e.class(), crate::contract::ErrorClass::User, "{e}");
 }
+
+/// An archive whose `0123/layer.tar` is a link to `target`, as Docker writes a layer twice.
+fn archive_with_linked_layer(path: &Path, config: &[u8], layer: &[u8], target: &str) {
+    let config_name = format!("{}.json", Digest::of(config).hex());
+    let manifest = json!([{ "Config": config_name, "RepoTags": ["acme/hello:1"],
+                            "Layers": ["0123/layer.tar"] }]);
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    add(&config_name, config);
+    add("abc.tar", layer);
+    add("manifest.json", manifest.to_string().as_bytes());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    b.append_link(&mut h, "0123/layer.tar", target).unwrap();
+    fs::write(path, b.into_inner().unwrap()).unwrap();
+}
+
+#[test]
+fn a_linked_layer_resolves_inside_the_archive_only() {
+    let d = tempfile::tempdir().unwrap();
+    let layer = layer_tar(&[("a", b"a")]);
+    let config = config_of(&[&layer]);
+    let images = images(&d.path().join("cache"), UnpackCaps::default());
+    let file = d.path().join("linked.tar");
+    archive_with_linked_layer(&file, &config, &layer, "../abc.tar");
+    images
+        .pull(&format!("docker-archive:{}", file.display()))
+        .unwrap();
+    // A link out of the archive names a host file: it is not read.
+    let host = d.path().join("host.tar");
+    fs::write(&host, &layer).unwrap();
+    let file = d.path().join("escaping.tar");
+    archive_with_linked_layer(&file, &config, &layer, host.to_str().unwrap());
+    let e = images
+        .pull(&format!("docker-archive:{}", file.display()))
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("0123/layer.tar is not a regular file in the archive"),
+        "{e}"
+    );
+}
