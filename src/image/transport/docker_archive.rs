@@ -113,7 +113,7 @@ impl Archive {
         let file = archive.open()?;
         let mut tar = tar::Archive::new(BufReader::with_capacity(crate::util::IO_BUFFER, file));
         let mut manifest_json = None;
-        let entries = tar.entries().map_err(|e| archive.corrupt(&e))?;
+        let entries = tar.entries_with_seek().map_err(|e| archive.corrupt(&e))?;
         for entry in entries {
             crate::interrupt::check()?;
             let mut entry = entry.map_err(|e| archive.corrupt(&e))?;
