@@ -205,3 +205,113 @@ fn the_unpack_caps_refuse_an_image_naming_it() {
     let r = b.run_cmd(&["pull", &img.reference]);
     assert_eq!(r.status, 0, "{}", r.stderr);
 }
+
+/// A registry on loopback that serves fixed documents by path (HEAD and GET) and records
+/// what was asked: just enough HTTP for oci-client. Returns its address and the requests.
+fn lying_registry(
+    routes: std::collections::HashMap<String, Vec<u8>>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = asked.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                line.clear();
+            }
+            let mut parts = request.split_whitespace();
+            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            log.lock().unwrap().push(format!("{method} {path}"));
+            let (status, body) = match routes.get(path) {
+                Some(body) => (200, body.clone()),
+                None if path == "/v2/" => (200, b"{}".to_vec()),
+                None => (404, b"{}".to_vec()),
+            };
+            let digest = format!("sha256:{}", sha256(&body));
+            let head = format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
+                 Docker-Content-Digest: {digest}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            if method != "HEAD" {
+                let _ = stream.write_all(&body);
+            }
+        }
+    });
+    (addr, asked)
+}
+
+#[test]
+fn a_registry_config_or_manifest_over_the_cap_is_refused_naming_the_image() {
+    // No root, no real registry: always runs.
+    let config_digest = format!("sha256:{}", sha256(b"never served"));
+    let layer_digest = format!("sha256:{}", sha256(b"layer"));
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": 1u64 << 40},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer_digest, "size": 5}],
+    }))
+    .unwrap();
+    let manifest_digest = format!("sha256:{}", sha256(&manifest));
+    // 9 MiB of whitespace before a valid manifest: over the 8 MiB cap.
+    let mut huge = vec![b' '; 9 << 20];
+    huge.extend_from_slice(&manifest);
+    let huge_digest = format!("sha256:{}", sha256(&huge));
+    let routes = [
+        (
+            "/v2/acme/big-config/manifests/1".to_owned(),
+            manifest.clone(),
+        ),
+        (
+            format!("/v2/acme/big-config/manifests/{manifest_digest}"),
+            manifest,
+        ),
+        ("/v2/acme/big-manifest/manifests/1".to_owned(), huge.clone()),
+        (
+            format!("/v2/acme/big-manifest/manifests/{huge_digest}"),
+            huge,
+        ),
+    ];
+    let (addr, asked) = lying_registry(routes.into_iter().collect());
+    let b = Berth::new();
+    let image = format!("{addr}/acme/big-config:1");
+    let r = b.run_cmd(&["-q", "pull", &image]);
+    assert_eq!(r.status, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "image {image} is refused: its config {config_digest} declares 1099511627776 bytes, \
+             more than the cap of 8388608"
+        )),
+        "{}",
+        r.stderr
+    );
+    let asked = asked.lock().unwrap().clone();
+    assert!(
+        !asked.iter().any(|a| a.contains("/blobs/")),
+        "no blob may be fetched: {asked:?}"
+    );
+    let image = format!("{addr}/acme/big-manifest:1");
+    let r = b.run_cmd(&["-q", "pull", &image]);
+    assert_eq!(r.status, 3, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("image {image} is refused: its manifest")),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("more than the cap of 8388608"),
+        "{}",
+        r.stderr
+    );
+}
