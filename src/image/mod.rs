@@ -4,7 +4,8 @@
 //! sure every blob it needs is in the [`store`](store::Store), verified. A digest-pinned
 //! image already stored makes no network request at all; a tag costs one HEAD request and
 //! nothing more while its digest is unchanged. [`Images::rootfs`] then unpacks the layers
-//! into the shared, read-only rootfs cache.
+//! into the shared, read-only rootfs cache. An OCI layout or a `docker save` archive
+//! ([`transport`]) fills the same store, as strictly checked, without any registry.
 
 pub mod digest;
 pub mod manifest;
@@ -407,6 +408,13 @@ impl Images {
         let Some(bytes) = get(&entry.digest)? else {
             return Ok(None);
         };
+        if bytes.len() as u64 != declared {
+            return Err(ImageError::SizeMismatch {
+                digest: entry.digest.clone(),
+                expected: declared,
+                actual: bytes.len().to_string(),
+            });
+        }
         match parse(&entry.digest, &bytes)? {
             Manifest::Image(m) => Ok(Some((entry.digest.clone(), m))),
             Manifest::Index(_) => Err(ImageError::BadManifest {

@@ -485,3 +485,41 @@ fn a_linked_layer_resolves_inside_the_archive_only() {
         "{e}"
     );
 }
+
+/// Points the layout's `v1` at an image index listing its manifest for `arch`, declared
+/// `size` bytes long.
+fn wrap_in_index(l: &Layout, arch: &str, size: usize) -> Vec<u8> {
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": crate::image::manifest::OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": Digest::of(&l.manifest),
+                       "size": size, "platform": {"os": "linux", "architecture": arch}}],
+    }))
+    .unwrap();
+    fs::write(l.blob(&index), &index).unwrap();
+    let top = json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": crate::image::manifest::OCI_INDEX, "digest": Digest::of(&index),
+        "size": index.len(), "annotations": {"org.opencontainers.image.ref.name": "v1"}}]});
+    fs::write(l.dir.join("index.json"), top.to_string()).unwrap();
+    index
+}
+
+#[test]
+fn a_layout_naming_an_index_gives_this_platform_checked_against_its_size() {
+    let d = tempfile::tempdir().unwrap();
+    let l = Layout::write(&d.path().join("layout"));
+    let arch = crate::image::manifest::host_architecture();
+    let index = wrap_in_index(&l, arch, l.manifest.len());
+    let images = images(&d.path().join("cache"), UnpackCaps::default());
+    let pulled = images.pull(&l.name()).unwrap();
+    assert_eq!(pulled.digest, Digest::of(&l.manifest));
+    assert_eq!(images.list()[0].digest, Digest::of(&index));
+
+    let other = self::images(&d.path().join("cache2"), UnpackCaps::default());
+    wrap_in_index(&l, arch, l.manifest.len() - 1);
+    let e = other.pull(&l.name()).unwrap_err();
+    assert!(matches!(e, ImageError::SizeMismatch { .. }), "{e}");
+    wrap_in_index(&l, "s390x-none", l.manifest.len());
+    let e = other.pull(&l.name()).unwrap_err();
+    assert!(matches!(e, ImageError::NoPlatform { .. }), "{e}");
+    assert!(e.to_string().contains(&l.name()), "{e}");
+}
