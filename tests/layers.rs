@@ -16,7 +16,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("confined", &["util"]),
     ("host", &["util"]),
     ("storage", &["contract", "util", "interrupt"]),
-    ("image", &["contract", "host", "util", "interrupt"]),
+    (
+        "image",
+        &["contract", "host", "util", "interrupt", "confined"],
+    ),
     ("bundle", &["contract", "host", "image", "util", "confined"]),
     ("runtime", &["contract", "host", "util", "interrupt"]),
     ("secrets", &["contract", "util"]),

@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use berth::contract::result::{EXIT_INTERRUPTED, Status, Timings};
 use berth::contract::{ErrorClass, JobFile, JobResult};
 use berth::host::{Host, IdMap, LinuxHost, Rootless};
+use berth::image::unpack::UnpackCaps;
 use berth::image::{Images, RegistrySettings, Unpacking};
 use berth::job::{self, Services, Settings, workdir::Home};
 use berth::runtime::Youki;
@@ -85,6 +86,14 @@ pub struct Global {
     #[arg(long, global = true, env = "BERTH_COPY_ROOTFS")]
     pub copy_rootfs: bool,
 
+    /// What one image may unpack to, in bytes: a larger one is refused (a decompression bomb)
+    #[arg(long, global = true, env = "BERTH_MAX_IMAGE_BYTES", default_value_t = UnpackCaps::default().bytes, value_name = "N")]
+    pub max_image_bytes: u64,
+
+    /// How many files, directories and links one image may unpack to
+    #[arg(long, global = true, env = "BERTH_MAX_IMAGE_ENTRIES", default_value_t = UnpackCaps::default().entries, value_name = "N")]
+    pub max_image_entries: u64,
+
     /// The host ids containers run as: their uids and gids 0..65535 are START..START+65535
     /// on the host, so their root is nobody here (START:SIZE, or UIDSTART:GIDSTART:SIZE)
     /// [default: the operator's range in /etc/subuid and /etc/subgid, else 1879048192:65536]
@@ -110,8 +119,16 @@ pub enum Command {
     Run(RunArgs),
     /// Fetch an image into the local store and unpack it, with progress
     Pull {
-        /// host/repo:tag, host/repo@sha256:…, or host/repo:tag@sha256:…
+        /// host/repo:tag, host/repo@sha256:…, or host/repo:tag@sha256:…; or, without a
+        /// registry, oci:DIR[:REF] (an OCI layout) or docker-archive:FILE.tar[:REF]
         image: String,
+    },
+    /// Write an image (pulled first if need be) as an OCI layout: oci:DIR[:REF]
+    Save {
+        /// The image, named as for `pull`
+        image: String,
+        /// oci:DIR[:REF]; REF defaults to the image's tag, else `latest`
+        target: String,
     },
     /// List stored images: reference, digest, size
     Images {
@@ -157,7 +174,7 @@ impl Command {
     /// unpacks images, mounts, or touches job trees and containers.
     pub fn needs_namespace(&self) -> bool {
         match self {
-            Command::Run(_) | Command::Pull { .. } | Command::Gc => true,
+            Command::Run(_) | Command::Pull { .. } | Command::Save { .. } | Command::Gc => true,
             Command::Images { .. }
             | Command::Storage(_)
             | Command::State(_)
@@ -239,6 +256,10 @@ impl Global {
                 insecure: self.insecure_registries.clone(),
                 retries: self.retries,
                 progress: !self.quiet,
+                unpack_caps: UnpackCaps {
+                    bytes: self.max_image_bytes,
+                    entries: self.max_image_entries,
+                },
                 ..Default::default()
             },
             copy_rootfs: self.copy_rootfs,
@@ -272,6 +293,7 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
             job::gc::sweep(svc, &Home::new(&settings.home));
             pull(&host, &settings, &image)
         }
+        Command::Save { image, target } => save(&host, &settings, &image, &target),
         Command::Images { json } => images(&settings, json),
         Command::Gc => Ok(gc(svc, &settings)),
         Command::SetupRootless { user } => setup_rootless(&user),
@@ -432,6 +454,27 @@ fn pull(host: &LinuxHost, settings: &Settings, image: &str) -> anyhow::Result<Ex
     match pulled {
         Ok(p) => {
             print::out(format!("{} {}", p.reference, p.digest));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            print::err(format!("berth: {}", berth::util::chain(&e)));
+            Ok(status(e.class()))
+        }
+    }
+}
+
+fn save(
+    host: &LinuxHost,
+    settings: &Settings,
+    image: &str,
+    target: &str,
+) -> anyhow::Result<ExitCode> {
+    let unpacking = Unpacking::new(host.privileged(), settings.ids);
+    let images = Images::open(&settings.cache, settings.registry.clone(), unpacking)
+        .context("cannot open the image cache")?;
+    match images.save(image, target) {
+        Ok(digest) => {
+            print::out(format!("{target} {digest}"));
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

@@ -4,7 +4,8 @@
 //! sure every blob it needs is in the [`store`](store::Store), verified. A digest-pinned
 //! image already stored makes no network request at all; a tag costs one HEAD request and
 //! nothing more while its digest is unchanged. [`Images::rootfs`] then unpacks the layers
-//! into the shared, read-only rootfs cache.
+//! into the shared, read-only rootfs cache. An OCI layout or a `docker save` archive
+//! ([`transport`]) fills the same store, as strictly checked, without any registry.
 
 pub mod digest;
 pub mod manifest;
@@ -13,6 +14,7 @@ pub mod registry;
 pub mod rootfs;
 mod shift;
 pub mod store;
+pub mod transport;
 pub mod unpack;
 
 use std::path::{Path, PathBuf};
@@ -80,6 +82,16 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
+    #[error("image {image}: {message}")]
+    Transport { image: String, message: String },
+    #[error("image {image}: cannot read the layout")]
+    Layout {
+        image: String,
+        #[source]
+        source: crate::confined::ConfinedError,
+    },
+    #[error("image {image} is refused: {what}")]
+    TooLarge { image: String, what: String },
     #[error(transparent)]
     Host(#[from] crate::host::HostError),
     #[error(transparent)]
@@ -92,7 +104,10 @@ impl ImageError {
     /// variant is listed: a new one must be classified here.
     pub fn class(&self) -> ErrorClass {
         match self {
-            ImageError::Reference { .. } => ErrorClass::User,
+            // A layout or archive the user named that is missing or not one.
+            ImageError::Reference { .. }
+            | ImageError::Transport { .. }
+            | ImageError::Layout { .. } => ErrorClass::User,
             ImageError::Unreachable { .. }
             | ImageError::NotFound { .. }
             | ImageError::Unauthorized { .. }
@@ -103,6 +118,7 @@ impl ImageError {
             | ImageError::NoPlatform { .. }
             | ImageError::BadConfig { .. }
             | ImageError::LayerEscape { .. }
+            | ImageError::TooLarge { .. }
             | ImageError::BadLayer { .. }
             | ImageError::Shift(_)
             | ImageError::Store { .. }
@@ -188,6 +204,9 @@ impl Images {
 
     /// Makes sure the image is stored, asking the registry only what it must.
     pub fn pull(&self, reference: &str) -> Result<PulledImage, ImageError> {
+        if let Some(transport) = transport::Transport::parse(reference) {
+            return self.load(&transport?);
+        }
         let parsed = parse_reference(reference)?;
         let name = parsed.to_string();
         if let Some(d) = &parsed.digest
@@ -244,6 +263,7 @@ impl Images {
                 reference: name.to_owned(),
             })?;
         let mut fetched = (0, 0);
+        check_config_size(name, &manifest.config)?;
         if !self.store.has_blob(&manifest.config.digest) {
             let config = std::slice::from_ref(&manifest.config);
             fetched.1 += client.fetch_blobs(r, config, &self.store, false)?;
@@ -275,13 +295,77 @@ impl Images {
         })
     }
 
+    /// Loads an image from an OCI layout or a `docker save` archive into the store.
+    fn load(&self, from: &transport::Transport) -> Result<PulledImage, ImageError> {
+        let name = from.name();
+        let top = match from {
+            transport::Transport::OciLayout { dir, reference } => {
+                self.load_layout(dir, reference.as_deref(), &name)?
+            }
+            transport::Transport::DockerArchive { file, reference } => {
+                transport::docker_archive::load(&self.store, file, reference.as_deref(), &name)?
+            }
+        };
+        tracing::debug!(image = %name, digest = %top, "loaded");
+        self.load_local(&name, &top)?
+            .ok_or(ImageError::NotFound { reference: name })
+    }
+
+    /// Copies what the store lacks of the image `reference` names in the layout at `dir`.
+    fn load_layout(
+        &self,
+        dir: &Path,
+        reference: Option<&str>,
+        name: &str,
+    ) -> Result<Digest, ImageError> {
+        let layout = transport::oci_layout::Layout::open(dir, name)?;
+        let top = layout.top(&self.store, reference)?;
+        let mut from_layout = |d: &Digest| match self.store.read_blob(d)? {
+            Some(bytes) => Ok(Some(bytes)),
+            None => layout.document(&self.store, d, None).map(Some),
+        };
+        let (_, manifest) = self
+            .platform_manifest(name, &top, &mut from_layout)?
+            .ok_or_else(|| ImageError::NotFound {
+                reference: name.to_owned(),
+            })?;
+        check_config_size(name, &manifest.config)?;
+        for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
+            layout.copy_blob(&self.store, blob)?;
+        }
+        Ok(top)
+    }
+
+    /// Writes `image` (pulled first if it is not stored) as an OCI layout where `target`
+    /// (`oci:PATH[:REF]`) says, named REF or else the image's tag or `latest`. Returns the
+    /// digest of the manifest written.
+    pub fn save(&self, image: &str, target: &str) -> Result<Digest, ImageError> {
+        let (dir, reference) = match transport::Transport::parse(target) {
+            Some(Ok(transport::Transport::OciLayout { dir, reference })) => (dir, reference),
+            Some(Err(e)) => return Err(e),
+            _ => {
+                return Err(ImageError::Reference {
+                    reference: target.to_owned(),
+                    message: "berth save writes only an OCI layout: oci:PATH[:REF]".to_owned(),
+                });
+            }
+        };
+        let pulled = self.pull(image)?;
+        let reference = reference
+            .or_else(|| parse_reference(image).ok().and_then(|r| r.tag))
+            .unwrap_or_else(|| "latest".to_owned());
+        transport::oci_layout::save(&self.store, &pulled.digest, &dir, &reference)
+    }
+
     /// The unpacked rootfs of a pulled image; unpacks it on first use.
     pub fn rootfs(&self, image: &PulledImage) -> Result<(PathBuf, bool), ImageError> {
+        let mut budget = unpack::Budget::new(&image.reference, self.settings.unpack_caps);
         rootfs::ensure_rootfs(
             &self.store,
             &image.layers,
             &image.config.rootfs.diff_ids,
             &self.unpacking,
+            &mut budget,
         )
     }
 
@@ -307,9 +391,30 @@ impl Images {
             Manifest::Index(index) => index,
         };
         let entry = self.pick_platform(name, &index)?;
+        let declared = entry.size().map_err(|message| ImageError::BadManifest {
+            digest: entry.digest.clone(),
+            message,
+        })?;
+        if declared > manifest::MAX_METADATA_BYTES {
+            return Err(ImageError::TooLarge {
+                image: name.to_owned(),
+                what: format!(
+                    "its manifest {} declares {declared} bytes, more than the cap of {}",
+                    entry.digest,
+                    manifest::MAX_METADATA_BYTES
+                ),
+            });
+        }
         let Some(bytes) = get(&entry.digest)? else {
             return Ok(None);
         };
+        if bytes.len() as u64 != declared {
+            return Err(ImageError::SizeMismatch {
+                digest: entry.digest.clone(),
+                expected: declared,
+                actual: bytes.len().to_string(),
+            });
+        }
         match parse(&entry.digest, &bytes)? {
             Manifest::Image(m) => Ok(Some((entry.digest.clone(), m))),
             Manifest::Index(_) => Err(ImageError::BadManifest {
@@ -407,6 +512,25 @@ impl Images {
             fetched_bytes: 0,
         }))
     }
+}
+
+/// Refuses a config declared larger than any config is, before a byte of it is read.
+fn check_config_size(name: &str, config: &Descriptor) -> Result<(), ImageError> {
+    let size = config.size().map_err(|message| ImageError::BadManifest {
+        digest: config.digest.clone(),
+        message,
+    })?;
+    if size > manifest::MAX_METADATA_BYTES {
+        return Err(ImageError::TooLarge {
+            image: name.to_owned(),
+            what: format!(
+                "its config {} declares {size} bytes, more than the cap of {}",
+                config.digest,
+                manifest::MAX_METADATA_BYTES
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// What `name` resolved to: `top` in the registry, `digest` for this platform.

@@ -49,6 +49,8 @@ pub struct RegistrySettings {
     pub backoff: Duration,
     /// Show a progress bar while fetching (when stderr is a terminal).
     pub progress: bool,
+    /// What one image may unpack to, against decompression bombs.
+    pub unpack_caps: super::unpack::UnpackCaps,
 }
 
 impl Default for RegistrySettings {
@@ -58,6 +60,7 @@ impl Default for RegistrySettings {
             retries: 4,
             backoff: Duration::from_millis(500),
             progress: true,
+            unpack_caps: super::unpack::UnpackCaps::default(),
         }
     }
 }
@@ -166,9 +169,13 @@ impl RegistryClient {
                 .pull_manifest_raw(&by_digest, &self.auth, ACCEPTED_MANIFESTS)
         })?;
         if bytes.len() as u64 > manifest::MAX_METADATA_BYTES {
-            return Err(ImageError::BadManifest {
-                digest: digest.clone(),
-                message: format!("{} bytes is too large for a manifest", bytes.len()),
+            return Err(ImageError::TooLarge {
+                image: reference.whole(),
+                what: format!(
+                    "its manifest {digest} is {} bytes, more than the cap of {}",
+                    bytes.len(),
+                    manifest::MAX_METADATA_BYTES
+                ),
             });
         }
         let actual = Digest::of(&bytes);

@@ -18,7 +18,7 @@ use super::digest::{Digest, chain_id};
 use super::manifest::Descriptor;
 use super::shift::shift_tree;
 use super::store::Store;
-use super::unpack::{Ownership, unpack_layer};
+use super::unpack::{Budget, Ownership, unpack_layer};
 use crate::host::Host;
 
 /// The cached rootfs for a layer chain, unpacking it first if needed. Returns the path and
@@ -28,6 +28,7 @@ pub fn ensure_rootfs(
     layers: &[Descriptor],
     diff_ids: &[Digest],
     unpacking: &Unpacking,
+    budget: &mut Budget<'_>,
 ) -> Result<(PathBuf, bool), ImageError> {
     let chain = chain_id(diff_ids).ok_or_else(|| ImageError::BadConfig {
         message: "image has no layers".to_owned(),
@@ -60,6 +61,7 @@ pub fn ensure_rootfs(
             // Where ids are not shifted afterwards, each is set as it comes: a rootless
             // berth's namespace has only these.
             unpacking.ids.filter(|m| m.uid_start == 0).map(|m| m.size),
+            budget,
         )?;
         entries += stats.entries;
         tracing::debug!(layer = %layer.digest, entries = stats.entries, bytes = stats.bytes, "layer applied");

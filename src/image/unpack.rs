@@ -41,8 +41,55 @@ pub struct LayerStats {
     pub bytes: u64,
 }
 
+/// What one image may unpack to: a few kilobytes of gzip can expand to terabytes, or to
+/// millions of empty files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnpackCaps {
+    /// Uncompressed bytes of all layers together (the tar streams, headers included).
+    pub bytes: u64,
+    /// Tar entries of all layers together.
+    pub entries: u64,
+}
+
+impl Default for UnpackCaps {
+    fn default() -> Self {
+        UnpackCaps {
+            bytes: 32 << 30,
+            entries: 2_000_000,
+        }
+    }
+}
+
+/// What is left of an image's caps while its layers are unpacked one after the other.
+#[derive(Debug)]
+pub struct Budget<'a> {
+    image: &'a str,
+    caps: UnpackCaps,
+    used: LayerStats,
+}
+
+impl<'a> Budget<'a> {
+    pub fn new(image: &'a str, caps: UnpackCaps) -> Budget<'a> {
+        Budget {
+            image,
+            caps,
+            used: LayerStats::default(),
+        }
+    }
+
+    fn refuse(&self, what: &str, cap: u64) -> ImageError {
+        ImageError::TooLarge {
+            image: self.image.to_owned(),
+            what: format!(
+                "it unpacks to more than {cap} {what}, the cap per image \
+                 (--max-image-{what} raises it)"
+            ),
+        }
+    }
+}
+
 /// Unpacks the layer blob at `blob` (digest `layer`) onto `rootfs`, checking that its
-/// uncompressed content has digest `diff_id`.
+/// uncompressed content has digest `diff_id`, and that the image stays within `budget`.
 pub fn unpack_layer(
     blob: &Path,
     layer: &Digest,
@@ -50,6 +97,7 @@ pub fn unpack_layer(
     rootfs: &Path,
     ownership: Ownership,
     id_limit: Option<u32>,
+    budget: &mut Budget<'_>,
 ) -> Result<LayerStats, ImageError> {
     let bad = |message: String| ImageError::BadLayer {
         layer: layer.clone(),
@@ -65,9 +113,11 @@ pub fn unpack_layer(
         inner: reader,
         hasher: Hasher::new(),
         bytes: 0,
+        cap: budget.caps.bytes.saturating_sub(budget.used.bytes),
     };
     let mut stats = LayerStats::default();
-    {
+    let entries_left = budget.caps.entries.saturating_sub(budget.used.entries);
+    let applied = (|| {
         let mut archive = tar::Archive::new(&mut hashing);
         archive.set_preserve_permissions(true);
         archive.set_preserve_mtime(true);
@@ -86,15 +136,30 @@ pub fn unpack_layer(
             .map_err(|e| bad(format!("not a tar archive: {e}")))?;
         for entry in entries {
             crate::interrupt::check()?;
+            if stats.entries >= entries_left {
+                return Err(budget.refuse("entries", budget.caps.entries));
+            }
             let mut entry = entry.map_err(|e| bad(format!("corrupt tar: {e}")))?;
             applier.apply(&mut entry)?;
             stats.entries += 1;
         }
+        Ok(())
+    })();
+    // Over the byte cap, the reader failed whatever was reading: that is the error to give.
+    if hashing.bytes > hashing.cap {
+        return Err(budget.refuse("bytes", budget.caps.bytes));
     }
+    applied?;
     // The diff id covers the whole uncompressed stream, including the padding after the
     // last entry that the tar reader does not consume.
-    io::copy(&mut hashing, &mut io::sink()).map_err(|e| bad(format!("corrupt stream: {e}")))?;
+    let drained = io::copy(&mut hashing, &mut io::sink());
+    if hashing.bytes > hashing.cap {
+        return Err(budget.refuse("bytes", budget.caps.bytes));
+    }
+    drained.map_err(|e| bad(format!("corrupt stream: {e}")))?;
     stats.bytes = hashing.bytes;
+    budget.used.bytes += stats.bytes;
+    budget.used.entries += stats.entries;
     let actual = hashing.hasher.finish();
     if actual != *diff_id {
         return Err(ImageError::DigestMismatch {
@@ -124,13 +189,21 @@ struct HashingReader<R> {
     inner: R,
     hasher: Hasher,
     bytes: u64,
+    /// Bytes this layer may still unpack to; reading past it fails.
+    cap: u64,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.bytes > self.cap {
+            return Err(io::Error::other("the image's unpacked size cap is reached"));
+        }
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         self.bytes += n as u64;
+        if self.bytes > self.cap {
+            return Err(io::Error::other("the image's unpacked size cap is reached"));
+        }
         Ok(n)
     }
 }
@@ -532,7 +605,8 @@ mod tests {
             .join(format!("layer-{}.tar", crate::util::random_hex(4)));
         fs::write(&blob, tar_bytes).unwrap();
         let d = Digest::of(tar_bytes);
-        unpack_layer(&blob, &d, &d, root, Ownership::Ignore, None)
+        let mut budget = Budget::new("test", UnpackCaps::default());
+        unpack_layer(&blob, &d, &d, root, Ownership::Ignore, None, &mut budget)
     }
 
     fn setup() -> (tempfile::TempDir, PathBuf) {
@@ -741,6 +815,7 @@ mod tests {
             &root,
             Ownership::Ignore,
             None,
+            &mut Budget::new("test", UnpackCaps::default()),
         )
         .unwrap_err();
         assert!(matches!(e, ImageError::DigestMismatch { .. }), "{e}");
@@ -766,10 +841,88 @@ mod tests {
                 &root,
                 Ownership::Ignore,
                 None,
+                &mut Budget::new("test", UnpackCaps::default()),
             )
             .unwrap();
             assert_eq!(fs::read(root.join("z")).unwrap(), b"zz");
         }
+    }
+
+    /// Unpacks `layers` (uncompressed) one after the other under `caps`.
+    fn unpack_capped(layers: &[Vec<u8>], caps: UnpackCaps) -> Result<(), ImageError> {
+        let (d, root) = setup();
+        let mut budget = Budget::new("127.0.0.1:5000/acme/bomb:1", caps);
+        for (i, bytes) in layers.iter().enumerate() {
+            let blob = d.path().join(format!("l{i}"));
+            fs::write(&blob, bytes).unwrap();
+            let digest = Digest::of(bytes);
+            unpack_layer(
+                &blob,
+                &digest,
+                &digest,
+                &root,
+                Ownership::Ignore,
+                None,
+                &mut budget,
+            )?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_image_over_its_entry_cap_is_refused_across_layers() {
+        let one = tar_of(&[E::File("a", b"1"), E::File("b", b"2")]);
+        let two = tar_of(&[E::File("c", b"3"), E::File("d", b"4")]);
+        let caps = |entries| UnpackCaps {
+            bytes: 1 << 30,
+            entries,
+        };
+        unpack_capped(&[one.clone(), two.clone()], caps(4)).unwrap();
+        let e = unpack_capped(&[one, two], caps(3)).unwrap_err();
+        assert!(matches!(e, ImageError::TooLarge { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "image 127.0.0.1:5000/acme/bomb:1 is refused: it unpacks to more than 3 entries, \
+             the cap per image (--max-image-entries raises it)"
+        );
+    }
+
+    #[test]
+    fn an_image_over_its_byte_cap_is_refused_even_inside_one_file() {
+        use std::io::Write;
+        // 64 MiB of zeros: a few kilobytes gzipped.
+        let big = tar_of(&[E::File("zeros", &vec![0u8; 64 << 20])]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&big).unwrap();
+        let gz = gz.finish().unwrap();
+        let (d, root) = setup();
+        let blob = d.path().join("bomb");
+        fs::write(&blob, &gz).unwrap();
+        let caps = UnpackCaps {
+            bytes: 1 << 20,
+            entries: 100,
+        };
+        let mut budget = Budget::new("oci:/x:bomb", caps);
+        let e = unpack_layer(
+            &blob,
+            &Digest::of(&gz),
+            &Digest::of(&big),
+            &root,
+            Ownership::Ignore,
+            None,
+            &mut budget,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("image oci:/x:bomb is refused: it unpacks to more than 1048576 bytes"),
+            "{e}"
+        );
+        // Stopped at the cap, not after writing the whole file.
+        let written = fs::metadata(root.join("zeros")).map_or(0, |m| m.len());
+        assert!(written <= 2 << 20, "{written} bytes written");
+        let small = tar_of(&[E::File("a", b"1")]);
+        unpack_capped(&[small], caps).unwrap();
     }
 
     #[test]
