@@ -230,7 +230,12 @@ fn action_answers_that_are_not_json_are_user_errors() {
     let p = path.to_str().unwrap();
     let r = b.run_cmd(&["action", "words", p]);
     assert_eq!(r.status, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("not valid JSON"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("Decoding JSON response from component failed: "),
+        "{}",
+        r.stderr
+    );
     assert_eq!(r.stdout, "");
 
     let r = b.run_cmd(&["action", "silent", p]);
@@ -266,5 +271,21 @@ fn action_answers_that_are_not_json_are_user_errors() {
         "{}",
         r.stderr
     );
-    assert!(!b.home().join("cache").exists() || r.stdout.is_empty());
+    assert_eq!(r.stdout, "");
+
+    // `run` is what `berth run` does, never an action, even when listed.
+    let img = push(
+        &ImageSpec::script("echo '{}'"),
+        &unique_repo("run-action"),
+        "1",
+    );
+    let listed = json!({"synchronous_actions": ["run"]});
+    let path = b.write_job(&job(&img.reference, listed, json!({})));
+    let r = b.run_cmd(&["action", "run", path.to_str().unwrap()]);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("\"run\" is not a synchronous action"),
+        "{}",
+        r.stderr
+    );
 }

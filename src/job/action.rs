@@ -16,13 +16,17 @@ const MAX_RESPONSE_BYTES: usize = 16 << 20;
 
 /// Runs action `name` of the job's component: its answer (the JSON it printed), or the
 /// result of the job that failed (an unlisted action, a failed container, no answer or one
-/// that is not JSON are user errors).
+/// that is not JSON are user errors, with the original runner's words).
 pub fn action(
     svc: Services<'_>,
     settings: &Settings,
     job: &JobFile,
     name: &str,
 ) -> Result<Value, Box<JobResult>> {
+    if name == "run" {
+        let message = "\"run\" is not a synchronous action: use `berth run`".to_owned();
+        return Err(user_error(refused(), message));
+    }
     if !job.component.synchronous_actions.iter().any(|a| a == name) {
         return Err(user_error(
             refused(),
@@ -64,7 +68,7 @@ fn answer(stdout: &str) -> Result<Value, String> {
         return Err(NO_RESPONSE.to_owned());
     }
     serde_json::from_str(stdout)
-        .map_err(|e| format!("the component's response is not valid JSON: {e}"))
+        .map_err(|e| format!("Decoding JSON response from component failed: {e}"))
 }
 
 /// The result of an action that never started.
@@ -100,7 +104,7 @@ mod tests {
         assert_eq!(answer("  \n").unwrap_err(), NO_RESPONSE);
         let e = answer("hello\n").unwrap_err();
         assert!(
-            e.starts_with("the component's response is not valid JSON"),
+            e.starts_with("Decoding JSON response from component failed: "),
             "{e}"
         );
         assert!(answer("{}\n{}\n").is_err());
