@@ -289,3 +289,41 @@ fn action_answers_that_are_not_json_are_user_errors() {
         r.stderr
     );
 }
+
+#[test]
+fn sandbox_of_rows_prepares_one_folder_per_row_without_an_image() {
+    let b = Berth::new();
+    // The image is never pulled: it need not exist.
+    let mut j = job("127.0.0.1:9/nowhere:1", json!({}), json!({"base": 1}));
+    j["rows"] = json!([
+        {"id": "r1", "configuration": {"parameters": {"row": 1}}},
+        {"id": "r2", "configuration": {"parameters": {"row": 2}}},
+    ]);
+    let path = b.write_job(&j);
+    let out = b.dir.path().join("rows");
+    let r = b.run_cmd(&[
+        "sandbox",
+        path.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    for (row, n) in [("r1", 1), ("r2", 2)] {
+        let text = std::fs::read_to_string(out.join(row).join("config.json")).unwrap();
+        let config: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(config["parameters"], json!({"base": 1, "row": n}));
+        let state = std::fs::read_to_string(out.join(row).join("in/state.json")).unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&state).unwrap(),
+            json!({})
+        );
+    }
+    assert_eq!(
+        r.stdout,
+        format!(
+            "{}\n{}\n",
+            out.join("r1").display(),
+            out.join("r2").display()
+        )
+    );
+}
