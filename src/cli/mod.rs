@@ -167,6 +167,29 @@ pub enum Command {
     /// ciphertexts already are left as they are. A ciphertext decrypts only in a job of the
     /// component, project and configuration its scope binds.
     Encrypt(secrets::EncryptArgs),
+    /// Prepare a job's data folder into DIR as a run would — input mapping, config.json
+    /// (decrypted), in/state.json — and stop: no container, no output mapping, no change to
+    /// storage or state, so the component can be run by hand on it
+    Sandbox {
+        /// The job file (JSON)
+        job: PathBuf,
+        /// Where the data folder goes (created; must be empty); one folder per row id
+        /// when the configuration has several rows
+        #[arg(long, value_name = "DIR")]
+        output: PathBuf,
+    },
+    /// Run a synchronous action of the component (one it lists in `synchronous_actions`)
+    /// and print the JSON it answers on stdout
+    ///
+    /// The component runs once on the configuration with `"action": NAME` in config.json,
+    /// without input or output mapping and without state, for at most 30 s (less if the
+    /// job's timeout is lower).
+    Action {
+        /// The action's name
+        name: String,
+        /// The job file (JSON)
+        job: PathBuf,
+    },
 }
 
 impl Command {
@@ -174,8 +197,13 @@ impl Command {
     /// unpacks images, mounts, or touches job trees and containers.
     pub fn needs_namespace(&self) -> bool {
         match self {
-            Command::Run(_) | Command::Pull { .. } | Command::Save { .. } | Command::Gc => true,
+            Command::Run(_)
+            | Command::Action { .. }
+            | Command::Pull { .. }
+            | Command::Save { .. }
+            | Command::Gc => true,
             Command::Images { .. }
+            | Command::Sandbox { .. }
             | Command::Storage(_)
             | Command::State(_)
             | Command::Encrypt(_)
@@ -201,6 +229,10 @@ pub struct RunArgs {
     /// named either way, and listed under `cage.unenforced` in the --json result
     #[arg(long)]
     pub strict_limits: bool,
+    /// Run this tag (or `sha256:…` digest) of the component's image instead of its own;
+    /// overrides the configuration's `runtime.image_tag`
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
 }
 
 impl Global {
@@ -300,6 +332,8 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
         Command::Storage(command) => storage::storage(&settings, command),
         Command::State(command) => storage::state(&settings, command),
         Command::Encrypt(args) => secrets::encrypt(&settings, &args),
+        Command::Sandbox { job, output } => Ok(sandbox(&settings, &job, &output)),
+        Command::Action { name, job } => Ok(action(svc, &settings, &name, &job)),
     }
 }
 
@@ -377,10 +411,13 @@ fn prepare_host(svc: Services<'_>, home: &Home) {
 
 fn run(svc: Services<'_>, settings: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
     prepare_host(svc, &Home::new(&settings.home));
-    let job = match JobFile::load(&absolute(&args.job)) {
+    let mut job = match JobFile::load(&absolute(&args.job)) {
         Ok(j) => j,
         Err(e) => return Ok(report(&invalid_job(&e), args.json)),
     };
+    if let Some(tag) = &args.tag {
+        override_tag(&mut job, tag);
+    }
     let json = args.json;
     let mut on_line = |line: &str| {
         // A closed stdout (e.g. `| head`) must not kill the job half-way.
@@ -393,9 +430,58 @@ fn run(svc: Services<'_>, settings: &Settings, args: &RunArgs) -> anyhow::Result
     let options = job::RunOptions {
         keep_outputs: args.keep_outputs.as_deref().map(absolute),
         strict_limits: args.strict_limits,
+        action: None,
     };
     let result = job::run(svc, settings, &job, &options, &mut on_line);
     Ok(report(&result, json))
+}
+
+fn sandbox(settings: &Settings, job: &Path, output: &Path) -> ExitCode {
+    let prepared = JobFile::load(&absolute(job))
+        .map_err(|e| (ErrorClass::User, e.to_string()))
+        .and_then(|j| {
+            job::sandbox(settings, &j, &absolute(output))
+                .map_err(|e| (e.class(), berth::util::chain(&e)))
+        });
+    match prepared {
+        Ok(dirs) => {
+            print::lines(dirs.iter().map(|d| d.display().to_string()));
+            ExitCode::SUCCESS
+        }
+        Err((class, message)) => {
+            print::err(format!("berth: {message}"));
+            status(class)
+        }
+    }
+}
+
+fn action(svc: Services<'_>, settings: &Settings, name: &str, job: &Path) -> ExitCode {
+    prepare_host(svc, &Home::new(&settings.home));
+    let job = match JobFile::load(&absolute(job)) {
+        Ok(j) => j,
+        Err(e) => return report(&invalid_job(&e), false),
+    };
+    match job::action(svc, settings, &job, name) {
+        Ok(answer) => {
+            match serde_json::to_string_pretty(&answer) {
+                Ok(text) => {
+                    print::out(text);
+                }
+                Err(e) => print::err(format!("berth: cannot print the answer: {e}")),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(result) => report(&result, false),
+    }
+}
+
+/// Makes the job run `tag` of its component's image, as `runtime.image_tag` would.
+fn override_tag(job: &mut JobFile, tag: &str) {
+    let runtime = job
+        .configuration
+        .runtime
+        .get_or_insert_with(Default::default);
+    runtime.image_tag = Some(tag.to_owned());
 }
 
 /// The result of a job whose file could not be read.

@@ -19,6 +19,8 @@ pub const DEFAULT_MEMORY: &str = "256m";
 pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
 /// `runtime.process_timeout` may not ask for more than a day (contract §9).
 pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+/// How long a synchronous action may take, unless the job allows less (contract §13).
+pub const ACTION_TIMEOUT_SECS: u64 = 30;
 /// Default CPU quota of a component (contract §9).
 pub const DEFAULT_CPUS: f64 = 2.0;
 /// Default limit on processes and threads in a container (contract §9).
@@ -84,6 +86,9 @@ pub struct Component {
     /// Outputs without a full table id go to `in.c-<component>-<config>` (contract §6).
     #[serde(default)]
     pub default_bucket: bool,
+    /// The synchronous actions it answers (contract §13), run by `berth action NAME`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub synchronous_actions: Vec<String>,
 }
 
 fn default_timeout() -> u64 {
@@ -416,6 +421,11 @@ impl JobFile {
             .and_then(|r| r.process_timeout)
             .unwrap_or(self.component.process_timeout)
     }
+
+    /// The timeout of a synchronous action: 30 s, or the job's own timeout if lower.
+    pub fn action_timeout_secs(&self) -> u64 {
+        self.main_timeout_secs().min(ACTION_TIMEOUT_SECS)
+    }
 }
 
 #[cfg(test)]
@@ -424,6 +434,21 @@ mod tests {
 
     fn job(text: &str) -> Result<JobFile, String> {
         JobFile::parse(text.as_bytes())
+    }
+
+    #[test]
+    fn an_action_runs_30_s_unless_the_job_allows_less() {
+        let j =
+            job(r#"{"component": {"id": "a", "image": "x/y", "synchronous_actions": ["test"]}}"#)
+                .unwrap();
+        assert_eq!(j.component.synchronous_actions, vec!["test"]);
+        assert_eq!(j.action_timeout_secs(), 30);
+        let j = job(
+            r#"{"component": {"id": "a", "image": "x/y", "process_timeout": 60},
+                       "configuration": {"runtime": {"process_timeout": 7}}}"#,
+        )
+        .unwrap();
+        assert_eq!(j.action_timeout_secs(), 7);
     }
 
     #[test]

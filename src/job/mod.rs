@@ -16,15 +16,20 @@
 //! container's end becomes the job's status), `state` (what a configuration keeps),
 //! [`workdir`] (the job directory) and [`gc`] (what dead berths left).
 
+mod action;
 pub mod gc;
 mod pipeline;
 mod row;
+mod sandbox;
 mod state;
 mod vault;
 mod verdict;
 pub mod workdir;
 
 use std::path::PathBuf;
+
+pub use action::{NO_RESPONSE, action};
+pub use sandbox::sandbox;
 
 use crate::bundle::BundleError;
 use crate::contract::{ErrorClass, JobFile, JobResult};
@@ -46,6 +51,9 @@ pub struct RunOptions {
     pub keep_outputs: Option<PathBuf>,
     /// Refuse to run when a limit cannot be enforced, instead of warning.
     pub strict_limits: bool,
+    /// Run this synchronous action instead of `run` (contract §13): no input or output
+    /// mapping, no state, a short timeout. Use [`action`], which also checks the name.
+    pub action: Option<String>,
 }
 
 /// Where berth keeps things and how it reaches registries.
@@ -122,13 +130,21 @@ pub enum JobError {
     Unenforced(Vec<String>),
     #[error("interrupted by the operator")]
     Interrupted,
+    #[error("{dir} is not empty: a sandbox is prepared into an empty or new directory")]
+    SandboxNotEmpty { dir: PathBuf },
+    #[error("cannot prepare the sandbox in {dir}")]
+    Sandbox {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl JobError {
     /// Whose fault it is. Every variant is listed: a new one must be classified here.
     pub fn class(&self) -> ErrorClass {
         match self {
-            JobError::Contract(_) => ErrorClass::User,
+            JobError::Contract(_) | JobError::SandboxNotEmpty { .. } => ErrorClass::User,
             JobError::Image(e) => e.class(),
             JobError::Bundle(e) => e.class(),
             JobError::Mapping(e) => e.class(),
@@ -141,6 +157,7 @@ impl JobError {
             | JobError::Undelegated { .. }
             | JobError::HomeUnreachable { .. }
             | JobError::Unenforced(_)
+            | JobError::Sandbox { .. }
             | JobError::Interrupted => ErrorClass::Internal,
         }
     }

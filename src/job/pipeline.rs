@@ -51,6 +51,11 @@ pub(super) struct LazyStorage {
 }
 
 impl LazyStorage {
+    /// The store under `root`, not opened yet.
+    pub fn new(root: PathBuf) -> LazyStorage {
+        LazyStorage { root, opened: None }
+    }
+
     pub fn get(&mut self) -> Result<&dyn Storage, StorageError> {
         let store = match self.opened.take() {
             Some(s) => s,
@@ -139,7 +144,11 @@ impl<'a> JobRun<'a> {
     }
 
     fn execute(&mut self, on_line: &mut dyn FnMut(&str)) -> Result<Verdict, JobError> {
-        let rows = self.job.row_configurations().map_err(JobError::Contract)?;
+        let rows = match self.options.action {
+            // An action answers for the configuration, not for each of its rows.
+            Some(_) => vec![(None, self.job.configuration.clone())],
+            None => self.job.row_configurations().map_err(JobError::Contract)?,
+        };
         let ids = self.ids();
         if let Some(cgroup) = self.svc.host.cgroups().undelegated {
             return Err(JobError::Undelegated { cgroup });
@@ -173,6 +182,7 @@ impl<'a> JobRun<'a> {
             rootfs: &rootfs,
             keep_outputs: self.options.keep_outputs.as_deref(),
             multiple_rows: rows.len() > 1,
+            action: self.options.action.as_deref(),
         };
         let done = self.run_rows(&ctx, &rows, on_line)?;
         let verdict = self.commit(done)?;

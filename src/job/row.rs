@@ -41,6 +41,8 @@ pub(super) struct RowContext<'a> {
     pub rootfs: &'a Path,
     pub keep_outputs: Option<&'a Path>,
     pub multiple_rows: bool,
+    /// The synchronous action the job runs instead of `run`: no mapping, no state.
+    pub action: Option<&'a str>,
 }
 
 /// One row: its place in the job and its configuration.
@@ -92,7 +94,15 @@ impl RowRun<'_> {
         let mut container = self.start(&prepared, view.root(), &mut masked)?;
         mask_outcome(&mut container.outcome, &masker);
         progress.exit_code = Some(container.outcome.status.code());
-        let verdict = verdict::classify(self.ctx.job, &container.outcome);
+        let mut verdict = verdict::classify(self.ctx.job, &container.outcome);
+        if let Some(name) = self.ctx.action.filter(|_| container.outcome.timed_out) {
+            // An action has a timeout of its own.
+            verdict.message = format!(
+                "action {name:?} of component {} exceeded the timeout of {} seconds",
+                self.ctx.job.component.id,
+                self.timeout_secs()
+            );
+        }
         tracing::debug!("container done");
         self.keep_outputs(&prepared.dir)?;
         let t = Instant::now();
@@ -133,29 +143,28 @@ impl RowRun<'_> {
             vault.open_config(ctx.job, self.config, &ctx.job.component.image_parameters)?;
         let dir = ctx.jobdir.image_dir(self.n).map_err(JobError::Workdir)?;
         let user = bundle::resolve_user(ctx.rootfs, ctx.image.config.config.user.as_deref())?;
-        let key = ctx.job.config_id.as_ref().map(|config| StateKey {
-            component: ctx.job.component.id.clone(),
-            config: config.clone(),
-            row: self.row_id.map(str::to_owned),
-        });
-        let previous = match &key {
-            Some(k) => storage.get()?.state(k)?,
-            None => None,
+        // An action keeps no state and maps nothing (contract §13).
+        let start = match ctx.action {
+            Some(_) => no_state(),
+            None => start_state(ctx.job, self.row_id, storage, vault)?,
         };
-        let (mut component_state, storage_state) = state::split(previous.clone());
-        vault.open_state(&mut component_state, ctx.job)?;
-        let previous = previous.map(|p| state::with_component(p, &component_state));
         let t = Instant::now();
-        let staged = self.stage_inputs(storage, &dir, &storage_state.input)?;
+        let staged = match ctx.action {
+            Some(_) => InputReport::default(),
+            None => stage_inputs(storage, self.config, &dir.data, &start.storage.input)?,
+        };
         progress.timings.mapping += t.elapsed().as_secs_f64();
-        write_json(&dir.data.join("config.json"), &config)?;
-        write_json(&dir.data.join("in/state.json"), &component_state)?;
+        write_json(
+            &dir.data.join("config.json"),
+            &with_action(config, ctx.action),
+        )?;
+        write_json(&dir.data.join("in/state.json"), &start.component)?;
         self.hand_over(&dir, &user)?;
         Ok(Prepared {
             dir,
             user,
-            key,
-            previous,
+            key: start.key,
+            previous: start.previous,
             input_state: staged.state,
             processed_tags: staged.processed_tags,
         })
@@ -192,42 +201,6 @@ impl RowRun<'_> {
         let host_uid = ids.uid(uid).ok_or_else(|| outside("uid", uid))?;
         let host_gid = ids.gid(gid).ok_or_else(|| outside("gid", gid))?;
         Ok((host_uid, host_gid))
-    }
-
-    fn stage_inputs(
-        &self,
-        storage: &mut LazyStorage,
-        dir: &ImageDir,
-        last: &InputState,
-    ) -> Result<InputReport, JobError> {
-        let input = self
-            .config
-            .storage
-            .as_ref()
-            .map(|s| &s.input)
-            .filter(|i| !(i.tables.is_empty() && i.files.is_empty()));
-        let Some(input) = input else {
-            return Ok(InputReport::default());
-        };
-        // Typed tables carry a `schema` in their manifests where the configuration works
-        // with native types, as in the original.
-        let support = self
-            .config
-            .storage
-            .as_ref()
-            .and_then(|s| s.output.data_type_support);
-        let native = matches!(
-            support,
-            Some(DataTypeSupport::Authoritative | DataTypeSupport::Hints)
-        );
-        Ok(crate::mapping::input::stage_typed_inputs(
-            storage.get()?,
-            input,
-            &dir.data,
-            last,
-            crate::util::unix_ms(),
-            native,
-        )?)
     }
 
     /// Mounts the job's writable view of the cached rootfs (or copies it).
@@ -309,7 +282,7 @@ impl RowRun<'_> {
             state_root: &ctx.home.state_root(),
             cgroups_path: &cgroups_path,
             limits,
-            timeout: Duration::from_secs(job.main_timeout_secs()),
+            timeout: Duration::from_secs(self.timeout_secs()),
             network: network(job.component.network),
         };
         let outcome = ctx.svc.runtime.run(&request, on_line)?;
@@ -318,6 +291,14 @@ impl RowRun<'_> {
             id: Some(container_id),
             outcome,
         })
+    }
+
+    /// How long the container may run: an action's timeout, or the main image's.
+    fn timeout_secs(&self) -> u64 {
+        match self.ctx.action {
+            Some(_) => self.ctx.job.action_timeout_secs(),
+            None => self.ctx.job.main_timeout_secs(),
+        }
     }
 
     /// Copies `out/` for an operator who asked to keep it.
@@ -368,6 +349,11 @@ impl RowRun<'_> {
         failed: bool,
     ) -> Result<(StagedOutputs, Option<Value>), JobError> {
         let ctx = self.ctx;
+        if ctx.action.is_some() {
+            // An action's answer is its stdout; what it left in the data folder is not kept.
+            ctx.jobdir.remove_image(self.n).map_err(JobError::Workdir)?;
+            return Ok((StagedOutputs::default(), None));
+        }
         let out_ctx = OutputContext {
             component_id: &ctx.job.component.id,
             config_id: ctx.job.config_id.as_deref(),
@@ -480,6 +466,87 @@ impl Drop for Mounted<'_> {
     }
 }
 
+/// Stages what the configuration's input mapping asks for into the data folder `data`.
+pub(super) fn stage_inputs(
+    storage: &mut LazyStorage,
+    config: &Configuration,
+    data: &Path,
+    last: &InputState,
+) -> Result<InputReport, JobError> {
+    let input = config
+        .storage
+        .as_ref()
+        .map(|s| &s.input)
+        .filter(|i| !(i.tables.is_empty() && i.files.is_empty()));
+    let Some(input) = input else {
+        return Ok(InputReport::default());
+    };
+    // Typed tables carry a `schema` in their manifests where the configuration works
+    // with native types, as in the original.
+    let support = config
+        .storage
+        .as_ref()
+        .and_then(|s| s.output.data_type_support);
+    let native = matches!(
+        support,
+        Some(DataTypeSupport::Authoritative | DataTypeSupport::Hints)
+    );
+    Ok(crate::mapping::input::stage_typed_inputs(
+        storage.get()?,
+        input,
+        data,
+        last,
+        crate::util::unix_ms(),
+        native,
+    )?)
+}
+
+/// The state a row starts from: its key, the stored state (its secrets decrypted), the
+/// component's part (for `in/state.json`) and berth's own part.
+pub(super) struct StartState {
+    pub key: Option<StateKey>,
+    pub previous: Option<Value>,
+    pub component: Value,
+    pub storage: crate::mapping::StorageState,
+}
+
+/// Reads (and decrypts) the state the row of `row_id` starts from.
+pub(super) fn start_state(
+    job: &JobFile,
+    row_id: Option<&str>,
+    storage: &mut LazyStorage,
+    vault: &mut Vault,
+) -> Result<StartState, JobError> {
+    let key = job.config_id.as_ref().map(|config| StateKey {
+        component: job.component.id.clone(),
+        config: config.clone(),
+        row: row_id.map(str::to_owned),
+    });
+    let previous = match &key {
+        Some(k) => storage.get()?.state(k)?,
+        None => None,
+    };
+    let (mut component, storage_state) = state::split(previous.clone());
+    vault.open_state(&mut component, job)?;
+    let previous = previous.map(|p| state::with_component(p, &component));
+    Ok(StartState {
+        key,
+        previous,
+        component,
+        storage: storage_state,
+    })
+}
+
+/// The state a row starts from when it keeps none (an action): nothing stored, `{}`.
+fn no_state() -> StartState {
+    StartState {
+        key: None,
+        previous: None,
+        component: Value::Object(serde_json::Map::new()),
+        storage: crate::mapping::StorageState::default(),
+    }
+}
+
 /// The `/etc/resolv.conf` of a bridge container: the host's search domains and pasta's DNS
 /// forwarder (the host's own resolver may be on its loopback, out of the container's reach).
 /// World-readable: the container's root is nobody on the host.
@@ -496,7 +563,15 @@ fn write_resolv_conf(bundle_dir: &Path) -> Result<std::path::PathBuf, JobError> 
     Ok(path)
 }
 
-fn write_json(path: &Path, value: &Value) -> Result<(), JobError> {
+/// `config.json` with the action a synchronous action runs instead of `run`.
+fn with_action(mut config: Value, action: Option<&str>) -> Value {
+    if let (Some(name), Value::Object(map)) = (action, &mut config) {
+        map.insert("action".to_owned(), Value::String(name.to_owned()));
+    }
+    config
+}
+
+pub(super) fn write_json(path: &Path, value: &Value) -> Result<(), JobError> {
     let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
     std::fs::write(path, bytes).map_err(|source| JobError::Write {
         path: path.to_owned(),

@@ -28,6 +28,17 @@ use sha2::Digest;
 
 use crate::util::remove_tree;
 
+/// The folders of a data folder (contract §1), parents first.
+pub const DATA_DIRS: [&str; 7] = [
+    "in",
+    "in/tables",
+    "in/files",
+    "in/user",
+    "out",
+    "out/tables",
+    "out/files",
+];
+
 /// The directories under berth's home that jobs use.
 #[derive(Debug, Clone)]
 pub struct Home {
@@ -161,15 +172,7 @@ impl JobDir {
         fs::create_dir(&boxed)?;
         fs::create_dir(&overlay)?;
         fs::create_dir(&data)?;
-        for sub in [
-            "in",
-            "in/tables",
-            "in/files",
-            "in/user",
-            "out",
-            "out/tables",
-            "out/files",
-        ] {
+        for sub in DATA_DIRS {
             fs::create_dir(data.join(sub))?;
         }
         mkdir(&tmp, STICKY_TMP)?;
