@@ -201,16 +201,26 @@ impl Images {
         })
     }
 
-    /// Names the job that uses what this process leases, for `berth rmi` to say who.
+    /// Names who uses what this process leases (a job), for `berth rmi` to say who.
     #[must_use]
-    pub fn with_holder(mut self, job: &str) -> Images {
-        self.holder = format!("job {job}, berth pid {}", std::process::id());
+    pub fn with_holder(mut self, holder: &str) -> Images {
+        self.holder = format!("{holder}, berth pid {}", std::process::id());
         self
     }
 
     /// Every image stored, sorted by reference.
     pub fn list(&self) -> Vec<ImageRecord> {
         self.store.records()
+    }
+
+    /// `berth rmi`: see [`prune::rmi`].
+    pub fn remove(&self, image: &str) -> Result<prune::Removed, prune::PruneError> {
+        prune::rmi(&self.store, image)
+    }
+
+    /// `berth prune`: see [`prune::prune`].
+    pub fn prune(&self, limits: prune::PruneLimits) -> Result<prune::Removed, prune::PruneError> {
+        prune::prune(&self.store, limits)
     }
 
     /// Makes sure the image is stored, asking the registry only what it must.

@@ -338,9 +338,10 @@ fn last_used(r: &ImageRecord) -> u64 {
 /// leftovers. Images a live job uses are kept.
 pub fn prune(store: &Store, limits: PruneLimits) -> Result<Removed, PruneError> {
     let mut removed = Removed::default();
+    // Opening the store swept already; what it found counts as this prune's.
     let (temporary, bytes) = sweep_temp(&store.root().join("tmp"), TEMP_MAX_AGE);
-    removed.temporary = temporary;
-    removed.bytes = bytes;
+    removed.temporary = temporary + store.swept().0;
+    removed.bytes = bytes + store.swept().1;
     let mut records = store.records();
     records.sort_by_key(last_used);
     let now = crate::util::unix_now();
@@ -620,8 +621,13 @@ mod tests {
         let partial = store.root().join("tmp/layer.999999999.abcdef");
         fs::write(&partial, "half a layer").unwrap();
         age(&partial, 7200);
-        Store::open(dir.path()).unwrap();
+        let reopened = Store::open(dir.path()).unwrap();
         assert!(!partial.exists());
+        assert_eq!(reopened.swept(), (1, 12));
+        assert_eq!(
+            prune(&reopened, PruneLimits::default()).unwrap().temporary,
+            1
+        );
     }
 
     #[test]

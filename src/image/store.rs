@@ -43,6 +43,8 @@ pub struct ImageRecord {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Temporary leftovers opening the store removed, and their bytes.
+    swept: (usize, u64),
 }
 
 impl Store {
@@ -55,7 +57,7 @@ impl Store {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(|source| ImageError::Store { path: dir, source })?;
         }
-        super::prune::sweep_temp(&root.join("tmp"), super::prune::TEMP_MAX_AGE);
+        let swept = super::prune::sweep_temp(&root.join("tmp"), super::prune::TEMP_MAX_AGE);
         let private = || -> std::io::Result<()> {
             if fs::metadata(root)?.permissions().mode() & 0o077 != 0 {
                 fs::set_permissions(root, fs::Permissions::from_mode(0o700))?;
@@ -68,7 +70,13 @@ impl Store {
         })?;
         Ok(Store {
             root: root.to_owned(),
+            swept,
         })
+    }
+
+    /// How many temporary leftovers opening the store removed, and their bytes.
+    pub fn swept(&self) -> (usize, u64) {
+        self.swept
     }
 
     pub fn root(&self) -> &Path {
