@@ -195,3 +195,40 @@ fn an_image_a_running_job_uses_survives_rmi_and_prune() {
     assert!(names(&b.cache().join("blobs/sha256")).is_empty());
     assert!(names(&b.cache().join("leases")).is_empty());
 }
+
+#[test]
+fn a_run_records_when_it_used_its_image() {
+    require_env!();
+    let img = push(
+        &ImageSpec::script("echo ran"),
+        &unique_repo("prune-used"),
+        "1.0",
+    );
+    let b = Berth::new();
+    let out = b.run_cmd(&["pull", &img.reference]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    // Put the last use back in time, as if the image had not been used since.
+    let refs = b.cache().join("refs");
+    let record = fs::read_dir(&refs).unwrap().next().unwrap().unwrap().path();
+    let mut stored: Value = serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
+    stored["last_used"] = 1.into();
+    stored["pulled_at"] = 1.into();
+    fs::write(&record, serde_json::to_vec(&stored).unwrap()).unwrap();
+    assert_eq!(images_json(&b)[0]["last_used"], 1);
+    let out = b.run_job(&job(
+        &img.reference,
+        serde_json::json!({}),
+        serde_json::json!({}),
+    ));
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let used = images_json(&b)[0]["last_used"].as_u64().unwrap();
+    assert!(used + 60 > now, "last_used {used}, now {now}");
+    // `--older-than` keeps what was just used.
+    let out = b.run_cmd(&["prune", "--older-than", "1h"]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert_eq!(images_json(&b).len(), 1, "{}", out.stdout);
+}
