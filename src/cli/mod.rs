@@ -1,6 +1,7 @@
 //! The command line: what an operator types, and what each command prints.
 
 pub mod print;
+mod prune;
 mod secrets;
 mod storage;
 
@@ -130,12 +131,24 @@ pub enum Command {
         /// oci:DIR[:REF]; REF defaults to the image's tag, else `latest`
         target: String,
     },
-    /// List stored images: reference, digest, size
+    /// List stored images: reference, digest, size, when last used
     Images {
         /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
     },
+    /// Remove an image (by reference or digest) and the blobs and root filesystems only it
+    /// used; refused while a running job uses it
+    Rmi {
+        /// A reference as pulled, or a digest (sha256:… in full or its 12 first digits)
+        image: String,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove what nothing references and leftovers of crashed pulls; with --max-size or
+    /// --older-than, also images (least recently used first). Never what a running job uses
+    Prune(prune::PruneArgs),
     /// Remove containers, mounts and working directories left behind by a berth that died
     ///
     /// Every berth command does this first; `berth gc` does only this.
@@ -201,7 +214,9 @@ impl Command {
             | Command::Action { .. }
             | Command::Pull { .. }
             | Command::Save { .. }
-            | Command::Gc => true,
+            | Command::Gc
+            | Command::Rmi { .. }
+            | Command::Prune(_) => true,
             Command::Images { .. }
             | Command::Sandbox { .. }
             | Command::Storage(_)
@@ -327,6 +342,8 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
         }
         Command::Save { image, target } => save(&host, &settings, &image, &target),
         Command::Images { json } => images(&settings, json),
+        Command::Rmi { image, json } => prune::rmi(&settings, &image, json),
+        Command::Prune(args) => prune::prune(&settings, &args),
         Command::Gc => Ok(gc(svc, &settings)),
         Command::SetupRootless { user } => setup_rootless(&user),
         Command::Storage(command) => storage::storage(&settings, command),
@@ -586,13 +603,18 @@ fn images(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
         .max()
         .unwrap_or(9)
         .max(9);
-    let header = format!("{:<width$}  {:<19}  {:>10}", "REFERENCE", "DIGEST", "SIZE");
+    let header = format!(
+        "{:<width$}  {:<19}  {:>10}  LAST USED",
+        "REFERENCE", "DIGEST", "SIZE"
+    );
+    let now = berth::util::unix_now();
     let rows = records.iter().map(|r| {
         format!(
-            "{:<width$}  sha256:{:<12}  {:>10}",
+            "{:<width$}  sha256:{:<12}  {:>10}  {}",
             r.reference,
             r.manifest.short(),
-            berth::util::human_bytes(r.size)
+            berth::util::human_bytes(r.size),
+            prune::ago(r.last_used, now)
         )
     });
     print::lines(std::iter::once(header).chain(rows));

@@ -9,6 +9,7 @@
 
 pub mod digest;
 pub mod manifest;
+pub mod prune;
 pub mod reference;
 pub mod registry;
 pub mod rootfs;
@@ -152,6 +153,8 @@ pub struct Images {
     store: Store,
     settings: RegistrySettings,
     unpacking: Unpacking,
+    /// Who uses the trees this process leases (see [`prune`]): a job, or this berth.
+    holder: String,
 }
 
 /// Who owns the files of an unpacked image.
@@ -194,7 +197,15 @@ impl Images {
             store: Store::open(cache)?,
             settings,
             unpacking,
+            holder: format!("berth pid {}", std::process::id()),
         })
+    }
+
+    /// Names who uses what this process leases (a job), for `berth rmi` to say who.
+    #[must_use]
+    pub fn with_holder(mut self, holder: &str) -> Images {
+        self.holder = format!("{holder}, berth pid {}", std::process::id());
+        self
     }
 
     /// Every image stored, sorted by reference.
@@ -202,8 +213,24 @@ impl Images {
         self.store.records()
     }
 
+    /// `berth rmi`: see [`prune::rmi`].
+    pub fn remove(&self, image: &str) -> Result<prune::Removed, prune::PruneError> {
+        prune::rmi(&self.store, image)
+    }
+
+    /// `berth prune`: see [`prune::prune`].
+    pub fn prune(&self, limits: prune::PruneLimits) -> Result<prune::Removed, prune::PruneError> {
+        prune::prune(&self.store, limits)
+    }
+
     /// Makes sure the image is stored, asking the registry only what it must.
     pub fn pull(&self, reference: &str) -> Result<PulledImage, ImageError> {
+        let image = self.pull_untouched(reference)?;
+        self.store.touch(&image.reference)?;
+        Ok(image)
+    }
+
+    fn pull_untouched(&self, reference: &str) -> Result<PulledImage, ImageError> {
         if let Some(transport) = transport::Transport::parse(reference) {
             return self.load(&transport?);
         }
@@ -357,8 +384,16 @@ impl Images {
         transport::oci_layout::save(&self.store, &pulled.digest, &dir, &reference)
     }
 
-    /// The unpacked rootfs of a pulled image; unpacks it on first use.
+    /// The unpacked rootfs of a pulled image; unpacks it on first use. Its tree is leased to
+    /// this process until it exits: `rmi` and `prune` leave it alone.
     pub fn rootfs(&self, image: &PulledImage) -> Result<(PathBuf, bool), ImageError> {
+        if let Some(chain) = digest::chain_id(&image.config.rootfs.diff_ids) {
+            prune::lease(
+                &self.store,
+                &chain,
+                &format!("{} ({})", self.holder, image.reference),
+            )?;
+        }
         let mut budget = unpack::Budget::new(&image.reference, self.settings.unpack_caps);
         rootfs::ensure_rootfs(
             &self.store,
@@ -548,6 +583,7 @@ fn record(
         layers: manifest.layers.iter().map(|l| l.digest.clone()).collect(),
         size: manifest.layers.iter().filter_map(|l| l.size().ok()).sum(),
         pulled_at: crate::util::unix_now(),
+        last_used: crate::util::unix_now(),
     }
 }
 

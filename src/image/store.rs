@@ -34,11 +34,17 @@ pub struct ImageRecord {
     pub size: u64,
     /// Seconds since the epoch.
     pub pulled_at: u64,
+    /// When a pull or a job last used the image, in seconds since the epoch (0: never
+    /// recorded, as in records written before berth kept it).
+    #[serde(default)]
+    pub last_used: u64,
 }
 
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Temporary leftovers opening the store removed, and their bytes.
+    swept: (usize, u64),
 }
 
 impl Store {
@@ -51,6 +57,7 @@ impl Store {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(|source| ImageError::Store { path: dir, source })?;
         }
+        let swept = super::prune::sweep_temp(&root.join("tmp"), super::prune::TEMP_MAX_AGE);
         let private = || -> std::io::Result<()> {
             if fs::metadata(root)?.permissions().mode() & 0o077 != 0 {
                 fs::set_permissions(root, fs::Permissions::from_mode(0o700))?;
@@ -63,7 +70,13 @@ impl Store {
         })?;
         Ok(Store {
             root: root.to_owned(),
+            swept,
         })
+    }
+
+    /// How many temporary leftovers opening the store removed, and their bytes.
+    pub fn swept(&self) -> (usize, u64) {
+        self.swept
     }
 
     pub fn root(&self) -> &Path {
@@ -150,6 +163,27 @@ impl Store {
         fs::write(&tmp, json)
             .and_then(|()| fs::rename(&tmp, &path))
             .map_err(|source| ImageError::Store { path, source })
+    }
+
+    /// Records that `reference` was used now (rewritten atomically, like every record).
+    pub fn touch(&self, reference: &str) -> Result<(), ImageError> {
+        match self.find_record(reference) {
+            Some(mut rec) => {
+                rec.last_used = crate::util::unix_now();
+                self.save_record(&rec)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Removes the record of `reference`; `false` when there was none.
+    pub fn remove_record(&self, reference: &str) -> Result<bool, ImageError> {
+        let path = self.record_path(reference);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(ImageError::Store { path, source }),
+        }
     }
 
     pub fn find_record(&self, reference: &str) -> Option<ImageRecord> {
@@ -311,10 +345,20 @@ mod tests {
             layers: vec![Digest::of(b"l")],
             size: 5,
             pulled_at: 1,
+            last_used: 0,
         };
         store.save_record(&rec).unwrap();
         assert_eq!(store.find_record(&rec.reference), Some(rec.clone()));
-        assert_eq!(store.records(), vec![rec]);
+        assert_eq!(store.records(), vec![rec.clone()]);
         assert_eq!(store.find_record("other"), None);
+        store.touch(&rec.reference).unwrap();
+        let touched = store.find_record(&rec.reference).unwrap();
+        assert!(
+            touched.last_used >= crate::util::unix_now() - 5,
+            "{touched:?}"
+        );
+        assert!(store.remove_record(&rec.reference).unwrap());
+        assert!(!store.remove_record(&rec.reference).unwrap());
+        assert_eq!(store.records(), vec![]);
     }
 }

@@ -240,7 +240,8 @@ impl<'a> JobRun<'a> {
             &self.settings.cache,
             self.settings.registry.clone(),
             unpacking,
-        )?;
+        )?
+        .with_holder(&format!("a job of component {}", self.job.component.id));
         let t = Instant::now();
         let image = images.pull(&self.job.image_reference())?;
         self.progress.timings.pull = t.elapsed().as_secs_f64();
