@@ -106,13 +106,17 @@ impl Operator {
         self.dir.path().join("home")
     }
 
+    /// berth as this operator, with none of root's environment either.
+    fn command(&self) -> Command {
+        let mut c = berth_as(self.uid, self.gid);
+        c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        c
+    }
+
     /// berth as this operator: its ids, no supplementary groups, a clean environment.
     fn berth(&self, args: &[&str]) -> Run {
-        let out = Command::new("setpriv")
-            .arg(format!("--reuid={}", self.uid))
-            .arg(format!("--regid={}", self.gid))
-            .args(["--clear-groups", "--reset-env", "--"])
-            .arg(berth_for_anyone())
+        let out = self
+            .command()
             .arg("--home")
             .arg(self.home())
             .args(["--retries", "0"])
@@ -449,11 +453,8 @@ fn a_killed_rootless_berth_leaves_nothing_running() {
     let path = op.dir.path().join("job.json");
     let job = job(&img.reference, json!({}), json!({}));
     fs::write(&path, serde_json::to_vec(&job).unwrap()).unwrap();
-    let mut child = Command::new("setpriv")
-        .arg(format!("--reuid={}", op.uid))
-        .arg(format!("--regid={}", op.gid))
-        .args(["--clear-groups", "--reset-env", "--"])
-        .arg(berth_for_anyone())
+    let mut child = op
+        .command()
         .arg("--home")
         .arg(op.home())
         .args(["run", path.to_str().unwrap()])

@@ -495,6 +495,16 @@ pub fn berth_for_anyone() -> PathBuf {
     .clone()
 }
 
+/// berth as the user `uid`:`gid`, with no supplementary groups (through `setpriv`).
+pub fn berth_as(uid: u32, gid: u32) -> Command {
+    let mut c = Command::new("setpriv");
+    c.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .args(["--clear-groups", "--"])
+        .arg(berth_for_anyone());
+    c
+}
+
 impl Berth {
     pub fn new() -> Berth {
         let dir = tempfile::tempdir().unwrap();
@@ -514,14 +524,7 @@ impl Berth {
 
     pub fn cmd(&self) -> Command {
         let mut c = match test_user() {
-            Some((uid, gid)) => {
-                let mut c = Command::new("setpriv");
-                c.arg(format!("--reuid={uid}"))
-                    .arg(format!("--regid={gid}"))
-                    .args(["--clear-groups", "--"])
-                    .arg(berth_for_anyone());
-                c
-            }
+            Some((uid, gid)) => berth_as(uid, gid),
             None => Command::new(env!("CARGO_BIN_EXE_berth")),
         };
         c.arg("--home")
