@@ -32,6 +32,7 @@ pub use action::{NO_RESPONSE, action};
 pub use sandbox::sandbox;
 
 use crate::bundle::BundleError;
+use crate::contract::validate::ValidateError;
 use crate::contract::{ErrorClass, JobFile, JobResult};
 use crate::host::{Host, IdMap};
 use crate::image::{ImageError, RegistrySettings};
@@ -107,6 +108,8 @@ pub enum JobError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Secrets(#[from] SecretsError),
+    #[error(transparent)]
+    Validate(#[from] ValidateError),
     #[error("job directory")]
     Workdir(#[source] std::io::Error),
     #[error("cannot write {path}")]
@@ -144,7 +147,9 @@ impl JobError {
     /// Whose fault it is. Every variant is listed: a new one must be classified here.
     pub fn class(&self) -> ErrorClass {
         match self {
-            JobError::Contract(_) | JobError::SandboxNotEmpty { .. } => ErrorClass::User,
+            JobError::Contract(_) | JobError::SandboxNotEmpty { .. } | JobError::Validate(_) => {
+                ErrorClass::User
+            }
             JobError::Image(e) => e.class(),
             JobError::Bundle(e) => e.class(),
             JobError::Mapping(e) => e.class(),

@@ -149,6 +149,7 @@ impl<'a> JobRun<'a> {
             Some(_) => vec![(None, self.job.configuration.clone())],
             None => self.job.row_configurations().map_err(JobError::Contract)?,
         };
+        crate::contract::validate::check_configurations(&self.job.component, &rows)?;
         let ids = self.ids();
         if let Some(cgroup) = self.svc.host.cgroups().undelegated {
             return Err(JobError::Undelegated { cgroup });
