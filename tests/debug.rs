@@ -305,3 +305,33 @@ echo done >&2"#;
         r.stderr
     );
 }
+
+#[test]
+fn a_failed_debug_run_keeps_both_archives_and_lists_them() {
+    require_env!();
+    let b = Berth::new();
+    let script = "echo half-done > /data/out/files/partial.txt\necho broken >&2\nexit 1";
+    let img = push(&ImageSpec::script(script), &unique_repo("debug-fail"), "1");
+    let r = b.run_cmd(&[
+        "run",
+        "--json",
+        "--mode",
+        "debug",
+        b.write_job(&job(&img.reference, json!({}), json!({})))
+            .to_str()
+            .unwrap(),
+    ]);
+    assert_eq!(r.status, 1, "{}\n{}", r.stdout, r.stderr);
+    let result = r.json();
+    assert_eq!(result["error_class"], "user");
+    assert!(
+        result["message"].as_str().unwrap().contains("broken"),
+        "{result}"
+    );
+    let ids = result["outputs"]["debug_files"].as_array().unwrap();
+    assert_eq!(ids.len(), 2, "{result}");
+    // What it left before it failed is there to look at.
+    let (output, _) = unzip(&b, ids[1].as_u64().unwrap());
+    assert_eq!(text(&output, "out/files/partial.txt"), "half-done\n");
+    assert_eq!(stored_files(&b, "debug").len(), 2);
+}
