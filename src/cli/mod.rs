@@ -248,6 +248,20 @@ pub struct RunArgs {
     /// overrides the configuration's `runtime.image_tag`
     #[arg(long, value_name = "TAG")]
     pub tag: Option<String>,
+    /// `debug`: archive the data folder before the image runs and at the end (stage_0.zip,
+    /// stage_output.zip, secrets shown as [hidden]) into storage files tagged `debug`, the
+    /// component id and jobId:JOB; no output mapping, no state saved
+    #[arg(long, value_enum, default_value_t = Mode::Run)]
+    pub mode: Mode,
+}
+
+/// How `berth run` runs a job (contract §13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// The full workflow
+    Run,
+    /// As run, with the data folder archived; no output mapping, no state
+    Debug,
 }
 
 impl Global {
@@ -448,8 +462,18 @@ fn run(svc: Services<'_>, settings: &Settings, args: &RunArgs) -> anyhow::Result
         keep_outputs: args.keep_outputs.as_deref().map(absolute),
         strict_limits: args.strict_limits,
         action: None,
+        debug: args.mode == Mode::Debug,
     };
     let result = job::run(svc, settings, &job, &options, &mut on_line);
+    if !json && !result.outputs.debug_files.is_empty() {
+        let ids: Vec<String> = result
+            .outputs
+            .debug_files
+            .iter()
+            .map(u64::to_string)
+            .collect();
+        print::err(format!("debug archives stored as files {}", ids.join(", ")));
+    }
     Ok(report(&result, json))
 }
 

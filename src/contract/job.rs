@@ -89,6 +89,14 @@ pub struct Component {
     /// The synchronous actions it answers (contract §13), run by `berth action NAME`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub synchronous_actions: Vec<String>,
+    /// A JSON schema the configuration's `parameters` must match (contract §2), checked
+    /// before anything is pulled; `configurationSchema` as in Keboola's Developer Portal.
+    #[serde(
+        default,
+        alias = "configurationSchema",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub configuration_schema: Option<Value>,
 }
 
 fn default_timeout() -> u64 {

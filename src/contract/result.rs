@@ -85,6 +85,9 @@ pub struct OutputSummary {
     pub tables: Vec<TableOutput>,
     /// Ids of the files uploaded.
     pub files: Vec<u64>,
+    /// Ids of the debug archives stored (`--mode debug`), in the order they were made.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub debug_files: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -17,6 +17,7 @@
 //! [`workdir`] (the job directory) and [`gc`] (what dead berths left).
 
 mod action;
+mod debug;
 pub mod gc;
 mod pipeline;
 mod row;
@@ -29,9 +30,11 @@ pub mod workdir;
 use std::path::PathBuf;
 
 pub use action::{NO_RESPONSE, action};
+pub use debug::{DebugError, MAX_ARCHIVED_BYTES, MAX_ARCHIVED_ENTRIES};
 pub use sandbox::sandbox;
 
 use crate::bundle::BundleError;
+use crate::contract::validate::ValidateError;
 use crate::contract::{ErrorClass, JobFile, JobResult};
 use crate::host::{Host, IdMap};
 use crate::image::{ImageError, RegistrySettings};
@@ -54,6 +57,9 @@ pub struct RunOptions {
     /// Run this synchronous action instead of `run` (contract §13): no input or output
     /// mapping, no state, a short timeout. Use [`action`], which also checks the name.
     pub action: Option<String>,
+    /// Debug mode (contract §13): archive the data folder before each image and at the
+    /// end into storage files; no output mapping, no state saved.
+    pub debug: bool,
 }
 
 /// Where berth keeps things and how it reaches registries.
@@ -107,6 +113,10 @@ pub enum JobError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Secrets(#[from] SecretsError),
+    #[error(transparent)]
+    Validate(#[from] ValidateError),
+    #[error(transparent)]
+    Debug(#[from] DebugError),
     #[error("job directory")]
     Workdir(#[source] std::io::Error),
     #[error("cannot write {path}")]
@@ -144,7 +154,9 @@ impl JobError {
     /// Whose fault it is. Every variant is listed: a new one must be classified here.
     pub fn class(&self) -> ErrorClass {
         match self {
-            JobError::Contract(_) | JobError::SandboxNotEmpty { .. } => ErrorClass::User,
+            JobError::Contract(_) | JobError::SandboxNotEmpty { .. } | JobError::Validate(_) => {
+                ErrorClass::User
+            }
             JobError::Image(e) => e.class(),
             JobError::Bundle(e) => e.class(),
             JobError::Mapping(e) => e.class(),
@@ -158,6 +170,7 @@ impl JobError {
             | JobError::HomeUnreachable { .. }
             | JobError::Unenforced(_)
             | JobError::Sandbox { .. }
+            | JobError::Debug(_)
             | JobError::Interrupted => ErrorClass::Internal,
         }
     }

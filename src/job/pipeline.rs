@@ -149,6 +149,7 @@ impl<'a> JobRun<'a> {
             Some(_) => vec![(None, self.job.configuration.clone())],
             None => self.job.row_configurations().map_err(JobError::Contract)?,
         };
+        crate::contract::validate::check_configurations(&self.job.component, &rows)?;
         let ids = self.ids();
         if let Some(cgroup) = self.svc.host.cgroups().undelegated {
             return Err(JobError::Undelegated { cgroup });
@@ -183,6 +184,7 @@ impl<'a> JobRun<'a> {
             keep_outputs: self.options.keep_outputs.as_deref(),
             multiple_rows: rows.len() > 1,
             action: self.options.action.as_deref(),
+            debug: self.options.debug,
         };
         let done = self.run_rows(&ctx, &rows, on_line)?;
         let verdict = self.commit(done)?;
@@ -299,6 +301,12 @@ impl<'a> JobRun<'a> {
     /// Applies what the rows staged in one transaction: everything after a success, only
     /// the `write_always` tables after a failure (files and states never).
     fn commit(&mut self, done: Rows) -> Result<Verdict, JobError> {
+        if self.options.debug {
+            // No output mapping, no state (contract §13): the archives are stored already.
+            return Ok(done
+                .failure
+                .unwrap_or_else(|| Verdict::success(&self.job.component.id)));
+        }
         let t = Instant::now();
         let verdict = match done.failure {
             Some(failure) => {

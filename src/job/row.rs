@@ -43,6 +43,8 @@ pub(super) struct RowContext<'a> {
     pub multiple_rows: bool,
     /// The synchronous action the job runs instead of `run`: no mapping, no state.
     pub action: Option<&'a str>,
+    /// Debug mode: the data folder archived before each image and at the end; no mapping.
+    pub debug: bool,
 }
 
 /// One row: its place in the job and its configuration.
@@ -84,6 +86,13 @@ impl RowRun<'_> {
         progress: &mut Progress,
     ) -> Result<RowEnd, JobError> {
         let prepared = self.prepare(storage, vault, progress)?;
+        self.archive_for_debug(
+            Some(0),
+            storage,
+            &vault.masker(),
+            progress,
+            &prepared.dir.data,
+        )?;
         let view = self.mount_rootfs(&prepared.dir)?;
         let image = &self.ctx.image.config.config;
         bundle::ensure_working_dir(view.root(), image, self.host_ids(0, 0)?)?;
@@ -105,6 +114,7 @@ impl RowRun<'_> {
         }
         tracing::debug!("container done");
         self.keep_outputs(&prepared.dir)?;
+        self.archive_for_debug(None, storage, &masker, progress, &prepared.dir.data)?;
         let t = Instant::now();
         let collected = self.collect(&prepared, container, view, verdict.failed());
         progress.timings.mapping += t.elapsed().as_secs_f64();
@@ -239,7 +249,7 @@ impl RowRun<'_> {
             run_id: &ctx.jobdir.id,
             component_id: &job.component.id,
             row_id: self.row_id,
-            debug: false,
+            debug: ctx.debug,
             stack_id: stack_id.as_deref(),
         });
         let resolv_conf = match job.component.network {
@@ -349,8 +359,9 @@ impl RowRun<'_> {
         failed: bool,
     ) -> Result<(StagedOutputs, Option<Value>), JobError> {
         let ctx = self.ctx;
-        if ctx.action.is_some() {
+        if ctx.action.is_some() || ctx.debug {
             // An action's answer is its stdout; what it left in the data folder is not kept.
+            // Debug mode maps no outputs (contract §13).
             ctx.jobdir.remove_image(self.n).map_err(JobError::Workdir)?;
             return Ok((StagedOutputs::default(), None));
         }
