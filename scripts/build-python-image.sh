@@ -9,7 +9,8 @@
 #
 # Prints the pushed reference on its last line. Two images, each built only when the
 # registry does not have it yet, so CI pays once (~2 min) and every later run nothing:
-#   REGISTRY/conform/python-base:<version>-<hash>   Debian + python3 + keboola.component
+#   REGISTRY/conform/python-base:<version>-<hash>   Debian + python3 + keboola.component,
+#                                                   in five layers
 #   REGISTRY/conform/python:<hash>                  the base plus /code (tests/conformance)
 # The tags hash what they are built from, so a change to this script or to a component
 # rebuilds what changed and nothing else.
