@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # berth side by side with its peers, in one run, on this machine. Needs root.
 #
-#   scripts/bench.sh [runs]        # default 50 runs per command
+#   scripts/bench.sh [runs] [pull runs]   # default 50 runs per command, 5 per cold pull
 #
 # 1. Warm start: run an image whose command is `true`, image already local:
 #      berth run: digest-pinned (no registry request), by tag (one HEAD request), and with a
@@ -18,11 +18,14 @@
 #    crun (and podman, which uses it) refuses this host's hybrid cgroup layout, so round 1
 #    runs berth and runc on the host as it comes, and round 2 moves the hugetlb controller
 #    to a v1 hierarchy and runs crun, podman and berth again (moved back at the end).
-# 2. CSV throughput of the storage (scripts/bench-csv.sh), when present.
+# 2. Cold pulls beside podman and skopeo + umoci (scripts/bench-pull.sh).
+# 3. CSV throughput of the storage (scripts/bench-csv.sh), when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 runs="${1:-50}"
+# Cold pulls take seconds each, not milliseconds: fewer runs.
+pull_runs="${2:-5}"
 [ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 1; }
 scripts/deps.sh
 registry=$(scripts/registry.sh start)
@@ -57,10 +60,12 @@ done
 jq '. + {config_id: "1"}' "$work/job-pinned.json" > "$work/job-state.json"
 b run "$work/job-pinned.json" || { echo "berth cannot run here as the host is" >&2; exit 1; }
 
-# An equivalent bundle for crun and runc: berth's rootfs, berth's namespaces and limits.
-rootfs=$(ls -d "$work"/cache/rootfs/*/ | head -n 1)
+# An equivalent bundle for crun and runc: the same image (unpacked by umoci, since berth's
+# store keeps layers apart), berth's namespaces and limits.
+skopeo copy -q --src-tls-verify=false "docker://$image" "oci:$work/layout:true"
+umoci unpack --image "$work/layout:true" "$work/umoci" >/dev/null
 mkdir -p "$work/bundle/data" "$work/bundle/tmp"
-cp -a "$rootfs" "$work/bundle/rootfs"
+mv "$work/umoci/rootfs" "$work/bundle/rootfs"
 nofile=$(ulimit -Hn)
 runc spec --bundle "$work/bundle"
 jq --arg data "$work/bundle/data" --arg tmp "$work/bundle/tmp" --argjson nofile "$nofile" '
@@ -179,6 +184,9 @@ printf 'the cage costs %.1f ms per run (median with it minus median without)\n' 
   "$(echo "($(median "$work/cage.json" "berth (cage)") - $(median "$work/cage.json" "berth (no cage)")) * 1000" | bc -l)"
 printf 'rootless podman / rootless berth, python image: %.1fx\n' \
   "$(echo "$(median "$work/rootless.json" "podman rootless*") / $(median "$work/rootless.json" "berth rootless*")" | bc -l)"
+
+echo
+BERTH="$berth" scripts/bench-pull.sh "$pull_runs"
 
 if [ -x scripts/bench-csv.sh ]; then
   echo

@@ -9,7 +9,8 @@
 #
 # Prints the pushed reference on its last line. Two images, each built only when the
 # registry does not have it yet, so CI pays once (~2 min) and every later run nothing:
-#   REGISTRY/conform/python-base:<version>-<hash>   Debian + python3 + keboola.component
+#   REGISTRY/conform/python-base:<version>-<hash>   Debian + python3 + keboola.component,
+#                                                   in five layers
 #   REGISTRY/conform/python:<hash>                  the base plus /code (tests/conformance)
 # The tags hash what they are built from, so a change to this script or to a component
 # rebuilds what changed and nothing else.
@@ -57,7 +58,7 @@ work=$(mktemp -d /var/tmp/berth-python-image.XXXXXX)
 cleanup() {
   # debootstrap may leave /proc mounted inside the target when it fails half-way.
   for m in proc sys dev/pts dev; do
-    mountpoint -q "$work/base/rootfs/$m" 2>/dev/null && umount -l "$work/base/rootfs/$m" || true
+    mountpoint -q "$work/full/$m" 2>/dev/null && umount -l "$work/full/$m" || true
   done
   rm -rf "$work"
 }
@@ -65,11 +66,21 @@ trap cleanup EXIT
 layout="$work/layout"
 umoci init --layout "$layout"
 
+# The base's tree is cut into layers the way image builds cut theirs (one per step), so that
+# pulls of it exercise what multi-layer images need: several blobs, parallel unpacking, and
+# files of one directory spread over several layers.
+layer_groups=(
+  "--exclude=./usr/share --exclude=./usr/lib/x86_64-linux-gnu --exclude=./usr/lib/python3* --exclude=./usr/local ."
+  "./usr/lib/x86_64-linux-gnu"
+  "./usr/share"
+  "./usr/lib/python3 ./usr/lib/python3.11"
+  "./usr/local"
+)
+
 build_base() {
-  local root="$work/base/rootfs"
+  local root="$work/full"
   echo "building $base (debootstrap $suite, keboola.component==$kc_version)" >&2
-  umoci new --image "$layout:base"
-  umoci unpack --image "$layout:base" "$work/base" >/dev/null
+  mkdir -p "$root"
   debootstrap --variant=minbase --include=python3,python3-pip,ca-certificates \
     "$suite" "$root" "$mirror" >&2
   # The wheels are fetched by the host's pip (with the host's proxy and CA settings) for
@@ -86,7 +97,20 @@ build_base() {
   rm -rf "$wheels"
   chroot "$root" /usr/bin/python3 -c 'import keboola.component' >&2
   rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
-  umoci repack --image "$layout:base" "$work/base" >/dev/null
+  for m in proc sys dev/pts dev; do
+    mountpoint -q "$root/$m" 2>/dev/null && umount -l "$root/$m" || true
+  done
+  umoci new --image "$layout:base"
+  umoci unpack --image "$layout:base" "$work/base" >/dev/null
+  local group
+  for group in "${layer_groups[@]}"; do
+    # Split into words, never globbed here: the patterns are tar's, relative to the tree.
+    set -f
+    # shellcheck disable=SC2086
+    tar -C "$root" --xattrs --numeric-owner -cf - $group | tar -C "$work/base/rootfs" --xattrs -xpf -
+    set +f
+    umoci repack --refresh-bundle --image "$layout:base" "$work/base" >/dev/null
+  done
   umoci config --image "$layout:base" --config.env PATH=/usr/local/bin:/usr/bin:/bin \
     --config.env PYTHONUNBUFFERED=1 --config.workingdir /code
   skopeo copy --quiet --dest-tls-verify=false "oci:$layout:base" "docker://$base" >&2

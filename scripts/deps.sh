@@ -14,6 +14,7 @@ packages=(
   crun runc podman            # peers for the benchmark
   gcc libc6-dev               # the static C probe the hostile-component tests run inside
   sqlite3 time jq bc curl procps iproute2 python3
+  strace                      # system calls per entry, in the pull benchmark
   debootstrap python3-pip     # the conformance suite's Debian + keboola.component image
 )
 # No udev on this host class: /dev/net/tun comes 0600, so no rootless pasta (or slirp4netns)
