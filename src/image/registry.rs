@@ -729,12 +729,14 @@ impl RegistryClient {
                 false,
             );
         }
-        if self.base.starts_with("https:") && message.contains("certificate") {
-            let hint = tls::untrusted_hint(
-                &self.registry,
-                &self.settings.system_certs,
-                self.settings.home.as_deref(),
-            );
+        let tls_refused = message.contains("received fatal alert");
+        if self.base.starts_with("https:") && (tls_refused || message.contains("certificate")) {
+            let (system, home) = (&self.settings.system_certs, self.settings.home.as_deref());
+            let hint = if tls_refused {
+                tls::handshake_hint(&self.registry, system, home)
+            } else {
+                tls::untrusted_hint(&self.registry, system, home)
+            };
             let untrusted = RegistryError::Untrusted {
                 image,
                 hint,

@@ -183,16 +183,29 @@ fn shown_url(url: &reqwest::Url) -> String {
 
 /// What to tell an operator whose registry's certificate berth does not trust.
 pub fn untrusted_hint(registry: &str, system: &Path, home: Option<&Path>) -> String {
+    format!(
+        "the TLS certificate of {registry} is not trusted: put the CA that signed it, as a \
+         *.crt file, in {}",
+        places(registry, system, home)
+    )
+}
+
+/// What to tell an operator whose registry ended the TLS handshake.
+pub fn handshake_hint(registry: &str, system: &Path, home: Option<&Path>) -> String {
+    format!(
+        "{registry} refused the TLS handshake: if it wants a client certificate, put it and \
+         its key as NAME.cert and NAME.key in {}",
+        places(registry, system, home)
+    )
+}
+
+fn places(registry: &str, system: &Path, home: Option<&Path>) -> String {
     let mut places = vec![system.join(registry)];
     if let Some(h) = home {
         places.push(h.join("certs.d").join(registry));
     }
     let places: Vec<String> = places.iter().map(|p| format!("{}/", p.display())).collect();
-    format!(
-        "the TLS certificate of {registry} is not trusted: put the CA that signed it, as a \
-         *.crt file, in {}",
-        places.join(" or ")
-    )
+    places.join(" or ")
 }
 
 #[cfg(test)]
