@@ -128,45 +128,21 @@ impl AuthRegistry {
             .unwrap();
         assert!(htpasswd.status.success(), "htpasswd (apache2-utils) failed");
         fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).unwrap();
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let clientcas = if client_certs {
-            format!("    clientcas:\n      - {}\n", pki.path("ca.crt").display())
-        } else {
-            String::new()
-        };
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {data}\n\
-             http:\n  addr: {addr}\n  tls:\n    certificate: {cert}\n    key: {key}\n{clientcas}\
-             auth:\n  htpasswd:\n    realm: berth-test\n    path: {htpasswd}\n",
-            data = dir.path().join("data").display(),
-            cert = pki.path("server.cert").display(),
-            key = pki.path("server.key").display(),
-            htpasswd = dir.path().join("htpasswd").display(),
-        );
-        let config_path = dir.path().join("config.yml");
-        fs::write(&config_path, config).unwrap();
-        let log = fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let reg = AuthRegistry {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = serve(dir.path(), &pki, &addr, client_certs, None);
+        AuthRegistry {
             addr,
             pki,
             child,
             _dir: dir,
-        };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(&reg.addr).is_ok() {
-                return reg;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!("the registry on {} did not start", reg.addr);
+    }
+
+    /// Starts it again on the same port and data, its blobs now redirected to `base`.
+    fn redirect_blobs_to(&mut self, base: &str) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = serve(self._dir.path(), &self.pki, &self.addr, false, Some(base));
     }
 
     /// A cert dir for skopeo (same layout as certs.d): CA, and the client pair.
@@ -201,6 +177,52 @@ impl AuthRegistry {
             fs::copy(self.pki.path("client.key"), d.join("client.key")).unwrap();
         }
     }
+}
+
+/// `docker-registry serve` with TLS and htpasswd in `dir`; waits until it listens.
+fn serve(dir: &Path, pki: &Pki, addr: &str, client_certs: bool, redirect: Option<&str>) -> Child {
+    let clientcas = if client_certs {
+        format!("    clientcas:\n      - {}\n", pki.path("ca.crt").display())
+    } else {
+        String::new()
+    };
+    let middleware = match redirect {
+        Some(base) => format!(
+            "middleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: {base}\n"
+        ),
+        None => String::new(),
+    };
+    let config = format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {data}\n\
+         http:\n  addr: {addr}\n  tls:\n    certificate: {cert}\n    key: {key}\n{clientcas}\
+         auth:\n  htpasswd:\n    realm: berth-test\n    path: {htpasswd}\n{middleware}",
+        data = dir.join("data").display(),
+        cert = pki.path("server.cert").display(),
+        key = pki.path("server.key").display(),
+        htpasswd = dir.join("htpasswd").display(),
+    );
+    let config_path = dir.join("config.yml");
+    fs::write(&config_path, config).unwrap();
+    let log = fs::File::create(dir.join("registry.log")).unwrap();
+    let mut child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config_path)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return child;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!(
+        "the registry on {addr} did not start: {}",
+        fs::read_to_string(dir.join("registry.log")).unwrap_or_default()
+    );
 }
 
 /// An OCI layout with `layers` (bytes, media type) holding one file each, pushed with skopeo.
@@ -637,4 +659,44 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn a_redirect_from_https_to_plain_http_is_refused_naming_both() {
+    require_env!();
+    let mut reg = AuthRegistry::start(false);
+    let image = reg.push(
+        &common::unique_repo("auth-redirect"),
+        &[(layer(b"hi"), GZIP)],
+    );
+    // Distribution's redirect middleware sends blob downloads to this "storage" over HTTP.
+    let storage = TcpListener::bind("127.0.0.1:0").unwrap();
+    storage.set_nonblocking(true).unwrap();
+    let storage_base = format!("http://{}", storage.local_addr().unwrap());
+    reg.redirect_blobs_to(&storage_base);
+    let berth = Isolated::new();
+    reg.trust(&berth.home(), false);
+    let authfile = berth.dir.path().join("auth.json");
+    fs::write(
+        &authfile,
+        serde_json::to_vec(&json!({"auths": {reg.addr.clone(): {
+            "username": USER, "password": PASSWORD}}}))
+        .unwrap(),
+    )
+    .unwrap();
+    let out = berth.berth(&["--authfile", authfile.to_str().unwrap(), "pull", &image]);
+    assert_eq!(out.status, 3, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("a redirect from https://{}/v2/", reg.addr))
+            && out.stderr.contains(&format!("to {storage_base}/"))
+            && out.stderr.contains("only to HTTPS"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        storage.accept().is_err(),
+        "berth connected to the plain HTTP storage"
+    );
+    assert_no_secret(&out);
 }
