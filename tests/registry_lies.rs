@@ -580,3 +580,217 @@ fn a_token_server_that_refuses_the_credentials_is_a_user_error() {
     );
     assert!(!stderr.contains("not-it"), "{stderr}");
 }
+
+#[test]
+fn a_layer_of_a_media_type_berth_cannot_unpack_is_refused_before_download() {
+    let reg = FakeRegistry::start();
+    let (layer, diff) = layer();
+    let digest = reg.image("acme/bz", &layer, &diff, None);
+    let odd = "application/vnd.oci.image.layer.v1.tar+bzip2";
+    let served = reg.routes.lock().unwrap()["/v2/acme/bz/manifests/1.0"].clone();
+    let manifest = String::from_utf8(served.2)
+        .unwrap()
+        .replace("application/vnd.oci.image.layer.v1.tar+gzip", odd);
+    let manifest_digest = format!("sha256:{}", sha256(manifest.as_bytes()));
+    for reference in ["1.0", manifest_digest.as_str()] {
+        reg.serve(
+            &format!("/v2/acme/bz/manifests/{reference}"),
+            200,
+            &served.1,
+            manifest.clone().into_bytes(),
+            Some(manifest_digest.clone()),
+        );
+    }
+    let (status, stderr, dir) = pull(&reg, "acme/bz:1.0");
+    assert_eq!(status, 3, "{stderr}");
+    assert!(
+        stderr.contains(odd) && stderr.contains("acme/bz:1.0") && stderr.contains(&digest),
+        "{stderr}"
+    );
+    let hits = reg.hits.lock().unwrap().clone();
+    assert!(
+        !hits.iter().any(|h| h.contains(&digest)),
+        "the layer was fetched: {hits:?}"
+    );
+    assert_eq!(stored(&dir, "rootfs"), 0);
+}
+
+/// A layer big enough to be cut in the middle.
+fn big_layer() -> (Vec<u8>, String) {
+    let mut data = vec![0u8; 300_000];
+    let mut x = 7u32;
+    for b in &mut data {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        *b = (x >> 16) as u8;
+    }
+    let tar = tar_of(&[common::file("noise", &data)]);
+    let diff = format!("sha256:{}", sha256(&tar));
+    (gzip(&tar), diff)
+}
+
+/// Serves the blob at `path`: cut half-way the first time, then `second` for a request
+/// with a Range header.
+fn cut_then(reg: &FakeRegistry, path: String, layer: Vec<u8>, second: Vec<u8>) -> usize {
+    let half = layer.len() / 2;
+    let mut first = true;
+    reg.handle(move |r| {
+        if r.path != path {
+            return None;
+        }
+        if first {
+            first = false;
+            let data = layer.clone();
+            return Some(Reply::new(200, &[], Body::Cut { data, after: half }));
+        }
+        let range = r.header("range")?;
+        let from: usize = range
+            .strip_prefix("bytes=")?
+            .trim_end_matches('-')
+            .parse()
+            .ok()?;
+        let total = second.len();
+        let content_range = format!("bytes {from}-{}/{total}", total - 1);
+        Some(Reply::new(
+            206,
+            &[("Content-Range", &content_range)],
+            Body::Bytes(second[from..].to_vec()),
+        ))
+    });
+    half
+}
+
+#[test]
+fn a_broken_blob_download_resumes_with_a_range_request() {
+    let reg = FakeRegistry::start();
+    let (layer, diff) = big_layer();
+    let digest = reg.image("acme/resume", &layer, &diff, None);
+    let path = format!("/v2/acme/resume/blobs/{digest}");
+    let half = cut_then(&reg, path.clone(), layer.clone(), layer);
+    let (status, stderr, dir) = pull_with(&reg, "acme/resume:1.0", &["--retries", "1"]);
+    assert_eq!(status, 0, "{stderr}");
+    let ranges: Vec<String> = reg
+        .requests()
+        .iter()
+        .filter(|r| r.path == path)
+        .filter_map(|r| r.header("range").map(str::to_owned))
+        .collect();
+    assert_eq!(ranges, vec![format!("bytes={half}-")]);
+    assert_eq!(stored(&dir, "rootfs"), 1);
+}
+
+#[test]
+fn a_resumed_blob_is_verified_from_its_first_byte() {
+    let reg = FakeRegistry::start();
+    let (layer, diff) = big_layer();
+    let digest = reg.image("acme/resume-evil", &layer, &diff, None);
+    let path = format!("/v2/acme/resume-evil/blobs/{digest}");
+    // The rest of the blob, as resumed, is not the rest of this blob.
+    let mut evil = layer.clone();
+    let last = evil.len() - 10;
+    evil[last] ^= 0xff;
+    cut_then(&reg, path.clone(), layer, evil);
+    let (status, stderr, dir) = pull_with(&reg, "acme/resume-evil:1.0", &["--retries", "1"]);
+    assert_eq!(status, 3, "{stderr}");
+    assert!(stderr.contains("does not match its digest"), "{stderr}");
+    assert!(reg.requests().iter().any(|r| r.header("range").is_some()));
+    assert_eq!(stored(&dir, "rootfs"), 0);
+    assert_eq!(
+        stored(&dir, "tmp"),
+        0,
+        "a half-written blob was left behind"
+    );
+}
+
+/// Serves a manifest of 100 MB, made as it is sent, for `acme/huge@…`.
+fn huge_manifest(reg: &FakeRegistry, declared: bool) -> String {
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let path = format!("/v2/acme/huge/manifests/{digest}");
+    reg.handle(move |r| {
+        (r.path == path).then(|| {
+            let body = Body::Endless {
+                len: 100 << 20,
+                declared,
+            };
+            let mt = "application/vnd.oci.image.manifest.v1+json";
+            Reply::new(200, &[("Content-Type", mt)], body)
+        })
+    });
+    format!("acme/huge@{digest}")
+}
+
+#[test]
+fn a_huge_manifest_is_refused_without_reading_it() {
+    for declared in [true, false] {
+        let reg = FakeRegistry::start();
+        let reference = huge_manifest(&reg, declared);
+        let (status, stderr, dir) = pull(&reg, &reference);
+        assert_eq!(status, 3, "{stderr}");
+        assert!(
+            stderr.contains(&format!("image {}/{reference} is refused", reg.addr))
+                && stderr.contains("more than the cap"),
+            "{stderr}"
+        );
+        // berth hung up long before the end: what the fake sent fits in socket buffers
+        // plus the cap.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let sent = reg.sent.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            sent < 24 << 20,
+            "the fake sent {sent} bytes (declared: {declared})"
+        );
+        assert_eq!(stored(&dir, "blobs/sha256"), 0);
+    }
+}
+
+#[test]
+fn redirects_are_followed_a_few_times_and_no_more() {
+    let reg = FakeRegistry::start();
+    let (layer, diff) = layer();
+    let digest = reg.image("acme/moved", &layer, &diff, None);
+    let blob = format!("/v2/acme/moved/blobs/{digest}");
+    // The blob lives in "storage", one redirect away (plain HTTP to plain HTTP: loopback).
+    let storage = format!("/storage/{digest}");
+    let (b, s) = (blob.clone(), storage.clone());
+    reg.handle(move |r| {
+        if r.path.starts_with(&s) {
+            return Some(Reply::new(200, &[], Body::Bytes(layer.clone())));
+        }
+        (r.path == b).then(|| {
+            let loc = format!("{s}?X-Signature=very-secret");
+            Reply::new(307, &[("Location", &loc)], Body::Bytes(Vec::new()))
+        })
+    });
+    let (status, stderr, _dir) = pull(&reg, "acme/moved:1.0");
+    assert_eq!(status, 0, "{stderr}");
+    assert!(
+        reg.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|h| h.starts_with(&format!("GET {storage}")))
+    );
+
+    // A redirect loop ends.
+    let loop_reg = FakeRegistry::start();
+    let (layer, diff) = self::layer();
+    let digest = loop_reg.image("acme/loop", &layer, &diff, None);
+    let blob = format!("/v2/acme/loop/blobs/{digest}");
+    let b = blob.clone();
+    loop_reg.handle(move |r| {
+        r.path.starts_with(&b).then(|| {
+            let loc = format!("{b}?hop={}", r.path.len());
+            Reply::new(302, &[("Location", &loc)], Body::Bytes(Vec::new()))
+        })
+    });
+    let (status, stderr, _dir) = pull(&loop_reg, "acme/loop:1.0");
+    assert_eq!(status, 3, "{stderr}");
+    assert!(stderr.contains("too many redirects"), "{stderr}");
+    let hops = loop_reg
+        .hits
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.contains(&blob))
+        .count();
+    assert_eq!(hops, 6, "the first request and five redirects");
+}
