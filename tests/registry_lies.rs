@@ -794,3 +794,28 @@ fn redirects_are_followed_a_few_times_and_no_more() {
         .count();
     assert_eq!(hops, 6, "the first request and five redirects");
 }
+
+#[test]
+fn a_registry_that_ignores_the_range_sends_the_blob_again_from_the_start() {
+    let reg = FakeRegistry::start();
+    let (layer, diff) = big_layer();
+    let digest = reg.image("acme/norange", &layer, &diff, None);
+    let path = format!("/v2/acme/norange/blobs/{digest}");
+    let (p, half) = (path.clone(), layer.len() / 2);
+    let mut first = true;
+    reg.handle(move |r| {
+        // Cut the first time; then the routes answer 200 with the whole blob.
+        (r.path == p && std::mem::take(&mut first)).then(|| {
+            let data = layer.clone();
+            Reply::new(200, &[], Body::Cut { data, after: half })
+        })
+    });
+    let (status, stderr, dir) = pull_with(&reg, "acme/norange:1.0", &["--retries", "1"]);
+    assert_eq!(status, 0, "{stderr}");
+    assert!(
+        reg.requests()
+            .iter()
+            .any(|r| r.path == path && r.header("range").is_some())
+    );
+    assert_eq!(stored(&dir, "rootfs"), 1);
+}
