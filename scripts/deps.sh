@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   libseccomp-dev pkg-config   # building libcontainer with seccomp support
   docker-registry             # the local registry (CNCF Distribution)
+  apache2-utils openssl       # htpasswd -B and certificates for the TLS + auth registry tests
   skopeo umoci                # independent tools that build and push test images
   busybox-static              # the real binaries inside test images
   passt                       # pasta: outbound networking for network mode "bridge"

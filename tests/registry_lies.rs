@@ -21,63 +21,208 @@ use serde_json::json;
 /// What the fake serves: path → (status, content type, body, digest header).
 type Routes = HashMap<String, (u16, String, Vec<u8>, Option<String>)>;
 
+/// A request as the fake saw it: method, path (with query), headers (names lower-case).
+#[derive(Clone, Debug)]
+struct Request {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How a reply's body goes out.
+enum Body {
+    Bytes(Vec<u8>),
+    /// Declares all of `data` and sends only the first `after` bytes, then hangs up.
+    Cut {
+        data: Vec<u8>,
+        after: usize,
+    },
+    /// `len` bytes of JSON-ish filler, made as they are sent; with a Content-Length or
+    /// without one (the end of the connection ends the body).
+    Endless {
+        len: u64,
+        declared: bool,
+    },
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Body,
+}
+
+impl Reply {
+    fn new(status: u16, headers: &[(&str, &str)], body: Body) -> Reply {
+        Reply {
+            status,
+            headers: headers
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect(),
+            body,
+        }
+    }
+}
+
+/// Answers a request before the routes do; `None` leaves it to them.
+type Handler = Box<dyn FnMut(&Request) -> Option<Reply> + Send>;
+
 struct FakeRegistry {
     addr: String,
     routes: Arc<Mutex<Routes>>,
     hits: Arc<Mutex<Vec<String>>>,
+    requests: Arc<Mutex<Vec<Request>>>,
+    handler: Arc<Mutex<Option<Handler>>>,
+    /// Body bytes the fake managed to send for `Body::Endless` replies.
+    sent: Arc<std::sync::atomic::AtomicU64>,
+}
+
+fn read_request(reader: &mut BufReader<std::net::TcpStream>) -> Option<Request> {
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_owned();
+    let path = parts.next()?.to_owned();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+        if let Some((n, v)) = h.split_once(':') {
+            headers.push((n.trim().to_lowercase(), v.trim().to_owned()));
+        }
+    }
+    Some(Request {
+        method,
+        path,
+        headers,
+    })
+}
+
+fn route_reply(routes: &Mutex<Routes>, path: &str) -> Reply {
+    let route = routes.lock().unwrap().get(path).cloned();
+    let (status, ctype, body, digest) = match (path, route) {
+        ("/v2/", _) => (200, "application/json".to_owned(), b"{}".to_vec(), None),
+        (_, Some(route)) => route,
+        _ => (
+            404,
+            "application/json".to_owned(),
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}"#.to_vec(),
+            None,
+        ),
+    };
+    let mut headers = vec![("Content-Type".to_owned(), ctype)];
+    if let Some(d) = digest {
+        headers.push(("Docker-Content-Digest".to_owned(), d));
+    }
+    Reply {
+        status,
+        headers,
+        body: Body::Bytes(body),
+    }
+}
+
+fn send_reply(
+    stream: &mut std::net::TcpStream,
+    method: &str,
+    reply: Reply,
+    sent: &std::sync::atomic::AtomicU64,
+) {
+    let length = match &reply.body {
+        Body::Bytes(b) => Some(b.len() as u64),
+        Body::Cut { data, .. } => Some(data.len() as u64),
+        Body::Endless { len, declared } => declared.then_some(*len),
+    };
+    let mut head = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", reply.status);
+    if let Some(l) = length {
+        head.push_str(&format!("Content-Length: {l}\r\n"));
+    }
+    for (n, v) in &reply.headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let _ = stream.write_all(head.as_bytes());
+    if method == "HEAD" {
+        return;
+    }
+    match reply.body {
+        Body::Bytes(b) => {
+            let _ = stream.write_all(&b);
+        }
+        Body::Cut { data, after } => {
+            let _ = stream.write_all(&data[..after]);
+            let _ = stream.flush();
+        }
+        Body::Endless { len, .. } => {
+            let chunk = vec![b' '; 64 << 10];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64);
+                #[expect(clippy::cast_possible_truncation, reason = "at most 64 KiB")]
+                if stream.write_all(&chunk[..n as usize]).is_err() {
+                    break;
+                }
+                sent.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                left -= n;
+            }
+        }
+    }
 }
 
 impl FakeRegistry {
     fn start() -> FakeRegistry {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let routes: Arc<Mutex<Routes>> = Arc::default();
-        let hits: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (r, h) = (routes.clone(), hits.clone());
+        let reg = FakeRegistry {
+            addr,
+            routes: Arc::default(),
+            hits: Arc::default(),
+            requests: Arc::default(),
+            handler: Arc::default(),
+            sent: Arc::default(),
+        };
+        let (routes, hits, requests, handler, sent) = (
+            reg.routes.clone(),
+            reg.hits.clone(),
+            reg.requests.clone(),
+            reg.handler.clone(),
+            reg.sent.clone(),
+        );
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request = String::new();
-                if reader.read_line(&mut request).is_err() {
+                let Some(request) = read_request(&mut reader) else {
                     continue;
-                }
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                }
-                let mut parts = request.split_whitespace();
-                let method = parts.next().unwrap_or("").to_owned();
-                let path = parts.next().unwrap_or("").to_owned();
-                h.lock().unwrap().push(format!("{method} {path}"));
-                let route = r.lock().unwrap().get(&path).cloned();
-                let (status, ctype, body, digest) = match (path.as_str(), route) {
-                    ("/v2/", _) => (200, "application/json".to_owned(), b"{}".to_vec(), None),
-                    (_, Some(route)) => route,
-                    _ => (
-                        404,
-                        "application/json".to_owned(),
-                        br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}"#.to_vec(),
-                        None,
-                    ),
                 };
-                let mut head = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n",
-                    body.len()
-                );
-                if let Some(d) = digest {
-                    head.push_str(&format!("Docker-Content-Digest: {d}\r\n"));
-                }
-                head.push_str("\r\n");
-                let _ = stream.write_all(head.as_bytes());
-                if method != "HEAD" {
-                    let _ = stream.write_all(&body);
-                }
+                hits.lock()
+                    .unwrap()
+                    .push(format!("{} {}", request.method, request.path));
+                requests.lock().unwrap().push(request.clone());
+                let custom = handler.lock().unwrap().as_mut().and_then(|h| h(&request));
+                let reply = custom.unwrap_or_else(|| route_reply(&routes, &request.path));
+                send_reply(&mut stream, &request.method, reply, &sent);
             }
         });
-        FakeRegistry { addr, routes, hits }
+        reg
+    }
+
+    fn handle(&self, handler: impl FnMut(&Request) -> Option<Reply> + Send + 'static) {
+        *self.handler.lock().unwrap() = Some(Box::new(handler));
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
     }
 
     fn serve(&self, path: &str, status: u16, ctype: &str, body: Vec<u8>, digest: Option<String>) {
@@ -148,19 +293,27 @@ fn layer() -> (Vec<u8>, String) {
 }
 
 fn pull(reg: &FakeRegistry, reference: &str) -> (i32, String, tempfile::TempDir) {
+    pull_with(reg, reference, &["--retries", "0"])
+}
+
+/// `berth pull` with `args` before the command, and no credentials of the host's.
+fn pull_with(
+    reg: &FakeRegistry,
+    reference: &str,
+    args: &[&str],
+) -> (i32, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["--home"])
         .arg(dir.path().join("home"))
         .arg("--cache")
         .arg(dir.path().join("cache"))
-        .args([
-            "--retries",
-            "0",
-            "-q",
-            "pull",
-            &format!("{}/{reference}", reg.addr),
-        ])
+        .args(args)
+        .args(["-q", "pull", &format!("{}/{reference}", reg.addr)])
+        .env("HOME", dir.path())
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("REGISTRY_AUTH_FILE")
         .output()
         .unwrap();
     (
@@ -300,7 +453,369 @@ fn server_errors_are_retried_then_reported() {
         .lock()
         .unwrap()
         .iter()
-        .filter(|h| h.starts_with("GET ") && h.contains("/acme/down/manifests/1.0"))
+        // berth asks a tag with HEAD (oci-client, before, with HEAD and then GET).
+        .filter(|h| {
+            (h.starts_with("GET ") || h.starts_with("HEAD "))
+                && h.contains("/acme/down/manifests/1.0")
+        })
         .count();
     assert_eq!(asked, 3, "one try and two retries");
+}
+
+fn b64(s: &str) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, s)
+}
+
+#[test]
+fn bearer_tokens_are_fetched_with_the_credentials_and_renewed_when_they_expire() {
+    let reg = FakeRegistry::start();
+    let (layer, diff) = layer();
+    reg.image("acme/tok", &layer, &diff, None);
+    let realm = format!("http://{}/token", reg.addr);
+    let basic = format!("Basic {}", b64("alice:wonderland"));
+    let issued = Arc::new(Mutex::new(0u32));
+    let uses = Arc::new(Mutex::new(0u32));
+    let (issued2, uses2) = (issued.clone(), uses.clone());
+    reg.handle(move |r| {
+        if r.path.starts_with("/token") {
+            if r.header("authorization") != Some(basic.as_str()) {
+                return Some(Reply::new(401, &[], Body::Bytes(Vec::new())));
+            }
+            assert!(
+                r.path.contains("scope=repository%3Aacme%2Ftok%3Apull"),
+                "{}",
+                r.path
+            );
+            let mut n = issued2.lock().unwrap();
+            *n += 1;
+            let token = format!(r#"{{"token": "tok{n}", "expires_in": 300}}"#);
+            return Some(Reply::new(200, &[], Body::Bytes(token.into_bytes())));
+        }
+        let challenge = format!(r#"Bearer realm="{realm}",service="fake""#);
+        let deny = Some(Reply::new(
+            401,
+            &[("WWW-Authenticate", challenge.as_str())],
+            Body::Bytes(br#"{"errors":[{"code":"UNAUTHORIZED","message":"token"}]}"#.to_vec()),
+        ));
+        match r.header("authorization") {
+            // The first token expires after two requests; the second one lasts.
+            Some("Bearer tok1") => {
+                let mut u = uses2.lock().unwrap();
+                *u += 1;
+                if *u > 2 { deny } else { None }
+            }
+            Some("Bearer tok2") => None,
+            _ => deny,
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let authfile = dir.path().join("auth.json");
+    std::fs::write(
+        &authfile,
+        json!({"auths": {reg.addr.clone(): {"auth": b64("alice:wonderland")}}}).to_string(),
+    )
+    .unwrap();
+    let (status, stderr, _dir) = pull_with(
+        &reg,
+        "acme/tok:1.0",
+        &["--retries", "0", "--authfile", authfile.to_str().unwrap()],
+    );
+    assert_eq!(status, 0, "{stderr}");
+    assert!(!stderr.contains("wonderland"), "{stderr}");
+    assert_eq!(*issued.lock().unwrap(), 2, "one token, then one renewal");
+    let requests = reg.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.path.contains("/blobs/") && r.header("authorization") == Some("Bearer tok2")),
+        "the blobs after the renewal went with the new token: {requests:?}"
+    );
+    for r in &requests {
+        if !r.path.starts_with("/token") {
+            let auth = r.header("authorization").unwrap_or("");
+            assert!(!auth.starts_with("Basic"), "credentials went to {}", r.path);
+        }
+    }
+}
+
+#[test]
+fn a_token_server_that_refuses_the_credentials_is_a_user_error() {
+    let reg = FakeRegistry::start();
+    let (layer, diff) = layer();
+    reg.image("acme/deny", &layer, &diff, None);
+    let realm = format!("http://{}/token", reg.addr);
+    reg.handle(move |r| {
+        if r.path.starts_with("/token") {
+            return Some(Reply::new(401, &[], Body::Bytes(Vec::new())));
+        }
+        let challenge = format!(r#"Bearer realm="{realm}",service="fake""#);
+        (r.header("authorization").is_none()).then(|| {
+            Reply::new(
+                401,
+                &[("WWW-Authenticate", &challenge)],
+                Body::Bytes(Vec::new()),
+            )
+        })
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let authfile = dir.path().join("auth.json");
+    std::fs::write(
+        &authfile,
+        json!({"auths": {reg.addr.clone(): {"username": "alice", "password": "not-it"}}})
+            .to_string(),
+    )
+    .unwrap();
+    let (status, stderr, _dir) = pull_with(
+        &reg,
+        "acme/deny:1.0",
+        &["--retries", "0", "--authfile", authfile.to_str().unwrap()],
+    );
+    assert_eq!(status, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "registry {} refused the credentials of \"alice\"",
+            reg.addr
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not-it"), "{stderr}");
+}
+
+#[test]
+fn a_layer_of_a_media_type_berth_cannot_unpack_is_refused_before_download() {
+    let reg = FakeRegistry::start();
+    let (layer, diff) = layer();
+    let digest = reg.image("acme/bz", &layer, &diff, None);
+    let odd = "application/vnd.oci.image.layer.v1.tar+bzip2";
+    let served = reg.routes.lock().unwrap()["/v2/acme/bz/manifests/1.0"].clone();
+    let manifest = String::from_utf8(served.2)
+        .unwrap()
+        .replace("application/vnd.oci.image.layer.v1.tar+gzip", odd);
+    let manifest_digest = format!("sha256:{}", sha256(manifest.as_bytes()));
+    for reference in ["1.0", manifest_digest.as_str()] {
+        reg.serve(
+            &format!("/v2/acme/bz/manifests/{reference}"),
+            200,
+            &served.1,
+            manifest.clone().into_bytes(),
+            Some(manifest_digest.clone()),
+        );
+    }
+    let (status, stderr, dir) = pull(&reg, "acme/bz:1.0");
+    assert_eq!(status, 3, "{stderr}");
+    assert!(
+        stderr.contains(odd) && stderr.contains("acme/bz:1.0") && stderr.contains(&digest),
+        "{stderr}"
+    );
+    let hits = reg.hits.lock().unwrap().clone();
+    assert!(
+        !hits.iter().any(|h| h.contains(&digest)),
+        "the layer was fetched: {hits:?}"
+    );
+    assert_eq!(stored(&dir, "rootfs"), 0);
+}
+
+/// A layer big enough to be cut in the middle.
+fn big_layer() -> (Vec<u8>, String) {
+    let mut data = vec![0u8; 300_000];
+    let mut x = 7u32;
+    for b in &mut data {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        *b = (x >> 16) as u8;
+    }
+    let tar = tar_of(&[common::file("noise", &data)]);
+    let diff = format!("sha256:{}", sha256(&tar));
+    (gzip(&tar), diff)
+}
+
+/// Serves the blob at `path`: cut half-way the first time, then `second` for a request
+/// with a Range header.
+fn cut_then(reg: &FakeRegistry, path: String, layer: Vec<u8>, second: Vec<u8>) -> usize {
+    let half = layer.len() / 2;
+    let mut first = true;
+    reg.handle(move |r| {
+        if r.path != path {
+            return None;
+        }
+        if first {
+            first = false;
+            let data = layer.clone();
+            return Some(Reply::new(200, &[], Body::Cut { data, after: half }));
+        }
+        let range = r.header("range")?;
+        let from: usize = range
+            .strip_prefix("bytes=")?
+            .trim_end_matches('-')
+            .parse()
+            .ok()?;
+        let total = second.len();
+        let content_range = format!("bytes {from}-{}/{total}", total - 1);
+        Some(Reply::new(
+            206,
+            &[("Content-Range", &content_range)],
+            Body::Bytes(second[from..].to_vec()),
+        ))
+    });
+    half
+}
+
+#[test]
+fn a_broken_blob_download_resumes_with_a_range_request() {
+    let reg = FakeRegistry::start();
+    let (layer, diff) = big_layer();
+    let digest = reg.image("acme/resume", &layer, &diff, None);
+    let path = format!("/v2/acme/resume/blobs/{digest}");
+    let half = cut_then(&reg, path.clone(), layer.clone(), layer);
+    let (status, stderr, dir) = pull_with(&reg, "acme/resume:1.0", &["--retries", "1"]);
+    assert_eq!(status, 0, "{stderr}");
+    let ranges: Vec<String> = reg
+        .requests()
+        .iter()
+        .filter(|r| r.path == path)
+        .filter_map(|r| r.header("range").map(str::to_owned))
+        .collect();
+    assert_eq!(ranges, vec![format!("bytes={half}-")]);
+    assert_eq!(stored(&dir, "rootfs"), 1);
+}
+
+#[test]
+fn a_resumed_blob_is_verified_from_its_first_byte() {
+    let reg = FakeRegistry::start();
+    let (layer, diff) = big_layer();
+    let digest = reg.image("acme/resume-evil", &layer, &diff, None);
+    let path = format!("/v2/acme/resume-evil/blobs/{digest}");
+    // The rest of the blob, as resumed, is not the rest of this blob.
+    let mut evil = layer.clone();
+    let last = evil.len() - 10;
+    evil[last] ^= 0xff;
+    cut_then(&reg, path.clone(), layer, evil);
+    let (status, stderr, dir) = pull_with(&reg, "acme/resume-evil:1.0", &["--retries", "1"]);
+    assert_eq!(status, 3, "{stderr}");
+    assert!(stderr.contains("does not match its digest"), "{stderr}");
+    assert!(reg.requests().iter().any(|r| r.header("range").is_some()));
+    assert_eq!(stored(&dir, "rootfs"), 0);
+    assert_eq!(
+        stored(&dir, "tmp"),
+        0,
+        "a half-written blob was left behind"
+    );
+}
+
+/// Serves a manifest of 100 MB, made as it is sent, for `acme/huge@…`.
+fn huge_manifest(reg: &FakeRegistry, declared: bool) -> String {
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let path = format!("/v2/acme/huge/manifests/{digest}");
+    reg.handle(move |r| {
+        (r.path == path).then(|| {
+            let body = Body::Endless {
+                len: 100 << 20,
+                declared,
+            };
+            let mt = "application/vnd.oci.image.manifest.v1+json";
+            Reply::new(200, &[("Content-Type", mt)], body)
+        })
+    });
+    format!("acme/huge@{digest}")
+}
+
+#[test]
+fn a_huge_manifest_is_refused_without_reading_it() {
+    for declared in [true, false] {
+        let reg = FakeRegistry::start();
+        let reference = huge_manifest(&reg, declared);
+        let (status, stderr, dir) = pull(&reg, &reference);
+        assert_eq!(status, 3, "{stderr}");
+        assert!(
+            stderr.contains(&format!("image {}/{reference} is refused", reg.addr))
+                && stderr.contains("more than the cap"),
+            "{stderr}"
+        );
+        // berth hung up long before the end: what the fake sent fits in socket buffers
+        // plus the cap.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let sent = reg.sent.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            sent < 24 << 20,
+            "the fake sent {sent} bytes (declared: {declared})"
+        );
+        assert_eq!(stored(&dir, "blobs/sha256"), 0);
+    }
+}
+
+#[test]
+fn redirects_are_followed_a_few_times_and_no_more() {
+    let reg = FakeRegistry::start();
+    let (layer, diff) = layer();
+    let digest = reg.image("acme/moved", &layer, &diff, None);
+    let blob = format!("/v2/acme/moved/blobs/{digest}");
+    // The blob lives in "storage", one redirect away (plain HTTP to plain HTTP: loopback).
+    let storage = format!("/storage/{digest}");
+    let (b, s) = (blob.clone(), storage.clone());
+    reg.handle(move |r| {
+        if r.path.starts_with(&s) {
+            return Some(Reply::new(200, &[], Body::Bytes(layer.clone())));
+        }
+        (r.path == b).then(|| {
+            let loc = format!("{s}?X-Signature=very-secret");
+            Reply::new(307, &[("Location", &loc)], Body::Bytes(Vec::new()))
+        })
+    });
+    let (status, stderr, _dir) = pull(&reg, "acme/moved:1.0");
+    assert_eq!(status, 0, "{stderr}");
+    assert!(
+        reg.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|h| h.starts_with(&format!("GET {storage}")))
+    );
+
+    // A redirect loop ends.
+    let loop_reg = FakeRegistry::start();
+    let (layer, diff) = self::layer();
+    let digest = loop_reg.image("acme/loop", &layer, &diff, None);
+    let blob = format!("/v2/acme/loop/blobs/{digest}");
+    let b = blob.clone();
+    loop_reg.handle(move |r| {
+        r.path.starts_with(&b).then(|| {
+            let loc = format!("{b}?hop={}", r.path.len());
+            Reply::new(302, &[("Location", &loc)], Body::Bytes(Vec::new()))
+        })
+    });
+    let (status, stderr, _dir) = pull(&loop_reg, "acme/loop:1.0");
+    assert_eq!(status, 3, "{stderr}");
+    assert!(stderr.contains("too many redirects"), "{stderr}");
+    let hops = loop_reg
+        .hits
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.contains(&blob))
+        .count();
+    assert_eq!(hops, 6, "the first request and five redirects");
+}
+
+#[test]
+fn a_registry_that_ignores_the_range_sends_the_blob_again_from_the_start() {
+    let reg = FakeRegistry::start();
+    let (layer, diff) = big_layer();
+    let digest = reg.image("acme/norange", &layer, &diff, None);
+    let path = format!("/v2/acme/norange/blobs/{digest}");
+    let (p, half) = (path.clone(), layer.len() / 2);
+    let mut first = true;
+    reg.handle(move |r| {
+        // Cut the first time; then the routes answer 200 with the whole blob.
+        (r.path == p && std::mem::take(&mut first)).then(|| {
+            let data = layer.clone();
+            Reply::new(200, &[], Body::Cut { data, after: half })
+        })
+    });
+    let (status, stderr, dir) = pull_with(&reg, "acme/norange:1.0", &["--retries", "1"]);
+    assert_eq!(status, 0, "{stderr}");
+    assert!(
+        reg.requests()
+            .iter()
+            .any(|r| r.path == path && r.header("range").is_some())
+    );
+    assert_eq!(stored(&dir, "rootfs"), 1);
 }

@@ -1,5 +1,6 @@
 //! The command line: what an operator types, and what each command prints.
 
+mod login;
 pub mod print;
 mod prune;
 mod secrets;
@@ -69,6 +70,12 @@ pub struct Global {
         value_name = "HOST"
     )]
     pub insecure_registries: Vec<String>,
+
+    /// Registry credentials to use before any other (containers-auth.json(5) format, as
+    /// podman's --authfile); then $XDG_RUNTIME_DIR/containers/auth.json,
+    /// ~/.docker/config.json and berth's own (berth login)
+    #[arg(long, global = true, env = "REGISTRY_AUTH_FILE", value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
 
     /// How often a failed registry request that may succeed later is retried (back-off
     /// from 0.5 s, doubling, at most 60 s)
@@ -149,6 +156,10 @@ pub enum Command {
     /// Remove what nothing references and leftovers of crashed pulls; with --max-size or
     /// --older-than, also images (least recently used first). Never what a running job uses
     Prune(prune::PruneArgs),
+    /// Store credentials for a registry in berth's home (checked against the registry first)
+    Login(login::LoginArgs),
+    /// Remove berth's stored credentials for a registry
+    Logout(login::LogoutArgs),
     /// Remove containers, mounts and working directories left behind by a berth that died
     ///
     /// Every berth command does this first; `berth gc` does only this.
@@ -222,6 +233,8 @@ impl Command {
             | Command::Storage(_)
             | Command::State(_)
             | Command::Encrypt(_)
+            | Command::Login(_)
+            | Command::Logout(_)
             | Command::SetupRootless { .. } => false,
         }
     }
@@ -321,6 +334,8 @@ impl Global {
                     bytes: self.max_image_bytes,
                     entries: self.max_image_entries,
                 },
+                authfile: self.authfile.as_deref().map(absolute),
+                home: Some(self.home(host)),
                 ..Default::default()
             },
             copy_rootfs: self.copy_rootfs,
@@ -358,6 +373,8 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
         Command::Images { json } => images(&settings, json),
         Command::Rmi { image, json } => prune::rmi(&settings, &image, json),
         Command::Prune(args) => prune::prune(&settings, &args),
+        Command::Login(args) => Ok(login::login(&settings, &args)),
+        Command::Logout(args) => Ok(login::logout(&settings, &args)),
         Command::Gc => Ok(gc(svc, &settings)),
         Command::SetupRootless { user } => setup_rootless(&user),
         Command::Storage(command) => storage::storage(&settings, command),

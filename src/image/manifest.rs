@@ -14,6 +14,48 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 /// Manifests and configs are small; anything larger is a registry that lies.
 pub const MAX_METADATA_BYTES: u64 = 8 << 20;
 
+/// Layer media types berth unpacks: tar, plain or compressed with gzip or zstd (the
+/// decompressor is picked from the stream's magic bytes). Docker's and OCI's names, and
+/// their non-distributable ("foreign") forms, which differ only in who may host them.
+pub const LAYER_MEDIA_TYPES: &[&str] = &[
+    "application/vnd.oci.image.layer.v1.tar",
+    "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.diff.tar",
+    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.docker.image.rootfs.diff.tar.zstd",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+];
+
+/// Config media types: the other blobs berth fetches.
+pub const CONFIG_MEDIA_TYPES: &[&str] = &[
+    "application/vnd.oci.image.config.v1+json",
+    "application/vnd.docker.container.image.v1+json",
+];
+
+/// Whether berth may fetch a blob of this media type: a layer it can unpack or a config.
+pub fn is_fetchable(media_type: &str) -> bool {
+    LAYER_MEDIA_TYPES.contains(&media_type) || CONFIG_MEDIA_TYPES.contains(&media_type)
+}
+
+/// The first layer of an image manifest whose media type berth cannot unpack, with that
+/// type; `None` for an index, a manifest berth cannot parse (refused elsewhere, with the
+/// reason), or one whose layers are all fine.
+pub fn unsupported_layer(bytes: &[u8]) -> Option<(Digest, String)> {
+    match Manifest::parse(bytes).ok()? {
+        Manifest::Image(m) => m
+            .layers
+            .into_iter()
+            .find(|l| !LAYER_MEDIA_TYPES.contains(&l.media_type.as_str()))
+            .map(|l| (l.digest, l.media_type)),
+        Manifest::Index(_) => None,
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Descriptor {
     #[serde(rename = "mediaType", default)]
@@ -213,6 +255,31 @@ mod tests {
 
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    #[test]
+    fn layers_berth_cannot_unpack_are_named() {
+        let manifest = |mt: &str| {
+            format!(
+                r#"{{"schemaVersion": 2, "mediaType": "{OCI_MANIFEST}",
+                "config": {{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "{D1}", "size": 10}},
+                "layers": [{{"mediaType": "{mt}", "digest": "{D2}", "size": 20}}]}}"#
+            )
+        };
+        for ok in [
+            "application/vnd.oci.image.layer.v1.tar",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        ] {
+            assert_eq!(unsupported_layer(manifest(ok).as_bytes()), None, "{ok}");
+            assert!(is_fetchable(ok));
+        }
+        let odd = "application/vnd.oci.image.layer.v1.tar+bzip2";
+        let (digest, mt) = unsupported_layer(manifest(odd).as_bytes()).unwrap();
+        assert_eq!((digest.to_string().as_str(), mt.as_str()), (D2, odd));
+        assert!(!is_fetchable(odd));
+        assert!(is_fetchable("application/vnd.oci.image.config.v1+json"));
+    }
 
     #[test]
     fn docker_and_oci_manifests_parse() {

@@ -7,6 +7,7 @@
 //! into the shared, read-only rootfs cache. An OCI layout or a `docker save` archive
 //! ([`transport`]) fills the same store, as strictly checked, without any registry.
 
+pub mod auth;
 pub mod digest;
 pub mod manifest;
 pub mod prune;
@@ -15,6 +16,7 @@ pub mod registry;
 pub mod rootfs;
 mod shift;
 pub mod store;
+pub mod tls;
 pub mod transport;
 pub mod unpack;
 
@@ -94,6 +96,8 @@ pub enum ImageError {
     #[error("image {image} is refused: {what}")]
     TooLarge { image: String, what: String },
     #[error(transparent)]
+    Access(registry::RegistryError),
+    #[error(transparent)]
     Host(#[from] crate::host::HostError),
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
@@ -109,6 +113,7 @@ impl ImageError {
             ImageError::Reference { .. }
             | ImageError::Transport { .. }
             | ImageError::Layout { .. } => ErrorClass::User,
+            ImageError::Access(e) => e.class(),
             ImageError::Unreachable { .. }
             | ImageError::NotFound { .. }
             | ImageError::Unauthorized { .. }

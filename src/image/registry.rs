@@ -1,27 +1,49 @@
-//! Talking to an OCI / Docker v2 registry, through oci-client.
+//! Talking to an OCI / Docker v2 registry: berth's own small Distribution client on reqwest.
 //!
-//! Only the streaming calls are used: blobs go straight from the socket into the content
-//! store through a [`BlobWriter`](super::store::BlobWriter), which checks size and digest
-//! as the bytes arrive (oci-client checks the digest too). The async client runs on a
-//! current-thread tokio runtime that lives only as long as this struct: berth creates no
-//! threads that could still exist when libcontainer later clones the container.
+//! oci-client 0.18 (which berth used before) cannot present a client certificate, cannot
+//! be given a redirect policy, reads a whole manifest into memory before any size check,
+//! swallows token-server failures, and never renews a token the registry stops accepting.
+//! So berth speaks the few requests a pull needs itself:
+//!
+//! - Authentication on demand: a 401 with a `WWW-Authenticate` challenge makes berth look
+//!   up credentials ([`auth`](super::auth)) and answer it, `Basic` or `Bearer` (a token from
+//!   the realm, asked with the credentials or anonymously). A request that gets a 401 again
+//!   after that is refused with the registry's name, never the password. A token that
+//!   expires mid-pull gets the same treatment: one new token, one retry.
+//! - TLS: the system's roots plus the registry's certs.d CAs, and its client certificate
+//!   ([`tls`](super::tls)). A registry with a certs.d directory is spoken to over HTTPS even
+//!   on loopback; without one, plain HTTP only for loopback and `--insecure-registry` hosts.
+//!   Redirects only to HTTPS (or HTTP to HTTP for those), at most five.
+//! - Manifests are capped before they are buffered: a `Content-Length` over the cap, or a
+//!   body that grows past it, ends the transfer.
+//! - Blobs go straight from the socket into the content store through a
+//!   [`BlobWriter`](super::store::BlobWriter), which checks size and digest as the bytes
+//!   arrive. A transfer that breaks resumes with `Range: bytes=N-` on the same writer, so
+//!   the digest is still computed over the whole blob from its first byte.
+//!
+//! The async client runs on a current-thread tokio runtime that lives only as long as this
+//! struct: berth creates no threads that could still exist when libcontainer later clones
+//! the container.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::Once;
+use std::path::PathBuf;
+use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::manifest::OciDescriptor;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::Reference;
+use reqwest::StatusCode;
+use reqwest::header::{self, HeaderValue};
 
 use super::ImageError;
+use super::auth::{self, AuthError, Challenge, Credentials, Secret};
 use super::digest::Digest;
 use super::manifest::{self, Descriptor};
 use super::store::{BlobWriter, Store};
+use super::tls::{self, TlsError};
+use crate::contract::ErrorClass;
 
 const ACCEPTED_MANIFESTS: &[&str] = &[
     manifest::OCI_MANIFEST,
@@ -37,13 +59,17 @@ const NO_TRUST_ANCHORS: &str = include_str!("data/no-trust-anchors.pem");
 /// Blobs fetched at once: enough to fill a link, few enough to stay polite.
 const PARALLEL_BLOBS: usize = 3;
 
+/// What berth reads of an error body or a token answer.
+const SMALL_BODY: u64 = 64 << 10;
+
 /// How berth reaches registries.
 #[derive(Debug, Clone)]
 pub struct RegistrySettings {
     /// Registries (`host[:port]`) that may be spoken to over plain HTTP. Loopback
     /// registries always may.
     pub insecure: Vec<String>,
-    /// Retries of a failed request that may succeed later (connection refused, 5xx, 429).
+    /// Retries of a failed request that may succeed later (connection refused, 5xx, 429,
+    /// a transfer that broke: a blob then resumes where it stopped).
     pub retries: u32,
     /// First back-off; it doubles after each retry, up to a minute.
     pub backoff: Duration,
@@ -51,6 +77,12 @@ pub struct RegistrySettings {
     pub progress: bool,
     /// What one image may unpack to, against decompression bombs.
     pub unpack_caps: super::unpack::UnpackCaps,
+    /// `--authfile` / `REGISTRY_AUTH_FILE`: read first, and must exist.
+    pub authfile: Option<PathBuf>,
+    /// berth's home: its `auth.json` (`berth login`) and `certs.d/`.
+    pub home: Option<PathBuf>,
+    /// The system's per-registry certificates, `/etc/containers/certs.d`.
+    pub system_certs: PathBuf,
 }
 
 impl Default for RegistrySettings {
@@ -61,6 +93,9 @@ impl Default for RegistrySettings {
             backoff: Duration::from_millis(500),
             progress: true,
             unpack_caps: super::unpack::UnpackCaps::default(),
+            authfile: None,
+            home: None,
+            system_certs: PathBuf::from(tls::SYSTEM_CERTS_D),
         }
     }
 }
@@ -69,6 +104,11 @@ impl RegistrySettings {
     /// Whether plain HTTP is allowed for `registry` (`host[:port]`).
     pub fn allows_http(&self, registry: &str) -> bool {
         self.insecure.iter().any(|r| r == registry) || is_loopback(registry)
+    }
+
+    /// Where credentials are looked up.
+    pub fn credential_sources(&self) -> auth::Sources {
+        auth::Sources::from_env(self.authfile.as_deref(), self.home.as_deref())
     }
 }
 
@@ -80,58 +120,111 @@ fn is_loopback(registry: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// What went wrong reaching a registry, beyond what [`ImageError`] says by itself.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("registry {registry}: its certs.d files cannot be used")]
+    Tls {
+        registry: String,
+        #[source]
+        source: TlsError,
+    },
+    #[error("registry {registry}: cannot set up the HTTP client")]
+    Client {
+        registry: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("cannot pull {image}: {hint} ({message})")]
+    Untrusted {
+        image: String,
+        hint: String,
+        message: String,
+    },
+    #[error(
+        "cannot pull {image}: layer {layer} has media type {media_type:?}, which berth cannot \
+         unpack (it takes tar, tar+gzip and tar+zstd layers)"
+    )]
+    LayerMediaType {
+        image: String,
+        layer: Digest,
+        media_type: String,
+    },
+}
+
+impl RegistryError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            RegistryError::Auth(e) => e.class(),
+            RegistryError::Tls { .. } | RegistryError::Untrusted { .. } => ErrorClass::User,
+            RegistryError::Client { .. } | RegistryError::LayerMediaType { .. } => {
+                ErrorClass::Internal
+            }
+        }
+    }
+}
+
+impl From<RegistryError> for ImageError {
+    fn from(e: RegistryError) -> ImageError {
+        ImageError::Access(e)
+    }
+}
+
+impl From<AuthError> for ImageError {
+    fn from(e: AuthError) -> ImageError {
+        ImageError::Access(RegistryError::Auth(e))
+    }
+}
+
 /// A connection to one registry for one pull.
 pub struct RegistryClient {
-    client: Client,
-    auth: RegistryAuth,
+    http: reqwest::Client,
     runtime: tokio::runtime::Runtime,
     settings: RegistrySettings,
     registry: String,
+    /// `https://host[:port]` or `http://host[:port]`.
+    base: String,
+    /// Given credentials (`berth login`), else looked up when a registry asks.
+    given: Option<Credentials>,
+    /// The `Authorization` header that last worked, and whose credentials made it.
+    authorization: Mutex<Option<Secret>>,
+    used: Mutex<Option<Credentials>>,
 }
 
 impl std::fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryClient")
             .field("registry", &self.registry)
+            .field("base", &self.base)
             .finish_non_exhaustive()
     }
 }
 
+/// The rustls provider, once per process; another one installed already is fine.
+fn install_provider() {
+    static PROVIDER: Once = Once::new();
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 impl RegistryClient {
     pub fn new(reference: &Reference, settings: &RegistrySettings) -> Result<Self, ImageError> {
-        static PROVIDER: Once = Once::new();
-        PROVIDER.call_once(|| {
-            // Another provider being installed already is fine: any one works.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        });
-        let registry = reference.resolve_registry().to_owned();
-        let protocol = if settings.allows_http(&registry) {
-            ClientProtocol::HttpsExcept(vec![registry.clone()])
-        } else {
-            ClientProtocol::Https
-        };
-        // A loopback registry is spoken to over plain HTTP, yet building the HTTP client
-        // would load and parse the system's ~150 TLS roots (twice): most of a tag lookup's
-        // 20 ms. A single trust anchor whose private key no longer exists stands in for
-        // them, so a redirect from such a registry to some HTTPS host cannot be trusted.
-        let tls_certs_only = if is_loopback(&registry) {
-            vec![Certificate {
-                encoding: CertificateEncoding::Pem,
-                data: NO_TRUST_ANCHORS.as_bytes().to_vec(),
-            }]
-        } else {
-            Vec::new()
-        };
-        let client = Client::new(ClientConfig {
-            protocol,
-            tls_certs_only,
-            // berth picks the platform itself from the raw index.
-            platform_resolver: None,
-            connect_timeout: Some(Duration::from_secs(10)),
-            read_timeout: Some(Duration::from_secs(60)),
-            user_agent: concat!("berth/", env!("CARGO_PKG_VERSION")),
-            ..Default::default()
-        });
+        Self::for_registry(reference.resolve_registry(), settings, None)
+    }
+
+    /// A client for `registry`, with `given` credentials instead of looked-up ones.
+    fn for_registry(
+        registry: &str,
+        settings: &RegistrySettings,
+        given: Option<Credentials>,
+    ) -> Result<Self, ImageError> {
+        install_provider();
+        let dirs = tls::certs_dirs(registry, &settings.system_certs, settings.home.as_deref());
+        let https = !dirs.is_empty() || !settings.allows_http(registry);
+        let http = build_http(registry, https, settings.allows_http(registry), &dirs)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -139,45 +232,71 @@ impl RegistryClient {
                 path: "tokio runtime".into(),
                 source,
             })?;
-        // Credentials come with the production-grade registry work; anonymous until then.
-        let auth = RegistryAuth::Anonymous;
         Ok(RegistryClient {
-            client,
-            auth,
+            http,
             runtime,
             settings: settings.clone(),
-            registry,
+            registry: registry.to_owned(),
+            base: format!("{}://{registry}", if https { "https" } else { "http" }),
+            given,
+            authorization: Mutex::new(None),
+            used: Mutex::new(None),
         })
+    }
+
+    /// Checks `credentials` against `registry` (`berth login`): its `/v2/` must answer
+    /// 200 with them.
+    pub fn check_login(
+        registry: &str,
+        settings: &RegistrySettings,
+        credentials: Credentials,
+    ) -> Result<(), ImageError> {
+        let client = Self::for_registry(registry, settings, Some(credentials))?;
+        let url = format!("{}/v2/", client.base);
+        let target = Target {
+            image: registry.to_owned(),
+            repository: None,
+        };
+        client
+            .runtime
+            .block_on(client.retrying(&target, "login", || async {
+                let response = client.send(&target, &|c| c.get(&url)).await?;
+                check(response).await.map(drop)
+            }))
     }
 
     /// What a tag currently points at (a HEAD request).
     pub fn resolve(&self, reference: &Reference) -> Result<Digest, ImageError> {
-        let digest = self.with_retries(reference, "resolve", || {
-            self.client.fetch_manifest_digest(reference, &self.auth)
-        })?;
-        digest.parse().map_err(|e| ImageError::Registry {
-            reference: reference.whole(),
-            message: format!("registry returned a bad digest: {e}"),
-        })
+        let target = Target::of(reference);
+        let what = reference
+            .digest()
+            .or_else(|| reference.tag())
+            .unwrap_or("latest")
+            .to_owned();
+        let url = self.manifest_url(reference, &what);
+        self.runtime
+            .block_on(self.retrying(&target, "resolve", || async {
+                let response = self
+                    .send(&target, &|c| c.head(&url).header(header::ACCEPT, accept()))
+                    .await?;
+                let response = check(response).await?;
+                match response.headers().get("docker-content-digest") {
+                    Some(d) => parse_digest(&target, d.to_str().unwrap_or("")),
+                    None => Ok(Digest::of(&self.fetch_manifest(&target, &url).await?)),
+                }
+            }))
     }
 
-    /// The manifest or index with `digest`, verified.
+    /// The manifest or index with `digest`, verified, refused when larger than the cap
+    /// before it is all read, or when it has a layer berth cannot unpack.
     pub fn manifest(&self, reference: &Reference, digest: &Digest) -> Result<Vec<u8>, ImageError> {
-        let by_digest = reference.clone_with_digest(digest.to_string());
-        let (bytes, _) = self.with_retries(reference, "fetch manifest", || {
-            self.client
-                .pull_manifest_raw(&by_digest, &self.auth, ACCEPTED_MANIFESTS)
-        })?;
-        if bytes.len() as u64 > manifest::MAX_METADATA_BYTES {
-            return Err(ImageError::TooLarge {
-                image: reference.whole(),
-                what: format!(
-                    "its manifest {digest} is {} bytes, more than the cap of {}",
-                    bytes.len(),
-                    manifest::MAX_METADATA_BYTES
-                ),
-            });
-        }
+        let target = Target::of(reference);
+        let url = self.manifest_url(reference, &digest.to_string());
+        let bytes = self
+            .runtime
+            .block_on(self.retrying(&target, "fetch manifest", || {
+                self.fetch_manifest(&target, &url)
+            }))?;
         let actual = Digest::of(&bytes);
         if actual != *digest {
             return Err(ImageError::DigestMismatch {
@@ -186,7 +305,43 @@ impl RegistryClient {
                 actual,
             });
         }
-        Ok(bytes.to_vec())
+        if let Some((layer, media_type)) = manifest::unsupported_layer(&bytes) {
+            return Err(RegistryError::LayerMediaType {
+                image: reference.whole(),
+                layer,
+                media_type,
+            }
+            .into());
+        }
+        Ok(bytes)
+    }
+
+    fn manifest_url(&self, reference: &Reference, what: &str) -> String {
+        format!(
+            "{}/v2/{}/manifests/{what}",
+            self.base,
+            reference.repository()
+        )
+    }
+
+    async fn fetch_manifest(&self, target: &Target, url: &str) -> Result<Vec<u8>, Failure> {
+        let response = self
+            .send(target, &|c| c.get(url).header(header::ACCEPT, accept()))
+            .await?;
+        let response = check(response).await?;
+        let cap = manifest::MAX_METADATA_BYTES;
+        let too_large = |size: String| {
+            Failure::Final(ImageError::TooLarge {
+                image: target.image.clone(),
+                what: format!("its manifest is {size} bytes, more than the cap of {cap}"),
+            })
+        };
+        if let Some(len) = response.content_length().filter(|l| *l > cap) {
+            return Err(too_large(len.to_string()));
+        }
+        read_capped(response, cap)
+            .await?
+            .ok_or_else(|| too_large(format!("more than {cap}")))
     }
 
     /// Fetches `blobs` into the store, a few at a time; returns the bytes transferred.
@@ -203,6 +358,14 @@ impl RegistryClient {
         }
         let mut total = 0u64;
         for b in blobs {
+            if !manifest::is_fetchable(&b.media_type) {
+                return Err(RegistryError::LayerMediaType {
+                    image: reference.whole(),
+                    layer: b.digest.clone(),
+                    media_type: b.media_type.clone(),
+                }
+                .into());
+            }
             total += b.size().map_err(|message| ImageError::BadManifest {
                 digest: b.digest.clone(),
                 message,
@@ -214,11 +377,12 @@ impl RegistryClient {
             indicatif::ProgressBar::hidden()
         };
         let started = std::time::Instant::now();
+        let target = Target::of(reference);
         let result: Result<Vec<u64>, ImageError> = self.runtime.block_on(async {
             futures_util::stream::iter(
                 blobs
                     .iter()
-                    .map(|b| self.fetch_one(reference, b, store, &bar)),
+                    .map(|b| self.fetch_one(&target, b, store, &bar)),
             )
             .buffer_unordered(PARALLEL_BLOBS)
             .collect::<Vec<_>>()
@@ -263,9 +427,11 @@ impl RegistryClient {
         bar
     }
 
+    /// One blob, retried and resumed: a writer that got part of the blob is kept for the
+    /// next attempt, which asks only for the rest.
     async fn fetch_one(
         &self,
-        reference: &Reference,
+        target: &Target,
         blob: &Descriptor,
         store: &Store,
         bar: &indicatif::ProgressBar,
@@ -274,23 +440,29 @@ impl RegistryClient {
             digest: blob.digest.clone(),
             message,
         })?;
-        let descriptor = OciDescriptor {
-            media_type: blob.media_type.clone(),
-            digest: blob.digest.to_string(),
-            size: blob.size,
-            ..Default::default()
-        };
         let what = format!("fetch of blob {}", blob.digest);
-        self.retrying(reference, &what, || async {
-            let mut writer = store
-                .blob_writer(&blob.digest, size)
-                .map_err(Failure::Final)?;
-            let streamed = self
-                .stream_blob(reference, &descriptor, &mut writer, bar)
-                .await;
-            if let Err(e) = streamed {
-                bar.dec(writer.written());
-                return Err(e);
+        let kept: RefCell<Option<BlobWriter>> = RefCell::new(None);
+        self.retrying(target, &what, || async {
+            let taken = kept.borrow_mut().take();
+            let mut writer = match taken {
+                Some(w) => w,
+                None => store
+                    .blob_writer(&blob.digest, size)
+                    .map_err(Failure::Final)?,
+            };
+            match self
+                .stream_blob(target, blob, store, &mut writer, bar)
+                .await
+            {
+                Ok(()) => {}
+                Err(e @ Failure::Final(_)) => {
+                    bar.dec(writer.written());
+                    return Err(e);
+                }
+                Err(e) => {
+                    kept.replace(Some(writer));
+                    return Err(e);
+                }
             }
             writer.commit().map_err(Failure::Final)?;
             tracing::debug!(digest = %blob.digest, size, "blob stored");
@@ -299,50 +471,218 @@ impl RegistryClient {
         .await
     }
 
-    /// One attempt at streaming a blob into `writer`, which checks size and digest.
+    /// One attempt at streaming a blob into `writer` from where it stands.
     async fn stream_blob(
         &self,
-        reference: &Reference,
-        descriptor: &OciDescriptor,
+        target: &Target,
+        blob: &Descriptor,
+        store: &Store,
         writer: &mut BlobWriter,
         bar: &indicatif::ProgressBar,
     ) -> Result<(), Failure> {
-        let mut stream = self
-            .client
-            .pull_blob_stream(reference, descriptor)
-            .await
-            .map_err(Failure::Oci)?;
+        let offset = writer.written();
+        let url = format!(
+            "{}/v2/{}/blobs/{}",
+            self.base,
+            target.repository.as_deref().unwrap_or(""),
+            blob.digest
+        );
+        if offset > 0 {
+            tracing::info!(digest = %blob.digest, offset, "resuming the download");
+        }
+        let response = self
+            .send(target, &|c| match offset {
+                0 => c.get(&url),
+                n => c.get(&url).header(header::RANGE, format!("bytes={n}-")),
+            })
+            .await?;
+        let response = check(response).await?;
+        if offset > 0 {
+            resume_point(target, &response, offset)?;
+            if response.status() == StatusCode::OK {
+                // The registry ignored the range: start over, on a fresh writer.
+                bar.dec(offset);
+                *writer = store
+                    .blob_writer(&blob.digest, writer_size(blob)?)
+                    .map_err(Failure::Final)?;
+            }
+        }
+        let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
             crate::interrupt::check().map_err(|i| Failure::Final(i.into()))?;
-            let chunk = chunk.map_err(Failure::Io)?;
+            let chunk = chunk.map_err(Failure::Http)?;
             writer.write(&chunk).map_err(Failure::Final)?;
             bar.inc(chunk.len() as u64);
         }
         Ok(())
     }
 
-    /// Runs a registry request on this client's runtime, retrying what may succeed later.
-    fn with_retries<T, F, Fut>(
+    /// Sends a request, answering one authentication challenge: a first 401 (no
+    /// credentials sent yet, or a token that expired) gets fresh authorization and one
+    /// retry; a second one means the credentials are refused.
+    async fn send(
         &self,
-        reference: &Reference,
-        what: &str,
-        mut op: F,
-    ) -> Result<T, ImageError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, OciDistributionError>>,
-    {
-        self.runtime.block_on(self.retrying(reference, what, || {
-            let attempt = op();
-            async { attempt.await.map_err(Failure::Oci) }
-        }))
+        target: &Target,
+        make: &dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Failure> {
+        let mut renewed = false;
+        loop {
+            let mut request = make(&self.http);
+            if let Some(value) = self.current_authorization() {
+                request = request.header(header::AUTHORIZATION, sensitive(&self.registry, &value)?);
+            }
+            let response = request.send().await.map_err(Failure::Http)?;
+            if response.status() != StatusCode::UNAUTHORIZED {
+                return Ok(response);
+            }
+            if renewed {
+                return Err(Failure::Final(self.refused().into()));
+            }
+            let challenge = response
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|h| h.to_str().ok())
+                .and_then(Challenge::parse);
+            tracing::debug!(registry = %self.registry, ?challenge, "authenticating");
+            self.authenticate(target, challenge).await?;
+            renewed = true;
+        }
+    }
+
+    fn current_authorization(&self) -> Option<Secret> {
+        self.authorization.lock().ok().and_then(|a| a.clone())
+    }
+
+    /// The error for credentials the registry did not accept, or for none at all.
+    fn refused(&self) -> AuthError {
+        let used = self.used.lock().ok().and_then(|u| u.clone());
+        match used {
+            Some(c) => AuthError::Rejected {
+                registry: self.registry.clone(),
+                username: c.username,
+                origin: c.source,
+            },
+            None => AuthError::Required {
+                registry: self.registry.clone(),
+            },
+        }
+    }
+
+    fn credentials(&self, target: &Target) -> Result<Option<Credentials>, AuthError> {
+        if let Some(c) = &self.given {
+            return Ok(Some(c.clone()));
+        }
+        let repository = target.repository.as_deref().unwrap_or("");
+        self.settings
+            .credential_sources()
+            .lookup(&self.registry, repository)
+    }
+
+    /// Answers a challenge: basic credentials, or a bearer token from the realm.
+    async fn authenticate(
+        &self,
+        target: &Target,
+        challenge: Option<Challenge>,
+    ) -> Result<(), Failure> {
+        let credentials = self
+            .credentials(target)
+            .map_err(|e| Failure::Final(e.into()))?;
+        if let Ok(mut used) = self.used.lock() {
+            used.clone_from(&credentials);
+        }
+        let value = match challenge {
+            Some(Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            }) => {
+                let scope = scope.or_else(|| {
+                    let repo = target.repository.as_deref()?;
+                    Some(format!("repository:{repo}:pull"))
+                });
+                let ask = TokenRequest {
+                    realm: &realm,
+                    service: service.as_deref(),
+                    scope: scope.as_deref(),
+                };
+                let token = self.token(&ask, credentials.as_ref()).await?;
+                Secret::new(format!("Bearer {}", token.expose()))
+            }
+            Some(Challenge::Basic) | None => match &credentials {
+                Some(c) => c.basic_header(),
+                None => return Err(Failure::Final(self.refused().into())),
+            },
+        };
+        if let Ok(mut a) = self.authorization.lock() {
+            *a = Some(value);
+        }
+        Ok(())
+    }
+
+    /// A token from the realm, asked with the credentials (basic) or anonymously.
+    async fn token(
+        &self,
+        ask: &TokenRequest<'_>,
+        credentials: Option<&Credentials>,
+    ) -> Result<Secret, Failure> {
+        let failed = |message: String| {
+            Failure::Final(
+                AuthError::Token {
+                    registry: self.registry.clone(),
+                    realm: ask.realm.to_owned(),
+                    message,
+                }
+                .into(),
+            )
+        };
+        let mut url = reqwest::Url::parse(ask.realm).map_err(|e| failed(e.to_string()))?;
+        let realm_host = url.host_str().unwrap_or("").to_owned();
+        let realm_host = match url.port() {
+            Some(p) => format!("{realm_host}:{p}"),
+            None => realm_host,
+        };
+        if url.scheme() != "https" && !self.settings.allows_http(&realm_host) {
+            return Err(failed("berth sends credentials only over HTTPS".to_owned()));
+        }
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(s) = ask.service {
+                query.append_pair("service", s);
+            }
+            if let Some(s) = ask.scope {
+                query.append_pair("scope", s);
+            }
+        }
+        let mut request = self.http.get(url);
+        if let Some(c) = credentials {
+            request = request.header(
+                header::AUTHORIZATION,
+                sensitive(&self.registry, &c.basic_header())?,
+            );
+        }
+        let response = request.send().await.map_err(Failure::Http)?;
+        match response.status() {
+            StatusCode::OK => {}
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return Err(Failure::Final(self.refused().into()));
+            }
+            other => return Err(failed(format!("HTTP {other}"))),
+        }
+        let body = read_capped(response, SMALL_BODY)
+            .await?
+            .ok_or_else(|| failed("its answer is too large".to_owned()))?;
+        let answer: auth::TokenAnswer = serde_json::from_slice(&body)
+            .map_err(|e| failed(format!("its answer is not JSON (line {})", e.line())))?;
+        answer
+            .into_token()
+            .ok_or_else(|| failed("its answer has no token".to_owned()))
     }
 
     /// Tries `op` until it succeeds, fails for good, or the retries are used up, backing off
     /// (0.5 s, doubling, at most a minute) between attempts; stops when interrupted.
     async fn retrying<T, F, Fut>(
         &self,
-        reference: &Reference,
+        target: &Target,
         what: &str,
         mut op: F,
     ) -> Result<T, ImageError>
@@ -355,18 +695,217 @@ impl RegistryClient {
             crate::interrupt::check()?;
             let (error, retryable) = match op().await {
                 Ok(v) => return Ok(v),
-                Err(f) => f.classify(reference, &self.registry),
+                Err(f) => self.classify(f, target),
             };
             if !retryable || attempt >= self.settings.retries {
                 return Err(error);
             }
             let delay = backoff(self.settings.backoff, attempt);
             let error = crate::util::chain(&error);
-            tracing::warn!(image = %reference.whole(), "{what} failed ({error}); retrying in {delay:?}");
+            tracing::warn!(image = %target.image, "{what} failed ({error}); retrying in {delay:?}");
             tokio::time::sleep(delay).await;
             attempt += 1;
         }
     }
+
+    /// Turns a failure into berth's error, and says whether trying again could help.
+    fn classify(&self, failure: Failure, target: &Target) -> (ImageError, bool) {
+        let image = target.image.clone();
+        match failure {
+            Failure::Final(e) => (e, false),
+            Failure::Status { code, body } => classify_status(code, &body, image),
+            Failure::Http(e) => self.classify_http(&e, image),
+        }
+    }
+
+    fn classify_http(&self, e: &reqwest::Error, image: String) -> (ImageError, bool) {
+        let message = crate::util::chain(e);
+        if e.is_redirect() {
+            return (
+                ImageError::Registry {
+                    reference: image,
+                    message,
+                },
+                false,
+            );
+        }
+        let tls_refused = message.contains("received fatal alert");
+        if self.base.starts_with("https:") && (tls_refused || message.contains("certificate")) {
+            let (system, home) = (&self.settings.system_certs, self.settings.home.as_deref());
+            let hint = if tls_refused {
+                tls::handshake_hint(&self.registry, system, home)
+            } else {
+                tls::untrusted_hint(&self.registry, system, home)
+            };
+            let untrusted = RegistryError::Untrusted {
+                image,
+                hint,
+                message,
+            };
+            return (untrusted.into(), false);
+        }
+        if e.is_connect() || e.is_timeout() {
+            let registry = self.registry.clone();
+            return (ImageError::Unreachable { registry, message }, true);
+        }
+        let retry = e.is_body() || e.is_request() || e.is_decode();
+        let message = if retry {
+            format!("transfer broke: {message}")
+        } else {
+            message
+        };
+        (
+            ImageError::Registry {
+                reference: image,
+                message,
+            },
+            retry,
+        )
+    }
+}
+
+/// The image a request is for (for errors), and its repository (for scopes and URLs).
+struct Target {
+    image: String,
+    repository: Option<String>,
+}
+
+impl Target {
+    fn of(reference: &Reference) -> Target {
+        Target {
+            image: reference.whole(),
+            repository: Some(reference.repository().to_owned()),
+        }
+    }
+}
+
+struct TokenRequest<'a> {
+    realm: &'a str,
+    service: Option<&'a str>,
+    scope: Option<&'a str>,
+}
+
+fn accept() -> String {
+    ACCEPTED_MANIFESTS.join(", ")
+}
+
+fn parse_digest(target: &Target, value: &str) -> Result<Digest, Failure> {
+    value.parse().map_err(|e| {
+        Failure::Final(ImageError::Registry {
+            reference: target.image.clone(),
+            message: format!("registry returned a bad digest: {e}"),
+        })
+    })
+}
+
+fn writer_size(blob: &Descriptor) -> Result<u64, Failure> {
+    blob.size().map_err(|message| {
+        Failure::Final(ImageError::BadManifest {
+            digest: blob.digest.clone(),
+            message,
+        })
+    })
+}
+
+/// A 206 must continue exactly at `offset`; a 200 is the whole blob again.
+fn resume_point(target: &Target, response: &reqwest::Response, offset: u64) -> Result<(), Failure> {
+    if response.status() != StatusCode::PARTIAL_CONTENT {
+        return Ok(());
+    }
+    let range = response
+        .headers()
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if range.starts_with(&format!("bytes {offset}-")) {
+        return Ok(());
+    }
+    Err(Failure::Final(ImageError::Registry {
+        reference: target.image.clone(),
+        message: format!("asked for bytes from {offset}, the registry sent {range:?}"),
+    }))
+}
+
+/// An `Authorization` value, marked so that hyper never logs it.
+fn sensitive(registry: &str, value: &Secret) -> Result<HeaderValue, Failure> {
+    let mut v = HeaderValue::from_str(value.expose()).map_err(|_| {
+        let registry = registry.to_owned();
+        Failure::Final(AuthError::Unsendable { registry }.into())
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// Success, or the status and (the start of) the body for [`classify_status`].
+async fn check(response: reqwest::Response) -> Result<reqwest::Response, Failure> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = read_capped(response, SMALL_BODY)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    Err(Failure::Status {
+        code: status.as_u16(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// The body, or `None` as soon as it grows past `cap` (the rest is never read: dropping
+/// the response closes the connection).
+async fn read_capped(response: reqwest::Response, cap: u64) -> Result<Option<Vec<u8>>, Failure> {
+    let mut bytes = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(Failure::Http)?;
+        if (bytes.len() + chunk.len()) as u64 > cap {
+            return Ok(None);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Some(bytes))
+}
+
+fn build_http(
+    registry: &str,
+    https: bool,
+    allow_http: bool,
+    dirs: &[PathBuf],
+) -> Result<reqwest::Client, RegistryError> {
+    let files = tls::load(dirs).map_err(|source| RegistryError::Tls {
+        registry: registry.to_owned(),
+        source,
+    })?;
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60))
+        .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+        .redirect(tls::redirect_policy(allow_http));
+    if !https && is_loopback(registry) {
+        // A loopback registry is spoken to over plain HTTP, yet building the HTTP client
+        // would load and parse the system's ~150 TLS roots: most of a tag lookup's 20 ms.
+        // A single trust anchor whose private key no longer exists stands in for them, so
+        // a redirect from such a registry to some HTTPS host cannot be trusted.
+        let none =
+            reqwest::Certificate::from_pem(NO_TRUST_ANCHORS.as_bytes()).map_err(|source| {
+                RegistryError::Client {
+                    registry: registry.to_owned(),
+                    source,
+                }
+            })?;
+        builder = builder.tls_certs_only([none]);
+    } else {
+        builder = builder.tls_certs_merge(files.roots);
+    }
+    if let Some(identity) = files.identity {
+        builder = builder.identity(identity);
+    }
+    builder.build().map_err(|source| RegistryError::Client {
+        registry: registry.to_owned(),
+        source,
+    })
 }
 
 fn backoff(first: Duration, attempt: u32) -> Duration {
@@ -376,91 +915,53 @@ fn backoff(first: Duration, attempt: u32) -> Duration {
 }
 
 enum Failure {
-    Oci(OciDistributionError),
-    Io(std::io::Error),
+    Http(reqwest::Error),
+    Status { code: u16, body: String },
     Final(ImageError),
 }
 
-impl Failure {
-    /// Turns a failure into berth's error, and says whether trying again could help.
-    fn classify(self, reference: &Reference, registry: &str) -> (ImageError, bool) {
-        let whole = reference.whole();
-        match self {
-            Failure::Final(e) => (e, false),
-            Failure::Io(e) => (transfer_broke(whole, &e), true),
-            Failure::Oci(e) => classify_oci(e, whole, registry),
-        }
+/// An HTTP error status: 5xx and 429 may pass; an OCI error body says more.
+fn classify_status(code: u16, body: &str, reference: String) -> (ImageError, bool) {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        errors: Vec<OciError>,
     }
-}
-
-fn transfer_broke(reference: String, e: &dyn std::error::Error) -> ImageError {
-    ImageError::Registry {
-        reference,
-        message: format!("transfer broke: {}", crate::util::chain(e)),
+    #[derive(serde::Deserialize)]
+    struct OciError {
+        code: String,
+        #[serde(default)]
+        message: String,
     }
-}
-
-fn classify_oci(e: OciDistributionError, whole: String, registry: &str) -> (ImageError, bool) {
-    let registry_err =
-        |reference: String, message: String| ImageError::Registry { reference, message };
-    let unauthorized =
-        |reference: String, message: String| ImageError::Unauthorized { reference, message };
-    match e {
-        OciDistributionError::RequestError(re) if re.is_connect() || re.is_timeout() => {
-            let message = crate::util::chain(&re);
-            let registry = registry.to_owned();
-            (ImageError::Unreachable { registry, message }, true)
+    let envelope = serde_json::from_str::<Envelope>(body).ok();
+    let codes: Vec<&str> = envelope
+        .iter()
+        .flat_map(|e| e.errors.iter().map(|e| e.code.as_str()))
+        .collect();
+    let mut message = match &envelope {
+        Some(e) if !e.errors.is_empty() => {
+            let parts: Vec<String> = e
+                .errors
+                .iter()
+                .map(|e| format!("{}: {}", e.code, e.message))
+                .collect();
+            format!("HTTP {code}: {}", parts.join("; "))
         }
-        OciDistributionError::RequestError(re) => {
-            let retry = re.is_body() || re.is_request();
-            (registry_err(whole, crate::util::chain(&re)), retry)
-        }
-        OciDistributionError::ServerError { code, message, .. } => {
-            classify_status(code, &message, whole)
-        }
-        OciDistributionError::RegistryError { envelope, .. } => classify_envelope(&envelope, whole),
-        OciDistributionError::UnauthorizedError { url } => (
-            unauthorized(whole, format!("not authorized at {url}")),
-            false,
-        ),
-        OciDistributionError::AuthenticationFailure(m) => (unauthorized(whole, m), false),
-        OciDistributionError::ImageManifestNotFoundError(_) => {
-            (ImageError::NotFound { reference: whole }, false)
-        }
-        OciDistributionError::IoError(e) => (transfer_broke(whole, &e), true),
-        other => (registry_err(whole, crate::util::chain(&other)), false),
+        _ => format!("HTTP {code}"),
+    };
+    if body.contains("HTTP request to an HTTPS server") {
+        message.push_str(
+            " (it speaks HTTPS: give berth its CA in a certs.d directory named after it)",
+        );
     }
-}
-
-/// An HTTP status without an OCI error body: 5xx and 429 may pass.
-fn classify_status(code: u16, message: &str, reference: String) -> (ImageError, bool) {
-    let message = format!("HTTP {code} {message}");
-    match code {
-        404 => (ImageError::NotFound { reference }, false),
-        401 | 403 => (ImageError::Unauthorized { reference, message }, false),
-        429 | 500..=599 => (ImageError::Registry { reference, message }, true),
-        _ => (ImageError::Registry { reference, message }, false),
+    let any = |wanted: &[&str]| codes.iter().any(|c| wanted.contains(c));
+    if code == 404 || any(&["MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"]) {
+        return (ImageError::NotFound { reference }, false);
     }
-}
-
-/// An OCI error body: unknown names and digests are "not found", denials "unauthorized".
-fn classify_envelope(
-    envelope: &oci_client::errors::OciEnvelope,
-    reference: String,
-) -> (ImageError, bool) {
-    let any = |codes: &[OciErrorCode]| envelope.errors.iter().any(|e| codes.contains(&e.code));
-    let message = envelope.to_string();
-    if any(&[
-        OciErrorCode::ManifestUnknown,
-        OciErrorCode::NameUnknown,
-        OciErrorCode::BlobUnknown,
-    ]) {
-        (ImageError::NotFound { reference }, false)
-    } else if any(&[OciErrorCode::Unauthorized, OciErrorCode::Denied]) {
-        (ImageError::Unauthorized { reference, message }, false)
-    } else {
-        (ImageError::Registry { reference, message }, false)
+    if matches!(code, 401 | 403) || any(&["UNAUTHORIZED", "DENIED"]) {
+        return (ImageError::Unauthorized { reference, message }, false);
     }
+    let retry = matches!(code, 429 | 500..=599);
+    (ImageError::Registry { reference, message }, retry)
 }
 
 #[cfg(test)]
@@ -488,5 +989,42 @@ mod tests {
         assert_eq!(backoff(b, 0), Duration::from_millis(500));
         assert_eq!(backoff(b, 3), Duration::from_secs(4));
         assert_eq!(backoff(b, 20), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn statuses_are_classified_by_their_oci_error_codes() {
+        let r = || "reg/x:1".to_owned();
+        let body = r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"no"}]}"#;
+        assert!(matches!(
+            classify_status(404, body, r()).0,
+            ImageError::NotFound { .. }
+        ));
+        let (e, retry) = classify_status(503, "down", r());
+        assert!(retry && e.to_string().contains("HTTP 503"), "{e}");
+        let body = r#"{"errors":[{"code":"DENIED","message":"nope"}]}"#;
+        let (e, retry) = classify_status(403, body, r());
+        assert!(
+            !retry && matches!(e, ImageError::Unauthorized { .. }),
+            "{e}"
+        );
+        let (e, _) = classify_status(400, "Client sent an HTTP request to an HTTPS server.", r());
+        assert!(e.to_string().contains("certs.d"), "{e}");
+    }
+
+    #[test]
+    fn a_registry_with_a_certs_dir_is_spoken_to_over_https() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("certs.d/127.0.0.1:5999")).unwrap();
+        let settings = RegistrySettings {
+            home: Some(dir.path().to_owned()),
+            system_certs: dir.path().join("none"),
+            ..Default::default()
+        };
+        let r: Reference = "127.0.0.1:5999/a/b:1".parse().unwrap();
+        let c = RegistryClient::new(&r, &settings).unwrap();
+        assert_eq!(c.base, "https://127.0.0.1:5999");
+        let r: Reference = "127.0.0.1:5998/a/b:1".parse().unwrap();
+        let c = RegistryClient::new(&r, &settings).unwrap();
+        assert_eq!(c.base, "http://127.0.0.1:5998");
     }
 }
