@@ -51,6 +51,9 @@ pub struct RegistrySettings {
     pub progress: bool,
     /// What one image may unpack to, against decompression bombs.
     pub unpack_caps: super::unpack::UnpackCaps,
+    /// The signature policy images from registries must satisfy (see [`super::policy`]);
+    /// `None`: every image is accepted.
+    pub signature_policy: Option<std::path::PathBuf>,
 }
 
 impl Default for RegistrySettings {
@@ -61,6 +64,7 @@ impl Default for RegistrySettings {
             backoff: Duration::from_millis(500),
             progress: true,
             unpack_caps: super::unpack::UnpackCaps::default(),
+            signature_policy: None,
         }
     }
 }
@@ -460,6 +464,92 @@ fn classify_envelope(
         (ImageError::Unauthorized { reference, message }, false)
     } else {
         (ImageError::Registry { reference, message }, false)
+    }
+}
+
+// Small documents of a known kind (signatures): read whole, but never past a cap.
+impl RegistryClient {
+    /// The manifest `reference` names (a tag), asking for `accept`; refused past `cap`
+    /// bytes.
+    ///
+    /// oci-client reads a manifest body whole before it can be measured: the cap bounds
+    /// what is kept and parsed, the client's read timeout what is read.
+    pub fn fetch_small_manifest(
+        &self,
+        reference: &Reference,
+        accept: &[&str],
+        cap: u64,
+    ) -> Result<Vec<u8>, ImageError> {
+        let (bytes, _) = self.with_retries(reference, "fetch manifest", || {
+            self.client.pull_manifest_raw(reference, &self.auth, accept)
+        })?;
+        if bytes.len() as u64 > cap {
+            return Err(ImageError::TooLarge {
+                image: reference.whole(),
+                what: format!("its manifest is {} bytes, more than {cap}", bytes.len()),
+            });
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// The blob `blob` of `reference`'s repository, streamed and refused as soon as it
+    /// passes `cap` bytes (whatever it declares), then checked against its digest.
+    pub fn fetch_small_blob(
+        &self,
+        reference: &Reference,
+        blob: &Descriptor,
+        cap: u64,
+    ) -> Result<Vec<u8>, ImageError> {
+        let too_large = |n: u64| ImageError::TooLarge {
+            image: reference.whole(),
+            what: format!(
+                "its blob {} is {n} bytes or more, more than {cap}",
+                blob.digest
+            ),
+        };
+        let declared = blob.size().map_err(|message| ImageError::BadManifest {
+            digest: blob.digest.clone(),
+            message,
+        })?;
+        if declared > cap {
+            return Err(too_large(declared));
+        }
+        let descriptor = OciDescriptor {
+            media_type: blob.media_type.clone(),
+            digest: blob.digest.to_string(),
+            size: blob.size,
+            ..Default::default()
+        };
+        let what = format!("fetch of blob {}", blob.digest);
+        let bytes = self
+            .runtime
+            .block_on(self.retrying(reference, &what, || async {
+                let mut stream = self
+                    .client
+                    .pull_blob_stream(reference, &descriptor)
+                    .await
+                    .map_err(Failure::Oci)?;
+                let mut bytes = Vec::new();
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(Failure::Io)?;
+                    if (bytes.len() + chunk.len()) as u64 > cap {
+                        return Err(Failure::Final(too_large(
+                            (bytes.len() + chunk.len()) as u64,
+                        )));
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                Ok(bytes)
+            }))?;
+        let actual = Digest::of(&bytes);
+        if actual != blob.digest {
+            return Err(ImageError::DigestMismatch {
+                what: format!("blob of {}", reference.whole()),
+                expected: blob.digest.clone(),
+                actual,
+            });
+        }
+        Ok(bytes)
     }
 }
 
