@@ -437,11 +437,27 @@ fn identities_match_repository_or_exact_repository() {
         &policy,
         &format!("its signature names {}", repository(&own)),
     );
+    // Without signedIdentity (matchRepoDigestOrExact): a tag must match exactly, which a
+    // cosign payload never does; a digest only needs the repository.
+    let default = json!({"default": [{"type": "sigstoreSigned", "keyPath": key2.public}]});
+    let default = write_policy(&b, &default);
+    let r = pull(&b, &default, &own.reference);
+    assert_refused(
+        &r,
+        &own,
+        &default,
+        "(matchRepoDigestOrExact) does not accept",
+    );
+    let r = pull(&b, &default, &own.pinned());
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(layer_gets(&own), own.layers.len());
+    // And by tag under matchRepository, in a cache of its own (so the check runs again).
+    let fresh = Berth::new();
     let same = write_policy(
-        &b,
+        &fresh,
         &only(&own, &sigstore(&key2, &json!({"type": "matchRepository"}))),
     );
-    assert_eq!(pull(&b, &same, &own.reference).status, 0);
+    assert_eq!(pull(&fresh, &same, &own.reference).status, 0);
 }
 
 #[test]

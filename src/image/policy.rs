@@ -121,6 +121,23 @@ pub enum SignedIdentity {
     ExactRepository { docker_repository: String },
 }
 
+impl std::fmt::Display for SignedIdentity {
+    /// As written in the policy file.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignedIdentity::MatchExact => f.write_str("matchExact"),
+            SignedIdentity::MatchRepoDigestOrExact => f.write_str("matchRepoDigestOrExact"),
+            SignedIdentity::MatchRepository => f.write_str("matchRepository"),
+            SignedIdentity::ExactReference { docker_reference } => {
+                write!(f, "exactReference {docker_reference}")
+            }
+            SignedIdentity::ExactRepository { docker_repository } => {
+                write!(f, "exactRepository {docker_repository}")
+            }
+        }
+    }
+}
+
 /// A requirement ready to check.
 #[derive(Debug, Clone)]
 pub enum Requirement {

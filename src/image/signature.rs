@@ -71,7 +71,7 @@ impl Why {
             Why::NotAPayload => "its signed payload is not a cosign simple-signing payload".into(),
             Why::WrongDigest(d) => format!("its signature is for another image, {d}, not {top}"),
             Why::WrongIdentity(name) => format!(
-                "its signature names {name}, which the policy's signedIdentity {:?} does not accept",
+                "its signature names {name}, which the policy's signedIdentity ({}) does not accept",
                 key.identity
             ),
         }
@@ -288,4 +288,106 @@ fn verify_one(key: &SigstoreKey, image: &ImageRef, top: &Digest, s: &Signature) 
         return Err(Why::WrongIdentity(signed));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::policy::SignedIdentity;
+    use p256::ecdsa::signature::Signer as _;
+
+    fn signer(seed: u8) -> p256::ecdsa::SigningKey {
+        p256::ecdsa::SigningKey::from_slice(&[seed; 32]).unwrap()
+    }
+
+    fn requirement(seed: u8, identity: SignedIdentity) -> SigstoreKey {
+        SigstoreKey {
+            key: *signer(seed).verifying_key(),
+            key_name: format!("key {seed}"),
+            identity,
+        }
+    }
+
+    fn signed(seed: u8, payload: &serde_json::Value) -> Signature {
+        let payload = serde_json::to_vec(payload).unwrap();
+        let signature: p256::ecdsa::Signature = signer(seed).sign(&payload);
+        Signature {
+            signature: base64::engine::general_purpose::STANDARD
+                .encode(signature.to_der().as_bytes()),
+            payload,
+        }
+    }
+
+    fn cosign(identity: &str, digest: &Digest) -> serde_json::Value {
+        serde_json::json!({"critical": {
+            "identity": {"docker-reference": identity},
+            "image": {"docker-manifest-digest": digest.to_string()},
+            "type": PAYLOAD_TYPE}, "optional": null})
+    }
+
+    #[test]
+    fn one_good_signature_among_others_is_enough() {
+        let image = ImageRef::parse("r.example/acme/app:1").unwrap();
+        let top = Digest::of(b"manifest");
+        let key = requirement(7, SignedIdentity::MatchRepository);
+        let good = signed(7, &cosign("r.example/acme/app", &top));
+        let stranger = signed(8, &cosign("r.example/acme/app", &top));
+        assert_eq!(verify(&key, &image, &top, &[]), Err(Why::NoSignature));
+        assert_eq!(
+            verify(&key, &image, &top, std::slice::from_ref(&stranger)),
+            Err(Why::BadSignature)
+        );
+        assert_eq!(verify(&key, &image, &top, &[stranger, good]), Ok(()));
+    }
+
+    #[test]
+    fn the_payload_must_name_the_digest_and_an_accepted_identity() {
+        let image = ImageRef::parse("r.example/acme/app:1").unwrap();
+        let top = Digest::of(b"manifest");
+        let other = Digest::of(b"another manifest");
+        let key = requirement(7, SignedIdentity::MatchRepository);
+        let wrong_digest = signed(7, &cosign("r.example/acme/app", &other));
+        let wrong_name = signed(7, &cosign("r.example/acme/other", &top));
+        assert_eq!(
+            verify(&key, &image, &top, std::slice::from_ref(&wrong_digest)),
+            Err(Why::WrongDigest(other.to_string()))
+        );
+        // The reason that got furthest is the one told.
+        assert_eq!(
+            verify(&key, &image, &top, &[wrong_name, wrong_digest]),
+            Err(Why::WrongIdentity("r.example/acme/other".into()))
+        );
+        let mut not_cosign = cosign("r.example/acme/app", &top);
+        not_cosign["critical"]["type"] = "atomic container signature".into();
+        assert_eq!(
+            verify(&key, &image, &top, &[signed(7, &not_cosign)]),
+            Err(Why::NotAPayload)
+        );
+    }
+
+    #[test]
+    fn a_tampered_payload_or_garbled_signature_does_not_verify() {
+        let image = ImageRef::parse("r.example/acme/app:1").unwrap();
+        let top = Digest::of(b"manifest");
+        let key = requirement(7, SignedIdentity::MatchRepository);
+        let mut tampered = signed(7, &cosign("r.example/acme/app", &top));
+        tampered.payload.push(b' ');
+        let mut garbled = signed(7, &cosign("r.example/acme/app", &top));
+        garbled.signature = "not base64!".into();
+        assert_eq!(
+            verify(&key, &image, &top, &[tampered, garbled]),
+            Err(Why::BadSignature)
+        );
+    }
+
+    #[test]
+    fn signature_tags_are_cosigns() {
+        let top: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            signature_tag(&top),
+            "sha256-e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855.sig"
+        );
+    }
 }
