@@ -153,9 +153,15 @@ fn put_blob(repo: &str, bytes: &[u8]) -> String {
 }
 
 /// Pushes a cosign signature of `payload` made with `key` to `sha256-<hex>.sig` of the
-/// image `img` (its repository and digest), as cosign lays it out.
+/// image `img` (its repository and digest).
 fn push_signature(img: &BuiltImage, key: &Key, payload: &[u8]) {
-    let repo = repo_of(img);
+    push_signature_for(&repo_of(img), &img.digest, key, payload);
+}
+
+/// Pushes a cosign signature of `payload` made with `key` to `sha256-<hex>.sig` of
+/// `digest` in `repo`, as cosign lays it out.
+fn push_signature_for(repo: &str, digest: &str, key: &Key, payload: &[u8]) {
+    let repo = repo.to_owned();
     let signature = base64_encode(&key.sign(payload));
     let payload_digest = put_blob(&repo, payload);
     // cosign's config: an empty image config whose one layer is the payload.
@@ -177,7 +183,7 @@ fn push_signature(img: &BuiltImage, key: &Key, payload: &[u8]) {
             "annotations": {"dev.cosignproject.cosign/signature": signature},
         }],
     });
-    let tag = format!("{}.sig", img.digest.replacen(':', "-", 1));
+    let tag = format!("{}.sig", digest.replacen(':', "-", 1));
     let file = tempfile::NamedTempFile::new().unwrap();
     fs::write(file.path(), serde_json::to_vec(&manifest).unwrap()).unwrap();
     curl(&[
@@ -544,4 +550,96 @@ fn local_layouts_follow_the_oci_scopes() {
         "{}",
         r.stderr
     );
+}
+
+/// Pushes an index holding `img`'s manifest for this host's platform as `repo:tag`;
+/// returns the index's digest.
+fn push_index(img: &BuiltImage, tag: &str) -> String {
+    let repo = repo_of(img);
+    let url = |r: &str| format!("http://{}/v2/{repo}/manifests/{r}", registry());
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    let manifest = curl(&["-H", &format!("Accept: {oci}"), &url(&img.digest)]);
+    assert_eq!(
+        format!("sha256:{}", sha256(manifest.as_bytes())),
+        img.digest
+    );
+    let arch = berth::image::manifest::host_architecture();
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": oci, "digest": img.digest, "size": manifest.len(),
+                       "platform": {"architecture": arch, "os": "linux"}}],
+    }))
+    .unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    fs::write(file.path(), &index).unwrap();
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.index.v1+json",
+        "--data-binary",
+        &format!("@{}", file.path().display()),
+        "-o",
+        "/dev/null",
+        &url(tag),
+    ]);
+    format!("sha256:{}", sha256(&index))
+}
+
+#[test]
+fn an_index_is_signed_by_its_own_digest() {
+    require_env!();
+    let b = Berth::new();
+    let key = Key::new(b.dir.path(), "ops");
+    let img = image("index");
+    let index = push_index(&img, "multi");
+    let multi = format!("{}:multi", repository(&img));
+    let policy = write_policy(
+        &b,
+        &only(&img, &sigstore(&key, &json!({"type": "matchRepository"}))),
+    );
+
+    // cosign signs what the tag names: a signature of the platform manifest, even where
+    // the index's signatures are looked for, does not sign the index.
+    let repo = repo_of(&img);
+    push_signature_for(
+        &repo,
+        &index,
+        &key,
+        &payload(&repository(&img), &img.digest),
+    );
+    let r = pull(&b, &policy, &multi);
+    assert_refused(
+        &r,
+        &img,
+        &policy,
+        &format!("is for another image, {}, not {index}", img.digest),
+    );
+
+    push_signature_for(&repo, &index, &key, &payload(&repository(&img), &index));
+    let r = pull(&b, &policy, &multi);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    // berth prints the platform manifest it picked from the index.
+    assert_eq!(r.stdout.trim(), format!("{multi} {}", img.digest));
+    assert_eq!(layer_gets(&img), img.layers.len());
+}
+
+#[test]
+fn a_missing_policy_file_is_the_users_error() {
+    require_env!();
+    let b = Berth::new();
+    let img = image("nofile");
+    let missing = b.dir.path().join("nonexistent/policy.json");
+    let r = pull(&b, &missing, &img.reference);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "cannot read the signature policy {}",
+            missing.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(layer_gets(&img), 0);
 }
