@@ -504,6 +504,14 @@ fn a_gpg_requirement_is_a_clear_error() {
         r.stderr
     );
     assert_eq!(layer_gets(&img), 0);
+
+    // Nor does an image already stored run under a broken policy.
+    assert_eq!(b.run_cmd(&["pull", &img.reference]).status, 0);
+    for again in [&img.reference, &img.pinned()] {
+        let r = pull(&b, &policy, again);
+        assert_eq!(r.status, 1, "{}", r.stderr);
+        assert!(r.stderr.contains(policy.to_str().unwrap()), "{}", r.stderr);
+    }
 }
 
 #[test]
@@ -519,6 +527,9 @@ fn without_a_policy_images_are_accepted_and_verbose_says_so() {
     let img = image("homepolicy");
     let b = Berth::new();
     fs::create_dir_all(b.home()).unwrap();
+    if let Some((uid, gid)) = test_user() {
+        std::os::unix::fs::chown(b.home(), Some(uid), Some(gid)).unwrap();
+    }
     let at_home = b.home().join("policy.json");
     fs::write(&at_home, br#"{"default": [{"type": "reject"}]}"#).unwrap();
     let r = b.run_cmd(&["pull", &img.reference]);

@@ -241,6 +241,7 @@ impl Images {
             return self.load(&transport?);
         }
         let parsed = parse_reference(reference)?;
+        signature::validate(self.settings.signature_policy.as_deref())?;
         let name = parsed.to_string();
         if let Some(d) = &parsed.digest
             && let Some(image) = self.load_local(&name, d)?

@@ -165,6 +165,17 @@ pub fn check_registry(
     Ok(())
 }
 
+/// Reads the policy at `policy` only to find it unreadable or invalid: a broken policy
+/// stops even an image that is already stored and would not be checked.
+pub fn validate(policy: Option<&Path>) -> Result<(), ImageError> {
+    match policy {
+        Some(path) => Policy::load(path)
+            .map(drop)
+            .map_err(|e| SignatureError::from(e).into()),
+        None => Ok(()),
+    }
+}
+
 /// Checks an image read from an OCI layout or a `docker save` archive: berth finds no
 /// signatures there, so only `insecureAcceptAnything` lets one in.
 pub fn check_local(policy: Option<&Path>, from: &Transport) -> Result<(), ImageError> {
@@ -213,12 +224,14 @@ fn fetch_signatures(
         image.repository.clone(),
         signature_tag(top),
     );
-    let bytes =
-        match client.fetch_small_manifest(&r, &[manifest::OCI_MANIFEST], MAX_SIGNATURE_MANIFEST) {
-            Ok(b) => b,
-            Err(ImageError::NotFound { .. }) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
+    // Distribution answers a tag of an OCI manifest only to a client that accepts that type;
+    // the Docker type is there for signatures pushed by older tools.
+    let accept = [manifest::OCI_MANIFEST, manifest::DOCKER_MANIFEST];
+    let bytes = match client.fetch_small_manifest(&r, &accept, MAX_SIGNATURE_MANIFEST) {
+        Ok(b) => b,
+        Err(ImageError::NotFound { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
     let listed: SignatureManifest =
         serde_json::from_slice(&bytes).map_err(|e| ImageError::BadManifest {
             digest: Digest::of(&bytes),
