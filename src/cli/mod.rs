@@ -88,6 +88,17 @@ pub struct Global {
     )]
     pub retries: u32,
 
+    /// The signature policy (containers-policy.json(5)) images must satisfy before any of
+    /// their layers is fetched [default: <home>/policy.json if it exists, else none: every
+    /// image is accepted]
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_SIGNATURE_POLICY",
+        value_name = "FILE"
+    )]
+    pub signature_policy: Option<PathBuf>,
+
     /// Give each job a copy of the image's root filesystem instead of an overlay on top of
     /// the cached one (slower; for hosts whose overlayfs misbehaves — berth falls back to a
     /// copy by itself where the kernel refuses overlayfs)
@@ -336,6 +347,10 @@ impl Global {
                 },
                 authfile: self.authfile.as_deref().map(absolute),
                 home: Some(self.home(host)),
+                signature_policy: berth::image::policy::locate(
+                    self.signature_policy.as_deref(),
+                    &self.home(host),
+                ),
                 ..Default::default()
             },
             copy_rootfs: self.copy_rootfs,

@@ -10,11 +10,13 @@
 pub mod auth;
 pub mod digest;
 pub mod manifest;
+pub mod policy;
 pub mod prune;
 pub mod reference;
 pub mod registry;
 pub mod rootfs;
 mod shift;
+pub mod signature;
 pub mod store;
 pub mod tls;
 pub mod transport;
@@ -101,6 +103,8 @@ pub enum ImageError {
     Host(#[from] crate::host::HostError),
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
+    #[error(transparent)]
+    Signature(#[from] signature::SignatureError),
 }
 
 impl ImageError {
@@ -112,7 +116,9 @@ impl ImageError {
             // A layout or archive the user named that is missing or not one.
             ImageError::Reference { .. }
             | ImageError::Transport { .. }
-            | ImageError::Layout { .. } => ErrorClass::User,
+            | ImageError::Layout { .. }
+            // The operator's policy refuses the image, or cannot be read.
+            | ImageError::Signature(_) => ErrorClass::User,
             ImageError::Access(e) => e.class(),
             ImageError::Unreachable { .. }
             | ImageError::NotFound { .. }
@@ -240,6 +246,7 @@ impl Images {
             return self.load(&transport?);
         }
         let parsed = parse_reference(reference)?;
+        signature::validate(self.settings.signature_policy.as_deref())?;
         let name = parsed.to_string();
         if let Some(d) = &parsed.digest
             && let Some(image) = self.load_local(&name, d)?
@@ -249,14 +256,16 @@ impl Images {
         }
         let r = parsed.to_oci();
         let client = registry::RegistryClient::new(&r, &self.settings)?;
-        let top = match parsed.digest {
-            Some(d) => d,
+        let top = match &parsed.digest {
+            Some(d) => d.clone(),
             None => self.resolve_tag(&client, &r, &name)?,
         };
         if let Some(image) = self.load_local(&name, &top)? {
             tracing::debug!(image = %name, digest = %top, "image unchanged since it was stored");
             return Ok(image);
         }
+        let policy = self.settings.signature_policy.as_deref();
+        signature::check_registry(policy, &client, &parsed, &top)?;
         self.fetch(&client, &r, &name, &top)
     }
 
@@ -329,6 +338,7 @@ impl Images {
 
     /// Loads an image from an OCI layout or a `docker save` archive into the store.
     fn load(&self, from: &transport::Transport) -> Result<PulledImage, ImageError> {
+        signature::check_local(self.settings.signature_policy.as_deref(), from)?;
         let name = from.name();
         let top = match from {
             transport::Transport::OciLayout { dir, reference } => {

@@ -83,6 +83,9 @@ pub struct RegistrySettings {
     pub home: Option<PathBuf>,
     /// The system's per-registry certificates, `/etc/containers/certs.d`.
     pub system_certs: PathBuf,
+    /// The signature policy images from registries must satisfy (see [`super::policy`]);
+    /// `None`: every image is accepted.
+    pub signature_policy: Option<PathBuf>,
 }
 
 impl Default for RegistrySettings {
@@ -96,6 +99,7 @@ impl Default for RegistrySettings {
             authfile: None,
             home: None,
             system_certs: PathBuf::from(tls::SYSTEM_CERTS_D),
+            signature_policy: None,
         }
     }
 }
@@ -325,15 +329,29 @@ impl RegistryClient {
     }
 
     async fn fetch_manifest(&self, target: &Target, url: &str) -> Result<Vec<u8>, Failure> {
+        let cap = manifest::MAX_METADATA_BYTES;
+        self.fetch_capped(target, url, &accept(), cap, "manifest")
+            .await
+    }
+
+    /// The document at `url`, refused before it is all read when it declares or grows past
+    /// `cap` bytes: `what` names it in that error.
+    async fn fetch_capped(
+        &self,
+        target: &Target,
+        url: &str,
+        accept: &str,
+        cap: u64,
+        what: &str,
+    ) -> Result<Vec<u8>, Failure> {
         let response = self
-            .send(target, &|c| c.get(url).header(header::ACCEPT, accept()))
+            .send(target, &|c| c.get(url).header(header::ACCEPT, accept))
             .await?;
         let response = check(response).await?;
-        let cap = manifest::MAX_METADATA_BYTES;
         let too_large = |size: String| {
             Failure::Final(ImageError::TooLarge {
                 image: target.image.clone(),
-                what: format!("its manifest is {size} bytes, more than the cap of {cap}"),
+                what: format!("its {what} is {size} bytes, more than the cap of {cap}"),
             })
         };
         if let Some(len) = response.content_length().filter(|l| *l > cap) {
@@ -962,6 +980,63 @@ fn classify_status(code: u16, body: &str, reference: String) -> (ImageError, boo
     }
     let retry = matches!(code, 429 | 500..=599);
     (ImageError::Registry { reference, message }, retry)
+}
+
+// Small documents of a known kind (signatures): read whole, but never past a cap.
+impl RegistryClient {
+    /// The manifest `reference` names (a tag or digest), asking for `accept`; refused as
+    /// soon as it passes `cap` bytes, whatever it declares.
+    pub fn fetch_small_manifest(
+        &self,
+        reference: &Reference,
+        accept: &[&str],
+        cap: u64,
+    ) -> Result<Vec<u8>, ImageError> {
+        let target = Target::of(reference);
+        let what = reference
+            .digest()
+            .or_else(|| reference.tag())
+            .unwrap_or("latest")
+            .to_owned();
+        let url = self.manifest_url(reference, &what);
+        let accept = accept.join(", ");
+        self.runtime
+            .block_on(self.retrying(&target, "fetch manifest", || {
+                self.fetch_capped(&target, &url, &accept, cap, "manifest")
+            }))
+    }
+
+    /// The blob `blob` of `reference`'s repository, refused as soon as it passes `cap`
+    /// bytes (whatever it declares), then checked against its digest.
+    pub fn fetch_small_blob(
+        &self,
+        reference: &Reference,
+        blob: &Descriptor,
+        cap: u64,
+    ) -> Result<Vec<u8>, ImageError> {
+        let target = Target::of(reference);
+        let url = format!(
+            "{}/v2/{}/blobs/{}",
+            self.base,
+            reference.repository(),
+            blob.digest
+        );
+        let what = format!("blob {}", blob.digest);
+        let bytes = self
+            .runtime
+            .block_on(self.retrying(&target, "fetch blob", || {
+                self.fetch_capped(&target, &url, "*/*", cap, &what)
+            }))?;
+        let actual = Digest::of(&bytes);
+        if actual != blob.digest {
+            return Err(ImageError::DigestMismatch {
+                what: format!("blob of {}", reference.whole()),
+                expected: blob.digest.clone(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,409 @@
+//! Cosign signatures, checked against the signature [`policy`](super::policy) before any
+//! layer of an image is fetched.
+//!
+//! Cosign stores the signatures of the image whose manifest (or index) has digest
+//! `sha256:<hex>` as an OCI manifest tagged `sha256-<hex>.sig` in the image's repository.
+//! Each of its layers is a simple-signing payload — JSON naming the image's digest and
+//! repository — and carries in its `dev.cosignproject.cosign/signature` annotation the
+//! base64 of an ECDSA P-256 signature (DER) over the SHA-256 of the payload. An image
+//! satisfies a `sigstoreSigned` requirement when one of its signatures verifies with the
+//! requirement's key and its payload names the digest the reference resolved to and a name
+//! the requirement's `signedIdentity` accepts.
+//!
+//! Everything read from the registry here is capped: the signature manifest, how many
+//! signatures are tried, each payload.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use p256::ecdsa::signature::Verifier as _;
+use serde::Deserialize;
+
+use super::ImageError;
+use super::digest::Digest;
+use super::manifest::{self, Descriptor};
+use super::policy::{self, Policy, PolicyError, Requirement, SigstoreKey};
+use super::reference::ImageRef;
+use super::registry::RegistryClient;
+use super::transport::Transport;
+
+pub const PAYLOAD_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+/// The `critical.type` of a cosign payload.
+const PAYLOAD_TYPE: &str = "cosign container image signature";
+
+/// A signature manifest holds one small layer per signature.
+const MAX_SIGNATURE_MANIFEST: u64 = 256 << 10;
+/// Signatures tried at most: each costs a request.
+const MAX_SIGNATURES: usize = 16;
+/// A payload is a few hundred bytes (more with cosign's optional annotations).
+const MAX_PAYLOAD: u64 = 64 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignatureError {
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("image {image} is refused by the signature policy {policy} ({scope}): {why}")]
+    Refused {
+        image: String,
+        policy: PathBuf,
+        scope: String,
+        why: String,
+    },
+}
+
+/// Why no signature satisfied a requirement; a later variant says more (it got further).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Why {
+    NoSignature,
+    BadSignature,
+    NotAPayload,
+    WrongDigest(String),
+    WrongIdentity(String),
+}
+
+impl Why {
+    fn explain(&self, key: &SigstoreKey, top: &Digest) -> String {
+        match self {
+            Why::NoSignature => format!("it has no signature (no {} tag)", signature_tag(top)),
+            Why::BadSignature => format!("none of its signatures verifies with {}", key.key_name),
+            Why::NotAPayload => "its signed payload is not a cosign simple-signing payload".into(),
+            Why::WrongDigest(d) => format!("its signature is for another image, {d}, not {top}"),
+            Why::WrongIdentity(name) => format!(
+                "its signature names {name}, which the policy's signedIdentity ({}) does not accept",
+                key.identity
+            ),
+        }
+    }
+}
+
+/// One signature as fetched: the payload and the (still base64) signature of it.
+#[derive(Debug)]
+struct Signature {
+    payload: Vec<u8>,
+    signature: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct SignatureManifest {
+    #[serde(default)]
+    layers: Vec<SignatureLayer>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SignatureLayer {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+    digest: Digest,
+    size: i64,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Payload {
+    critical: Critical,
+}
+
+#[derive(Debug, Deserialize)]
+struct Critical {
+    identity: PayloadIdentity,
+    image: PayloadImage,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct PayloadIdentity {
+    #[serde(rename = "docker-reference")]
+    docker_reference: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct PayloadImage {
+    #[serde(rename = "docker-manifest-digest")]
+    docker_manifest_digest: String,
+}
+
+/// Checks `image`, whose reference resolved to `top` in its registry, against the policy
+/// at `policy` (none: accepted, as before policies). Only the signature manifest and its
+/// payloads are fetched.
+pub fn check_registry(
+    policy: Option<&Path>,
+    client: &RegistryClient,
+    image: &ImageRef,
+    top: &Digest,
+) -> Result<(), ImageError> {
+    // Without a policy, `validate` has said so.
+    let Some(path) = policy else {
+        return Ok(());
+    };
+    let policy = Policy::load(path).map_err(SignatureError::from)?;
+    let (requirements, scope) = policy.for_docker(image);
+    let refused = |why: String| SignatureError::Refused {
+        image: image.to_string(),
+        policy: policy.path().to_owned(),
+        scope: scope.clone(),
+        why,
+    };
+    let mut signatures = None;
+    for requirement in requirements {
+        match requirement {
+            Requirement::AcceptAnything => {}
+            Requirement::Reject => return Err(refused("the policy rejects it".into()).into()),
+            Requirement::Sigstore(key) => {
+                let sigs = match &signatures {
+                    Some(s) => s,
+                    None => signatures.insert(fetch_signatures(client, image, top)?),
+                };
+                verify(key, image, top, sigs).map_err(|why| refused(why.explain(key, top)))?;
+            }
+        }
+    }
+    tracing::debug!(image = %image, digest = %top, "accepted by the signature policy {} ({scope})", path.display());
+    Ok(())
+}
+
+/// Reads the policy at `policy` only to find it unreadable or invalid: a broken policy
+/// stops even an image that is already stored and would not be checked.
+pub fn validate(policy: Option<&Path>) -> Result<(), ImageError> {
+    match policy {
+        Some(path) => Policy::load(path)
+            .map(drop)
+            .map_err(|e| SignatureError::from(e).into()),
+        None => {
+            tracing::debug!("no signature policy: images are accepted unchecked");
+            Ok(())
+        }
+    }
+}
+
+/// Checks an image read from an OCI layout or a `docker save` archive: berth finds no
+/// signatures there, so only `insecureAcceptAnything` lets one in.
+pub fn check_local(policy: Option<&Path>, from: &Transport) -> Result<(), ImageError> {
+    let Some(path) = policy else {
+        tracing::debug!(image = %from.name(), "no signature policy: accepting the image unchecked");
+        return Ok(());
+    };
+    let policy = Policy::load(path).map_err(SignatureError::from)?;
+    let (transport, at, reference) = match from {
+        Transport::OciLayout { dir, reference } => ("oci", dir, reference),
+        Transport::DockerArchive { file, reference } => ("docker-archive", file, reference),
+    };
+    let (requirements, scope) = policy.for_local(transport, at, reference.as_deref());
+    let why = requirements.iter().find_map(|r| match r {
+        Requirement::AcceptAnything => None,
+        Requirement::Reject => Some("the policy rejects it"),
+        Requirement::Sigstore(_) => {
+            Some("berth cannot check signatures of oci: and docker-archive: images")
+        }
+    });
+    match why {
+        None => Ok(()),
+        Some(why) => Err(SignatureError::Refused {
+            image: from.name(),
+            policy: policy.path().to_owned(),
+            scope,
+            why: why.to_owned(),
+        }
+        .into()),
+    }
+}
+
+/// `sha256-<hex>.sig`: where cosign keeps the signatures of the image with digest `top`.
+fn signature_tag(top: &Digest) -> String {
+    format!("{}.sig", top.to_string().replacen(':', "-", 1))
+}
+
+/// The signatures stored for `top` (none when its signature tag does not exist).
+fn fetch_signatures(
+    client: &RegistryClient,
+    image: &ImageRef,
+    top: &Digest,
+) -> Result<Vec<Signature>, ImageError> {
+    let r = oci_client::Reference::with_tag(
+        image.registry.clone(),
+        image.repository.clone(),
+        signature_tag(top),
+    );
+    // Distribution answers a tag of an OCI manifest only to a client that accepts that type;
+    // the Docker type is there for signatures pushed by older tools.
+    let accept = [manifest::OCI_MANIFEST, manifest::DOCKER_MANIFEST];
+    let bytes = match client.fetch_small_manifest(&r, &accept, MAX_SIGNATURE_MANIFEST) {
+        Ok(b) => b,
+        Err(ImageError::NotFound { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let listed: SignatureManifest =
+        serde_json::from_slice(&bytes).map_err(|e| ImageError::BadManifest {
+            digest: Digest::of(&bytes),
+            message: format!("signature manifest {}: {e}", r.whole()),
+        })?;
+    let mut signatures = Vec::new();
+    let layers = listed
+        .layers
+        .into_iter()
+        .filter(|l| l.media_type == PAYLOAD_MEDIA_TYPE);
+    for layer in layers.take(MAX_SIGNATURES) {
+        let Some(signature) = layer.annotations.get(SIGNATURE_ANNOTATION).cloned() else {
+            continue;
+        };
+        let blob = Descriptor {
+            media_type: layer.media_type,
+            digest: layer.digest,
+            size: layer.size,
+            platform: None,
+        };
+        match client.fetch_small_blob(&r, &blob, MAX_PAYLOAD) {
+            Ok(payload) => signatures.push(Signature { payload, signature }),
+            // A signature whose payload is gone signs nothing.
+            Err(ImageError::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    tracing::debug!(image = %image, "{} signatures found under {}", signatures.len(), r.whole());
+    Ok(signatures)
+}
+
+/// Whether one of `signatures` satisfies `key`; if not, the most telling reason.
+fn verify(
+    key: &SigstoreKey,
+    image: &ImageRef,
+    top: &Digest,
+    signatures: &[Signature],
+) -> Result<(), Why> {
+    let mut why = Why::NoSignature;
+    for s in signatures {
+        match verify_one(key, image, top, s) {
+            Ok(()) => return Ok(()),
+            Err(w) => why = why.max(w),
+        }
+    }
+    Err(why)
+}
+
+fn verify_one(key: &SigstoreKey, image: &ImageRef, top: &Digest, s: &Signature) -> Result<(), Why> {
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(s.signature.trim())
+        .map_err(|_| Why::BadSignature)?;
+    let signature = p256::ecdsa::Signature::from_der(&der).map_err(|_| Why::BadSignature)?;
+    key.key
+        .verify(&s.payload, &signature)
+        .map_err(|_| Why::BadSignature)?;
+    let payload: Payload = serde_json::from_slice(&s.payload).map_err(|_| Why::NotAPayload)?;
+    let critical = payload.critical;
+    if critical.kind != PAYLOAD_TYPE {
+        return Err(Why::NotAPayload);
+    }
+    if critical.image.docker_manifest_digest != top.to_string() {
+        return Err(Why::WrongDigest(critical.image.docker_manifest_digest));
+    }
+    let signed = critical.identity.docker_reference;
+    if !policy::identity_matches(&key.identity, image, &signed) {
+        return Err(Why::WrongIdentity(signed));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::policy::SignedIdentity;
+    use p256::ecdsa::signature::Signer as _;
+
+    fn signer(seed: u8) -> p256::ecdsa::SigningKey {
+        p256::ecdsa::SigningKey::from_slice(&[seed; 32]).unwrap()
+    }
+
+    fn requirement(seed: u8, identity: SignedIdentity) -> SigstoreKey {
+        SigstoreKey {
+            key: *signer(seed).verifying_key(),
+            key_name: format!("key {seed}"),
+            identity,
+        }
+    }
+
+    fn signed(seed: u8, payload: &serde_json::Value) -> Signature {
+        let payload = serde_json::to_vec(payload).unwrap();
+        let signature: p256::ecdsa::Signature = signer(seed).sign(&payload);
+        Signature {
+            signature: base64::engine::general_purpose::STANDARD
+                .encode(signature.to_der().as_bytes()),
+            payload,
+        }
+    }
+
+    fn cosign(identity: &str, digest: &Digest) -> serde_json::Value {
+        serde_json::json!({"critical": {
+            "identity": {"docker-reference": identity},
+            "image": {"docker-manifest-digest": digest.to_string()},
+            "type": PAYLOAD_TYPE}, "optional": null})
+    }
+
+    #[test]
+    fn one_good_signature_among_others_is_enough() {
+        let image = ImageRef::parse("r.example/acme/app:1").unwrap();
+        let top = Digest::of(b"manifest");
+        let key = requirement(7, SignedIdentity::MatchRepository);
+        let good = signed(7, &cosign("r.example/acme/app", &top));
+        let stranger = signed(8, &cosign("r.example/acme/app", &top));
+        assert_eq!(verify(&key, &image, &top, &[]), Err(Why::NoSignature));
+        assert_eq!(
+            verify(&key, &image, &top, std::slice::from_ref(&stranger)),
+            Err(Why::BadSignature)
+        );
+        assert_eq!(verify(&key, &image, &top, &[stranger, good]), Ok(()));
+    }
+
+    #[test]
+    fn the_payload_must_name_the_digest_and_an_accepted_identity() {
+        let image = ImageRef::parse("r.example/acme/app:1").unwrap();
+        let top = Digest::of(b"manifest");
+        let other = Digest::of(b"another manifest");
+        let key = requirement(7, SignedIdentity::MatchRepository);
+        let wrong_digest = signed(7, &cosign("r.example/acme/app", &other));
+        let wrong_name = signed(7, &cosign("r.example/acme/other", &top));
+        assert_eq!(
+            verify(&key, &image, &top, std::slice::from_ref(&wrong_digest)),
+            Err(Why::WrongDigest(other.to_string()))
+        );
+        // The reason that got furthest is the one told.
+        assert_eq!(
+            verify(&key, &image, &top, &[wrong_name, wrong_digest]),
+            Err(Why::WrongIdentity("r.example/acme/other".into()))
+        );
+        let mut not_cosign = cosign("r.example/acme/app", &top);
+        not_cosign["critical"]["type"] = "atomic container signature".into();
+        assert_eq!(
+            verify(&key, &image, &top, &[signed(7, &not_cosign)]),
+            Err(Why::NotAPayload)
+        );
+    }
+
+    #[test]
+    fn a_tampered_payload_or_garbled_signature_does_not_verify() {
+        let image = ImageRef::parse("r.example/acme/app:1").unwrap();
+        let top = Digest::of(b"manifest");
+        let key = requirement(7, SignedIdentity::MatchRepository);
+        let mut tampered = signed(7, &cosign("r.example/acme/app", &top));
+        tampered.payload.push(b' ');
+        let mut garbled = signed(7, &cosign("r.example/acme/app", &top));
+        garbled.signature = "not base64!".into();
+        assert_eq!(
+            verify(&key, &image, &top, &[tampered, garbled]),
+            Err(Why::BadSignature)
+        );
+    }
+
+    #[test]
+    fn signature_tags_are_cosigns() {
+        let top: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            signature_tag(&top),
+            "sha256-e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855.sig"
+        );
+    }
+}

@@ -1,0 +1,656 @@
+//! Signed images only, where the operator's policy says so: cosign-style signatures made and
+//! checked here with openssl (a second implementation: berth verifies with RustCrypto),
+//! pushed to the test registry as cosign stores them, and pulled under each kind of policy.
+
+#![allow(
+    clippy::too_many_lines,
+    reason = "the 80-line rule is for berth's code; a test reads top to bottom"
+)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// A P-256 key pair made by openssl, in `dir`.
+struct Key {
+    private: PathBuf,
+    public: PathBuf,
+}
+
+fn openssl(args: &[&str]) -> std::process::Output {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl Key {
+    fn new(dir: &Path, name: &str) -> Key {
+        let private = dir.join(format!("{name}.key"));
+        let public = dir.join(format!("{name}.pub"));
+        let p = private.to_str().unwrap();
+        openssl(&[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            p,
+        ]);
+        openssl(&[
+            "pkey",
+            "-in",
+            p,
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ]);
+        Key { private, public }
+    }
+
+    /// The DER ECDSA signature of `payload` (SHA-256), checked with openssl before use.
+    fn sign(&self, payload: &[u8]) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, sig) = (dir.path().join("payload"), dir.path().join("sig"));
+        fs::write(&data, payload).unwrap();
+        let (d, s) = (data.to_str().unwrap(), sig.to_str().unwrap());
+        openssl(&[
+            "dgst",
+            "-sha256",
+            "-sign",
+            self.private.to_str().unwrap(),
+            "-out",
+            s,
+            d,
+        ]);
+        let out = openssl(&[
+            "dgst",
+            "-sha256",
+            "-verify",
+            self.public.to_str().unwrap(),
+            "-signature",
+            s,
+            d,
+        ]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "Verified OK");
+        fs::read(&sig).unwrap()
+    }
+}
+
+/// The simple-signing payload cosign writes: the digest and the repository, no tag.
+fn payload(identity: &str, digest: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "critical": {
+            "identity": {"docker-reference": identity},
+            "image": {"docker-manifest-digest": digest},
+            "type": "cosign container image signature",
+        },
+        "optional": null,
+    }))
+    .unwrap()
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .arg("-fsS")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Uploads `bytes` as a blob of `repo` (plain HTTP: start an upload, then PUT it whole).
+fn put_blob(repo: &str, bytes: &[u8]) -> String {
+    let digest = format!("sha256:{}", sha256(bytes));
+    let url = format!("http://{}/v2/{repo}/blobs/uploads/", registry());
+    let headers = curl(&["-X", "POST", "-D", "-", "-o", "/dev/null", &url]);
+    let location = headers
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("location")
+                .then(|| v.trim().to_owned())
+        })
+        .expect("an upload location");
+    let location = if location.starts_with('/') {
+        format!("http://{}{location}", registry())
+    } else {
+        location
+    };
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let file = tempfile::NamedTempFile::new().unwrap();
+    fs::write(file.path(), bytes).unwrap();
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &format!("@{}", file.path().display()),
+        "-o",
+        "/dev/null",
+        &format!("{location}{sep}digest={digest}"),
+    ]);
+    digest
+}
+
+/// Pushes a cosign signature of `payload` made with `key` to `sha256-<hex>.sig` of the
+/// image `img` (its repository and digest).
+fn push_signature(img: &BuiltImage, key: &Key, payload: &[u8]) {
+    push_signature_for(&repo_of(img), &img.digest, key, payload);
+}
+
+/// Pushes a cosign signature of `payload` made with `key` to `sha256-<hex>.sig` of
+/// `digest` in `repo`, as cosign lays it out.
+fn push_signature_for(repo: &str, digest: &str, key: &Key, payload: &[u8]) {
+    let repo = repo.to_owned();
+    let signature = base64_encode(&key.sign(payload));
+    let payload_digest = put_blob(&repo, payload);
+    // cosign's config: an empty image config whose one layer is the payload.
+    let config = serde_json::to_vec(&json!({
+        "architecture": "", "created": "0001-01-01T00:00:00Z",
+        "history": [{"created": "0001-01-01T00:00:00Z"}], "os": "",
+        "rootfs": {"type": "layers", "diff_ids": [payload_digest]}, "config": {},
+    }))
+    .unwrap();
+    let config_digest = put_blob(&repo, &config);
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config.len()},
+        "layers": [{
+            "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+            "digest": payload_digest, "size": payload.len(),
+            "annotations": {"dev.cosignproject.cosign/signature": signature},
+        }],
+    });
+    let tag = format!("{}.sig", digest.replacen(':', "-", 1));
+    let file = tempfile::NamedTempFile::new().unwrap();
+    fs::write(file.path(), serde_json::to_vec(&manifest).unwrap()).unwrap();
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.manifest.v1+json",
+        "--data-binary",
+        &format!("@{}", file.path().display()),
+        "-o",
+        "/dev/null",
+        &format!("http://{}/v2/{repo}/manifests/{tag}", registry()),
+    ]);
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// `berth-test/name-…` of `host/berth-test/name-…:tag`.
+fn repo_of(img: &BuiltImage) -> String {
+    let (_, rest) = img.reference.split_once('/').unwrap();
+    rest.rsplit_once(':').unwrap().0.to_owned()
+}
+
+/// `host/berth-test/name-…`: what a cosign payload names.
+fn repository(img: &BuiltImage) -> String {
+    img.reference.rsplit_once(':').unwrap().0.to_owned()
+}
+
+/// Writes a policy file into `b`'s directory.
+fn write_policy(b: &Berth, policy: &Value) -> PathBuf {
+    let path = b.dir.path().join("policy.json");
+    fs::write(&path, serde_json::to_vec_pretty(policy).unwrap()).unwrap();
+    path
+}
+
+/// A `sigstoreSigned` requirement for `key` with `identity`.
+fn sigstore(key: &Key, identity: &Value) -> Value {
+    json!([{"type": "sigstoreSigned", "keyPath": key.public, "signedIdentity": identity}])
+}
+
+/// A policy rejecting everything but `img`'s repository, which needs `reqs`.
+fn only(img: &Img, reqs: &Value) -> Value {
+    json!({"default": [{"type": "reject"}],
+           "transports": {"docker": {repository(img): reqs}}})
+}
+
+fn pull(b: &Berth, policy: &Path, image: &str) -> Run {
+    b.run_cmd(&[
+        "--signature-policy",
+        policy.to_str().unwrap(),
+        "pull",
+        image,
+    ])
+}
+
+/// A pushed image that prints `hello-from-NAME`, and the digests of its layers.
+struct Img {
+    built: BuiltImage,
+    layers: Vec<String>,
+}
+
+impl std::ops::Deref for Img {
+    type Target = BuiltImage;
+    fn deref(&self) -> &BuiltImage {
+        &self.built
+    }
+}
+
+fn image(name: &str) -> Img {
+    let spec = ImageSpec::script(&format!("echo hello-from-{name}"));
+    let layers = spec
+        .layers
+        .iter()
+        .map(|l| format!("sha256:{}", sha256(l)))
+        .collect();
+    Img {
+        built: push(&spec, &unique_repo(name), "1.0"),
+        layers,
+    }
+}
+
+/// How many GETs of `img`'s layers the registry logged.
+fn layer_gets(img: &Img) -> usize {
+    let log = std::env::var("BERTH_TEST_REGISTRY_LOG")
+        .unwrap_or_else(|_| "/var/tmp/berth-registry/registry.log".to_owned());
+    let text = fs::read_to_string(&log).unwrap_or_else(|e| panic!("registry log {log}: {e}"));
+    let repo = repo_of(img);
+    img.layers
+        .iter()
+        .map(|d| format!("\"GET /v2/{repo}/blobs/{d}"))
+        .map(|needle| text.lines().filter(|l| l.contains(&needle)).count())
+        .sum()
+}
+
+/// Asserts `r` is a refusal of `img` by the policy at `policy`, saying `why`, and that
+/// no layer of `img` was fetched.
+fn assert_refused(r: &Run, img: &Img, policy: &Path, why: &str) {
+    assert_eq!(r.status, 1, "a refusal is the user's error: {}", r.stderr);
+    assert!(r.stderr.contains(&repository(img)), "{}", r.stderr);
+    assert!(r.stderr.contains(policy.to_str().unwrap()), "{}", r.stderr);
+    assert!(r.stderr.contains(why), "expected {why:?}: {}", r.stderr);
+    assert_eq!(layer_gets(img), 0, "a layer was fetched");
+}
+
+#[test]
+fn a_signed_image_is_pulled_and_runs() {
+    require_env!();
+    let b = Berth::new();
+    let key = Key::new(b.dir.path(), "ops");
+    let img = image("signed");
+    push_signature(&img, &key, &payload(&repository(&img), &img.digest));
+    let policy = write_policy(
+        &b,
+        &only(&img, &sigstore(&key, &json!({"type": "matchRepository"}))),
+    );
+    let r = pull(&b, &policy, &img.reference);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.trim(), format!("{} {}", img.reference, img.digest));
+    assert_eq!(layer_gets(&img), img.layers.len());
+
+    // And end to end, in a fresh cache, through `berth run`.
+    let b = Berth::new();
+    let job = b.write_job(&job(&img.reference, json!({}), json!({})));
+    let r = b.run_cmd(&[
+        "--signature-policy",
+        policy.to_str().unwrap(),
+        "run",
+        "--json",
+        job.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("hello-from-signed"), "{}", r.stderr);
+}
+
+#[test]
+fn an_unsigned_image_is_refused_before_any_layer() {
+    require_env!();
+    let b = Berth::new();
+    let key = Key::new(b.dir.path(), "ops");
+    let img = image("unsigned");
+    let policy = write_policy(
+        &b,
+        &json!({"default": sigstore(&key, &json!({"type": "matchRepository"}))}),
+    );
+    let r = pull(&b, &policy, &img.reference);
+    assert_refused(&r, &img, &policy, "has no signature");
+    assert!(
+        r.stderr
+            .contains(&format!("{}.sig", img.digest.replacen(':', "-", 1)))
+    );
+
+    // `berth run` refuses it the same way, as the user's error.
+    let job = b.write_job(&job(&img.reference, json!({}), json!({})));
+    let r = b.run_cmd(&[
+        "--signature-policy",
+        policy.to_str().unwrap(),
+        "run",
+        "--json",
+        job.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status, 1, "{}", r.stdout);
+    assert_eq!(r.json()["error_class"], "user");
+    let message = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("has no signature"), "{message}");
+    assert!(message.contains(policy.to_str().unwrap()), "{message}");
+    assert_eq!(layer_gets(&img), 0);
+}
+
+#[test]
+fn a_signature_by_another_key_is_refused() {
+    require_env!();
+    let b = Berth::new();
+    let (ours, theirs) = (
+        Key::new(b.dir.path(), "ours"),
+        Key::new(b.dir.path(), "theirs"),
+    );
+    let img = image("otherkey");
+    push_signature(&img, &theirs, &payload(&repository(&img), &img.digest));
+    let policy = write_policy(
+        &b,
+        &only(&img, &sigstore(&ours, &json!({"type": "matchRepository"}))),
+    );
+    let r = pull(&b, &policy, &img.reference);
+    assert_refused(&r, &img, &policy, "none of its signatures verifies with");
+    assert!(
+        r.stderr.contains(ours.public.to_str().unwrap()),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_signature_of_another_digest_is_refused() {
+    require_env!();
+    let b = Berth::new();
+    let key = Key::new(b.dir.path(), "ops");
+    let img = image("otherdigest");
+    let other = format!("sha256:{}", sha256(b"another image"));
+    push_signature(&img, &key, &payload(&repository(&img), &other));
+    let policy = write_policy(
+        &b,
+        &only(&img, &sigstore(&key, &json!({"type": "matchRepository"}))),
+    );
+    let r = pull(&b, &policy, &img.reference);
+    assert_refused(&r, &img, &policy, &format!("is for another image, {other}"));
+}
+
+#[test]
+fn identities_match_repository_or_exact_repository() {
+    require_env!();
+    let b = Berth::new();
+    let key = Key::new(b.dir.path(), "ops");
+    // A mirror of an upstream image: the signature names the upstream repository.
+    let img = image("mirror");
+    let upstream = "upstream.example/acme/app";
+    push_signature(&img, &key, &payload(upstream, &img.digest));
+
+    let by_repo = write_policy(
+        &b,
+        &only(&img, &sigstore(&key, &json!({"type": "matchRepository"}))),
+    );
+    let r = pull(&b, &by_repo, &img.reference);
+    assert_refused(
+        &r,
+        &img,
+        &by_repo,
+        &format!("its signature names {upstream}"),
+    );
+
+    // A cosign payload names no tag: matchExact (and the default for a tag) cannot match.
+    let exact = write_policy(
+        &b,
+        &only(&img, &sigstore(&key, &json!({"type": "matchExact"}))),
+    );
+    let r = pull(&b, &exact, &img.reference);
+    assert_refused(&r, &img, &exact, "does not accept");
+
+    let mirrored = json!({"type": "exactRepository", "dockerRepository": upstream});
+    let policy = write_policy(&b, &only(&img, &sigstore(&key, &mirrored)));
+    let r = pull(&b, &policy, &img.reference);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+
+    // exactRepository naming another repository refuses it.
+    let b = Berth::new();
+    let key2 = Key::new(b.dir.path(), "ops");
+    let own = image("own");
+    push_signature(&own, &key2, &payload(&repository(&own), &own.digest));
+    let elsewhere = json!({"type": "exactRepository", "dockerRepository": upstream});
+    let policy = write_policy(&b, &only(&own, &sigstore(&key2, &elsewhere)));
+    let r = pull(&b, &policy, &own.reference);
+    assert_refused(
+        &r,
+        &own,
+        &policy,
+        &format!("its signature names {}", repository(&own)),
+    );
+    // Without signedIdentity (matchRepoDigestOrExact): a tag must match exactly, which a
+    // cosign payload never does; a digest only needs the repository.
+    let default = json!({"default": [{"type": "sigstoreSigned", "keyPath": key2.public}]});
+    let default = write_policy(&b, &default);
+    let r = pull(&b, &default, &own.reference);
+    assert_refused(
+        &r,
+        &own,
+        &default,
+        "(matchRepoDigestOrExact) does not accept",
+    );
+    let r = pull(&b, &default, &own.pinned());
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(layer_gets(&own), own.layers.len());
+    // And by tag under matchRepository, in a cache of its own (so the check runs again).
+    let fresh = Berth::new();
+    let same = write_policy(
+        &fresh,
+        &only(&own, &sigstore(&key2, &json!({"type": "matchRepository"}))),
+    );
+    assert_eq!(pull(&fresh, &same, &own.reference).status, 0);
+}
+
+#[test]
+fn reject_by_default_with_one_repository_let_in() {
+    require_env!();
+    let b = Berth::new();
+    let open = image("open");
+    let closed = image("closed");
+    let policy = write_policy(
+        &b,
+        &json!({"default": [{"type": "reject"}],
+                "transports": {"docker": {
+                    repository(&open): [{"type": "insecureAcceptAnything"}]}}}),
+    );
+    let r = pull(&b, &policy, &open.reference);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let r = pull(&b, &policy, &closed.reference);
+    assert_refused(&r, &closed, &policy, "the policy rejects it");
+    assert!(r.stderr.contains("(default)"), "{}", r.stderr);
+}
+
+#[test]
+fn a_gpg_requirement_is_a_clear_error() {
+    require_env!();
+    let b = Berth::new();
+    let img = image("gpg");
+    let policy = write_policy(
+        &b,
+        &json!({"default": [{"type": "signedBy", "keyType": "GPGKeys",
+                             "keyPath": "/etc/pki/rpm-gpg/KEY"}]}),
+    );
+    let r = pull(&b, &policy, &img.reference);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(r.stderr.contains(policy.to_str().unwrap()), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot check \"signedBy\""),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(layer_gets(&img), 0);
+
+    // Nor does an image already stored run under a broken policy.
+    assert_eq!(b.run_cmd(&["pull", &img.reference]).status, 0);
+    for again in [&img.reference, &img.pinned()] {
+        let r = pull(&b, &policy, again);
+        assert_eq!(r.status, 1, "{}", r.stderr);
+        assert!(r.stderr.contains(policy.to_str().unwrap()), "{}", r.stderr);
+    }
+}
+
+#[test]
+fn without_a_policy_images_are_accepted_and_verbose_says_so() {
+    require_env!();
+    let b = Berth::new();
+    let img = image("nopolicy");
+    let r = b.run_cmd(&["-v", "pull", &img.reference]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("no signature policy"), "{}", r.stderr);
+
+    // A policy in berth's home applies without the flag.
+    let img = image("homepolicy");
+    let b = Berth::new();
+    fs::create_dir_all(b.home()).unwrap();
+    if let Some((uid, gid)) = test_user() {
+        std::os::unix::fs::chown(b.home(), Some(uid), Some(gid)).unwrap();
+    }
+    let at_home = b.home().join("policy.json");
+    fs::write(&at_home, br#"{"default": [{"type": "reject"}]}"#).unwrap();
+    let r = b.run_cmd(&["pull", &img.reference]);
+    assert_refused(&r, &img, &at_home, "the policy rejects it");
+}
+
+#[test]
+fn local_layouts_follow_the_oci_scopes() {
+    require_env!();
+    let b = Berth::new();
+    let img = image("layout");
+    let dir = img.layout.path().to_str().unwrap().to_owned();
+    let policy = write_policy(
+        &b,
+        &json!({"default": [{"type": "reject"}],
+                "transports": {"oci": {dir.clone(): [{"type": "insecureAcceptAnything"}]}}}),
+    );
+    let r = pull(&b, &policy, &format!("oci:{dir}:1.0"));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let key = Key::new(b.dir.path(), "ops");
+    let signed = write_policy(
+        &b,
+        &json!({"default": sigstore(&key, &json!({"type": "matchRepository"}))}),
+    );
+    let r = pull(&b, &signed, &format!("oci:{dir}:1.0"));
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot check signatures of oci:"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Pushes an index holding `img`'s manifest for this host's platform as `repo:tag`;
+/// returns the index's digest.
+fn push_index(img: &BuiltImage, tag: &str) -> String {
+    let repo = repo_of(img);
+    let url = |r: &str| format!("http://{}/v2/{repo}/manifests/{r}", registry());
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    let manifest = curl(&["-H", &format!("Accept: {oci}"), &url(&img.digest)]);
+    assert_eq!(
+        format!("sha256:{}", sha256(manifest.as_bytes())),
+        img.digest
+    );
+    let arch = berth::image::manifest::host_architecture();
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": oci, "digest": img.digest, "size": manifest.len(),
+                       "platform": {"architecture": arch, "os": "linux"}}],
+    }))
+    .unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    fs::write(file.path(), &index).unwrap();
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.oci.image.index.v1+json",
+        "--data-binary",
+        &format!("@{}", file.path().display()),
+        "-o",
+        "/dev/null",
+        &url(tag),
+    ]);
+    format!("sha256:{}", sha256(&index))
+}
+
+#[test]
+fn an_index_is_signed_by_its_own_digest() {
+    require_env!();
+    let b = Berth::new();
+    let key = Key::new(b.dir.path(), "ops");
+    let img = image("index");
+    let index = push_index(&img, "multi");
+    let multi = format!("{}:multi", repository(&img));
+    let policy = write_policy(
+        &b,
+        &only(&img, &sigstore(&key, &json!({"type": "matchRepository"}))),
+    );
+
+    // cosign signs what the tag names: a signature of the platform manifest, even where
+    // the index's signatures are looked for, does not sign the index.
+    let repo = repo_of(&img);
+    push_signature_for(
+        &repo,
+        &index,
+        &key,
+        &payload(&repository(&img), &img.digest),
+    );
+    let r = pull(&b, &policy, &multi);
+    assert_refused(
+        &r,
+        &img,
+        &policy,
+        &format!("is for another image, {}, not {index}", img.digest),
+    );
+
+    push_signature_for(&repo, &index, &key, &payload(&repository(&img), &index));
+    let r = pull(&b, &policy, &multi);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    // berth prints the platform manifest it picked from the index.
+    assert_eq!(r.stdout.trim(), format!("{multi} {}", img.digest));
+    assert_eq!(layer_gets(&img), img.layers.len());
+}
+
+#[test]
+fn a_missing_policy_file_is_the_users_error() {
+    require_env!();
+    let b = Berth::new();
+    let img = image("nofile");
+    let missing = b.dir.path().join("nonexistent/policy.json");
+    let r = pull(&b, &missing, &img.reference);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "cannot read the signature policy {}",
+            missing.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(layer_gets(&img), 0);
+}
