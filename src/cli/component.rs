@@ -67,14 +67,14 @@ pub fn component(settings: &Settings, command: ComponentCommand) -> anyhow::Resu
 
 /// Reads a job file and the known components it names: an unknown one is the user's error,
 /// before anything runs.
-pub fn load_job(settings: &Settings, path: &Path) -> Result<JobFile, JobResult> {
-    let mut job = JobFile::load(path).map_err(|e| super::invalid_job(&e))?;
+pub fn load_job(settings: &Settings, path: &Path) -> Result<JobFile, Box<JobResult>> {
+    let mut job = JobFile::load(path).map_err(|e| Box::new(super::invalid_job(&e)))?;
     job.resolve_components(&components_dir(settings))
         .map_err(|e| {
-            super::invalid_job(&ContractError::Parse {
+            Box::new(super::invalid_job(&ContractError::Parse {
                 path: path.to_owned(),
                 message: berth::util::chain(&e),
-            })
+            }))
         })?;
     Ok(job)
 }

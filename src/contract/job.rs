@@ -476,9 +476,11 @@ impl JobFile {
                 Component::load_known(dir, &self.component.id).map_err(at("component".into()))?;
         }
         for (field, id) in self.processor_ids() {
-            if !self.processor_components.contains_key(&id) {
-                let c = Component::load_known(dir, &id).map_err(at(field))?;
-                self.processor_components.insert(id, c);
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                self.processor_components.entry(id)
+            {
+                let c = Component::load_known(dir, slot.key()).map_err(at(field))?;
+                slot.insert(c);
             }
         }
         Ok(())

@@ -19,6 +19,7 @@
 mod action;
 pub mod gc;
 mod pipeline;
+mod processors;
 mod row;
 mod sandbox;
 mod state;
