@@ -167,11 +167,19 @@ echo '{"cursor": 3}' > /data/out/state.json"#,
     let mut j = job(&main.reference, json!({}), json!({}));
     j["configuration"]["storage"] = json!({"output": {"tables": [
         {"source": "result.csv", "destination": "out.c-main.result"}]}});
-    j["configuration"]["processors"] = json!({"after": [processor("acme.upper", json!({}))]});
+    j["configuration"]["processors"] = json!({"after": [
+        processor("acme.upper", json!({"#token": "processor-secret-1"}))]});
     let r = b.run_job(&j);
     assert_eq!(r.status, 0, "{}", r.stderr);
-    // The processor never sees the component's state, nor its own config's storage.
+    // The processor never sees the component's state; its secrets are masked.
     assert!(!r.stderr.contains("PROC SAW STATE"), "{}", r.stderr);
+    let proc_line = line(&r.stderr, "PROC");
+    assert!(
+        proc_line.contains(r##""#token": "[hidden]""##),
+        "{proc_line}"
+    );
+    assert!(!r.stdout.contains("processor-secret-1"));
+    assert!(!r.stderr.contains("processor-secret-1"));
     assert_eq!(export(&b, "out.c-main.result").stdout, "ID,NAME\n1,ANN\n");
     let state = b.run_cmd(&["state", "show", "acme.test", "42"]);
     assert_eq!(
@@ -416,6 +424,50 @@ fn processors_run_for_each_row() {
             ("second", "acme.test"),
             ("second", "acme.upper")
         ]
+    );
+    b.assert_clean(&[&job_id(&result)]);
+}
+
+#[test]
+fn a_processor_runs_its_definitions_tag_under_its_own_limits() {
+    require_env!();
+    let b = Berth::new();
+    let repo = unique_repo("proc-slow");
+    push(&ImageSpec::script("echo PROC-V1"), &repo, "1.0");
+    let two = push(&ImageSpec::script("echo PROC-V2; sleep 30"), &repo, "2.0");
+    let r = add_component(
+        &b,
+        &json!({"id": "acme.slow", "image": format!("{}/{repo}:1.0", registry()),
+                "process_timeout": 2}),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let main = script_image("proc-slow-main", "echo MAIN-RAN");
+    let mut j = job(&main.reference, json!({}), json!({}));
+    // The configuration's timeout is the component's, never a processor's.
+    j["configuration"]["runtime"] = json!({"process_timeout": 600});
+    j["configuration"]["processors"] =
+        json!({"before": [{"definition": {"component": "acme.slow", "tag": "2.0"}}]});
+    let started = std::time::Instant::now();
+    let r = b.run_job(&j);
+    assert!(
+        started.elapsed().as_secs() < 25,
+        "the processor was not stopped at 2 s"
+    );
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    let result = r.json();
+    assert_eq!(
+        result["message"],
+        "processor acme.slow: component acme.slow exceeded the timeout of 2 seconds"
+    );
+    assert!(r.stderr.contains("PROC-V2"), "{}", r.stderr);
+    assert!(!r.stderr.contains("PROC-V1"), "{}", r.stderr);
+    assert!(!r.stderr.contains("MAIN-RAN"), "{}", r.stderr);
+    let stages = result["image"]["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 1, "{result}");
+    assert_eq!(stages[0]["digest"], json!(two.digest));
+    assert!(
+        stages[0]["reference"].as_str().unwrap().ends_with(":2.0"),
+        "{result}"
     );
     b.assert_clean(&[&job_id(&result)]);
 }
