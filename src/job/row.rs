@@ -1,8 +1,11 @@
-//! One row of a job: its data folder, its container, what it wrote.
+//! One row of a job: its chain of images (processors and the component), the data folder
+//! they share, what the last one wrote.
 //!
-//! The steps, in order: the data folder (input mapping, `config.json`, the state it starts
-//! from), the bundle and rootfs view, the container, then — overlapped with the container's
-//! removal — the outputs staged for the job's commit and the state it leaves.
+//! The steps, in order: the data folder (input mapping, every image's `config.json`
+//! decrypted, the state the component starts from); then for each image of the chain (see
+//! `processors`): its `config.json`, the bundle and rootfs view, the container, and the data
+//! folder passed on to the next image; after the last — overlapped with its container's
+//! removal — the outputs staged for the job's commit and the state the component left.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -74,6 +77,8 @@ struct RowStart {
     component_state: Value,
     /// What the component left in `out/state.json`, once it ran.
     left_state: Option<Value>,
+    /// The component ran last and succeeded: its state is read with its outputs.
+    state_at_end: bool,
     key: Option<StateKey>,
     /// The stored state, its secrets decrypted (to tell whether the new one differs).
     previous: Option<Value>,
@@ -114,18 +119,21 @@ impl RowRun<'_> {
             self.before_stage(i, &dir.data)?;
             let ran = step.run_image(stage, &dir, &user, vault, on_line, progress)?;
             let failed = ran.verdict.failed();
-            if stage.is_main() && !failed && self.ctx.action.is_none() {
+            let last = failed || i + 1 == chain.len();
+            let keeps_state = stage.is_main() && !failed && self.ctx.action.is_none();
+            if last {
+                start.state_at_end = keeps_state;
+                return self.finish(step.n, &dir, ran, start, vault, progress);
+            }
+            if keeps_state {
                 // Read before anything moves: only the component's state is kept.
                 start.left_state = crate::mapping::state::read_out_state(&dir.data)?;
-            }
-            if failed || i + 1 == chain.len() {
-                return self.finish(step.n, &dir, ran, start, vault, progress);
             }
             let Ran {
                 container, view, ..
             } = ran;
-            view.release()?;
             container.delete()?;
+            view.release()?;
             dir = processors::pass_on(self.ctx.jobdir, step.n, &dir.data, step.n + 1)?;
         }
         Err(JobError::Contract("a row has no image to run".to_owned()))
@@ -150,7 +158,7 @@ impl RowRun<'_> {
         n: usize,
         dir: &ImageDir,
         ran: Ran<'_>,
-        start: RowStart,
+        mut start: RowStart,
         vault: &mut Vault,
         progress: &mut Progress,
     ) -> Result<RowEnd, JobError> {
@@ -161,9 +169,13 @@ impl RowRun<'_> {
         } = ran;
         self.keep_outputs(dir)?;
         let t = Instant::now();
-        let collected = self.collect(n, dir, container, view, verdict.failed());
+        let read_state = start.state_at_end;
+        let collected = self.collect(n, dir, container, view, verdict.failed(), read_state);
         progress.timings.mapping += t.elapsed().as_secs_f64();
-        let mut outputs = collected?;
+        let (mut outputs, left_state) = collected?;
+        if read_state {
+            start.left_state = left_state;
+        }
         if !verdict.failed() {
             outputs.file_tags = start.processed_tags;
         }
@@ -278,6 +290,7 @@ impl RowRun<'_> {
             configs,
             component_state: start.component,
             left_state: None,
+            state_at_end: false,
             key: start.key,
             previous: start.previous,
             input_state: staged.state,
@@ -456,12 +469,13 @@ impl RowRun<'_> {
         container: Container<'_>,
         view: Mounted<'_>,
         failed: bool,
-    ) -> Result<StagedOutputs, JobError> {
+        read_state: bool,
+    ) -> Result<(StagedOutputs, Option<Value>), JobError> {
         let (deleted, collected) = std::thread::scope(|s| {
             let deleting = s.spawn(move || container.delete());
             let collected = view
                 .release()
-                .and_then(|()| self.collect_outputs(n, dir, failed));
+                .and_then(|()| self.collect_outputs(n, dir, failed, read_state));
             (deleting.join(), collected)
         });
         deleted.map_err(|_| {
@@ -472,25 +486,27 @@ impl RowRun<'_> {
             // The component's own failure explains more than what it left behind.
             Err(e) if failed => {
                 tracing::warn!("{}", crate::util::chain(&e));
-                Ok(StagedOutputs::default())
+                Ok((StagedOutputs::default(), None))
             }
             Err(e) => Err(e),
         }
     }
 
     /// Stages what image `n` (the chain's last) left in `dir`'s `out/` as the row's
-    /// outputs, under the component's name and mapping.
+    /// outputs, under the component's name and mapping, and reads the state it left when
+    /// `read_state` (it is the component).
     fn collect_outputs(
         &self,
         n: usize,
         dir: &ImageDir,
         failed: bool,
-    ) -> Result<StagedOutputs, JobError> {
+        read_state: bool,
+    ) -> Result<(StagedOutputs, Option<Value>), JobError> {
         let ctx = self.ctx;
         if ctx.action.is_some() {
             // An action's answer is its stdout; what it left in the data folder is not kept.
             ctx.jobdir.remove_image(n).map_err(JobError::Workdir)?;
-            return Ok(StagedOutputs::default());
+            return Ok((StagedOutputs::default(), None));
         }
         let out_ctx = OutputContext {
             component_id: &ctx.job.component.id,
@@ -513,8 +529,13 @@ impl RowRun<'_> {
             &ctx.jobdir.staging(n),
             failed,
         )?;
+        let state = if read_state {
+            crate::mapping::state::read_out_state(&dir.data)?
+        } else {
+            None
+        };
         ctx.jobdir.remove_image(n).map_err(JobError::Workdir)?;
-        Ok(staged)
+        Ok((staged, state))
     }
 }
 
