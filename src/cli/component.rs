@@ -58,9 +58,9 @@ pub fn component(settings: &Settings, command: ComponentCommand) -> anyhow::Resu
     };
     Ok(match done {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure { class, message }) => {
-            print::err(format!("berth: {message}"));
-            status(class)
+        Err(e) => {
+            print::err(format!("berth: {}", berth::util::chain(&e)));
+            status(e.class())
         }
     })
 }
@@ -79,35 +79,65 @@ pub fn load_job(settings: &Settings, path: &Path) -> Result<JobFile, Box<JobResu
     Ok(job)
 }
 
-/// Why a component command failed, and whose fault it is.
-struct Failure {
-    class: ErrorClass,
-    message: String,
+/// Why a component command failed.
+#[derive(Debug, thiserror::Error)]
+enum ComponentError {
+    #[error("cannot read {path}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Definition { path: PathBuf, message: String },
+    #[error("{path}")]
+    Named {
+        path: PathBuf,
+        #[source]
+        source: KnownComponentError,
+    },
+    #[error(transparent)]
+    Known(#[from] KnownComponentError),
+    #[error("cannot {what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot print the components")]
+    Print(#[source] serde_json::Error),
 }
 
-impl Failure {
-    fn user(message: String) -> Failure {
-        Failure {
-            class: ErrorClass::User,
-            message,
+impl ComponentError {
+    /// Whose fault it is: a bad definition or id is the operator's, a failing disk berth's.
+    fn class(&self) -> ErrorClass {
+        match self {
+            ComponentError::ReadFile { .. }
+            | ComponentError::Definition { .. }
+            | ComponentError::Named { .. }
+            | ComponentError::Known(_) => ErrorClass::User,
+            ComponentError::Io { .. } | ComponentError::Print(_) => ErrorClass::Internal,
         }
     }
 
-    fn io(what: &str, path: &Path, e: &std::io::Error) -> Failure {
-        Failure {
-            class: ErrorClass::Internal,
-            message: format!("cannot {what} {}: {e}", path.display()),
-        }
+    fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ComponentError {
+        let path = path.to_owned();
+        move |source| ComponentError::Io { what, path, source }
     }
 }
 
-fn add(dir: &Path, file: &Path) -> Result<(), Failure> {
-    let text = fs::read(file)
-        .map_err(|e| Failure::user(format!("cannot read {}: {e}", file.display())))?;
-    let component =
-        Component::parse(&text).map_err(|m| Failure::user(format!("{}: {m}", file.display())))?;
-    check_plain_name(&component.id)
-        .map_err(|e| Failure::user(format!("{}: {e}", file.display())))?;
+fn add(dir: &Path, file: &Path) -> Result<(), ComponentError> {
+    let path = file.to_owned();
+    let text = fs::read(file).map_err(|source| ComponentError::ReadFile {
+        path: path.clone(),
+        source,
+    })?;
+    let component = Component::parse(&text).map_err(|message| ComponentError::Definition {
+        path: path.clone(),
+        message,
+    })?;
+    check_plain_name(&component.id).map_err(|source| ComponentError::Named { path, source })?;
     ensure_private_dir(dir)?;
     let path = dir.join(format!("{}.json", component.id));
     let replaced = path.exists();
@@ -126,11 +156,10 @@ fn add(dir: &Path, file: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-fn list(dir: &Path, json: bool) -> Result<(), Failure> {
+fn list(dir: &Path, json: bool) -> Result<(), ComponentError> {
     let components = read_all(dir)?;
     if json {
-        let text = serde_json::to_string_pretty(&components)
-            .map_err(|e| Failure::user(format!("cannot print the components: {e}")))?;
+        let text = serde_json::to_string_pretty(&components).map_err(ComponentError::Print)?;
         print::out(text);
         return Ok(());
     }
@@ -154,8 +183,8 @@ fn list(dir: &Path, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-fn remove(dir: &Path, id: &str) -> Result<(), Failure> {
-    check_plain_name(id).map_err(|e| Failure::user(e.to_string()))?;
+fn remove(dir: &Path, id: &str) -> Result<(), ComponentError> {
+    check_plain_name(id)?;
     let path = dir.join(format!("{id}.json"));
     match fs::remove_file(&path) {
         Ok(()) => {
@@ -163,22 +192,21 @@ fn remove(dir: &Path, id: &str) -> Result<(), Failure> {
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let unknown = KnownComponentError::Unknown {
+            Err(ComponentError::Known(KnownComponentError::Unknown {
                 id: id.to_owned(),
                 dir: dir.to_owned(),
-            };
-            Err(Failure::user(unknown.to_string()))
+            }))
         }
-        Err(e) => Err(Failure::io("remove", &path, &e)),
+        Err(e) => Err(ComponentError::io("remove", &path)(e)),
     }
 }
 
 /// Every known component, by id; a definition that cannot be read is named and skipped.
-fn read_all(dir: &Path) -> Result<Vec<Component>, Failure> {
+fn read_all(dir: &Path) -> Result<Vec<Component>, ComponentError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Failure::io("list", dir, &e)),
+        Err(e) => return Err(ComponentError::io("list", dir)(e)),
     };
     let mut ids: Vec<String> = entries
         .flatten()
@@ -199,17 +227,16 @@ fn read_all(dir: &Path) -> Result<Vec<Component>, Failure> {
     Ok(found)
 }
 
-fn ensure_private_dir(dir: &Path) -> Result<(), Failure> {
-    fs::create_dir_all(dir).map_err(|e| Failure::io("create", dir, &e))?;
+fn ensure_private_dir(dir: &Path) -> Result<(), ComponentError> {
+    fs::create_dir_all(dir).map_err(ComponentError::io("create", dir))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .map_err(|e| Failure::io("make private", dir, &e))
+        .map_err(ComponentError::io("make private", dir))
 }
 
 /// Writes the definition next to its place, 0600 from the start, and renames it there: a
 /// reader never sees half of it.
-fn write_private(path: &Path, component: &Component) -> Result<(), Failure> {
-    let mut bytes = serde_json::to_vec_pretty(component)
-        .map_err(|e| Failure::user(format!("cannot write the component: {e}")))?;
+fn write_private(path: &Path, component: &Component) -> Result<(), ComponentError> {
+    let mut bytes = serde_json::to_vec_pretty(component).map_err(ComponentError::Print)?;
     bytes.push(b'\n');
     let partial = path.with_extension(format!("json.{}.partial", std::process::id()));
     let written = fs::OpenOptions::new()
@@ -221,7 +248,7 @@ fn write_private(path: &Path, component: &Component) -> Result<(), Failure> {
         .and_then(|()| fs::rename(&partial, path));
     if let Err(e) = written {
         let _ = fs::remove_file(&partial);
-        return Err(Failure::io("write", path, &e));
+        return Err(ComponentError::io("write", path)(e));
     }
     Ok(())
 }
