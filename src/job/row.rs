@@ -117,7 +117,13 @@ impl RowRun<'_> {
             let state = stage.is_main().then_some(&start.component_state);
             let user = step.ready(&dir, &start.configs[i], state)?;
             self.before_stage(i, &dir.data)?;
-            let ran = step.run_image(stage, &dir, &user, vault, on_line, progress)?;
+            let ran = step.run_image(stage, &dir, &user, vault, on_line, progress);
+            // berth's own failure to run a processor: say which, the error cannot.
+            let ran = ran.inspect_err(|_| {
+                if !stage.is_main() {
+                    tracing::error!("processor {} could not run", stage.id());
+                }
+            })?;
             let failed = ran.verdict.failed();
             let last = failed || i + 1 == chain.len();
             let keeps_state = stage.is_main() && !failed && self.ctx.action.is_none();
