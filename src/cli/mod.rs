@@ -1,5 +1,6 @@
 //! The command line: what an operator types, and what each command prints.
 
+mod component;
 mod login;
 pub mod print;
 mod prune;
@@ -225,6 +226,10 @@ pub enum Command {
         /// The job file (JSON)
         job: PathBuf,
     },
+    /// Known components: definitions kept in berth's home, which job files name by id
+    /// (`"component": "ID"`) and processors run
+    #[command(subcommand)]
+    Component(component::ComponentCommand),
 }
 
 impl Command {
@@ -246,6 +251,7 @@ impl Command {
             | Command::Encrypt(_)
             | Command::Login(_)
             | Command::Logout(_)
+            | Command::Component(_)
             | Command::SetupRootless { .. } => false,
         }
     }
@@ -397,6 +403,7 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
         Command::Encrypt(args) => secrets::encrypt(&settings, &args),
         Command::Sandbox { job, output } => Ok(sandbox(&settings, &job, &output)),
         Command::Action { name, job } => Ok(action(svc, &settings, &name, &job)),
+        Command::Component(command) => component::component(&settings, command),
     }
 }
 
@@ -474,9 +481,9 @@ fn prepare_host(svc: Services<'_>, home: &Home) {
 
 fn run(svc: Services<'_>, settings: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
     prepare_host(svc, &Home::new(&settings.home));
-    let mut job = match JobFile::load(&absolute(&args.job)) {
+    let mut job = match component::load_job(settings, &absolute(&args.job)) {
         Ok(j) => j,
-        Err(e) => return Ok(report(&invalid_job(&e), args.json)),
+        Err(invalid) => return Ok(report(&invalid, args.json)),
     };
     if let Some(tag) = &args.tag {
         override_tag(&mut job, tag);
@@ -510,8 +517,8 @@ fn run(svc: Services<'_>, settings: &Settings, args: &RunArgs) -> anyhow::Result
 }
 
 fn sandbox(settings: &Settings, job: &Path, output: &Path) -> ExitCode {
-    let prepared = JobFile::load(&absolute(job))
-        .map_err(|e| (ErrorClass::User, e.to_string()))
+    let prepared = component::load_job(settings, &absolute(job))
+        .map_err(|invalid| (ErrorClass::User, invalid.message))
         .and_then(|j| {
             job::sandbox(settings, &j, &absolute(output))
                 .map_err(|e| (e.class(), berth::util::chain(&e)))
@@ -530,9 +537,9 @@ fn sandbox(settings: &Settings, job: &Path, output: &Path) -> ExitCode {
 
 fn action(svc: Services<'_>, settings: &Settings, name: &str, job: &Path) -> ExitCode {
     prepare_host(svc, &Home::new(&settings.home));
-    let job = match JobFile::load(&absolute(job)) {
+    let job = match component::load_job(settings, &absolute(job)) {
         Ok(j) => j,
-        Err(e) => return report(&invalid_job(&e), false),
+        Err(invalid) => return report(&invalid, false),
     };
     match job::action(svc, settings, &job, name) {
         Ok(answer) => {

@@ -97,8 +97,8 @@ pub fn environment(id: &RunIdentity<'_>) -> Vec<(String, String)> {
 
 /// `KBC_CONFIGID`: the stored configuration's id, or for an inline configuration, which
 /// has none, a hash of its parameters (stable across runs of the same configuration), 40
-/// hex digits like the original's SHA-1.
-fn config_id(job: &JobFile) -> String {
+/// hex digits like the original's SHA-1. Processors get their job's.
+pub fn config_id(job: &JobFile) -> String {
     match &job.config_id {
         Some(c) => c.clone(),
         None => {

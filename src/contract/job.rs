@@ -3,8 +3,9 @@
 //! Every struct denies unknown keys, so a typo is an error naming the path of the bad key
 //! instead of a silently ignored setting.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,10 @@ pub const DEFAULT_PIDS: i64 = 1024;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobFile {
+    /// The component, inline, or named by the id of a known component (`"component":
+    /// "acme.ex"`, see [`JobFile::resolve_components`]), which leaves its `image` empty
+    /// until resolved.
+    #[serde(deserialize_with = "component_or_id")]
     pub component: Component,
     /// Id of a stored configuration; `None` for an inline configuration.
     #[serde(default)]
@@ -51,6 +56,10 @@ pub struct JobFile {
     /// The project's feature gates (`KBC_PROJECT_FEATURE_GATES`, beside berth's own).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub project_features: Vec<String>,
+    /// The known components the configuration's processors name, by id, once
+    /// [`JobFile::resolve_components`] found them.
+    #[serde(skip)]
+    pub processor_components: BTreeMap<String, Component>,
 }
 
 fn default_project_id() -> String {
@@ -117,7 +126,7 @@ pub struct Configuration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub processors: Option<Value>,
+    pub processors: Option<Processors>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<Runtime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,6 +148,42 @@ pub struct Configuration {
     /// Keboola's artifacts (a project feature there): nothing stores them here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<Value>,
+}
+
+/// `configuration.processors` (contract §12): images that run before and after the
+/// component on the same data folder, each a known component.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Processors {
+    #[serde(default)]
+    pub before: Vec<Processor>,
+    #[serde(default)]
+    pub after: Vec<Processor>,
+}
+
+impl Processors {
+    pub fn is_empty(&self) -> bool {
+        self.before.is_empty() && self.after.is_empty()
+    }
+}
+
+/// One processor: which known component runs, and the `parameters` it gets.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Processor {
+    pub definition: ProcessorDefinition,
+    #[serde(default)]
+    pub parameters: Map<String, Value>,
+}
+
+/// `processors.*[].definition`: the component's id and, optionally, another tag (or
+/// `sha256:…` digest) of its image.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessorDefinition {
+    pub component: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 /// `configuration.runtime`: settings for the runner, never shown to the component.
@@ -282,7 +327,194 @@ pub enum NetworkMode {
     Bridge,
 }
 
+impl Component {
+    /// A component a job file names by id only: its definition is still to be read from
+    /// the known components ([`JobFile::resolve_components`]).
+    pub fn is_reference(&self) -> bool {
+        self.image.is_empty()
+    }
+
+    /// Checks a definition: a component id, an image, sane limits. The error is the
+    /// failing field and what is wrong with it.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        check_id(&self.id).map_err(|m| ("id", m))?;
+        if self.image.trim().is_empty() {
+            return Err(("image", "is empty".to_owned()));
+        }
+        if !(self.cpus > 0.0 && self.cpus <= 1024.0) {
+            let message = format!("{} is not between 0 and 1024", self.cpus);
+            return Err(("cpus", message));
+        }
+        if self.process_timeout == 0 {
+            return Err(("process_timeout", "must be at least 1 second".to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Parses and checks a component definition (the JSON of a job file's inline
+    /// `component`); the error names the path of the bad key.
+    pub fn parse(text: &[u8]) -> Result<Component, String> {
+        let de = &mut serde_json::Deserializer::from_slice(text);
+        let c: Component = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            match path.as_str() {
+                "." | "" => e.into_inner().to_string(),
+                _ => format!("{path}: {}", e.into_inner()),
+            }
+        })?;
+        c.check().map_err(|(field, m)| format!("{field}: {m}"))?;
+        Ok(c)
+    }
+
+    /// The definition of known component `id`: `<dir>/<id>.json`.
+    pub fn load_known(dir: &Path, id: &str) -> Result<Component, KnownComponentError> {
+        check_plain_name(id)?;
+        let path = dir.join(format!("{id}.json"));
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(KnownComponentError::Unknown {
+                    id: id.to_owned(),
+                    dir: dir.to_owned(),
+                });
+            }
+            Err(source) => return Err(KnownComponentError::Read { path, source }),
+        };
+        let c = Component::parse(&text).map_err(|message| KnownComponentError::Invalid {
+            path: path.clone(),
+            message,
+        })?;
+        if c.id != id {
+            let message = format!("holds component {:?}, not {id:?}", c.id);
+            return Err(KnownComponentError::Invalid { path, message });
+        }
+        Ok(c)
+    }
+}
+
+/// A known component that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KnownComponentError {
+    #[error(
+        "{id:?} is not a plain component name (1-128 of A-Z a-z 0-9 . - _, not starting with a dot)"
+    )]
+    NotAName { id: String },
+    #[error(
+        "{id:?} is not a known component: there is no {id}.json in {dir} (add it with `berth \
+         component add FILE`)"
+    )]
+    Unknown { id: String, dir: PathBuf },
+    #[error("cannot read component definition {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("component definition {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    /// Where the job file names the component.
+    #[error("{field}")]
+    At {
+        field: String,
+        #[source]
+        source: Box<KnownComponentError>,
+    },
+}
+
+/// Whether `id` may name a file of the known components: a component id that is not
+/// hidden (`.x`) and cannot be `..`.
+pub fn check_plain_name(id: &str) -> Result<(), KnownComponentError> {
+    if check_id(id).is_err() || id.starts_with('.') {
+        return Err(KnownComponentError::NotAName { id: id.to_owned() });
+    }
+    Ok(())
+}
+
+fn check_id(id: &str) -> Result<(), String> {
+    let plain = (id.chars()).all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if id.is_empty() || id.len() > 128 || !plain {
+        return Err(format!(
+            "{id:?} is not a component id (1-128 of A-Z a-z 0-9 . - _)"
+        ));
+    }
+    Ok(())
+}
+
+/// `component`: an inline definition, or the id of a known component (a string), which
+/// becomes a definition with an empty image until resolved.
+fn component_or_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Component, D::Error> {
+    use serde::de::{self, MapAccess, Visitor};
+    struct ComponentOrId;
+    impl<'de> Visitor<'de> for ComponentOrId {
+        type Value = Component;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a component (an object) or the id of a known component (a string)")
+        }
+
+        fn visit_str<E: de::Error>(self, id: &str) -> Result<Component, E> {
+            let named = serde_json::json!({"id": id, "image": ""});
+            serde_json::from_value(named).map_err(E::custom)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Component, A::Error> {
+            let c = Component::deserialize(de::value::MapAccessDeserializer::new(map))?;
+            if c.image.trim().is_empty() {
+                return Err(de::Error::custom("image is empty"));
+            }
+            Ok(c)
+        }
+    }
+    d.deserialize_any(ComponentOrId)
+}
+
 impl JobFile {
+    /// Reads the definitions of the known components the job names from `dir` (berth's
+    /// `<home>/components`): its component, when named by id, and its processors'. An
+    /// unknown one is an error naming where the job names it.
+    pub fn resolve_components(&mut self, dir: &Path) -> Result<(), KnownComponentError> {
+        let at = |field: String| {
+            move |e| KnownComponentError::At {
+                field,
+                source: Box::new(e),
+            }
+        };
+        if self.component.is_reference() {
+            self.component =
+                Component::load_known(dir, &self.component.id).map_err(at("component".into()))?;
+        }
+        for (field, id) in self.processor_ids() {
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                self.processor_components.entry(id)
+            {
+                let c = Component::load_known(dir, slot.key()).map_err(at(field))?;
+                slot.insert(c);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every processor the job runs, with where the job names it.
+    fn processor_ids(&self) -> Vec<(String, String)> {
+        let mut ids = Vec::new();
+        let rows = self.row_configurations().unwrap_or_default();
+        for (row, config) in rows {
+            let Some(p) = config.processors else { continue };
+            let prefix = match &row {
+                Some(r) => format!("row {r}: "),
+                None => String::new(),
+            };
+            for (list, name) in [(&p.before, "before"), (&p.after, "after")] {
+                for (i, proc) in list.iter().enumerate() {
+                    let field = format!(
+                        "{prefix}configuration.processors.{name}[{i}].definition.component"
+                    );
+                    ids.push((field, proc.definition.component.clone()));
+                }
+            }
+        }
+        ids
+    }
     /// Reads and validates a job file. Every failure names the file and the bad key.
     pub fn load(path: &Path) -> Result<JobFile, ContractError> {
         let text = std::fs::read(path).map_err(|source| ContractError::Read {
@@ -326,32 +558,13 @@ impl JobFile {
             field: field.to_owned(),
             message,
         };
-        let id = &self.component.id;
-        if id.is_empty()
-            || id.len() > 128
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-        {
-            return Err(invalid(
-                "component.id",
-                format!("{id:?} is not a component id (1-128 of A-Z a-z 0-9 . - _)"),
-            ));
-        }
-        if self.component.image.trim().is_empty() {
-            return Err(invalid("component.image", "is empty".to_owned()));
-        }
-        if !(self.component.cpus > 0.0 && self.component.cpus <= 1024.0) {
-            return Err(invalid(
-                "component.cpus",
-                format!("{} is not between 0 and 1024", self.component.cpus),
-            ));
-        }
-        if self.component.process_timeout == 0 {
-            return Err(invalid(
-                "component.process_timeout",
-                "must be at least 1 second".to_owned(),
-            ));
+        let checked = if self.component.is_reference() {
+            check_id(&self.component.id).map_err(|m| ("id", m))
+        } else {
+            self.component.check()
+        };
+        if let Err((field, message)) = checked {
+            return Err(invalid(&format!("component.{field}"), message));
         }
         if let Some(t) = self
             .configuration
@@ -388,6 +601,16 @@ impl JobFile {
         }
         self.row_configurations()
             .map_err(|message| invalid("", message))?;
+        // As in the original: a configuration's processors, or its rows', never both.
+        let own = self.configuration.processors.as_ref();
+        let in_a_row = (self.rows.iter()).any(|r| r.configuration.contains_key("processors"));
+        if own.is_some_and(|p| !p.is_empty()) && in_a_row {
+            return Err(invalid(
+                "rows",
+                "processors are set in the configuration and in a row: set them in one place"
+                    .to_owned(),
+            ));
+        }
         if let Some(config_id) = &self.config_id
             && (config_id.is_empty() || config_id.len() > 128 || config_id.contains(['/', '\0']))
         {
@@ -579,6 +802,82 @@ mod tests {
             e.starts_with("configuration.storage.input.tables[0].limt"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_component_named_by_id_is_read_from_the_known_components() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = job(r#"{"component": "acme.ex",
+                           "configuration": {"processors": {"after": [
+                               {"definition": {"component": "acme.proc", "tag": "2"},
+                                "parameters": {"x": 1}}]}}}"#)
+        .unwrap();
+        assert!(j.component.is_reference());
+        let e = j.resolve_components(dir.path()).unwrap_err();
+        let text = crate::util::chain(&e);
+        assert!(
+            text.starts_with("component: \"acme.ex\" is not a known component"),
+            "{text}"
+        );
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
+
+        std::fs::write(
+            dir.path().join("acme.ex.json"),
+            r#"{"id": "acme.ex", "image": "x/y", "memory": "1g"}"#,
+        )
+        .unwrap();
+        let e = j.resolve_components(dir.path()).unwrap_err();
+        let text = crate::util::chain(&e);
+        assert!(
+            text.starts_with(
+                "configuration.processors.after[0].definition.component: \"acme.proc\" is not"
+            ),
+            "{text}"
+        );
+        std::fs::write(
+            dir.path().join("acme.proc.json"),
+            r#"{"id": "acme.proc", "image": "x/p", "process_timeout": 9}"#,
+        )
+        .unwrap();
+        j.resolve_components(dir.path()).unwrap();
+        assert_eq!(j.component.image, "x/y");
+        assert_eq!(j.component.memory, MemoryLimit(1_000_000_000));
+        assert_eq!(j.processor_components["acme.proc"].process_timeout, 9);
+        let p = &j.configuration.processors.as_ref().unwrap().after[0];
+        assert_eq!(p.definition.tag.as_deref(), Some("2"));
+        assert_eq!(p.parameters["x"], 1);
+    }
+
+    #[test]
+    fn processors_are_typed_and_set_in_one_place() {
+        let e = job(r#"{"component": {"id": "a", "image": "x/y"},
+                       "configuration": {"processors": {"before": [{"definition": {}}]}}}"#)
+        .unwrap_err();
+        assert!(
+            e.starts_with(
+                "configuration.processors.before[0].definition: missing field `component`"
+            ),
+            "{e}"
+        );
+        let e = job(r#"{"component": {"id": "a", "image": "x/y"},
+                       "configuration": {"processors": {"before": [{"definition": {"component": "p"}}]}},
+                       "rows": [{"id": "r", "configuration": {"processors": {"after": []}}}]}"#)
+        .unwrap_err();
+        assert!(e.starts_with("rows: processors are set"), "{e}");
+        let e = job(r#"{"component": {"id": "a", "image": ""}}"#).unwrap_err();
+        assert!(e.contains("image is empty"), "{e}");
+        let e = job(r#"{"component": "../x"}"#).unwrap_err();
+        assert!(e.starts_with("component.id:"), "{e}");
+    }
+
+    #[test]
+    fn known_component_files_must_be_plain_names_holding_their_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Component::load_known(dir.path(), ".hidden").unwrap_err();
+        assert!(matches!(e, KnownComponentError::NotAName { .. }), "{e}");
+        std::fs::write(dir.path().join("a.json"), r#"{"id": "b", "image": "x/y"}"#).unwrap();
+        let e = Component::load_known(dir.path(), "a").unwrap_err();
+        assert!(e.to_string().contains("holds component \"b\""), "{e}");
     }
 
     #[test]

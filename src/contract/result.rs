@@ -48,6 +48,36 @@ pub struct ImageSummary {
     /// Blobs and bytes this run fetched from the registry: 0 when the image was stored.
     pub fetched_blobs: usize,
     pub fetched_bytes: u64,
+    /// Every image that ran, in order: processors before the component, the component,
+    /// processors after it (contract §12), for each row.
+    pub stages: Vec<StageSummary>,
+}
+
+/// Where an image runs in a row's chain (contract §12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Position {
+    /// A processor of `processors.before`.
+    Before,
+    /// The component itself.
+    Main,
+    /// A processor of `processors.after`.
+    After,
+}
+
+/// One image that ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageSummary {
+    /// The component it is (a processor's own id).
+    pub component: String,
+    pub position: Position,
+    /// The row it ran for, when the configuration has rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row: Option<String>,
+    pub reference: String,
+    pub digest: String,
+    /// Its exit status, as `exit_code`.
+    pub exit_code: Option<i32>,
 }
 
 /// What the cage of the job's containers was, where an operator should know it.

@@ -20,6 +20,7 @@ mod action;
 mod debug;
 pub mod gc;
 mod pipeline;
+mod processors;
 mod row;
 mod sandbox;
 mod state;

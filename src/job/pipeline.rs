@@ -5,12 +5,15 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use super::processors::{self, ProcessorImage, ProcessorImages};
 use super::row::{RowContext, RowEnd, RowRun};
 use super::vault::Vault;
 use super::verdict::Verdict;
 use super::workdir::{Home, JobDir};
 use super::{JobError, RunOptions, Services, Settings};
-use crate::contract::result::{Cage, ImageSummary, OutputSummary, Status, TableOutput, Timings};
+use crate::contract::result::{
+    Cage, ImageSummary, OutputSummary, StageSummary, Status, TableOutput, Timings,
+};
 use crate::contract::{JobFile, JobResult, UserNamespace, truncate_message};
 use crate::host::IdMap;
 use crate::image::{Images, PulledImage, Unpacking};
@@ -27,6 +30,8 @@ pub(super) struct Progress {
     pub timings: Timings,
     pub exit_code: Option<i32>,
     pub outputs: OutputSummary,
+    /// The images that ran, in order.
+    pub stages: Vec<StageSummary>,
 }
 
 impl Progress {
@@ -128,13 +133,17 @@ impl<'a> JobRun<'a> {
                 message: crate::util::chain(&e),
             }
         });
+        let mut image = self.progress.image;
+        if let Some(image) = &mut image {
+            image.stages = std::mem::take(&mut self.progress.stages);
+        }
         let result = JobResult {
             job_id: self.job_id,
             status: verdict.status,
             error_class: verdict.class,
             message: truncate_message(&self.vault.mask(&verdict.message)),
             exit_code: self.progress.exit_code,
-            image: self.progress.image,
+            image,
             cage: self.progress.cage,
             outputs: self.progress.outputs,
             timings: self.progress.timings,
@@ -150,6 +159,9 @@ impl<'a> JobRun<'a> {
             None => self.job.row_configurations().map_err(JobError::Contract)?,
         };
         crate::contract::validate::check_configurations(&self.job.component, &rows)?;
+        // Before any image is pulled: a processor that cannot run fails the job at once.
+        let action = self.options.action.is_some();
+        let wanted = processors::wanted(self.job, &rows, action)?;
         let ids = self.ids();
         if let Some(cgroup) = self.svc.host.cgroups().undelegated {
             return Err(JobError::Undelegated { cgroup });
@@ -167,7 +179,9 @@ impl<'a> JobRun<'a> {
         if let Some(missing) = unenforced.filter(|m| self.options.strict_limits && !m.is_empty()) {
             return Err(JobError::Unenforced(missing.clone()));
         }
-        let (image, rootfs) = self.prepare_image(ids)?;
+        let images = self.images(ids)?;
+        let (image, rootfs) = self.prepare_image(&images)?;
+        let processor_images = self.prepare_processors(&images, &wanted)?;
         let home = Home::new(&self.settings.home);
         let jobdir = JobDir::create(&home).map_err(JobError::Workdir)?;
         self.job_id = jobdir.id.clone();
@@ -186,7 +200,7 @@ impl<'a> JobRun<'a> {
             action: self.options.action.as_deref(),
             debug: self.options.debug,
         };
-        let done = self.run_rows(&ctx, &rows, on_line)?;
+        let done = self.run_rows(&ctx, &rows, &processor_images, on_line)?;
         let verdict = self.commit(done)?;
         jobdir.remove().map_err(JobError::Workdir)?;
         tracing::debug!("job directory removed");
@@ -235,8 +249,8 @@ impl<'a> JobRun<'a> {
         ids
     }
 
-    /// Pulls the image (asking the registry only what it must) and unpacks it.
-    fn prepare_image(&mut self, ids: Option<IdMap>) -> Result<(PulledImage, PathBuf), JobError> {
+    /// The image store, unpacking for the job's ids.
+    fn images(&self, ids: Option<IdMap>) -> Result<Images, JobError> {
         let unpacking = Unpacking::new(self.svc.host.privileged(), ids);
         let images = Images::open(
             &self.settings.cache,
@@ -244,6 +258,11 @@ impl<'a> JobRun<'a> {
             unpacking,
         )?
         .with_holder(&format!("a job of component {}", self.job.component.id));
+        Ok(images)
+    }
+
+    /// Pulls the image (asking the registry only what it must) and unpacks it.
+    fn prepare_image(&mut self, images: &Images) -> Result<(PulledImage, PathBuf), JobError> {
         let t = Instant::now();
         let image = images.pull(&self.job.image_reference())?;
         self.progress.timings.pull = t.elapsed().as_secs_f64();
@@ -252,6 +271,7 @@ impl<'a> JobRun<'a> {
             digest: image.digest.to_string(),
             fetched_blobs: image.fetched_blobs,
             fetched_bytes: image.fetched_bytes,
+            stages: Vec::new(),
         });
         let t = Instant::now();
         let (rootfs, _) = images.rootfs(&image)?;
@@ -260,23 +280,51 @@ impl<'a> JobRun<'a> {
         Ok((image, rootfs))
     }
 
-    /// Runs the rows in order until one fails; their outputs are only staged.
+    /// Pulls and unpacks the processors' images (`wanted`: component id and reference).
+    fn prepare_processors(
+        &mut self,
+        images: &Images,
+        wanted: &[(String, String)],
+    ) -> Result<ProcessorImages, JobError> {
+        let mut prepared = ProcessorImages::new();
+        for (id, reference) in wanted {
+            tracing::info!("pulling {reference} for processor {id}");
+            let t = Instant::now();
+            let image = images.pull(reference)?;
+            self.progress.timings.pull += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let (rootfs, _) = images.rootfs(&image)?;
+            self.progress.timings.unpack += t.elapsed().as_secs_f64();
+            prepared.insert(reference.clone(), ProcessorImage { image, rootfs });
+        }
+        Ok(prepared)
+    }
+
+    /// Runs the rows in order until one fails; their outputs are only staged. Each row's
+    /// images (its processors and the component) get the next job image numbers.
     fn run_rows(
         &mut self,
         ctx: &RowContext<'_>,
         rows: &[(Option<String>, crate::contract::Configuration)],
+        processor_images: &ProcessorImages,
         on_line: &mut dyn FnMut(&str),
     ) -> Result<Rows, JobError> {
         let mut done = Rows::default();
-        for (n, (row_id, config)) in rows.iter().enumerate() {
+        let mut n = 0;
+        for (row_id, config) in rows {
+            let main = (ctx.image, ctx.rootfs);
+            let action = ctx.action.is_some();
+            let chain = processors::chain(self.job, config, main, processor_images, action)?;
             let row = RowRun {
                 ctx,
                 n,
                 row_id: row_id.as_deref(),
                 config,
             };
+            n += chain.len();
             let t = Instant::now();
             let ran = row.run(
+                &chain,
                 &mut self.storage,
                 &mut self.vault,
                 on_line,

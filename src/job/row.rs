@@ -1,8 +1,11 @@
-//! One row of a job: its data folder, its container, what it wrote.
+//! One row of a job: its chain of images (processors and the component), the data folder
+//! they share, what the last one wrote.
 //!
-//! The steps, in order: the data folder (input mapping, `config.json`, the state it starts
-//! from), the bundle and rootfs view, the container, then — overlapped with the container's
-//! removal — the outputs staged for the job's commit and the state it leaves.
+//! The steps, in order: the data folder (input mapping, every image's `config.json`
+//! decrypted, the state the component starts from); then for each image of the chain (see
+//! `processors`): its `config.json`, the bundle and rootfs view, the container, and the data
+//! folder passed on to the next image; after the last — overlapped with its container's
+//! removal — the outputs staged for the job's commit and the state the component left.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -10,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::pipeline::{LazyStorage, Progress};
+use super::processors::{self, Stage};
 use super::vault::Vault;
 use super::verdict::{self, Verdict};
 use super::workdir::{self, Home, ImageDir, JobDir};
@@ -17,6 +21,7 @@ use super::{JobError, Services, state};
 use crate::bundle::{self, ContainerUser, Limits};
 use crate::contract::config_file::{self, RunIdentity};
 use crate::contract::mapping::{DataTypeSupport, StorageConfig};
+use crate::contract::result::StageSummary;
 use crate::contract::{Configuration, JobFile, NetworkMode};
 use crate::host::IdMap;
 use crate::image::{PulledImage, RootfsView, ViewDirs};
@@ -28,7 +33,7 @@ use crate::secrets::Masker;
 use crate::storage::StateKey;
 
 /// What every row of a job shares.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(super) struct RowContext<'a> {
     pub svc: Services<'a>,
     pub copy_rootfs: bool,
@@ -64,11 +69,18 @@ pub(super) struct RowEnd {
     pub state: Option<(StateKey, Option<Value>)>,
 }
 
-/// The data folder as the container will see it, and where its state came from.
+/// Where a row starts: the first image's data folder with the inputs staged, each image's
+/// `config.json` (decrypted), and the state the component starts from.
 #[derive(Debug)]
-struct Prepared {
-    dir: ImageDir,
-    user: ContainerUser,
+struct RowStart {
+    /// The `config.json` of each image of the chain, in order.
+    configs: Vec<Value>,
+    /// What the component finds in `in/state.json`.
+    component_state: Value,
+    /// What the component left in `out/state.json`, once it ran.
+    left_state: Option<Value>,
+    /// The component ran last and succeeded: its state is read with its outputs.
+    state_at_end: bool,
     key: Option<StateKey>,
     /// The stored state, its secrets decrypted (to tell whether the new one differs).
     previous: Option<Value>,
@@ -77,57 +89,99 @@ struct Prepared {
     processed_tags: Vec<(u64, Vec<String>)>,
 }
 
+/// An image that ran: how it ended, and its container and rootfs view, still there.
+struct Ran<'a> {
+    verdict: Verdict,
+    container: Container<'a>,
+    view: Mounted<'a>,
+}
+
 impl RowRun<'_> {
+    /// Runs the row's chain of images (contract §12) on one data folder that moves from
+    /// each image to the next, then stages what the last one left.
     pub fn run(
         &self,
+        chain: &[Stage<'_>],
         storage: &mut LazyStorage,
         vault: &mut Vault,
         on_line: &mut dyn FnMut(&str),
         progress: &mut Progress,
     ) -> Result<RowEnd, JobError> {
-        let prepared = self.prepare(storage, vault, progress)?;
-        self.archive_for_debug(
-            Some(0),
-            storage,
-            &vault.masker(),
-            progress,
-            &prepared.dir.data,
-        )?;
-        let view = self.mount_rootfs(&prepared.dir)?;
-        let image = &self.ctx.image.config.config;
-        bundle::ensure_working_dir(view.root(), image, self.host_ids(0, 0)?)?;
-        // Lines come whole from the runtime, so a secret split across two reads of the
-        // pipe is whole again here.
-        let masker = vault.masker();
-        let mut masked = |line: &str| on_line(&masker.mask(line));
-        let mut container = self.start(&prepared, view.root(), &mut masked)?;
-        mask_outcome(&mut container.outcome, &masker);
-        progress.exit_code = Some(container.outcome.status.code());
-        let mut verdict = verdict::classify(self.ctx.job, &container.outcome);
-        if let Some(name) = self.ctx.action.filter(|_| container.outcome.timed_out) {
-            // An action has a timeout of its own.
-            verdict.message = format!(
-                "action {name:?} of component {} exceeded the timeout of {} seconds",
-                self.ctx.job.component.id,
-                self.timeout_secs()
-            );
+        let (mut dir, mut start) = self.prepare(chain, storage, vault, progress)?;
+        for (i, stage) in chain.iter().enumerate() {
+            let ctx = stage.context(self.ctx);
+            let step = RowRun {
+                ctx: &ctx,
+                n: self.n + i,
+                row_id: self.row_id,
+                config: stage.config(self.config),
+            };
+            let state = stage.is_main().then_some(&start.component_state);
+            let user = step.ready(&dir, &start.configs[i], state)?;
+            self.archive_for_debug(Some(i), storage, &vault.masker(), progress, &dir.data)?;
+            let ran = step.run_image(stage, &dir, &user, vault, on_line, progress);
+            // berth's own failure to run a processor: say which, the error cannot.
+            let ran = ran.inspect_err(|_| {
+                if !stage.is_main() {
+                    tracing::error!("processor {} could not run", stage.id());
+                }
+            })?;
+            let failed = ran.verdict.failed();
+            let last = failed || i + 1 == chain.len();
+            let keeps_state = stage.is_main() && !failed && self.ctx.action.is_none();
+            if last {
+                start.state_at_end = keeps_state;
+                self.archive_for_debug(None, storage, &vault.masker(), progress, &dir.data)?;
+                return self.finish(step.n, &dir, ran, start, vault, progress);
+            }
+            if keeps_state {
+                // Read before anything moves: only the component's state is kept.
+                start.left_state = crate::mapping::state::read_out_state(&dir.data)?;
+            }
+            let Ran {
+                container, view, ..
+            } = ran;
+            container.delete()?;
+            view.release()?;
+            dir = processors::pass_on(self.ctx.jobdir, step.n, &dir.data, step.n + 1)?;
         }
-        tracing::debug!("container done");
-        self.keep_outputs(&prepared.dir)?;
-        self.archive_for_debug(None, storage, &masker, progress, &prepared.dir.data)?;
+        Err(JobError::Contract("a row has no image to run".to_owned()))
+    }
+
+    /// Stages the outputs of the chain's last image (`n`), which ran in `dir`, and the state
+    /// the component left.
+    fn finish(
+        &self,
+        n: usize,
+        dir: &ImageDir,
+        ran: Ran<'_>,
+        mut start: RowStart,
+        vault: &mut Vault,
+        progress: &mut Progress,
+    ) -> Result<RowEnd, JobError> {
+        let Ran {
+            verdict,
+            container,
+            view,
+        } = ran;
+        self.keep_outputs(dir)?;
         let t = Instant::now();
-        let collected = self.collect(&prepared, container, view, verdict.failed());
+        let read_state = start.state_at_end;
+        let collected = self.collect(n, dir, container, view, verdict.failed(), read_state);
         progress.timings.mapping += t.elapsed().as_secs_f64();
-        let (mut outputs, component_state) = collected?;
-        if !verdict.failed() {
-            outputs.file_tags = prepared.processed_tags;
+        let (mut outputs, left_state) = collected?;
+        if read_state {
+            start.left_state = left_state;
         }
-        let state = match (prepared.key, verdict.failed()) {
+        if !verdict.failed() {
+            outputs.file_tags = start.processed_tags;
+        }
+        let state = match (start.key, verdict.failed()) {
             (Some(key), false) => state::next(
                 key,
-                prepared.previous.as_ref(),
-                component_state,
-                prepared.input_state,
+                start.previous.as_ref(),
+                start.left_state,
+                start.input_state,
             ),
             _ => None,
         };
@@ -139,20 +193,85 @@ impl RowRun<'_> {
         })
     }
 
-    /// The data folder of contract §1: inputs, `config.json`, `in/state.json`, owned by
-    /// the container's user.
+    /// Runs this image on the data folder in `dir`, to its end.
+    fn run_image(
+        &self,
+        stage: &Stage<'_>,
+        dir: &ImageDir,
+        user: &ContainerUser,
+        vault: &Vault,
+        on_line: &mut dyn FnMut(&str),
+        progress: &mut Progress,
+    ) -> Result<Ran<'_>, JobError> {
+        let view = self.mount_rootfs(dir)?;
+        let image = &self.ctx.image.config.config;
+        bundle::ensure_working_dir(view.root(), image, self.host_ids(0, 0)?)?;
+        if !stage.is_main() {
+            tracing::info!("running processor {}", stage.id());
+        }
+        // Lines come whole from the runtime, so a secret split across two reads of the
+        // pipe is whole again here.
+        let masker = vault.masker();
+        let mut masked = |line: &str| on_line(&masker.mask(line));
+        let mut container = self.start(dir, user, view.root(), &mut masked)?;
+        mask_outcome(&mut container.outcome, &masker);
+        let code = container.outcome.status.code();
+        progress.exit_code = Some(code);
+        progress.stages.push(StageSummary {
+            component: stage.id().to_owned(),
+            position: stage.position,
+            row: self.row_id.map(str::to_owned),
+            reference: self.ctx.image.reference.clone(),
+            digest: self.ctx.image.digest.to_string(),
+            exit_code: Some(code),
+        });
+        let verdict = self.verdict(stage, &container.outcome);
+        tracing::debug!("container done");
+        Ok(Ran {
+            verdict,
+            container,
+            view,
+        })
+    }
+
+    /// How the image's end is the job's: a processor's failure names the processor.
+    fn verdict(&self, stage: &Stage<'_>, outcome: &RunOutcome) -> Verdict {
+        let mut verdict = verdict::classify(self.ctx.job, outcome);
+        if let Some(name) = self.ctx.action.filter(|_| outcome.timed_out) {
+            // An action has a timeout of its own.
+            verdict.message = format!(
+                "action {name:?} of component {} exceeded the timeout of {} seconds",
+                self.ctx.job.component.id,
+                self.timeout_secs()
+            );
+        }
+        if verdict.failed() && !stage.is_main() && !outcome.interrupted {
+            verdict.message = format!("processor {}: {}", stage.id(), verdict.message);
+        }
+        verdict
+    }
+
+    /// The data folder of contract §1 for the row's first image: the inputs, and each
+    /// image's `config.json` and the state, decrypted before any work, so a wrong
+    /// ciphertext fails the job at once.
     fn prepare(
         &self,
+        chain: &[Stage<'_>],
         storage: &mut LazyStorage,
         vault: &mut Vault,
         progress: &mut Progress,
-    ) -> Result<Prepared, JobError> {
+    ) -> Result<(ImageDir, RowStart), JobError> {
         let ctx = self.ctx;
-        // Decrypted before any work, so a wrong ciphertext fails the job at once.
-        let config =
-            vault.open_config(ctx.job, self.config, &ctx.job.component.image_parameters)?;
+        let mut configs = Vec::with_capacity(chain.len());
+        for stage in chain {
+            configs.push(if stage.is_main() {
+                let own = &ctx.job.component.image_parameters;
+                with_action(vault.open_config(ctx.job, self.config, own)?, ctx.action)
+            } else {
+                processors::open_config(vault, ctx.job, stage)?
+            });
+        }
         let dir = ctx.jobdir.image_dir(self.n).map_err(JobError::Workdir)?;
-        let user = bundle::resolve_user(ctx.rootfs, ctx.image.config.config.user.as_deref())?;
         // An action keeps no state and maps nothing (contract §13).
         let start = match ctx.action {
             Some(_) => no_state(),
@@ -164,20 +283,35 @@ impl RowRun<'_> {
             None => stage_inputs(storage, self.config, &dir.data, &start.storage.input)?,
         };
         progress.timings.mapping += t.elapsed().as_secs_f64();
-        write_json(
-            &dir.data.join("config.json"),
-            &with_action(config, ctx.action),
-        )?;
-        write_json(&dir.data.join("in/state.json"), &start.component)?;
-        self.hand_over(&dir, &user)?;
-        Ok(Prepared {
-            dir,
-            user,
+        let start = RowStart {
+            configs,
+            component_state: start.component,
+            left_state: None,
+            state_at_end: false,
             key: start.key,
             previous: start.previous,
             input_state: staged.state,
             processed_tags: staged.processed_tags,
-        })
+        };
+        Ok((dir, start))
+    }
+
+    /// Writes this image's `config.json` (and `in/state.json` for the component) and gives
+    /// the data folder to the image's user.
+    fn ready(
+        &self,
+        dir: &ImageDir,
+        config: &Value,
+        state: Option<&Value>,
+    ) -> Result<ContainerUser, JobError> {
+        let ctx = self.ctx;
+        let user = bundle::resolve_user(ctx.rootfs, ctx.image.config.config.user.as_deref())?;
+        write_json(&dir.data.join("config.json"), config)?;
+        if let Some(state) = state {
+            write_json(&dir.data.join("in/state.json"), state)?;
+        }
+        self.hand_over(dir, &user)?;
+        Ok(user)
     }
 
     /// Gives the data folder to the container's user and the box around it (with `/tmp`)
@@ -233,13 +367,13 @@ impl RowRun<'_> {
     /// Writes the bundle and runs the container to its end.
     fn start(
         &self,
-        prepared: &Prepared,
+        dir: &ImageDir,
+        user: &ContainerUser,
         root: &Path,
         on_line: &mut dyn FnMut(&str),
     ) -> Result<Container<'_>, JobError> {
         let ctx = self.ctx;
         let job = ctx.job;
-        let dir = &prepared.dir;
         let container_id = ctx.jobdir.container_id(self.n);
         let cgroups_path = runtime::cgroups_path(&ctx.svc.host.cgroup_parent(), &container_id)?;
         let stack_id = stack_id();
@@ -269,8 +403,8 @@ impl RowRun<'_> {
                 .ids
                 .as_ref()
                 .filter(|_| ctx.svc.host.rootless().is_none()),
-            user: &prepared.user,
-            home: &bundle::home_dir(ctx.rootfs, prepared.user.uid),
+            user,
+            home: &bundle::home_dir(ctx.rootfs, user.uid),
             resolv_conf: resolv_conf.as_deref(),
             env: &env,
             data_dir: &dir.data,
@@ -327,16 +461,18 @@ impl RowRun<'_> {
     /// created meanwhile, so the extra thread cannot meet libcontainer's clone.)
     fn collect(
         &self,
-        prepared: &Prepared,
+        n: usize,
+        dir: &ImageDir,
         container: Container<'_>,
         view: Mounted<'_>,
         failed: bool,
+        read_state: bool,
     ) -> Result<(StagedOutputs, Option<Value>), JobError> {
         let (deleted, collected) = std::thread::scope(|s| {
             let deleting = s.spawn(move || container.delete());
             let collected = view
                 .release()
-                .and_then(|()| self.collect_outputs(&prepared.dir, failed));
+                .and_then(|()| self.collect_outputs(n, dir, failed, read_state));
             (deleting.join(), collected)
         });
         deleted.map_err(|_| {
@@ -353,16 +489,21 @@ impl RowRun<'_> {
         }
     }
 
+    /// Stages what image `n` (the chain's last) left in `dir`'s `out/` as the row's
+    /// outputs, under the component's name and mapping, and reads the state it left when
+    /// `read_state` (it is the component).
     fn collect_outputs(
         &self,
+        n: usize,
         dir: &ImageDir,
         failed: bool,
+        read_state: bool,
     ) -> Result<(StagedOutputs, Option<Value>), JobError> {
         let ctx = self.ctx;
         if ctx.action.is_some() || ctx.debug {
             // An action's answer is its stdout; what it left in the data folder is not kept.
             // Debug mode maps no outputs (contract §13).
-            ctx.jobdir.remove_image(self.n).map_err(JobError::Workdir)?;
+            ctx.jobdir.remove_image(n).map_err(JobError::Workdir)?;
             return Ok((StagedOutputs::default(), None));
         }
         let out_ctx = OutputContext {
@@ -383,15 +524,15 @@ impl RowRun<'_> {
             &dir.data.join("out"),
             &mapping,
             &out_ctx,
-            &ctx.jobdir.staging(self.n),
+            &ctx.jobdir.staging(n),
             failed,
         )?;
-        let state = if failed {
-            None
-        } else {
+        let state = if read_state {
             crate::mapping::state::read_out_state(&dir.data)?
+        } else {
+            None
         };
-        ctx.jobdir.remove_image(self.n).map_err(JobError::Workdir)?;
+        ctx.jobdir.remove_image(n).map_err(JobError::Workdir)?;
         Ok((staged, state))
     }
 }

@@ -1,0 +1,350 @@
+//! Processors (contract §12): images that run before and after the component, on the same
+//! data folder, in one chain per row: before… → component → after….
+//!
+//! Each processor is a known component (`berth component add`), resolved when the job file
+//! was read; its image is pulled with the component's, before anything runs. It gets its own
+//! `config.json` (its `parameters`, its own image parameters, no storage), its own limits and
+//! container, its own `KBC_COMPONENTID`, and never the state.
+//!
+//! Between two images the data folder moves as in the original runner: the next image gets
+//! a fresh directory whose `in/` is what the last one left in `out/` (without its
+//! `state.json`), with an empty `out/` and `/tmp`; whatever an image did not write to `out/`
+//! is gone. Input mapping fills the first image's `in/`, output mapping reads the last
+//! image's `out/`.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use super::JobError;
+use super::row::RowContext;
+use super::vault::Vault;
+use super::workdir::{ImageDir, JobDir};
+use crate::contract::job::{Processor, Runtime};
+use crate::contract::result::Position;
+use crate::contract::{Configuration, JobFile, config_file};
+use crate::image::PulledImage;
+
+/// A processor's image, pulled and unpacked for the job.
+#[derive(Debug)]
+pub(super) struct ProcessorImage {
+    pub image: PulledImage,
+    pub rootfs: PathBuf,
+}
+
+/// The processors' images a job runs, by reference.
+pub(super) type ProcessorImages = BTreeMap<String, ProcessorImage>;
+
+/// One image of a row's chain, and the job as that image sees it.
+#[derive(Debug)]
+pub(super) struct Stage<'a> {
+    pub position: Position,
+    /// The job itself for the component; for a processor, the job with the processor as
+    /// its component and the processor's parameters as its configuration.
+    pub job: Cow<'a, JobFile>,
+    pub image: &'a PulledImage,
+    pub rootfs: &'a Path,
+}
+
+impl<'a> Stage<'a> {
+    pub fn is_main(&self) -> bool {
+        self.position == Position::Main
+    }
+
+    /// The component id of this image.
+    pub fn id(&self) -> &str {
+        &self.job.component.id
+    }
+
+    /// What a row shares, with this image's job, image and rootfs.
+    pub fn context<'s>(&'s self, row: &RowContext<'s>) -> RowContext<'s> {
+        RowContext {
+            job: &self.job,
+            image: self.image,
+            rootfs: self.rootfs,
+            ..*row
+        }
+    }
+
+    /// The configuration this image runs: the row's for the component, the processor's own.
+    pub fn config<'s>(&'s self, row: &'s Configuration) -> &'s Configuration {
+        match self.position {
+            Position::Main => row,
+            Position::Before | Position::After => &self.job.configuration,
+        }
+    }
+}
+
+/// The images of every processor of `rows`, once each, by reference: what the job pulls
+/// before anything runs. A synchronous action runs no processors.
+pub(super) fn wanted(
+    job: &JobFile,
+    rows: &[(Option<String>, Configuration)],
+    action: bool,
+) -> Result<Vec<(String, String)>, JobError> {
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    if action {
+        return Ok(wanted);
+    }
+    for (_, config) in rows {
+        for (_, p) in listed(config) {
+            let pjob = processor_job(job, p)?;
+            let reference = pjob.image_reference();
+            if !wanted.iter().any(|(_, r)| *r == reference) {
+                wanted.push((pjob.component.id.clone(), reference));
+            }
+        }
+    }
+    Ok(wanted)
+}
+
+/// The chain of one row: its before-processors, the component, its after-processors.
+pub(super) fn chain<'a>(
+    job: &'a JobFile,
+    config: &Configuration,
+    main: (&'a PulledImage, &'a Path),
+    images: &'a ProcessorImages,
+    action: bool,
+) -> Result<Vec<Stage<'a>>, JobError> {
+    let component = Stage {
+        position: Position::Main,
+        job: Cow::Borrowed(job),
+        image: main.0,
+        rootfs: main.1,
+    };
+    if action {
+        // A synchronous action runs the component alone, as in the original.
+        return Ok(vec![component]);
+    }
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    for (position, p) in listed(config) {
+        let pjob = processor_job(job, p)?;
+        let reference = pjob.image_reference();
+        let Some(pulled) = images.get(&reference) else {
+            return Err(JobError::Contract(format!(
+                "the image {reference} of processor {} was not pulled",
+                pjob.component.id
+            )));
+        };
+        let stage = Stage {
+            position,
+            job: Cow::Owned(pjob),
+            image: &pulled.image,
+            rootfs: &pulled.rootfs,
+        };
+        match position {
+            Position::Before => before.push(stage),
+            Position::Main | Position::After => after.push(stage),
+        }
+    }
+    Ok(before
+        .into_iter()
+        .chain(std::iter::once(component))
+        .chain(after)
+        .collect())
+}
+
+/// The processors of a configuration, in the order they run.
+fn listed(config: &Configuration) -> Vec<(Position, &Processor)> {
+    let Some(p) = &config.processors else {
+        return Vec::new();
+    };
+    let before = p.before.iter().map(|x| (Position::Before, x));
+    let after = p.after.iter().map(|x| (Position::After, x));
+    before.chain(after).collect()
+}
+
+/// The job a processor runs as: its known component (its image at the definition's tag),
+/// its parameters as the whole configuration, and the job's configuration id.
+fn processor_job(job: &JobFile, p: &Processor) -> Result<JobFile, JobError> {
+    let id = &p.definition.component;
+    let Some(component) = job.processor_components.get(id) else {
+        return Err(JobError::Contract(format!(
+            "processor {id} is not a known component (add it with `berth component add FILE`)"
+        )));
+    };
+    if component.user_namespace != job.component.user_namespace {
+        // The job's images are unpacked for, and run with, one set of ids.
+        return Err(JobError::Contract(format!(
+            "processor {id} asks for user_namespace {:?}, the component {} for {:?}: the \
+             images of a job share their ids",
+            component.user_namespace, job.component.id, job.component.user_namespace
+        )));
+    }
+    let runtime = (p.definition.tag.clone()).map(|tag| Runtime {
+        image_tag: Some(tag),
+        ..Runtime::default()
+    });
+    Ok(JobFile {
+        component: component.clone(),
+        config_id: Some(config_file::config_id(job)),
+        configuration: Configuration {
+            parameters: p.parameters.clone(),
+            runtime,
+            ..Configuration::default()
+        },
+        rows: Vec::new(),
+        processor_components: BTreeMap::new(),
+        ..job.clone()
+    })
+}
+
+/// The `config.json` of a processor, decrypted: its parameters are part of the job's
+/// configuration (encrypted for the job's component), its image parameters its own.
+pub(super) fn open_config(
+    vault: &mut Vault,
+    job: &JobFile,
+    stage: &Stage<'_>,
+) -> Result<Value, JobError> {
+    let mut config = vault.open_config(job, &stage.job.configuration, &Map::new())?;
+    let own = &stage.job.component.image_parameters;
+    let mut opened = vault.open_config(&stage.job, &Configuration::default(), own)?;
+    if let (Value::Object(map), Value::Object(o)) = (&mut config, &mut opened)
+        && let Some(params) = o.remove("image_parameters")
+    {
+        map.insert("image_parameters".to_owned(), params);
+    }
+    Ok(config)
+}
+
+/// Gives image `to` of the job a data folder whose `in/` is what image `from` left in
+/// `out/`, and removes image `from`'s directories. Its container must be gone.
+pub(super) fn pass_on(
+    jobdir: &JobDir,
+    from: usize,
+    data: &Path,
+    to: usize,
+) -> Result<ImageDir, JobError> {
+    let next = jobdir.image_dir(to).map_err(JobError::Workdir)?;
+    move_out_to_in(data, &next.data).map_err(JobError::Workdir)?;
+    jobdir.remove_image(from).map_err(JobError::Workdir)?;
+    Ok(next)
+}
+
+/// `from/out` becomes `to/in`, without the state the image left, with the folders of
+/// contract §1 there. An `out` that is not a directory (the image replaced it) passes
+/// nothing on.
+fn move_out_to_in(from: &Path, to: &Path) -> io::Result<()> {
+    let out = from.join("out");
+    let into = to.join("in");
+    // Not followed: a link the image left must not take berth elsewhere on the host.
+    if !fs::symlink_metadata(&out).is_ok_and(|m| m.is_dir()) {
+        tracing::warn!("the image left no out/ folder: the next one gets an empty in/");
+        return Ok(());
+    }
+    crate::util::remove_tree(&into)?;
+    fs::rename(&out, &into)?;
+    // Only the component's state is read, right after it ran; nobody else's is passed on.
+    for state in ["state.json", "state.yml"] {
+        match fs::remove_file(into.join(state)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    for sub in ["tables", "files", "user"] {
+        let path = into.join(sub);
+        if fs::symlink_metadata(&path).is_err() {
+            fs::create_dir(&path)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_becomes_in_without_the_state_and_with_the_contract_folders() {
+        let d = tempfile::tempdir().unwrap();
+        let (from, to) = (d.path().join("a"), d.path().join("b"));
+        for dir in ["out/tables", "in/tables"] {
+            fs::create_dir_all(from.join(dir)).unwrap();
+            fs::create_dir_all(to.join(dir)).unwrap();
+        }
+        fs::write(from.join("out/tables/t.csv"), "a\n1\n").unwrap();
+        fs::write(from.join("out/tables/t.csv.manifest"), "{}").unwrap();
+        fs::write(from.join("out/state.json"), "{}").unwrap();
+        fs::write(from.join("out/usage.json"), "[]").unwrap();
+        fs::write(to.join("in/tables/old.csv"), "x").unwrap();
+        move_out_to_in(&from, &to).unwrap();
+        assert_eq!(
+            fs::read_to_string(to.join("in/tables/t.csv")).unwrap(),
+            "a\n1\n"
+        );
+        assert!(to.join("in/tables/t.csv.manifest").is_file());
+        assert!(to.join("in/usage.json").is_file());
+        assert!(!to.join("in/state.json").exists());
+        assert!(!to.join("in/tables/old.csv").exists());
+        assert!(to.join("in/files").is_dir() && to.join("in/user").is_dir());
+        assert!(!from.join("out").exists());
+    }
+
+    #[test]
+    fn an_out_replaced_by_a_link_passes_nothing_on() {
+        let d = tempfile::tempdir().unwrap();
+        let (from, to, elsewhere) = (d.path().join("a"), d.path().join("b"), d.path().join("c"));
+        for dir in [&from, &elsewhere, &to.join("in/tables")] {
+            fs::create_dir_all(dir).unwrap();
+        }
+        fs::write(elsewhere.join("state.json"), "keep").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, from.join("out")).unwrap();
+        move_out_to_in(&from, &to).unwrap();
+        assert_eq!(
+            fs::read_to_string(elsewhere.join("state.json")).unwrap(),
+            "keep"
+        );
+        assert!(to.join("in/tables").is_dir());
+        assert!(!to.join("in").is_symlink());
+    }
+
+    fn job(text: &str) -> JobFile {
+        let mut j = JobFile::parse(text.as_bytes()).unwrap();
+        for id in ["p.one", "p.two"] {
+            let c = crate::contract::Component::parse(
+                format!(r#"{{"id": "{id}", "image": "r/{id}:1", "memory": "64m"}}"#).as_bytes(),
+            )
+            .unwrap();
+            j.processor_components.insert(id.to_owned(), c);
+        }
+        j
+    }
+
+    #[test]
+    fn processors_run_as_their_own_component_with_their_parameters() {
+        let j = job(r#"{"component": {"id": "acme.main", "image": "r/main:1"},
+                "configuration": {"parameters": {"x": 1}, "processors": {
+                  "before": [{"definition": {"component": "p.one"}, "parameters": {"a": 1}}],
+                  "after": [{"definition": {"component": "p.two", "tag": "2"}},
+                            {"definition": {"component": "p.one"}, "parameters": {"a": 2}}]}}}"#);
+        let rows = j.row_configurations().unwrap();
+        let wanted = wanted(&j, &rows, false).unwrap();
+        let refs: Vec<&str> = wanted.iter().map(|(_, r)| r.as_str()).collect();
+        assert_eq!(refs, ["r/p.one:1", "r/p.two:2"], "each image once");
+        assert!(super::wanted(&j, &rows, true).unwrap().is_empty());
+        let p = &j.configuration.processors.as_ref().unwrap().after[0];
+        let pjob = processor_job(&j, p).unwrap();
+        assert_eq!(pjob.component.memory.to_string(), "64m");
+        assert_eq!(pjob.main_timeout_secs(), 3600);
+        assert_eq!(pjob.config_id, Some(config_file::config_id(&j)));
+        let before = &j.configuration.processors.as_ref().unwrap().before[0];
+        let pjob = processor_job(&j, before).unwrap();
+        assert_eq!(pjob.configuration.parameters["a"], 1);
+        assert!(pjob.configuration.storage.is_none());
+
+        let unknown = job(r#"{"component": {"id": "acme.main", "image": "r/main:1"},
+                "configuration": {"processors": {"after": [{"definition": {"component": "p.x"}}]}}}"#);
+        let rows = unknown.row_configurations().unwrap();
+        let e = super::wanted(&unknown, &rows, false).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("processor p.x is not a known component"),
+            "{e}"
+        );
+    }
+}
