@@ -471,3 +471,31 @@ fn a_processor_runs_its_definitions_tag_under_its_own_limits() {
     );
     b.assert_clean(&[&job_id(&result)]);
 }
+
+#[test]
+fn a_processors_parameters_answer_to_its_own_schema_before_anything_is_pulled() {
+    require_env!();
+    let b = Berth::new();
+    let missing = format!("{}/{}:1.0", registry(), unique_repo("never-pushed"));
+    let r = add_component(
+        &b,
+        &json!({"id": "acme.strict", "image": missing,
+                "configuration_schema": {"type": "object", "required": ["format"],
+                                         "properties": {"format": {"enum": ["gzip", "zip"]}}}}),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let mut j = job(&missing, json!({}), json!({}));
+    j["configuration"]["processors"] =
+        json!({"before": [processor("acme.strict", json!({"format": "rar"}))]});
+    let r = b.run_job(&j);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    let result = r.json();
+    assert_eq!(result["error_class"], "user", "{result}");
+    let message = result["message"].as_str().unwrap();
+    assert!(
+        message.contains("does not match the schema of component acme.strict")
+            && message.contains("/parameters/format: "),
+        "{message}"
+    );
+    assert!(result["image"].is_null(), "nothing was pulled: {result}");
+}

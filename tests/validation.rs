@@ -140,3 +140,31 @@ fn a_valid_configuration_passes_the_schema_and_runs() {
     assert!(!r.stderr.contains("configurationSchema"), "{}", r.stderr);
     assert!(!r.stderr.contains("minLength"), "{}", r.stderr);
 }
+
+#[test]
+fn a_sandbox_checks_the_schema_and_prepares_nothing_on_a_violation() {
+    require_env!();
+    let b = Berth::new();
+    let j = job(
+        &missing_image(),
+        json!({"configuration_schema": schema()}),
+        json!({"port": 22}),
+    );
+    let path = b.write_job(&j);
+    let out = b.dir.path().join("sandbox");
+    let r = b.run_cmd(&[
+        "sandbox",
+        path.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("does not match the schema of component acme.test"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("/parameters"), "{}", r.stderr);
+    assert!(!out.exists(), "a sandbox was prepared at {}", out.display());
+}

@@ -26,6 +26,7 @@ use super::vault::Vault;
 use super::workdir::{ImageDir, JobDir};
 use crate::contract::job::{Processor, Runtime};
 use crate::contract::result::Position;
+use crate::contract::validate::check_parameters;
 use crate::contract::{Configuration, JobFile, config_file};
 use crate::image::PulledImage;
 
@@ -93,6 +94,10 @@ pub(super) fn wanted(
     for (_, config) in rows {
         for (_, p) in listed(config) {
             let pjob = processor_job(job, p)?;
+            // A processor's parameters answer to its own schema, as the component's do.
+            if let Some(schema) = &pjob.component.configuration_schema {
+                check_parameters(&pjob.component.id, schema, &p.parameters)?;
+            }
             let reference = pjob.image_reference();
             if !wanted.iter().any(|(_, r)| *r == reference) {
                 wanted.push((pjob.component.id.clone(), reference));

@@ -15,6 +15,7 @@ use crate::contract::JobFile;
 /// when the configuration has several rows) and returns them. `dir` must be empty or new.
 pub fn sandbox(settings: &Settings, job: &JobFile, dir: &Path) -> Result<Vec<PathBuf>, JobError> {
     let rows = job.row_configurations().map_err(JobError::Contract)?;
+    crate::contract::validate::check_configurations(&job.component, &rows)?;
     create_empty(dir)?;
     let mut storage = LazyStorage::new(settings.storage_dir());
     let mut vault = Vault::new(settings.secrets_key());
