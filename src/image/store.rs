@@ -3,7 +3,8 @@
 //! ```text
 //! <cache>/blobs/sha256/<hex>    manifests, configs and layers, verified before they land
 //! <cache>/refs/<hex>.json       what a reference resolved to (hex = sha256 of the reference)
-//! <cache>/rootfs/<chain hex>/   unpacked root filesystems (see rootfs.rs)
+//! <cache>/layers/, stacks/, locks/   unpacked layers and the images stacking them (see
+//!                               layers.rs)
 //! <cache>/tmp/                  downloads and unpacks in progress
 //! ```
 //!
@@ -53,7 +54,7 @@ impl Store {
     /// layers hold, and other local users must not run or read them. What is below keeps
     /// its modes: the root alone closes the tree.
     pub fn open(root: &Path) -> Result<Store, ImageError> {
-        for sub in ["blobs/sha256", "refs", "rootfs", "tmp"] {
+        for sub in ["blobs/sha256", "refs", "layers", "stacks", "locks", "tmp"] {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(|source| ImageError::Store { path: dir, source })?;
         }
