@@ -28,7 +28,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 use super::digest::{Digest, chain_id};
 use super::manifest::Descriptor;
@@ -391,7 +391,7 @@ fn ensure_layer(
     budget: &Budget<'_>,
 ) -> Result<Landed, ImageError> {
     let name = names.first().cloned().unwrap_or_default();
-    let lock = lock(store, &name)?;
+    let lock = store.lock(&name)?;
     if let Some(there) = names.iter().find(|n| layer_path(store, n).is_dir()) {
         return Ok(Landed::There(there.clone()));
     }
@@ -429,24 +429,6 @@ fn ensure_layer(
     fs::rename(&tmp, &dest).map_err(store_err(&dest))?;
     guard.disarm();
     Ok(Landed::Unpacked(name))
-}
-
-/// Takes the lock of `name` (a layer or a blob), waiting for the berth that holds it.
-pub fn lock(store: &Store, name: &str) -> Result<Flock<File>, ImageError> {
-    let dir = store.root().join("locks");
-    let path = dir.join(format!("{name}.lock"));
-    let store_err = |source| ImageError::Store {
-        path: path.clone(),
-        source,
-    };
-    fs::create_dir_all(&dir).map_err(store_err)?;
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(store_err)?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| store_err(io::Error::from(e)))
 }
 
 struct RemoveOnDrop(Option<PathBuf>);

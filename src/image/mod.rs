@@ -293,22 +293,19 @@ impl Images {
         let mut fetched = (0, 0);
         check_config_size(name, &manifest.config)?;
         if !self.store.has_blob(&manifest.config.digest) {
-            let config = std::slice::from_ref(&manifest.config);
-            fetched.1 += client.fetch_blobs(r, config, &self.store, false)?;
-            fetched.0 += 1;
+            let (_lock, config) = self
+                .store
+                .lock_missing(std::slice::from_ref(&manifest.config))?;
+            fetched.1 += client.fetch_blobs(r, &config, &self.store, false)?;
+            fetched.0 += config.len();
         }
         let config = self.read_config(&manifest.config.digest, manifest.layers.len())?;
-        let missing: Vec<Descriptor> = if self.have_rootfs(&config) {
-            Vec::new()
+        let needed: &[Descriptor] = if self.have_rootfs(&config) {
+            &[]
         } else {
-            let stored = |l: &&Descriptor| self.store.has_blob(&l.digest);
-            manifest
-                .layers
-                .iter()
-                .filter(|l| !stored(l))
-                .cloned()
-                .collect()
+            &manifest.layers
         };
+        let (_locks, missing) = self.store.lock_missing(needed)?;
         fetched.1 += client.fetch_blobs(r, &missing, &self.store, true)?;
         fetched.0 += missing.len();
         self.store
