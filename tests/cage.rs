@@ -259,12 +259,11 @@ fn other_users_cannot_read_home_cache_or_jobs() {
     );
     let home = b.home();
     let cache = b.cache();
-    let rootfs = fs::read_dir(cache.join("rootfs"))
+    let rootfs = fs::read_dir(cache.join("layers"))
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+        .map(|e| e.unwrap().path())
+        .find(|l| l.join("bin/busybox").is_file())
+        .unwrap();
     let config = Berth::data_dir(&run.job_dir, 0).join("config.json");
     let database = home.join("storage/project.sqlite");
     let busybox = rootfs.join("bin/busybox");

@@ -117,7 +117,10 @@ fn modules_only_use_the_layers_below_them() {
         };
         let text = fs::read_to_string(file).expect("readable");
         // A module's unit tests may borrow helpers from anywhere: they ship in no layer.
-        let text = text.split("#[cfg(test)]\nmod tests").next().unwrap_or(&text);
+        let text = text
+            .split("#[cfg(test)]\nmod tests")
+            .next()
+            .unwrap_or(&text);
         for used in crate_paths(text) {
             if used != module && !may.contains(&used.as_str()) {
                 violations.push(format!("{}: {module} uses crate::{used}", file.display()));

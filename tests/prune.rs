@@ -71,11 +71,13 @@ fn rmi_removes_only_what_no_other_image_uses_and_prune_the_rest() {
     assert!(table.stdout.contains("s ago"), "{}", table.stdout);
 
     let blobs = b.cache().join("blobs/sha256");
-    let trees = b.cache().join("rootfs");
+    let trees = b.cache().join("layers");
     let base = sha256(busybox_layer());
     let only_a = sha256(&spec_a.layers[1]);
     let only_b = sha256(&spec_b.layers[1]);
-    assert_eq!(names(&trees).len(), 2);
+    // The base layer once, and each image's own.
+    assert_eq!(names(&trees).len(), 3, "{:?}", names(&trees));
+    assert_eq!(names(&b.cache().join("stacks")).len(), 2);
     let trees_before = names(&trees);
 
     let out = b.run_cmd(&["rmi", &a.reference]);
@@ -85,13 +87,22 @@ fn rmi_removes_only_what_no_other_image_uses_and_prune_the_rest() {
         "{}",
         out.stdout
     );
-    assert!(out.stdout.contains("1 rootfs tree(s)"), "{}", out.stdout);
+    assert!(out.stdout.contains("1 unpacked layer(s)"), "{}", out.stdout);
     let left = names(&blobs);
     assert!(left.contains(&base), "the shared layer went");
     assert!(left.contains(&only_b) && left.contains(&hex(&b_img.digest)));
     assert!(!left.contains(&only_a) && !left.contains(&hex(&a.digest)));
-    assert_eq!(names(&trees).len(), 1);
+    // Its own layer went; the base, which b uses, stays.
+    assert_eq!(names(&trees).len(), 2);
     assert!(names(&trees).is_subset(&trees_before));
+    let holds = |rel: &str, text: &str| {
+        names(&trees).iter().any(|n| {
+            fs::read(trees.join(n).join(rel))
+                .is_ok_and(|b| String::from_utf8_lossy(&b).contains(text))
+        })
+    };
+    assert!(holds("bin/busybox", ""), "the shared base layer went");
+    assert!(!holds("run.sh", "echo a") && holds("run.sh", "echo b"));
     assert_eq!(images_json(&b).len(), 1);
 
     let out = b.run_cmd(&["rmi", &a.reference]);
@@ -166,9 +177,9 @@ fn an_image_a_running_job_uses_survives_rmi_and_prune() {
     let (mut child, mut lines) = b.spawn_run(&job_file);
     let ready = lines.by_ref().map(Result::unwrap).any(|l| l == "READY");
     assert!(ready, "the component never started");
-    let trees = b.cache().join("rootfs");
+    let trees = b.cache().join("layers");
     let before = names(&trees);
-    assert_eq!(before.len(), 1);
+    assert_eq!(before.len(), 2);
 
     let out = b.run_cmd(&["rmi", &img.reference]);
     assert_eq!(out.status, 1, "{}", out.stderr);

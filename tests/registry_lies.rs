@@ -336,7 +336,7 @@ fn an_honest_image_pulls() {
     reg.image("acme/ok", &layer, &diff, None);
     let (status, stderr, dir) = pull(&reg, "acme/ok:1.0");
     assert_eq!(status, 0, "{stderr}");
-    assert_eq!(stored(&dir, "rootfs"), 1);
+    assert_eq!(stored(&dir, "stacks"), 1);
 }
 
 #[test]
@@ -363,7 +363,7 @@ fn a_tampered_layer_is_refused_and_not_stored() {
             .join(digest.trim_start_matches("sha256:"))
             .exists()
     );
-    assert_eq!(stored(&dir, "rootfs"), 0);
+    assert_eq!(stored(&dir, "stacks"), 0);
     assert_eq!(
         stored(&dir, "tmp"),
         0,
@@ -380,7 +380,7 @@ fn a_blob_larger_than_declared_is_cut_off() {
     let (status, stderr, dir) = pull(&reg, "acme/big:1.0");
     assert_eq!(status, 3, "{stderr}");
     assert!(stderr.contains("wrong size"), "{stderr}");
-    assert_eq!(stored(&dir, "rootfs"), 0);
+    assert_eq!(stored(&dir, "stacks"), 0);
     assert_eq!(stored(&dir, "tmp"), 0);
 }
 
@@ -415,7 +415,7 @@ fn a_layer_whose_content_differs_from_the_config_is_refused() {
     assert_eq!(status, 3, "{stderr}");
     assert!(stderr.contains("uncompressed layer"), "{stderr}");
     assert_eq!(
-        stored(&dir, "rootfs"),
+        stored(&dir, "stacks"),
         0,
         "a rootfs from a mismatching layer was kept"
     );

@@ -64,13 +64,24 @@ fn layered_spec() -> ImageSpec {
 /// The start of the id range the multi-layer test unpacks into.
 const SHIFT: u32 = 300_000;
 
-fn rootfs_dir(cache: &Path) -> std::path::PathBuf {
-    let roots: Vec<_> = fs::read_dir(cache.join("rootfs"))
+/// The one image stack in the store.
+fn stack_dir(cache: &Path) -> std::path::PathBuf {
+    let stacks: Vec<_> = fs::read_dir(cache.join("stacks"))
         .unwrap()
         .flatten()
         .collect();
-    assert_eq!(roots.len(), 1, "expected exactly one unpacked rootfs");
-    roots[0].path()
+    assert_eq!(stacks.len(), 1, "expected exactly one image stack");
+    stacks[0].path()
+}
+
+/// The stored image as a container sees it: its layers merged (as the copy fallback does,
+/// and overlayfs would) into a directory under `into`.
+fn merged(cache: &Path, into: &Path) -> std::path::PathBuf {
+    let stack = berth::image::layers::Stack::open(&stack_dir(cache)).unwrap();
+    let root = into.join("merged");
+    fs::create_dir(&root).unwrap();
+    berth::image::rootfs::merge_layers(&stack.layers, &root, true).unwrap();
+    root
 }
 
 #[test]
@@ -93,7 +104,23 @@ fn multi_layer_image_unpacks_exactly() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&img.digest), "{stdout}");
-    let root = rootfs_dir(&b.cache());
+    // Each layer in its own directory, whiteouts kept as overlayfs reads them.
+    let stack = berth::image::layers::Stack::open(&stack_dir(&b.cache())).unwrap();
+    assert_eq!(stack.layers.len(), 4);
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let second = &stack.layers[1]; // top first: l3, l2, l1, busybox
+    let gone = fs::symlink_metadata(second.join("etc/gone")).unwrap();
+    assert!(
+        gone.file_type().is_char_device() && gone.rdev() == 0,
+        "{gone:?}"
+    );
+    assert!(berth::image::layers::is_opaque(&second.join("opaque")));
+    assert!(
+        !second.join("etc/keep").exists(),
+        "a lower layer's file in an upper layer"
+    );
+    let merged_dir = tempfile::tempdir().unwrap();
+    let root = merged(&b.cache(), merged_dir.path());
 
     // What the layers say, checked directly.
     assert_eq!(fs::read(root.join("etc/keep")).unwrap(), b"kept");
@@ -105,7 +132,6 @@ fn multi_layer_image_unpacks_exactly() {
     );
     assert_eq!(fs::read(root.join("opaque/new")).unwrap(), b"upper");
     assert!(!root.join("opaque/.wh..wh..opq").exists());
-    use std::os::unix::fs::MetadataExt;
     let t = fs::metadata(root.join("links/target")).unwrap();
     assert_eq!(
         t.ino(),
@@ -176,7 +202,8 @@ fn a_job_never_modifies_the_cached_rootfs() {
     let b = Berth::new();
     let r = b.run_job(&job(&img.reference, json!({}), json!({})));
     assert_eq!(r.status, 0, "{}", r.stderr);
-    let root = rootfs_dir(&b.cache());
+    let merged_dir = tempfile::tempdir().unwrap();
+    let root = merged(&b.cache(), merged_dir.path());
     assert!(
         fs::read_to_string(root.join("etc/passwd"))
             .unwrap()
@@ -208,7 +235,8 @@ fn a_copied_rootfs_lives_beside_the_job_and_runs() {
         "{}",
         r.stderr
     );
-    let root = rootfs_dir(&b.cache());
+    let merged_dir = tempfile::tempdir().unwrap();
+    let root = merged(&b.cache(), merged_dir.path());
     assert!(
         fs::read_to_string(root.join("etc/passwd"))
             .unwrap()
@@ -286,9 +314,14 @@ fn layers_that_try_to_escape_are_refused() {
             "{name}: wrote into the host's /tmp"
         );
         assert_eq!(
-            fs::read_dir(b.cache().join("rootfs")).unwrap().count(),
+            fs::read_dir(b.cache().join("stacks")).unwrap().count(),
             0,
             "{name}"
+        );
+        let hostile_layer = b.cache().join("layers").join(sha256(&layer));
+        assert!(
+            !hostile_layer.exists(),
+            "{name}: the refused layer was stored"
         );
         assert_eq!(
             fs::read_dir(b.cache().join("tmp")).unwrap().count(),

@@ -107,12 +107,12 @@ fn the_cached_rootfs_belongs_to_the_range() {
     let b = Berth::new();
     let r = b.run_cmd(&["--id-range", &range(), "pull", &img.reference]);
     assert_eq!(r.status, 0, "{}", r.stderr);
-    let root = std::fs::read_dir(b.cache().join("rootfs"))
+    let root = std::fs::read_dir(b.cache().join("layers"))
         .unwrap()
         .flatten()
-        .next()
-        .unwrap()
-        .path();
+        .map(|e| e.path())
+        .find(|l| l.join("bin/busybox").is_file())
+        .unwrap();
     let busybox = std::fs::metadata(root.join("bin/busybox")).unwrap();
     assert_eq!((busybox.uid(), busybox.gid()), (START, START));
 }

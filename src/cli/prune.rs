@@ -64,7 +64,7 @@ fn report(
         return Ok(ExitCode::SUCCESS);
     }
     let summary = format!(
-        "removed {} image(s), {} blob(s), {} rootfs tree(s), {} temporary leftover(s): {} freed",
+        "removed {} image(s), {} blob(s), {} unpacked layer(s), {} temporary leftover(s): {} freed",
         removed.images.len(),
         removed.blobs,
         removed.trees,

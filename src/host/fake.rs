@@ -64,14 +64,15 @@ impl Host for FakeHost {
 
     fn mount_overlay(
         &self,
-        lower: &Path,
+        lowers: &[PathBuf],
         _upper: &Path,
         _work: &Path,
         target: &Path,
     ) -> Result<(), HostError> {
+        let lowers: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
         self.record(format!(
             "mount_overlay {} {}",
-            lower.display(),
+            lowers.join(":"),
             target.display()
         ));
         if self.refuse_overlay {

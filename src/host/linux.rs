@@ -59,39 +59,62 @@ impl Host for LinuxHost {
         .map_err(err)
     }
 
+    /// The lower directories are named by `/proc/self/fd/N` of handles opened here: the
+    /// mount data is one page (4096 bytes), which absolute store paths (~100 bytes each)
+    /// would overflow at a few dozen layers, while 16 bytes a layer fit any image.
     fn mount_overlay(
         &self,
-        lower: &Path,
+        lowers: &[PathBuf],
         upper: &Path,
         work: &Path,
         target: &Path,
     ) -> Result<(), HostError> {
-        for p in [lower, upper, work] {
+        for p in [upper, work] {
             let s = p.as_os_str().as_encoded_bytes();
             if s.contains(&b',') || s.contains(&b':') {
                 return Err(HostError::OverlayPath(p.to_owned()));
             }
         }
-        // The merged root shows the upper directory's mode and owner: berth's umask made it
-        // 0700 and berth owns it, so a container user could not even traverse `/`, and its
-        // root (in its own user namespace) could not write there. They must be the image's.
         let overlay_err = |source: io::Error| HostError::Overlay {
             target: target.to_owned(),
             source,
         };
-        let root = std::fs::metadata(lower).map_err(overlay_err)?;
+        let top = lowers
+            .first()
+            .ok_or_else(|| overlay_err(io::Error::from_raw_os_error(libc::EINVAL)))?;
+        // The merged root shows the upper directory's mode and owner: berth's umask made it
+        // 0700 and berth owns it, so a container user could not even traverse `/`, and its
+        // root (in its own user namespace) could not write there. They must be the image's.
+        let root = std::fs::metadata(top).map_err(overlay_err)?;
         std::fs::set_permissions(upper, root.permissions()).map_err(overlay_err)?;
         if self.privileged() {
             use std::os::unix::fs::MetadataExt;
             let (uid, gid) = (root.uid(), root.gid());
             std::os::unix::fs::chown(upper, Some(uid), Some(gid)).map_err(overlay_err)?;
         }
-        let base = format!(
+        let handles = lowers
+            .iter()
+            .map(|l| {
+                let flags = rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::CLOEXEC;
+                rustix::fs::open(l, flags, rustix::fs::Mode::empty())
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| overlay_err(e.into()))?;
+        let lowerdir: Vec<String> = handles
+            .iter()
+            .map(|fd| format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .collect();
+        let mut base = format!(
             "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
+            lowerdir.join(":"),
             upper.display(),
             work.display()
         );
+        if super::overlay_xattr_prefix().starts_with("user.") {
+            base.push_str(",userxattr");
+        }
         let mount = |data: &str| {
             nix::mount::mount(
                 Some("overlay"),
@@ -107,10 +130,7 @@ impl Host for LinuxHost {
         // `volatile` skips them. Kernels without it reject the option; retry plainly.
         mount(&format!("{base},volatile"))
             .or_else(|_| mount(&base))
-            .map_err(|e| HostError::Overlay {
-                target: target.to_owned(),
-                source: e.into(),
-            })
+            .map_err(|e| overlay_err(e.into()))
     }
 
     fn mount_tmpfs(&self, target: &Path) -> Result<(), HostError> {
@@ -309,12 +329,43 @@ mod tests {
         let h = LinuxHost::new();
         let e = h
             .mount_overlay(
-                Path::new("/a,b"),
-                Path::new("/u"),
+                &[PathBuf::from("/a,b")],
+                Path::new("/u:v"),
                 Path::new("/w"),
                 Path::new("/t"),
             )
             .unwrap_err();
         assert!(matches!(e, HostError::OverlayPath(_)), "{e}");
+    }
+
+    /// 120 layers whose absolute paths together are ~4× the one page of mount data.
+    #[test]
+    fn an_overlay_stacks_more_layers_than_their_paths_fit_in_a_page() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping: mounting needs root");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let long = "l".repeat(100);
+        let lowers: Vec<PathBuf> = (0..120)
+            .map(|i| {
+                let l = d.path().join(format!("{long}{i:03}"));
+                std::fs::create_dir(&l).unwrap();
+                std::fs::write(l.join(format!("f{i}")), i.to_string()).unwrap();
+                l
+            })
+            .collect();
+        let total: usize = lowers.iter().map(|l| l.as_os_str().len() + 1).sum();
+        assert!(total > 4096, "{total}");
+        let [upper, work, target] = ["u", "w", "t"].map(|n| d.path().join(n));
+        for p in [&upper, &work, &target] {
+            std::fs::create_dir(p).unwrap();
+        }
+        let h = LinuxHost::new();
+        h.mount_overlay(&lowers, &upper, &work, &target).unwrap();
+        let seen = std::fs::read_to_string(target.join("f0"));
+        let last = std::fs::read_to_string(target.join("f119"));
+        h.unmount(&target).unwrap();
+        assert_eq!((seen.unwrap(), last.unwrap()), ("0".into(), "119".into()));
     }
 }

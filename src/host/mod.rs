@@ -24,6 +24,22 @@ use std::path::{Path, PathBuf};
 
 pub use ids::IdMap;
 pub use linux::LinuxHost;
+
+/// The xattr namespace overlayfs reads its markers (an opaque directory) from here: real
+/// root's `trusted.overlay.`, or, in a user namespace (a rootless berth), `user.overlay.`
+/// with the overlay mounted `userxattr` — `trusted.*` needs privilege over the whole host.
+pub fn overlay_xattr_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| {
+        let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+        let initial = uid_map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"];
+        if initial && rustix::process::geteuid().is_root() {
+            "trusted.overlay."
+        } else {
+            "user.overlay."
+        }
+    })
+}
 pub use network::{Network, NetworkGuard};
 pub use userns::Rootless;
 
@@ -210,10 +226,11 @@ pub trait Host: fmt::Debug + Send + Sync {
     /// it even when it is killed. Must be called while berth has a single thread.
     fn isolate_mounts(&self) -> Result<(), HostError>;
 
-    /// Mounts an overlay of `lower` (never written) with `upper` taking every change.
+    /// Mounts an overlay of the `lowers` (top first, never written) with `upper` taking
+    /// every change.
     fn mount_overlay(
         &self,
-        lower: &Path,
+        lowers: &[PathBuf],
         upper: &Path,
         work: &Path,
         target: &Path,

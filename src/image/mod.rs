@@ -3,12 +3,13 @@
 //! [`Images::pull`] resolves a reference to a manifest for this host's platform and makes
 //! sure every blob it needs is in the [`store`](store::Store), verified. A digest-pinned
 //! image already stored makes no network request at all; a tag costs one HEAD request and
-//! nothing more while its digest is unchanged. [`Images::rootfs`] then unpacks the layers
-//! into the shared, read-only rootfs cache. An OCI layout or a `docker save` archive
+//! nothing more while its digest is unchanged. [`Images::rootfs`] then unpacks each layer
+//! once into the shared, read-only layer store. An OCI layout or a `docker save` archive
 //! ([`transport`]) fills the same store, as strictly checked, without any registry.
 
 pub mod auth;
 pub mod digest;
+pub mod layers;
 pub mod manifest;
 pub mod policy;
 pub mod prune;
@@ -306,22 +307,19 @@ impl Images {
         let mut fetched = (0, 0);
         check_config_size(name, &manifest.config)?;
         if !self.store.has_blob(&manifest.config.digest) {
-            let config = std::slice::from_ref(&manifest.config);
-            fetched.1 += client.fetch_blobs(r, config, &self.store, false)?;
-            fetched.0 += 1;
+            let (_lock, config) = self
+                .store
+                .lock_missing(std::slice::from_ref(&manifest.config))?;
+            fetched.1 += client.fetch_blobs(r, &config, &self.store, false)?;
+            fetched.0 += config.len();
         }
         let config = self.read_config(&manifest.config.digest, manifest.layers.len())?;
-        let missing: Vec<Descriptor> = if self.have_rootfs(&config) {
-            Vec::new()
+        let needed: &[Descriptor] = if self.have_rootfs(&config) {
+            &[]
         } else {
-            let stored = |l: &&Descriptor| self.store.has_blob(&l.digest);
-            manifest
-                .layers
-                .iter()
-                .filter(|l| !stored(l))
-                .cloned()
-                .collect()
+            &manifest.layers
         };
+        let (_locks, missing) = self.store.lock_missing(needed)?;
         fetched.1 += client.fetch_blobs(r, &missing, &self.store, true)?;
         fetched.0 += missing.len();
         self.store
@@ -399,23 +397,24 @@ impl Images {
         transport::oci_layout::save(&self.store, &pulled.digest, &dir, &reference)
     }
 
-    /// The unpacked rootfs of a pulled image; unpacks it on first use. Its tree is leased to
-    /// this process until it exits: `rmi` and `prune` leave it alone.
+    /// The stack of a pulled image's layer directories (see [`layers`]), for
+    /// [`RootfsView::create`]; unpacks the layers the store lacks first. The stack and its
+    /// layers are leased to this process until it exits: `rmi` and `prune` leave them alone.
     pub fn rootfs(&self, image: &PulledImage) -> Result<(PathBuf, bool), ImageError> {
-        if let Some(chain) = digest::chain_id(&image.config.rootfs.diff_ids) {
-            prune::lease(
-                &self.store,
-                &chain,
-                &format!("{} ({})", self.holder, image.reference),
-            )?;
+        let diff_ids = &image.config.rootfs.diff_ids;
+        let holder = format!("{} ({})", self.holder, image.reference);
+        // A layer's directory is named by its diff id or by the chain id up to it.
+        let chains = (1..=diff_ids.len()).filter_map(|n| digest::chain_id(&diff_ids[..n]));
+        for d in chains.chain(diff_ids.iter().cloned()) {
+            prune::lease(&self.store, &d, &holder)?;
         }
-        let mut budget = unpack::Budget::new(&image.reference, self.settings.unpack_caps);
-        rootfs::ensure_rootfs(
+        let budget = unpack::Budget::new(&image.reference, self.settings.unpack_caps);
+        layers::ensure_stack(
             &self.store,
             &image.layers,
-            &image.config.rootfs.diff_ids,
+            diff_ids,
             &self.unpacking,
-            &mut budget,
+            &budget,
         )
     }
 
@@ -475,8 +474,9 @@ impl Images {
     }
 
     fn have_rootfs(&self, config: &ImageConfig) -> bool {
-        digest::chain_id(&config.rootfs.diff_ids)
-            .is_some_and(|c| rootfs::rootfs_path(&self.store, &c, &self.unpacking).is_dir())
+        digest::chain_id(&config.rootfs.diff_ids).is_some_and(|c| {
+            layers::Stack::open(&layers::stack_path(&self.store, &c, &self.unpacking)).is_ok()
+        })
     }
 
     fn pick_platform<'a>(

@@ -1,18 +1,20 @@
-//! Keeping the store small: leases a job takes on the rootfs it uses, `rmi`, `prune`, and
+//! Keeping the store small: leases a job takes on the layers it uses, `rmi`, `prune`, and
 //! the sweep of what a crashed berth left in `tmp/`.
 //!
 //! ```text
-//! <cache>/leases/<chain hex>/<pid>.<random>   flock-ed by a live berth whose job uses the
-//!                                             trees of that chain; holds who it is
+//! <cache>/leases/<hex>/<pid>.<random>   flock-ed by a live berth whose job uses the layer
+//!                                       directories or stack named <hex> (a diff id or a
+//!                                       chain id); holds who it is
 //! ```
 //!
-//! A lease is taken before the tree is unpacked or looked up and held until the berth
-//! exits (the kernel drops the flock however it exits), so a tree a job mounts is never
+//! A lease is taken before the layers are unpacked or looked up and held until the berth
+//! exits (the kernel drops the flock however it exits), so a layer a job mounts is never
 //! removed under it. A lease file whose lock can be taken belongs to a dead berth.
 //!
-//! Blobs and trees no record references are removed; those that landed in the last
-//! [`GRACE`] are kept unless they belonged to an image removed now, because a pull in
-//! progress writes its blobs before its record.
+//! Blobs, layers and stacks no record references are removed — a layer only once no
+//! remaining image uses it; those that landed in the last [`GRACE`] are kept unless they
+//! belonged to an image removed now, because a pull in progress writes its blobs and
+//! layers before its record.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -86,7 +88,8 @@ fn store_err(path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
     }
 }
 
-/// Marks the trees of `chain` as used by this process until it exits.
+/// Marks the layer directories or stack named by `chain` (a chain or diff id) as used by
+/// this process until it exits.
 pub fn lease(store: &Store, chain: &Digest, holder: &str) -> Result<(), ImageError> {
     let dir = store.root().join("leases").join(chain.hex());
     fs::create_dir_all(&dir).map_err(store_err(&dir))?;
@@ -195,17 +198,38 @@ pub fn du(path: &Path) -> u64 {
     walk(path, &mut HashSet::new())
 }
 
-/// The chain (hex) whose trees run `record`'s image; `None` when its config is unreadable.
+/// The chain (hex) of `record`'s image, which names its stack and which a job using it
+/// leases; `None` when its config is unreadable.
 pub fn record_chain(store: &Store, record: &ImageRecord) -> Option<String> {
-    let bytes = store.read_blob(&record.config).ok()??;
-    let config = ImageConfig::parse(&bytes).ok()?;
-    chain_id(&config.rootfs.diff_ids).map(|c| c.hex().to_owned())
+    record_keys(store, record).last().cloned()
 }
 
-/// Blob hexes and chain hexes `records` reference.
+/// The names `record`'s layer directories and stack may have (their part before any `-`):
+/// every layer's diff id, and the chain id of every layer with those below it (the last is
+/// the image's chain). Empty when its config is unreadable.
+pub fn record_keys(store: &Store, record: &ImageRecord) -> Vec<String> {
+    let Some(config) = store
+        .read_blob(&record.config)
+        .ok()
+        .flatten()
+        .and_then(|bytes| ImageConfig::parse(&bytes).ok())
+    else {
+        return Vec::new();
+    };
+    let diff_ids = &config.rootfs.diff_ids;
+    let chains = (1..=diff_ids.len()).filter_map(|n| chain_id(&diff_ids[..n]));
+    diff_ids
+        .iter()
+        .cloned()
+        .chain(chains)
+        .map(|d| d.hex().to_owned())
+        .collect()
+}
+
+/// Blob hexes and layer/stack keys `records` reference.
 fn referenced(store: &Store, records: &[ImageRecord]) -> (HashSet<String>, HashSet<String>) {
     let mut blobs = HashSet::new();
-    let mut chains = HashSet::new();
+    let mut keys = HashSet::new();
     for r in records {
         for d in [&r.digest, &r.manifest, &r.config]
             .into_iter()
@@ -213,15 +237,17 @@ fn referenced(store: &Store, records: &[ImageRecord]) -> (HashSet<String>, HashS
         {
             blobs.insert(d.hex().to_owned());
         }
-        chains.extend(record_chain(store, r));
+        keys.extend(record_keys(store, r));
     }
-    (blobs, chains)
+    (blobs, keys)
 }
 
-/// Removes every blob and tree no record references and no live job uses; `doomed` (blob
-/// and chain hexes of images removed now) skip the grace period.
+/// Removes every blob, layer and stack no record references and no live job uses; `doomed`
+/// (blob hexes and keys of images removed now) skip the grace period. Trees of the
+/// flattened `rootfs/` earlier versions kept are no longer used: all go, unless an old
+/// berth still running leases one.
 pub fn collect(store: &Store, doomed: &HashSet<String>) -> Removed {
-    let (blobs, chains) = referenced(store, &store.records());
+    let (blobs, keys) = referenced(store, &store.records());
     let mut removed = Removed::default();
     let removable = |name: &str, path: &Path| doomed.contains(name) || older_than(path, GRACE);
     let blob_dir = store.root().join("blobs/sha256");
@@ -236,25 +262,31 @@ pub fn collect(store: &Store, doomed: &HashSet<String>) -> Removed {
             removed.bytes += bytes;
         }
     }
-    for e in fs::read_dir(store.root().join("rootfs"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let chain = name.split('-').next().unwrap_or_default().to_owned();
-        if chains.contains(&chain)
-            || !removable(&chain, &e.path())
-            || !holders(store, &chain).is_empty()
+    // Stacks first: a stack never names a layer already gone.
+    for (dir, counted, legacy) in [
+        ("stacks", false, false),
+        ("layers", true, false),
+        ("rootfs", true, true),
+    ] {
+        for e in fs::read_dir(store.root().join(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
         {
-            continue;
-        }
-        let bytes = du(&e.path());
-        if crate::util::remove_tree(&e.path()).is_ok() {
-            removed.trees += 1;
-            removed.bytes += bytes;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let key = name.split('-').next().unwrap_or_default().to_owned();
+            let unused = legacy || (!keys.contains(&key) && removable(&key, &e.path()));
+            if !unused || !holders(store, &key).is_empty() {
+                continue;
+            }
+            let bytes = du(&e.path());
+            if crate::util::remove_tree(&e.path()).is_ok() {
+                removed.trees += usize::from(counted);
+                removed.bytes += bytes;
+            }
         }
     }
+    let _ = fs::remove_dir(store.root().join("rootfs"));
     removed
 }
 
@@ -276,8 +308,8 @@ pub fn matching(store: &Store, image: &str) -> Vec<ImageRecord> {
 /// Removes one image's record and leaves its blobs and trees to [`collect`]; refuses an
 /// image a live job uses.
 fn remove_image(store: &Store, record: &ImageRecord) -> Result<HashSet<String>, PruneError> {
-    let chain = record_chain(store, record);
-    if let Some(chain) = &chain {
+    let keys = record_keys(store, record);
+    if let Some(chain) = keys.last() {
         let holders = holders(store, chain);
         if !holders.is_empty() {
             return Err(PruneError::InUse {
@@ -292,7 +324,7 @@ fn remove_image(store: &Store, record: &ImageRecord) -> Result<HashSet<String>, 
         .chain(&record.layers)
         .map(|d| d.hex().to_owned())
         .collect();
-    doomed.extend(chain);
+    doomed.extend(keys);
     Ok(doomed)
 }
 
@@ -321,9 +353,9 @@ pub struct PruneLimits {
     pub older_than: Option<Duration>,
 }
 
-/// Bytes the store holds: blobs, trees and temporary files.
+/// Bytes the store holds: blobs, layers, stacks, old trees and temporary files.
 pub fn store_bytes(store: &Store) -> u64 {
-    ["blobs", "rootfs", "tmp"]
+    ["blobs", "layers", "stacks", "rootfs", "tmp"]
         .iter()
         .map(|d| du(&store.root().join(d)))
         .sum()
@@ -422,7 +454,8 @@ mod tests {
     }
 
     /// Stores an image named `name` with these layers (their bytes are the layer contents,
-    /// their diff ids their digests) and a tree for its chain.
+    /// their diff ids their digests), a directory per layer and its stack; returns the
+    /// record and its top layer's directory.
     fn image(store: &Store, name: &str, layers: &[&[u8]]) -> (ImageRecord, PathBuf) {
         let digests: Vec<Digest> = layers.iter().map(|l| Digest::of(l)).collect();
         for (l, d) in layers.iter().zip(&digests) {
@@ -451,14 +484,54 @@ mod tests {
             last_used: 1000,
         };
         store.save_record(&rec).unwrap();
+        let mut tree = PathBuf::new();
+        for d in &digests {
+            tree = store
+                .root()
+                .join("layers")
+                .join(format!("{}-0-65536", d.hex()));
+            fs::create_dir_all(tree.join("bin")).unwrap();
+            fs::write(tree.join("bin/sh"), name).unwrap();
+        }
         let chain = chain_id(&digests).unwrap();
-        let tree = store
+        let stack = store
             .root()
-            .join("rootfs")
+            .join("stacks")
             .join(format!("{}-0-65536", chain.hex()));
-        fs::create_dir_all(tree.join("bin")).unwrap();
-        fs::write(tree.join("bin/sh"), name).unwrap();
+        fs::create_dir_all(&stack).unwrap();
         (rec, tree)
+    }
+
+    #[test]
+    fn a_layer_goes_only_with_the_last_image_using_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, _) = image(&store, "reg/a:1", &[b"base", b"only a"]);
+        image(&store, "reg/b:1", &[b"base", b"only b"]);
+        let layer = |d: &Digest| store.root().join(format!("layers/{}-0-65536", d.hex()));
+        let stacks = || fs::read_dir(store.root().join("stacks")).unwrap().count();
+        assert_eq!(stacks(), 2);
+        rmi(&store, "reg/a:1").unwrap();
+        assert!(layer(&a.layers[0]).is_dir() && !layer(&a.layers[1]).exists());
+        assert_eq!(stacks(), 1);
+        rmi(&store, "reg/b:1").unwrap();
+        assert!(!layer(&a.layers[0]).exists());
+        assert_eq!(stacks(), 0);
+    }
+
+    #[test]
+    fn trees_of_earlier_versions_are_swept_whatever_their_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (a, _) = image(&store, "reg/a:1", &[b"layer"]);
+        let chain = record_chain(&store, &a).unwrap();
+        let old = store.root().join("rootfs").join(format!("{chain}-0-65536"));
+        fs::create_dir_all(old.join("bin")).unwrap();
+        fs::write(old.join("bin/sh"), b"sh").unwrap();
+        let removed = prune(&store, PruneLimits::default()).unwrap();
+        assert_eq!(removed.trees, 1, "{removed:?}");
+        assert!(!store.root().join("rootfs").exists());
+        assert_eq!(store.records(), vec![a]);
     }
 
     fn blob_names(store: &Store) -> HashSet<String> {
@@ -583,13 +656,17 @@ mod tests {
         let fresh = Digest::of(b"fresh orphan");
         store.put_blob(&fresh, b"fresh orphan").unwrap();
         age(&store.blob_path(&orphan), 3600);
-        let orphan_tree = store.root().join("rootfs").join("f".repeat(64));
+        let orphan_tree = store.root().join("layers").join("f".repeat(64));
         fs::create_dir(&orphan_tree).unwrap();
         age(&orphan_tree, 3600);
+        let fresh_tree = store.root().join("layers").join("e".repeat(64));
+        fs::create_dir(&fresh_tree).unwrap();
         let removed = prune(&store, PruneLimits::default()).unwrap();
         assert_eq!((removed.blobs, removed.trees), (1, 1), "{removed:?}");
         assert!(removed.images.is_empty());
         assert!(!store.has_blob(&orphan) && !orphan_tree.exists());
+        // A layer that may belong to a pull in progress stays too.
+        assert!(fresh_tree.is_dir());
         // A blob that may belong to a pull in progress stays.
         assert!(store.has_blob(&fresh));
         assert!(tree.is_dir() && store.has_blob(&kept.config));

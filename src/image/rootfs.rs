@@ -1,10 +1,6 @@
-//! Root filesystems: one unpacked tree per layer chain, shared read-only by every job, and
-//! a writable per-job view of it.
-//!
-//! The cache entry for a chain is built in `tmp/` and renamed into `rootfs/<chain id>`
-//! when complete, so a reader never sees a half-unpacked tree and two berths unpacking the
-//! same image at once both end up using one copy. Jobs never write to it: each gets an
-//! overlay with its own upper directory or, where the kernel refuses overlayfs, a copy.
+//! A job's writable view of an image: an overlay of the image's layer directories (see
+//! [`layers`](super::layers)) with the job's own upper directory, or, where the kernel
+//! refuses overlayfs, a copy merging the layers as the overlay would.
 
 use std::collections::HashMap;
 use std::fs;
@@ -13,110 +9,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::ImageError;
-use super::Unpacking;
-use super::digest::{Digest, chain_id};
-use super::manifest::Descriptor;
-use super::shift::shift_tree;
-use super::store::Store;
-use super::unpack::{Budget, Ownership, unpack_layer};
+use super::layers::{Stack, is_opaque, is_whiteout};
 use crate::host::Host;
-
-/// The cached rootfs for a layer chain, unpacking it first if needed. Returns the path and
-/// whether this call unpacked it.
-pub fn ensure_rootfs(
-    store: &Store,
-    layers: &[Descriptor],
-    diff_ids: &[Digest],
-    unpacking: &Unpacking,
-    budget: &mut Budget<'_>,
-) -> Result<(PathBuf, bool), ImageError> {
-    let chain = chain_id(diff_ids).ok_or_else(|| ImageError::BadConfig {
-        message: "image has no layers".to_owned(),
-    })?;
-    let dest = rootfs_path(store, &chain, unpacking);
-    if dest.is_dir() {
-        return Ok((dest, false));
-    }
-    let tmp = store.temp_path("rootfs");
-    fs::create_dir(&tmp).map_err(|source| ImageError::Store {
-        path: tmp.clone(),
-        source,
-    })?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).map_err(|source| {
-        ImageError::Store {
-            path: tmp.clone(),
-            source,
-        }
-    })?;
-    let guard = RemoveOnDrop(Some(tmp.clone()));
-    let started = std::time::Instant::now();
-    let mut entries = 0;
-    for (layer, diff_id) in layers.iter().zip(diff_ids) {
-        let stats = unpack_layer(
-            &store.blob_path(&layer.digest),
-            &layer.digest,
-            diff_id,
-            &tmp,
-            unpacking.ownership,
-            // Where ids are not shifted afterwards, each is set as it comes: a rootless
-            // berth's namespace has only these.
-            unpacking.ids.filter(|m| m.uid_start == 0).map(|m| m.size),
-            budget,
-        )?;
-        entries += stats.entries;
-        tracing::debug!(layer = %layer.digest, entries = stats.entries, bytes = stats.bytes, "layer applied");
-    }
-    // A range starting at 0 (a rootless berth's own namespace) was set while unpacking.
-    if let Some(ids) = unpacking
-        .ids
-        .as_ref()
-        .filter(|m| m.uid_start != 0 || m.gid_start != 0)
-    {
-        let shifted = shift_tree(&tmp, ids)?;
-        tracing::debug!(%ids, shifted, "owners moved into the container id range");
-    }
-    match fs::rename(&tmp, &dest) {
-        Ok(()) => {
-            guard.disarm();
-            tracing::info!(
-                chain = %chain.short(),
-                layers = layers.len(),
-                entries,
-                "unpacked in {:.2} s",
-                started.elapsed().as_secs_f64()
-            );
-            Ok((dest, true))
-        }
-        // Another berth finished the same chain first; ours is dropped by the guard.
-        Err(_) if dest.is_dir() => Ok((dest, false)),
-        Err(source) => Err(ImageError::Store { path: dest, source }),
-    }
-}
-
-/// Where the rootfs of a chain lives once unpacked.
-pub fn rootfs_path(store: &Store, chain: &Digest, unpacking: &Unpacking) -> PathBuf {
-    let name = match (&unpacking.ids, unpacking.ownership) {
-        (Some(ids), Ownership::Preserve) => format!("{}-{}", chain.hex(), ids.key()),
-        _ => chain.hex().to_owned(),
-    };
-    store.root().join("rootfs").join(name)
-}
-
-struct RemoveOnDrop(Option<PathBuf>);
-
-impl RemoveOnDrop {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = fs::remove_dir_all(&p);
-        }
-    }
-}
 
 /// A job's writable view of a cached rootfs.
 #[derive(Debug)]
@@ -139,36 +33,39 @@ pub struct ViewDirs<'a> {
 }
 
 impl RootfsView {
-    /// Mounts an overlay of `lower` with its changes going to the upper directory, or
-    /// copies `lower` when the kernel refuses overlayfs or `copy` asks for it.
+    /// Mounts an overlay of the image's layers (the stack at `stack`, see
+    /// [`ensure_stack`](super::layers::ensure_stack)) with its changes going to the upper
+    /// directory, or merges them into a copy when the kernel refuses overlayfs or `copy`
+    /// asks for it.
     pub fn create(
         host: &dyn Host,
-        lower: &Path,
+        stack: &Path,
         dirs: &ViewDirs<'_>,
         copy: bool,
     ) -> Result<RootfsView, ImageError> {
+        let stack = Stack::open(stack)?;
         if copy {
-            return Self::copy(host, lower, dirs.copy);
+            return Self::copy(host, &stack.layers, dirs.copy);
         }
         let target = dirs.mount_point.to_owned();
-        match host.mount_overlay(lower, dirs.upper, dirs.work, &target) {
+        match host.mount_overlay(&stack.layers, dirs.upper, dirs.work, &target) {
             Ok(()) => Ok(RootfsView::Overlay { target }),
             Err(e) if e.overlay_refused() => {
                 let e = crate::util::chain(&e);
                 tracing::warn!("{e}; copying the rootfs instead (slower)");
-                Self::copy(host, lower, dirs.copy)
+                Self::copy(host, &stack.layers, dirs.copy)
             }
             Err(e) => Err(ImageError::Host(e)),
         }
     }
 
-    fn copy(host: &dyn Host, lower: &Path, target: &Path) -> Result<RootfsView, ImageError> {
+    fn copy(host: &dyn Host, layers: &[PathBuf], target: &Path) -> Result<RootfsView, ImageError> {
         let store_err = |source| ImageError::Store {
             path: target.to_owned(),
             source,
         };
         fs::create_dir(target).map_err(store_err)?;
-        copy_tree(lower, target, host.privileged()).map_err(store_err)?;
+        merge_layers(layers, target, host.privileged()).map_err(store_err)?;
         Ok(RootfsView::Copy {
             target: target.to_owned(),
         })
@@ -193,12 +90,24 @@ impl RootfsView {
 /// Copies a tree preserving types, modes, times, hard links and — with `owners` (which
 /// needs privilege) — owners; never follows a symlink.
 pub fn copy_tree(src: &Path, dst: &Path, owners: bool) -> io::Result<()> {
-    let mut copier = Copier {
-        owners,
-        links: HashMap::new(),
-    };
-    copier.dir_contents(src, dst)?;
-    copier.metadata(dst, &fs::symlink_metadata(src)?)
+    merge_layers(&[src.to_owned()], dst, owners)
+}
+
+/// Copies the layers (top first) into `dst` bottom up as overlayfs shows them: an upper
+/// entry replaces a lower one, a whiteout removes it, an opaque directory hides what lower
+/// layers had in it. Preserves what [`copy_tree`] does.
+pub fn merge_layers(layers: &[PathBuf], dst: &Path, owners: bool) -> io::Result<()> {
+    for layer in layers.iter().rev() {
+        let mut copier = Copier {
+            owners,
+            links: HashMap::new(),
+        };
+        copier.dir_contents(layer, dst)?;
+    }
+    match layers.first() {
+        Some(top) => Copier::metadata_of(owners, dst, &fs::symlink_metadata(top)?),
+        None => Ok(()),
+    }
 }
 
 struct Copier {
@@ -214,14 +123,35 @@ impl Copier {
             let from = entry.path();
             let to = dst.join(entry.file_name());
             let meta = fs::symlink_metadata(&from)?;
+            let existing = fs::symlink_metadata(&to).ok();
+            if is_whiteout(&meta) {
+                crate::util::remove_tree(&to)?;
+                continue;
+            }
             let ft = meta.file_type();
             if ft.is_dir() {
-                fs::create_dir(&to)?;
+                match existing {
+                    Some(e) if e.is_dir() => {
+                        if is_opaque(&from) {
+                            empty_dir(&to)?;
+                        }
+                    }
+                    Some(_) => {
+                        crate::util::remove_tree(&to)?;
+                        fs::create_dir(&to)?;
+                    }
+                    None => fs::create_dir(&to)?,
+                }
                 self.dir_contents(&from, &to)?;
-            } else if ft.is_symlink() {
-                std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
-            } else if !self.node(&from, &to, &meta)? {
-                continue; // a hard link to a node already copied
+            } else {
+                if existing.is_some() {
+                    crate::util::remove_tree(&to)?;
+                }
+                if ft.is_symlink() {
+                    std::os::unix::fs::symlink(fs::read_link(&from)?, &to)?;
+                } else if !self.node(&from, &to, &meta)? {
+                    continue; // a hard link to a node already copied
+                }
             }
             self.metadata(&to, &meta)?;
         }
@@ -249,11 +179,15 @@ impl Copier {
     }
 
     fn metadata(&self, to: &Path, meta: &fs::Metadata) -> io::Result<()> {
+        Self::metadata_of(self.owners, to, meta)
+    }
+
+    fn metadata_of(owners: bool, to: &Path, meta: &fs::Metadata) -> io::Result<()> {
         use nix::sys::stat::{UtimensatFlags, utimensat};
         use nix::sys::time::TimeSpec;
         use nix::unistd::{Gid, Uid, fchownat};
         // Ownership first: chown clears set-id bits, so the mode comes after it.
-        if self.owners {
+        if owners {
             let (uid, gid) = (Uid::from_raw(meta.uid()), Gid::from_raw(meta.gid()));
             let nofollow = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
             fchownat(None, to, Some(uid), Some(gid), nofollow).map_err(io::Error::from)?;
@@ -266,6 +200,14 @@ impl Copier {
         utimensat(None, to, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
             .map_err(io::Error::from)
     }
+}
+
+/// Removes everything in `dir`, keeping `dir`.
+fn empty_dir(dir: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        crate::util::remove_tree(&entry?.path())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -306,12 +248,43 @@ mod tests {
         }
     }
 
+    /// A store-like tree under `d`: the layers (bottom first, as (name, files) pairs) and
+    /// a stack of them; returns the stack's path.
+    type Files<'a> = &'a [(&'a str, &'a [u8])];
+
+    fn stack_of(d: &Path, layers: &[(&str, Files<'_>)]) -> PathBuf {
+        for (name, files) in layers {
+            let dir = d.join("layers").join(name);
+            fs::create_dir_all(&dir).unwrap();
+            for (path, data) in *files {
+                fs::write(dir.join(path), data).unwrap();
+            }
+        }
+        let stack = d.join("stacks/s");
+        fs::create_dir_all(&stack).unwrap();
+        let top_first: Vec<&str> = layers.iter().rev().map(|(n, _)| *n).collect();
+        fs::write(stack.join("layers"), top_first.join("\n")).unwrap();
+        stack
+    }
+
     #[test]
-    fn refused_overlay_falls_back_to_a_copy_beside_the_job() {
+    fn refused_overlay_falls_back_to_a_copy_merging_the_layers() {
         let d = tempfile::tempdir().unwrap();
-        let lower = d.path().join("lower");
-        fs::create_dir(&lower).unwrap();
-        fs::write(lower.join("bin"), b"x").unwrap();
+        let stack = stack_of(
+            d.path(),
+            &[
+                ("base", &[("bin", b"x"), ("old", b"o")]),
+                ("top", &[("new", b"n")]),
+            ],
+        );
+        // The top layer removes `old`, as a whiteout.
+        nix::sys::stat::mknod(
+            &d.path().join("layers/top/old"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .unwrap();
         let host = FakeHost {
             refuse_overlay: true,
             ..Default::default()
@@ -326,10 +299,12 @@ mod tests {
             mount_point: &job.join("mnt"),
             copy: &job.join("rootfs"),
         };
-        let view = RootfsView::create(&host, &lower, &dirs, false).unwrap();
+        let view = RootfsView::create(&host, &stack, &dirs, false).unwrap();
         assert!(matches!(view, RootfsView::Copy { .. }));
         assert_eq!(view.root(), job.join("rootfs"));
         assert_eq!(fs::read(job.join("rootfs/bin")).unwrap(), b"x");
+        assert_eq!(fs::read(job.join("rootfs/new")).unwrap(), b"n");
+        assert!(fs::symlink_metadata(job.join("rootfs/old")).is_err());
         view.release(&host).unwrap();
         assert!(host.calls().iter().all(|c| !c.starts_with("unmount")));
     }
@@ -337,26 +312,42 @@ mod tests {
     #[test]
     fn a_copy_can_be_asked_for() {
         let d = tempfile::tempdir().unwrap();
-        let lower = d.path().join("lower");
-        fs::create_dir(&lower).unwrap();
-        fs::write(lower.join("f"), b"y").unwrap();
+        let stack = stack_of(d.path(), &[("one", &[("f", b"y")])]);
         let host = FakeHost::default();
         let copy = d.path().join("copy");
         let mut dirs = view_dirs(d.path());
         dirs.copy = &copy;
-        let view = RootfsView::create(&host, &lower, &dirs, true).unwrap();
+        let view = RootfsView::create(&host, &stack, &dirs, true).unwrap();
         assert!(matches!(view, RootfsView::Copy { .. }));
         assert_eq!(fs::read(copy.join("f")).unwrap(), b"y");
         assert!(host.calls().is_empty(), "no overlay was tried");
     }
 
     #[test]
-    fn overlay_view_is_unmounted_on_release() {
+    fn the_overlay_stacks_the_layers_top_first_and_is_unmounted_on_release() {
         let d = tempfile::tempdir().unwrap();
+        let stack = stack_of(d.path(), &[("base", &[]), ("top", &[])]);
         let host = FakeHost::default();
-        let view = RootfsView::create(&host, d.path(), &view_dirs(d.path()), false).unwrap();
+        let view = RootfsView::create(&host, &stack, &view_dirs(d.path()), false).unwrap();
         assert!(matches!(view, RootfsView::Overlay { .. }));
+        let layers = d.path().join("layers");
+        let expected = format!(
+            "mount_overlay {}:{} ",
+            layers.join("top").display(),
+            layers.join("base").display()
+        );
+        assert!(host.calls()[0].starts_with(&expected), "{:?}", host.calls());
         view.release(&host).unwrap();
         assert!(host.calls().last().unwrap().starts_with("unmount"));
+    }
+
+    #[test]
+    fn a_stack_missing_a_layer_is_an_error_not_an_empty_root() {
+        let d = tempfile::tempdir().unwrap();
+        let stack = stack_of(d.path(), &[("base", &[])]);
+        fs::remove_dir(d.path().join("layers/base")).unwrap();
+        let e = RootfsView::create(&FakeHost::default(), &stack, &view_dirs(d.path()), false)
+            .unwrap_err();
+        assert!(e.to_string().contains("layers/base"), "{e}");
     }
 }

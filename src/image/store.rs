@@ -3,22 +3,26 @@
 //! ```text
 //! <cache>/blobs/sha256/<hex>    manifests, configs and layers, verified before they land
 //! <cache>/refs/<hex>.json       what a reference resolved to (hex = sha256 of the reference)
-//! <cache>/rootfs/<chain hex>/   unpacked root filesystems (see rootfs.rs)
+//! <cache>/layers/, stacks/, locks/   unpacked layers and the images stacking them (see
+//!                               layers.rs)
 //! <cache>/tmp/                  downloads and unpacks in progress
 //! ```
 //!
 //! Everything lands by `rename` from `tmp/`, so a crash or a concurrent berth never leaves
-//! a half-written blob under its final name.
+//! a half-written blob under its final name; a berth fetching a blob holds its lock
+//! (`locks/blob-<hex>.lock`), so concurrent berths fetch each blob once.
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::ImageError;
 use super::digest::{Digest, Hasher};
+use super::manifest::Descriptor;
 
 /// What an image reference resolved to when it was last pulled.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -53,7 +57,7 @@ impl Store {
     /// layers hold, and other local users must not run or read them. What is below keeps
     /// its modes: the root alone closes the tree.
     pub fn open(root: &Path) -> Result<Store, ImageError> {
-        for sub in ["blobs/sha256", "refs", "rootfs", "tmp"] {
+        for sub in ["blobs/sha256", "refs", "layers", "stacks", "locks", "tmp"] {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(|source| ImageError::Store { path: dir, source })?;
         }
@@ -148,6 +152,47 @@ impl Store {
             digest: digest.clone(),
             committed: false,
         })
+    }
+
+    /// Takes the lock of `name` (a layer or a blob) under `locks/`, waiting for the berth
+    /// that holds it. Lock files stay: removing one could let two berths lock two files of
+    /// the same name.
+    pub fn lock(&self, name: &str) -> Result<Flock<File>, ImageError> {
+        let path = self.root.join("locks").join(format!("{name}.lock"));
+        let store_err = |source| ImageError::Store {
+            path: path.clone(),
+            source,
+        };
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(store_err)?;
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| store_err(e.into()))
+    }
+
+    /// Locks those of `blobs` the store lacks, in digest order (so berths locking several
+    /// never wait on each other in a circle), and returns the locks and the blobs still
+    /// missing once they are held: a berth that waited finds what the other fetched.
+    pub fn lock_missing(
+        &self,
+        blobs: &[Descriptor],
+    ) -> Result<(Vec<Flock<File>>, Vec<Descriptor>), ImageError> {
+        let mut wanted: Vec<&Descriptor> =
+            blobs.iter().filter(|b| !self.has_blob(&b.digest)).collect();
+        wanted.sort_by(|a, b| a.digest.hex().cmp(b.digest.hex()));
+        wanted.dedup_by(|a, b| a.digest == b.digest);
+        let locks = wanted
+            .iter()
+            .map(|b| self.lock(&format!("blob-{}", b.digest.hex())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let missing = wanted
+            .into_iter()
+            .filter(|b| !self.has_blob(&b.digest))
+            .cloned()
+            .collect();
+        Ok((locks, missing))
     }
 
     fn record_path(&self, reference: &str) -> PathBuf {

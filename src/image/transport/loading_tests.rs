@@ -123,7 +123,13 @@ fn an_oci_layout_loads_into_the_store_and_unpacks() {
     let (root, unpacked) = images.rootfs(&pulled).unwrap();
     assert!(unpacked);
     assert_eq!(
-        fs::read(root.join("hello.txt")).unwrap(),
+        fs::read(
+            crate::image::layers::Stack::open(&root)
+                .unwrap()
+                .find(Path::new("hello.txt"))
+                .unwrap()
+        )
+        .unwrap(),
         b"hello from a layout\n"
     );
     // The only image of a layout is found without naming it; an unknown name is not.
@@ -390,7 +396,13 @@ fn a_docker_archive_loads_with_its_layers_stored_by_diff_id() {
     );
     let (root, _) = images.rootfs(&pulled).unwrap();
     assert_eq!(
-        fs::read(root.join("hello.txt")).unwrap(),
+        fs::read(
+            crate::image::layers::Stack::open(&root)
+                .unwrap()
+                .find(Path::new("hello.txt"))
+                .unwrap()
+        )
+        .unwrap(),
         b"hello from an archive\n"
     );
     let bare = format!("docker-archive:{}", file.display());
