@@ -632,15 +632,17 @@ fn a_zstd_layer_pulls_from_the_registry() {
     let berth = Isolated::new();
     let out = berth.berth(&["pull", &reference]);
     assert_eq!(out.status, 0, "{}", out.stderr);
-    let rootfs = berth.dir.path().join("cache/rootfs");
-    let trees: Vec<PathBuf> = fs::read_dir(&rootfs)
+    // Each layer is unpacked into a directory of its own.
+    let layers = berth.dir.path().join("cache/layers");
+    let trees: Vec<PathBuf> = fs::read_dir(&layers)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(trees.len(), 1, "{trees:?}");
+    assert_eq!(trees.len(), 2, "{trees:?}");
     let found = |name: &str| {
-        walk(&trees[0])
-            .into_iter()
+        trees
+            .iter()
+            .flat_map(|t| walk(t))
             .find(|p| p.file_name().is_some_and(|n| n == name))
             .map(|p| fs::read(p).unwrap())
     };

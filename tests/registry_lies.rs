@@ -612,7 +612,8 @@ fn a_layer_of_a_media_type_berth_cannot_unpack_is_refused_before_download() {
         !hits.iter().any(|h| h.contains(&digest)),
         "the layer was fetched: {hits:?}"
     );
-    assert_eq!(stored(&dir, "rootfs"), 0);
+    assert_eq!(stored(&dir, "stacks"), 0);
+    assert_eq!(stored(&dir, "layers"), 0);
 }
 
 /// A layer big enough to be cut in the middle.
@@ -675,7 +676,7 @@ fn a_broken_blob_download_resumes_with_a_range_request() {
         .filter_map(|r| r.header("range").map(str::to_owned))
         .collect();
     assert_eq!(ranges, vec![format!("bytes={half}-")]);
-    assert_eq!(stored(&dir, "rootfs"), 1);
+    assert_eq!(stored(&dir, "stacks"), 1);
 }
 
 #[test]
@@ -693,7 +694,8 @@ fn a_resumed_blob_is_verified_from_its_first_byte() {
     assert_eq!(status, 3, "{stderr}");
     assert!(stderr.contains("does not match its digest"), "{stderr}");
     assert!(reg.requests().iter().any(|r| r.header("range").is_some()));
-    assert_eq!(stored(&dir, "rootfs"), 0);
+    assert_eq!(stored(&dir, "stacks"), 0);
+    assert_eq!(stored(&dir, "layers"), 0);
     assert_eq!(
         stored(&dir, "tmp"),
         0,
@@ -817,5 +819,5 @@ fn a_registry_that_ignores_the_range_sends_the_blob_again_from_the_start() {
             .iter()
             .any(|r| r.path == path && r.header("range").is_some())
     );
-    assert_eq!(stored(&dir, "rootfs"), 1);
+    assert_eq!(stored(&dir, "stacks"), 1);
 }
