@@ -403,10 +403,11 @@ impl Images {
     pub fn rootfs(&self, image: &PulledImage) -> Result<(PathBuf, bool), ImageError> {
         let diff_ids = &image.config.rootfs.diff_ids;
         let holder = format!("{} ({})", self.holder, image.reference);
-        // A layer's directory is named by its diff id or by the chain id up to it.
-        let chains = (1..=diff_ids.len()).filter_map(|n| digest::chain_id(&diff_ids[..n]));
-        for d in chains.chain(diff_ids.iter().cloned()) {
-            prune::lease(&self.store, &d, &holder)?;
+        // One lease, on the stack: prune keeps every layer a leased stack lists. (A lease
+        // per layer cost a file each, on every run.) Layers this call is about to unpack
+        // are not listed yet, but they are as new as prune's grace period.
+        if let Some(chain) = digest::chain_id(diff_ids) {
+            prune::lease(&self.store, &chain, &holder)?;
         }
         let budget = unpack::Budget::new(&image.reference, self.settings.unpack_caps);
         layers::ensure_stack(

@@ -2,14 +2,14 @@
 //! the sweep of what a crashed berth left in `tmp/`.
 //!
 //! ```text
-//! <cache>/leases/<hex>/<pid>.<random>   flock-ed by a live berth whose job uses the layer
-//!                                       directories or stack named <hex> (a diff id or a
-//!                                       chain id); holds who it is
+//! <cache>/leases/<hex>/<pid>.<random>   flock-ed by a live berth whose job uses the stack
+//!                                       named <hex> (the image's chain id), and so every
+//!                                       layer that stack lists; holds who it is
 //! ```
 //!
 //! A lease is taken before the layers are unpacked or looked up and held until the berth
 //! exits (the kernel drops the flock however it exits), so a layer a job mounts is never
-//! removed under it. A lease file whose lock can be taken belongs to a dead berth.
+//! removed under it. One lease per image, not per layer: a run pays one file for it. A lease file whose lock can be taken belongs to a dead berth.
 //!
 //! Blobs, layers and stacks no record references are removed — a layer only once no
 //! remaining image uses it; those that landed in the last [`GRACE`] are kept unless they
@@ -248,6 +248,7 @@ fn referenced(store: &Store, records: &[ImageRecord]) -> (HashSet<String>, HashS
 /// berth still running leases one.
 pub fn collect(store: &Store, doomed: &HashSet<String>) -> Removed {
     let (blobs, keys) = referenced(store, &store.records());
+    let leased = leased_keys(store);
     let mut removed = Removed::default();
     let removable = |name: &str, path: &Path| doomed.contains(name) || older_than(path, GRACE);
     let blob_dir = store.root().join("blobs/sha256");
@@ -276,7 +277,9 @@ pub fn collect(store: &Store, doomed: &HashSet<String>) -> Removed {
             let name = e.file_name().to_string_lossy().into_owned();
             let key = name.split('-').next().unwrap_or_default().to_owned();
             let unused = legacy || (!keys.contains(&key) && removable(&key, &e.path()));
-            if !unused || !holders(store, &key).is_empty() {
+            // Old berths leased flattened trees themselves.
+            let held = leased.contains(&key) || (legacy && !holders(store, &key).is_empty());
+            if !unused || held {
                 continue;
             }
             let bytes = du(&e.path());
@@ -288,6 +291,28 @@ pub fn collect(store: &Store, doomed: &HashSet<String>) -> Removed {
     }
     let _ = fs::remove_dir(store.root().join("rootfs"));
     removed
+}
+
+/// The keys of what live jobs use: each stack a live berth leases, and every layer it lists.
+fn leased_keys(store: &Store) -> HashSet<String> {
+    let key_of = |name: &str| name.split('-').next().unwrap_or_default().to_owned();
+    let mut keys = HashSet::new();
+    let leases = fs::read_dir(store.root().join("leases"));
+    for e in leases.into_iter().flatten().flatten() {
+        let key = e.file_name().to_string_lossy().into_owned();
+        if !holders(store, &key).is_empty() {
+            keys.insert(key);
+        }
+    }
+    let stacks = fs::read_dir(store.root().join("stacks"));
+    for e in stacks.into_iter().flatten().flatten() {
+        if !keys.contains(&key_of(&e.file_name().to_string_lossy())) {
+            continue;
+        }
+        let listed = fs::read_to_string(e.path().join("layers")).unwrap_or_default();
+        keys.extend(listed.lines().filter(|l| !l.is_empty()).map(key_of));
+    }
+    keys
 }
 
 /// The records `image` names: a reference as pulled, or a digest (full, or the 12-digit
