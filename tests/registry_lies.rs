@@ -406,6 +406,30 @@ fn a_manifest_that_does_not_match_its_digest_is_refused() {
 }
 
 #[test]
+fn a_tag_whose_stated_digest_is_not_its_documents_is_refused() {
+    let reg = FakeRegistry::start();
+    let (layer, diff) = layer();
+    reg.image("acme/stated", &layer, &diff, None);
+    // The tag's manifest comes with a Docker-Content-Digest of something else.
+    let served = reg.routes.lock().unwrap()["/v2/acme/stated/manifests/1.0"].clone();
+    let other = format!("sha256:{}", "1".repeat(64));
+    reg.serve(
+        "/v2/acme/stated/manifests/1.0",
+        200,
+        &served.1,
+        served.2,
+        Some(other.clone()),
+    );
+    let (status, stderr, dir) = pull(&reg, "acme/stated:1.0");
+    assert_eq!(status, 3, "{stderr}");
+    assert!(
+        stderr.contains("digest") && stderr.contains(&other),
+        "{stderr}"
+    );
+    assert_eq!(stored(&dir, "blobs/sha256"), 0);
+}
+
+#[test]
 fn a_layer_whose_content_differs_from_the_config_is_refused() {
     let reg = FakeRegistry::start();
     let (layer, _) = layer();

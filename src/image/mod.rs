@@ -278,6 +278,13 @@ impl Images {
         name: &str,
     ) -> Result<Digest, ImageError> {
         match client.resolve(r) {
+            Ok((digest, bytes)) => {
+                // The document is what a pull reads next; it is kept, verified by its digest.
+                if !self.store.has_blob(&digest) {
+                    self.store.put_blob(&digest, &bytes)?;
+                }
+                Ok(digest)
+            }
             Err(e @ ImageError::Unreachable { .. }) => match self.store.find_record(name) {
                 Some(rec) => {
                     let e = crate::util::chain(&e);
@@ -286,7 +293,7 @@ impl Images {
                 }
                 None => Err(e),
             },
-            other => other,
+            Err(e) => Err(e),
         }
     }
 

@@ -269,8 +269,10 @@ impl RegistryClient {
             }))
     }
 
-    /// What a tag currently points at (a HEAD request).
-    pub fn resolve(&self, reference: &Reference) -> Result<Digest, ImageError> {
+    /// What a tag currently points at, and the document itself: one GET (as containers'
+    /// own tools do) rather than a HEAD and then a GET, since a pull needs the document
+    /// anyway. Its digest is that of the bytes; a `Docker-Content-Digest` must agree.
+    pub fn resolve(&self, reference: &Reference) -> Result<(Digest, Vec<u8>), ImageError> {
         let target = Target::of(reference);
         let what = reference
             .digest()
@@ -278,17 +280,34 @@ impl RegistryClient {
             .unwrap_or("latest")
             .to_owned();
         let url = self.manifest_url(reference, &what);
-        self.runtime
-            .block_on(self.retrying(&target, "resolve", || async {
-                let response = self
-                    .send(&target, &|c| c.head(&url).header(header::ACCEPT, accept()))
-                    .await?;
-                let response = check(response).await?;
-                match response.headers().get("docker-content-digest") {
-                    Some(d) => parse_digest(&target, d.to_str().unwrap_or("")),
-                    None => Ok(Digest::of(&self.fetch_manifest(&target, &url).await?)),
-                }
-            }))
+        let accept = accept();
+        let (bytes, header) = self
+            .runtime
+            .block_on(self.retrying(&target, "resolve", || {
+                self.fetch_capped(
+                    &target,
+                    &url,
+                    &accept,
+                    manifest::MAX_METADATA_BYTES,
+                    "manifest",
+                )
+            }))?;
+        let digest = Digest::of(&bytes);
+        if let Some(stated) = header {
+            let stated: Digest = stated.parse().map_err(|e| ImageError::Registry {
+                reference: reference.whole(),
+                message: format!("registry returned a bad digest: {e}"),
+            })?;
+            if stated != digest {
+                return Err(ImageError::DigestMismatch {
+                    what: format!("manifest of {}", reference.whole()),
+                    expected: stated,
+                    actual: digest,
+                });
+            }
+        }
+        refuse_unsupported_layers(reference, &bytes)?;
+        Ok((digest, bytes))
     }
 
     /// The manifest or index with `digest`, verified, refused when larger than the cap
@@ -309,14 +328,7 @@ impl RegistryClient {
                 actual,
             });
         }
-        if let Some((layer, media_type)) = manifest::unsupported_layer(&bytes) {
-            return Err(RegistryError::LayerMediaType {
-                image: reference.whole(),
-                layer,
-                media_type,
-            }
-            .into());
-        }
+        refuse_unsupported_layers(reference, &bytes)?;
         Ok(bytes)
     }
 
@@ -330,8 +342,10 @@ impl RegistryClient {
 
     async fn fetch_manifest(&self, target: &Target, url: &str) -> Result<Vec<u8>, Failure> {
         let cap = manifest::MAX_METADATA_BYTES;
-        self.fetch_capped(target, url, &accept(), cap, "manifest")
-            .await
+        let (bytes, _) = self
+            .fetch_capped(target, url, &accept(), cap, "manifest")
+            .await?;
+        Ok(bytes)
     }
 
     /// The document at `url`, refused before it is all read when it declares or grows past
@@ -343,11 +357,16 @@ impl RegistryClient {
         accept: &str,
         cap: u64,
         what: &str,
-    ) -> Result<Vec<u8>, Failure> {
+    ) -> Result<(Vec<u8>, Option<String>), Failure> {
         let response = self
             .send(target, &|c| c.get(url).header(header::ACCEPT, accept))
             .await?;
         let response = check(response).await?;
+        let stated = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|d| d.to_str().ok())
+            .map(str::to_owned);
         let too_large = |size: String| {
             Failure::Final(ImageError::TooLarge {
                 image: target.image.clone(),
@@ -357,9 +376,10 @@ impl RegistryClient {
         if let Some(len) = response.content_length().filter(|l| *l > cap) {
             return Err(too_large(len.to_string()));
         }
-        read_capped(response, cap)
+        let bytes = read_capped(response, cap)
             .await?
-            .ok_or_else(|| too_large(format!("more than {cap}")))
+            .ok_or_else(|| too_large(format!("more than {cap}")))?;
+        Ok((bytes, stated))
     }
 
     /// Fetches `blobs` into the store, a few at a time; returns the bytes transferred.
@@ -803,17 +823,21 @@ struct TokenRequest<'a> {
     scope: Option<&'a str>,
 }
 
-fn accept() -> String {
-    ACCEPTED_MANIFESTS.join(", ")
+/// Refuses a manifest with a layer berth cannot unpack, before any layer is fetched.
+fn refuse_unsupported_layers(reference: &Reference, bytes: &[u8]) -> Result<(), ImageError> {
+    match manifest::unsupported_layer(bytes) {
+        Some((layer, media_type)) => Err(RegistryError::LayerMediaType {
+            image: reference.whole(),
+            layer,
+            media_type,
+        }
+        .into()),
+        None => Ok(()),
+    }
 }
 
-fn parse_digest(target: &Target, value: &str) -> Result<Digest, Failure> {
-    value.parse().map_err(|e| {
-        Failure::Final(ImageError::Registry {
-            reference: target.image.clone(),
-            message: format!("registry returned a bad digest: {e}"),
-        })
-    })
+fn accept() -> String {
+    ACCEPTED_MANIFESTS.join(", ")
 }
 
 fn writer_size(blob: &Descriptor) -> Result<u64, Failure> {
@@ -1000,10 +1024,12 @@ impl RegistryClient {
             .to_owned();
         let url = self.manifest_url(reference, &what);
         let accept = accept.join(", ");
-        self.runtime
+        let (bytes, _) = self
+            .runtime
             .block_on(self.retrying(&target, "fetch manifest", || {
                 self.fetch_capped(&target, &url, &accept, cap, "manifest")
-            }))
+            }))?;
+        Ok(bytes)
     }
 
     /// The blob `blob` of `reference`'s repository, refused as soon as it passes `cap`
@@ -1022,7 +1048,7 @@ impl RegistryClient {
             blob.digest
         );
         let what = format!("blob {}", blob.digest);
-        let bytes = self
+        let (bytes, _) = self
             .runtime
             .block_on(self.retrying(&target, "fetch blob", || {
                 self.fetch_capped(&target, &url, "*/*", cap, &what)
