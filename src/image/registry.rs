@@ -274,12 +274,7 @@ impl RegistryClient {
     /// anyway. Its digest is that of the bytes; a `Docker-Content-Digest` must agree.
     pub fn resolve(&self, reference: &Reference) -> Result<(Digest, Vec<u8>), ImageError> {
         let target = Target::of(reference);
-        let what = reference
-            .digest()
-            .or_else(|| reference.tag())
-            .unwrap_or("latest")
-            .to_owned();
-        let url = self.manifest_url(reference, &what);
+        let url = self.named_manifest_url(reference);
         let accept = accept();
         let (bytes, header) = self
             .runtime
@@ -330,6 +325,15 @@ impl RegistryClient {
         }
         refuse_unsupported_layers(reference, &bytes)?;
         Ok(bytes)
+    }
+
+    /// The manifest `reference` names: by its digest when it has one, else by its tag.
+    fn named_manifest_url(&self, reference: &Reference) -> String {
+        let what = reference
+            .digest()
+            .or_else(|| reference.tag())
+            .unwrap_or("latest");
+        self.manifest_url(reference, what)
     }
 
     fn manifest_url(&self, reference: &Reference, what: &str) -> String {
@@ -1017,12 +1021,7 @@ impl RegistryClient {
         cap: u64,
     ) -> Result<Vec<u8>, ImageError> {
         let target = Target::of(reference);
-        let what = reference
-            .digest()
-            .or_else(|| reference.tag())
-            .unwrap_or("latest")
-            .to_owned();
-        let url = self.manifest_url(reference, &what);
+        let url = self.named_manifest_url(reference);
         let accept = accept.join(", ");
         let (bytes, _) = self
             .runtime
