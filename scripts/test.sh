@@ -22,5 +22,6 @@ if [ "$(id -u)" -eq 0 ] && [ $# -eq 0 ]; then
   id berth-ci >/dev/null 2>&1 || useradd --create-home --shell /bin/sh berth-ci
   cargo run --locked --quiet -- setup-rootless berth-ci
   BERTH_TEST_USER=berth-ci cargo test --locked \
-    --test run --test hostile --test storage --test closed_pipes
+    --test run --test hostile --test storage --test closed_pipes \
+    --test processors --test debug --test layer_store
 fi
