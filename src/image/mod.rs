@@ -313,15 +313,20 @@ impl Images {
             })?;
         let mut fetched = (0, 0);
         check_config_size(name, &manifest.config)?;
-        if !self.store.has_blob(&manifest.config.digest) {
-            let (_lock, config) = self
-                .store
-                .lock_missing(std::slice::from_ref(&manifest.config))?;
-            fetched.1 += client.fetch_blobs(r, &config, &self.store, false)?;
-            fetched.0 += config.len();
+        let new_config = !self.store.has_blob(&manifest.config.digest);
+        if new_config {
+            // A config berth has not seen is a new image: the layer blobs it lacks come
+            // beside the config, a round trip sooner than after reading it.
+            let wanted: Vec<Descriptor> = std::iter::once(&manifest.config)
+                .chain(&manifest.layers)
+                .cloned()
+                .collect();
+            let (_locks, missing) = self.store.lock_missing(&wanted)?;
+            fetched.1 += client.fetch_blobs(r, &missing, &self.store, true)?;
+            fetched.0 += missing.len();
         }
         let config = self.read_config(&manifest.config.digest, manifest.layers.len())?;
-        let needed: &[Descriptor] = if self.have_rootfs(&config) {
+        let needed: &[Descriptor] = if new_config || self.have_rootfs(&config) {
             &[]
         } else {
             &manifest.layers
