@@ -350,6 +350,43 @@ fn limits_the_host_cannot_enforce_are_named_in_the_result() {
 }
 
 #[test]
+fn cgroup_v2_device_rules_are_named_unenforced_and_strict_limits_refuse() {
+    let f = fixture();
+    let host = FakeHost {
+        cgroup_v2: true,
+        ..Default::default()
+    };
+    let runtime = FakeRuntime::exiting(0);
+    let r = run(&f, &host, &runtime, &job(&f, json!({})));
+    assert_eq!(r.error_class, None, "{}", r.message);
+    let cage = serde_json::to_value(r.cage).unwrap();
+    assert_eq!(
+        cage["unenforced"],
+        json!(["device rules (cgroup v2 needs libcontainer's eBPF device filter, not built in)"])
+    );
+    assert_nothing_left(&f, &host, &runtime);
+    let runtime = FakeRuntime::exiting(0);
+    let svc = Services {
+        host: &host,
+        runtime: &runtime,
+    };
+    let options = RunOptions {
+        strict_limits: true,
+        ..Default::default()
+    };
+    let r = berth::job::run(svc, &f.settings, &job(&f, json!({})), &options, &mut |_| {});
+    assert_eq!(r.error_class, Some(ErrorClass::Internal), "{}", r.message);
+    assert!(
+        r.message
+            .starts_with("--strict-limits: this host cannot enforce the device rules (cgroup v2"),
+        "{}",
+        r.message
+    );
+    assert!(runtime.calls().is_empty(), "{:?}", runtime.calls());
+    assert_nothing_left(&f, &host, &runtime);
+}
+
+#[test]
 fn strict_limits_refuse_a_host_that_cannot_enforce_them() {
     let f = fixture();
     let host = FakeHost {
