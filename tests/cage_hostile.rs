@@ -310,6 +310,16 @@ static void namespaces(void) {
     said("unshare files", unshare(CLONE_FILES | CLONE_FS));
 }
 
+/* The kernel's keyrings and its log: shared with the host, not namespaced. */
+static void keys(void) {
+    said("keyctl", syscall(SYS_keyctl, 0 /* GET_KEYRING_ID */, -3 /* session */, 1));
+    said("add_key", syscall(SYS_add_key, "user", "berth-probe", "secret", 6, -2 /* process */));
+    said("request_key", syscall(SYS_request_key, "user", "berth-probe", NULL, 0));
+    char log[64];
+    said("syslog size", syscall(SYS_syslog, 10 /* SIZE_BUFFER */, NULL, 0));
+    said("syslog read", syscall(SYS_syslog, 3 /* READ_ALL */, log, sizeof log));
+}
+
 /* getpid through another architecture's entry point, in a child: how it ended. */
 static void entry(const char *what, int x32) {
     pid_t p = fork();
@@ -333,6 +343,8 @@ int main(int argc, char **argv) {
         said("ptrace", ptrace(PTRACE_ATTACH, atoi(argv[2]), 0, 0));
     } else if (argc == 2 && strcmp(argv[1], "namespaces") == 0) {
         namespaces();
+    } else if (argc == 2 && strcmp(argv[1], "keys") == 0) {
+        keys();
     } else if (argc == 2 && strcmp(argv[1], "entries") == 0) {
         entry("int80", 0);
         entry("x32", 1);
@@ -933,6 +945,34 @@ fn system_calls_through_32_bit_entry_points_kill_the_caller() {
         "{}",
         end.output
     );
+    b.assert_clean(&[&job_id(&end.result)]);
+}
+
+#[test]
+fn keyrings_and_the_kernel_log_are_refused() {
+    require_env!();
+    let Some(probe) = probe() else { return };
+    // The kernel's keyrings are not namespaced (a key a component adds lives in the host's
+    // kernel), nor is its log. podman's profile allows keyctl and syslog; berth refuses
+    // them, as Docker's profile does, with EPERM.
+    let img = probe_image("keys", "/probe keys", probe);
+    let b = Berth::new();
+    let end = run(&b, &job(&img.reference, json!({}), json!({})));
+    assert_success(&end);
+    for call in [
+        "keyctl",
+        "add_key",
+        "request_key",
+        "syslog size",
+        "syslog read",
+    ] {
+        assert_eq!(
+            said(&end.output, &format!("{call}: ")),
+            "Operation not permitted",
+            "{}",
+            end.output
+        );
+    }
     b.assert_clean(&[&job_id(&end.result)]);
 }
 
