@@ -274,6 +274,11 @@ pub struct RunArgs {
     /// named either way, and listed under `cage.unenforced` in the --json result
     #[arg(long)]
     pub strict_limits: bool,
+    /// Let a `bridge` component reach this host's own addresses, the subnets attached to
+    /// its interfaces and link-local addresses (169.254.0.0/16, fe80::/10: cloud metadata),
+    /// which are refused otherwise (connecting fails at once with "Permission denied")
+    #[arg(long)]
+    pub allow_host_access: bool,
     /// Run this tag (or `sha256:…` digest) of the component's image instead of its own;
     /// overrides the configuration's `runtime.image_tag`
     #[arg(long, value_name = "TAG")]
@@ -500,6 +505,7 @@ fn run(svc: Services<'_>, settings: &Settings, args: &RunArgs) -> anyhow::Result
     let options = job::RunOptions {
         keep_outputs: args.keep_outputs.as_deref().map(absolute),
         strict_limits: args.strict_limits,
+        allow_host_access: args.allow_host_access,
         action: None,
         debug: args.mode == Mode::Debug,
     };

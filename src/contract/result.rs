@@ -95,6 +95,10 @@ pub struct Cage {
     /// berth ran for an unprivileged operator, inside a user namespace of its own.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub rootless: bool,
+    /// A `bridge` container ran without the fence around the host's addresses, its
+    /// attached subnets and link-local space (`--allow-host-access`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub host_access: bool,
 }
 
 /// Wall-clock seconds spent in each phase. `run` covers each row from its data folder to

@@ -118,7 +118,7 @@ impl Host for FakeHost {
             "attach_network {pid} {network:?} {}",
             scratch.display()
         ));
-        if self.pasta_missing && network == Network::Outbound {
+        if self.pasta_missing && network.outbound() {
             return Err(network::pasta_missing(None));
         }
         Ok(None)

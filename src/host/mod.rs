@@ -11,6 +11,7 @@
 
 mod cgroups;
 pub mod delegate;
+pub mod fence;
 pub mod ids;
 mod linux;
 pub mod network;
@@ -105,6 +106,12 @@ pub enum HostError {
     },
     #[error("pasta could not connect the network namespace of pid {pid}: {detail}")]
     PastaFailed { pid: i32, detail: String },
+    #[error("cannot fence the network namespace of pid {pid} off the host's addresses")]
+    Fence {
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("pasta did not connect the network namespace of pid {pid} within {waited:?}")]
     PastaTimeout {
         pid: i32,

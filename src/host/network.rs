@@ -43,8 +43,19 @@ pub enum Network {
     /// Its own namespace with only `lo`, which is brought up.
     Loopback,
     /// Its own namespace with `lo` and outbound access through pasta; no port of the host
-    /// leads into it.
+    /// leads into it, and the host's addresses, its attached subnets and link-local space
+    /// are fenced off (see `fence`).
     Outbound,
+    /// As [`Network::Outbound`], without the fence: the operator allows the host and its
+    /// networks (`--allow-host-access`).
+    OutboundToHost,
+}
+
+impl Network {
+    /// Whether pasta connects it.
+    pub fn outbound(self) -> bool {
+        matches!(self, Network::Outbound | Network::OutboundToHost)
+    }
 }
 
 /// The address inside the namespace where pasta answers DNS, forwarding to the host's

@@ -50,6 +50,8 @@ pub(super) struct RowContext<'a> {
     pub action: Option<&'a str>,
     /// Debug mode: the data folder archived before each image and at the end; no mapping.
     pub debug: bool,
+    /// The operator lets `bridge` containers reach the host and its networks.
+    pub allow_host_access: bool,
 }
 
 /// One row: its place in the job and its configuration.
@@ -427,7 +429,7 @@ impl RowRun<'_> {
             cgroups_path: &cgroups_path,
             limits,
             timeout: Duration::from_secs(self.timeout_secs()),
-            network: network(job.component.network),
+            network: network(job.component.network, ctx.allow_host_access),
         };
         let outcome = ctx.svc.runtime.run(&request, on_line)?;
         Ok(Container {
@@ -732,11 +734,13 @@ pub(super) fn write_json(path: &Path, value: &Value) -> Result<(), JobError> {
 }
 
 /// What the runtime connects for a network mode of contract §9 (the bundle gives every
-/// mode but `host` a namespace of its own).
-fn network(mode: NetworkMode) -> Network {
+/// mode but `host` a namespace of its own): a bridge is fenced off the host unless the
+/// operator allows it.
+fn network(mode: NetworkMode, allow_host_access: bool) -> Network {
     match mode {
         NetworkMode::None => Network::Loopback,
         NetworkMode::Host => Network::Host,
+        NetworkMode::Bridge if allow_host_access => Network::OutboundToHost,
         NetworkMode::Bridge => Network::Outbound,
     }
 }
