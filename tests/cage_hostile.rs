@@ -684,6 +684,80 @@ fn filling_a_tmpfs_past_the_memory_limit_is_out_of_memory() {
 }
 
 // ---------------------------------------------------------------------------------------
+// 2b. Disk
+
+#[test]
+fn writing_past_the_disk_limit_in_out_the_rootfs_or_tmp_stops_the_component() {
+    require_env!();
+    // Each writes a table and a state (which must not reach storage), then 40 MB where it
+    // may write — /data/out, its root filesystem (the overlay's upper directory), /tmp —
+    // against a limit of 20m, then waits far longer than berth measures.
+    let b = Berth::new();
+    let mut ended = Vec::new();
+    for (name, target) in [
+        ("out", "/data/out/files/fill"),
+        ("rootfs", "/var/fill"),
+        ("tmp", "/tmp/fill"),
+    ] {
+        let img = script_image(
+            &format!("disk-{name}"),
+            &format!(
+                "mkdir -p /var\necho 'a' > /data/out/tables/t.csv\necho 1 >> /data/out/tables/t.csv\n\
+                 echo '{{\"seen\": true}}' > /data/out/state.json\n\
+                 dd if=/dev/zero of={target} bs=1M count=40 2>/dev/null; echo \"dd: $?\"\n\
+                 sleep 100; echo STILL-RUNNING"
+            ),
+        );
+        let end = run(
+            &b,
+            &job(
+                &img.reference,
+                json!({"disk": "20m", "process_timeout": 60}),
+                json!({}),
+            ),
+        );
+        assert_eq!(said(&end.output, "dd: "), "0", "{name}: {}", end.output);
+        assert!(!end.output.contains("STILL-RUNNING"), "{name}: {}", end.output);
+        assert_eq!(end.status, 1, "{name}: {}", end.output);
+        assert_eq!(end.result["error_class"], "user", "{name}");
+        assert_eq!(end.result["exit_code"], 137, "{name}: killed");
+        let message = end.result["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(
+                "component acme.test wrote more than its disk limit of 20m (/data, /tmp and \
+                 its root filesystem together): 4"
+            ),
+            "{name}: {message}"
+        );
+        assert_eq!(end.result["cage"]["disk_limit"], "20m");
+        ended.push(job_id(&end.result));
+    }
+    // Nothing reached storage: no table, no state.
+    let tables = b.run_cmd(&["storage", "tables"]);
+    assert_eq!(tables.status, 0, "{}", tables.stderr);
+    assert!(!tables.stdout.contains(".t"), "{}", tables.stdout);
+    let state = b.run_cmd(&["state", "show", "acme.test", "42"]);
+    assert!(
+        state.stderr.contains("no state is stored for acme.test/42"),
+        "{}{}",
+        state.stdout,
+        state.stderr
+    );
+    // Under its limit, the same writes are the component's to make.
+    let img = script_image(
+        "disk-under",
+        "dd if=/dev/zero of=/tmp/fill bs=1M count=10 2>/dev/null && \
+         dd if=/dev/zero of=/data/out/files/fill bs=1M count=5 2>/dev/null && echo WROTE",
+    );
+    let under = run(&b, &job(&img.reference, json!({"disk": "20m"}), json!({})));
+    assert_success(&under);
+    assert_said(&under.output, "WROTE");
+    ended.push(job_id(&under.result));
+    let ids: Vec<&str> = ended.iter().map(String::as_str).collect();
+    b.assert_clean(&ids);
+}
+
+// ---------------------------------------------------------------------------------------
 // 3. Network
 
 /// The host's IPv4 addresses besides loopback.

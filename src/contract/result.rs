@@ -89,6 +89,8 @@ pub struct Cage {
     pub id_range: Option<String>,
     /// The limits this host cannot enforce, in words (empty when it enforces them all).
     pub unenforced: Vec<String>,
+    /// How much the component's data folder, `/tmp` and root filesystem may grow.
+    pub disk_limit: crate::contract::job::MemoryLimit,
     /// `unconfined` when the component opts out of the seccomp filter.
     #[serde(skip_serializing_if = "crate::contract::Seccomp::is_default")]
     pub seccomp: crate::contract::Seccomp,

@@ -244,6 +244,7 @@ impl<'a> JobRun<'a> {
             user_namespace: mode,
             id_range: host_ids,
             unenforced: unenforced.into_iter().map(str::to_owned).collect(),
+            disk_limit: self.job.component.disk,
             seccomp,
             rootless: rootless.is_some(),
             host_access: self.options.allow_host_access

@@ -422,6 +422,7 @@ impl RowRun<'_> {
         })?;
         bundle::write(&spec, &dir.bundle)?;
         tracing::debug!("data folder and bundle written");
+        let disk = self.disk_watch(dir);
         let request = RunRequest {
             id: &container_id,
             bundle: &dir.bundle,
@@ -430,6 +431,7 @@ impl RowRun<'_> {
             limits,
             timeout: Duration::from_secs(self.timeout_secs()),
             network: network(job.component.network, ctx.allow_host_access),
+            disk: Some(&disk),
         };
         let outcome = ctx.svc.runtime.run(&request, on_line)?;
         Ok(Container {
@@ -437,6 +439,23 @@ impl RowRun<'_> {
             id: Some(container_id),
             outcome,
         })
+    }
+
+    /// What the container may write: its data folder, `/tmp` and its rootfs's upper
+    /// directory (or copy) may grow by the component's disk cap from what they hold now.
+    fn disk_watch(&self, dir: &ImageDir) -> runtime::DiskWatch {
+        let rootfs = if self.ctx.copy_rootfs {
+            &dir.copy
+        } else {
+            &dir.upper
+        };
+        let mut watch = runtime::DiskWatch {
+            dirs: vec![dir.data.clone(), dir.tmp.clone(), rootfs.clone()],
+            baseline: 0,
+            cap: self.ctx.job.component.disk.0,
+        };
+        watch.baseline = watch.measure().bytes;
+        watch
     }
 
     /// How long the container may run: an action's timeout, or the main image's.

@@ -46,6 +46,23 @@ pub fn classify(job: &JobFile, run: &RunOutcome) -> Verdict {
         let message = format!("component {id} exceeded the timeout of {secs} seconds");
         return Verdict::error(ErrorClass::User, message);
     }
+    if let Some(over) = run.disk_exceeded {
+        let cap = job.component.disk;
+        let message = if over.too_deep {
+            format!(
+                "component {id} nested directories deeper than {} levels, past what berth \
+                 measures of its disk limit of {cap}",
+                crate::confined::MAX_USAGE_DEPTH
+            )
+        } else {
+            format!(
+                "component {id} wrote more than its disk limit of {cap} (/data, /tmp and its \
+                 root filesystem together): {}",
+                crate::contract::job::MemoryLimit(over.written)
+            )
+        };
+        return Verdict::error(ErrorClass::User, message);
+    }
     if code != 0 && run.oom_killed {
         let limit = job.component.memory;
         let message = format!("component {id} ran out of memory (limit {limit})");
@@ -114,6 +131,7 @@ mod tests {
             oom_killed: false,
             oom_known: true,
             interrupted: false,
+            disk_exceeded: None,
             stdout_tail: String::new(),
             stderr: String::new(),
         }
@@ -152,6 +170,34 @@ mod tests {
         let (_, class, msg) = parts(classify(&j, &outcome(ExitStatus::Signal(11))));
         assert_eq!(class, Some(ErrorClass::Application));
         assert!(msg.contains("exit code 139"), "{msg}");
+    }
+
+    #[test]
+    fn a_component_past_its_disk_limit_is_a_user_error_naming_it() {
+        let j = JobFile::parse(
+            br#"{"component": {"id": "acme.hello", "image": "x/y", "disk": "50m"}}"#,
+        )
+        .unwrap();
+        let mut o = outcome(ExitStatus::Signal(9));
+        o.disk_exceeded = Some(crate::runtime::DiskExceeded {
+            written: 51_000_000,
+            too_deep: false,
+        });
+        let (_, class, msg) = parts(classify(&j, &o));
+        assert_eq!(class, Some(ErrorClass::User));
+        assert_eq!(
+            msg,
+            "component acme.hello wrote more than its disk limit of 50m (/data, /tmp and its \
+             root filesystem together): 51m"
+        );
+        // Also when it exited on its own, having written too much just before.
+        o.status = ExitStatus::Code(0);
+        assert_eq!(classify(&j, &o).class, Some(ErrorClass::User));
+        o.disk_exceeded = Some(crate::runtime::DiskExceeded {
+            written: 0,
+            too_deep: true,
+        });
+        assert!(classify(&j, &o).message.contains("deeper than 256 levels"));
     }
 
     #[test]
