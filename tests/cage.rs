@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ChildStdout, Command};
 use std::time::{Duration, Instant};
 
+use berth::bundle::{MASKED_PATHS, READONLY_PATHS};
 use common::*;
 use serde_json::json;
 
@@ -98,40 +99,14 @@ fn a_non_root_image_user_gets_no_capabilities() {
     .collect();
     assert_eq!(sets, expected, "{}", r.stderr);
     assert!(
-        r.stderr.lines().any(|l| l == format!("child CapEff:\t{none}")),
+        r.stderr
+            .lines()
+            .any(|l| l == format!("child CapEff:\t{none}")),
         "{}",
         r.stderr
     );
     b.assert_clean(&[&job_id(&r.json())]);
 }
-
-/// podman's masked paths (an empty read-only tmpfs over a directory, /dev/null over a
-/// file), with the two Docker has added since (powercap, interrupts).
-const MASKED: [&str; 14] = [
-    "/proc/acpi",
-    "/proc/asound",
-    "/proc/interrupts",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/sys/dev/block",
-    "/sys/devices/virtual/powercap",
-    "/sys/firmware",
-    "/sys/fs/selinux",
-];
-
-/// podman's read-only paths.
-const READ_ONLY: [&str; 5] = [
-    "/proc/bus",
-    "/proc/fs",
-    "/proc/irq",
-    "/proc/sys",
-    "/proc/sysrq-trigger",
-];
 
 #[test]
 fn podmans_masked_and_read_only_paths() {
@@ -143,8 +118,8 @@ fn podmans_masked_and_read_only_paths() {
          else echo \"MASK $p absent\"; fi; done\n\
          for p in {}; do echo \"RO $p $(awk -v p=$p '$5 == p {{ print $6 }}' /proc/self/mountinfo \
          | cut -d, -f1 | tail -n 1)\"; done",
-        MASKED.join(" "),
-        READ_ONLY.join(" ")
+        MASKED_PATHS.join(" "),
+        READONLY_PATHS.join(" ")
     );
     let img = script_image("masked", &script);
     let b = Berth::new();
@@ -153,7 +128,7 @@ fn podmans_masked_and_read_only_paths() {
     // What the host has there: without the masks the container would see the same.
     let meaningful = Path::new("/sys/dev/block").read_dir().unwrap().count() > 0;
     assert!(meaningful, "this host has no block devices to hide");
-    for p in MASKED {
+    for p in MASKED_PATHS {
         let line = r
             .stderr
             .lines()
@@ -166,7 +141,7 @@ fn podmans_masked_and_read_only_paths() {
             assert!(line == "absent" || line == "0", "{p}: {line}");
         }
     }
-    for p in READ_ONLY {
+    for p in READONLY_PATHS {
         let line = r
             .stderr
             .lines()

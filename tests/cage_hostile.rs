@@ -717,7 +717,11 @@ fn writing_past_the_disk_limit_in_out_the_rootfs_or_tmp_stops_the_component() {
             ),
         );
         assert_eq!(said(&end.output, "dd: "), "0", "{name}: {}", end.output);
-        assert!(!end.output.contains("STILL-RUNNING"), "{name}: {}", end.output);
+        assert!(
+            !end.output.contains("STILL-RUNNING"),
+            "{name}: {}",
+            end.output
+        );
         assert_eq!(end.status, 1, "{name}: {}", end.output);
         assert_eq!(end.result["error_class"], "user", "{name}");
         assert_eq!(end.result["exit_code"], 137, "{name}: killed");

@@ -401,25 +401,31 @@ fn cgroup_v2_device_rules_are_named_unenforced_and_strict_limits_refuse() {
         json!(["device rules (cgroup v2 needs libcontainer's eBPF device filter, not built in)"])
     );
     assert_nothing_left(&f, &host, &runtime);
+    assert_strict_limits_refuse(
+        &f,
+        &host,
+        "--strict-limits: this host cannot enforce the device rules (cgroup v2",
+    );
+}
+
+/// A job under `--strict-limits` on `host` fails as berth's, its message starting with
+/// `refusal`, before any container, leaving storage and the home as they were.
+fn assert_strict_limits_refuse(f: &Fixture, host: &FakeHost, refusal: &str) {
     let runtime = FakeRuntime::exiting(0);
     let svc = Services {
-        host: &host,
+        host,
         runtime: &runtime,
     };
     let options = RunOptions {
         strict_limits: true,
         ..Default::default()
     };
-    let r = berth::job::run(svc, &f.settings, &job(&f, json!({})), &options, &mut |_| {});
+    let r = berth::job::run(svc, &f.settings, &job(f, json!({})), &options, &mut |_| {});
     assert_eq!(r.error_class, Some(ErrorClass::Internal), "{}", r.message);
-    assert!(
-        r.message
-            .starts_with("--strict-limits: this host cannot enforce the device rules (cgroup v2"),
-        "{}",
-        r.message
-    );
+    assert!(r.message.starts_with(refusal), "{}", r.message);
     assert!(runtime.calls().is_empty(), "{:?}", runtime.calls());
-    assert_nothing_left(&f, &host, &runtime);
+    assert_eq!(snapshot(f), untouched());
+    assert_nothing_left(f, host, &runtime);
 }
 
 #[test]
@@ -429,24 +435,9 @@ fn strict_limits_refuse_a_host_that_cannot_enforce_them() {
         no_cgroups: true,
         ..Default::default()
     };
-    let runtime = FakeRuntime::exiting(0);
-    let svc = Services {
-        host: &host,
-        runtime: &runtime,
-    };
-    let options = RunOptions {
-        strict_limits: true,
-        ..Default::default()
-    };
-    let r = berth::job::run(svc, &f.settings, &job(&f, json!({})), &options, &mut |_| {});
-    assert_eq!(r.error_class, Some(ErrorClass::Internal), "{}", r.message);
-    assert!(
-        r.message
-            .starts_with("--strict-limits: this host cannot enforce the memory limit"),
-        "{}",
-        r.message
+    assert_strict_limits_refuse(
+        &f,
+        &host,
+        "--strict-limits: this host cannot enforce the memory limit",
     );
-    assert!(runtime.calls().is_empty(), "{:?}", runtime.calls());
-    assert_eq!(snapshot(&f), untouched());
-    assert_nothing_left(&f, &host, &runtime);
 }

@@ -121,15 +121,21 @@ impl Outside {
         ip(&format!("-6 addr add fd13:{n}::1/64 dev {host} nodad"));
         ip(&format!("link set {host} up"));
         ip(&format!("-n {name} addr add 10.213.{n}.2/24 dev {ns}"));
-        ip(&format!("-n {name} -6 addr add fd13:{n}::2/64 dev {ns} nodad"));
+        ip(&format!(
+            "-n {name} -6 addr add fd13:{n}::2/64 dev {ns} nodad"
+        ));
         ip(&format!("-n {name} link set {ns} up"));
         ip(&format!("-n {name} link set lo up"));
         ip(&format!("-n {name} addr add 10.214.{n}.1/32 dev lo"));
         ip(&format!("-n {name} route add default via 10.213.{n}.1"));
-        ip(&format!("route add 10.214.{n}.0/24 via 10.213.{n}.2 dev {host}"));
+        ip(&format!(
+            "route add 10.214.{n}.0/24 via 10.213.{n}.2 dev {host}"
+        ));
         if metadata {
             ip(&format!("-n {name} addr add 169.254.169.254/32 dev lo"));
-            ip(&format!("route add 169.254.169.254/32 via 10.213.{n}.2 dev {host}"));
+            ip(&format!(
+                "route add 169.254.169.254/32 via 10.213.{n}.2 dev {host}"
+            ));
         }
         Outside {
             name,
@@ -338,11 +344,25 @@ fn bridge_is_fenced_off_the_host_and_its_networks_unless_the_operator_allows() {
     // namespace (EACCES from a prohibit rule: no packet leaves, nothing waits).
     let r = b.run_cmd(&["run", "--json", path.to_str().unwrap()]);
     assert_eq!(r.status, 0, "{}", r.stderr);
-    assert_eq!(line(&r.stderr, "internet GOT"), targets[0].body, "{}", r.stderr);
+    assert_eq!(
+        line(&r.stderr, "internet GOT"),
+        targets[0].body,
+        "{}",
+        r.stderr
+    );
     for t in &targets[1..] {
         let failed = line(&r.stderr, &format!("{} FAILED", t.name));
-        assert!(failed.contains("Permission denied"), "{}: {}", t.name, r.stderr);
-        assert!(t.server.peers.lock().unwrap().is_empty(), "{} was reached", t.name);
+        assert!(
+            failed.contains("Permission denied"),
+            "{}: {}",
+            t.name,
+            r.stderr
+        );
+        assert!(
+            t.server.peers.lock().unwrap().is_empty(),
+            "{} was reached",
+            t.name
+        );
     }
     let result = r.json();
     assert!(result["cage"].get("host_access").is_none(), "{result}");
@@ -637,6 +657,18 @@ mod fakes {
         berth::job::run(svc, settings, job, &RunOptions::default(), &mut |_| {})
     }
 
+    /// The networks the job asked the runtime for, in order.
+    fn asked_networks(runtime: &FakeRuntime) -> Vec<Network> {
+        runtime
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                RuntimeCall::Run { network, .. } => Some(network),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn each_mode_asks_for_its_network() {
         let dir = tempfile::tempdir().unwrap();
@@ -649,15 +681,7 @@ mod fakes {
             let runtime = FakeRuntime::exiting(0);
             let result = run(&settings, &runtime, &job(&image, mode));
             assert_eq!(result.status, Status::Success, "{mode}: {}", result.message);
-            let asked: Vec<Network> = runtime
-                .calls()
-                .into_iter()
-                .filter_map(|c| match c {
-                    RuntimeCall::Run { network, .. } => Some(network),
-                    _ => None,
-                })
-                .collect();
-            assert_eq!(asked, [network], "{mode}");
+            assert_eq!(asked_networks(&runtime), [network], "{mode}");
         }
     }
 
@@ -679,21 +703,16 @@ mod fakes {
                 host: &host,
                 runtime: &runtime,
             };
-            let result =
-                berth::job::run(svc, &settings, &job(&image, mode), &options, &mut |_| {});
+            let result = berth::job::run(svc, &settings, &job(&image, mode), &options, &mut |_| {});
             assert_eq!(result.status, Status::Success, "{}", result.message);
-            let asked: Vec<Network> = runtime
-                .calls()
-                .into_iter()
-                .filter_map(|c| match c {
-                    RuntimeCall::Run { network, .. } => Some(network),
-                    _ => None,
-                })
-                .collect();
-            assert_eq!(asked, [network], "{mode}");
+            assert_eq!(asked_networks(&runtime), [network], "{mode}");
             // The result says so only where it changed something.
             let cage = serde_json::to_value(result.cage).unwrap();
-            assert_eq!(cage.get("host_access").is_some(), mode == "bridge", "{cage}");
+            assert_eq!(
+                cage.get("host_access").is_some(),
+                mode == "bridge",
+                "{cage}"
+            );
         }
     }
 

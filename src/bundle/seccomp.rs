@@ -312,18 +312,14 @@ fn refuse_host_kernel_state(
     }
     let mut filter = filter;
     let mut syscalls: Vec<LinuxSyscall> = filter.syscalls().clone().unwrap_or_default();
-    for rule in &mut syscalls {
-        let names = rule.names().clone();
-        rule.set_names(
-            names
-                .into_iter()
-                .filter(|n| !refused.contains(&n.as_str()))
-                .collect(),
-        );
-    }
-    syscalls.retain(|r| !r.names().is_empty());
+    remove_names(&mut syscalls, &refused, |_| true);
     for name in refused {
-        syscalls.push(rule(name, LinuxSeccompAction::ScmpActErrno, Some(EPERM), None)?);
+        syscalls.push(rule(
+            name,
+            LinuxSeccompAction::ScmpActErrno,
+            Some(EPERM),
+            None,
+        )?);
     }
     filter.set_syscalls(Some(syscalls));
     Ok(filter)
@@ -382,18 +378,9 @@ fn refuse_new_namespaces(
     }
     let mut filter = filter;
     let mut syscalls: Vec<LinuxSyscall> = filter.syscalls().clone().unwrap_or_default();
-    for rule in &mut syscalls {
-        if rule.args().as_ref().is_none_or(Vec::is_empty) {
-            let names = rule.names().clone();
-            rule.set_names(
-                names
-                    .into_iter()
-                    .filter(|n| !NAMESPACE_SYSCALLS.contains(&n.as_str()))
-                    .collect(),
-            );
-        }
-    }
-    syscalls.retain(|r| !r.names().is_empty());
+    remove_names(&mut syscalls, &NAMESPACE_SYSCALLS, |r| {
+        r.args().as_ref().is_none_or(Vec::is_empty)
+    });
     // The flags are `clone`'s first argument, but its second on s390.
     let clone_index = if platform.go_arch.starts_with("s390") {
         1
@@ -415,6 +402,26 @@ fn refuse_new_namespaces(
     }
     filter.set_syscalls(Some(syscalls));
     Ok(filter)
+}
+
+/// Takes `names` out of every rule `which` selects, and drops the rules left naming none:
+/// libseccomp keeps the first unconditional rule for a syscall, so a refusal added after
+/// the profile's allow would be ignored.
+fn remove_names(
+    syscalls: &mut Vec<LinuxSyscall>,
+    names: &[&str],
+    which: impl Fn(&LinuxSyscall) -> bool,
+) {
+    for rule in syscalls.iter_mut().filter(|r| which(r)) {
+        let kept = rule
+            .names()
+            .iter()
+            .filter(|n| !names.contains(&n.as_str()))
+            .cloned()
+            .collect();
+        rule.set_names(kept);
+    }
+    syscalls.retain(|r| !r.names().is_empty());
 }
 
 /// `syscall` allowed when argument `index` has none of `flags`, refused with `EPERM` when

@@ -297,14 +297,18 @@ mod tests {
         assert_eq!(r.header.action, RuleAction::Prohibit);
         assert_eq!(r.header.family, AddressFamily::Inet);
         assert_eq!(r.header.dst_len, 24);
-        assert!(r.attributes.contains(&RuleAttribute::Destination(
-            "10.213.7.0".parse().unwrap()
-        )));
+        assert!(
+            r.attributes
+                .contains(&RuleAttribute::Destination("10.213.7.0".parse().unwrap()))
+        );
         let a = allow_rule(p("169.254.1.1/32"));
         assert_eq!(a.header.action, RuleAction::ToTable);
         assert_eq!(a.header.table, RT_TABLE_MAIN);
-        assert!(a.attributes.contains(&RuleAttribute::Priority(ALLOW_PRIORITY)));
-        assert!(ALLOW_PRIORITY < PROHIBIT_PRIORITY);
+        assert!(
+            a.attributes
+                .contains(&RuleAttribute::Priority(ALLOW_PRIORITY))
+        );
+        const { assert!(ALLOW_PRIORITY < PROHIBIT_PRIORITY) };
         let v6 = prohibit_rule(p("fe80::/10"));
         assert_eq!(v6.header.family, AddressFamily::Inet6);
     }

@@ -161,7 +161,9 @@ impl Watch {
         } else if self.killing() {
             AFTER_KILL_POLL
         } else if w.disk.is_some() {
-            w.deadline.min(self.measure_at).saturating_duration_since(now)
+            w.deadline
+                .min(self.measure_at)
+                .saturating_duration_since(now)
         } else {
             w.deadline.saturating_duration_since(now)
         };
