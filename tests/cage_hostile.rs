@@ -686,37 +686,52 @@ fn filling_a_tmpfs_past_the_memory_limit_is_out_of_memory() {
 // ---------------------------------------------------------------------------------------
 // 2b. Disk
 
+/// A component that writes a table and a state (which must not reach storage), then runs
+/// `writes`, prints `wrote`, and waits far longer than berth measures.
+fn disk_writer(name: &str, writes: &str) -> BuiltImage {
+    script_image(
+        &format!("disk-{name}"),
+        &format!(
+            "mkdir -p /var\nprintf 'a\\n1\\n' > /data/out/tables/t.csv\n\
+             echo '{{\"seen\": true}}' > /data/out/state.json\n\
+             {writes}\necho wrote\nsleep 100; echo STILL-RUNNING"
+        ),
+    )
+}
+
 #[test]
 fn writing_past_the_disk_limit_in_out_the_rootfs_or_tmp_stops_the_component() {
     require_env!();
-    // Each writes a table and a state (which must not reach storage), then 40 MB where it
-    // may write — /data/out, its root filesystem (the overlay's upper directory), /tmp —
-    // against a limit of 20m, then waits far longer than berth measures.
+    // 40 MB against a limit of 20m: four files of 10 MB where it may write — /data/out,
+    // its root filesystem (the overlay's upper directory), /tmp — or one file of 40 MB,
+    // which the kernel cuts at 20 MB (RLIMIT_FSIZE: dd dies of SIGXFSZ, 128+25).
+    let four = |target: &str| {
+        format!(
+            "for i in 1 2 3 4; do dd if=/dev/zero of={target}.$i bs=1M count=10 2>/dev/null; \
+             echo \"dd: $?\"; done"
+        )
+    };
     let b = Berth::new();
     let mut ended = Vec::new();
-    for (name, target) in [
-        ("out", "/data/out/files/fill"),
-        ("rootfs", "/var/fill"),
-        ("tmp", "/tmp/fill"),
+    for (name, writes, dd) in [
+        ("out", four("/data/out/files/fill"), "0"),
+        ("rootfs", four("/var/fill"), "0"),
+        ("tmp", four("/tmp/fill"), "0"),
+        (
+            "one",
+            "dd if=/dev/zero of=/tmp/one bs=1M count=40 2>/dev/null; echo \"dd: $?\"".to_owned(),
+            "153",
+        ),
     ] {
-        let img = script_image(
-            &format!("disk-{name}"),
-            &format!(
-                "mkdir -p /var\necho 'a' > /data/out/tables/t.csv\necho 1 >> /data/out/tables/t.csv\n\
-                 echo '{{\"seen\": true}}' > /data/out/state.json\n\
-                 dd if=/dev/zero of={target} bs=1M count=40 2>/dev/null; echo \"dd: $?\"\n\
-                 sleep 100; echo STILL-RUNNING"
-            ),
+        let img = disk_writer(name, &writes);
+        let limits = json!({"disk": "20m", "process_timeout": 60});
+        let end = run(&b, &job(&img.reference, limits, json!({})));
+        assert!(
+            reported(&end.output, "dd: ").iter().all(|d| *d == dd),
+            "{name}: {}",
+            end.output
         );
-        let end = run(
-            &b,
-            &job(
-                &img.reference,
-                json!({"disk": "20m", "process_timeout": 60}),
-                json!({}),
-            ),
-        );
-        assert_eq!(said(&end.output, "dd: "), "0", "{name}: {}", end.output);
+        assert_said(&end.output, "wrote");
         assert!(
             !end.output.contains("STILL-RUNNING"),
             "{name}: {}",
@@ -729,7 +744,7 @@ fn writing_past_the_disk_limit_in_out_the_rootfs_or_tmp_stops_the_component() {
         assert!(
             message.starts_with(
                 "component acme.test wrote more than its disk limit of 20m (/data, /tmp and \
-                 its root filesystem together): 4"
+                 its root filesystem together): "
             ),
             "{name}: {message}"
         );
@@ -747,18 +762,29 @@ fn writing_past_the_disk_limit_in_out_the_rootfs_or_tmp_stops_the_component() {
         state.stdout,
         state.stderr
     );
-    // Under its limit, the same writes are the component's to make.
-    let img = script_image(
-        "disk-under",
-        "dd if=/dev/zero of=/tmp/fill bs=1M count=10 2>/dev/null && \
-         dd if=/dev/zero of=/data/out/files/fill bs=1M count=5 2>/dev/null && echo WROTE",
-    );
-    let under = run(&b, &job(&img.reference, json!({"disk": "20m"}), json!({})));
-    assert_success(&under);
-    assert_said(&under.output, "WROTE");
-    ended.push(job_id(&under.result));
     let ids: Vec<&str> = ended.iter().map(String::as_str).collect();
     b.assert_clean(&ids);
+}
+
+#[test]
+fn no_single_allocation_passes_the_disk_limit_and_less_is_the_components() {
+    require_env!();
+    // One fallocate of 1 GB would take the disk at once, between two measurements: the
+    // kernel refuses it (RLIMIT_FSIZE), and nothing is written. Under its limit, the
+    // component writes what it likes.
+    let img = script_image(
+        "disk-under",
+        "fallocate -l 1G /tmp/big 2>/dev/null; echo \"fallocate: $?\"\n\
+         echo \"big: $(ls /tmp/big 2>/dev/null | wc -l)\"\n\
+         dd if=/dev/zero of=/tmp/fill bs=1M count=10 2>/dev/null && \
+         dd if=/dev/zero of=/data/out/files/fill bs=1M count=5 2>/dev/null && echo WROTE",
+    );
+    let b = Berth::new();
+    let end = run(&b, &job(&img.reference, json!({"disk": "20m"}), json!({})));
+    assert_success(&end);
+    assert_eq!(said(&end.output, "fallocate: "), "153", "{}", end.output);
+    assert_said(&end.output, "WROTE");
+    b.assert_clean(&[&job_id(&end.result)]);
 }
 
 // ---------------------------------------------------------------------------------------

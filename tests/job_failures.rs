@@ -347,7 +347,7 @@ fn a_component_that_leaves_more_than_its_disk_limit_fails_and_changes_nothing() 
     assert!(
         r.message.starts_with(
             "component acme.fake wrote more than its disk limit of 5m (/data, /tmp and its \
-             root filesystem together): 12"
+             root filesystem together): 12.0m"
         ),
         "{}",
         r.message

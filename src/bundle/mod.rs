@@ -165,6 +165,9 @@ pub struct BundleSpec<'a> {
     pub cgroups_path: &'a str,
     pub cgroups: &'a CgroupSupport,
     pub nofile_limit: u64,
+    /// The largest file the container may write (`RLIMIT_FSIZE`): its disk cap, so no
+    /// single write or `fallocate` takes more at once than the watchdog allows in all.
+    pub file_size_limit: u64,
     /// The container has one id (a rootless operator without subordinate ids): no mount
     /// may name another, as `/dev/pts` does its `tty` group.
     pub single_id: bool,
@@ -304,6 +307,11 @@ fn process(b: &BundleSpec<'_>, caps: HashSet<Capability>) -> Result<Process, Bun
                 .typ(PosixRlimitType::RlimitNofile)
                 .soft(b.nofile_limit)
                 .hard(b.nofile_limit)
+                .build()?,
+            PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitFsize)
+                .soft(b.file_size_limit)
+                .hard(b.file_size_limit)
                 .build()?,
         ])
         .no_new_privileges(true)
@@ -557,6 +565,7 @@ mod tests {
             cgroups_path: "/berth/c1",
             cgroups,
             nofile_limit: 20_000,
+            file_size_limit: 10_000_000_000,
             single_id: false,
             seccomp: crate::contract::Seccomp::Default,
         }
@@ -609,7 +618,13 @@ mod tests {
         assert!(!penv.contains(&"KBC_RUNID=spoofed".to_owned()));
         assert!(penv.contains(&"PATH=/bin".to_owned()));
         assert_eq!(p.cwd(), &PathBuf::from("/app"));
-        assert_eq!(p.rlimits().as_ref().unwrap()[0].hard(), 20_000);
+        let rlimits = p.rlimits().as_ref().unwrap();
+        assert_eq!(rlimits[0].hard(), 20_000);
+        assert_eq!(rlimits[1].typ(), PosixRlimitType::RlimitFsize);
+        assert_eq!(
+            (rlimits[1].soft(), rlimits[1].hard()),
+            (10_000_000_000, 10_000_000_000)
+        );
         let mounts = spec.mounts().as_ref().unwrap();
         let data = mounts
             .iter()

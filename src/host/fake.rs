@@ -133,6 +133,10 @@ impl Host for FakeHost {
         4096
     }
 
+    fn hard_file_size_limit(&self) -> u64 {
+        u64::MAX
+    }
+
     fn cgroups(&self) -> CgroupSupport {
         if self.no_cgroups {
             return CgroupSupport::default();

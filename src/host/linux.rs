@@ -212,6 +212,11 @@ impl Host for LinuxHost {
         }
     }
 
+    fn hard_file_size_limit(&self) -> u64 {
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE)
+            .map_or(u64::MAX, |(_, hard)| hard)
+    }
+
     fn hard_nofile_limit(&self) -> u64 {
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map(|(_, hard)| hard)

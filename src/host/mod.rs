@@ -289,6 +289,10 @@ pub trait Host: fmt::Debug + Send + Sync {
     /// The hard limit on open files berth itself runs under; no container may ask for more.
     fn hard_nofile_limit(&self) -> u64;
 
+    /// The hard limit on the size of a file berth itself runs under (`RLIMIT_FSIZE`,
+    /// usually unlimited); no container may ask for more.
+    fn hard_file_size_limit(&self) -> u64;
+
     /// The cgroup controllers available for limits.
     fn cgroups(&self) -> CgroupSupport;
 

@@ -417,6 +417,11 @@ impl RowRun<'_> {
             cgroups_path: &cgroups_path,
             cgroups: &ctx.svc.host.cgroups(),
             nofile_limit: ctx.svc.host.hard_nofile_limit(),
+            file_size_limit: job
+                .component
+                .disk
+                .0
+                .min(ctx.svc.host.hard_file_size_limit()),
             single_id: ctx.ids.is_some_and(|m| m.size == 1),
             seccomp: job.component.seccomp,
         })?;

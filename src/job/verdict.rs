@@ -58,7 +58,7 @@ pub fn classify(job: &JobFile, run: &RunOutcome) -> Verdict {
             format!(
                 "component {id} wrote more than its disk limit of {cap} (/data, /tmp and its \
                  root filesystem together): {}",
-                crate::contract::job::MemoryLimit(over.written)
+                decimal_size(over.written)
             )
         };
         return Verdict::error(ErrorClass::User, message);
@@ -96,6 +96,20 @@ pub fn classify(job: &JobFile, run: &RunOutcome) -> Verdict {
                 error_output(run)
             ),
         ),
+    }
+}
+
+/// A size in the decimal units limits are written in, to one decimal: `41.9m`.
+fn decimal_size(bytes: u64) -> String {
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "a size shown to one decimal of its unit"
+    )]
+    let b = bytes as f64;
+    match bytes {
+        0..1_000_000 => format!("{:.1}k", b / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1}m", b / 1e6),
+        _ => format!("{:.1}g", b / 1e9),
     }
 }
 
@@ -188,7 +202,7 @@ mod tests {
         assert_eq!(
             msg,
             "component acme.hello wrote more than its disk limit of 50m (/data, /tmp and its \
-             root filesystem together): 51m"
+             root filesystem together): 51.0m"
         );
         // Also when it exited on its own, having written too much just before.
         o.status = ExitStatus::Code(0);
