@@ -717,6 +717,33 @@ mod fakes {
     }
 
     #[test]
+    fn an_action_asks_for_the_fence_unless_the_operator_lifts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (settings, image) = settings_with_image(dir.path());
+        let job = json!({
+            "component": {"id": "acme.fake", "image": image, "network": "bridge",
+                          "synchronous_actions": ["probe"]},
+            "configuration": {"parameters": {}}
+        });
+        let job = JobFile::parse(&serde_json::to_vec(&job).unwrap()).unwrap();
+        let host = FakeHost::default();
+        for (allow, network) in [(false, Network::Outbound), (true, Network::OutboundToHost)] {
+            let runtime = FakeRuntime::new(|_| {
+                let mut o = berth::runtime::fake::outcome(0);
+                o.stdout_tail = "{\"ok\": true}".to_owned();
+                o
+            });
+            let svc = Services {
+                host: &host,
+                runtime: &runtime,
+            };
+            let answer = berth::job::action(svc, &settings, &job, "probe", allow).unwrap();
+            assert_eq!(answer, json!({"ok": true}));
+            assert_eq!(asked_networks(&runtime), [network], "{allow}");
+        }
+    }
+
+    #[test]
     fn no_pasta_is_berths_failure_naming_the_package() {
         let dir = tempfile::tempdir().unwrap();
         let (settings, image) = settings_with_image(dir.path());

@@ -225,6 +225,10 @@ pub enum Command {
         name: String,
         /// The job file (JSON)
         job: PathBuf,
+        /// Let a `bridge` component reach this host's own addresses, the subnets attached
+        /// to it and link-local addresses, as `berth run --allow-host-access`
+        #[arg(long)]
+        allow_host_access: bool,
     },
     /// Known components: definitions kept in berth's home, which job files name by id
     /// (`"component": "ID"`) and processors run
@@ -407,7 +411,11 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
         Command::State(command) => storage::state(&settings, command),
         Command::Encrypt(args) => secrets::encrypt(&settings, &args),
         Command::Sandbox { job, output } => Ok(sandbox(&settings, &job, &output)),
-        Command::Action { name, job } => Ok(action(svc, &settings, &name, &job)),
+        Command::Action {
+            name,
+            job,
+            allow_host_access,
+        } => Ok(action(svc, &settings, &name, &job, allow_host_access)),
         Command::Component(command) => component::component(&settings, command),
     }
 }
@@ -541,13 +549,19 @@ fn sandbox(settings: &Settings, job: &Path, output: &Path) -> ExitCode {
     }
 }
 
-fn action(svc: Services<'_>, settings: &Settings, name: &str, job: &Path) -> ExitCode {
+fn action(
+    svc: Services<'_>,
+    settings: &Settings,
+    name: &str,
+    job: &Path,
+    allow_host_access: bool,
+) -> ExitCode {
     prepare_host(svc, &Home::new(&settings.home));
     let job = match component::load_job(settings, &absolute(job)) {
         Ok(j) => j,
         Err(invalid) => return report(&invalid, false),
     };
-    match job::action(svc, settings, &job, name) {
+    match job::action(svc, settings, &job, name, allow_host_access) {
         Ok(answer) => {
             match serde_json::to_string_pretty(&answer) {
                 Ok(text) => {
