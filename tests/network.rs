@@ -310,6 +310,27 @@ fn target(name: &'static str, addr: IpAddr, outside: Option<&Outside>) -> Target
     }
 }
 
+/// Fetches from each target, then lists the fence's rules and tries to delete one.
+fn fence_script(targets: &[Target]) -> String {
+    let script: String = targets
+        .iter()
+        .map(|t| {
+            format!(
+                "if timeout 10 wget -q -O /tmp/got {} 2>/tmp/err; then echo \"{} GOT $(cat /tmp/got)\"; \
+                 else echo \"{} FAILED $(cat /tmp/err)\"; fi\n",
+                t.url, t.name, t.name
+            )
+        })
+        .collect();
+    // The rules themselves, as the container sees them (it cannot change them).
+    format!(
+        "{script}echo \"RULES $(ip rule | grep -c prohibit)\"\n\
+         echo \"RULES6 $(ip -6 rule | grep -c prohibit)\"\n\
+         echo \"DNS $(ip rule | grep -c 'to 169.254.1.1 lookup main')\"\n\
+         ip rule del prio 110 2>/dev/null; echo \"DEL $?\"\n"
+    )
+}
+
 #[test]
 fn bridge_is_fenced_off_the_host_and_its_networks_unless_the_operator_allows() {
     require_env!();
@@ -322,17 +343,7 @@ fn bridge_is_fenced_off_the_host_and_its_networks_unless_the_operator_allows() {
         target("host", outside.host.into(), None),
         target("host6", outside.host6.into(), None),
     ];
-    let script: String = targets
-        .iter()
-        .map(|t| {
-            format!(
-                "if timeout 10 wget -q -O /tmp/got {} 2>/tmp/err; then echo \"{} GOT $(cat /tmp/got)\"; \
-                 else echo \"{} FAILED $(cat /tmp/err)\"; fi\n",
-                t.url, t.name, t.name
-            )
-        })
-        .collect();
-    let img = script_image("fence", &script);
+    let img = script_image("fence", &fence_script(&targets));
     let b = Berth::new();
     let path = b.write_job(&job(
         &img.reference,
@@ -364,6 +375,15 @@ fn bridge_is_fenced_off_the_host_and_its_networks_unless_the_operator_allows() {
             t.name
         );
     }
+    // At least the host's two v4 and two v6 addresses with their subnets, link-local space
+    // and AWS's v6 metadata address; the DNS forwarder let through; the container's
+    // attempt to delete a rule refused.
+    let rules: usize = line(&r.stderr, "RULES").parse().unwrap();
+    assert!(rules >= 5, "{}", r.stderr);
+    let rules6: usize = line(&r.stderr, "RULES6").parse().unwrap();
+    assert!(rules6 >= 6, "{}", r.stderr);
+    assert_eq!(line(&r.stderr, "DNS"), "1", "{}", r.stderr);
+    assert_ne!(line(&r.stderr, "DEL"), "0", "{}", r.stderr);
     let result = r.json();
     assert!(result["cage"].get("host_access").is_none(), "{result}");
     let fenced = job_id(&result);
