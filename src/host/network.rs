@@ -17,7 +17,10 @@
 //! - it is ready when it writes its pid file, which it does once the namespace is
 //!   configured; it logs to a size-limited file in the scratch directory;
 //! - [`NetworkGuard`] stops it: SIGTERM (as soon as the container has ended, with
-//!   [`NetworkGuard::stop_soon`]), SIGKILL after a grace period, reaped when dropped.
+//!   [`NetworkGuard::stop_soon`]), SIGKILL after a grace period, reaped when dropped;
+//! - once pasta configured the namespace, the host fences it off the host's addresses, its
+//!   attached subnets and link-local space (`super::fence`), unless the operator allows
+//!   them ([`Network::OutboundToHost`]).
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;

@@ -18,6 +18,9 @@
 //! - a new network namespace has `lo` down: between create and start it is brought up, and
 //!   connected to the outside when the job asks for it (through the host seam, which
 //!   starts pasta); what connects it is stopped as soon as the container has ended.
+//!
+//! Beyond libcontainer, the wait loop watches what the container writes to disk
+//! ([`DiskWatch`]) and kills it past its cap.
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fake;
