@@ -845,3 +845,80 @@ fn a_registry_that_ignores_the_range_sends_the_blob_again_from_the_start() {
     );
     assert_eq!(stored(&dir, "stacks"), 1);
 }
+
+#[test]
+fn a_challenge_from_where_a_redirect_led_gets_no_credentials() {
+    // The registry sends the blob to "storage" on another port; storage answers 401 with a
+    // challenge whose realm is its own. Answering it would hand the registry's credentials
+    // (or a token asked for with them) to storage.
+    for scheme in ["Bearer", "Basic"] {
+        let reg = FakeRegistry::start();
+        let storage = FakeRegistry::start();
+        let (layer, diff) = layer();
+        let digest = reg.image("acme/elsewhere", &layer, &diff, None);
+        let blob = format!("/v2/acme/elsewhere/blobs/{digest}");
+        let target = format!("http://{}/storage/{digest}", storage.addr);
+        reg.handle(move |r| {
+            (r.path == blob).then(|| {
+                Reply::new(
+                    307,
+                    &[("Location", target.as_str())],
+                    Body::Bytes(Vec::new()),
+                )
+            })
+        });
+        let realm = format!("http://{}/token", storage.addr);
+        storage.handle(move |r| {
+            if r.path.starts_with("/token") {
+                let token = br#"{"token": "stolen"}"#.to_vec();
+                return Some(Reply::new(200, &[], Body::Bytes(token)));
+            }
+            let challenge = match scheme {
+                "Bearer" => format!(r#"Bearer realm="{realm}",service="storage""#),
+                _ => r#"Basic realm="storage""#.to_owned(),
+            };
+            Some(Reply::new(
+                401,
+                &[("WWW-Authenticate", challenge.as_str())],
+                Body::Bytes(Vec::new()),
+            ))
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let authfile = dir.path().join("auth.json");
+        std::fs::write(
+            &authfile,
+            json!({"auths": {reg.addr.clone(): {"auth": b64("alice:wonderland")}}}).to_string(),
+        )
+        .unwrap();
+        let (status, stderr, dir) = pull_with(
+            &reg,
+            "acme/elsewhere:1.0",
+            &["--retries", "0", "--authfile", authfile.to_str().unwrap()],
+        );
+        assert_eq!(status, 3, "{scheme}: {stderr}");
+        assert!(
+            stderr.contains(&format!("http://{}/storage/{digest}", storage.addr))
+                && stderr.contains("asks for credentials"),
+            "{scheme}: {stderr}"
+        );
+        let at_storage = storage.requests();
+        assert!(
+            !at_storage.is_empty(),
+            "{scheme}: the redirect was not followed"
+        );
+        for r in &at_storage {
+            assert!(
+                !r.path.starts_with("/token"),
+                "{scheme}: berth asked storage's realm for a token: {at_storage:?}"
+            );
+            assert_eq!(
+                r.header("authorization"),
+                None,
+                "{scheme}: credentials went to storage: {}",
+                r.path
+            );
+        }
+        assert!(!stderr.contains("wonderland"), "{stderr}");
+        assert_eq!(stored(&dir, "stacks"), 0);
+    }
+}

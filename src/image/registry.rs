@@ -156,6 +156,15 @@ pub enum RegistryError {
         layer: Digest,
         media_type: String,
     },
+    #[error(
+        "cannot pull {image}: {url}, where registry {registry} redirected berth, asks for \
+         credentials; berth answers only the registry's own challenges"
+    )]
+    ForeignChallenge {
+        image: String,
+        registry: String,
+        url: String,
+    },
 }
 
 impl RegistryError {
@@ -163,9 +172,9 @@ impl RegistryError {
         match self {
             RegistryError::Auth(e) => e.class(),
             RegistryError::Tls { .. } | RegistryError::Untrusted { .. } => ErrorClass::User,
-            RegistryError::Client { .. } | RegistryError::LayerMediaType { .. } => {
-                ErrorClass::Internal
-            }
+            RegistryError::Client { .. }
+            | RegistryError::LayerMediaType { .. }
+            | RegistryError::ForeignChallenge { .. } => ErrorClass::Internal,
         }
     }
 }
@@ -577,6 +586,19 @@ impl RegistryClient {
             if response.status() != StatusCode::UNAUTHORIZED {
                 return Ok(response);
             }
+            // A 401 from where a redirect led (blob storage elsewhere) is not the registry
+            // asking: answering it would send the registry's credentials, or a token asked
+            // for with them, to a host the registry merely named.
+            if !self.is_registry(response.url()) {
+                return Err(Failure::Final(
+                    RegistryError::ForeignChallenge {
+                        image: target.image.clone(),
+                        registry: self.registry.clone(),
+                        url: tls::shown_url(response.url()),
+                    }
+                    .into(),
+                ));
+            }
             if renewed {
                 return Err(Failure::Final(self.refused().into()));
             }
@@ -589,6 +611,11 @@ impl RegistryClient {
             self.authenticate(target, challenge).await?;
             renewed = true;
         }
+    }
+
+    /// Whether `url` is the registry's own (scheme, host and port), not a redirect's target.
+    fn is_registry(&self, url: &reqwest::Url) -> bool {
+        reqwest::Url::parse(&self.base).is_ok_and(|base| base.origin() == url.origin())
     }
 
     fn current_authorization(&self) -> Option<Secret> {
