@@ -752,8 +752,10 @@ impl Applier<'_> {
             if let Some((uid, gid)) = meta.owner {
                 rustix::fs::fchown(&file, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))?;
             }
-            // chown takes set-id bits away; the umask (unless it is 0) others.
-            if (meta.owner.is_some() && meta.mode & 0o6000 != 0) || meta.mode & self.umask != 0 {
+            // Set-id bits go with a chown, and with any write by a berth without CAP_FSETID
+            // in the host's namespace (a rootless one: the kernel asks the initial
+            // namespace); the umask (unless it is 0) takes others. They are put back.
+            if meta.mode & 0o6000 != 0 || meta.mode & self.umask != 0 {
                 rustix::fs::fchmod(&file, mode)?;
             }
             for (name, value) in &xattrs {

@@ -274,6 +274,23 @@ fn gunzip_if_needed(bytes: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Every path below `root`, not following links.
+pub fn walk_tree(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(p) = stack.pop() {
+        if let Ok(entries) = fs::read_dir(&p) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
 /// An image to build: layers (tar or tar.gz bytes) and its run config.
 #[derive(Default, Clone)]
 pub struct ImageSpec {
