@@ -11,6 +11,7 @@ pub mod auth;
 pub mod digest;
 pub mod layers;
 pub mod manifest;
+pub mod members;
 pub mod policy;
 pub mod prune;
 pub mod reference;
