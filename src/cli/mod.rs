@@ -100,6 +100,19 @@ pub struct Global {
     )]
     pub signature_policy: Option<PathBuf>,
 
+    /// How long a pull may take, from its first request to its last byte (a registry that
+    /// trickles bytes fails naming the image), and how long berth waits for another berth
+    /// fetching or unpacking a blob or layer it needs: 45s, 30m, 2h
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_PULL_TIMEOUT",
+        default_value = "30m",
+        value_parser = berth::image::prune::parse_duration,
+        value_name = "DURATION"
+    )]
+    pub pull_timeout: std::time::Duration,
+
     /// Give each job a copy of the image's root filesystem instead of an overlay on top of
     /// the cached one (slower; for hosts whose overlayfs misbehaves — berth falls back to a
     /// copy by itself where the kernel refuses overlayfs)
@@ -357,6 +370,7 @@ impl Global {
                     self.signature_policy.as_deref(),
                     &self.home(host),
                 ),
+                pull_timeout: self.pull_timeout,
                 ..Default::default()
             },
             copy_rootfs: self.copy_rootfs,

@@ -99,6 +99,20 @@ pub enum ImageError {
     },
     #[error("image {image} is refused: {what}")]
     TooLarge { image: String, what: String },
+    #[error("the pull of {image} did not finish within {timeout:?} (--pull-timeout)")]
+    PullTimeout {
+        image: String,
+        timeout: std::time::Duration,
+    },
+    #[error(
+        "gave up waiting {waited:?} for another berth fetching or unpacking {what}: it holds \
+         the lock {lock} (--pull-timeout)"
+    )]
+    LockTimeout {
+        what: String,
+        lock: PathBuf,
+        waited: std::time::Duration,
+    },
     #[error(transparent)]
     Access(registry::RegistryError),
     #[error(transparent)]
@@ -133,6 +147,8 @@ impl ImageError {
             | ImageError::BadConfig { .. }
             | ImageError::LayerEscape { .. }
             | ImageError::TooLarge { .. }
+            | ImageError::PullTimeout { .. }
+            | ImageError::LockTimeout { .. }
             | ImageError::BadLayer { .. }
             | ImageError::Shift(_)
             | ImageError::Store { .. }
@@ -207,7 +223,7 @@ impl Images {
         unpacking: Unpacking,
     ) -> Result<Images, ImageError> {
         Ok(Images {
-            store: Store::open(cache)?,
+            store: Store::open(cache)?.with_lock_wait(settings.pull_timeout),
             settings,
             unpacking,
             holder: format!("berth pid {}", std::process::id()),
@@ -314,6 +330,7 @@ impl Images {
             })?;
         let mut fetched = (0, 0);
         check_config_size(name, &manifest.config)?;
+        check_layer_sizes(name, &manifest.layers, self.settings.unpack_caps.bytes)?;
         let new_config = !self.store.has_blob(&manifest.config.digest);
         if new_config {
             // A config berth has not seen is a new image: the layer blobs it lacks come
@@ -383,6 +400,7 @@ impl Images {
                 reference: name.to_owned(),
             })?;
         check_config_size(name, &manifest.config)?;
+        check_layer_sizes(name, &manifest.layers, self.settings.unpack_caps.bytes)?;
         for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
             layout.copy_blob(&self.store, blob)?;
         }
@@ -591,6 +609,30 @@ fn check_config_size(name: &str, config: &Descriptor) -> Result<(), ImageError> 
                 "its config {} declares {size} bytes, more than the cap of {}",
                 config.digest,
                 manifest::MAX_METADATA_BYTES
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses an image whose layers declare more bytes than the image may unpack to, before
+/// a byte of them is fetched: gzip and zstd add at most a few bytes per 64 KiB to what they
+/// cannot compress, so such layers would be refused once unpacked, after filling the disk.
+fn check_layer_sizes(name: &str, layers: &[Descriptor], cap: u64) -> Result<(), ImageError> {
+    let mut total = 0u64;
+    for layer in layers {
+        let size = layer.size().map_err(|message| ImageError::BadManifest {
+            digest: layer.digest.clone(),
+            message,
+        })?;
+        total = total.saturating_add(size);
+    }
+    if total > cap.saturating_add(cap / 1024) {
+        return Err(ImageError::TooLarge {
+            image: name.to_owned(),
+            what: format!(
+                "its layers declare {total} bytes, more than the {cap} it may unpack to \
+                 (--max-image-bytes raises it)"
             ),
         });
     }
