@@ -89,6 +89,8 @@ pub struct RegistrySettings {
     /// The signature policy images from registries must satisfy (see [`super::policy`]);
     /// `None`: every image is accepted.
     pub signature_policy: Option<PathBuf>,
+    /// Where berth looked for a policy (for messages when it found none).
+    pub signature_policy_looked: Vec<PathBuf>,
     /// How long a pull may take from the first request to the last byte, and how long a
     /// berth waits for another's lock on a blob or layer it needs.
     pub pull_timeout: Duration,
@@ -106,6 +108,7 @@ impl Default for RegistrySettings {
             home: None,
             system_certs: PathBuf::from(tls::SYSTEM_CERTS_D),
             signature_policy: None,
+            signature_policy_looked: Vec::new(),
             pull_timeout: DEFAULT_PULL_TIMEOUT,
         }
     }

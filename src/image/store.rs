@@ -43,6 +43,22 @@ pub struct ImageRecord {
     /// recorded, as in records written before berth kept it).
     #[serde(default)]
     pub last_used: u64,
+    /// The signature policy that accepted the image under this reference (see
+    /// [`super::signature::Rules::acceptance`]); `None` in records written before berth
+    /// kept it, and for layouts and archives (checked at every load): checked again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<Accepted>,
+}
+
+/// Which rules of which signature policy accepted an image for a reference.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Accepted {
+    /// The policy file; `None`: no policy was in force.
+    pub policy: Option<PathBuf>,
+    /// The scope of the policy whose requirements applied.
+    pub scope: String,
+    /// The digest of those requirements.
+    pub requirements: Digest,
 }
 
 #[derive(Debug, Clone)]
@@ -430,6 +446,7 @@ mod tests {
             size: 5,
             pulled_at: 1,
             last_used: 0,
+            accepted: None,
         };
         store.save_record(&rec).unwrap();
         assert_eq!(store.find_record(&rec.reference), Some(rec.clone()));

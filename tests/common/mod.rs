@@ -666,6 +666,39 @@ impl Berth {
     }
 }
 
+/// `berth encrypt ARGS` with `input` on stdin.
+pub fn encrypt(b: &Berth, args: &[&str], input: &str) -> Run {
+    use std::process::Stdio;
+    let mut child = b
+        .cmd()
+        .arg("encrypt")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    Run {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `input` as `berth encrypt ARGS` encrypts it.
+pub fn encrypted(b: &Berth, args: &[&str], input: serde_json::Value) -> serde_json::Value {
+    let r = encrypt(b, args, &input.to_string());
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    serde_json::from_str(&r.stdout).unwrap()
+}
+
 /// The job id of a `--json` result.
 pub fn job_id(result: &serde_json::Value) -> String {
     result["job_id"].as_str().unwrap_or_default().to_owned()
@@ -827,5 +860,25 @@ fn store_fake_image(cache: &Path) -> String {
         store.put_blob(&Digest::of(blob), blob).unwrap();
     }
     // Port 9 on loopback: nothing listens, so any registry request would fail.
-    format!("127.0.0.1:9/test/fake@{}", Digest::of(&manifest))
+    let reference = format!("127.0.0.1:9/test/fake@{}", Digest::of(&manifest));
+    // What a pull with no signature policy in force would have recorded.
+    let parsed = berth::image::ImageRef::parse(&reference).unwrap();
+    let accepted = berth::image::signature::Gate::load(None, &[])
+        .unwrap()
+        .rules(&parsed)
+        .acceptance();
+    store
+        .save_record(&berth::image::ImageRecord {
+            reference: reference.clone(),
+            digest: Digest::of(&manifest),
+            manifest: Digest::of(&manifest),
+            config: Digest::of(&config),
+            layers: vec![Digest::of(&layer)],
+            size: layer.len() as u64,
+            pulled_at: 0,
+            last_used: 0,
+            accepted: Some(accepted),
+        })
+        .unwrap();
+    reference
 }
