@@ -336,6 +336,7 @@ fn pull_in(
         .args(args)
         .args(["-q", "pull", &format!("{}/{reference}", reg.addr)])
         .env("HOME", dir.path())
+        .env("BERTH_SYSTEM_SIGNATURE_POLICY", common::NO_SYSTEM_POLICY)
         .env_remove("XDG_RUNTIME_DIR")
         .env_remove("DOCKER_CONFIG")
         .env_remove("REGISTRY_AUTH_FILE")
@@ -493,6 +494,7 @@ fn server_errors_are_retried_then_reported() {
             &format!("{}/acme/down:1.0", reg.addr),
         ])
         .env("RUST_LOG", "berth=warn")
+        .env("BERTH_SYSTEM_SIGNATURE_POLICY", common::NO_SYSTEM_POLICY)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3));

@@ -109,7 +109,9 @@ impl Operator {
     /// berth as this operator, with none of root's environment either.
     fn command(&self) -> Command {
         let mut c = berth_as(self.uid, self.gid);
-        c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        c.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("BERTH_SYSTEM_SIGNATURE_POLICY", NO_SYSTEM_POLICY);
         c
     }
 

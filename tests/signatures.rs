@@ -878,3 +878,48 @@ fn a_stored_image_is_checked_again_when_the_policy_changes() {
     assert_eq!(r.status, 0, "{}", r.stderr);
     assert_eq!(layer_gets(&img), img.layers.len());
 }
+
+#[test]
+fn without_a_policy_of_its_own_berth_uses_the_systems() {
+    require_env!();
+    let b = Berth::new();
+    let img = image("system-policy");
+    let system = b.dir.path().join("system-policy.json");
+    fs::write(&system, br#"{"default": [{"type": "reject"}]}"#).unwrap();
+    let pull_with_system = |system: &Path| {
+        let out = b
+            .cmd()
+            .env("BERTH_SYSTEM_SIGNATURE_POLICY", system)
+            .args(["-v", "pull", &img.reference])
+            .output()
+            .unwrap();
+        Run {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    };
+    let r = pull_with_system(&system);
+    assert_refused(&r, &img, &system, "the policy rejects it");
+    assert!(
+        r.stderr
+            .contains(&format!("signature policy {}", system.display())),
+        "{}",
+        r.stderr
+    );
+
+    // None there: accepted, and -v says where berth looked.
+    let absent = b.dir.path().join("absent/policy.json");
+    let r = pull_with_system(&absent);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let home_policy = b.home().join("policy.json");
+    assert!(
+        r.stderr.contains(&format!(
+            "no signature policy (none at {} or {})",
+            home_policy.display(),
+            absent.display()
+        )),
+        "{}",
+        r.stderr
+    );
+}

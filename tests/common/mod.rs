@@ -71,6 +71,11 @@ pub fn missing_prerequisite() -> Option<String> {
         .clone()
 }
 
+/// Where berth under test looks for the system's signature policy: nowhere, so that no
+/// test depends on the machine's /etc/containers/policy.json (tests/signatures.rs gives
+/// one of its own where it tests that lookup).
+pub const NO_SYSTEM_POLICY: &str = "/nonexistent/berth-test/policy.json";
+
 /// The registry tests push to and berth pulls from.
 pub fn registry() -> String {
     std::env::var("BERTH_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".to_owned())
@@ -564,7 +569,8 @@ impl Berth {
             .arg(self.cache())
             .arg("--retries")
             .arg("0");
-        c.env_remove("RUST_LOG");
+        c.env_remove("RUST_LOG")
+            .env("BERTH_SYSTEM_SIGNATURE_POLICY", NO_SYSTEM_POLICY);
         c
     }
 
