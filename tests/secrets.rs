@@ -2,8 +2,6 @@
 //! the run, masking of everything berth prints from the component (also a secret split
 //! across two writes of its stdout), states encrypted again, and the refusals.
 
-#![expect(clippy::unwrap_used, reason = "a test fails by panicking")]
-
 mod common;
 
 use common::*;

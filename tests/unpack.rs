@@ -451,6 +451,10 @@ fn header_bomb(kind: tar::EntryType, size: u64) -> Vec<u8> {
 /// `wait4`, so no other test's children count).
 fn run_measured(b: &Berth, args: &[&str]) -> (i32, String, i64) {
     let stderr = tempfile::NamedTempFile::new().unwrap();
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped by wait4 below, which also reports its rusage"
+    )]
     let child = b
         .cmd()
         .args(args)
