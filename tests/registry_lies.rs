@@ -753,6 +753,17 @@ fn a_resumed_blob_is_verified_from_its_first_byte() {
     );
 }
 
+/// Asserts berth hung up long before the end of a 100 MB `Body::Endless` (its length
+/// `declared` or not): what the fake sent fits in socket buffers plus a cap.
+fn assert_hung_up_early(reg: &FakeRegistry, declared: bool) {
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let sent = reg.sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        sent < 24 << 20,
+        "the fake sent {sent} bytes (declared: {declared})"
+    );
+}
+
 /// Serves a manifest of 100 MB, made as it is sent, for `acme/huge@…`.
 fn huge_manifest(reg: &FakeRegistry, declared: bool) -> String {
     let digest = format!("sha256:{}", "ab".repeat(32));
@@ -782,14 +793,7 @@ fn a_huge_manifest_is_refused_without_reading_it() {
                 && stderr.contains("more than the cap"),
             "{stderr}"
         );
-        // berth hung up long before the end: what the fake sent fits in socket buffers
-        // plus the cap.
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        let sent = reg.sent.load(std::sync::atomic::Ordering::SeqCst);
-        assert!(
-            sent < 24 << 20,
-            "the fake sent {sent} bytes (declared: {declared})"
-        );
+        assert_hung_up_early(&reg, declared);
         assert_eq!(stored(&dir, "blobs/sha256"), 0);
     }
 }
@@ -1009,12 +1013,7 @@ fn a_blob_longer_than_declared_is_cut_off_as_it_streams() {
                 "{stderr}"
             );
         }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        let sent = reg.sent.load(std::sync::atomic::Ordering::SeqCst);
-        assert!(
-            sent < 24 << 20,
-            "the fake sent {sent} bytes (declared: {declared})"
-        );
+        assert_hung_up_early(&reg, declared);
         assert_eq!(stored(&dir, "tmp"), 0);
     }
 }

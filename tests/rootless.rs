@@ -126,11 +126,7 @@ impl Operator {
             .current_dir(self.dir.path())
             .output()
             .unwrap();
-        Run {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from(out)
     }
 
     /// Runs a job with `--json` (plus `extra` flags) as this operator.

@@ -887,17 +887,11 @@ fn without_a_policy_of_its_own_berth_uses_the_systems() {
     let system = b.dir.path().join("system-policy.json");
     fs::write(&system, br#"{"default": [{"type": "reject"}]}"#).unwrap();
     let pull_with_system = |system: &Path| {
-        let out = b
-            .cmd()
+        let mut berth = b.cmd();
+        berth
             .env("BERTH_SYSTEM_SIGNATURE_POLICY", system)
-            .args(["-v", "pull", &img.reference])
-            .output()
-            .unwrap();
-        Run {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+            .args(["-v", "pull", &img.reference]);
+        Run::from(berth.output().unwrap())
     };
     let r = pull_with_system(&system);
     assert_refused(&r, &img, &system, "the policy rejects it");

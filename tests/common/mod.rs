@@ -465,6 +465,16 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl From<Output> for Run {
+    fn from(out: Output) -> Run {
+        Run {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 impl Run {
     /// The `--json` result document.
     pub fn json(&self) -> serde_json::Value {
@@ -575,12 +585,7 @@ impl Berth {
     }
 
     pub fn run_cmd(&self, args: &[&str]) -> Run {
-        let out: Output = self.cmd().args(args).output().expect("run berth");
-        Run {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from(self.cmd().args(args).output().expect("run berth"))
     }
 
     /// Starts `berth run JOB` in the background; returns it with its stdout, line by line.
@@ -690,12 +695,7 @@ pub fn encrypt(b: &Berth, args: &[&str], input: &str) -> Run {
         .unwrap()
         .write_all(input.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    Run {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Run::from(child.wait_with_output().unwrap())
 }
 
 /// `input` as `berth encrypt ARGS` encrypts it.
