@@ -283,25 +283,24 @@ impl Images {
             tracing::debug!(image = %name, "pinned image already stored and accepted");
             return Ok(image);
         }
-        let r = parsed.to_oci();
-        let client = registry::RegistryClient::new(&r, &self.settings)?;
+        let client = registry::RegistryClient::new(&parsed, &self.settings)?;
         let top = match &parsed.digest {
             Some(d) => d.clone(),
-            None => self.resolve(&client, &r, &name, None)?,
+            None => self.resolve(&client, &parsed, &name, None)?,
         };
         if !self.known(&parsed, &top, &rules) {
             rules.check(&client, &parsed, &top)?;
             if parsed.digest.is_some() {
                 // A digest the store never saw in this repository (perhaps another's
                 // bytes): the registry must have it there.
-                self.resolve(&client, &r, &name, Some(&top))?;
+                self.resolve(&client, &parsed, &name, Some(&top))?;
             }
         }
         if let Some(image) = self.load_local(&name, &top, Some(&accepted))? {
             tracing::debug!(image = %name, digest = %top, "image unchanged since it was stored");
             return Ok(image);
         }
-        self.fetch(&client, &r, &name, &top, &accepted)
+        self.fetch(&client, &parsed, &name, &top, &accepted)
     }
 
     /// Whether the store knows `top` in `image`'s repository as accepted by `rules`: from
@@ -326,7 +325,7 @@ impl Images {
     fn resolve(
         &self,
         client: &registry::RegistryClient,
-        r: &oci_client::Reference,
+        r: &ImageRef,
         name: &str,
         pinned: Option<&Digest>,
     ) -> Result<Digest, ImageError> {
@@ -363,7 +362,7 @@ impl Images {
     fn fetch(
         &self,
         client: &registry::RegistryClient,
-        r: &oci_client::Reference,
+        r: &ImageRef,
         name: &str,
         top: &Digest,
         accepted: &store::Accepted,
@@ -575,7 +574,7 @@ impl Images {
     fn manifest_bytes(
         &self,
         client: &registry::RegistryClient,
-        r: &oci_client::Reference,
+        r: &ImageRef,
         digest: &Digest,
     ) -> Result<Vec<u8>, ImageError> {
         if let Some(bytes) = self.store.read_blob(digest)? {

@@ -33,7 +33,6 @@ use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use oci_client::Reference;
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderValue};
 
@@ -41,6 +40,7 @@ use super::ImageError;
 use super::auth::{self, AuthError, Challenge, Credentials, Secret};
 use super::digest::Digest;
 use super::manifest::{self, Descriptor};
+use super::reference::ImageRef;
 use super::store::{BlobWriter, Store};
 use super::tls::{self, TlsError};
 use crate::contract::ErrorClass;
@@ -236,8 +236,8 @@ fn install_provider() {
 }
 
 impl RegistryClient {
-    pub fn new(reference: &Reference, settings: &RegistrySettings) -> Result<Self, ImageError> {
-        Self::for_registry(reference.resolve_registry(), settings, None)
+    pub fn new(reference: &ImageRef, settings: &RegistrySettings) -> Result<Self, ImageError> {
+        Self::for_registry(reference.registry_host(), settings, None)
     }
 
     /// A client for `registry`, with `given` credentials instead of looked-up ones.
@@ -295,7 +295,7 @@ impl RegistryClient {
     /// What a tag currently points at, and the document itself: one GET (as containers'
     /// own tools do) rather than a HEAD and then a GET, since a pull needs the document
     /// anyway. Its digest is that of the bytes; a `Docker-Content-Digest` must agree.
-    pub fn resolve(&self, reference: &Reference) -> Result<(Digest, Vec<u8>), ImageError> {
+    pub fn resolve(&self, reference: &ImageRef) -> Result<(Digest, Vec<u8>), ImageError> {
         let target = Target::of(reference);
         let url = self.named_manifest_url(reference);
         let accept = accept();
@@ -314,12 +314,12 @@ impl RegistryClient {
         let digest = Digest::of(&bytes);
         if let Some(stated) = header {
             let stated: Digest = stated.parse().map_err(|e| ImageError::Registry {
-                reference: reference.whole(),
+                reference: reference.to_string(),
                 message: format!("registry returned a bad digest: {e}"),
             })?;
             if stated != digest {
                 return Err(ImageError::DigestMismatch {
-                    what: format!("manifest of {}", reference.whole()),
+                    what: format!("manifest of {reference}"),
                     expected: stated,
                     actual: digest,
                 });
@@ -331,7 +331,7 @@ impl RegistryClient {
 
     /// The manifest or index with `digest`, verified, refused when larger than the cap
     /// before it is all read, or when it has a layer berth cannot unpack.
-    pub fn manifest(&self, reference: &Reference, digest: &Digest) -> Result<Vec<u8>, ImageError> {
+    pub fn manifest(&self, reference: &ImageRef, digest: &Digest) -> Result<Vec<u8>, ImageError> {
         let target = Target::of(reference);
         let url = self.manifest_url(reference, &digest.to_string());
         let bytes = self.block_on(
@@ -343,7 +343,7 @@ impl RegistryClient {
         let actual = Digest::of(&bytes);
         if actual != *digest {
             return Err(ImageError::DigestMismatch {
-                what: format!("manifest of {}", reference.whole()),
+                what: format!("manifest of {reference}"),
                 expected: digest.clone(),
                 actual,
             });
@@ -353,20 +353,17 @@ impl RegistryClient {
     }
 
     /// The manifest `reference` names: by its digest when it has one, else by its tag.
-    fn named_manifest_url(&self, reference: &Reference) -> String {
-        let what = reference
-            .digest()
-            .or_else(|| reference.tag())
-            .unwrap_or("latest");
-        self.manifest_url(reference, what)
+    fn named_manifest_url(&self, reference: &ImageRef) -> String {
+        let what = match (&reference.digest, &reference.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => "latest".to_owned(),
+        };
+        self.manifest_url(reference, &what)
     }
 
-    fn manifest_url(&self, reference: &Reference, what: &str) -> String {
-        format!(
-            "{}/v2/{}/manifests/{what}",
-            self.base,
-            reference.repository()
-        )
+    fn manifest_url(&self, reference: &ImageRef, what: &str) -> String {
+        format!("{}/v2/{}/manifests/{what}", self.base, reference.repository)
     }
 
     async fn fetch_manifest(&self, target: &Target, url: &str) -> Result<Vec<u8>, Failure> {
@@ -415,7 +412,7 @@ impl RegistryClient {
     /// `announce` shows progress (layers) or not (a config of a few hundred bytes).
     pub fn fetch_blobs(
         &self,
-        reference: &Reference,
+        reference: &ImageRef,
         blobs: &[Descriptor],
         store: &Store,
         announce: bool,
@@ -427,7 +424,7 @@ impl RegistryClient {
         for b in blobs {
             if !manifest::is_fetchable(&b.media_type) {
                 return Err(RegistryError::LayerMediaType {
-                    image: reference.whole(),
+                    image: reference.to_string(),
                     layer: b.digest.clone(),
                     media_type: b.media_type.clone(),
                 }
@@ -463,7 +460,7 @@ impl RegistryClient {
             return Ok(fetched);
         }
         tracing::info!(
-            image = %reference.whole(),
+            image = %reference.to_string(),
             blobs = blobs.len(),
             bytes = fetched,
             "fetched {} in {:.1} s",
@@ -475,13 +472,13 @@ impl RegistryClient {
 
     fn progress_bar(
         &self,
-        reference: &Reference,
+        reference: &ImageRef,
         count: usize,
         total: u64,
     ) -> indicatif::ProgressBar {
         use std::io::IsTerminal;
         if !self.settings.progress || !std::io::stderr().is_terminal() {
-            tracing::info!(image = %reference.whole(), "fetching {count} blobs, {}", crate::util::human_bytes(total));
+            tracing::info!(image = %reference.to_string(), "fetching {count} blobs, {}", crate::util::human_bytes(total));
             return indicatif::ProgressBar::hidden();
         }
         let bar = indicatif::ProgressBar::new(total);
@@ -490,7 +487,7 @@ impl RegistryClient {
         ) {
             bar.set_style(style.progress_chars("=> "));
         }
-        bar.set_message(format!("pulling {} ({count} blobs)", reference.whole()));
+        bar.set_message(format!("pulling {reference} ({count} blobs)"));
         bar
     }
 
@@ -890,10 +887,10 @@ struct Target {
 }
 
 impl Target {
-    fn of(reference: &Reference) -> Target {
+    fn of(reference: &ImageRef) -> Target {
         Target {
-            image: reference.whole(),
-            repository: Some(reference.repository().to_owned()),
+            image: reference.to_string(),
+            repository: Some(reference.repository.clone()),
         }
     }
 }
@@ -905,10 +902,10 @@ struct TokenRequest<'a> {
 }
 
 /// Refuses a manifest with a layer berth cannot unpack, before any layer is fetched.
-fn refuse_unsupported_layers(reference: &Reference, bytes: &[u8]) -> Result<(), ImageError> {
+fn refuse_unsupported_layers(reference: &ImageRef, bytes: &[u8]) -> Result<(), ImageError> {
     match manifest::unsupported_layer(bytes) {
         Some((layer, media_type)) => Err(RegistryError::LayerMediaType {
-            image: reference.whole(),
+            image: reference.to_string(),
             layer,
             media_type,
         }
@@ -1093,7 +1090,7 @@ impl RegistryClient {
     /// soon as it passes `cap` bytes, whatever it declares.
     pub fn fetch_small_manifest(
         &self,
-        reference: &Reference,
+        reference: &ImageRef,
         accept: &[&str],
         cap: u64,
     ) -> Result<Vec<u8>, ImageError> {
@@ -1113,16 +1110,14 @@ impl RegistryClient {
     /// bytes (whatever it declares), then checked against its digest.
     pub fn fetch_small_blob(
         &self,
-        reference: &Reference,
+        reference: &ImageRef,
         blob: &Descriptor,
         cap: u64,
     ) -> Result<Vec<u8>, ImageError> {
         let target = Target::of(reference);
         let url = format!(
             "{}/v2/{}/blobs/{}",
-            self.base,
-            reference.repository(),
-            blob.digest
+            self.base, reference.repository, blob.digest
         );
         let what = format!("blob {}", blob.digest);
         let (bytes, _) = self.block_on(
@@ -1134,7 +1129,7 @@ impl RegistryClient {
         let actual = Digest::of(&bytes);
         if actual != blob.digest {
             return Err(ImageError::DigestMismatch {
-                what: format!("blob of {}", reference.whole()),
+                what: format!("blob of {reference}"),
                 expected: blob.digest.clone(),
                 actual,
             });
@@ -1199,10 +1194,10 @@ mod tests {
             system_certs: dir.path().join("none"),
             ..Default::default()
         };
-        let r: Reference = "127.0.0.1:5999/a/b:1".parse().unwrap();
+        let r = ImageRef::parse("127.0.0.1:5999/a/b:1").unwrap();
         let c = RegistryClient::new(&r, &settings).unwrap();
         assert_eq!(c.base, "https://127.0.0.1:5999");
-        let r: Reference = "127.0.0.1:5998/a/b:1".parse().unwrap();
+        let r = ImageRef::parse("127.0.0.1:5998/a/b:1").unwrap();
         let c = RegistryClient::new(&r, &settings).unwrap();
         assert_eq!(c.base, "http://127.0.0.1:5998");
     }

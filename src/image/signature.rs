@@ -294,11 +294,11 @@ fn fetch_signatures(
     image: &ImageRef,
     top: &Digest,
 ) -> Result<Vec<Signature>, ImageError> {
-    let r = oci_client::Reference::with_tag(
-        image.registry.clone(),
-        image.repository.clone(),
-        signature_tag(top),
-    );
+    let r = ImageRef {
+        tag: Some(signature_tag(top)),
+        digest: None,
+        ..image.clone()
+    };
     // Distribution answers a tag of an OCI manifest only to a client that accepts that type;
     // the Docker type is there for signatures pushed by older tools.
     let accept = [manifest::OCI_MANIFEST, manifest::DOCKER_MANIFEST];
@@ -310,7 +310,7 @@ fn fetch_signatures(
     let listed: SignatureManifest =
         serde_json::from_slice(&bytes).map_err(|e| ImageError::BadManifest {
             digest: Digest::of(&bytes),
-            message: format!("signature manifest {}: {e}", r.whole()),
+            message: format!("signature manifest {r}: {e}"),
         })?;
     let mut signatures = Vec::new();
     let layers = listed
@@ -334,7 +334,7 @@ fn fetch_signatures(
             Err(e) => return Err(e),
         }
     }
-    tracing::debug!(image = %image, "{} signatures found under {}", signatures.len(), r.whole());
+    tracing::debug!(image = %image, "{} signatures found under {r}", signatures.len());
     Ok(signatures)
 }
 
