@@ -459,6 +459,41 @@ mod tests {
     }
 
     #[test]
+    fn a_job_directory_that_cannot_be_opened_is_not_dead() {
+        use crate::util::no_fds;
+        if let Some(dir) = no_fds::child_arg() {
+            let verdict = no_fds::exhausted(|| liveness(Path::new(&dir)));
+            let Liveness::Unknown(e) = verdict else {
+                panic!("with no descriptor to spare, a live job is {verdict:?}");
+            };
+            assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "{e}");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let job = JobDir::create(&Home::new(d.path())).unwrap();
+        no_fds::run_child(
+            "job::workdir::tests::a_job_directory_that_cannot_be_opened_is_not_dead",
+            job.dir.to_str().unwrap(),
+        );
+        assert!(job.dir.is_dir());
+    }
+
+    #[test]
+    fn a_dead_job_is_held_by_whoever_claims_it() {
+        let d = tempfile::tempdir().unwrap();
+        let home = Home::new(d.path());
+        let dir = home.jobs().join("deadbeef0000");
+        fs::create_dir_all(&dir).unwrap();
+        let Liveness::Dead(claim) = liveness(&dir) else {
+            panic!("an unlocked job directory is not dead");
+        };
+        // A second sweep meanwhile sees it taken.
+        assert!(matches!(liveness(&dir), Liveness::Live));
+        drop(claim);
+        assert!(matches!(liveness(&dir), Liveness::Dead(_)));
+    }
+
+    #[test]
     fn dropping_a_job_removes_it() {
         let d = tempfile::tempdir().unwrap();
         let home = Home::new(d.path());
