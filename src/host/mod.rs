@@ -12,6 +12,7 @@
 mod cgroups;
 pub mod delegate;
 pub mod ids;
+pub mod inherited;
 mod linux;
 pub mod network;
 pub mod userns;
