@@ -12,7 +12,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Stdio;
 
 use common::*;
 use serde_json::json;
@@ -85,31 +84,24 @@ echo "done $n""#,
 /// Runs one job appending the row `n`; its failure is the exit status and message.
 fn run_one(b: &Berth, image: &str, n: &str) -> (String, Result<(), String>) {
     let path = b.write_job(&job(image, json!({}), json!({"n": n})));
-    let out = b
-        .cmd()
-        .args(["run", "--json", path.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    let code = out.status.code().unwrap_or(-1);
+    let r = b.run_cmd(&["run", "--json", path.to_str().unwrap()]);
     // No berth died: a sweep that removed anything took a live job for a dead one.
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if let Some(swept) = stderr
+    if let Some(swept) = r
+        .stderr
         .lines()
         .find(|l| l.contains("leftovers") || l.contains("gc:"))
     {
+        let status = r.status;
         return (
             n.to_owned(),
-            Err(format!("exit {code}, its sweep: {swept}")),
+            Err(format!("exit {status}, its sweep: {swept}")),
         );
     }
-    if code == 0 {
+    if r.status == 0 {
         return (n.to_owned(), Ok(()));
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let message = serde_json::from_str::<serde_json::Value>(&stdout)
-        .map(|r| r["message"].as_str().unwrap_or_default().to_owned())
-        .unwrap_or_else(|_| stdout.into_owned());
-    (n.to_owned(), Err(format!("exit {code}: {message}")))
+    let message = serde_json::from_str::<serde_json::Value>(&r.stdout)
+        .map(|j| j["message"].as_str().unwrap_or_default().to_owned())
+        .unwrap_or_else(|_| r.stdout.clone());
+    (n.to_owned(), Err(format!("exit {}: {message}", r.status)))
 }

@@ -3,8 +3,6 @@
 //! user namespace) set by hand is refused, and descriptors berth did not open itself,
 //! announced with `LISTEN_FDS` or not, never reach a container.
 
-#![expect(clippy::unwrap_used, reason = "a test fails by panicking")]
-
 mod common;
 
 use std::os::fd::AsRawFd;
@@ -16,15 +14,6 @@ use serde_json::json;
 
 /// Debian's `nobody`: an unprivileged user every host has.
 const NOBODY: (u32, u32) = (65534, 65534);
-
-fn output(mut c: Command) -> Run {
-    let out = c.output().unwrap();
-    Run {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 /// The refusal of a marker berth did not set, whatever it claims.
 fn assert_refused(r: &Run, what: &str) {
@@ -71,14 +60,14 @@ fn a_user_namespace_marker_set_by_hand_is_refused() {
             .arg("--home")
             .arg(&home)
             .arg("gc");
-        assert_refused(&output(as_nobody), &format!("nobody with {marker}"));
+        assert_refused(&Run::of(&mut as_nobody), &format!("nobody with {marker}"));
         let mut as_root = Command::new(env!("CARGO_BIN_EXE_berth"));
         as_root
             .env("_BERTH_USERNS", marker)
             .arg("--home")
             .arg(&home)
             .arg("gc");
-        assert_refused(&output(as_root), &format!("root with {marker}"));
+        assert_refused(&Run::of(&mut as_root), &format!("root with {marker}"));
     }
     assert!(!home.exists(), "a refused berth created its home");
     // Without the marker, the same berth goes on (into its namespace, or saying why not).
@@ -88,7 +77,7 @@ fn a_user_namespace_marker_set_by_hand_is_refused() {
         home.to_str().unwrap(),
         "images",
     ]);
-    let r = output(plain);
+    let r = Run::of(&mut plain);
     assert_eq!(r.status, 0, "{}", r.stderr);
 }
 
@@ -132,7 +121,7 @@ fn descriptors_berth_did_not_open_never_reach_the_container() {
             Ok(())
         });
     }
-    let r = output(run);
+    let r = Run::of(&mut run);
     assert_eq!(r.status, 0, "{}", r.stderr);
     assert!(
         !r.stderr.contains("open fd "),

@@ -430,6 +430,16 @@ pub struct Run {
 }
 
 impl Run {
+    /// Runs `command` to its end, collecting its exit status and output.
+    pub fn of(command: &mut Command) -> Run {
+        let out: Output = command.output().expect("run berth");
+        Run {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// The `--json` result document.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
@@ -538,12 +548,7 @@ impl Berth {
     }
 
     pub fn run_cmd(&self, args: &[&str]) -> Run {
-        let out: Output = self.cmd().args(args).output().expect("run berth");
-        Run {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::of(self.cmd().args(args))
     }
 
     /// Starts `berth run JOB` in the background; returns it with its stdout, line by line.
