@@ -230,6 +230,37 @@ mod tests {
     }
 
     #[test]
+    fn a_job_whose_directory_cannot_be_opened_keeps_its_containers() {
+        let d = tempfile::tempdir().unwrap();
+        let home = Home::new(d.path());
+        let tag = home.tag();
+        fs::create_dir_all(home.jobs()).unwrap();
+        // Not a directory berth made (opened without following links: ELOOP).
+        let job = "0123456789ab";
+        std::os::unix::fs::symlink(d.path(), home.jobs().join(job)).unwrap();
+        let id = crate::job::workdir::container_id(&tag, job, 0);
+        let host = FakeHost::default();
+        let listed = id.clone();
+        *host.cgroup_listing.0.lock().unwrap() = Some(Box::new(move || vec![listed.clone()]));
+        let runtime = FakeRuntime::exiting(0);
+        let svc = Services {
+            host: &host,
+            runtime: &runtime,
+        };
+        let report = sweep(svc, &home);
+        assert!(runtime.calls().is_empty(), "{:?}", runtime.calls());
+        assert!(report.jobs.is_empty() && report.containers.is_empty());
+        assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+        assert!(
+            report.errors[0]
+                .starts_with(&format!("cannot tell whether the berth of job {job} lives")),
+            "{:?}",
+            report.errors
+        );
+        assert!(home.jobs().join(job).exists());
+    }
+
+    #[test]
     fn the_containers_of_dead_and_gone_jobs_are_removed() {
         let d = tempfile::tempdir().unwrap();
         let home = Home::new(d.path());
