@@ -60,14 +60,20 @@ fn a_user_namespace_marker_set_by_hand_is_refused() {
             .arg("--home")
             .arg(&home)
             .arg("gc");
-        assert_refused(&Run::of(&mut as_nobody), &format!("nobody with {marker}"));
+        assert_refused(
+            &Run::from(as_nobody.output().unwrap()),
+            &format!("nobody with {marker}"),
+        );
         let mut as_root = Command::new(env!("CARGO_BIN_EXE_berth"));
         as_root
             .env("_BERTH_USERNS", marker)
             .arg("--home")
             .arg(&home)
             .arg("gc");
-        assert_refused(&Run::of(&mut as_root), &format!("root with {marker}"));
+        assert_refused(
+            &Run::from(as_root.output().unwrap()),
+            &format!("root with {marker}"),
+        );
     }
     assert!(!home.exists(), "a refused berth created its home");
     // Without the marker, the same berth goes on (into its namespace, or saying why not).
@@ -77,7 +83,7 @@ fn a_user_namespace_marker_set_by_hand_is_refused() {
         home.to_str().unwrap(),
         "images",
     ]);
-    let r = Run::of(&mut plain);
+    let r = Run::from(plain.output().unwrap());
     assert_eq!(r.status, 0, "{}", r.stderr);
 }
 
@@ -121,7 +127,7 @@ fn descriptors_berth_did_not_open_never_reach_the_container() {
             Ok(())
         });
     }
-    let r = Run::of(&mut run);
+    let r = Run::from(run.output().unwrap());
     assert_eq!(r.status, 0, "{}", r.stderr);
     assert!(
         !r.stderr.contains("open fd "),
