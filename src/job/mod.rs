@@ -38,7 +38,7 @@ use crate::bundle::BundleError;
 use crate::contract::validate::ValidateError;
 use crate::contract::{ErrorClass, JobFile, JobResult};
 use crate::host::{Host, IdMap};
-use crate::image::{ImageError, RegistrySettings};
+use crate::image::{ImageError, RegistrySettings, SignaturePolicy, UnpackCaps};
 use crate::mapping::MappingError;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::secrets::SecretsError;
@@ -72,6 +72,10 @@ pub struct Settings {
     pub home: PathBuf,
     pub cache: PathBuf,
     pub registry: RegistrySettings,
+    /// The signature policy images must satisfy.
+    pub signature_policy: SignaturePolicy,
+    /// What one image may unpack to, against decompression bombs.
+    pub unpack_caps: UnpackCaps,
     /// Give each job a copy of the rootfs instead of an overlay.
     pub copy_rootfs: bool,
     /// The host ids containers run as (their 0..65535); `None`: the host's own.

@@ -17,7 +17,7 @@
 //! - Manifests are capped before they are buffered: a `Content-Length` over the cap, or a
 //!   body that grows past it, ends the transfer.
 //! - Blobs go straight from the socket into the content store through a
-//!   [`BlobWriter`](super::store::BlobWriter), which checks size and digest as the bytes
+//!   [`BlobWriter`](crate::image::content::BlobWriter), which checks size and digest as the bytes
 //!   arrive. A transfer that breaks resumes with `Range: bytes=N-` on the same writer, so
 //!   the digest is still computed over the whole blob from its first byte.
 //!
@@ -27,7 +27,6 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Mutex, Once};
 use std::time::Duration;
@@ -36,14 +35,15 @@ use futures_util::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderValue};
 
-use super::ImageError;
-use super::auth::{self, AuthError, Challenge, Credentials, Secret};
-use super::digest::Digest;
-use super::manifest::{self, Descriptor};
-use super::reference::ImageRef;
-use super::store::{BlobWriter, Store};
-use super::tls::{self, TlsError};
-use crate::contract::ErrorClass;
+use super::auth::{self, Challenge, Credentials, Secret};
+use super::settings::{RegistrySettings, is_loopback};
+use super::tls;
+use crate::image::content::{BlobWriter, Ingest};
+use crate::image::spec::ImageError;
+use crate::image::spec::digest::Digest;
+use crate::image::spec::manifest::{self, Descriptor};
+use crate::image::spec::reference::ImageRef;
+use crate::image::spec::{AuthError, RegistryError};
 
 const ACCEPTED_MANIFESTS: &[&str] = &[
     manifest::OCI_MANIFEST,
@@ -59,147 +59,8 @@ const NO_TRUST_ANCHORS: &str = include_str!("data/no-trust-anchors.pem");
 /// Blobs fetched at once: enough to fill a link, few enough to stay polite.
 const PARALLEL_BLOBS: usize = 3;
 
-/// How long a pull may take by default: a large image over a slow link, with room to spare.
-pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-
 /// What berth reads of an error body or a token answer.
 const SMALL_BODY: u64 = 64 << 10;
-
-/// How berth reaches registries.
-#[derive(Debug, Clone)]
-pub struct RegistrySettings {
-    /// Registries (`host[:port]`) that may be spoken to over plain HTTP. Loopback
-    /// registries always may.
-    pub insecure: Vec<String>,
-    /// Retries of a failed request that may succeed later (connection refused, 5xx, 429,
-    /// a transfer that broke: a blob then resumes where it stopped).
-    pub retries: u32,
-    /// First back-off; it doubles after each retry, up to a minute.
-    pub backoff: Duration,
-    /// Show a progress bar while fetching (when stderr is a terminal).
-    pub progress: bool,
-    /// What one image may unpack to, against decompression bombs.
-    pub unpack_caps: super::unpack::UnpackCaps,
-    /// `--authfile` / `REGISTRY_AUTH_FILE`: read first, and must exist.
-    pub authfile: Option<PathBuf>,
-    /// berth's home: its `auth.json` (`berth login`) and `certs.d/`.
-    pub home: Option<PathBuf>,
-    /// The system's per-registry certificates, `/etc/containers/certs.d`.
-    pub system_certs: PathBuf,
-    /// The signature policy images from registries must satisfy (see [`super::policy`]);
-    /// `None`: every image is accepted.
-    pub signature_policy: Option<PathBuf>,
-    /// Where berth looked for a policy (for messages when it found none).
-    pub signature_policy_looked: Vec<PathBuf>,
-    /// How long a pull may take from the first request to the last byte, and how long a
-    /// berth waits for another's lock on a blob or layer it needs.
-    pub pull_timeout: Duration,
-}
-
-impl Default for RegistrySettings {
-    fn default() -> Self {
-        RegistrySettings {
-            insecure: Vec::new(),
-            retries: 4,
-            backoff: Duration::from_millis(500),
-            progress: true,
-            unpack_caps: super::unpack::UnpackCaps::default(),
-            authfile: None,
-            home: None,
-            system_certs: PathBuf::from(tls::SYSTEM_CERTS_D),
-            signature_policy: None,
-            signature_policy_looked: Vec::new(),
-            pull_timeout: DEFAULT_PULL_TIMEOUT,
-        }
-    }
-}
-
-impl RegistrySettings {
-    /// Whether plain HTTP is allowed for `registry` (`host[:port]`).
-    pub fn allows_http(&self, registry: &str) -> bool {
-        self.insecure.iter().any(|r| r == registry) || is_loopback(registry)
-    }
-
-    /// Where credentials are looked up.
-    pub fn credential_sources(&self) -> auth::Sources {
-        auth::Sources::from_env(self.authfile.as_deref(), self.home.as_deref())
-    }
-}
-
-fn is_loopback(registry: &str) -> bool {
-    let host = match registry.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or(rest),
-        None => registry.rsplit_once(':').map_or(registry, |(h, _)| h),
-    };
-    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-/// What went wrong reaching a registry, beyond what [`ImageError`] says by itself.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    #[error("registry {registry}: its certs.d files cannot be used")]
-    Tls {
-        registry: String,
-        #[source]
-        source: TlsError,
-    },
-    #[error("registry {registry}: cannot set up the HTTP client")]
-    Client {
-        registry: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("cannot pull {image}: {hint} ({message})")]
-    Untrusted {
-        image: String,
-        hint: String,
-        message: String,
-    },
-    #[error(
-        "cannot pull {image}: layer {layer} has media type {media_type:?}, which berth cannot \
-         unpack (it takes tar, tar+gzip and tar+zstd layers)"
-    )]
-    LayerMediaType {
-        image: String,
-        layer: Digest,
-        media_type: String,
-    },
-    #[error(
-        "cannot pull {image}: {url}, where registry {registry} redirected berth, asks for \
-         credentials; berth answers only the registry's own challenges"
-    )]
-    ForeignChallenge {
-        image: String,
-        registry: String,
-        url: String,
-    },
-}
-
-impl RegistryError {
-    pub fn class(&self) -> ErrorClass {
-        match self {
-            RegistryError::Auth(e) => e.class(),
-            RegistryError::Tls { .. } | RegistryError::Untrusted { .. } => ErrorClass::User,
-            RegistryError::Client { .. }
-            | RegistryError::LayerMediaType { .. }
-            | RegistryError::ForeignChallenge { .. } => ErrorClass::Internal,
-        }
-    }
-}
-
-impl From<RegistryError> for ImageError {
-    fn from(e: RegistryError) -> ImageError {
-        ImageError::Access(e)
-    }
-}
-
-impl From<AuthError> for ImageError {
-    fn from(e: AuthError) -> ImageError {
-        ImageError::Access(RegistryError::Auth(e))
-    }
-}
 
 /// A connection to one registry for one pull.
 pub struct RegistryClient {
@@ -247,7 +108,7 @@ impl RegistryClient {
         given: Option<Credentials>,
     ) -> Result<Self, ImageError> {
         install_provider();
-        let dirs = tls::certs_dirs(registry, &settings.system_certs, settings.home.as_deref());
+        let dirs = tls::certs_dirs(registry, &settings.certs_d);
         let https = !dirs.is_empty() || !settings.allows_http(registry);
         let http = build_http(registry, https, settings.allows_http(registry), &dirs)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -414,7 +275,7 @@ impl RegistryClient {
         &self,
         reference: &ImageRef,
         blobs: &[Descriptor],
-        store: &Store,
+        store: &dyn Ingest,
         announce: bool,
     ) -> Result<u64, ImageError> {
         if blobs.is_empty() {
@@ -497,7 +358,7 @@ impl RegistryClient {
         &self,
         target: &Target,
         blob: &Descriptor,
-        store: &Store,
+        store: &dyn Ingest,
         bar: &indicatif::ProgressBar,
     ) -> Result<u64, ImageError> {
         let size = blob.size().map_err(|message| ImageError::BadManifest {
@@ -540,7 +401,7 @@ impl RegistryClient {
         &self,
         target: &Target,
         blob: &Descriptor,
-        store: &Store,
+        store: &dyn Ingest,
         writer: &mut BlobWriter,
         bar: &indicatif::ProgressBar,
     ) -> Result<(), Failure> {
@@ -847,11 +708,11 @@ impl RegistryClient {
         }
         let tls_refused = message.contains("received fatal alert");
         if self.base.starts_with("https:") && (tls_refused || message.contains("certificate")) {
-            let (system, home) = (&self.settings.system_certs, self.settings.home.as_deref());
+            let certs_d = &self.settings.certs_d;
             let hint = if tls_refused {
-                tls::handshake_hint(&self.registry, system, home)
+                tls::handshake_hint(&self.registry, certs_d)
             } else {
-                tls::untrusted_hint(&self.registry, system, home)
+                tls::untrusted_hint(&self.registry, certs_d)
             };
             let untrusted = RegistryError::Untrusted {
                 image,
@@ -1190,8 +1051,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("certs.d/127.0.0.1:5999")).unwrap();
         let settings = RegistrySettings {
-            home: Some(dir.path().to_owned()),
-            system_certs: dir.path().join("none"),
+            certs_d: vec![dir.path().join("none"), dir.path().join("certs.d")],
             ..Default::default()
         };
         let r = ImageRef::parse("127.0.0.1:5999/a/b:1").unwrap();

@@ -7,6 +7,7 @@
 use std::fmt;
 
 use super::digest::Digest;
+use super::error::ImageError;
 
 const DEFAULT_REGISTRY: &str = "docker.io";
 
@@ -88,6 +89,14 @@ impl ImageRef {
             other => other,
         }
     }
+}
+
+/// Parses `host/repo:tag`, `host/repo@sha256:…` or `host/repo:tag@sha256:…`.
+pub fn parse_reference(reference: &str) -> Result<ImageRef, ImageError> {
+    ImageRef::parse(reference).map_err(|message| ImageError::Reference {
+        reference: reference.to_owned(),
+        message,
+    })
 }
 
 impl fmt::Display for ImageRef {

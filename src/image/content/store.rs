@@ -19,53 +19,19 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
-use serde::{Deserialize, Serialize};
 
-use super::ImageError;
-use super::digest::{Digest, Hasher};
-use super::manifest::Descriptor;
+use crate::image::spec::ImageError;
+use crate::image::spec::digest::{Digest, Hasher};
+use crate::image::spec::manifest::Descriptor;
+use crate::image::spec::record::ImageRecord;
 
-/// What an image reference resolved to when it was last pulled.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ImageRecord {
-    pub reference: String,
-    /// What the reference names in the registry: an index or a manifest.
-    pub digest: Digest,
-    /// The manifest for this host's platform.
-    pub manifest: Digest,
-    pub config: Digest,
-    pub layers: Vec<Digest>,
-    /// Compressed size of all layers, in bytes.
-    pub size: u64,
-    /// Seconds since the epoch.
-    pub pulled_at: u64,
-    /// When a pull or a job last used the image, in seconds since the epoch (0: never
-    /// recorded, as in records written before berth kept it).
-    #[serde(default)]
-    pub last_used: u64,
-    /// The signature policy that accepted the image under this reference (see
-    /// [`super::signature::Rules::acceptance`]); `None` in records written before berth
-    /// kept it, and for layouts and archives (checked at every load): checked again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub accepted: Option<Accepted>,
-}
-
-/// Which rules of which signature policy accepted an image for a reference.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Accepted {
-    /// The policy file; `None`: no policy was in force.
-    pub policy: Option<PathBuf>,
-    /// The scope of the policy whose requirements applied.
-    pub scope: String,
-    /// The digest of those requirements.
-    pub requirements: Digest,
-}
+/// How long a berth waits for another's lock by default: as long as a pull may take by
+/// default (`--pull-timeout`), since the holder's fetch is bounded by it.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
-    /// Temporary leftovers opening the store removed, and their bytes.
-    swept: (usize, u64),
     /// How long [`Store::lock`] waits for another berth.
     lock_wait: Duration,
 }
@@ -80,7 +46,6 @@ impl Store {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(|source| ImageError::Store { path: dir, source })?;
         }
-        let swept = super::prune::sweep_temp(&root.join("tmp"), super::prune::TEMP_MAX_AGE);
         let private = || -> std::io::Result<()> {
             if fs::metadata(root)?.permissions().mode() & 0o077 != 0 {
                 fs::set_permissions(root, fs::Permissions::from_mode(0o700))?;
@@ -93,8 +58,7 @@ impl Store {
         })?;
         Ok(Store {
             root: root.to_owned(),
-            swept,
-            lock_wait: super::registry::DEFAULT_PULL_TIMEOUT,
+            lock_wait: DEFAULT_LOCK_WAIT,
         })
     }
 
@@ -103,11 +67,6 @@ impl Store {
     pub fn with_lock_wait(mut self, wait: Duration) -> Store {
         self.lock_wait = wait;
         self
-    }
-
-    /// How many temporary leftovers opening the store removed, and their bytes.
-    pub fn swept(&self) -> (usize, u64) {
-        self.swept
     }
 
     pub fn root(&self) -> &Path {
@@ -141,7 +100,7 @@ impl Store {
             Err(source) => return Err(ImageError::Store { path, source }),
         };
         let mut bytes = Vec::new();
-        file.take(super::manifest::MAX_METADATA_BYTES + 1)
+        file.take(crate::image::spec::manifest::MAX_METADATA_BYTES + 1)
             .read_to_end(&mut bytes)
             .map_err(|source| ImageError::Store {
                 path: path.clone(),
