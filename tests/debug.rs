@@ -12,8 +12,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::process::Stdio;
+use std::io::Read;
 
 use common::*;
 use serde_json::{Value, json};
@@ -32,28 +31,6 @@ echo "password is $pw" > /data/out/files/report.txt
 printf '\377\376%s\377\000' "$pw" > /data/out/files/blob.bin
 mkdir -p /data/in/user/nested/empty
 printf '{"#token": "%s", "n": 1}' state-token-0815 > /data/out/state.json"##;
-
-/// `berth encrypt ARGS` of `input`: the JSON with ciphertexts.
-fn encrypted(b: &Berth, args: &[&str], input: &Value) -> Value {
-    let mut child = b
-        .cmd()
-        .arg("encrypt")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdin = child.stdin.take().unwrap();
-    { stdin }.write_all(input.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 /// A stored zip's entries: name → content (directories end in `/`, content empty).
 fn unzip(b: &Berth, id: u64) -> (BTreeMap<String, Vec<u8>>, String) {
@@ -112,8 +89,7 @@ fn a_debug_run_stores_masked_archives_of_its_data_folder_and_changes_nothing() {
     ]);
     assert_eq!(r.status, 0, "{}", r.stderr);
     let img = push(&ImageSpec::script(SCRIPT), &unique_repo("debug"), "1");
-    let params = encrypted(
-        &b,
+    let params = b.encrypted(
         &["--component", "acme.test"],
         &json!({"#password": PASSWORD, "user": "me"}),
     );

@@ -18,11 +18,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value};
-
 use super::JobError;
 use super::row::RowContext;
-use super::vault::Vault;
 use super::workdir::{ImageDir, JobDir};
 use crate::contract::job::{Processor, Runtime};
 use crate::contract::result::Position;
@@ -49,6 +46,9 @@ pub(super) struct Stage<'a> {
     pub job: Cow<'a, JobFile>,
     pub image: &'a PulledImage,
     pub rootfs: &'a Path,
+    /// Where this image's configuration sits in the row's (`processors.after[0].`; empty
+    /// for the component): what an error about its parameters names.
+    pub at: String,
 }
 
 impl<'a> Stage<'a> {
@@ -92,7 +92,7 @@ pub(super) fn wanted(
         return Ok(wanted);
     }
     for (_, config) in rows {
-        for (_, p) in listed(config) {
+        for (_, _, p) in listed(config) {
             let pjob = processor_job(job, p)?;
             // A processor's parameters answer to its own schema, as the component's do.
             if let Some(schema) = &pjob.component.configuration_schema {
@@ -120,6 +120,7 @@ pub(super) fn chain<'a>(
         job: Cow::Borrowed(job),
         image: main.0,
         rootfs: main.1,
+        at: String::new(),
     };
     if action {
         // A synchronous action runs the component alone, as in the original.
@@ -127,7 +128,7 @@ pub(super) fn chain<'a>(
     }
     let mut before = Vec::new();
     let mut after = Vec::new();
-    for (position, p) in listed(config) {
+    for (position, n, p) in listed(config) {
         let pjob = processor_job(job, p)?;
         let reference = pjob.image_reference();
         let Some(pulled) = images.get(&reference) else {
@@ -141,6 +142,7 @@ pub(super) fn chain<'a>(
             job: Cow::Owned(pjob),
             image: &pulled.image,
             rootfs: &pulled.rootfs,
+            at: format!("processors.{}[{n}].", list_name(position)),
         };
         match position {
             Position::Before => before.push(stage),
@@ -154,14 +156,31 @@ pub(super) fn chain<'a>(
         .collect())
 }
 
-/// The processors of a configuration, in the order they run.
-fn listed(config: &Configuration) -> Vec<(Position, &Processor)> {
+/// The processors of a configuration, in the order they run, each with its place in its
+/// list.
+fn listed(config: &Configuration) -> Vec<(Position, usize, &Processor)> {
     let Some(p) = &config.processors else {
         return Vec::new();
     };
-    let before = p.before.iter().map(|x| (Position::Before, x));
-    let after = p.after.iter().map(|x| (Position::After, x));
+    let before = p
+        .before
+        .iter()
+        .enumerate()
+        .map(|(n, x)| (Position::Before, n, x));
+    let after = p
+        .after
+        .iter()
+        .enumerate()
+        .map(|(n, x)| (Position::After, n, x));
     before.chain(after).collect()
+}
+
+/// The key of a processor's list in a configuration.
+fn list_name(position: Position) -> &'static str {
+    match position {
+        Position::Before => "before",
+        Position::Main | Position::After => "after",
+    }
 }
 
 /// The job a processor runs as: its known component (its image at the definition's tag),
@@ -197,24 +216,6 @@ fn processor_job(job: &JobFile, p: &Processor) -> Result<JobFile, JobError> {
         processor_components: BTreeMap::new(),
         ..job.clone()
     })
-}
-
-/// The `config.json` of a processor, decrypted: its parameters are part of the job's
-/// configuration (encrypted for the job's component), its image parameters its own.
-pub(super) fn open_config(
-    vault: &mut Vault,
-    job: &JobFile,
-    stage: &Stage<'_>,
-) -> Result<Value, JobError> {
-    let mut config = vault.open_config(job, &stage.job.configuration, &Map::new())?;
-    let own = &stage.job.component.image_parameters;
-    let mut opened = vault.open_config(&stage.job, &Configuration::default(), own)?;
-    if let (Value::Object(map), Value::Object(o)) = (&mut config, &mut opened)
-        && let Some(params) = o.remove("image_parameters")
-    {
-        map.insert("image_parameters".to_owned(), params);
-    }
-    Ok(config)
 }
 
 /// Gives image `to` of the job a data folder whose `in/` is what image `from` left in

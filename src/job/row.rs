@@ -262,13 +262,21 @@ impl RowRun<'_> {
         progress: &mut Progress,
     ) -> Result<(ImageDir, RowStart), JobError> {
         let ctx = self.ctx;
-        let mut configs = Vec::with_capacity(chain.len());
+        let mut own = Vec::with_capacity(chain.len());
         for stage in chain {
-            configs.push(if stage.is_main() {
-                let own = &ctx.job.component.image_parameters;
-                with_action(vault.open_config(ctx.job, self.config, own)?, ctx.action)
-            } else {
-                processors::open_config(vault, ctx.job, stage)?
+            own.push(vault.open_image_parameters(&stage.job)?);
+        }
+        // No configuration of the row may carry an image-parameter secret of any image.
+        let forbidden: Vec<String> = own.iter().flat_map(|p| p.secrets.clone()).collect();
+        let mut configs = Vec::with_capacity(chain.len());
+        for (stage, own) in chain.iter().zip(own) {
+            // A processor's parameters are part of the job's configuration: encrypted for,
+            // and decrypted as, the job's component.
+            let config = stage.config(self.config);
+            let json = vault.open_config(ctx.job, config, own, &forbidden, &stage.at)?;
+            configs.push(match stage.is_main() {
+                true => with_action(json, ctx.action),
+                false => json,
             });
         }
         let dir = ctx.jobdir.image_dir(self.n).map_err(JobError::Workdir)?;

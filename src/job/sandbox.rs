@@ -29,7 +29,9 @@ pub fn sandbox(settings: &Settings, job: &JobFile, dir: &Path) -> Result<Vec<Pat
                 source,
             })?;
         }
-        let config_json = vault.open_config(job, config, &job.component.image_parameters)?;
+        let own = vault.open_image_parameters(job)?;
+        let forbidden = own.secrets.clone();
+        let config_json = vault.open_config(job, config, own, &forbidden, "")?;
         let start = start_state(job, row_id.as_deref(), &mut storage, &mut vault)?;
         stage_inputs(&mut storage, config, &data, &start.storage.input)?;
         write_json(&data.join("config.json"), &config_json)?;

@@ -597,6 +597,34 @@ impl Berth {
             .path()
     }
 
+    /// `berth encrypt ARGS` with `input` on stdin.
+    pub fn encrypt(&self, args: &[&str], input: &str) -> Run {
+        let mut child = self
+            .cmd()
+            .arg("encrypt")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        { stdin }.write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        Run {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `input` with its `#` values encrypted by `berth encrypt ARGS`.
+    pub fn encrypted(&self, args: &[&str], input: &serde_json::Value) -> serde_json::Value {
+        let r = self.encrypt(args, &input.to_string());
+        assert_eq!(r.status, 0, "{}", r.stderr);
+        serde_json::from_str(&r.stdout).unwrap()
+    }
+
     /// Writes a job file and runs it with `--json`.
     pub fn run_job(&self, job: &serde_json::Value) -> Run {
         let path = self.write_job(job);
