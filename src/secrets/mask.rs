@@ -42,6 +42,9 @@ pub struct Masker {
     by_head: HashMap<[u8; HEAD], Vec<usize>>,
     /// Forms shorter than [`HEAD`] bytes, longest first.
     short: Vec<usize>,
+    /// Which pairs of bytes start a form (every form has at least two bytes), a bit each:
+    /// most positions of any output are passed on this one test.
+    pairs: Vec<u64>,
 }
 
 impl std::fmt::Debug for Masker {
@@ -91,7 +94,8 @@ impl Masker {
         }
         for form in forms {
             let form = form.into_bytes();
-            if !form.is_empty() && !self.forms.contains(&form) {
+            // Two bytes at least (a secret has three characters): see `pairs`.
+            if form.len() >= 2 && !self.forms.contains(&form) {
                 self.forms.push(form);
             }
         }
@@ -181,7 +185,12 @@ impl Masker {
         self.forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
         self.by_head.clear();
         self.short.clear();
+        self.pairs = vec![0; (1 << 16) / 64];
         for (i, form) in self.forms.iter().enumerate() {
+            if let Some(&[a, b]) = form.first_chunk::<2>() {
+                let pair = usize::from(a) << 8 | usize::from(b);
+                self.pairs[pair / 64] |= 1 << (pair % 64);
+            }
             match form.first_chunk::<HEAD>() {
                 Some(head) => self.by_head.entry(*head).or_default().push(i),
                 None => self.short.push(i),
@@ -195,6 +204,17 @@ impl Masker {
     fn scan(&self, buf: &[u8], more: bool, out: &mut Vec<u8>) -> (usize, usize) {
         let (mut i, mut copied, mut hidden) = (0, 0, 0);
         while i < buf.len() {
+            if let Some(&[a, b]) = buf[i..].first_chunk::<2>() {
+                let pair = usize::from(a) << 8 | usize::from(b);
+                if self
+                    .pairs
+                    .get(pair / 64)
+                    .is_none_or(|w| w & (1 << (pair % 64)) == 0)
+                {
+                    i += 1;
+                    continue;
+                }
+            }
             match self.at(&buf[i..], more) {
                 At::Nothing => i += 1,
                 At::Form(len) => {
