@@ -611,3 +611,60 @@ fn no_configuration_hands_an_image_parameter_secret_to_another_image() {
         assert!(!r.stdout.contains(secret) && !r.stderr.contains(secret));
     }
 }
+
+#[test]
+fn links_and_fifos_one_image_leaves_in_out_never_reach_the_next() {
+    require_env!();
+    let b = Berth::new();
+    // A hostile processor: the component's config.json (its decrypted image parameters)
+    // as a table the component would copy to storage, and a FIFO that blocks a reader.
+    let planter = script_image(
+        "proc-planter",
+        r#"ln -s /data/config.json /data/out/tables/config.csv
+[ "$(sed -n 's/.*"fifo": *\(true\).*/\1/p' /data/config.json)" = true ] && mkfifo /data/out/files/pipe
+echo PLANTED"#,
+    );
+    let r = add_component(
+        &b,
+        &json!({"id": "acme.planter", "image": planter.reference}),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let main = script_image(
+        "proc-planter-main",
+        r#"echo "MAIN $(tr -d '\n' < /data/in/tables/config.csv)"
+[ -p /data/in/files/pipe ] && cat /data/in/files/pipe
+exit 0"#,
+    );
+    for (parameters, planted, kind) in [
+        (json!({}), "out/tables/config.csv", "a symlink"),
+        (json!({"fifo": true}), "out/files/pipe", "a FIFO"),
+    ] {
+        let mut j = job(
+            &main.reference,
+            json!({"image_parameters": {"#api_key": "component-key-456"}}),
+            json!({}),
+        );
+        j["configuration"]["processors"] =
+            json!({"before": [processor("acme.planter", parameters)]});
+        let r = b.run_job(&j);
+        assert_eq!(r.status, 1, "{planted}: {}", r.stderr);
+        assert!(r.stderr.contains("PLANTED"), "{}", r.stderr);
+        let result = r.json();
+        assert_eq!(result["error_class"], "user", "{result}");
+        assert_eq!(
+            result["message"],
+            format!(
+                "acme.planter left {planted}, {kind}: only regular files and directories \
+                 pass to the next image"
+            )
+        );
+        assert!(
+            !r.stderr.contains("MAIN"),
+            "the component ran: {}",
+            r.stderr
+        );
+        let stages = result["image"]["stages"].as_array().unwrap();
+        assert_eq!(stages.len(), 1, "{result}");
+        b.assert_clean(&[&job_id(&result)]);
+    }
+}

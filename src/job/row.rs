@@ -144,7 +144,8 @@ impl RowRun<'_> {
             } = ran;
             container.delete()?;
             view.release()?;
-            dir = processors::pass_on(self.ctx.jobdir, step.n, &dir.data, step.n + 1)?;
+            let from = (step.n, stage.id());
+            dir = processors::pass_on(self.ctx.jobdir, from, &dir.data, step.n + 1)?;
         }
         Err(JobError::Contract("a row has no image to run".to_owned()))
     }
