@@ -462,9 +462,14 @@ impl RowRun<'_> {
         let Some(keep) = self.ctx.keep_outputs else {
             return Ok(());
         };
-        let dst = crate::mapping::keep::keep_dir(keep, self.row_id, self.ctx.multiple_rows)?;
-        let n = crate::mapping::keep::export_outputs(&dir.data.join("out"), &dst)?;
-        tracing::info!("kept {n} output files in {}", dst.display());
+        use crate::mapping::keep;
+        let dst = keep::keep_dir(
+            &keep::destination(keep)?,
+            self.row_id,
+            self.ctx.multiple_rows,
+        )?;
+        let n = keep::export_outputs(&dir.data.join("out"), &dst)?;
+        tracing::info!("kept {n} output files in {}", dst.path().display());
         Ok(())
     }
 
