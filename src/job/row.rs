@@ -489,11 +489,7 @@ impl RowRun<'_> {
             return Ok(());
         };
         use crate::mapping::keep;
-        let dst = keep::keep_dir(
-            &keep::destination(keep)?,
-            self.row_id,
-            self.ctx.multiple_rows,
-        )?;
+        let dst = keep::open_keep_dir(keep, self.row_id, self.ctx.multiple_rows)?;
         let n = keep::export_outputs(&dir.data.join("out"), &dst)?;
         tracing::info!("kept {n} output files in {}", dst.path().display());
         Ok(())

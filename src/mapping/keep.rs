@@ -37,12 +37,31 @@ pub fn keep_dir(
     row_id: Option<&str>,
     multiple_rows: bool,
 ) -> Result<confined::Dir, MappingError> {
+    match row_dir(row_id, multiple_rows)? {
+        Some(id) => Ok(base.make_dir(id)?),
+        None => Ok(base.try_clone()?),
+    }
+}
+
+/// [`keep_dir`] beneath the operator's directory `base`, the row id checked before
+/// anything is created.
+pub fn open_keep_dir(
+    base: &Path,
+    row_id: Option<&str>,
+    multiple_rows: bool,
+) -> Result<confined::Dir, MappingError> {
+    row_dir(row_id, multiple_rows)?;
+    keep_dir(&destination(base)?, row_id, multiple_rows)
+}
+
+/// The directory of its own a row's copy goes into, if any (see [`keep_dir`]).
+fn row_dir(row_id: Option<&str>, multiple_rows: bool) -> Result<Option<&str>, MappingError> {
     match (multiple_rows, row_id) {
-        (true, Some(id)) if super::plain_name(id) => Ok(base.make_dir(id)?),
+        (true, Some(id)) if super::plain_name(id) => Ok(Some(id)),
         (true, Some(id)) => Err(MappingError::User(format!(
             "row id {id:?} cannot name a directory for --keep-outputs: it must be a plain file name"
         ))),
-        _ => Ok(base.try_clone()?),
+        _ => Ok(None),
     }
 }
 
