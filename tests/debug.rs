@@ -65,9 +65,10 @@ fn a_debug_run_stores_masked_archives_of_its_data_folder_and_changes_nothing() {
     ]);
     assert_eq!(r.status, 0, "{}", r.stderr);
     let img = push(&ImageSpec::script(SCRIPT), &unique_repo("debug"), "1");
-    let params = b.encrypted(
+    let params = encrypted(
+        &b,
         &["--component", "acme.test"],
-        &json!({"#password": PASSWORD, "user": "me"}),
+        json!({"#password": PASSWORD, "user": "me"}),
     );
     let mut j = job(&img.reference, json!({}), params);
     j["configuration"]["storage"] = json!({

@@ -512,9 +512,10 @@ fn no_configuration_hands_an_image_parameter_secret_to_another_image() {
     let b = Berth::new();
     // The processor's own secret is project-wide, so it also decrypts for the component.
     let proc_secret = "processor-own-secret-77";
-    let proc_params = b.encrypted(
+    let proc_params = encrypted(
+        &b,
         &["--component", "acme.leak", "--scope", "project-wide"],
-        &json!({"#own": proc_secret}),
+        json!({"#own": proc_secret}),
     );
     let leak = script_image("proc-leak", LEAK);
     let r = add_component(
@@ -523,9 +524,10 @@ fn no_configuration_hands_an_image_parameter_secret_to_another_image() {
     );
     assert_eq!(r.status, 0, "{}", r.stderr);
     let component_secret = "component-key-123";
-    let component_params = b.encrypted(
+    let component_params = encrypted(
+        &b,
         &["--component", "acme.test", "--scope", "component"],
-        &json!({"#api_key": component_secret}),
+        json!({"#api_key": component_secret}),
     );
     let main = script_image("proc-leak-main", LEAK);
     let cases = [

@@ -45,9 +45,10 @@ fn encrypted_values_reach_the_component_plain_and_nothing_berth_prints_shows_the
     require_env!();
     let img = push(&ImageSpec::script(SCRIPT), &unique_repo("secrets"), "1.0");
     let b = Berth::new();
-    let config = b.encrypted(
+    let config = encrypted(
+        &b,
         &["--component", "acme.test", "--config", "42"],
-        &json!({"parameters": {"#password": PASSWORD, "user": "me"}}),
+        json!({"parameters": {"#password": PASSWORD, "user": "me"}}),
     );
     let cipher = config["parameters"]["#password"]
         .as_str()
@@ -56,7 +57,7 @@ fn encrypted_values_reach_the_component_plain_and_nothing_berth_prints_shows_the
     assert!(cipher.starts_with("KBC::ProjectSecure::"), "{cipher}");
     assert_eq!(config["parameters"]["user"], "me");
     // Encrypting again leaves a ciphertext as it is.
-    let again = b.encrypted(&["--component", "acme.test"], &config);
+    let again = encrypted(&b, &["--component", "acme.test"], config.clone());
     assert_eq!(again, config);
     let key_file = b.home().join("secrets/keys.json");
     let mode = std::os::unix::fs::PermissionsExt::mode(&key_file.metadata().unwrap().permissions());
@@ -98,7 +99,7 @@ fn encrypted_values_reach_the_component_plain_and_nothing_berth_prints_shows_the
 
     // A new master key: older ciphertexts still decrypt. The failing run's message (from
     // its stderr) is masked too, and so is the state it found.
-    let rotated = b.encrypt(&["--rotate-key"], "");
+    let rotated = encrypt(&b, &["--rotate-key"], "");
     assert_eq!(rotated.status, 0, "{}", rotated.stderr);
     assert!(
         rotated.stderr.contains("master key 2"),
@@ -152,7 +153,7 @@ fn a_ciphertext_of_another_scope_is_a_user_error_naming_its_key_only() {
         ),
     ];
     for (args, path) in cases {
-        let config = b.encrypted(&args, &json!({"#password": PASSWORD}));
+        let config = encrypted(&b, &args, json!({"#password": PASSWORD}));
         let cipher = config["#password"].as_str().unwrap().to_owned();
         let r = b.run_job(&job(&img.reference, json!({}), config));
         assert_eq!(r.status, 1, "{args:?}: {}", r.stderr);
@@ -171,9 +172,10 @@ fn a_ciphertext_of_another_scope_is_a_user_error_naming_its_key_only() {
         assert_no_secret("the refusal", &format!("{}{}", r.stdout, r.stderr));
     }
     // Project-wide: any component of the project reads it.
-    let config = b.encrypted(
+    let config = encrypted(
+        &b,
         &["--component", "acme.other", "--scope", "project-wide"],
-        &json!({"#password": PASSWORD}),
+        json!({"#password": PASSWORD}),
     );
     assert!(
         config["#password"]
@@ -195,9 +197,10 @@ fn a_configuration_holding_a_component_secret_is_refused() {
         "1.0",
     );
     let b = Berth::new();
-    let image_parameters = b.encrypted(
+    let image_parameters = encrypted(
+        &b,
         &["--component", "acme.test", "--scope", "component"],
-        &json!({"#api_key": "component-key-123"}),
+        json!({"#api_key": "component-key-123"}),
     );
     let mut j = job(
         &img.reference,
@@ -226,11 +229,16 @@ fn a_configuration_holding_a_component_secret_is_refused() {
 #[test]
 fn encrypt_refuses_what_it_cannot_do_without_printing_the_input() {
     let b = Berth::new();
-    let r = b.encrypt(&["--component", "acme.test"], "{\"#a\": \"half-a-secret");
+    let r = encrypt(
+        &b,
+        &["--component", "acme.test"],
+        "{\"#a\": \"half-a-secret",
+    );
     assert_eq!(r.status, 1);
     assert!(r.stderr.contains("stdin is not JSON"), "{}", r.stderr);
     assert!(!r.stderr.contains("half-a-secret"), "{}", r.stderr);
-    let r = b.encrypt(
+    let r = encrypt(
+        &b,
         &["--component", "acme.test", "--scope", "config"],
         "{\"#a\": \"v\"}",
     );
@@ -240,14 +248,14 @@ fn encrypt_refuses_what_it_cannot_do_without_printing_the_input() {
         "{}",
         r.stderr
     );
-    let r = b.encrypt(&["--scope", "project"], "{}");
+    let r = encrypt(&b, &["--scope", "project"], "{}");
     assert_eq!(
         r.status, 2,
         "clap refuses a missing --component: {}",
         r.stderr
     );
     // Nothing to encrypt: the key file is made all the same, once, private.
-    let out = b.encrypted(&["--component", "acme.test"], &json!({"a": 1}));
+    let out = encrypted(&b, &["--component", "acme.test"], json!({"a": 1}));
     assert_eq!(out, json!({"a": 1}));
 }
 
@@ -298,7 +306,11 @@ fn a_multi_line_secret_is_hidden_in_every_shape_in_output_messages_and_debug_arc
         "1.0",
     );
     let b = Berth::new();
-    let params = b.encrypted(&["--component", "acme.test"], &json!({"#private_key": PEM}));
+    let params = encrypted(
+        &b,
+        &["--component", "acme.test"],
+        json!({"#private_key": PEM}),
+    );
     let path = b.write_job(&job(&img.reference, json!({}), params));
     let r = b.run_cmd(&["run", "--json", "--mode", "debug", path.to_str().unwrap()]);
     assert_eq!(r.status, 1, "{}", r.stderr);

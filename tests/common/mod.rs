@@ -639,34 +639,6 @@ impl Berth {
             .path()
     }
 
-    /// `berth encrypt ARGS` with `input` on stdin.
-    pub fn encrypt(&self, args: &[&str], input: &str) -> Run {
-        let mut child = self
-            .cmd()
-            .arg("encrypt")
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        { stdin }.write_all(input.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        Run {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// `input` with its `#` values encrypted by `berth encrypt ARGS`.
-    pub fn encrypted(&self, args: &[&str], input: &serde_json::Value) -> serde_json::Value {
-        let r = self.encrypt(args, &input.to_string());
-        assert_eq!(r.status, 0, "{}", r.stderr);
-        serde_json::from_str(&r.stdout).unwrap()
-    }
-
     /// The zip archive stored as file `id`: its entries, name → content (directories end
     /// in `/`, content empty), and its comment.
     pub fn unzip(&self, id: u64) -> (BTreeMap<String, Vec<u8>>, String) {
