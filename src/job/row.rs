@@ -28,6 +28,7 @@ use crate::image::{PulledImage, RootfsView, ViewDirs};
 use crate::mapping::InputState;
 use crate::mapping::input::InputReport;
 use crate::mapping::output::{OutputContext, StagedOutputs};
+use crate::runtime::output::DROPPED;
 use crate::runtime::{self, Network, RunOutcome, RunRequest};
 use crate::secrets::Masker;
 use crate::storage::StateKey;
@@ -145,7 +146,8 @@ impl RowRun<'_> {
             } = ran;
             container.delete()?;
             view.release()?;
-            dir = processors::pass_on(self.ctx.jobdir, step.n, &dir.data, step.n + 1)?;
+            let from = (step.n, stage.id());
+            dir = processors::pass_on(self.ctx.jobdir, from, &dir.data, step.n + 1)?;
         }
         Err(JobError::Contract("a row has no image to run".to_owned()))
     }
@@ -211,11 +213,13 @@ impl RowRun<'_> {
         if !stage.is_main() {
             tracing::info!("running processor {}", stage.id());
         }
-        // Lines come whole from the runtime, so a secret split across two reads of the
-        // pipe is whole again here.
+        // The lines are masked as one stream: a secret across lines (a PEM key) is hidden
+        // whole, and so is one split across two reads of the pipe.
         let masker = vault.masker();
-        let mut masked = |line: &str| on_line(&masker.mask(line));
-        let mut container = self.start(dir, user, view.root(), &mut masked)?;
+        let mut lines = masker.lines();
+        let started = self.start(dir, user, view.root(), &mut |l| lines.push(l, on_line));
+        lines.finish(on_line);
+        let mut container = started?;
         mask_outcome(&mut container.outcome, &masker);
         let code = container.outcome.status.code();
         progress.exit_code = Some(code);
@@ -264,13 +268,21 @@ impl RowRun<'_> {
         progress: &mut Progress,
     ) -> Result<(ImageDir, RowStart), JobError> {
         let ctx = self.ctx;
-        let mut configs = Vec::with_capacity(chain.len());
+        let mut own = Vec::with_capacity(chain.len());
         for stage in chain {
-            configs.push(if stage.is_main() {
-                let own = &ctx.job.component.image_parameters;
-                with_action(vault.open_config(ctx.job, self.config, own)?, ctx.action)
-            } else {
-                processors::open_config(vault, ctx.job, stage)?
+            own.push(vault.open_image_parameters(&stage.job)?);
+        }
+        // No configuration of the row may carry an image-parameter secret of any image.
+        let forbidden: Vec<String> = own.iter().flat_map(|p| p.secrets.clone()).collect();
+        let mut configs = Vec::with_capacity(chain.len());
+        for (stage, own) in chain.iter().zip(own) {
+            // A processor's parameters are part of the job's configuration: encrypted for,
+            // and decrypted as, the job's component.
+            let config = stage.config(self.config);
+            let json = vault.open_config(ctx.job, config, own, &forbidden, &stage.at)?;
+            configs.push(match stage.is_main() {
+                true => with_action(json, ctx.action),
+                false => json,
             });
         }
         let dir = ctx.jobdir.image_dir(self.n).map_err(JobError::Workdir)?;
@@ -476,9 +488,10 @@ impl RowRun<'_> {
         let Some(keep) = self.ctx.keep_outputs else {
             return Ok(());
         };
-        let dst = crate::mapping::keep::keep_dir(keep, self.row_id, self.ctx.multiple_rows)?;
-        let n = crate::mapping::keep::export_outputs(&dir.data.join("out"), &dst)?;
-        tracing::info!("kept {n} output files in {}", dst.display());
+        use crate::mapping::keep;
+        let dst = keep::open_keep_dir(keep, self.row_id, self.ctx.multiple_rows)?;
+        let n = keep::export_outputs(&dir.data.join("out"), &dst)?;
+        tracing::info!("kept {n} output files in {}", dst.path().display());
         Ok(())
     }
 
@@ -565,8 +578,17 @@ impl RowRun<'_> {
 
 /// Hides the secrets in what the job keeps of the component's output for its message.
 fn mask_outcome(outcome: &mut RunOutcome, masker: &Masker) {
-    outcome.stderr = masker.mask(&outcome.stderr).into_owned();
-    outcome.stdout_tail = masker.mask(&outcome.stdout_tail).into_owned();
+    outcome.stderr = mask_kept(&outcome.stderr, masker);
+    outcome.stdout_tail = mask_kept(&outcome.stdout_tail, masker);
+}
+
+/// What the runtime kept of an output, masked: when its start was dropped, it may start
+/// inside a secret, whose end is hidden too.
+fn mask_kept(text: &str, masker: &Masker) -> String {
+    match text.strip_prefix(DROPPED) {
+        Some(rest) => format!("{DROPPED}{}", masker.mask_cut(rest)),
+        None => masker.mask(text).into_owned(),
+    }
 }
 
 /// The state to save, its `#` values encrypted.
@@ -776,5 +798,26 @@ fn stack_id() -> Option<String> {
         Ok(s) if s.is_empty() => None,
         Ok(s) => Some(s),
         Err(_) => Some(config_file::DEFAULT_STACK_ID.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::output::Tail;
+
+    #[test]
+    fn a_kept_output_cut_inside_a_secret_shows_no_part_of_it() {
+        let secret = "line-one-of-the-key\nline-two-of-the-key\nend";
+        let mut masker = Masker::default();
+        masker.add(secret);
+        // 20 bytes kept: the cut falls inside the secret's second line.
+        let mut tail = Tail::new(20);
+        tail.push(format!("x {secret}").as_bytes());
+        tail.push(b" done");
+        let kept = tail.into_string();
+        assert!(kept.starts_with(DROPPED) && kept.contains("key"), "{kept}");
+        assert_eq!(mask_kept(&kept, &masker), format!("{DROPPED}[hidden] done"));
+        assert_eq!(mask_kept(&format!("x {secret}"), &masker), "x [hidden]");
     }
 }

@@ -16,6 +16,20 @@ use crate::contract::config_file;
 use crate::contract::{Configuration, JobFile};
 use crate::secrets::{self, Ids, Keyring, MIN_MASKED_CHARS, Masker, Scope, SecretsError};
 
+/// An image's `image_parameters`, decrypted, and the secrets among them.
+#[derive(Default)]
+pub(super) struct ImageParameters {
+    pub value: Value,
+    pub secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for ImageParameters {
+    // Never the secrets themselves.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ImageParameters({} secrets)", self.secrets.len())
+    }
+}
+
 /// The keys (once read) and every secret the job has decrypted so far.
 #[derive(Debug)]
 pub(super) struct Vault {
@@ -43,21 +57,33 @@ impl Vault {
         self.masker.clone()
     }
 
-    /// The `config.json` of a row, decrypted; refused when it holds one of the component's
-    /// own image-parameter secrets.
+    /// The image parameters of `job`'s component, decrypted for that component, with the
+    /// secrets they hold.
+    pub fn open_image_parameters(&mut self, job: &JobFile) -> Result<ImageParameters, JobError> {
+        let mut value = Value::Object(job.component.image_parameters.clone());
+        let secrets = self.open(&mut value, "component.image_parameters", job)?;
+        Ok(ImageParameters { value, secrets })
+    }
+
+    /// The `config.json` of an image: `config` decrypted for `job` (the configuration's
+    /// owner), with the image's own decrypted `image_parameters`. Refused when a `#` value
+    /// of `config` is one of `forbidden`, the image-parameter secrets of every image of
+    /// the row: a configuration could otherwise hand them to an image that prints them.
+    /// `at` is where `config` sits in the job's configuration (`processors.after[0].`),
+    /// for the refusal's path.
     pub fn open_config(
         &mut self,
         job: &JobFile,
         config: &Configuration,
-        image_parameters: &Map<String, Value>,
+        image_parameters: ImageParameters,
+        forbidden: &[String],
+        at: &str,
     ) -> Result<Value, JobError> {
-        let mut params = Value::Object(image_parameters.clone());
-        let component_secrets = self.open(&mut params, "component.image_parameters", job)?;
         let mut json = config_file::config_json(config, &Map::new(), "run");
         self.open(&mut json, "configuration", job)?;
-        secrets::refuse_copied(&json, &component_secrets)?;
+        secrets::refuse_copied(&json, forbidden, at)?;
         if let Value::Object(map) = &mut json {
-            map.insert("image_parameters".to_owned(), params);
+            map.insert("image_parameters".to_owned(), image_parameters.value);
         }
         Ok(json)
     }
@@ -198,7 +224,8 @@ mod tests {
         let mut vault = Vault::new(key_file);
         let config: Configuration =
             serde_json::from_value(json!({"parameters": {"#plain": "plain-secret"}})).unwrap();
-        let json = vault.open_config(&job, &config, &Map::new()).unwrap();
+        let params = vault.open_image_parameters(&job).unwrap();
+        let json = vault.open_config(&job, &config, params, &[], "").unwrap();
         assert_eq!(json["parameters"]["#plain"], "plain-secret");
         assert_eq!(vault.mask("x plain-secret"), "x [hidden]");
         let mut state = json!({"n": 1});

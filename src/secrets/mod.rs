@@ -403,14 +403,19 @@ pub fn plain_secrets(value: &Value) -> Vec<String> {
     found
 }
 
-/// Refuses a (decrypted) configuration that holds one of the component's own (decrypted)
-/// image-parameter secrets in a `#` key: a user could otherwise read it back.
-pub fn refuse_copied(config: &Value, component_secrets: &[String]) -> Result<(), SecretsError> {
+/// Refuses a (decrypted) configuration that holds one of the (decrypted) image-parameter
+/// secrets of a component in a `#` key: a user could otherwise read it back. `at` prefixes
+/// the path the error names (where the configuration sits in the job's).
+pub fn refuse_copied(
+    config: &Value,
+    component_secrets: &[String],
+    at: &str,
+) -> Result<(), SecretsError> {
     let mut copy = config.clone();
     visit(&mut copy, "", &mut |path, s| {
         if !s.is_empty() && component_secrets.iter().any(|c| c == s) {
             return Err(SecretsError::CopiedComponentSecret {
-                path: path.to_owned(),
+                path: format!("{at}{path}"),
             });
         }
         Ok(())

@@ -639,6 +639,31 @@ impl Berth {
             .path()
     }
 
+    /// The zip archive stored as file `id`: its entries, name → content (directories end
+    /// in `/`, content empty), and its comment.
+    pub fn unzip(&self, id: u64) -> (BTreeMap<String, Vec<u8>>, String) {
+        use std::io::Read;
+        let path = self.dir.path().join(format!("file-{id}.zip"));
+        let r = self.run_cmd(&[
+            "storage",
+            "download",
+            &id.to_string(),
+            "-o",
+            path.to_str().unwrap(),
+        ]);
+        assert_eq!(r.status, 0, "{}", r.stderr);
+        let mut zip = zip::ZipArchive::new(fs::File::open(&path).unwrap()).unwrap();
+        let comment = String::from_utf8_lossy(zip.comment()).into_owned();
+        let mut entries = BTreeMap::new();
+        for i in 0..zip.len() {
+            let mut entry = zip.by_index(i).unwrap();
+            let mut content = Vec::new();
+            entry.read_to_end(&mut content).unwrap();
+            entries.insert(entry.name().to_owned(), content);
+        }
+        (entries, comment)
+    }
+
     /// Writes a job file and runs it with `--json`.
     pub fn run_job(&self, job: &serde_json::Value) -> Run {
         let path = self.write_job(job);
