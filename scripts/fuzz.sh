@@ -62,7 +62,7 @@ for t in "${targets[@]}"; do
   echo "fuzz: $t for $seconds s"
   if cargo fuzz run --sanitizer none "$t" "$work/corpus/$t" "${seeds[@]}" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=512 -max_len="$max_len" \
-    -print_final_stats=1 >"$log" 2>&1; then
+    -print_final_stats=1 </dev/null >"$log" 2>&1; then
     result=ok
   else
     result=FAILED
