@@ -14,6 +14,7 @@ packages=(
   util-linux passwd           # setpriv and useradd: tests run berth as unprivileged users
   crun runc podman            # peers for the benchmark
   gcc libc6-dev               # the static C probe the hostile-component tests run inside
+  g++                         # libFuzzer (C++), which the fuzz targets' libfuzzer-sys builds
   sqlite3 time jq bc curl procps iproute2 python3
   strace                      # system calls per entry, in the pull benchmark
   debootstrap python3-pip     # the conformance suite's Debian + keboola.component image

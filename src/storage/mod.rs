@@ -11,6 +11,8 @@
 //! streams in; an export streams CSV out. Neither ever holds a table in memory.
 
 mod csv_reader;
+#[cfg(feature = "fuzzing")]
+pub use csv_reader::fuzz_read as fuzz_csv;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
