@@ -18,6 +18,8 @@ pub struct FakeHost {
     pub no_cgroups: bool,
     /// Plays a rootless berth inside its user namespace.
     pub rootless: Option<super::Rootless>,
+    /// A memory limit above containers' cgroups, as a Slurm job's would be.
+    pub memory_ceiling: Option<super::nest::Ceiling>,
     pub calls: Mutex<Vec<String>>,
     pub mounted: Mutex<Vec<PathBuf>>,
 }
@@ -127,6 +129,11 @@ impl Host for FakeHost {
         Ok(())
     }
 
+    fn oom_first(&self, pid: i32) -> Result<(), HostError> {
+        self.record(format!("oom_first {pid}"));
+        Ok(())
+    }
+
     fn hard_nofile_limit(&self) -> u64 {
         4096
     }
@@ -149,8 +156,28 @@ impl Host for FakeHost {
         Some(0)
     }
 
-    fn cgroup_children(&self, _parent: &str) -> Vec<String> {
+    fn cgroup_children(&self, _places: &[PathBuf]) -> Vec<String> {
         Vec::new()
+    }
+
+    fn container_cgroup(&self, id: &str) -> Result<String, HostError> {
+        let nest = super::nest::Nest::default();
+        let path = nest.cgroups_path(id)?;
+        self.record(format!("container_cgroup {path}"));
+        Ok(path)
+    }
+
+    fn cgroup_places(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
+    fn enter_cgroup_nest(&self) -> Result<(), HostError> {
+        self.record("enter_cgroup_nest".to_owned());
+        Ok(())
+    }
+
+    fn memory_ceiling(&self) -> Option<super::nest::Ceiling> {
+        self.memory_ceiling.clone()
     }
 
     fn subordinate_ids(&self) -> Option<IdMap> {
@@ -162,8 +189,10 @@ impl Host for FakeHost {
         Ok(())
     }
 
-    fn remove_cgroup(&self, path: &str) -> Result<(), HostError> {
-        self.record(format!("remove_cgroup {path}"));
+    fn remove_cgroup(&self, dirs: &[PathBuf]) -> Result<(), HostError> {
+        for d in dirs {
+            self.record(format!("remove_cgroup {}", d.display()));
+        }
         Ok(())
     }
 }

@@ -6,6 +6,8 @@
 //! when nothing is left over), and `berth gc` does it on demand.
 
 use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
 
 use super::Services;
 use super::workdir::{Home, is_dead, parse_container_id};
@@ -26,6 +28,53 @@ struct Census {
     tag: String,
     dead: Vec<String>,
     live: Vec<String>,
+    /// Where dead jobs' berths created their containers' cgroups (see [`note_cgroups`]).
+    places: Vec<PathBuf>,
+}
+
+/// The file in a job's directory that says where its containers' cgroups go: below the
+/// cgroup of the berth that ran it (a Slurm job's, a systemd unit's), which a later berth
+/// elsewhere cannot know.
+const CGROUPS_NOTE: &str = "cgroups";
+
+/// The most of a note berth reads: a line per cgroup hierarchy.
+const NOTE_BYTES: u64 = 64 * 1024;
+
+/// Writes down, in the job's directory, the directories (one per hierarchy, as the host
+/// names them) its containers' cgroups are created in.
+pub fn note_cgroups(job_dir: &Path, places: &[PathBuf]) -> io::Result<()> {
+    let mut text = String::new();
+    for p in places {
+        text.push_str(&p.to_string_lossy());
+        text.push('\n');
+    }
+    fs::write(job_dir.join(CGROUPS_NOTE), text)
+}
+
+/// The places a dead job's note names: absolute paths below the cgroup filesystems, with
+/// nothing but plain names in them (the note is berth's, but a sweep kills what it finds
+/// there).
+fn noted_cgroups(job_dir: &Path) -> Vec<PathBuf> {
+    use std::io::Read;
+    let mut text = String::new();
+    let read = fs::File::open(job_dir.join(CGROUPS_NOTE))
+        .and_then(|f| f.take(NOTE_BYTES).read_to_string(&mut text));
+    if read.is_err() {
+        return Vec::new();
+    }
+    let root = Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT);
+    text.lines()
+        .map(PathBuf::from)
+        .filter(|p| {
+            p.starts_with(root)
+                && p.components().all(|c| {
+                    matches!(
+                        c,
+                        std::path::Component::RootDir | std::path::Component::Normal(_)
+                    )
+                })
+        })
+        .collect()
 }
 
 impl Census {
@@ -40,6 +89,7 @@ impl Census {
             }
             let name = entry.file_name().to_string_lossy().into_owned();
             if is_dead(&entry.path()) {
+                census.places.extend(noted_cgroups(&entry.path()));
                 census.dead.push(name);
             } else {
                 census.live.push(name);
@@ -102,7 +152,9 @@ pub fn sweep(svc: Services<'_>, home: &Home) -> GcReport {
 /// Their cgroups say which exist; state files may be gone (a private tmpfs) or unreadable.
 /// Cgroups are the whole host's, shared by every berth home: a container's id names its
 /// home, and only this home's are ours. A container whose job directory is gone is still
-/// an orphan: nothing else would ever remove it.
+/// an orphan: nothing else would ever remove it. Containers' cgroups are looked for where
+/// this berth would create them, at the top of each hierarchy, and where dead jobs noted
+/// theirs (below another Slurm job's cgroup, say).
 fn remove_containers(
     svc: Services<'_>,
     home: &Home,
@@ -110,7 +162,11 @@ fn remove_containers(
     report: &mut GcReport,
 ) -> Vec<String> {
     let state_root = home.state_root();
-    let mut containers = svc.host.cgroup_children(&svc.host.cgroup_parent());
+    let mut places = svc.host.cgroup_places();
+    places.extend(census.places.iter().cloned());
+    places.sort();
+    places.dedup();
+    let mut containers = svc.host.cgroup_children(&places);
     containers.extend(
         fs::read_dir(&state_root)
             .into_iter()
@@ -123,7 +179,8 @@ fn remove_containers(
     containers.dedup();
     let mut failed = Vec::new();
     for id in containers {
-        match svc.runtime.remove_orphan(&state_root, &id) {
+        let cgroups: Vec<PathBuf> = places.iter().map(|p| p.join(&id)).collect();
+        match svc.runtime.remove_orphan(&state_root, &id, &cgroups) {
             Ok(()) => report.containers.push(id),
             Err(e) => {
                 report.errors.push(crate::util::chain(&e));
