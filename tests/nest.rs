@@ -113,7 +113,29 @@ impl Delegated {
 }
 
 impl Drop for Delegated {
+    /// Kills what a failed test left running in it, then removes it.
     fn drop(&mut self) {
+        for _ in 0..50 {
+            let mut pids = Vec::new();
+            for d in &self.dirs {
+                pids.extend(pids_of(d));
+                for child in fs::read_dir(d).into_iter().flatten().flatten() {
+                    pids.extend(pids_of(&child.path()));
+                }
+            }
+            if pids.is_empty() {
+                break;
+            }
+            for pid in pids {
+                if let Ok(pid) = pid.parse() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         for d in &self.dirs {
             for child in fs::read_dir(d).into_iter().flatten().flatten() {
                 let _ = fs::remove_dir(child.path());
@@ -358,4 +380,48 @@ fn rootless_a_lower_memory_limit_of_the_delegated_cgroup_is_the_components_oom()
     let (b, cmd) = rootless_berth(uid, gid);
     let cgroup = Delegated::new(Some(64_000_000), Some((uid, gid)));
     oom_below_the_parent(&b, &cmd, &cgroup);
+}
+
+#[test]
+fn gc_from_elsewhere_finds_a_killed_berths_container_below_its_cgroup() {
+    require_env!();
+    if test_user().is_some() {
+        return;
+    }
+    let b = Berth::new();
+    let cgroup = Delegated::new(None, None);
+    let marker = format!("sleep 35{:04}", rand_u64() % 10_000);
+    let img = push(
+        &ImageSpec::script(&format!("echo started\n{marker}")),
+        &unique_repo("nest-gc"),
+        "1.0",
+    );
+    let path = b.write_job(&job(&img.reference, json!({}), json!({})));
+    let mut child = Stopped(cgroup.spawn(&run_argv(&b.cmd(), &path)));
+    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
+    let started = lines.find(|l| l.as_ref().is_ok_and(|l| l == "started"));
+    assert!(started.is_some(), "the component did not start");
+    let job = b.running_job_id();
+    // What Slurm does after KillWait: SIGKILL, which berth cannot answer.
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    assert!(
+        running(&marker),
+        "the container should outlive a SIGKILLed berth"
+    );
+    assert_eq!(cgroups_of(&[&job]).len(), cgroup.dirs.len());
+    // berth gc from the test's own cgroups: nothing of the container is where it would put
+    // its own; the dead job's note says where to look.
+    let r = b.run_cmd(&["gc"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("removed 1 job directories and 1 containers"),
+        "{}",
+        r.stdout
+    );
+    assert!(!running(&marker), "the orphan container still runs");
+    let left = cgroup.children();
+    assert!(left.is_empty(), "cgroups left in {}: {left:?}", cgroup.name);
+    b.assert_clean(&[&job]);
 }
