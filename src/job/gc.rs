@@ -66,7 +66,10 @@ fn noted_cgroups(job_dir: &Path) -> Vec<PathBuf> {
     text.lines()
         .map(PathBuf::from)
         .filter(|p| {
+            // Written back from its parts, a path with `.`, `..` or `//` in it differs.
+            let plain: PathBuf = p.components().collect();
             p.starts_with(root)
+                && plain.as_os_str() == p.as_os_str()
                 && p.components().all(|c| {
                     matches!(
                         c,
@@ -261,5 +264,22 @@ mod tests {
         assert!(!dead_dir.exists() && !stale.exists());
         assert!(young.exists());
         assert!(live.dir.exists());
+    }
+
+    #[test]
+    fn a_note_names_only_plain_paths_below_the_cgroup_filesystems() {
+        let d = tempfile::tempdir().unwrap();
+        let good = PathBuf::from("/sys/fs/cgroup/memory/slurm_n1/uid_0/job_7/step_batch/task_0");
+        note_cgroups(d.path(), std::slice::from_ref(&good)).unwrap();
+        assert_eq!(noted_cgroups(d.path()), vec![good.clone()]);
+        // A note berth did not write the way it writes them: only the plain line is kept.
+        fs::write(
+            d.path().join(CGROUPS_NOTE),
+            "/sys/fs/cgroup/memory/../../../etc\n/etc\nrelative/x\n\
+             /sys/fs/cgroup/memory/./x\n/sys/fs/cgroup/memory/slurm_n1/uid_0/job_7/step_batch/task_0\n",
+        )
+        .unwrap();
+        assert_eq!(noted_cgroups(d.path()), vec![good]);
+        assert!(noted_cgroups(&d.path().join("missing")).is_empty());
     }
 }
