@@ -184,18 +184,9 @@ fn pids_of(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn running(pattern: &str) -> bool {
-    let out = Command::new("pgrep")
-        .args(["-f", pattern])
-        .output()
-        .unwrap();
-    !out.stdout.is_empty()
-}
-
-/// Runs a sleeping component from inside `cgroup` with `cmd`'s berth, checks that its
-/// container's cgroups are below `cgroup` in every hierarchy and hold its processes, sends
-/// berth SIGTERM, and checks that berth exits 130 and leaves `cgroup` without a child.
-fn nests_and_leaves_nothing_on_sigterm(b: &Berth, cmd: &Command, cgroup: &Delegated) {
+/// Starts `cmd`'s berth on a component that says it started and sleeps, from inside
+/// `cgroup`; returns berth, the component's command line and the job id, once it started.
+fn start_sleeper(b: &Berth, cmd: &Command, cgroup: &Delegated) -> (Stopped, String, String) {
     let marker = format!("sleep 34{:04}", rand_u64() % 10_000);
     let img = push(
         &ImageSpec::script(&format!("echo started\n{marker}")),
@@ -207,7 +198,14 @@ fn nests_and_leaves_nothing_on_sigterm(b: &Berth, cmd: &Command, cgroup: &Delega
     let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
     let started = lines.find(|l| l.as_ref().is_ok_and(|l| l == "started"));
     assert!(started.is_some(), "the component did not start");
-    let job = b.running_job_id();
+    (child, marker, b.running_job_id())
+}
+
+/// Runs a sleeping component from inside `cgroup` with `cmd`'s berth, checks that its
+/// container's cgroups are below `cgroup` in every hierarchy and hold its processes, sends
+/// berth SIGTERM, and checks that berth exits 130 and leaves `cgroup` without a child.
+fn nests_and_leaves_nothing_on_sigterm(b: &Berth, cmd: &Command, cgroup: &Delegated) {
+    let (mut child, marker, job) = start_sleeper(b, cmd, cgroup);
     let mut found = cgroups_of(&[&job]);
     found.sort();
     let mut expected: Vec<String> = cgroup
@@ -332,25 +330,6 @@ fn an_explicit_cgroup_parent_is_used_in_every_hierarchy() {
     );
 }
 
-/// An unprivileged operator of its own, with subordinate ids.
-fn operator(name: &str) -> (u32, u32) {
-    if !Command::new("id")
-        .arg(name)
-        .output()
-        .unwrap()
-        .status
-        .success()
-    {
-        let out = Command::new("useradd")
-            .args(["--create-home", "--shell", "/bin/sh", name])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "useradd {name}: {out:?}");
-    }
-    let user = nix::unistd::User::from_name(name).unwrap().unwrap();
-    (user.uid.as_raw(), user.gid.as_raw())
-}
-
 /// berth as `uid`, with a home in a directory it owns.
 fn rootless_berth(uid: u32, gid: u32) -> (Berth, Command) {
     let b = Berth::new();
@@ -367,7 +346,7 @@ fn rootless_berth(uid: u32, gid: u32) -> (Berth, Command) {
 #[test]
 fn rootless_a_container_nests_in_a_delegated_cgroup_and_sigterm_leaves_it_empty() {
     require_env!();
-    let (uid, gid) = operator("berth-nest");
+    let (uid, gid) = ensure_user("berth-nest", true);
     let (b, cmd) = rootless_berth(uid, gid);
     let cgroup = Delegated::new(None, Some((uid, gid)));
     nests_and_leaves_nothing_on_sigterm(&b, &cmd, &cgroup);
@@ -376,7 +355,7 @@ fn rootless_a_container_nests_in_a_delegated_cgroup_and_sigterm_leaves_it_empty(
 #[test]
 fn rootless_a_lower_memory_limit_of_the_delegated_cgroup_is_the_components_oom() {
     require_env!();
-    let (uid, gid) = operator("berth-nest");
+    let (uid, gid) = ensure_user("berth-nest", true);
     let (b, cmd) = rootless_berth(uid, gid);
     let cgroup = Delegated::new(Some(64_000_000), Some((uid, gid)));
     oom_below_the_parent(&b, &cmd, &cgroup);
@@ -390,18 +369,7 @@ fn gc_from_elsewhere_finds_a_killed_berths_container_below_its_cgroup() {
     }
     let b = Berth::new();
     let cgroup = Delegated::new(None, None);
-    let marker = format!("sleep 35{:04}", rand_u64() % 10_000);
-    let img = push(
-        &ImageSpec::script(&format!("echo started\n{marker}")),
-        &unique_repo("nest-gc"),
-        "1.0",
-    );
-    let path = b.write_job(&job(&img.reference, json!({}), json!({})));
-    let mut child = Stopped(cgroup.spawn(&run_argv(&b.cmd(), &path)));
-    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
-    let started = lines.find(|l| l.as_ref().is_ok_and(|l| l == "started"));
-    assert!(started.is_some(), "the component did not start");
-    let job = b.running_job_id();
+    let (mut child, marker, job) = start_sleeper(&b, &b.cmd(), &cgroup);
     // What Slurm does after KillWait: SIGKILL, which berth cannot answer.
     child.0.kill().unwrap();
     child.0.wait().unwrap();

@@ -229,19 +229,9 @@ impl Op {
     fn rootless(name: &str) -> Op {
         static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let guard = SETUP.lock().unwrap_or_else(|p| p.into_inner());
-        if !Command::new("id")
-            .arg(name)
-            .output()
-            .unwrap()
-            .status
-            .success()
-        {
-            check(Command::new("useradd").args(["--create-home", "--shell", "/bin/sh", name]));
-        }
+        let (uid, gid) = ensure_user(name, true);
         check(Command::new(env!("CARGO_BIN_EXE_berth")).args(["setup-rootless", name]));
         drop(guard);
-        let user = nix::unistd::User::from_name(name).unwrap().unwrap();
-        let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
         let mut op = Op::root();
         std::os::unix::fs::chown(op.berth.dir.path(), Some(uid), Some(gid)).unwrap();
         op.user = Some(name.to_owned());
@@ -249,14 +239,6 @@ impl Op {
         op.program = berth_for_anyone();
         op
     }
-}
-
-fn running(pattern: &str) -> bool {
-    let out = Command::new("pgrep")
-        .args(["-f", pattern])
-        .output()
-        .unwrap();
-    !out.stdout.is_empty()
 }
 
 /// A component that says it started and sleeps; scancel'd, then checked for leftovers.

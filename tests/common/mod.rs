@@ -680,6 +680,37 @@ pub fn container_cgroup(hierarchy: &Path, job: &str) -> Option<PathBuf> {
         .min_by_key(|d| d.components().count())
 }
 
+/// Whether a process whose command line matches `pattern` (`pgrep -f`) is running.
+pub fn running(pattern: &str) -> bool {
+    let out = Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .unwrap();
+    !out.stdout.is_empty()
+}
+
+/// The unprivileged user `name` (created if missing, with a subordinate id range unless
+/// `subordinate` is false): its uid and gid.
+pub fn ensure_user(name: &str, subordinate: bool) -> (u32, u32) {
+    let exists = Command::new("id")
+        .arg(name)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if !exists {
+        let mut add = Command::new("useradd");
+        add.args(["--create-home", "--shell", "/bin/sh"]);
+        if !subordinate {
+            add.args(["-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0"]);
+        }
+        let out = add.arg(name).output().unwrap();
+        assert!(out.status.success(), "useradd {name}: {out:?}");
+    }
+    let user = nix::unistd::User::from_name(name).unwrap().unwrap();
+    (user.uid.as_raw(), user.gid.as_raw())
+}
+
 /// A job for `image` with the given extra component settings and parameters.
 pub fn job(
     image: &str,
