@@ -352,3 +352,41 @@ pub(super) fn write_limits(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Emptying is SIGKILL to every process found: berth's own cgroup, one above it, a
+    /// hierarchy's root and anything outside the cgroup filesystems are refused before any
+    /// process is read. (The check, not `remove`, is called here: were it broken, `remove`
+    /// would kill the test runner's cgroup.)
+    #[test]
+    fn berths_own_cgroup_and_roots_are_never_emptied() {
+        let own = super::super::nest::own_dirs();
+        assert!(!own.is_empty());
+        let mut refused: Vec<PathBuf> = own.clone();
+        refused.extend(own.iter().filter_map(|d| d.parent().map(Path::to_path_buf)));
+        refused.extend(super::super::nest::current().into_iter().map(|h| h.mount));
+        refused.extend(dirs("/"));
+        refused.extend(
+            [
+                "/sys/fs/cgroup",
+                "/etc",
+                "/sys/fs/cgroup/memory/../../../etc",
+                "relative",
+            ]
+            .map(PathBuf::from),
+        );
+        for dir in &refused {
+            let e = check_dirs(std::slice::from_ref(dir)).unwrap_err();
+            assert!(
+                matches!(e, HostError::OwnCgroup(_)),
+                "{}: {e}",
+                dir.display()
+            );
+        }
+        let child = own[0].join("berth-test-child-0");
+        assert!(check_dirs(&[child]).is_ok());
+    }
+}

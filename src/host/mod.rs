@@ -85,7 +85,10 @@ pub enum HostError {
     },
     #[error(transparent)]
     Nest(#[from] nest::NestError),
-    #[error("refusing to empty cgroup {0}: it is a hierarchy's root, or holds berth itself")]
+    #[error(
+        "refusing to empty cgroup {0}: it is outside the cgroup filesystems, a hierarchy's \
+         root, or holds berth itself"
+    )]
     OwnCgroup(PathBuf),
     #[error("cannot prepare cgroup {path} for containers")]
     NestDir {
