@@ -90,8 +90,8 @@ pub struct Global {
     pub retries: u32,
 
     /// The signature policy (containers-policy.json(5)) images must satisfy before any of
-    /// their layers is fetched [default: <home>/policy.json if it exists, else none: every
-    /// image is accepted]
+    /// their layers is fetched [default: <home>/policy.json, else the system's
+    /// (--system-signature-policy), whichever exists, else none: every image is accepted]
     #[arg(
         long,
         global = true,
@@ -99,6 +99,30 @@ pub struct Global {
         value_name = "FILE"
     )]
     pub signature_policy: Option<PathBuf>,
+
+    /// Where the system's signature policy is, used when neither --signature-policy nor
+    /// <home>/policy.json gives one (as podman reads it)
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_SYSTEM_SIGNATURE_POLICY",
+        default_value = berth::image::policy::SYSTEM_POLICY,
+        value_name = "FILE"
+    )]
+    pub system_signature_policy: PathBuf,
+
+    /// How long a pull may take, from its first request to its last byte (a registry that
+    /// trickles bytes fails naming the image), and how long berth waits for another berth
+    /// fetching or unpacking a blob or layer it needs: 45s, 30m, 2h
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_PULL_TIMEOUT",
+        default_value = "30m",
+        value_parser = berth::image::prune::parse_duration,
+        value_name = "DURATION"
+    )]
+    pub pull_timeout: std::time::Duration,
 
     /// Give each job a copy of the image's root filesystem instead of an overlay on top of
     /// the cached one (slower; for hosts whose overlayfs misbehaves — berth falls back to a
@@ -346,6 +370,11 @@ impl Global {
     }
 
     fn settings(&self, host: &dyn Host) -> Settings {
+        let policy = berth::image::policy::locate(
+            self.signature_policy.as_deref(),
+            &self.home(host),
+            &self.system_signature_policy,
+        );
         Settings {
             home: self.home(host),
             cache: self.cache(host),
@@ -359,10 +388,9 @@ impl Global {
                 },
                 authfile: self.authfile.as_deref().map(absolute),
                 home: Some(self.home(host)),
-                signature_policy: berth::image::policy::locate(
-                    self.signature_policy.as_deref(),
-                    &self.home(host),
-                ),
+                signature_policy: policy.0,
+                signature_policy_looked: policy.1,
+                pull_timeout: self.pull_timeout,
                 ..Default::default()
             },
             copy_rootfs: self.copy_rootfs,

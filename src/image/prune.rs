@@ -507,6 +507,7 @@ mod tests {
             size: 1,
             pulled_at: 1000,
             last_used: 1000,
+            accepted: None,
         };
         store.save_record(&rec).unwrap();
         let mut tree = PathBuf::new();
