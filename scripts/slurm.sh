@@ -114,6 +114,13 @@ stop() {
     fi
     rm -f "$f"
   done
+  # slurmd leaves its node cgroups (slurm_<node>/…) behind, empty; rmdir fails on any that
+  # still holds a process.
+  for n in "${nodes[@]}"; do
+    for top in /sys/fs/cgroup/*/"slurm_$n"; do
+      [ -d "$top" ] && find "$top" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    done
+  done
 }
 
 case "${1:-}" in
