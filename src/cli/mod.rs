@@ -255,6 +255,10 @@ pub enum Command {
         name: String,
         /// The job file (JSON)
         job: PathBuf,
+        /// Let a `bridge` component reach this host's own addresses, the subnets attached
+        /// to it and link-local addresses, as `berth run --allow-host-access`
+        #[arg(long)]
+        allow_host_access: bool,
     },
     /// Known components: definitions kept in berth's home, which job files name by id
     /// (`"component": "ID"`) and processors run
@@ -304,6 +308,11 @@ pub struct RunArgs {
     /// named either way, and listed under `cage.unenforced` in the --json result
     #[arg(long)]
     pub strict_limits: bool,
+    /// Let a `bridge` component reach this host's own addresses, the subnets attached to
+    /// its interfaces and link-local addresses (169.254.0.0/16, fe80::/10: cloud metadata),
+    /// which are refused otherwise (connecting fails at once with "Permission denied")
+    #[arg(long)]
+    pub allow_host_access: bool,
     /// Run this tag (or `sha256:…` digest) of the component's image instead of its own;
     /// overrides the configuration's `runtime.image_tag`
     #[arg(long, value_name = "TAG")]
@@ -441,7 +450,11 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
         Command::State(command) => storage::state(&settings, command),
         Command::Encrypt(args) => secrets::encrypt(&settings, &args),
         Command::Sandbox { job, output } => Ok(sandbox(&settings, &job, &output)),
-        Command::Action { name, job } => Ok(action(svc, &settings, &name, &job)),
+        Command::Action {
+            name,
+            job,
+            allow_host_access,
+        } => Ok(action(svc, &settings, &name, &job, allow_host_access)),
         Command::Component(command) => component::component(&settings, command),
     }
 }
@@ -543,6 +556,7 @@ fn run(svc: Services<'_>, settings: &Settings, args: &RunArgs) -> anyhow::Result
     let options = job::RunOptions {
         keep_outputs: args.keep_outputs.as_deref().map(absolute),
         strict_limits: args.strict_limits,
+        allow_host_access: args.allow_host_access,
         action: None,
         debug: args.mode == Mode::Debug,
     };
@@ -578,13 +592,19 @@ fn sandbox(settings: &Settings, job: &Path, output: &Path) -> ExitCode {
     }
 }
 
-fn action(svc: Services<'_>, settings: &Settings, name: &str, job: &Path) -> ExitCode {
+fn action(
+    svc: Services<'_>,
+    settings: &Settings,
+    name: &str,
+    job: &Path,
+    allow_host_access: bool,
+) -> ExitCode {
     prepare_host(svc, &Home::new(&settings.home));
     let job = match component::load_job(settings, &absolute(job)) {
         Ok(j) => j,
         Err(invalid) => return report(&invalid, false),
     };
-    match job::action(svc, settings, &job, name) {
+    match job::action(svc, settings, &job, name, allow_host_access) {
         Ok(answer) => {
             match serde_json::to_string_pretty(&answer) {
                 Ok(text) => {

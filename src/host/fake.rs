@@ -16,6 +16,8 @@ pub struct FakeHost {
     pub pasta_missing: bool,
     /// A host without cgroup controllers: no limit can be enforced.
     pub no_cgroups: bool,
+    /// A cgroup v2 (unified) host with every controller.
+    pub cgroup_v2: bool,
     /// Plays a rootless berth inside its user namespace.
     pub rootless: Option<super::Rootless>,
     /// A memory limit above containers' cgroups, as a Slurm job's would be.
@@ -118,7 +120,7 @@ impl Host for FakeHost {
             "attach_network {pid} {network:?} {}",
             scratch.display()
         ));
-        if self.pasta_missing && network == Network::Outbound {
+        if self.pasta_missing && network.outbound() {
             return Err(network::pasta_missing(None));
         }
         Ok(None)
@@ -138,9 +140,23 @@ impl Host for FakeHost {
         4096
     }
 
+    fn hard_file_size_limit(&self) -> u64 {
+        u64::MAX
+    }
+
     fn cgroups(&self) -> CgroupSupport {
         if self.no_cgroups {
             return CgroupSupport::default();
+        }
+        if self.cgroup_v2 {
+            return CgroupSupport {
+                memory: Some(PathBuf::from("/sys/fs/cgroup")),
+                memory_v2: true,
+                unified: true,
+                pids: true,
+                cpu: true,
+                ..CgroupSupport::default()
+            };
         }
         CgroupSupport {
             memory: Some(PathBuf::from("/sys/fs/cgroup/memory")),

@@ -286,9 +286,16 @@ impl Host for LinuxHost {
             Network::Host => Ok(None),
             Network::Loopback => self.loopback_up(pid).map(|()| None),
             // pasta brings `lo` up too, but berth does not rely on every version doing so.
-            Network::Outbound => {
+            Network::Outbound | Network::OutboundToHost => {
                 self.loopback_up(pid)?;
-                network::connect(pid, scratch, self.privileged()).map(Some)
+                let guard = network::connect(pid, scratch, self.privileged())?;
+                if network == Network::Outbound {
+                    // Computed now: the host's addresses are what they are when it starts.
+                    let addresses = super::fence::host_addresses()
+                        .map_err(|source| HostError::Fence { pid, source })?;
+                    super::fence::install(pid, &super::fence::fenced(&addresses))?;
+                }
+                Ok(Some(guard))
             }
         }
     }
@@ -296,6 +303,11 @@ impl Host for LinuxHost {
     fn oom_first(&self, pid: i32) -> Result<(), HostError> {
         std::fs::write(format!("/proc/{pid}/oom_score_adj"), "1000")
             .map_err(|source| HostError::OomScore { pid, source })
+    }
+
+    fn hard_file_size_limit(&self) -> u64 {
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE)
+            .map_or(u64::MAX, |(_, hard)| hard)
     }
 
     fn hard_nofile_limit(&self) -> u64 {
