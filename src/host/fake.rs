@@ -24,6 +24,22 @@ pub struct FakeHost {
     pub memory_ceiling: Option<super::nest::Ceiling>,
     pub calls: Mutex<Vec<String>>,
     pub mounted: Mutex<Vec<PathBuf>>,
+    /// What each listing of cgroups answers (none without it).
+    pub cgroup_listing: CgroupListing,
+}
+
+/// Answers a listing of cgroups, and may change the world first (a test lets a job appear
+/// between two steps of a sweep this way).
+#[derive(Default)]
+pub struct CgroupListing(pub Mutex<Option<ListCgroups>>);
+
+/// See [`CgroupListing`].
+pub type ListCgroups = Box<dyn FnMut() -> Vec<String> + Send>;
+
+impl std::fmt::Debug for CgroupListing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CgroupListing")
+    }
 }
 
 impl FakeHost {
@@ -173,7 +189,12 @@ impl Host for FakeHost {
     }
 
     fn cgroup_children(&self, _places: &[PathBuf]) -> Vec<String> {
-        Vec::new()
+        let mut listing = self
+            .cgroup_listing
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        listing.as_mut().map(|list| list()).unwrap_or_default()
     }
 
     fn container_cgroup(&self, id: &str) -> Result<String, HostError> {

@@ -13,6 +13,7 @@ mod cgroups;
 pub mod delegate;
 pub mod fence;
 pub mod ids;
+pub mod inherited;
 mod linux;
 pub mod nest;
 pub mod network;
