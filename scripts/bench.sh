@@ -20,6 +20,7 @@
 #    to a v1 hierarchy and runs crun, podman and berth again (moved back at the end).
 # 2. Cold pulls beside podman and skopeo + umoci (scripts/bench-pull.sh).
 # 3. CSV throughput of the storage (scripts/bench-csv.sh), when present.
+# 4. Throughput of 60 small jobs: sequential, xargs -P2, a Slurm array (scripts/bench-jobs.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -192,3 +193,6 @@ if [ -x scripts/bench-csv.sh ]; then
   echo
   BERTH="$berth" scripts/bench-csv.sh
 fi
+
+echo
+BERTH="$berth" scripts/bench-jobs.sh 60

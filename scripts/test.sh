@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 
 scripts/deps.sh
 registry=$(scripts/registry.sh start)
+# tests/slurm.rs starts the Slurm cluster on this host (scripts/slurm.sh start); stop it after.
+trap 'scripts/slurm.sh stop' EXIT
 export BERTH_TEST_REGISTRY="$registry"
 export BERTH_TEST_REGISTRY_LOG="${BERTH_REGISTRY_DIR:-/var/tmp/berth-registry}/registry.log"
 

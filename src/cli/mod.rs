@@ -144,6 +144,12 @@ pub struct Global {
     #[arg(long, global = true, env = "BERTH_ID_RANGE", value_name = "START:SIZE")]
     pub id_range: Option<IdMap>,
 
+    /// The cgroup containers' cgroups are created below, in every hierarchy [default: berth's
+    /// own cgroup where berth runs inside one it may write to — a Slurm job, a systemd unit
+    /// with Delegate=yes — else /berth, or /berth-u<uid> for a rootless operator]
+    #[arg(long, global = true, env = "BERTH_CGROUP_PARENT", value_name = "PATH", value_parser = parse_cgroup_parent)]
+    pub cgroup_parent: Option<String>,
+
     /// Show more of what berth does (-v, -vv)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -402,6 +408,10 @@ impl Global {
     }
 }
 
+fn parse_cgroup_parent(s: &str) -> Result<String, String> {
+    berth::host::nest::parse_parent(s).map_err(|e| e.to_string())
+}
+
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
 }
@@ -411,7 +421,8 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
     let host = match rootless {
         Some(r) => LinuxHost::rootless(r),
         None => LinuxHost::new(),
-    };
+    }
+    .with_cgroup_parent(cli.global.cgroup_parent.clone());
     let runtime = Youki::new(&host);
     let svc = Services {
         host: &host,
@@ -504,8 +515,12 @@ fn prepare_host(svc: Services<'_>, home: &Home) {
             false
         }
     };
-    // The sweep sees what dead berths left on disk, before the tmpfs hides it.
+    // The sweep sees what dead berths left on disk, before the tmpfs hides it, and the
+    // cgroups of the host, before berth's view of its own replaces them.
     job::gc::sweep(svc, home);
+    if let Err(e) = svc.host.enter_cgroup_nest() {
+        tracing::error!("{}", berth::util::chain(&e));
+    }
     if isolated {
         let runtime_dir = home.runtime_dir();
         let mounted = std::fs::create_dir_all(&runtime_dir)

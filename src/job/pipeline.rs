@@ -184,6 +184,8 @@ impl<'a> JobRun<'a> {
         let processor_images = self.prepare_processors(&images, &wanted)?;
         let home = Home::new(&self.settings.home);
         let jobdir = JobDir::create(&home).map_err(JobError::Workdir)?;
+        super::gc::note_cgroups(&jobdir.dir, &self.svc.host.cgroup_places())
+            .map_err(JobError::Workdir)?;
         self.job_id = jobdir.id.clone();
         tracing::debug!(job = %jobdir.id, "job directory {}", jobdir.dir.display());
         let ctx = RowContext {

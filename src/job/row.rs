@@ -242,7 +242,8 @@ impl RowRun<'_> {
 
     /// How the image's end is the job's: a processor's failure names the processor.
     fn verdict(&self, stage: &Stage<'_>, outcome: &RunOutcome) -> Verdict {
-        let mut verdict = verdict::classify(self.ctx.job, outcome);
+        let ceiling = self.ctx.svc.host.memory_ceiling();
+        let mut verdict = verdict::classify(self.ctx.job, outcome, ceiling.as_ref());
         if let Some(name) = self.ctx.action.filter(|_| outcome.timed_out) {
             // An action has a timeout of its own.
             verdict.message = format!(
@@ -389,7 +390,11 @@ impl RowRun<'_> {
         let ctx = self.ctx;
         let job = ctx.job;
         let container_id = ctx.jobdir.container_id(self.n);
-        let cgroups_path = runtime::cgroups_path(&ctx.svc.host.cgroup_parent(), &container_id)?;
+        let cgroups_path = ctx
+            .svc
+            .host
+            .container_cgroup(&container_id)
+            .map_err(runtime::RuntimeError::Host)?;
         let stack_id = stack_id();
         let env = config_file::environment(&RunIdentity {
             job,
@@ -405,7 +410,7 @@ impl RowRun<'_> {
             NetworkMode::None | NetworkMode::Host => None,
         };
         let limits = Limits {
-            memory_bytes: job.component.memory.0,
+            memory_bytes: verdict::memory_limit(job, ctx.svc.host.memory_ceiling().as_ref()).0,
             cpus: job.component.cpus,
             pids: crate::contract::job::DEFAULT_PIDS,
         };
