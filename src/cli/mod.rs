@@ -20,6 +20,7 @@ use berth::image::unpack::UnpackCaps;
 use berth::image::{Images, RegistrySettings, Unpacking};
 use berth::job::{self, Services, Settings, workdir::Home};
 use berth::runtime::Youki;
+use berth::storage::{StorageError, StoreSettings};
 
 /// berth's exit status for a failure of the given class.
 fn status(class: ErrorClass) -> ExitCode {
@@ -119,6 +120,26 @@ pub struct Global {
     /// [default: the operator's range in /etc/subuid and /etc/subgid, else 1879048192:65536]
     #[arg(long, global = true, env = "BERTH_ID_RANGE", value_name = "START:SIZE")]
     pub id_range: Option<IdMap>,
+
+    /// The project store's tables, states and job records: sqlite: (the embedded store in
+    /// <home>/storage), sqlite:DIR, or postgres://user:password@host:port/db (shared by
+    /// every host that names it) [default: as in /etc/berth/berth.toml, then
+    /// <home>/berth.toml (`storage = "…"`), else sqlite:]
+    #[arg(long, global = true, env = "BERTH_STORAGE", value_name = "URL")]
+    pub storage: Option<String>,
+
+    /// Where the project store keeps file contents: a directory, or s3://bucket/prefix
+    /// (endpoint and credentials from AWS_ENDPOINT, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ALLOW_HTTP) [default: as in the
+    /// configuration files (`files = "…"`), else <home>/storage/files]
+    #[arg(
+        long = "files",
+        id = "files-url",
+        global = true,
+        env = "BERTH_FILES",
+        value_name = "URL"
+    )]
+    pub files_url: Option<String>,
 
     /// Show more of what berth does (-v, -vv)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -339,8 +360,24 @@ impl Global {
         }
     }
 
-    fn settings(&self, host: &dyn Host) -> Settings {
-        Settings {
+    /// The project store: flags and variables over `/etc/berth/berth.toml` and
+    /// `<home>/berth.toml`, over the embedded default.
+    fn store(&self, host: &dyn Host) -> Result<StoreSettings, StorageError> {
+        let home = self.home(host);
+        let configs = [
+            PathBuf::from(berth::storage::SYSTEM_CONFIG),
+            home.join("berth.toml"),
+        ];
+        StoreSettings::resolve(
+            self.storage.as_deref(),
+            self.files_url.as_deref(),
+            &configs,
+            &home,
+        )
+    }
+
+    fn settings(&self, host: &dyn Host) -> Result<Settings, StorageError> {
+        Ok(Settings {
             home: self.home(host),
             cache: self.cache(host),
             registry: RegistrySettings {
@@ -361,7 +398,8 @@ impl Global {
             },
             copy_rootfs: self.copy_rootfs,
             ids: self.ids(host),
-        }
+            store: self.store(host)?,
+        })
     }
 }
 
@@ -380,7 +418,13 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
         host: &host,
         runtime: &runtime,
     };
-    let settings = cli.global.settings(&host);
+    let settings = match cli.global.settings(&host) {
+        Ok(s) => s,
+        Err(e) => {
+            print::err(format!("berth: {}", berth::util::chain(&e)));
+            return Ok(status(ErrorClass::User));
+        }
+    };
     if let Err(e) = Home::new(&settings.home).ensure_private() {
         tracing::warn!("cannot make {} private: {e}", settings.home.display());
     }

@@ -19,7 +19,7 @@ use crate::host::IdMap;
 use crate::image::{Images, PulledImage, Unpacking};
 use crate::mapping::output::StagedOutputs;
 use crate::storage::{
-    ApplyReport, Changes, JobRecord, JobStatus, SqliteStorage, StateKey, Storage, StorageError,
+    ApplyReport, Changes, JobRecord, JobStatus, StateKey, Storage, StorageError, StoreSettings,
 };
 
 /// Progress of one job, for the result document.
@@ -51,22 +51,30 @@ impl Progress {
 /// keeps no state never touches it.
 #[derive(Debug)]
 pub(super) struct LazyStorage {
-    root: PathBuf,
-    opened: Option<SqliteStorage>,
+    settings: StoreSettings,
+    opened: Option<Box<dyn Storage>>,
 }
 
 impl LazyStorage {
-    /// The store under `root`, not opened yet.
-    pub fn new(root: PathBuf) -> LazyStorage {
-        LazyStorage { root, opened: None }
+    /// The store `settings` name, not opened yet.
+    pub fn new(settings: StoreSettings) -> LazyStorage {
+        LazyStorage {
+            settings,
+            opened: None,
+        }
     }
 
     pub fn get(&mut self) -> Result<&dyn Storage, StorageError> {
         let store = match self.opened.take() {
             Some(s) => s,
-            None => SqliteStorage::open(&self.root)?,
+            None => crate::storage::open(&self.settings)?,
         };
-        Ok(self.opened.insert(store))
+        Ok(&**self.opened.insert(store))
+    }
+
+    /// The store, if it was opened.
+    pub fn opened(&self) -> Option<&dyn Storage> {
+        self.opened.as_deref()
     }
 }
 
@@ -106,10 +114,7 @@ impl<'a> JobRun<'a> {
             job,
             options,
             progress: Progress::default(),
-            storage: LazyStorage {
-                root: settings.storage_dir(),
-                opened: None,
-            },
+            storage: LazyStorage::new(settings.store.clone()),
             vault: Vault::new(settings.secrets_key()),
             job_id: String::new(),
         }
@@ -148,7 +153,7 @@ impl<'a> JobRun<'a> {
             outputs: self.progress.outputs,
             timings: self.progress.timings,
         };
-        record(self.storage.opened.as_ref(), self.job, &result, started_ms);
+        record(self.storage.opened(), self.job, &result, started_ms);
         result
     }
 
@@ -423,7 +428,7 @@ impl<'a> JobRun<'a> {
 }
 
 /// Keeps a record of the job in storage, if the job opened it.
-fn record(storage: Option<&SqliteStorage>, job: &JobFile, result: &JobResult, started_ms: i64) {
+fn record(storage: Option<&dyn Storage>, job: &JobFile, result: &JobResult, started_ms: i64) {
     let Some(s) = storage else {
         return;
     };
@@ -435,6 +440,7 @@ fn record(storage: Option<&SqliteStorage>, job: &JobFile, result: &JobResult, st
             Status::Success => JobStatus::Success,
             Status::Error => JobStatus::Error,
         },
+        host: crate::util::hostname(),
         started_ms,
         finished_ms: crate::util::unix_ms(),
         result: serde_json::to_value(result).unwrap_or(Value::Null),

@@ -17,7 +17,7 @@ pub fn sandbox(settings: &Settings, job: &JobFile, dir: &Path) -> Result<Vec<Pat
     let rows = job.row_configurations().map_err(JobError::Contract)?;
     crate::contract::validate::check_configurations(&job.component, &rows)?;
     create_empty(dir)?;
-    let mut storage = LazyStorage::new(settings.storage_dir());
+    let mut storage = LazyStorage::new(settings.store.clone());
     let mut vault = Vault::new(settings.secrets_key());
     let mut prepared = Vec::new();
     for (row_id, config) in &rows {

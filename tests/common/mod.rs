@@ -761,6 +761,7 @@ pub fn offline_settings(dir: &Path) -> (berth::job::Settings, String) {
         },
         copy_rootfs: false,
         ids: None,
+        store: berth::storage::StoreSettings::embedded(&dir.join("home")),
     };
     let image = store_fake_image(&settings.cache);
     (settings, image)

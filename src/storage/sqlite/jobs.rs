@@ -1,34 +1,119 @@
-//! Job records: what is kept of each finished job, an audit trail written outside any
-//! `apply` and without an fsync of its own.
+//! Job records. A success is written in the transaction that commits the job's outputs,
+//! keyed by the job id: a second commit of the same id finds it and applies nothing. A
+//! failure is recorded once the job ended, and never replaces a success.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
-use super::Res;
-use crate::storage::JobRecord;
+use super::{Res, to_i64};
+use crate::storage::{JobQuery, JobRecord, JobStatus, StorageError};
 
-/// Keeps a record of a finished job (replacing one with the same id).
-pub(super) fn record_job(conn: &Connection, job: &JobRecord) -> Res<()> {
-    // A job record is an audit trail, not data: losing the last one to a power cut is
-    // acceptable, an fsync on every job's critical path is not. In WAL mode the next FULL
-    // commit makes it durable anyway.
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    let inserted = conn.execute(
-        "INSERT OR REPLACE INTO jobs (id, component, config, status, started_ms,
-            finished_ms, result)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+/// Inserts `job` (or replaces a failure of its id); never replaces a success.
+const UPSERT: &str = "INSERT INTO jobs (id, component, config, status, host, started_ms,
+        finished_ms, result)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+     ON CONFLICT (id) DO UPDATE SET component = excluded.component,
+        config = excluded.config, status = excluded.status, host = excluded.host,
+        started_ms = excluded.started_ms, finished_ms = excluded.finished_ms,
+        result = excluded.result
+     WHERE jobs.status <> 'success'";
+
+/// Completes a success's record with its final result.
+const COMPLETE: &str = "UPDATE jobs SET finished_ms = ?2, result = ?3
+     WHERE id = ?1 AND status = 'success'";
+
+fn upsert(conn: &Connection, job: &JobRecord) -> rusqlite::Result<usize> {
+    conn.execute(
+        UPSERT,
         params![
             job.id,
             job.component,
             job.config,
             job.status.as_str(),
+            job.host,
             job.started_ms,
             job.finished_ms,
             job.result.to_string()
         ],
-    );
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    inserted?;
+    )
+}
+
+/// The success record of a job's commit: fails when this job id committed already.
+pub(super) fn commit_job(tx: &Transaction<'_>, job: &JobRecord) -> Res<()> {
+    if upsert(tx, job)? == 0 {
+        return Err(StorageError::AlreadyCommitted {
+            job: job.id.clone(),
+        }
+        .into());
+    }
     Ok(())
+}
+
+/// Keeps a record of a job that ended: a failure, or the full result of a success
+/// committed before.
+pub(super) fn record_job(conn: &Connection, job: &JobRecord) -> Res<()> {
+    // A job record is an audit trail, not data: losing the last one to a power cut is
+    // acceptable, an fsync on every job's critical path is not. In WAL mode the next FULL
+    // commit makes it durable anyway.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let written = if job.status == JobStatus::Success {
+        conn.execute(
+            COMPLETE,
+            params![job.id, job.finished_ms, job.result.to_string()],
+        )
+        .and_then(|n| if n == 0 { upsert(conn, job) } else { Ok(n) })
+    } else {
+        upsert(conn, job)
+    };
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    written?;
+    Ok(())
+}
+
+const COLUMNS: &str = "id, component, config, status, host, started_ms, finished_ms, result";
+
+fn job_of_row(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
+    let status: String = r.get(3)?;
+    let result: String = r.get(7)?;
+    Ok(JobRecord {
+        id: r.get(0)?,
+        component: r.get(1)?,
+        config: r.get(2)?,
+        status: status.parse().unwrap_or(JobStatus::Error),
+        host: r.get(4)?,
+        started_ms: r.get(5)?,
+        finished_ms: r.get(6)?,
+        result: serde_json::from_str(&result).unwrap_or_default(),
+    })
+}
+
+pub(super) fn find_job(conn: &Connection, id: &str) -> Res<Option<JobRecord>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"),
+            [id],
+            job_of_row,
+        )
+        .optional()?)
+}
+
+/// Job records matching `query`, newest first.
+pub(super) fn find_jobs(conn: &Connection, query: &JobQuery) -> Res<Vec<JobRecord>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM jobs
+         WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR component = ?2)
+           AND started_ms >= ?3
+         ORDER BY started_ms DESC, id DESC LIMIT ?4"
+    ))?;
+    let rows = stmt.query_map(
+        params![
+            query.status.map(JobStatus::as_str),
+            query.component,
+            query.since_ms.unwrap_or(i64::MIN),
+            query.limit.map_or(-1, to_i64),
+        ],
+        job_of_row,
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 #[cfg(test)]
@@ -36,34 +121,93 @@ mod tests {
     use serde_json::json;
 
     use super::super::test_fixture::Fixture;
-    use crate::storage::{JobRecord, JobStatus, Storage};
+    use crate::storage::{Changes, JobQuery, JobRecord, JobStatus, Storage, StorageError};
 
-    #[test]
-    fn job_records_are_kept() {
-        let f = Fixture::new();
-        let mut job = JobRecord {
-            id: "j1".into(),
+    fn job(id: &str, status: JobStatus, started_ms: i64) -> JobRecord {
+        JobRecord {
+            id: id.into(),
             component: "keboola.ex-test".into(),
             config: Some("123".into()),
-            status: JobStatus::Error,
-            started_ms: 1,
-            finished_ms: 2,
-            result: json!({"status": "error"}),
+            status,
+            host: "n1".into(),
+            started_ms,
+            finished_ms: started_ms + 1,
+            result: json!({"status": status.as_str()}),
+        }
+    }
+
+    #[test]
+    fn a_job_id_commits_once_and_a_success_is_never_replaced() {
+        let f = Fixture::new();
+        // A failure is recorded, and a later success of the same id replaces it.
+        f.store.record_job(&job("j1", JobStatus::Error, 1)).unwrap();
+        let commit = |id: &str| {
+            let mut load = f.load("in.c-main.t", "id\n1\n");
+            load.incremental = true;
+            f.store.apply(&Changes {
+                tables: vec![load],
+                job: Some(job(id, JobStatus::Success, 2)),
+                ..Changes::default()
+            })
         };
-        f.store.record_job(&job).unwrap();
-        job.status = JobStatus::Success;
-        f.store.record_job(&job).unwrap();
-        let conn = f.store.lock();
-        let (n, status, result): (i64, String, String) = conn
-            .query_row(
-                "SELECT count(*), max(status), max(result) FROM jobs",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+        commit("j1").unwrap();
+        assert_eq!(f.info("in.c-main.t").rows, 1);
+        // The same id again (a requeue, or a late commit of a node presumed dead).
+        match commit("j1") {
+            Err(e @ StorageError::AlreadyCommitted { .. }) => {
+                assert_eq!(
+                    e.to_string(),
+                    "job j1 committed already; nothing was applied again"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(f.info("in.c-main.t").rows, 1, "applied twice");
+        // The final result completes the record; a failure never replaces it.
+        let mut done = job("j1", JobStatus::Success, 2);
+        done.finished_ms = 9;
+        done.result = json!({"status": "success", "final": true});
+        f.store.record_job(&done).unwrap();
+        f.store.record_job(&job("j1", JobStatus::Error, 3)).unwrap();
+        let stored = f.store.job("j1").unwrap().unwrap();
+        assert_eq!(stored, done);
+        assert_eq!(f.store.job("nope").unwrap(), None);
+    }
+
+    #[test]
+    fn job_records_are_listed_newest_first_and_filtered() {
+        let f = Fixture::new();
+        f.store.record_job(&job("a", JobStatus::Error, 10)).unwrap();
+        f.store
+            .record_job(&job("b", JobStatus::Success, 20))
             .unwrap();
-        assert_eq!(
-            (n, status.as_str(), result.as_str()),
-            (1, "success", "{\"status\":\"error\"}")
-        );
+        let mut other = job("c", JobStatus::Success, 30);
+        other.component = "keboola.other".into();
+        f.store.record_job(&other).unwrap();
+        let ids = |q: JobQuery| -> Vec<String> {
+            f.store
+                .jobs(&q)
+                .unwrap()
+                .into_iter()
+                .map(|j| j.id)
+                .collect()
+        };
+        assert_eq!(ids(JobQuery::default()), ["c", "b", "a"]);
+        let success = JobQuery {
+            status: Some(JobStatus::Success),
+            ..JobQuery::default()
+        };
+        assert_eq!(ids(success), ["c", "b"]);
+        let component = JobQuery {
+            component: Some("keboola.ex-test".into()),
+            since_ms: Some(15),
+            ..JobQuery::default()
+        };
+        assert_eq!(ids(component), ["b"]);
+        let limited = JobQuery {
+            limit: Some(1),
+            ..JobQuery::default()
+        };
+        assert_eq!(ids(limited), ["c"]);
     }
 }
