@@ -824,6 +824,12 @@ mod tests {
                 what: "state key".into(),
                 reason: "bad".into(),
             },
+            StorageError::Settings("--storage x".into()),
+            StorageError::StateConflict {
+                key: "c/1".into(),
+                expected: 1,
+                found: 2,
+            },
         ];
         for e in user {
             assert!(e.is_user_error(), "{e:?}");
@@ -853,6 +859,11 @@ mod tests {
                 found: 99,
                 known: 1,
             },
+            StorageError::Remote {
+                what: "PostgreSQL postgres://berth@h/db".into(),
+                source: Box::new(io::Error::other("connection refused")),
+            },
+            StorageError::AlreadyCommitted { job: "j".into() },
         ];
         for e in internal {
             assert!(!e.is_user_error(), "{e:?}");

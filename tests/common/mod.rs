@@ -534,6 +534,8 @@ impl Berth {
             .arg("--retries")
             .arg("0");
         c.env_remove("RUST_LOG");
+        // The embedded store unless a test names another (tests/store_conformance.rs).
+        c.env_remove("BERTH_STORAGE").env_remove("BERTH_FILES");
         c
     }
 
