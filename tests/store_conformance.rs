@@ -293,6 +293,10 @@ conformance!(
     cli_output_is_the_same_on_every_backend,
     adaptive_inputs_bring_only_what_changed_since_the_last_run,
     berth_killed_mid_commit_leaves_storage_before_or_after,
+    concurrent_upserts_lose_no_row,
+    adaptive_reads_miss_no_row_committed_concurrently,
+    a_state_changed_by_another_run_is_a_conflict,
+    a_job_id_commits_once_even_when_two_berths_run_it,
 );
 
 fn tables_are_created_replaced_appended_widened_and_described(b: Backend) {
@@ -1192,4 +1196,301 @@ fn berth_killed_mid_commit_leaves_storage_before_or_after(b: Backend) {
         outcomes.contains_key("before"),
         "never killed during the commit: {outcomes:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Many berths at once on one store: serialised tables, adaptive inputs, state conflicts
+// and job ids that commit once.
+
+/// A job of configuration `config` whose component runs `script` with `parameters`.
+fn config_job(image: &str, config: &str, parameters: Value) -> Value {
+    let mut j = job(image, json!({}), parameters);
+    j["config_id"] = json!(config);
+    j
+}
+
+/// Runs every job at once, each in a berth of its own over the same store; returns their
+/// results in order.
+fn run_together(e: &Env, jobs: &[(Value, Vec<&str>)]) -> Vec<Run> {
+    let berths: Vec<Berth> = jobs.iter().map(|_| Berth::new()).collect();
+    let children: Vec<_> = jobs
+        .iter()
+        .zip(&berths)
+        .map(|((j, extra), b)| {
+            let path = b.write_job(j);
+            let mut args = vec!["run", "--json"];
+            args.extend(extra.iter().copied());
+            args.push(path.to_str().unwrap());
+            berth(b, e)
+                .args(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let runs = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            Run {
+                status: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        })
+        .collect();
+    for b in &berths {
+        b.assert_clean(&[]);
+    }
+    runs
+}
+
+/// A component that writes rows `n*10 .. n*10+9` (and key `shared`, last writer wins)
+/// into `out.c-s.t`, incrementally with a primary key.
+const UPSERT: &str = r#"n=$(sed -n 's/.*"n": *\([0-9]*\).*/\1/p' /data/config.json)
+{ echo 'id,v'; i=0; while [ $i -lt 10 ]; do echo "$((n * 10 + i)),$n"; i=$((i + 1)); done
+  echo "shared,$n"; } > /data/out/tables/t.csv
+echo '{"destination": "out.c-s.t", "incremental": true, "primary_key": ["id"]}' > /data/out/tables/t.csv.manifest"#;
+
+fn concurrent_upserts_lose_no_row(b: Backend) {
+    require_env!();
+    let Some(e) = env(b) else { return };
+    let img = script_image("upsert", UPSERT);
+    // Every job finds the table missing and creates it: one does, the others then load.
+    let jobs: Vec<(Value, Vec<&str>)> = (1..=6)
+        .map(|n| {
+            (
+                config_job(&img.reference, &format!("c{n}"), json!({"n": n})),
+                vec![],
+            )
+        })
+        .collect();
+    for r in run_together(&e, &jobs) {
+        assert_eq!(r.status, 0, "{}", r.stderr);
+    }
+    let store = e.open();
+    let mut out = Vec::new();
+    store
+        .export(&id("out.c-s.t"), &ExportQuery::default(), &mut out)
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let mut ids: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut want: Vec<String> = (1..=6)
+        .flat_map(|n| (0..10).map(move |i| (n * 10 + i).to_string()))
+        .collect();
+    want.push("shared".into());
+    want.sort_unstable();
+    assert_eq!(ids, want, "{text}");
+    assert_eq!(store.table(&id("out.c-s.t")).unwrap().unwrap().rows, 61);
+    // Six jobs, six success records.
+    let records = store.jobs(&JobQuery::default()).unwrap();
+    assert_eq!(records.len(), 6);
+    assert!(records.iter().all(|r| r.status == JobStatus::Success));
+}
+
+fn adaptive_reads_miss_no_row_committed_concurrently(b: Backend) {
+    require_env!();
+    let Some(e) = env(b) else { return };
+    let seed = e.file("events.csv", b"id\nseed\n");
+    let bb = Berth::new();
+    let r = run(
+        &bb,
+        &e,
+        &[
+            "storage",
+            "import",
+            "out.c-s.events",
+            seed.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let writer = script_image(
+        "append",
+        r#"n=$(sed -n 's/.*"n": *\([0-9]*\).*/\1/p' /data/config.json)
+{ echo id; echo "w$n"; } > /data/out/tables/events.csv
+echo '{"destination": "out.c-s.events", "incremental": true}' > /data/out/tables/events.csv.manifest"#,
+    );
+    let reader = script_image(
+        "read",
+        "sed 1d /data/in/tables/events.csv | sed 's/^/SEEN /'",
+    );
+    let mut read = config_job(&reader.reference, "reader", json!({}));
+    read["configuration"]["storage"] = json!({"input": {"tables": [
+        {"source": "out.c-s.events", "destination": "events.csv", "changed_since": "adaptive"}
+    ]}});
+    let read_path = bb.write_job(&read);
+    // Writers in two waves of four while the reader runs again and again.
+    let writers = std::thread::scope(|scope| {
+        let handle = scope.spawn(|| {
+            let mut results = Vec::new();
+            for wave in 0..2 {
+                let jobs: Vec<(Value, Vec<&str>)> = (0..4)
+                    .map(|k| {
+                        let n = wave * 4 + k;
+                        (
+                            config_job(&writer.reference, &format!("w{n}"), json!({"n": n})),
+                            vec![],
+                        )
+                    })
+                    .collect();
+                results.extend(run_together(&e, &jobs));
+            }
+            results
+        });
+        let mut seen = Vec::new();
+        let mut runs = 0;
+        while !handle.is_finished() || runs == 0 {
+            let r = run(&bb, &e, &["run", read_path.to_str().unwrap()]);
+            assert_eq!(r.status, 0, "{}", r.stderr);
+            seen.extend(
+                r.stdout
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("SEEN "))
+                    .map(str::to_owned),
+            );
+            runs += 1;
+        }
+        (handle.join().unwrap(), seen, runs)
+    });
+    let (results, mut seen, runs) = writers;
+    for r in &results {
+        assert_eq!(r.status, 0, "{}", r.stderr);
+    }
+    // One more read after every writer committed: together the reads saw every row.
+    let r = run(&bb, &e, &["run", read_path.to_str().unwrap()]);
+    seen.extend(
+        r.stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("SEEN "))
+            .map(str::to_owned),
+    );
+    seen.sort();
+    seen.dedup();
+    let mut want: Vec<String> = (0..8).map(|n| format!("w{n}")).collect();
+    want.push("seed".into());
+    want.sort();
+    assert_eq!(seen, want, "after {runs} reads during the writes");
+}
+
+fn a_state_changed_by_another_run_is_a_conflict(b: Backend) {
+    require_env!();
+    let Some(e) = env(b) else { return };
+    // Both runs read the state, then take their time: the second to commit finds it
+    // changed.
+    let img = script_image(
+        "state-race",
+        r#"n=$(sed -n 's/.*"count": *\([0-9]*\).*/\1/p' /data/in/state.json)
+sleep 3
+echo "{\"count\": $(( ${n:-0} + 1 ))}" > /data/out/state.json
+printf 'id\n%s\n' "$(cat /proc/sys/kernel/random/uuid)" > /data/out/tables/log.csv
+echo '{"destination": "out.c-s.log", "incremental": true}' > /data/out/tables/log.csv.manifest"#,
+    );
+    let j = config_job(&img.reference, "same", json!({}));
+    let runs = run_together(&e, &[(j.clone(), vec![]), (j, vec![])]);
+    let mut statuses: Vec<i32> = runs.iter().map(|r| r.status).collect();
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        vec![0, 1],
+        "{}\n{}",
+        runs[0].stdout,
+        runs[1].stdout
+    );
+    let lost = runs.iter().find(|r| r.status == 1).unwrap().json();
+    assert_eq!(lost["error_class"], "user");
+    let message = lost["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "state acme.test/same changed while the job ran (version 0 when it \
+                          started, 1 now)"
+        ),
+        "{message}"
+    );
+    let store = e.open();
+    let key = StateKey {
+        component: "acme.test".into(),
+        config: "same".into(),
+        row: None,
+    };
+    let state = store.read_state(&key).unwrap();
+    assert_eq!(state.version, 1);
+    assert_eq!(state.value.unwrap()["component"]["count"], 1);
+    // Only the winner's row landed.
+    assert_eq!(store.table(&id("out.c-s.log")).unwrap().unwrap().rows, 1);
+}
+
+fn a_job_id_commits_once_even_when_two_berths_run_it(b: Backend) {
+    require_env!();
+    let Some(e) = env(b) else { return };
+    let img = script_image(
+        "once",
+        &format!("sleep 2\n{UPSERT}\necho out > /data/out/files/f.txt"),
+    );
+    let j = config_job(&img.reference, "c1", json!({"n": 1}));
+    // A node presumed dead commits late: both berths run, one commit applies.
+    let runs = run_together(
+        &e,
+        &[
+            (j.clone(), vec!["--job-id", "1234_7"]),
+            (j.clone(), vec!["--job-id", "1234_7"]),
+        ],
+    );
+    for r in &runs {
+        assert_eq!(r.status, 0, "{}", r.stdout);
+        assert_eq!(r.json()["job_id"], "1234_7");
+    }
+    let late: Vec<&Run> = runs
+        .iter()
+        .filter(|r| r.json()["already_committed"] == true)
+        .collect();
+    assert_eq!(late.len(), 1, "{}\n{}", runs[0].stdout, runs[1].stdout);
+    assert_eq!(
+        late[0].json()["message"],
+        "job 1234_7 committed already; nothing was applied again"
+    );
+    let store = e.open();
+    let rows = || store.table(&id("out.c-s.t")).unwrap().unwrap();
+    let files = || store.files(&FileQuery::default()).unwrap().len();
+    let before = rows();
+    assert_eq!((before.rows, files()), (11, 1));
+    let record = store.job("1234_7").unwrap().unwrap();
+    assert_eq!(record.status, JobStatus::Success);
+    assert_eq!(record.result["outputs"]["tables"][0]["rows_loaded"], 11);
+    // A requeue of the committed job (SLURM_JOB_ID and the array task): nothing runs.
+    let bb = Berth::new();
+    let path = bb.write_job(&j);
+    let out = berth(&bb, &e)
+        .args(["run", "--json", path.to_str().unwrap()])
+        .env("SLURM_JOB_ID", "1234")
+        .env("SLURM_ARRAY_TASK_ID", "7")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["already_committed"], true);
+    assert_eq!(result["job_id"], "1234_7");
+    assert!(result["image"].is_null(), "the image was pulled: {result}");
+    assert!(
+        result["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("job 1234_7 committed already on "),
+        "{result}"
+    );
+    let after = rows();
+    assert_eq!(
+        (after.rows, after.last_change_ms, files()),
+        (11, before.last_change_ms, 1)
+    );
+    assert_eq!(store.job("1234_7").unwrap().unwrap(), record);
+    // A bad job id is refused before anything runs.
+    let r = run(&bb, &e, &["run", "--job-id", "a b", path.to_str().unwrap()]);
+    assert_eq!(r.status, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("a job id has"), "{}", r.stderr);
 }

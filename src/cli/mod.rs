@@ -286,6 +286,11 @@ pub struct RunArgs {
     /// goes to stderr
     #[arg(long)]
     pub json: bool,
+    /// The job's id: a job id commits once — a run of an id that committed (a requeue
+    /// after its node died) applies nothing and exits 0 [default: under Slurm,
+    /// $SLURM_JOB_ID or $SLURM_JOB_ID_$SLURM_ARRAY_TASK_ID; else a new one]
+    #[arg(long, value_name = "ID", value_parser = job_id)]
+    pub job_id: Option<String>,
     /// Copy what the component wrote to /data/out into DIR after it ran (regular files and
     /// directories; symlinks are skipped)
     #[arg(long, value_name = "DIR")]
@@ -546,6 +551,7 @@ fn run(svc: Services<'_>, settings: &Settings, args: &RunArgs) -> anyhow::Result
         strict_limits: args.strict_limits,
         action: None,
         debug: args.mode == Mode::Debug,
+        job_id: args.job_id.clone().or_else(slurm_job_id),
     };
     let result = job::run(svc, settings, &job, &options, &mut on_line);
     if !json && !result.outputs.debug_files.is_empty() {
@@ -599,6 +605,38 @@ fn action(svc: Services<'_>, settings: &Settings, name: &str, job: &Path) -> Exi
     }
 }
 
+/// The longest job id berth takes.
+const MAX_JOB_ID: usize = 128;
+
+/// A job id: letters, digits, `.`, `_` and `-` (it names the job in storage, in
+/// `KBC_RUNID` and in the `runId` tag of its files).
+fn job_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= MAX_JOB_ID
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?}: a job id has 1 to {MAX_JOB_ID} letters, digits, '.', '_' or '-'"
+        ))
+    }
+}
+
+/// The job id Slurm gives the batch job berth runs in: `SLURM_JOB_ID`, with
+/// `_SLURM_ARRAY_TASK_ID` for a task of an array. A requeued job keeps it, so a node that
+/// died after the commit cannot make the job commit twice.
+fn slurm_job_id() -> Option<String> {
+    let var = |name| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let id = var("SLURM_JOB_ID")?;
+    let id = match var("SLURM_ARRAY_TASK_ID") {
+        Some(task) => format!("{id}_{task}"),
+        None => id,
+    };
+    job_id(&id).ok()
+}
+
 /// Makes the job run `tag` of its component's image, as `runtime.image_tag` would.
 fn override_tag(job: &mut JobFile, tag: &str) {
     let runtime = job
@@ -620,6 +658,7 @@ fn invalid_job(e: &berth::contract::ContractError) -> JobResult {
         cage: None,
         outputs: Default::default(),
         timings: Timings::default(),
+        already_committed: false,
     }
 }
 

@@ -83,6 +83,7 @@ fn refused() -> JobResult {
         cage: None,
         outputs: Default::default(),
         timings: Default::default(),
+        already_committed: false,
     }
 }
 

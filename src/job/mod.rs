@@ -61,6 +61,10 @@ pub struct RunOptions {
     /// Debug mode (contract §13): archive the data folder before each image and at the
     /// end into storage files; no output mapping, no state saved.
     pub debug: bool,
+    /// The job's id, when the operator (or the scheduler) gives one: a job id commits
+    /// once — a run of an id that committed applies nothing and succeeds. `None`: a fresh
+    /// id is made up.
+    pub job_id: Option<String>,
 }
 
 /// Where berth keeps things and how it reaches registries.

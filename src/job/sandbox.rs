@@ -18,7 +18,7 @@ pub fn sandbox(settings: &Settings, job: &JobFile, dir: &Path) -> Result<Vec<Pat
     crate::contract::validate::check_configurations(&job.component, &rows)?;
     create_empty(dir)?;
     let mut storage = LazyStorage::new(settings.store.clone());
-    let mut vault = Vault::new(settings.secrets_key());
+    let mut vault = Vault::for_store(settings.secrets_key(), settings.store.is_shared());
     let mut prepared = Vec::new();
     for (row_id, config) in &rows {
         let data = crate::mapping::keep::keep_dir(dir, row_id.as_deref(), rows.len() > 1)?;

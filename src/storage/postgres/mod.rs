@@ -198,6 +198,11 @@ fn apply_changes(tx: &mut Transaction<'_>, changes: &Changes, stored: &[Blob]) -
     for key in keys {
         lock(tx, key)?;
     }
+    // The job's record first: a second commit of one job id stops here (after waiting for
+    // the first), whatever else it would find changed.
+    if let Some(job) = &changes.job {
+        jobs::commit_job(tx, job)?;
+    }
     let now = tables::commit_ms(tx, &ids)?;
     let mut tables = Vec::with_capacity(changes.tables.len());
     for (n, load) in changes.tables.iter().enumerate() {
@@ -214,9 +219,6 @@ fn apply_changes(tx: &mut Transaction<'_>, changes: &Changes, stored: &[Blob]) -
     states::write_states(tx, &changes.states, now)?;
     for (id, tags) in &changes.file_tags {
         files::add_tags(tx, *id, tags)?;
-    }
-    if let Some(job) = &changes.job {
-        jobs::commit_job(tx, job)?;
     }
     Ok(ApplyReport {
         committed_ms: now,

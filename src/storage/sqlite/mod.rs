@@ -204,6 +204,11 @@ impl SqliteStorage {
 
 /// Everything `apply` writes, inside its transaction.
 fn apply_changes(tx: &Transaction<'_>, changes: &Changes, stored: &[Blob]) -> Res<ApplyReport> {
+    // The job's record first: a second commit of one job id stops here (after waiting for
+    // the first), whatever else it would find changed.
+    if let Some(job) = &changes.job {
+        jobs::commit_job(tx, job)?;
+    }
     states::check_versions(tx, &changes.state_versions)?;
     let now = next_commit_ms(tx)?;
     let mut tables = Vec::with_capacity(changes.tables.len());
@@ -217,9 +222,6 @@ fn apply_changes(tx: &Transaction<'_>, changes: &Changes, stored: &[Blob]) -> Re
     states::write_states(tx, &changes.states, now)?;
     for (id, tags) in &changes.file_tags {
         files::add_tags(tx, *id, tags)?;
-    }
-    if let Some(job) = &changes.job {
-        jobs::commit_job(tx, job)?;
     }
     Ok(ApplyReport {
         committed_ms: now,
