@@ -297,6 +297,7 @@ conformance!(
     adaptive_reads_miss_no_row_committed_concurrently,
     a_state_changed_by_another_run_is_a_conflict,
     a_job_id_commits_once_even_when_two_berths_run_it,
+    jobs_are_listed_and_shown,
 );
 
 fn tables_are_created_replaced_appended_widened_and_described(b: Backend) {
@@ -1493,4 +1494,120 @@ fn a_job_id_commits_once_even_when_two_berths_run_it(b: Backend) {
     let r = run(&bb, &e, &["run", "--job-id", "a b", path.to_str().unwrap()]);
     assert_eq!(r.status, 2, "{}", r.stderr);
     assert!(r.stderr.contains("a job id has"), "{}", r.stderr);
+}
+
+fn jobs_are_listed_and_shown(b: Backend) {
+    require_env!();
+    let Some(e) = env(b) else { return };
+    let bb = Berth::new();
+    let img = script_image(
+        "jobs",
+        r#"[ "$(sed -n 's/.*"fail": *\(true\).*/\1/p' /data/config.json)" = true ] && { echo broken >&2; exit 1; }
+printf 'id\n1\n2\n' > /data/out/tables/t.csv
+echo '{"destination": "out.c-j.t"}' > /data/out/tables/t.csv.manifest"#,
+    );
+    let ok = bb.write_job(&config_job(&img.reference, "7", json!({})));
+    let r = run(
+        &bb,
+        &e,
+        &["run", "--json", "--job-id", "ok-1", ok.to_str().unwrap()],
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let mut failing = config_job(&img.reference, "8", json!({"fail": true}));
+    failing["component"]["id"] = json!("acme.other");
+    let failing = bb.write_job(&failing);
+    let r = run(
+        &bb,
+        &e,
+        &[
+            "run",
+            "--json",
+            "--job-id",
+            "bad-2",
+            failing.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.status, 1, "{}", r.stderr);
+
+    let r = run(&bb, &e, &["jobs"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("JOB ID  STATUS   CLASS        COMPONENT"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        lines[1].starts_with("bad-2   error    user         acme.other"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        lines[2].starts_with("ok-1    success  -            acme.test "),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(lines.len(), 3);
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["jobs", "--json"];
+        all.extend_from_slice(args);
+        let r = run(&bb, &e, &all);
+        assert_eq!(r.status, 0, "{}", r.stderr);
+        let list: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
+        list.iter()
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&["--status", "error"]), ["bad-2"]);
+    assert_eq!(ids(&["--component", "acme.test"]), ["ok-1"]);
+    assert_eq!(ids(&["--since", "-1 days"]), ["bad-2", "ok-1"]);
+    assert!(ids(&["--since", "2999-01-01T00:00:00Z"]).is_empty());
+
+    let r = run(&bb, &e, &["job", "show", "ok-1"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    for line in [
+        "job:        ok-1",
+        "status:     success",
+        "component:  acme.test",
+        "config:     7",
+        &format!("host:       {}", hostname()),
+        &format!("image:      {} ({})", img.reference, img.digest),
+        "table:      out.c-j.t: 2 rows loaded, 2 rows now",
+    ] {
+        assert!(
+            r.stdout.lines().any(|l| l == line),
+            "{line:?} in\n{}",
+            r.stdout
+        );
+    }
+    assert!(r.stdout.contains("timings:    pull "), "{}", r.stdout);
+    let r = run(&bb, &e, &["job", "show", "bad-2"]);
+    assert!(
+        r.stdout.contains("status:     error (user)"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("message:    broken"), "{}", r.stdout);
+    let r = run(&bb, &e, &["job", "show", "--json", "ok-1"]);
+    let record: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(record["status"], "success");
+    assert_eq!(record["result"]["outputs"]["tables"][0]["rows_loaded"], 2);
+    assert_eq!(record["result"]["image"]["digest"], img.digest.as_str());
+    let r = run(&bb, &e, &["job", "show", "nope"]);
+    assert_eq!(r.status, 1);
+    assert!(
+        r.stderr
+            .contains("invalid job nope: no such job is recorded"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&bb, &e, &["jobs", "--status", "maybe"]);
+    assert_eq!(r.status, 2, "{}", r.stderr);
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
 }

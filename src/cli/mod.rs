@@ -1,6 +1,7 @@
 //! The command line: what an operator types, and what each command prints.
 
 mod component;
+mod jobs;
 mod login;
 pub mod print;
 mod prune;
@@ -20,7 +21,7 @@ use berth::image::unpack::UnpackCaps;
 use berth::image::{Images, RegistrySettings, Unpacking};
 use berth::job::{self, Services, Settings, workdir::Home};
 use berth::runtime::Youki;
-use berth::storage::{StorageError, StoreSettings};
+use berth::storage::{FilesUrl, StorageError, StoreSettings};
 
 /// berth's exit status for a failure of the given class.
 fn status(class: ErrorClass) -> ExitCode {
@@ -210,13 +211,19 @@ pub enum Command {
     },
     /// The project's storage: list, import and export tables; list, upload and download files
     ///
-    /// Tables and files live in an embedded store under <home>/storage (SQLite and a
-    /// directory), the same one jobs read their inputs from and write their outputs to.
+    /// Tables and files live in the project store — embedded under <home>/storage (SQLite
+    /// and a directory), or shared (--storage postgres://…, --files s3://…) — the same one
+    /// jobs read their inputs from and write their outputs to.
     #[command(subcommand)]
     Storage(storage::StorageCommand),
     /// The state configurations keep between runs
     #[command(subcommand)]
     State(storage::StateCommand),
+    /// List the jobs recorded in the store (every host's, with a shared store), newest first
+    Jobs(jobs::JobsArgs),
+    /// What the store recorded of one job
+    #[command(subcommand)]
+    Job(jobs::JobCommand),
     /// Encrypt the `#` values of a configuration for a component (and project, and
     /// configuration), printing the JSON with ciphertexts in their place
     ///
@@ -269,6 +276,8 @@ impl Command {
             | Command::Sandbox { .. }
             | Command::Storage(_)
             | Command::State(_)
+            | Command::Jobs(_)
+            | Command::Job(_)
             | Command::Encrypt(_)
             | Command::Login(_)
             | Command::Logout(_)
@@ -449,6 +458,8 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
         Command::SetupRootless { user } => setup_rootless(&user),
         Command::Storage(command) => storage::storage(&settings, command),
         Command::State(command) => storage::state(&settings, command),
+        Command::Jobs(args) => jobs::jobs(&settings, &args),
+        Command::Job(command) => jobs::job(&settings, command),
         Command::Encrypt(args) => secrets::encrypt(&settings, &args),
         Command::Sandbox { job, output } => Ok(sandbox(&settings, &job, &output)),
         Command::Action { name, job } => Ok(action(svc, &settings, &name, &job)),
@@ -482,12 +493,24 @@ fn setup_rootless(user: &str) -> anyhow::Result<ExitCode> {
 }
 
 fn gc(svc: Services<'_>, settings: &Settings) -> ExitCode {
-    let report = job::gc::sweep(svc, &Home::new(&settings.home));
+    let mut report = job::gc::sweep(svc, &Home::new(&settings.home));
     print::out(format!(
         "removed {} job directories and {} containers",
         report.jobs.len(),
         report.containers.len()
     ));
+    // The embedded store sweeps its own at every open; a shared one's blobs are swept here
+    // (a daily `berth gc` on one host is enough for all of them).
+    if settings.store.is_shared() || matches!(settings.store.files, FilesUrl::S3 { .. }) {
+        let swept = berth::storage::open(&settings.store)
+            .and_then(|s| s.sweep(berth::storage::blob::ORPHAN_AGE));
+        match swept {
+            Ok(n) => {
+                print::out(format!("removed {n} unreferenced file contents"));
+            }
+            Err(e) => report.errors.push(berth::util::chain(&e)),
+        }
+    }
     for e in &report.errors {
         print::err(format!("error: {e}"));
     }

@@ -160,7 +160,7 @@ pub fn state(settings: &Settings, command: StateCommand) -> anyhow::Result<ExitC
 
 /// Exit 1 when the input is wrong (the message names the file, line or table), 3 when
 /// berth or the store failed, 130 when the operator interrupted it (nothing was written).
-fn fail(e: &StorageError) -> ExitCode {
+pub(super) fn fail(e: &StorageError) -> ExitCode {
     if let StorageError::Output { source, .. } = e
         && source.kind() == io::ErrorKind::BrokenPipe
     {
@@ -386,7 +386,7 @@ fn write_output(
 }
 
 /// `2026-05-01 12:34:56` for unix milliseconds, UTC.
-fn utc(ms: i64) -> String {
+pub(super) fn utc(ms: i64) -> String {
     match jiff::Timestamp::from_millisecond(ms) {
         Ok(t) => t.strftime("%Y-%m-%d %H:%M:%S").to_string(),
         Err(_) => ms.to_string(),
