@@ -47,6 +47,15 @@ impl<'a> CsvOut<'a> {
     }
 }
 
+/// The header row of `names` as [`CsvOut`] writes it, for an export whose rows come
+/// already encoded.
+pub(crate) fn header(names: &[String]) -> Vec<u8> {
+    let mut w = csv::WriterBuilder::new().from_writer(Vec::new());
+    // Writing into memory cannot fail.
+    let _ = w.write_record(names);
+    w.into_inner().unwrap_or_default()
+}
+
 /// Writing the export failed: the reader went away, or the disk is full.
 pub(crate) fn output(id: &TableId, e: impl Into<io::Error>) -> StorageError {
     StorageError::Output {
