@@ -25,5 +25,5 @@ if [ "$(id -u)" -eq 0 ] && [ $# -eq 0 ]; then
   cargo run --locked --quiet -- setup-rootless berth-ci
   BERTH_TEST_USER=berth-ci cargo test --locked \
     --test run --test hostile --test storage --test closed_pipes \
-    --test processors --test debug --test layer_store
+    --test processors --test debug --test layer_store --test concurrency --test inherited
 fi

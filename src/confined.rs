@@ -431,6 +431,87 @@ impl Dir {
     }
 }
 
+/// What a tree holds on disk, as [`disk_usage`] measures it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Allocated blocks, plus [`INODE_BYTES`] for every entry (an empty file still costs
+    /// an inode).
+    pub bytes: u64,
+    /// Directories nest deeper than [`MAX_USAGE_DEPTH`]: what is below was not measured.
+    pub too_deep: bool,
+}
+
+/// What an entry costs besides its blocks: an ext4 inode.
+pub const INODE_BYTES: u64 = 256;
+
+/// How deep [`disk_usage`] descends (one open directory per level).
+pub const MAX_USAGE_DEPTH: usize = 256;
+
+/// Measures the tree at `path` (berth's own directory) without following any link: each
+/// directory is opened beneath its parent's handle with `O_NOFOLLOW`, so a link or a
+/// rename by whoever writes the tree meanwhile can only make it miss or recount an entry,
+/// never leave the tree. Entries that vanish while it walks are skipped.
+pub fn disk_usage(path: &Path) -> Result<Usage, ConfinedError> {
+    let io = |source: Errno| ConfinedError::Io {
+        path: path.to_owned(),
+        source: source.into(),
+    };
+    let top = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(io)?;
+    let mut usage = Usage {
+        bytes: rustix::fs::fstat(&top).map_or(0, |s| allocated(&s)),
+        too_deep: false,
+    };
+    let mut stack = vec![rustix::fs::Dir::new(top).map_err(io)?];
+    loop {
+        let depth = stack.len();
+        let Some(dir) = stack.last_mut() else { break };
+        let Some(entry) = dir.read() else {
+            stack.pop();
+            continue;
+        };
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        let parent = dir.fd().map_err(io)?;
+        let stat = match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(s) => s,
+            Err(Errno::NOENT) => continue,
+            Err(e) => return Err(io(e)),
+        };
+        usage.bytes = usage.bytes.saturating_add(allocated(&stat));
+        if Kind::of_mode(stat.st_mode) != Kind::Dir {
+            continue;
+        }
+        if depth >= MAX_USAGE_DEPTH {
+            usage.too_deep = true;
+            continue;
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        match rustix::fs::openat(parent, name, flags, Mode::empty()) {
+            Ok(fd) => stack.push(rustix::fs::Dir::new(fd).map_err(io)?),
+            // Gone, or replaced by something else since its stat.
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    Ok(usage)
+}
+
+/// The bytes an entry occupies: its blocks and its inode.
+fn allocated(stat: &rustix::fs::Stat) -> u64 {
+    u64::try_from(stat.st_blocks)
+        .unwrap_or(0)
+        .saturating_mul(512)
+        .saturating_add(INODE_BYTES)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -609,5 +690,45 @@ mod tests {
         tables.rename_to("evil", &target, "evil").unwrap();
         assert_eq!(target.kind_of("evil").unwrap(), Kind::Symlink);
         assert!(host.path().join("canary").exists());
+    }
+
+    #[test]
+    fn disk_usage_counts_blocks_and_entries_and_follows_no_link() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("tree");
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        let empty = disk_usage(&root).unwrap();
+        assert!(!empty.too_deep);
+        fs::write(root.join("a/b/big"), vec![7u8; 1 << 20]).unwrap();
+        fs::write(root.join("a/small"), b"x").unwrap();
+        // A link to a large tree outside is counted as the link, not what it names.
+        let outside = d.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("huge"), vec![1u8; 4 << 20]).unwrap();
+        symlink(&outside, root.join("a/out")).unwrap();
+        let used = disk_usage(&root).unwrap();
+        let grown = used.bytes - empty.bytes;
+        assert!(
+            ((1 << 20) + 3 * INODE_BYTES..(1 << 20) + (64 << 10)).contains(&grown),
+            "{grown}"
+        );
+        // The top must be a directory, not a link to one.
+        symlink(&root, d.path().join("link")).unwrap();
+        assert!(disk_usage(&d.path().join("link")).is_err());
+    }
+
+    #[test]
+    fn disk_usage_stops_at_its_depth_and_says_so() {
+        let d = tempfile::tempdir().unwrap();
+        let top = d.path().join("tree");
+        fs::create_dir(&top).unwrap();
+        // Made through handles: the whole path would pass PATH_MAX.
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let mut fd = rustix::fs::open(&top, flags, Mode::empty()).unwrap();
+        for _ in 0..MAX_USAGE_DEPTH + 5 {
+            rustix::fs::mkdirat(&fd, "d", Mode::from_raw_mode(0o755)).unwrap();
+            fd = rustix::fs::openat(&fd, "d", flags, Mode::empty()).unwrap();
+        }
+        assert!(disk_usage(&top).unwrap().too_deep);
     }
 }

@@ -330,6 +330,7 @@ impl Isolated {
             .env_remove("XDG_RUNTIME_DIR")
             .env_remove("DOCKER_CONFIG")
             .env_remove("REGISTRY_AUTH_FILE")
+            .env("BERTH_SYSTEM_SIGNATURE_POLICY", common::NO_SYSTEM_POLICY)
             .env("RUST_LOG", "berth=debug");
         c
     }

@@ -310,6 +310,16 @@ static void namespaces(void) {
     said("unshare files", unshare(CLONE_FILES | CLONE_FS));
 }
 
+/* The kernel's keyrings and its log: shared with the host, not namespaced. */
+static void keys(void) {
+    said("keyctl", syscall(SYS_keyctl, 0 /* GET_KEYRING_ID */, -3 /* session */, 1));
+    said("add_key", syscall(SYS_add_key, "user", "berth-probe", "secret", 6, -2 /* process */));
+    said("request_key", syscall(SYS_request_key, "user", "berth-probe", NULL, 0));
+    char log[64];
+    said("syslog size", syscall(SYS_syslog, 10 /* SIZE_BUFFER */, NULL, 0));
+    said("syslog read", syscall(SYS_syslog, 3 /* READ_ALL */, log, sizeof log));
+}
+
 /* getpid through another architecture's entry point, in a child: how it ended. */
 static void entry(const char *what, int x32) {
     pid_t p = fork();
@@ -333,6 +343,8 @@ int main(int argc, char **argv) {
         said("ptrace", ptrace(PTRACE_ATTACH, atoi(argv[2]), 0, 0));
     } else if (argc == 2 && strcmp(argv[1], "namespaces") == 0) {
         namespaces();
+    } else if (argc == 2 && strcmp(argv[1], "keys") == 0) {
+        keys();
     } else if (argc == 2 && strcmp(argv[1], "entries") == 0) {
         entry("int80", 0);
         entry("x32", 1);
@@ -672,6 +684,110 @@ fn filling_a_tmpfs_past_the_memory_limit_is_out_of_memory() {
 }
 
 // ---------------------------------------------------------------------------------------
+// 2b. Disk
+
+/// A component that writes a table and a state (which must not reach storage), then runs
+/// `writes`, prints `wrote`, and waits far longer than berth measures.
+fn disk_writer(name: &str, writes: &str) -> BuiltImage {
+    script_image(
+        &format!("disk-{name}"),
+        &format!(
+            "mkdir -p /var\nprintf 'a\\n1\\n' > /data/out/tables/t.csv\n\
+             echo '{{\"seen\": true}}' > /data/out/state.json\n\
+             {writes}\necho wrote\nsleep 100; echo STILL-RUNNING"
+        ),
+    )
+}
+
+#[test]
+fn writing_past_the_disk_limit_in_out_the_rootfs_or_tmp_stops_the_component() {
+    require_env!();
+    // 40 MB against a limit of 20m: four files of 10 MB where it may write — /data/out,
+    // its root filesystem (the overlay's upper directory), /tmp — or one file of 40 MB,
+    // which the kernel cuts at 20 MB (RLIMIT_FSIZE: dd dies of SIGXFSZ, 128+25).
+    let four = |target: &str| {
+        format!(
+            "for i in 1 2 3 4; do dd if=/dev/zero of={target}.$i bs=1M count=10 2>/dev/null; \
+             echo \"dd: $?\"; done"
+        )
+    };
+    let b = Berth::new();
+    let mut ended = Vec::new();
+    for (name, writes, dd) in [
+        ("out", four("/data/out/files/fill"), "0"),
+        ("rootfs", four("/var/fill"), "0"),
+        ("tmp", four("/tmp/fill"), "0"),
+        (
+            "one",
+            "dd if=/dev/zero of=/tmp/one bs=1M count=40 2>/dev/null; echo \"dd: $?\"".to_owned(),
+            "153",
+        ),
+    ] {
+        let img = disk_writer(name, &writes);
+        let limits = json!({"disk": "20m", "process_timeout": 60});
+        let end = run(&b, &job(&img.reference, limits, json!({})));
+        assert!(
+            reported(&end.output, "dd: ").iter().all(|d| *d == dd),
+            "{name}: {}",
+            end.output
+        );
+        assert_said(&end.output, "wrote");
+        assert!(
+            !end.output.contains("STILL-RUNNING"),
+            "{name}: {}",
+            end.output
+        );
+        assert_eq!(end.status, 1, "{name}: {}", end.output);
+        assert_eq!(end.result["error_class"], "user", "{name}");
+        assert_eq!(end.result["exit_code"], 137, "{name}: killed");
+        let message = end.result["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(
+                "component acme.test wrote more than its disk limit of 20m (/data, /tmp and \
+                 its root filesystem together): "
+            ),
+            "{name}: {message}"
+        );
+        assert_eq!(end.result["cage"]["disk_limit"], "20m");
+        ended.push(job_id(&end.result));
+    }
+    // Nothing reached storage: no table, no state.
+    let tables = b.run_cmd(&["storage", "tables"]);
+    assert_eq!(tables.status, 0, "{}", tables.stderr);
+    assert!(!tables.stdout.contains(".t"), "{}", tables.stdout);
+    let state = b.run_cmd(&["state", "show", "acme.test", "42"]);
+    assert!(
+        state.stderr.contains("no state is stored for acme.test/42"),
+        "{}{}",
+        state.stdout,
+        state.stderr
+    );
+    let ids: Vec<&str> = ended.iter().map(String::as_str).collect();
+    b.assert_clean(&ids);
+}
+
+#[test]
+fn no_single_allocation_passes_the_disk_limit_and_less_is_the_components() {
+    require_env!();
+    // One fallocate of 1 GB would take the disk at once, between two measurements: the
+    // kernel refuses it (RLIMIT_FSIZE), and nothing is written. Under its limit, the
+    // component writes what it likes.
+    let img = script_image(
+        "disk-under",
+        "fallocate -l 1G /tmp/big 2>/dev/null; echo \"fallocate: $?\"\n\
+         echo \"big: $(ls /tmp/big 2>/dev/null | wc -l)\"\n\
+         dd if=/dev/zero of=/tmp/fill bs=1M count=10 2>/dev/null && \
+         dd if=/dev/zero of=/data/out/files/fill bs=1M count=5 2>/dev/null && echo WROTE",
+    );
+    let b = Berth::new();
+    let end = run(&b, &job(&img.reference, json!({"disk": "20m"}), json!({})));
+    assert_success(&end);
+    assert_eq!(said(&end.output, "fallocate: "), "153", "{}", end.output);
+    assert_said(&end.output, "WROTE");
+    b.assert_clean(&[&job_id(&end.result)]);
+}
+
+// ---------------------------------------------------------------------------------------
 // 3. Network
 
 /// The host's IPv4 addresses besides loopback.
@@ -933,6 +1049,34 @@ fn system_calls_through_32_bit_entry_points_kill_the_caller() {
         "{}",
         end.output
     );
+    b.assert_clean(&[&job_id(&end.result)]);
+}
+
+#[test]
+fn keyrings_and_the_kernel_log_are_refused() {
+    require_env!();
+    let Some(probe) = probe() else { return };
+    // The kernel's keyrings are not namespaced (a key a component adds lives in the host's
+    // kernel), nor is its log. podman's profile allows keyctl and syslog; berth refuses
+    // them, as Docker's profile does, with EPERM.
+    let img = probe_image("keys", "/probe keys", probe);
+    let b = Berth::new();
+    let end = run(&b, &job(&img.reference, json!({}), json!({})));
+    assert_success(&end);
+    for call in [
+        "keyctl",
+        "add_key",
+        "request_key",
+        "syslog size",
+        "syslog read",
+    ] {
+        assert_eq!(
+            said(&end.output, &format!("{call}: ")),
+            "Operation not permitted",
+            "{}",
+            end.output
+        );
+    }
     b.assert_clean(&[&job_id(&end.result)]);
 }
 

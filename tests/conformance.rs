@@ -118,6 +118,7 @@ impl Project {
             .arg(shared_cache())
             .args(["--retries", "0"])
             .env_remove("RUST_LOG")
+            .env("BERTH_SYSTEM_SIGNATURE_POLICY", common::NO_SYSTEM_POLICY)
             .env("BERTH_STACK_ID", self.stack.unwrap_or(""));
         c
     }

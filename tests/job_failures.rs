@@ -328,6 +328,42 @@ fn a_failed_second_row_discards_the_first_rows_outputs_and_state() {
 }
 
 #[test]
+fn a_component_that_leaves_more_than_its_disk_limit_fails_and_changes_nothing() {
+    let f = fixture();
+    let host = FakeHost::default();
+    // It writes a table and a state, and 12 MB in out/files, then exits 0: the runtime's
+    // last measurement finds it past its 5m.
+    let runtime = FakeRuntime::new(|data: &std::path::Path| {
+        fs::write(data.join("out/tables/t.csv"), "a\n1\n").unwrap();
+        fs::write(data.join("out/state.json"), r#"{"seen": true}"#).unwrap();
+        fs::write(data.join("out/files/big"), vec![1u8; 12_000_000]).unwrap();
+        outcome(0)
+    });
+    let component = json!({"component": {
+        "id": "acme.fake", "image": f.image, "network": "none", "disk": "5m"
+    }});
+    let r = run(&f, &host, &runtime, &job(&f, component));
+    assert_eq!(r.error_class, Some(ErrorClass::User), "{}", r.message);
+    assert!(
+        r.message.starts_with(
+            "component acme.fake wrote more than its disk limit of 5m (/data, /tmp and its \
+             root filesystem together): 12.0m"
+        ),
+        "{}",
+        r.message
+    );
+    assert_eq!(serde_json::to_value(&r.cage).unwrap()["disk_limit"], "5m");
+    assert_eq!(snapshot(&f), untouched());
+    let state = storage(&f.settings).state(&berth::storage::StateKey {
+        component: "acme.fake".into(),
+        config: "7".into(),
+        row: None,
+    });
+    assert_eq!(state.unwrap(), None);
+    assert_nothing_left(&f, &host, &runtime);
+}
+
+#[test]
 fn limits_the_host_cannot_enforce_are_named_in_the_result() {
     let f = fixture();
     let host = FakeHost {
@@ -350,30 +386,58 @@ fn limits_the_host_cannot_enforce_are_named_in_the_result() {
 }
 
 #[test]
-fn strict_limits_refuse_a_host_that_cannot_enforce_them() {
+fn cgroup_v2_device_rules_are_named_unenforced_and_strict_limits_refuse() {
     let f = fixture();
     let host = FakeHost {
-        no_cgroups: true,
+        cgroup_v2: true,
         ..Default::default()
     };
     let runtime = FakeRuntime::exiting(0);
+    let r = run(&f, &host, &runtime, &job(&f, json!({})));
+    assert_eq!(r.error_class, None, "{}", r.message);
+    let cage = serde_json::to_value(r.cage).unwrap();
+    assert_eq!(
+        cage["unenforced"],
+        json!(["device rules (cgroup v2 needs libcontainer's eBPF device filter, not built in)"])
+    );
+    assert_nothing_left(&f, &host, &runtime);
+    assert_strict_limits_refuse(
+        &f,
+        &host,
+        "--strict-limits: this host cannot enforce the device rules (cgroup v2",
+    );
+}
+
+/// A job under `--strict-limits` on `host` fails as berth's, its message starting with
+/// `refusal`, before any container, leaving storage and the home as they were.
+fn assert_strict_limits_refuse(f: &Fixture, host: &FakeHost, refusal: &str) {
+    let runtime = FakeRuntime::exiting(0);
     let svc = Services {
-        host: &host,
+        host,
         runtime: &runtime,
     };
     let options = RunOptions {
         strict_limits: true,
         ..Default::default()
     };
-    let r = berth::job::run(svc, &f.settings, &job(&f, json!({})), &options, &mut |_| {});
+    let r = berth::job::run(svc, &f.settings, &job(f, json!({})), &options, &mut |_| {});
     assert_eq!(r.error_class, Some(ErrorClass::Internal), "{}", r.message);
-    assert!(
-        r.message
-            .starts_with("--strict-limits: this host cannot enforce the memory limit"),
-        "{}",
-        r.message
-    );
+    assert!(r.message.starts_with(refusal), "{}", r.message);
     assert!(runtime.calls().is_empty(), "{:?}", runtime.calls());
-    assert_eq!(snapshot(&f), untouched());
-    assert_nothing_left(&f, &host, &runtime);
+    assert_eq!(snapshot(f), untouched());
+    assert_nothing_left(f, host, &runtime);
+}
+
+#[test]
+fn strict_limits_refuse_a_host_that_cannot_enforce_them() {
+    let f = fixture();
+    let host = FakeHost {
+        no_cgroups: true,
+        ..Default::default()
+    };
+    assert_strict_limits_refuse(
+        &f,
+        &host,
+        "--strict-limits: this host cannot enforce the memory limit",
+    );
 }

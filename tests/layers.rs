@@ -21,7 +21,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["contract", "host", "util", "interrupt", "confined"],
     ),
     ("bundle", &["contract", "host", "image", "util", "confined"]),
-    ("runtime", &["contract", "host", "util", "interrupt"]),
+    // runtime measures what a container writes (its disk cap) with confined's walker.
+    (
+        "runtime",
+        &["contract", "host", "util", "interrupt", "confined"],
+    ),
     ("secrets", &["contract", "util"]),
     (
         "mapping",

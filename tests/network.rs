@@ -10,9 +10,10 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,26 +68,47 @@ fn serve_on(listener: TcpListener, body: &str) -> Server {
 }
 
 /// A network namespace this test creates, joined to the host by a veth pair: the world
-/// outside that a bridge container reaches through the host. Removed when dropped.
+/// outside that a bridge container reaches through the host. Removed when dropped (with
+/// the veth pair and the host's routes through it).
+///
+/// ```text
+/// host  10.213.N.1/24, fd13:N::1/64  ──veth──  10.213.N.2/24, fd13:N::2/64  namespace
+///       routes 10.214.N.0/24 and 169.254.169.254 to the namespace, where its `lo` has
+///       10.214.N.1 (beyond the host's subnets: "the internet") and 169.254.169.254
+///       (a metadata service)
+/// ```
 struct Outside {
     name: String,
-    /// The namespace's own address.
-    addr: Ipv4Addr,
+    /// On the subnet attached to the host: its LAN.
+    lan: Ipv4Addr,
+    lan6: Ipv6Addr,
+    /// The host's own address on that subnet.
+    host: Ipv4Addr,
+    host6: Ipv6Addr,
+    /// Routed through the host, on no subnet of its own: the internet.
+    internet: Ipv4Addr,
+    /// The cloud metadata address, routed to the namespace (never to the real network).
+    metadata: Ipv4Addr,
+}
+
+fn ip(args: &str) {
+    let ok = Command::new("ip")
+        .args(args.split_whitespace())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ip {args}");
 }
 
 impl Outside {
-    fn create() -> Outside {
-        let n = (std::process::id() % 250) as u8 + 1;
+    /// `metadata`: also route 169.254.169.254 to the namespace (one test at a time may).
+    fn create(metadata: bool) -> Outside {
+        static NEXT: AtomicU8 = AtomicU8::new(0);
+        let n = u8::try_from(std::process::id() % 120).unwrap() * 2
+            + 1
+            + NEXT.fetch_add(1, Ordering::Relaxed) % 2;
         let name = format!("berth-out-{n}");
         let (host, ns) = (format!("bo{n}h"), format!("bo{n}n"));
-        let ip = |args: &str| {
-            let ok = Command::new("ip")
-                .args(args.split_whitespace())
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok, "ip {args}");
-        };
         let _ = Command::new("ip")
             .args(["netns", "del", &name])
             .stderr(std::process::Stdio::null())
@@ -95,21 +117,40 @@ impl Outside {
         ip(&format!(
             "link add {host} type veth peer name {ns} netns {name}"
         ));
-        ip(&format!("addr add 10.250.{n}.1/30 dev {host}"));
+        ip(&format!("addr add 10.213.{n}.1/24 dev {host}"));
+        ip(&format!("-6 addr add fd13:{n}::1/64 dev {host} nodad"));
         ip(&format!("link set {host} up"));
-        ip(&format!("-n {name} addr add 10.250.{n}.2/30 dev {ns}"));
+        ip(&format!("-n {name} addr add 10.213.{n}.2/24 dev {ns}"));
+        ip(&format!(
+            "-n {name} -6 addr add fd13:{n}::2/64 dev {ns} nodad"
+        ));
         ip(&format!("-n {name} link set {ns} up"));
         ip(&format!("-n {name} link set lo up"));
+        ip(&format!("-n {name} addr add 10.214.{n}.1/32 dev lo"));
+        ip(&format!("-n {name} route add default via 10.213.{n}.1"));
+        ip(&format!(
+            "route add 10.214.{n}.0/24 via 10.213.{n}.2 dev {host}"
+        ));
+        if metadata {
+            ip(&format!("-n {name} addr add 169.254.169.254/32 dev lo"));
+            ip(&format!(
+                "route add 169.254.169.254/32 via 10.213.{n}.2 dev {host}"
+            ));
+        }
         Outside {
             name,
-            addr: Ipv4Addr::new(10, 250, n, 2),
+            lan: Ipv4Addr::new(10, 213, n, 2),
+            lan6: format!("fd13:{n}::2").parse().unwrap(),
+            host: Ipv4Addr::new(10, 213, n, 1),
+            host6: format!("fd13:{n}::1").parse().unwrap(),
+            internet: Ipv4Addr::new(10, 214, n, 1),
+            metadata: Ipv4Addr::new(169, 254, 169, 254),
         }
     }
 
     /// A server inside the namespace: a thread joins it to bind, then the listener stays.
-    fn serve(&self, body: &str) -> Server {
+    fn serve(&self, addr: IpAddr, body: &str) -> Server {
         let ns = std::fs::File::open(format!("/run/netns/{}", self.name)).unwrap();
-        let addr = self.addr;
         let listener = std::thread::spawn(move || {
             nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
             TcpListener::bind((addr, 0)).unwrap()
@@ -122,7 +163,7 @@ impl Outside {
 
 impl Drop for Outside {
     fn drop(&mut self) {
-        // Deleting the namespace deletes the veth pair with it.
+        // Deleting the namespace deletes the veth pair, and the routes through it.
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
@@ -191,14 +232,14 @@ fn pastas_gone(b: &Berth, limit: Duration) -> Vec<(i32, i32)> {
 #[test]
 fn bridge_reaches_out_but_not_the_hosts_loopback_and_none_reaches_nothing() {
     require_env!();
-    let outside = Outside::create();
+    let outside = Outside::create(false);
     let token = format!("payload-{:x}", std::process::id());
-    let far = outside.serve(&token);
+    let far = outside.serve(outside.internet.into(), &token);
     let near = serve("the host's loopback");
     let gw = host_gateway();
     let script = format!(
         "{}\n{}",
-        reach_script(outside.addr, far.port),
+        reach_script(outside.internet, far.port),
         reach_script(gw, near.port)
             .replace("GOT", "LOCAL")
             .replace("FAILED", "NOLOCAL")
@@ -240,6 +281,133 @@ fn bridge_reaches_out_but_not_the_hosts_loopback_and_none_reaches_nothing() {
     assert_eq!(far.peers.lock().unwrap().len(), peers.len());
     assert!(pastas_of(&b).is_empty(), "{:?}", pastas_of(&b));
     b.assert_clean(&[&bridged, &job_id(&r.json())]);
+}
+
+/// A server of the test's at `addr` (in the host's namespace, or the outside's), and the
+/// line the component prints about reaching it.
+struct Target {
+    name: &'static str,
+    url: String,
+    server: Server,
+    body: String,
+}
+
+fn target(name: &'static str, addr: IpAddr, outside: Option<&Outside>) -> Target {
+    let body = format!("{name}-{:x}", std::process::id());
+    let server = match outside {
+        Some(o) => o.serve(addr, &body),
+        None => serve_on(TcpListener::bind((addr, 0)).unwrap(), &body),
+    };
+    let host = match addr {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    };
+    Target {
+        name,
+        url: format!("http://{host}:{}/", server.port),
+        server,
+        body,
+    }
+}
+
+/// Fetches from each target, then lists the fence's rules and tries to delete one.
+fn fence_script(targets: &[Target]) -> String {
+    let script: String = targets
+        .iter()
+        .map(|t| {
+            format!(
+                "if timeout 10 wget -q -O /tmp/got {} 2>/tmp/err; then echo \"{} GOT $(cat /tmp/got)\"; \
+                 else echo \"{} FAILED $(cat /tmp/err)\"; fi\n",
+                t.url, t.name, t.name
+            )
+        })
+        .collect();
+    // The rules themselves, as the container sees them (it cannot change them).
+    format!(
+        "{script}echo \"RULES $(ip rule | grep -c prohibit)\"\n\
+         echo \"RULES6 $(ip -6 rule | grep -c prohibit)\"\n\
+         echo \"DNS $(ip rule | grep -c 'to 169.254.1.1 lookup main')\"\n\
+         ip rule del prio 110 2>/dev/null; echo \"DEL $?\"\n"
+    )
+}
+
+#[test]
+fn bridge_is_fenced_off_the_host_and_its_networks_unless_the_operator_allows() {
+    require_env!();
+    let outside = Outside::create(true);
+    let targets = [
+        target("internet", outside.internet.into(), Some(&outside)),
+        target("lan", outside.lan.into(), Some(&outside)),
+        target("lan6", outside.lan6.into(), Some(&outside)),
+        target("metadata", outside.metadata.into(), Some(&outside)),
+        target("host", outside.host.into(), None),
+        target("host6", outside.host6.into(), None),
+    ];
+    let img = script_image("fence", &fence_script(&targets));
+    let b = Berth::new();
+    let path = b.write_job(&job(
+        &img.reference,
+        json!({"network": "bridge"}),
+        json!({}),
+    ));
+
+    // By default: the internet only. Everything else is refused inside the container's
+    // namespace (EACCES from a prohibit rule: no packet leaves, nothing waits).
+    let r = b.run_cmd(&["run", "--json", path.to_str().unwrap()]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(
+        line(&r.stderr, "internet GOT"),
+        targets[0].body,
+        "{}",
+        r.stderr
+    );
+    for t in &targets[1..] {
+        let failed = line(&r.stderr, &format!("{} FAILED", t.name));
+        assert!(
+            failed.contains("Permission denied"),
+            "{}: {}",
+            t.name,
+            r.stderr
+        );
+        assert!(
+            t.server.peers.lock().unwrap().is_empty(),
+            "{} was reached",
+            t.name
+        );
+    }
+    // At least the host's two v4 and two v6 addresses with their subnets, link-local space
+    // and AWS's v6 metadata address; the DNS forwarder let through; the container's
+    // attempt to delete a rule refused.
+    let rules: usize = line(&r.stderr, "RULES").parse().unwrap();
+    assert!(rules >= 5, "{}", r.stderr);
+    let rules6: usize = line(&r.stderr, "RULES6").parse().unwrap();
+    assert!(rules6 >= 6, "{}", r.stderr);
+    assert_eq!(line(&r.stderr, "DNS"), "1", "{}", r.stderr);
+    assert_ne!(line(&r.stderr, "DEL"), "0", "{}", r.stderr);
+    let result = r.json();
+    assert!(result["cage"].get("host_access").is_none(), "{result}");
+    let fenced = job_id(&result);
+
+    // The operator's flag lifts the fence: every server answers.
+    let r = b.run_cmd(&[
+        "run",
+        "--json",
+        "--allow-host-access",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    for t in &targets {
+        assert_eq!(
+            line(&r.stderr, &format!("{} GOT", t.name)),
+            t.body,
+            "{}",
+            r.stderr
+        );
+        assert!(!t.server.peers.lock().unwrap().is_empty(), "{}", t.name);
+    }
+    let result = r.json();
+    assert_eq!(result["cage"]["host_access"], true, "{result}");
+    b.assert_clean(&[&fenced, &job_id(&result)]);
 }
 
 #[test]
@@ -509,6 +677,18 @@ mod fakes {
         berth::job::run(svc, settings, job, &RunOptions::default(), &mut |_| {})
     }
 
+    /// The networks the job asked the runtime for, in order.
+    fn asked_networks(runtime: &FakeRuntime) -> Vec<Network> {
+        runtime
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                RuntimeCall::Run { network, .. } => Some(network),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn each_mode_asks_for_its_network() {
         let dir = tempfile::tempdir().unwrap();
@@ -521,15 +701,65 @@ mod fakes {
             let runtime = FakeRuntime::exiting(0);
             let result = run(&settings, &runtime, &job(&image, mode));
             assert_eq!(result.status, Status::Success, "{mode}: {}", result.message);
-            let asked: Vec<Network> = runtime
-                .calls()
-                .into_iter()
-                .filter_map(|c| match c {
-                    RuntimeCall::Run { network, .. } => Some(network),
-                    _ => None,
-                })
-                .collect();
-            assert_eq!(asked, [network], "{mode}");
+            assert_eq!(asked_networks(&runtime), [network], "{mode}");
+        }
+    }
+
+    #[test]
+    fn the_operators_flag_asks_for_a_bridge_without_the_fence() {
+        let dir = tempfile::tempdir().unwrap();
+        let (settings, image) = settings_with_image(dir.path());
+        let host = FakeHost::default();
+        let options = RunOptions {
+            allow_host_access: true,
+            ..RunOptions::default()
+        };
+        for (mode, network) in [
+            ("bridge", Network::OutboundToHost),
+            ("none", Network::Loopback),
+        ] {
+            let runtime = FakeRuntime::exiting(0);
+            let svc = Services {
+                host: &host,
+                runtime: &runtime,
+            };
+            let result = berth::job::run(svc, &settings, &job(&image, mode), &options, &mut |_| {});
+            assert_eq!(result.status, Status::Success, "{}", result.message);
+            assert_eq!(asked_networks(&runtime), [network], "{mode}");
+            // The result says so only where it changed something.
+            let cage = serde_json::to_value(result.cage).unwrap();
+            assert_eq!(
+                cage.get("host_access").is_some(),
+                mode == "bridge",
+                "{cage}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_action_asks_for_the_fence_unless_the_operator_lifts_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (settings, image) = settings_with_image(dir.path());
+        let job = json!({
+            "component": {"id": "acme.fake", "image": image, "network": "bridge",
+                          "synchronous_actions": ["probe"]},
+            "configuration": {"parameters": {}}
+        });
+        let job = JobFile::parse(&serde_json::to_vec(&job).unwrap()).unwrap();
+        let host = FakeHost::default();
+        for (allow, network) in [(false, Network::Outbound), (true, Network::OutboundToHost)] {
+            let runtime = FakeRuntime::new(|_| {
+                let mut o = berth::runtime::fake::outcome(0);
+                o.stdout_tail = "{\"ok\": true}".to_owned();
+                o
+            });
+            let svc = Services {
+                host: &host,
+                runtime: &runtime,
+            };
+            let answer = berth::job::action(svc, &settings, &job, "probe", allow).unwrap();
+            assert_eq!(answer, json!({"ok": true}));
+            assert_eq!(asked_networks(&runtime), [network], "{allow}");
         }
     }
 

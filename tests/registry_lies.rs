@@ -52,6 +52,11 @@ enum Body {
         len: u64,
         declared: bool,
     },
+    /// Declares all of `data`, then sends it a byte at a time, one every `every`.
+    Trickle {
+        data: Vec<u8>,
+        every: std::time::Duration,
+    },
 }
 
 struct Reply {
@@ -142,6 +147,7 @@ fn send_reply(
         Body::Bytes(b) => Some(b.len() as u64),
         Body::Cut { data, .. } => Some(data.len() as u64),
         Body::Endless { len, declared } => declared.then_some(*len),
+        Body::Trickle { data, .. } => Some(data.len() as u64),
     };
     let mut head = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", reply.status);
     if let Some(l) = length {
@@ -162,6 +168,14 @@ fn send_reply(
         Body::Cut { data, after } => {
             let _ = stream.write_all(&data[..after]);
             let _ = stream.flush();
+        }
+        Body::Trickle { data, every } => {
+            for b in data {
+                if stream.write_all(&[b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(every);
+            }
         }
         Body::Endless { len, .. } => {
             let chunk = vec![b' '; 64 << 10];
@@ -303,6 +317,17 @@ fn pull_with(
     args: &[&str],
 ) -> (i32, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
+    let (status, stderr) = pull_in(&dir, reg, reference, args);
+    (status, stderr, dir)
+}
+
+/// [`pull_with`], with its home and cache in `dir`.
+fn pull_in(
+    dir: &tempfile::TempDir,
+    reg: &FakeRegistry,
+    reference: &str,
+    args: &[&str],
+) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["--home"])
         .arg(dir.path().join("home"))
@@ -311,6 +336,7 @@ fn pull_with(
         .args(args)
         .args(["-q", "pull", &format!("{}/{reference}", reg.addr)])
         .env("HOME", dir.path())
+        .env("BERTH_SYSTEM_SIGNATURE_POLICY", common::NO_SYSTEM_POLICY)
         .env_remove("XDG_RUNTIME_DIR")
         .env_remove("DOCKER_CONFIG")
         .env_remove("REGISTRY_AUTH_FILE")
@@ -319,7 +345,6 @@ fn pull_with(
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
-        dir,
     )
 }
 
@@ -469,6 +494,7 @@ fn server_errors_are_retried_then_reported() {
             &format!("{}/acme/down:1.0", reg.addr),
         ])
         .env("RUST_LOG", "berth=warn")
+        .env("BERTH_SYSTEM_SIGNATURE_POLICY", common::NO_SYSTEM_POLICY)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
@@ -727,6 +753,17 @@ fn a_resumed_blob_is_verified_from_its_first_byte() {
     );
 }
 
+/// Asserts berth hung up long before the end of a 100 MB `Body::Endless` (its length
+/// `declared` or not): what the fake sent fits in socket buffers plus a cap.
+fn assert_hung_up_early(reg: &FakeRegistry, declared: bool) {
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let sent = reg.sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        sent < 24 << 20,
+        "the fake sent {sent} bytes (declared: {declared})"
+    );
+}
+
 /// Serves a manifest of 100 MB, made as it is sent, for `acme/huge@…`.
 fn huge_manifest(reg: &FakeRegistry, declared: bool) -> String {
     let digest = format!("sha256:{}", "ab".repeat(32));
@@ -756,14 +793,7 @@ fn a_huge_manifest_is_refused_without_reading_it() {
                 && stderr.contains("more than the cap"),
             "{stderr}"
         );
-        // berth hung up long before the end: what the fake sent fits in socket buffers
-        // plus the cap.
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        let sent = reg.sent.load(std::sync::atomic::Ordering::SeqCst);
-        assert!(
-            sent < 24 << 20,
-            "the fake sent {sent} bytes (declared: {declared})"
-        );
+        assert_hung_up_early(&reg, declared);
         assert_eq!(stored(&dir, "blobs/sha256"), 0);
     }
 }
@@ -844,4 +874,239 @@ fn a_registry_that_ignores_the_range_sends_the_blob_again_from_the_start() {
             .any(|r| r.path == path && r.header("range").is_some())
     );
     assert_eq!(stored(&dir, "stacks"), 1);
+}
+
+#[test]
+fn a_challenge_from_where_a_redirect_led_gets_no_credentials() {
+    // The registry sends the blob to "storage" on another port; storage answers 401 with a
+    // challenge whose realm is its own. Answering it would hand the registry's credentials
+    // (or a token asked for with them) to storage.
+    for scheme in ["Bearer", "Basic"] {
+        let reg = FakeRegistry::start();
+        let storage = FakeRegistry::start();
+        let (layer, diff) = layer();
+        let digest = reg.image("acme/elsewhere", &layer, &diff, None);
+        let blob = format!("/v2/acme/elsewhere/blobs/{digest}");
+        let target = format!("http://{}/storage/{digest}", storage.addr);
+        reg.handle(move |r| {
+            (r.path == blob).then(|| {
+                Reply::new(
+                    307,
+                    &[("Location", target.as_str())],
+                    Body::Bytes(Vec::new()),
+                )
+            })
+        });
+        let realm = format!("http://{}/token", storage.addr);
+        storage.handle(move |r| {
+            if r.path.starts_with("/token") {
+                let token = br#"{"token": "stolen"}"#.to_vec();
+                return Some(Reply::new(200, &[], Body::Bytes(token)));
+            }
+            let challenge = match scheme {
+                "Bearer" => format!(r#"Bearer realm="{realm}",service="storage""#),
+                _ => r#"Basic realm="storage""#.to_owned(),
+            };
+            Some(Reply::new(
+                401,
+                &[("WWW-Authenticate", challenge.as_str())],
+                Body::Bytes(Vec::new()),
+            ))
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let authfile = dir.path().join("auth.json");
+        std::fs::write(
+            &authfile,
+            json!({"auths": {reg.addr.clone(): {"auth": b64("alice:wonderland")}}}).to_string(),
+        )
+        .unwrap();
+        let (status, stderr, dir) = pull_with(
+            &reg,
+            "acme/elsewhere:1.0",
+            &["--retries", "0", "--authfile", authfile.to_str().unwrap()],
+        );
+        assert_eq!(status, 3, "{scheme}: {stderr}");
+        assert!(
+            stderr.contains(&format!("http://{}/storage/{digest}", storage.addr))
+                && stderr.contains("asks for credentials"),
+            "{scheme}: {stderr}"
+        );
+        let at_storage = storage.requests();
+        assert!(
+            !at_storage.is_empty(),
+            "{scheme}: the redirect was not followed"
+        );
+        for r in &at_storage {
+            assert!(
+                !r.path.starts_with("/token"),
+                "{scheme}: berth asked storage's realm for a token: {at_storage:?}"
+            );
+            assert_eq!(
+                r.header("authorization"),
+                None,
+                "{scheme}: credentials went to storage: {}",
+                r.path
+            );
+        }
+        assert!(!stderr.contains("wonderland"), "{stderr}");
+        assert_eq!(stored(&dir, "stacks"), 0);
+    }
+}
+
+#[test]
+fn layers_declared_beyond_the_image_cap_are_refused_before_download() {
+    let reg = FakeRegistry::start();
+    let (layer, diff) = layer();
+    // The manifest declares a terabyte for a layer of a few hundred bytes.
+    let digest = reg.image("acme/terabyte", &layer, &diff, Some(1 << 40));
+    let (status, stderr, dir) = pull(&reg, "acme/terabyte:1.0");
+    assert_eq!(status, 3, "{stderr}");
+    assert!(
+        stderr.contains("its layers declare 1099511627776 bytes, more than the 34359738368"),
+        "{stderr}"
+    );
+    let hits = reg.hits.lock().unwrap().clone();
+    assert!(
+        !hits.iter().any(|h| h.contains(&digest)),
+        "the layer was fetched: {hits:?}"
+    );
+    assert_eq!(stored(&dir, "blobs/sha256"), 1, "only the manifest is kept");
+
+    // Under --max-image-bytes, an honest layer larger than the cap is refused the same way.
+    let (status, stderr, _dir) = pull_with(
+        &reg,
+        "acme/terabyte:1.0",
+        &["--retries", "0", "--max-image-bytes", "100"],
+    );
+    assert_eq!(status, 3, "{stderr}");
+    assert!(
+        stderr.contains("more than the 100 it may unpack to"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_blob_longer_than_declared_is_cut_off_as_it_streams() {
+    for declared in [false, true] {
+        let reg = FakeRegistry::start();
+        let (layer, diff) = layer();
+        let digest = reg.image("acme/long", &layer, &diff, None);
+        let path = format!("/v2/acme/long/blobs/{digest}");
+        reg.handle(move |r| {
+            (r.path == path).then(|| {
+                let body = Body::Endless {
+                    len: 100 << 20,
+                    declared,
+                };
+                Reply::new(200, &[], body)
+            })
+        });
+        let (status, stderr, dir) = pull(&reg, "acme/long:1.0");
+        assert_eq!(status, 3, "{stderr}");
+        assert!(
+            stderr.contains(&format!("blob {digest} has the wrong size")),
+            "{stderr}"
+        );
+        if declared {
+            assert!(
+                stderr.contains("got 104857600 (its Content-Length)"),
+                "{stderr}"
+            );
+        }
+        assert_hung_up_early(&reg, declared);
+        assert_eq!(stored(&dir, "tmp"), 0);
+    }
+}
+
+#[test]
+fn a_registry_that_trickles_fails_at_the_pull_deadline() {
+    let reg = FakeRegistry::start();
+    let (layer, diff) = big_layer();
+    let digest = reg.image("acme/slow", &layer, &diff, None);
+    let path = format!("/v2/acme/slow/blobs/{digest}");
+    reg.handle(move |r| {
+        (r.path == path).then(|| {
+            let body = Body::Trickle {
+                data: layer.clone(),
+                every: std::time::Duration::from_millis(100),
+            };
+            Reply::new(200, &[], body)
+        })
+    });
+    let (status, stderr, dir) = pull_with(
+        &reg,
+        "acme/slow:1.0",
+        &["--retries", "0", "--pull-timeout", "2s"],
+    );
+    assert_eq!(status, 3, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the pull of {}/acme/slow:1.0 did not finish within 2s (--pull-timeout)",
+            reg.addr
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stored(&dir, "stacks"), 0);
+    assert_eq!(stored(&dir, "tmp"), 0, "a partial blob was left behind");
+}
+
+/// Holds the flock of `<dir>/cache/locks/NAME.lock`, as another berth would.
+fn hold_lock(dir: &tempfile::TempDir, name: &str) -> nix::fcntl::Flock<std::fs::File> {
+    let locks = dir.path().join("cache/locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let file = std::fs::File::create(locks.join(format!("{name}.lock"))).unwrap();
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap()
+}
+
+#[test]
+fn a_berth_waiting_on_another_berths_lock_gives_up_naming_it() {
+    let reg = FakeRegistry::start();
+    let (layer, diff) = layer();
+    let digest = reg.image("acme/locked", &layer, &diff, None);
+    let hex = digest.trim_start_matches("sha256:").to_owned();
+    let timeout = ["--retries", "0", "--pull-timeout", "2s"];
+
+    // Another berth is fetching the layer's blob, and never finishes.
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join(format!("cache/locks/blob-{hex}.lock"));
+    let held = hold_lock(&dir, &format!("blob-{hex}"));
+    let (status, stderr) = pull_in(&dir, &reg, "acme/locked:1.0", &timeout);
+    assert_eq!(status, 3, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "gave up waiting 2s for another berth fetching or unpacking blob {digest}: it holds \
+             the lock {}",
+            lock.display()
+        )),
+        "{stderr}"
+    );
+    drop(held);
+
+    // Another berth is unpacking the layer: its lock is named after the diff id (and the
+    // id range), as an honest pull shows.
+    let (status, stderr) = pull_in(&dir, &reg, "acme/locked:1.0", &timeout);
+    assert_eq!(status, 0, "{stderr}");
+    let diff_hex = diff.trim_start_matches("sha256:").to_owned();
+    let name = std::fs::read_dir(dir.path().join("cache/locks"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with(&diff_hex))
+        .unwrap()
+        .trim_end_matches(".lock")
+        .to_owned();
+    let fresh = tempfile::tempdir().unwrap();
+    let held = hold_lock(&fresh, &name);
+    let (status, stderr) = pull_in(&fresh, &reg, "acme/locked:1.0", &timeout);
+    assert_eq!(status, 3, "{stderr}");
+    let lock = fresh.path().join(format!("cache/locks/{name}.lock"));
+    assert!(
+        stderr.contains(&format!(
+            "another berth fetching or unpacking layer {diff}: it holds the lock {}",
+            lock.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stored(&fresh, "stacks"), 0);
+    drop(held);
 }

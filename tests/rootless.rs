@@ -109,7 +109,9 @@ impl Operator {
     /// berth as this operator, with none of root's environment either.
     fn command(&self) -> Command {
         let mut c = berth_as(self.uid, self.gid);
-        c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        c.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("BERTH_SYSTEM_SIGNATURE_POLICY", NO_SYSTEM_POLICY);
         c
     }
 
@@ -124,11 +126,7 @@ impl Operator {
             .current_dir(self.dir.path())
             .output()
             .unwrap();
-        Run {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from(out)
     }
 
     /// Runs a job with `--json` (plus `extra` flags) as this operator.
@@ -249,13 +247,74 @@ fn a_rootless_image_keeps_its_owners_in_the_subordinate_range() {
     assert_eq!(run.status, 0, "{}", run.stderr);
     // Inside, the image's own ids; on the host, the operator's range.
     assert!(run.stderr.contains("owner 1000:1000"), "{}", run.stderr);
-    let owned: Vec<u32> = walk(&op.home().join("cache"))
+    let owned: Vec<u32> = walk_tree(&op.home().join("cache"))
         .into_iter()
         .filter(|p| p.ends_with("app/owned"))
         .map(|p| fs::symlink_metadata(p).unwrap().uid())
         .collect();
     assert_eq!(owned, vec![op.subuid_start() + 999]);
     op.assert_clean();
+}
+
+/// An image whose layer has set-id files (root's, and another owner's) and a sticky
+/// directory; its command prints their modes as the container sees them.
+fn set_id_image() -> BuiltImage {
+    let mut spec =
+        ImageSpec::script("stat -c 'mode %n %a' /app/suid /app/sgid /app/theirs /app/tmp");
+    let file = |path: &str, mode: u32, id: u64| Entry::File {
+        path: path.into(),
+        data: b"#!/bin/sh\n".to_vec(),
+        mode,
+        uid: id,
+        gid: id,
+    };
+    spec.layers.push(gzip(&tar_of(&[
+        dir("app"),
+        file("app/suid", 0o4755, 0),
+        file("app/sgid", 0o2755, 0),
+        file("app/theirs", 0o6755, 1000),
+        Entry::Dir {
+            path: "app/tmp".into(),
+            mode: 0o1777,
+        },
+    ])));
+    push(&spec, &unique_repo("set-id"), "1.0")
+}
+
+/// The `mode PATH OCTAL` lines of a run, sorted.
+fn modes(stderr: &str) -> Vec<String> {
+    let mut lines: Vec<String> = stderr
+        .lines()
+        .filter_map(|l| l.split_once("mode /app/").map(|(_, m)| m.to_owned()))
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn a_rootless_image_keeps_its_set_id_bits_and_sticky_directories() {
+    require_rootless!();
+    let img = set_id_image();
+    let expected = ["sgid 2755", "suid 4755", "theirs 6755", "tmp 1777"];
+    let op = Operator::new("berth-rl", true, true);
+    let rootless = op.run_job(&job(&img.reference, json!({}), json!({})), &[]);
+    assert_eq!(rootless.status, 0, "{}", rootless.stderr);
+    assert_eq!(modes(&rootless.stderr), expected, "{}", rootless.stderr);
+    // As the layer store keeps them, too.
+    let stored: Vec<u32> = walk_tree(&op.home().join("cache/layers"))
+        .into_iter()
+        .filter(|p| p.ends_with("app/suid") || p.ends_with("app/theirs"))
+        .map(|p| fs::symlink_metadata(p).unwrap().mode() & 0o7777)
+        .collect();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(stored.iter().all(|m| m & 0o4000 != 0), "{stored:?}");
+    op.assert_clean();
+
+    // The same as root's (or the suite's operator's) berth.
+    let b = Berth::new();
+    let r = b.run_job(&job(&img.reference, json!({}), json!({})));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(modes(&r.stderr), modes(&rootless.stderr));
 }
 
 #[test]
@@ -393,23 +452,6 @@ fn setup_rootless_refuses_what_it_cannot_do() {
     assert!(
         String::from_utf8_lossy(&unknown.stderr).contains("no such user \"no-such-user-here\"")
     );
-}
-
-/// Every path below `root`, not following links.
-fn walk(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(p) = stack.pop() {
-        if let Ok(entries) = fs::read_dir(&p) {
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(e.path());
-                }
-                out.push(e.path());
-            }
-        }
-    }
-    out
 }
 
 #[test]

@@ -365,29 +365,37 @@ fn second_run_fetches_no_blob() {
     assert_eq!(first.status, 0, "{}", first.stderr);
     // The config and two layers.
     assert_eq!(first.json()["image"]["fetched_blobs"], 3);
-    let log_before = registry_blob_gets(&img.reference);
+    let log_before = registry_gets(&img.reference, "blobs");
     let second = b.run_job(&job(&img.reference, json!({}), json!({})));
     assert_eq!(second.status, 0, "{}", second.stderr);
     assert_eq!(second.json()["image"]["fetched_blobs"], 0);
     if let Some(before) = log_before {
         assert_eq!(
-            registry_blob_gets(&img.reference),
+            registry_gets(&img.reference, "blobs"),
             Some(before),
             "the registry served blobs again"
         );
     }
-    // A digest-pinned image that is stored needs no registry at all: name one where nothing
-    // listens, and it still runs.
-    let elsewhere = img.pinned().replace(&registry(), "127.0.0.1:9");
-    let r = b.run_job(&job(&elsewhere, json!({}), json!({})));
+    // A digest-pinned image stored under its repository needs no registry at all.
+    let asked_before = registry_gets(&img.reference, "");
+    let r = b.run_job(&job(&img.pinned(), json!({}), json!({})));
     assert_eq!(r.status, 0, "{}", r.stdout);
     assert_eq!(r.json()["image"]["fetched_blobs"], 0);
     assert_eq!(r.json()["image"]["digest"], img.digest.as_str());
+    assert_eq!(registry_gets(&img.reference, ""), asked_before);
+    // Its digest under a name the store never saw it by (here another registry, where
+    // nothing listens) is another image until that registry confirms it.
+    let elsewhere = img.pinned().replace(&registry(), "127.0.0.1:9");
+    let r = b.run_job(&job(&elsewhere, json!({}), json!({})));
+    assert_eq!(r.status, 3, "{}", r.stdout);
+    let message = r.json()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("127.0.0.1:9 is unreachable"), "{message}");
 }
 
-/// How many blob GETs the registry logged for this image's repository, if its log is known
-/// (`BERTH_TEST_REGISTRY_LOG`, set by scripts/test.sh).
-fn registry_blob_gets(reference: &str) -> Option<usize> {
+/// How many GETs under `what` (`blobs`, `manifests`, or "" for both) the registry logged
+/// for this image's repository, if its log is known (`BERTH_TEST_REGISTRY_LOG`, set by
+/// scripts/test.sh).
+fn registry_gets(reference: &str, what: &str) -> Option<usize> {
     let log = std::env::var("BERTH_TEST_REGISTRY_LOG").ok()?;
     let text = std::fs::read_to_string(log).ok()?;
     let repo = reference
@@ -397,7 +405,7 @@ fn registry_blob_gets(reference: &str) -> Option<usize> {
         .rsplit_once(':')
         .unwrap()
         .0;
-    let needle = format!("\"GET /v2/{repo}/blobs/");
+    let needle = format!("\"GET /v2/{repo}/{what}");
     Some(text.lines().filter(|l| l.contains(&needle)).count())
 }
 

@@ -2,12 +2,7 @@
 //! the run, masking of everything berth prints from the component (also a secret split
 //! across two writes of its stdout), states encrypted again, and the refusals.
 
-#![expect(clippy::unwrap_used, reason = "a test fails by panicking")]
-
 mod common;
-
-use std::io::Write;
-use std::process::Stdio;
 
 use common::*;
 use serde_json::{Value, json};
@@ -15,37 +10,6 @@ use serde_json::{Value, json};
 const PASSWORD: &str = "correct-horse-battery";
 const PLAIN: &str = "plain-value-9876";
 const STATE_SECRET: &str = "state-secret-value";
-
-/// `berth encrypt ARGS` with `input` on stdin.
-fn encrypt(b: &Berth, args: &[&str], input: &str) -> Run {
-    let mut child = b
-        .cmd()
-        .arg("encrypt")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    Run {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn encrypted(b: &Berth, args: &[&str], input: Value) -> Value {
-    let r = encrypt(b, args, &input.to_string());
-    assert_eq!(r.status, 0, "{}", r.stderr);
-    serde_json::from_str(&r.stdout).unwrap()
-}
 
 fn sha256_hex(s: &str) -> String {
     sha256(s.as_bytes())

@@ -654,3 +654,266 @@ fn a_missing_policy_file_is_the_users_error() {
     );
     assert_eq!(layer_gets(&img), 0);
 }
+
+/// A policy accepting anything but `repo` (a repository scope, `host/name`), which needs
+/// `key`'s signature.
+fn signed_repository_only(repo: &str, key: &Key) -> Value {
+    json!({"default": [{"type": "insecureAcceptAnything"}],
+           "transports": {"docker": {repo: sigstore(key, &json!({"type": "matchRepository"}))}}})
+}
+
+/// How many GETs of the signature manifest of `digest` in `repo` the registry logged.
+fn signature_gets(repo: &str, digest: &str) -> usize {
+    let log = std::env::var("BERTH_TEST_REGISTRY_LOG")
+        .unwrap_or_else(|_| "/var/tmp/berth-registry/registry.log".to_owned());
+    let text = fs::read_to_string(&log).unwrap();
+    let needle = format!(
+        "\"GET /v2/{repo}/manifests/{}.sig",
+        digest.replacen(':', "-", 1)
+    );
+    text.lines().filter(|l| l.contains(&needle)).count()
+}
+
+#[test]
+fn a_stored_digest_is_not_accepted_under_a_signed_repositorys_tag() {
+    require_env!();
+    let b = Berth::new();
+    let key = Key::new(b.dir.path(), "ops");
+    // One image pushed to an open repository and, unsigned, as a tag of a repository whose
+    // images must be signed: the same digest under both names.
+    let spec = ImageSpec::script("echo hello-from-impostor");
+    let open = push(&spec, &unique_repo("open"), "1.0");
+    let acme = push(&spec, &unique_repo("acme"), "1");
+    assert_eq!(open.digest, acme.digest);
+    let policy = write_policy(&b, &signed_repository_only(&repository(&acme), &key));
+    let r = pull(&b, &policy, &open.reference);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+
+    for reference in [acme.reference.clone(), acme.pinned()] {
+        let r = pull(&b, &policy, &reference);
+        assert_eq!(r.status, 1, "{reference} was accepted: {}", r.stderr);
+        assert!(r.stderr.contains(&reference), "{}", r.stderr);
+        assert!(r.stderr.contains(policy.to_str().unwrap()), "{}", r.stderr);
+        assert!(r.stderr.contains("has no signature"), "{}", r.stderr);
+    }
+    // The store holds the bytes, but no record of them under acme's name.
+    let images = b.run_cmd(&["images"]);
+    assert!(
+        !images.stdout.contains(&repository(&acme)),
+        "{}",
+        images.stdout
+    );
+}
+
+#[test]
+fn a_configuration_cannot_run_a_stored_image_under_a_signed_components_name() {
+    require_env!();
+    let b = Berth::new();
+    let key = Key::new(b.dir.path(), "ops");
+    let acme = image("component");
+    push_signature(&acme, &key, &payload(&repository(&acme), &acme.digest));
+    // Any image the store holds, from anywhere: here one that shows what it was given.
+    let impostor = push(
+        &ImageSpec::script("echo IMPOSTOR-RAN; cat /data/config.json"),
+        &unique_repo("impostor"),
+        "1.0",
+    );
+    let policy = write_policy(&b, &signed_repository_only(&repository(&acme), &key));
+    assert_eq!(pull(&b, &policy, &impostor.reference).status, 0);
+
+    let image_parameters = encrypted(
+        &b,
+        &["--component", "acme.test", "--scope", "component"],
+        json!({"#api_key": "component-key-123"}),
+    );
+    let mut j = job(&acme.reference, json!({}), json!({}));
+    j["component"]["image_parameters"] = image_parameters;
+    let mut by_configuration = j.clone();
+    by_configuration["configuration"]["runtime"] = json!({"image_tag": impostor.digest});
+    let cases = [
+        ("runtime.image_tag", by_configuration, vec![]),
+        ("--tag", j.clone(), vec!["--tag", impostor.digest.as_str()]),
+    ];
+    let pinned = format!("{}@{}", repository(&acme), impostor.digest);
+    for (how, job, extra) in cases {
+        let path = b.write_job(&job);
+        let mut args = vec![
+            "--signature-policy",
+            policy.to_str().unwrap(),
+            "run",
+            "--json",
+        ];
+        args.extend(extra);
+        args.push(path.to_str().unwrap());
+        let r = b.run_cmd(&args);
+        assert_eq!(r.status, 1, "{how}: {}\n{}", r.stdout, r.stderr);
+        let result = r.json();
+        assert_eq!(result["error_class"], "user", "{how}");
+        assert_eq!(result["exit_code"], Value::Null, "{how}: a container ran");
+        let message = result["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!(
+                "image {pinned} is refused by the signature policy"
+            )) && message.contains("has no signature"),
+            "{how}: {message}"
+        );
+        let all = format!("{}{}", r.stdout, r.stderr);
+        assert!(!all.contains("IMPOSTOR-RAN"), "{how}: the impostor ran");
+        assert!(!all.contains("component-key-123"), "{how}");
+    }
+
+    // The component's own image runs, as signed.
+    let path = b.write_job(&j);
+    let r = b.run_cmd(&[
+        "--signature-policy",
+        policy.to_str().unwrap(),
+        "run",
+        "--json",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("hello-from-component"), "{}", r.stderr);
+}
+
+#[test]
+fn a_pinned_digest_never_seen_in_its_repository_is_confirmed_with_the_registry() {
+    require_env!();
+    let b = Berth::new();
+    let stored = push(
+        &ImageSpec::script("echo stored"),
+        &unique_repo("stored"),
+        "1.0",
+    );
+    let elsewhere = push(
+        &ImageSpec::script("echo elsewhere"),
+        &unique_repo("elsewhere"),
+        "1.0",
+    );
+    assert_eq!(b.run_cmd(&["pull", &stored.reference]).status, 0);
+    // Its digest under a repository that does not have it: the registry says so.
+    let foreign = format!("{}@{}", repository(&elsewhere), stored.digest);
+    let r = b.run_cmd(&["pull", &foreign]);
+    assert_eq!(r.status, 3, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("image {foreign} not found in the registry")),
+        "{}",
+        r.stderr
+    );
+    // Under its own repository it is known: nothing is asked.
+    let log = std::env::var("BERTH_TEST_REGISTRY_LOG")
+        .unwrap_or_else(|_| "/var/tmp/berth-registry/registry.log".to_owned());
+    let asked = || {
+        let needle = format!("/v2/{}/", repo_of(&stored));
+        fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .count()
+    };
+    let before = asked();
+    let r = b.run_cmd(&["pull", &stored.pinned()]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(
+        asked(),
+        before,
+        "the registry was asked about a known pinned image"
+    );
+}
+
+#[test]
+fn a_stored_image_is_checked_again_when_the_policy_changes() {
+    require_env!();
+    let b = Berth::new();
+    let (ours, theirs) = (
+        Key::new(b.dir.path(), "ours"),
+        Key::new(b.dir.path(), "theirs"),
+    );
+    let img = image("repolicy");
+    push_signature(&img, &ours, &payload(&repository(&img), &img.digest));
+    let repo = repo_of(&img);
+    let first = only(&img, &sigstore(&ours, &json!({"type": "matchRepository"})));
+    let policy = write_policy(&b, &first);
+    assert_eq!(pull(&b, &policy, &img.reference).status, 0);
+    assert_eq!(signature_gets(&repo, &img.digest), 1);
+    // The same rules: what they accepted stays accepted, by tag or by digest, unasked.
+    for again in [img.reference.clone(), img.pinned()] {
+        let r = pull(&b, &policy, &again);
+        assert_eq!(r.status, 0, "{}", r.stderr);
+    }
+    assert_eq!(signature_gets(&repo, &img.digest), 1);
+
+    // Another key, in the same file: the stored image is checked again, and refused.
+    write_policy(
+        &b,
+        &only(
+            &img,
+            &sigstore(&theirs, &json!({"type": "matchRepository"})),
+        ),
+    );
+    for again in [img.reference.clone(), img.pinned()] {
+        let r = pull(&b, &policy, &again);
+        assert_eq!(r.status, 1, "{again}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("none of its signatures verifies with"),
+            "{}",
+            r.stderr
+        );
+    }
+    // And a job naming it does not run.
+    let job = b.write_job(&job(&img.reference, json!({}), json!({})));
+    let r = b.run_cmd(&[
+        "--signature-policy",
+        policy.to_str().unwrap(),
+        "run",
+        "--json",
+        job.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(!r.stderr.contains("hello-from-repolicy"), "{}", r.stderr);
+
+    // The first rules again: accepted (checked once more), nothing fetched but that.
+    write_policy(&b, &first);
+    let r = pull(&b, &policy, &img.reference);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(layer_gets(&img), img.layers.len());
+}
+
+#[test]
+fn without_a_policy_of_its_own_berth_uses_the_systems() {
+    require_env!();
+    let b = Berth::new();
+    let img = image("system-policy");
+    let system = b.dir.path().join("system-policy.json");
+    fs::write(&system, br#"{"default": [{"type": "reject"}]}"#).unwrap();
+    let pull_with_system = |system: &Path| {
+        let mut berth = b.cmd();
+        berth
+            .env("BERTH_SYSTEM_SIGNATURE_POLICY", system)
+            .args(["-v", "pull", &img.reference]);
+        Run::from(berth.output().unwrap())
+    };
+    let r = pull_with_system(&system);
+    assert_refused(&r, &img, &system, "the policy rejects it");
+    assert!(
+        r.stderr
+            .contains(&format!("signature policy {}", system.display())),
+        "{}",
+        r.stderr
+    );
+
+    // None there: accepted, and -v says where berth looked.
+    let absent = b.dir.path().join("absent/policy.json");
+    let r = pull_with_system(&absent);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let home_policy = b.home().join("policy.json");
+    assert!(
+        r.stderr.contains(&format!(
+            "no signature policy (none at {} or {})",
+            home_policy.display(),
+            absent.display()
+        )),
+        "{}",
+        r.stderr
+    );
+}

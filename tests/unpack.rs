@@ -331,3 +331,200 @@ fn layers_that_try_to_escape_are_refused() {
         b.assert_clean(&[]);
     }
 }
+
+/// Writes `v` as a NUL-terminated octal tar number filling `field`.
+fn octal(field: &mut [u8], v: u64) {
+    let text = format!("{v:0width$o}\0", width = field.len() - 1);
+    field.copy_from_slice(text.as_bytes());
+}
+
+/// A gzipped layer with one GNU sparse entry `holes` of `real` bytes whose only data is its
+/// last 512 bytes: a few hundred bytes that a tar reader expands to `real` bytes.
+fn sparse_layer(real: u64) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::GNUSparse);
+    h.set_path("holes").unwrap();
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    h.set_size(512);
+    let gnu = h.as_gnu_mut().unwrap();
+    octal(&mut gnu.sparse[0].offset, real - 512);
+    octal(&mut gnu.sparse[0].numbytes, 512);
+    octal(&mut gnu.realsize, real);
+    h.set_cksum();
+    let mut tar = h.as_bytes().to_vec();
+    tar.extend_from_slice(&[b'x'; 512]);
+    tar.extend_from_slice(&[0; 1024]);
+    gzip(&tar)
+}
+
+#[test]
+fn a_sparse_entry_is_refused_before_it_expands() {
+    require_env!();
+    let layer = sparse_layer(1 << 30);
+    assert!(layer.len() < 1024, "{} bytes", layer.len());
+    let spec = ImageSpec {
+        layers: vec![busybox_layer().to_vec(), layer.clone()],
+        cmd: Some(vec!["/bin/true".into()]),
+        ..Default::default()
+    };
+    let img = push(&spec, &unique_repo("sparse"), "1.0");
+    let b = Berth::new();
+    // 1 GiB of holes under a 16 MiB budget: refused, whatever the budget.
+    let r = b.run_cmd(&["--max-image-bytes", "16777216", "pull", &img.reference]);
+    assert_eq!(r.status, 3, "{}", r.stderr);
+    let digest = format!("sha256:{}", sha256(&layer));
+    assert!(
+        r.stderr
+            .contains(&format!("layer {digest} cannot be unpacked"))
+            && r.stderr.contains("entry holes is a sparse file"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(fs::read_dir(b.cache().join("stacks")).unwrap().count(), 0);
+    let big: Vec<_> = walk_tree(&b.cache())
+        .into_iter()
+        .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.len() > 16 << 20))
+        .collect();
+    assert!(big.is_empty(), "expanded: {big:?}");
+}
+
+/// A layer whose one file comes after an extension header of `kind` (PAX records or a GNU
+/// long name) of `size` bytes; made of concatenated gzip members (a 1 MiB one repeated), so
+/// neither this test nor the layer ever holds the record whole: about `size / 1000` bytes.
+fn header_bomb(kind: tar::EntryType, size: u64) -> Vec<u8> {
+    const MIB: u64 = 1 << 20;
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_path("././@LongLink").unwrap();
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(size);
+    h.set_cksum();
+    let mut head = h.as_bytes().to_vec();
+    let mut fill = size;
+    let pax = kind == tar::EntryType::XHeader;
+    if pax {
+        // One record, "SIZE comment=aaa…\n", SIZE counting the whole record.
+        let prefix = format!("{size} comment=");
+        head.extend_from_slice(prefix.as_bytes());
+        fill -= prefix.len() as u64 + 1;
+    }
+    let mut layer = gzip(&head);
+    let chunk = {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&vec![b'a'; 1 << 20]).unwrap();
+        gz.finish().unwrap()
+    };
+    while fill >= MIB {
+        layer.extend_from_slice(&chunk);
+        fill -= MIB;
+    }
+    let mut tail = vec![b'a'; usize::try_from(fill).unwrap()];
+    if pax {
+        tail.push(b'\n');
+    }
+    tail.resize(
+        tail.len() + usize::try_from((512 - size % 512) % 512).unwrap(),
+        0,
+    );
+    let mut f = tar::Header::new_gnu();
+    f.set_path("f").unwrap();
+    f.set_mode(0o644);
+    f.set_uid(0);
+    f.set_gid(0);
+    f.set_mtime(0);
+    f.set_size(0);
+    f.set_cksum();
+    tail.extend_from_slice(f.as_bytes());
+    tail.extend_from_slice(&[0; 1024]);
+    layer.extend_from_slice(&gzip(&tail));
+    layer
+}
+
+/// Runs berth with `args`: its exit status, its stderr, and its own peak RSS in KiB (from
+/// `wait4`, so no other test's children count).
+fn run_measured(b: &Berth, args: &[&str]) -> (i32, String, i64) {
+    let stderr = tempfile::NamedTempFile::new().unwrap();
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped by wait4 below, which also reports its rusage"
+    )]
+    let child = b
+        .cmd()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let pid = i32::try_from(child.id()).unwrap();
+    let mut status = 0;
+    // SAFETY: rusage is plain data the kernel fills; all zeros is a valid value of it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, writing into the two locals above.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "{}", std::io::Error::last_os_error());
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    let text = fs::read_to_string(stderr.path()).unwrap();
+    (code, text, usage.ru_maxrss)
+}
+
+#[test]
+fn oversized_tar_headers_are_refused_without_being_buffered() {
+    require_env!();
+    // What a pull of a small honest image costs this (unoptimised) build: the bombs may
+    // add little to it. (The release build peaks at about half; see the README.)
+    let honest = push(
+        &ImageSpec {
+            layers: vec![gzip(&tar_of(&[file("f", b"x")]))],
+            cmd: Some(vec!["/bin/true".into()]),
+            ..Default::default()
+        },
+        &unique_repo("header-honest"),
+        "1.0",
+    );
+    let (status, stderr, baseline_kib) = run_measured(&Berth::new(), &["pull", &honest.reference]);
+    assert_eq!(status, 0, "{stderr}");
+    let kinds = [
+        (tar::EntryType::XHeader, "PAX"),
+        (tar::EntryType::GNULongName, "GNU long name"),
+    ];
+    for (kind, what) in kinds {
+        let layer = header_bomb(kind, 300_000_000);
+        assert!(layer.len() < 512 << 10, "{what}: {} bytes", layer.len());
+        let spec = ImageSpec {
+            layers: vec![layer.clone()],
+            cmd: Some(vec!["/bin/true".into()]),
+            ..Default::default()
+        };
+        let img = push(&spec, &unique_repo("header-bomb"), "1.0");
+        let b = Berth::new();
+        let (status, stderr, peak_kib) = run_measured(&b, &["pull", &img.reference]);
+        assert_eq!(status, 3, "{what}: {stderr}");
+        let digest = format!("sha256:{}", sha256(&layer));
+        assert!(
+            stderr.contains(&format!("layer {digest} cannot be unpacked"))
+                && stderr.contains(&format!("a {what} header of 300000000 bytes")),
+            "{what}: {stderr}"
+        );
+        eprintln!(
+            "{what}: a 300 MB header in {} bytes of gzip; berth peaked at {peak_kib} KiB \
+             ({baseline_kib} KiB pulling an honest image)",
+            layer.len()
+        );
+        assert!(
+            peak_kib < baseline_kib + (8 << 10),
+            "{what}: berth grew to {peak_kib} KiB, {baseline_kib} KiB for an honest image"
+        );
+        assert_eq!(fs::read_dir(b.cache().join("layers")).unwrap().count(), 0);
+    }
+}

@@ -133,7 +133,7 @@ fn a_component_that_opts_out_runs_as_host_root_and_the_result_says_so() {
     assert_eq!(r.status, 0, "{}", r.stderr);
     assert_eq!(
         r.json()["cage"],
-        json!({"user_namespace": "host", "id_range": null, "unenforced": []})
+        json!({"user_namespace": "host", "id_range": null, "unenforced": [], "disk_limit": "10g"})
     );
     assert!(
         r.stderr.contains("root in it is root on the host"),
@@ -153,7 +153,7 @@ fn a_component_that_opts_out_runs_as_host_root_and_the_result_says_so() {
     assert_eq!(r.status, 0, "{}", r.stderr);
     assert_eq!(
         r.json()["cage"],
-        json!({"user_namespace": "private", "id_range": range(), "unenforced": []})
+        json!({"user_namespace": "private", "id_range": range(), "unenforced": [], "disk_limit": "10g"})
     );
 }
 

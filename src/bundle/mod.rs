@@ -4,9 +4,12 @@
 //! What goes in and why:
 //! - process: Entrypoint + Cmd, the image's Env with the contract's `KBC_*` on top,
 //!   WorkingDir, the image's User resolved against the image's own `/etc/passwd`;
-//! - podman's default capability set, no new privileges, rlimits no higher than berth's own
-//!   hard limits (root on hardened hosts cannot raise them, and asking fails the start);
-//! - podman's default seccomp profile, compiled for that capability set (`seccomp.rs`);
+//! - podman's default capability set (for a user other than root only as the bounding
+//!   set), no new privileges, rlimits no higher than berth's own hard limits (root on
+//!   hardened hosts cannot raise them, and asking fails the start);
+//! - podman's default seccomp profile, compiled for that capability set, with berth's
+//!   refusals of namespaces, keyrings and the kernel log (`seccomp.rs`);
+//! - podman's masked and read-only paths of `/proc` and `/sys`;
 //! - `/data` and `/tmp` bound from the job's working directory;
 //! - new pid, mount, ipc, uts and cgroup namespaces, plus a network namespace unless the
 //!   component asks for the host's;
@@ -96,6 +99,38 @@ pub const CAPABILITIES: [Capability; 11] = [
 
 use crate::host::ALLOWED_DEVICES;
 
+/// What of the kernel's own state a container may not see: podman's masked paths (an empty
+/// read-only tmpfs over a directory, `/dev/null` over a file; a path the host lacks is
+/// skipped), plus `/proc/asound` (the runtime spec's default) and `/proc/interrupts` (which
+/// Docker masks since: per-CPU interrupt counts are a side channel on the host's devices
+/// and activity). `/sys/dev/block` lists the host's disks; `/sys/devices/virtual/powercap`
+/// exposes the energy counters of the PLATYPUS attack (CVE-2020-8694).
+pub const MASKED_PATHS: [&str; 14] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/sys/dev/block",
+    "/sys/devices/virtual/powercap",
+    "/sys/firmware",
+    "/sys/fs/selinux",
+];
+
+/// podman's read-only paths: kernel tunables a container may read but never set.
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The user a container process runs as.
@@ -130,6 +165,9 @@ pub struct BundleSpec<'a> {
     pub cgroups_path: &'a str,
     pub cgroups: &'a CgroupSupport,
     pub nofile_limit: u64,
+    /// The largest file the container may write (`RLIMIT_FSIZE`): its disk cap, so no
+    /// single write or `fallocate` takes more at once than the watchdog allows in all.
+    pub file_size_limit: u64,
     /// The container has one id (a rootless operator without subordinate ids): no mount
     /// may name another, as `/dev/pts` does its `tty` group.
     pub single_id: bool,
@@ -176,8 +214,7 @@ pub fn build(b: &BundleSpec<'_>) -> Result<Spec, BundleError> {
         crate::contract::Seccomp::Unconfined => None,
     };
     let process = process(b, caps)?;
-    let defaults = oci_spec::runtime::Linux::default();
-    let mut readonly = defaults.readonly_paths().clone().unwrap_or_default();
+    let mut readonly: Vec<String> = READONLY_PATHS.map(str::to_owned).to_vec();
     readonly.extend(cgroup_readonly_paths(&b.cgroups.v1_mounts));
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces(b.network, b.ids)?)
@@ -185,7 +222,7 @@ pub fn build(b: &BundleSpec<'_>) -> Result<Spec, BundleError> {
         .gid_mappings(id_mappings(b.ids.map(|m| m.gid_start), b.ids)?)
         .resources(resources(b)?)
         .cgroups_path(PathBuf::from(b.cgroups_path))
-        .masked_paths(defaults.masked_paths().clone().unwrap_or_default())
+        .masked_paths(MASKED_PATHS.map(str::to_owned).to_vec())
         .readonly_paths(readonly)
         .build()?;
     linux.set_seccomp(seccomp);
@@ -234,6 +271,15 @@ fn process(b: &BundleSpec<'_>, caps: HashSet<Capability>) -> Result<Process, Bun
     }
 
     let cwd = working_dir(b.image);
+    // As podman: a process that is not root keeps the bounding set and nothing else.
+    // (The kernel would clear the sets at the image's exec anyway; without them here, not
+    // even a file capability — ignored on berth's nosuid mounts today — could bring one
+    // back through no_new_privileges' intersection with the permitted set.)
+    let working = if b.user.uid == 0 {
+        caps.clone()
+    } else {
+        HashSet::new()
+    };
 
     Ok(ProcessBuilder::default()
         .terminal(false)
@@ -249,9 +295,9 @@ fn process(b: &BundleSpec<'_>, caps: HashSet<Capability>) -> Result<Process, Bun
         )
         .capabilities(
             LinuxCapabilitiesBuilder::default()
-                .bounding(caps.clone())
-                .effective(caps.clone())
-                .permitted(caps)
+                .bounding(caps)
+                .effective(working.clone())
+                .permitted(working)
                 .inheritable(HashSet::new())
                 .ambient(HashSet::new())
                 .build()?,
@@ -261,6 +307,11 @@ fn process(b: &BundleSpec<'_>, caps: HashSet<Capability>) -> Result<Process, Bun
                 .typ(PosixRlimitType::RlimitNofile)
                 .soft(b.nofile_limit)
                 .hard(b.nofile_limit)
+                .build()?,
+            PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitFsize)
+                .soft(b.file_size_limit)
+                .hard(b.file_size_limit)
                 .build()?,
         ])
         .no_new_privileges(true)
@@ -514,6 +565,7 @@ mod tests {
             cgroups_path: "/berth/c1",
             cgroups,
             nofile_limit: 20_000,
+            file_size_limit: 10_000_000_000,
             single_id: false,
             seccomp: crate::contract::Seccomp::Default,
         }
@@ -566,7 +618,13 @@ mod tests {
         assert!(!penv.contains(&"KBC_RUNID=spoofed".to_owned()));
         assert!(penv.contains(&"PATH=/bin".to_owned()));
         assert_eq!(p.cwd(), &PathBuf::from("/app"));
-        assert_eq!(p.rlimits().as_ref().unwrap()[0].hard(), 20_000);
+        let rlimits = p.rlimits().as_ref().unwrap();
+        assert_eq!(rlimits[0].hard(), 20_000);
+        assert_eq!(rlimits[1].typ(), PosixRlimitType::RlimitFsize);
+        assert_eq!(
+            (rlimits[1].soft(), rlimits[1].hard()),
+            (10_000_000_000, 10_000_000_000)
+        );
         let mounts = spec.mounts().as_ref().unwrap();
         let data = mounts
             .iter()
@@ -730,6 +788,69 @@ mod tests {
     }
 
     #[test]
+    fn a_non_root_user_keeps_only_the_bounding_set() {
+        let image = RunConfig {
+            cmd: Some(vec!["true".into()]),
+            ..Default::default()
+        };
+        let user = ContainerUser {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![],
+        };
+        let spec = build(&bundle_spec(
+            &image,
+            &user,
+            &[],
+            &some_limits(),
+            &CgroupSupport::default(),
+            NetworkMode::None,
+        ))
+        .unwrap();
+        let caps = spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .clone()
+            .unwrap();
+        let none = HashSet::new();
+        assert_eq!(caps.effective().as_ref(), Some(&none));
+        assert_eq!(caps.permitted().as_ref(), Some(&none));
+        assert_eq!(caps.ambient().as_ref(), Some(&none));
+        assert_eq!(caps.inheritable().as_ref(), Some(&none));
+        assert_eq!(
+            caps.bounding().as_ref(),
+            Some(&CAPABILITIES.into_iter().collect())
+        );
+    }
+
+    #[test]
+    fn podmans_paths_are_masked_and_read_only() {
+        let linux = minimal_spec().linux().clone().unwrap();
+        let masked = linux.masked_paths().clone().unwrap();
+        for p in [
+            "/proc/acpi",
+            "/proc/kcore",
+            "/proc/keys",
+            "/proc/latency_stats",
+            "/proc/timer_list",
+            "/proc/timer_stats",
+            "/proc/sched_debug",
+            "/proc/scsi",
+            "/sys/firmware",
+            "/sys/devices/virtual/powercap",
+            "/sys/dev/block",
+            "/sys/fs/selinux",
+            "/proc/interrupts",
+        ] {
+            assert!(masked.iter().any(|m| m == p), "{p} not masked: {masked:?}");
+        }
+        let readonly = linux.readonly_paths().clone().unwrap();
+        assert!(readonly.starts_with(&READONLY_PATHS.map(str::to_owned)));
+    }
+
+    #[test]
     fn devices_are_denied_but_for_the_minimal_set() {
         // Also with no controller to limit: the devices rules do not depend on them.
         let spec = minimal_spec();
@@ -807,10 +928,7 @@ mod tests {
             .readonly_paths()
             .clone()
             .unwrap();
-        let defaults = oci_spec::runtime::Linux::default()
-            .readonly_paths()
-            .clone()
-            .unwrap();
+        let defaults = READONLY_PATHS.map(str::to_owned);
         assert!(readonly.starts_with(&defaults), "{readonly:?}");
         assert_eq!(readonly[defaults.len()..], cgroup_readonly_paths(&host));
     }

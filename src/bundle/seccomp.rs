@@ -13,8 +13,9 @@
 //!
 //! The profile is parsed once per process; compiling it is a filter over a few dozen rules.
 //!
-//! berth then tightens the compiled filter in one place podman leaves open: a container
-//! without `CAP_SYS_ADMIN` may not create namespaces ([`refuse_new_namespaces`]).
+//! berth then tightens the compiled filter where podman leaves it open: a container
+//! without `CAP_SYS_ADMIN` may not create namespaces ([`refuse_new_namespaces`]), and no
+//! container reaches the host kernel's keyrings or log ([`refuse_host_kernel_state`]).
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
@@ -283,7 +284,45 @@ fn default_profile() -> Result<&'static Profile, SeccompError> {
 pub fn default_filter(caps: &HashSet<Capability>) -> Result<LinuxSeccomp, SeccompError> {
     let platform = Platform::host();
     let filter = default_profile()?.compile(caps, &platform)?;
-    refuse_new_namespaces(filter, caps, &platform)
+    let filter = refuse_new_namespaces(filter, caps, &platform)?;
+    refuse_host_kernel_state(filter, caps)
+}
+
+/// The kernel's key management calls: every keyring a container could reach belongs to
+/// the host's kernel (keys are not namespaced, only the user keyrings' names are).
+const KEYRING_SYSCALLS: [&str; 3] = ["add_key", "keyctl", "request_key"];
+
+/// berth's second tightening: the host kernel's keyrings and its log, which podman's
+/// profile opens to every container (`keyctl` and `syslog` unconditionally; `add_key` and
+/// `request_key` fall to its ENOSYS default) and Docker's does not.
+/// - `keyctl`, `add_key`, `request_key` answer `EPERM`, whatever the capabilities, as in
+///   Docker's profile: a component could otherwise read or plant keys that other
+///   processes of the same uid on the host use (a berth container's root is a host uid),
+///   or fill the host's key quota;
+/// - `syslog` answers `EPERM` without `CAP_SYSLOG` (which berth never gives), as in
+///   Docker's profile: the kernel's own check depends on the host's `dmesg_restrict`, and
+///   the kernel log names the host's devices, addresses and other containers' crashes.
+fn refuse_host_kernel_state(
+    filter: LinuxSeccomp,
+    caps: &HashSet<Capability>,
+) -> Result<LinuxSeccomp, SeccompError> {
+    let mut refused: Vec<&str> = KEYRING_SYSCALLS.to_vec();
+    if !caps.contains(&Capability::Syslog) {
+        refused.push("syslog");
+    }
+    let mut filter = filter;
+    let mut syscalls: Vec<LinuxSyscall> = filter.syscalls().clone().unwrap_or_default();
+    remove_names(&mut syscalls, &refused, |_| true);
+    for name in refused {
+        syscalls.push(rule(
+            name,
+            LinuxSeccompAction::ScmpActErrno,
+            Some(EPERM),
+            None,
+        )?);
+    }
+    filter.set_syscalls(Some(syscalls));
+    Ok(filter)
 }
 
 /// The `CLONE_NEW*` flags `clone` takes: mount, cgroup, uts, ipc, user, pid and network
@@ -339,18 +378,9 @@ fn refuse_new_namespaces(
     }
     let mut filter = filter;
     let mut syscalls: Vec<LinuxSyscall> = filter.syscalls().clone().unwrap_or_default();
-    for rule in &mut syscalls {
-        if rule.args().as_ref().is_none_or(Vec::is_empty) {
-            let names = rule.names().clone();
-            rule.set_names(
-                names
-                    .into_iter()
-                    .filter(|n| !NAMESPACE_SYSCALLS.contains(&n.as_str()))
-                    .collect(),
-            );
-        }
-    }
-    syscalls.retain(|r| !r.names().is_empty());
+    remove_names(&mut syscalls, &NAMESPACE_SYSCALLS, |r| {
+        r.args().as_ref().is_none_or(Vec::is_empty)
+    });
     // The flags are `clone`'s first argument, but its second on s390.
     let clone_index = if platform.go_arch.starts_with("s390") {
         1
@@ -372,6 +402,26 @@ fn refuse_new_namespaces(
     }
     filter.set_syscalls(Some(syscalls));
     Ok(filter)
+}
+
+/// Takes `names` out of every rule `which` selects, and drops the rules left naming none:
+/// libseccomp keeps the first unconditional rule for a syscall, so a refusal added after
+/// the profile's allow would be ignored.
+fn remove_names(
+    syscalls: &mut Vec<LinuxSyscall>,
+    names: &[&str],
+    which: impl Fn(&LinuxSyscall) -> bool,
+) {
+    for rule in syscalls.iter_mut().filter(|r| which(r)) {
+        let kept = rule
+            .names()
+            .iter()
+            .filter(|n| !names.contains(&n.as_str()))
+            .cloned()
+            .collect();
+        rule.set_names(kept);
+    }
+    syscalls.retain(|r| !r.names().is_empty());
 }
 
 /// `syscall` allowed when argument `index` has none of `flags`, refused with `EPERM` when
@@ -667,6 +717,41 @@ mod tests {
             refuse_new_namespaces(with.clone(), &admin, &AMD64_6_1).unwrap(),
             with
         );
+    }
+
+    #[test]
+    fn keyrings_and_the_kernel_log_are_refused() {
+        let caps = podman_caps();
+        let compiled = profile().compile(&caps, &AMD64_6_1).unwrap();
+        // podman's profile allows keyctl and syslog outright.
+        for syscall in ["keyctl", "syslog"] {
+            assert_eq!(
+                actions_for(&compiled, syscall),
+                vec![(LinuxSeccompAction::ScmpActAllow, None)]
+            );
+        }
+        let f = refuse_host_kernel_state(compiled.clone(), &caps).unwrap();
+        let eperm = vec![(LinuxSeccompAction::ScmpActErrno, Some(1))];
+        for syscall in ["keyctl", "add_key", "request_key", "syslog"] {
+            assert_eq!(actions_for(&f, syscall), eperm, "{syscall}");
+        }
+        for syscall in ["read", "kill", "ioctl"] {
+            assert_eq!(actions_for(&f, syscall), actions_for(&compiled, syscall));
+        }
+        // The whole filter a container gets.
+        let all = default_filter(&caps).unwrap();
+        for syscall in ["keyctl", "add_key", "request_key", "syslog"] {
+            assert_eq!(actions_for(&all, syscall), eperm, "{syscall}");
+        }
+        // CAP_SYSLOG (which berth never gives) would open the log, not the keyrings.
+        let mut syslog = caps.clone();
+        syslog.insert(Capability::Syslog);
+        let f = refuse_host_kernel_state(compiled, &syslog).unwrap();
+        assert_eq!(
+            actions_for(&f, "syslog"),
+            vec![(LinuxSeccompAction::ScmpActAllow, None)]
+        );
+        assert_eq!(actions_for(&f, "keyctl"), eperm);
     }
 
     #[test]

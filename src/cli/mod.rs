@@ -92,8 +92,8 @@ pub struct Global {
     pub retries: u32,
 
     /// The signature policy (containers-policy.json(5)) images must satisfy before any of
-    /// their layers is fetched [default: <home>/policy.json if it exists, else none: every
-    /// image is accepted]
+    /// their layers is fetched [default: <home>/policy.json, else the system's
+    /// (--system-signature-policy), whichever exists, else none: every image is accepted]
     #[arg(
         long,
         global = true,
@@ -101,6 +101,30 @@ pub struct Global {
         value_name = "FILE"
     )]
     pub signature_policy: Option<PathBuf>,
+
+    /// Where the system's signature policy is, used when neither --signature-policy nor
+    /// <home>/policy.json gives one (as podman reads it)
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_SYSTEM_SIGNATURE_POLICY",
+        default_value = berth::image::policy::SYSTEM_POLICY,
+        value_name = "FILE"
+    )]
+    pub system_signature_policy: PathBuf,
+
+    /// How long a pull may take, from its first request to its last byte (a registry that
+    /// trickles bytes fails naming the image), and how long berth waits for another berth
+    /// fetching or unpacking a blob or layer it needs: 45s, 30m, 2h
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_PULL_TIMEOUT",
+        default_value = "30m",
+        value_parser = berth::image::prune::parse_duration,
+        value_name = "DURATION"
+    )]
+    pub pull_timeout: std::time::Duration,
 
     /// Give each job a copy of the image's root filesystem instead of an overlay on top of
     /// the cached one (slower; for hosts whose overlayfs misbehaves — berth falls back to a
@@ -253,6 +277,10 @@ pub enum Command {
         name: String,
         /// The job file (JSON)
         job: PathBuf,
+        /// Let a `bridge` component reach this host's own addresses, the subnets attached
+        /// to it and link-local addresses, as `berth run --allow-host-access`
+        #[arg(long)]
+        allow_host_access: bool,
     },
     /// Known components: definitions kept in berth's home, which job files name by id
     /// (`"component": "ID"`) and processors run
@@ -309,6 +337,11 @@ pub struct RunArgs {
     /// named either way, and listed under `cage.unenforced` in the --json result
     #[arg(long)]
     pub strict_limits: bool,
+    /// Let a `bridge` component reach this host's own addresses, the subnets attached to
+    /// its interfaces and link-local addresses (169.254.0.0/16, fe80::/10: cloud metadata),
+    /// which are refused otherwise (connecting fails at once with "Permission denied")
+    #[arg(long)]
+    pub allow_host_access: bool,
     /// Run this tag (or `sha256:…` digest) of the component's image instead of its own;
     /// overrides the configuration's `runtime.image_tag`
     #[arg(long, value_name = "TAG")]
@@ -391,6 +424,11 @@ impl Global {
     }
 
     fn settings(&self, host: &dyn Host) -> Result<Settings, StorageError> {
+        let policy = berth::image::policy::locate(
+            self.signature_policy.as_deref(),
+            &self.home(host),
+            &self.system_signature_policy,
+        );
         Ok(Settings {
             home: self.home(host),
             cache: self.cache(host),
@@ -404,10 +442,9 @@ impl Global {
                 },
                 authfile: self.authfile.as_deref().map(absolute),
                 home: Some(self.home(host)),
-                signature_policy: berth::image::policy::locate(
-                    self.signature_policy.as_deref(),
-                    &self.home(host),
-                ),
+                signature_policy: policy.0,
+                signature_policy_looked: policy.1,
+                pull_timeout: self.pull_timeout,
                 ..Default::default()
             },
             copy_rootfs: self.copy_rootfs,
@@ -462,7 +499,11 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
         Command::Job(command) => jobs::job(&settings, command),
         Command::Encrypt(args) => secrets::encrypt(&settings, &args),
         Command::Sandbox { job, output } => Ok(sandbox(&settings, &job, &output)),
-        Command::Action { name, job } => Ok(action(svc, &settings, &name, &job)),
+        Command::Action {
+            name,
+            job,
+            allow_host_access,
+        } => Ok(action(svc, &settings, &name, &job, allow_host_access)),
         Command::Component(command) => component::component(&settings, command),
     }
 }
@@ -572,6 +613,7 @@ fn run(svc: Services<'_>, settings: &Settings, args: &RunArgs) -> anyhow::Result
     let options = job::RunOptions {
         keep_outputs: args.keep_outputs.as_deref().map(absolute),
         strict_limits: args.strict_limits,
+        allow_host_access: args.allow_host_access,
         action: None,
         debug: args.mode == Mode::Debug,
         job_id: args.job_id.clone().or_else(slurm_job_id),
@@ -608,13 +650,19 @@ fn sandbox(settings: &Settings, job: &Path, output: &Path) -> ExitCode {
     }
 }
 
-fn action(svc: Services<'_>, settings: &Settings, name: &str, job: &Path) -> ExitCode {
+fn action(
+    svc: Services<'_>,
+    settings: &Settings,
+    name: &str,
+    job: &Path,
+    allow_host_access: bool,
+) -> ExitCode {
     prepare_host(svc, &Home::new(&settings.home));
     let job = match component::load_job(settings, &absolute(job)) {
         Ok(j) => j,
         Err(invalid) => return report(&invalid, false),
     };
-    match job::action(svc, settings, &job, name) {
+    match job::action(svc, settings, &job, name, allow_host_access) {
         Ok(answer) => {
             match serde_json::to_string_pretty(&answer) {
                 Ok(text) => {

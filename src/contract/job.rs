@@ -24,6 +24,8 @@ pub const MAX_TIMEOUT_SECS: u64 = 86_400;
 pub const ACTION_TIMEOUT_SECS: u64 = 30;
 /// Default CPU quota of a component (contract §9).
 pub const DEFAULT_CPUS: f64 = 2.0;
+/// Default cap on what a component writes to its data folder, `/tmp` and root filesystem.
+pub const DEFAULT_DISK: &str = "10g";
 /// Default limit on processes and threads in a container (contract §9).
 pub const DEFAULT_PIDS: i64 = 1024;
 
@@ -89,6 +91,10 @@ pub struct Component {
     pub seccomp: Seccomp,
     #[serde(default = "default_cpus")]
     pub cpus: f64,
+    /// How much its data folder, `/tmp` and root filesystem may grow while it runs
+    /// (decimal units, as `memory`); past it the container is killed.
+    #[serde(default = "default_disk")]
+    pub disk: MemoryLimit,
     /// Component-level parameters handed to the component as `image_parameters`.
     #[serde(default)]
     pub image_parameters: Map<String, Value>,
@@ -114,6 +120,10 @@ fn default_timeout() -> u64 {
 
 fn default_cpus() -> f64 {
     DEFAULT_CPUS
+}
+
+fn default_disk() -> MemoryLimit {
+    DEFAULT_DISK.parse().unwrap_or(MemoryLimit(10_000_000_000))
 }
 
 /// The configuration a user wrote for a component (contract §2). Root keys are fixed;
@@ -235,21 +245,19 @@ impl FromStr for MemoryLimit {
             "m" | "mb" => 1_000_000,
             "g" | "gb" => 1_000_000_000,
             _ => {
-                return Err(format!(
-                    "invalid memory size {s:?}: use a number with k, m or g"
-                ));
+                return Err(format!("invalid size {s:?}: use a number with k, m or g"));
             }
         };
         let n: u64 = digits
             .parse()
-            .map_err(|_| format!("invalid memory size {s:?}: use a number with k, m or g"))?;
+            .map_err(|_| format!("invalid size {s:?}: use a number with k, m or g"))?;
         let bytes = n
             .checked_mul(factor)
-            .ok_or_else(|| format!("memory size {s:?} is too large"))?;
+            .ok_or_else(|| format!("size {s:?} is too large"))?;
         // The kernel needs a few pages to start anything at all; below that the component
         // would die with a confusing OOM instead of a clear error.
         if bytes < 4_000_000 {
-            return Err(format!("memory size {s:?} is below the minimum of 4m"));
+            return Err(format!("size {s:?} is below the minimum of 4m"));
         }
         Ok(MemoryLimit(bytes))
     }

@@ -89,12 +89,18 @@ pub struct Cage {
     pub id_range: Option<String>,
     /// The limits this host cannot enforce, in words (empty when it enforces them all).
     pub unenforced: Vec<String>,
+    /// How much the component's data folder, `/tmp` and root filesystem may grow.
+    pub disk_limit: crate::contract::job::MemoryLimit,
     /// `unconfined` when the component opts out of the seccomp filter.
     #[serde(skip_serializing_if = "crate::contract::Seccomp::is_default")]
     pub seccomp: crate::contract::Seccomp,
     /// berth ran for an unprivileged operator, inside a user namespace of its own.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub rootless: bool,
+    /// A `bridge` container ran without the fence around the host's addresses, its
+    /// attached subnets and link-local space (`--allow-host-access`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub host_access: bool,
 }
 
 /// Wall-clock seconds spent in each phase. `run` covers each row from its data folder to

@@ -35,6 +35,7 @@ pub(super) fn discover() -> CgroupSupport {
             CgroupSupport {
                 memory: has("memory").then(|| root.to_owned()),
                 memory_v2: true,
+                unified: true,
                 pids: has("pids"),
                 cpu: has("cpu"),
                 ..CgroupSupport::default()

@@ -16,10 +16,28 @@ pub struct FakeHost {
     pub pasta_missing: bool,
     /// A host without cgroup controllers: no limit can be enforced.
     pub no_cgroups: bool,
+    /// A cgroup v2 (unified) host with every controller.
+    pub cgroup_v2: bool,
     /// Plays a rootless berth inside its user namespace.
     pub rootless: Option<super::Rootless>,
     pub calls: Mutex<Vec<String>>,
     pub mounted: Mutex<Vec<PathBuf>>,
+    /// What each listing of cgroups answers (none without it).
+    pub cgroup_listing: CgroupListing,
+}
+
+/// Answers a listing of cgroups, and may change the world first (a test lets a job appear
+/// between two steps of a sweep this way).
+#[derive(Default)]
+pub struct CgroupListing(pub Mutex<Option<ListCgroups>>);
+
+/// See [`CgroupListing`].
+pub type ListCgroups = Box<dyn FnMut() -> Vec<String> + Send>;
+
+impl std::fmt::Debug for CgroupListing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CgroupListing")
+    }
 }
 
 impl FakeHost {
@@ -116,7 +134,7 @@ impl Host for FakeHost {
             "attach_network {pid} {network:?} {}",
             scratch.display()
         ));
-        if self.pasta_missing && network == Network::Outbound {
+        if self.pasta_missing && network.outbound() {
             return Err(network::pasta_missing(None));
         }
         Ok(None)
@@ -131,9 +149,23 @@ impl Host for FakeHost {
         4096
     }
 
+    fn hard_file_size_limit(&self) -> u64 {
+        u64::MAX
+    }
+
     fn cgroups(&self) -> CgroupSupport {
         if self.no_cgroups {
             return CgroupSupport::default();
+        }
+        if self.cgroup_v2 {
+            return CgroupSupport {
+                memory: Some(PathBuf::from("/sys/fs/cgroup")),
+                memory_v2: true,
+                unified: true,
+                pids: true,
+                cpu: true,
+                ..CgroupSupport::default()
+            };
         }
         CgroupSupport {
             memory: Some(PathBuf::from("/sys/fs/cgroup/memory")),
@@ -150,7 +182,12 @@ impl Host for FakeHost {
     }
 
     fn cgroup_children(&self, _parent: &str) -> Vec<String> {
-        Vec::new()
+        let mut listing = self
+            .cgroup_listing
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        listing.as_mut().map(|list| list()).unwrap_or_default()
     }
 
     fn subordinate_ids(&self) -> Option<IdMap> {

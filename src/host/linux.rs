@@ -198,11 +198,23 @@ impl Host for LinuxHost {
             Network::Host => Ok(None),
             Network::Loopback => self.loopback_up(pid).map(|()| None),
             // pasta brings `lo` up too, but berth does not rely on every version doing so.
-            Network::Outbound => {
+            Network::Outbound | Network::OutboundToHost => {
                 self.loopback_up(pid)?;
-                network::connect(pid, scratch, self.privileged()).map(Some)
+                let guard = network::connect(pid, scratch, self.privileged())?;
+                if network == Network::Outbound {
+                    // Computed now: the host's addresses are what they are when it starts.
+                    let addresses = super::fence::host_addresses()
+                        .map_err(|source| HostError::Fence { pid, source })?;
+                    super::fence::install(pid, &super::fence::fenced(&addresses))?;
+                }
+                Ok(Some(guard))
             }
         }
+    }
+
+    fn hard_file_size_limit(&self) -> u64 {
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE)
+            .map_or(u64::MAX, |(_, hard)| hard)
     }
 
     fn hard_nofile_limit(&self) -> u64 {

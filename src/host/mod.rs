@@ -11,7 +11,9 @@
 
 mod cgroups;
 pub mod delegate;
+pub mod fence;
 pub mod ids;
+pub mod inherited;
 mod linux;
 pub mod network;
 pub mod userns;
@@ -105,6 +107,12 @@ pub enum HostError {
     },
     #[error("pasta could not connect the network namespace of pid {pid}: {detail}")]
     PastaFailed { pid: i32, detail: String },
+    #[error("cannot fence the network namespace of pid {pid} off the host's addresses")]
+    Fence {
+        pid: i32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("pasta did not connect the network namespace of pid {pid} within {waited:?}")]
     PastaTimeout {
         pid: i32,
@@ -132,6 +140,10 @@ pub struct CgroupSupport {
     /// Where the memory controller lives, if anywhere (a v1 hierarchy or the v2 root).
     pub memory: Option<PathBuf>,
     pub memory_v2: bool,
+    /// A cgroup v2 (unified) host: device rules need an eBPF program attached to the
+    /// container's cgroup, which libcontainer loads only when built with its
+    /// `cgroupsv2_devices` feature.
+    pub unified: bool,
     pub pids: bool,
     pub cpu: bool,
     /// The cgroup v1 hierarchies' mount points (none on a v2 host): each is mounted into a
@@ -199,9 +211,20 @@ impl CgroupSupport {
         if self.devices_open {
             missing.push("device rules (no deny-all on the delegated devices cgroup)");
         }
+        if self.unified && !V2_DEVICE_FILTER {
+            missing.push(
+                "device rules (cgroup v2 needs libcontainer's eBPF device filter, not built in)",
+            );
+        }
         missing
     }
 }
+
+/// Whether berth's libcontainer is built with its `cgroupsv2_devices` feature (it is not:
+/// that pulls in libbpf and needs `libelf-dev`). Without it the device rules of a cgroup v2
+/// host are silently dropped; `/dev` still holds only the minimal nodes, and the mounts
+/// are `nodev`, but a device node reached any other way is not refused by the cgroup.
+const V2_DEVICE_FILTER: bool = false;
 
 /// Everything berth asks of the kernel directly.
 pub trait Host: fmt::Debug + Send + Sync {
@@ -267,6 +290,10 @@ pub trait Host: fmt::Debug + Send + Sync {
     /// The hard limit on open files berth itself runs under; no container may ask for more.
     fn hard_nofile_limit(&self) -> u64;
 
+    /// The hard limit on the size of a file berth itself runs under (`RLIMIT_FSIZE`,
+    /// usually unlimited); no container may ask for more.
+    fn hard_file_size_limit(&self) -> u64;
+
     /// The cgroup controllers available for limits.
     fn cgroups(&self) -> CgroupSupport;
 
@@ -289,4 +316,35 @@ pub trait Host: fmt::Debug + Send + Sync {
     /// The operator's subordinate id range (`/etc/subuid`, `/etc/subgid`), if it has one
     /// large enough for a container.
     fn subordinate_ids(&self) -> Option<IdMap>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_v2_device_rules_are_reported_unenforced() {
+        use fake::FakeHost;
+        // cgroup v1: the devices controller takes the rules; nothing to report.
+        let v1 = FakeHost::default().cgroups();
+        assert!(!v1.unified);
+        assert_eq!(v1.unenforced(), Vec::<&str>::new());
+        // cgroup v2: libcontainer drops them without its eBPF device filter.
+        let v2 = FakeHost {
+            cgroup_v2: true,
+            ..Default::default()
+        }
+        .cgroups();
+        assert!(v2.unified);
+        assert_eq!(
+            v2.unenforced(),
+            ["device rules (cgroup v2 needs libcontainer's eBPF device filter, not built in)"]
+        );
+        // Also for a rootless operator's delegated v2 cgroup.
+        let rootless = CgroupSupport {
+            rootless: true,
+            ..v2
+        };
+        assert_eq!(rootless.unenforced().len(), 1);
+    }
 }

@@ -17,7 +17,10 @@
 //! - it is ready when it writes its pid file, which it does once the namespace is
 //!   configured; it logs to a size-limited file in the scratch directory;
 //! - [`NetworkGuard`] stops it: SIGTERM (as soon as the container has ended, with
-//!   [`NetworkGuard::stop_soon`]), SIGKILL after a grace period, reaped when dropped.
+//!   [`NetworkGuard::stop_soon`]), SIGKILL after a grace period, reaped when dropped;
+//! - once pasta configured the namespace, the host fences it off the host's addresses, its
+//!   attached subnets and link-local space (`super::fence`), unless the operator allows
+//!   them ([`Network::OutboundToHost`]).
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -43,8 +46,19 @@ pub enum Network {
     /// Its own namespace with only `lo`, which is brought up.
     Loopback,
     /// Its own namespace with `lo` and outbound access through pasta; no port of the host
-    /// leads into it.
+    /// leads into it, and the host's addresses, its attached subnets and link-local space
+    /// are fenced off (see `fence`).
     Outbound,
+    /// As [`Network::Outbound`], without the fence: the operator allows the host and its
+    /// networks (`--allow-host-access`).
+    OutboundToHost,
+}
+
+impl Network {
+    /// Whether pasta connects it.
+    pub fn outbound(self) -> bool {
+        matches!(self, Network::Outbound | Network::OutboundToHost)
+    }
 }
 
 /// The address inside the namespace where pasta answers DNS, forwarding to the host's

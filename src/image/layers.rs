@@ -391,7 +391,7 @@ fn ensure_layer(
     budget: &Budget<'_>,
 ) -> Result<Landed, ImageError> {
     let name = names.first().cloned().unwrap_or_default();
-    let lock = store.lock(&name)?;
+    let lock = store.lock(&name, &format!("layer {diff_id}"))?;
     if let Some(there) = names.iter().find(|n| layer_path(store, n).is_dir()) {
         return Ok(Landed::There(there.clone()));
     }

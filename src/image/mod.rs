@@ -1,9 +1,10 @@
 //! Images: registry → content store → rootfs cache.
 //!
 //! [`Images::pull`] resolves a reference to a manifest for this host's platform and makes
-//! sure every blob it needs is in the [`store`](store::Store), verified. A digest-pinned
-//! image already stored makes no network request at all; a tag costs one HEAD request and
-//! nothing more while its digest is unchanged. [`Images::rootfs`] then unpacks each layer
+//! sure every blob it needs is in the [`store`](store::Store), verified. The signature
+//! policy decides for every reference and digest, stored or not; a digest-pinned image
+//! stored under its repository and accepted by the policy in force makes no network request
+//! at all, and a tag costs one GET and nothing more while its digest is unchanged. [`Images::rootfs`] then unpacks each layer
 //! once into the shared, read-only layer store. An OCI layout or a `docker save` archive
 //! ([`transport`]) fills the same store, as strictly checked, without any registry.
 
@@ -11,6 +12,7 @@ pub mod auth;
 pub mod digest;
 pub mod layers;
 pub mod manifest;
+pub mod members;
 pub mod policy;
 pub mod prune;
 pub mod reference;
@@ -98,6 +100,20 @@ pub enum ImageError {
     },
     #[error("image {image} is refused: {what}")]
     TooLarge { image: String, what: String },
+    #[error("the pull of {image} did not finish within {timeout:?} (--pull-timeout)")]
+    PullTimeout {
+        image: String,
+        timeout: std::time::Duration,
+    },
+    #[error(
+        "gave up waiting {waited:?} for another berth fetching or unpacking {what}: it holds \
+         the lock {lock} (--pull-timeout)"
+    )]
+    LockTimeout {
+        what: String,
+        lock: PathBuf,
+        waited: std::time::Duration,
+    },
     #[error(transparent)]
     Access(registry::RegistryError),
     #[error(transparent)]
@@ -132,6 +148,8 @@ impl ImageError {
             | ImageError::BadConfig { .. }
             | ImageError::LayerEscape { .. }
             | ImageError::TooLarge { .. }
+            | ImageError::PullTimeout { .. }
+            | ImageError::LockTimeout { .. }
             | ImageError::BadLayer { .. }
             | ImageError::Shift(_)
             | ImageError::Store { .. }
@@ -206,7 +224,7 @@ impl Images {
         unpacking: Unpacking,
     ) -> Result<Images, ImageError> {
         Ok(Images {
-            store: Store::open(cache)?,
+            store: Store::open(cache)?.with_lock_wait(settings.pull_timeout),
             settings,
             unpacking,
             holder: format!("berth pid {}", std::process::id()),
@@ -247,52 +265,96 @@ impl Images {
             return self.load(&transport?);
         }
         let parsed = parse_reference(reference)?;
-        signature::validate(self.settings.signature_policy.as_deref())?;
+        let settings = &self.settings;
+        let gate = signature::Gate::load(
+            settings.signature_policy.as_deref(),
+            &settings.signature_policy_looked,
+        )?;
+        // The policy decides for every reference and digest a pull uses, stored or not: a
+        // digest another reference stored is not accepted under this one until its own
+        // rules say so.
+        let rules = gate.rules(&parsed);
+        let accepted = rules.acceptance();
         let name = parsed.to_string();
         if let Some(d) = &parsed.digest
-            && let Some(image) = self.load_local(&name, d)?
+            && self.known(&parsed, d, &rules)
+            && let Some(image) = self.load_local(&name, d, Some(&accepted))?
         {
-            tracing::debug!(image = %name, "pinned image already stored");
+            tracing::debug!(image = %name, "pinned image already stored and accepted");
             return Ok(image);
         }
         let r = parsed.to_oci();
         let client = registry::RegistryClient::new(&r, &self.settings)?;
         let top = match &parsed.digest {
             Some(d) => d.clone(),
-            None => self.resolve_tag(&client, &r, &name)?,
+            None => self.resolve(&client, &r, &name, None)?,
         };
-        if let Some(image) = self.load_local(&name, &top)? {
+        if !self.known(&parsed, &top, &rules) {
+            rules.check(&client, &parsed, &top)?;
+            if parsed.digest.is_some() {
+                // A digest the store never saw in this repository (perhaps another's
+                // bytes): the registry must have it there.
+                self.resolve(&client, &r, &name, Some(&top))?;
+            }
+        }
+        if let Some(image) = self.load_local(&name, &top, Some(&accepted))? {
             tracing::debug!(image = %name, digest = %top, "image unchanged since it was stored");
             return Ok(image);
         }
-        let policy = self.settings.signature_policy.as_deref();
-        signature::check_registry(policy, &client, &parsed, &top)?;
-        self.fetch(&client, &r, &name, &top)
+        self.fetch(&client, &r, &name, &top, &accepted)
     }
 
-    /// What a tag points at now; the stored image when the registry cannot be reached.
-    fn resolve_tag(
+    /// Whether the store knows `top` in `image`'s repository as accepted by `rules`: from
+    /// the record of this very reference, or, for a pinned one, of any reference of the
+    /// same repository (the registry confirmed the digest there when it was recorded).
+    fn known(&self, image: &ImageRef, top: &Digest, rules: &signature::Rules<'_>) -> bool {
+        let name = image.to_string();
+        if let Some(rec) = self.store.find_record(&name) {
+            return rules.accepted(&rec, top);
+        }
+        image.digest.is_some()
+            && self.store.records().iter().any(|rec| {
+                let same_repository = parse_reference(&rec.reference).is_ok_and(|other| {
+                    other.registry == image.registry && other.repository == image.repository
+                });
+                same_repository && rules.accepted(rec, top)
+            })
+    }
+
+    /// What a tag points at now, or that the registry has a pinned digest in this
+    /// repository; for a tag, the stored image when the registry cannot be reached.
+    fn resolve(
         &self,
         client: &registry::RegistryClient,
         r: &oci_client::Reference,
         name: &str,
+        pinned: Option<&Digest>,
     ) -> Result<Digest, ImageError> {
         match client.resolve(r) {
             Ok((digest, bytes)) => {
+                if let Some(pinned) = pinned.filter(|p| **p != digest) {
+                    return Err(ImageError::DigestMismatch {
+                        what: format!("manifest of {name}"),
+                        expected: pinned.clone(),
+                        actual: digest,
+                    });
+                }
                 // The document is what a pull reads next; it is kept, verified by its digest.
                 if !self.store.has_blob(&digest) {
                     self.store.put_blob(&digest, &bytes)?;
                 }
                 Ok(digest)
             }
-            Err(e @ ImageError::Unreachable { .. }) => match self.store.find_record(name) {
-                Some(rec) => {
-                    let e = crate::util::chain(&e);
-                    tracing::warn!("{e}; running the stored {name} ({})", rec.digest);
-                    Ok(rec.digest)
+            Err(e @ ImageError::Unreachable { .. }) if pinned.is_none() => {
+                match self.store.find_record(name) {
+                    Some(rec) => {
+                        let e = crate::util::chain(&e);
+                        tracing::warn!("{e}; running the stored {name} ({})", rec.digest);
+                        Ok(rec.digest)
+                    }
+                    None => Err(e),
                 }
-                None => Err(e),
-            },
+            }
             Err(e) => Err(e),
         }
     }
@@ -304,6 +366,7 @@ impl Images {
         r: &oci_client::Reference,
         name: &str,
         top: &Digest,
+        accepted: &store::Accepted,
     ) -> Result<PulledImage, ImageError> {
         let mut from_registry = |d: &Digest| self.manifest_bytes(client, r, d).map(Some);
         let (digest, manifest) = self
@@ -313,6 +376,7 @@ impl Images {
             })?;
         let mut fetched = (0, 0);
         check_config_size(name, &manifest.config)?;
+        check_layer_sizes(name, &manifest.layers, self.settings.unpack_caps.bytes)?;
         let new_config = !self.store.has_blob(&manifest.config.digest);
         if new_config {
             // A config berth has not seen is a new image: the layer blobs it lacks come
@@ -334,8 +398,9 @@ impl Images {
         let (_locks, missing) = self.store.lock_missing(needed)?;
         fetched.1 += client.fetch_blobs(r, &missing, &self.store, true)?;
         fetched.0 += missing.len();
+        let accepted = Some(accepted.clone());
         self.store
-            .save_record(&record(name, top, &digest, &manifest))?;
+            .save_record(&record(name, top, &digest, &manifest, accepted))?;
         Ok(PulledImage {
             reference: name.to_owned(),
             digest,
@@ -359,7 +424,7 @@ impl Images {
             }
         };
         tracing::debug!(image = %name, digest = %top, "loaded");
-        self.load_local(&name, &top)?
+        self.load_local(&name, &top, None)?
             .ok_or(ImageError::NotFound { reference: name })
     }
 
@@ -382,6 +447,7 @@ impl Images {
                 reference: name.to_owned(),
             })?;
         check_config_size(name, &manifest.config)?;
+        check_layer_sizes(name, &manifest.layers, self.settings.unpack_caps.bytes)?;
         for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
             layout.copy_blob(&self.store, blob)?;
         }
@@ -541,8 +607,13 @@ impl Images {
     }
 
     /// The image behind `top` if everything needed to run it is stored; `None` if anything
-    /// is missing (and must be fetched).
-    fn load_local(&self, name: &str, top: &Digest) -> Result<Option<PulledImage>, ImageError> {
+    /// is missing (and must be fetched). Its record says `accepted` from now on.
+    fn load_local(
+        &self,
+        name: &str,
+        top: &Digest,
+        accepted: Option<&store::Accepted>,
+    ) -> Result<Option<PulledImage>, ImageError> {
         let mut from_store = |d: &Digest| self.store.read_blob(d);
         let Some((digest, manifest)) = self.platform_manifest(name, top, &mut from_store)? else {
             return Ok(None);
@@ -561,10 +632,11 @@ impl Images {
         if self
             .store
             .find_record(name)
-            .is_none_or(|rec| rec.digest != *top)
+            .is_none_or(|rec| rec.digest != *top || rec.accepted.as_ref() != accepted)
         {
+            let accepted = accepted.cloned();
             self.store
-                .save_record(&record(name, top, &digest, &manifest))?;
+                .save_record(&record(name, top, &digest, &manifest, accepted))?;
         }
         Ok(Some(PulledImage {
             reference: name.to_owned(),
@@ -596,12 +668,37 @@ fn check_config_size(name: &str, config: &Descriptor) -> Result<(), ImageError> 
     Ok(())
 }
 
+/// Refuses an image whose layers declare more bytes than the image may unpack to, before
+/// a byte of them is fetched: gzip and zstd add at most a few bytes per 64 KiB to what they
+/// cannot compress, so such layers would be refused once unpacked, after filling the disk.
+fn check_layer_sizes(name: &str, layers: &[Descriptor], cap: u64) -> Result<(), ImageError> {
+    let mut total = 0u64;
+    for layer in layers {
+        let size = layer.size().map_err(|message| ImageError::BadManifest {
+            digest: layer.digest.clone(),
+            message,
+        })?;
+        total = total.saturating_add(size);
+    }
+    if total > cap.saturating_add(cap / 1024) {
+        return Err(ImageError::TooLarge {
+            image: name.to_owned(),
+            what: format!(
+                "its layers declare {total} bytes, more than the {cap} it may unpack to \
+                 (--max-image-bytes raises it)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// What `name` resolved to: `top` in the registry, `digest` for this platform.
 fn record(
     name: &str,
     top: &Digest,
     digest: &Digest,
     manifest: &manifest::ImageManifest,
+    accepted: Option<store::Accepted>,
 ) -> ImageRecord {
     ImageRecord {
         reference: name.to_owned(),
@@ -612,6 +709,7 @@ fn record(
         size: manifest.layers.iter().filter_map(|l| l.size().ok()).sum(),
         pulled_at: crate::util::unix_now(),
         last_used: crate::util::unix_now(),
+        accepted,
     }
 }
 

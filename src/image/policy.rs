@@ -164,13 +164,20 @@ pub struct Policy {
     transports: BTreeMap<String, BTreeMap<String, Vec<Requirement>>>,
 }
 
-/// The policy in force: `flag` if given, else `<home>/policy.json` if it exists.
-pub fn locate(flag: Option<&Path>, home: &Path) -> Option<PathBuf> {
+/// Where podman and the other containers tools read the system's policy.
+pub const SYSTEM_POLICY: &str = "/etc/containers/policy.json";
+
+/// The policy in force: `flag` if given, else the first of `<home>/policy.json` and
+/// `system` (the system's, [`SYSTEM_POLICY`], as podman reads it) that exists; and the
+/// files looked for, for messages.
+pub fn locate(flag: Option<&Path>, home: &Path, system: &Path) -> (Option<PathBuf>, Vec<PathBuf>) {
     if let Some(f) = flag {
-        return Some(std::path::absolute(f).unwrap_or_else(|_| f.to_owned()));
+        let f = std::path::absolute(f).unwrap_or_else(|_| f.to_owned());
+        return (Some(f.clone()), vec![f]);
     }
-    let at_home = home.join("policy.json");
-    at_home.exists().then_some(at_home)
+    let looked = vec![home.join("policy.json"), system.to_owned()];
+    let found = looked.iter().find(|p| p.exists()).cloned();
+    (found, looked)
 }
 
 impl Policy {
@@ -604,14 +611,26 @@ mod tests {
     }
 
     #[test]
-    fn home_policy_is_used_only_when_there() {
+    fn the_flag_then_home_then_the_systems_policy() {
         let d = tempfile::tempdir().unwrap();
-        assert_eq!(locate(None, d.path()), None);
-        std::fs::write(d.path().join("policy.json"), "{}").unwrap();
-        assert_eq!(locate(None, d.path()), Some(d.path().join("policy.json")));
+        let (home, system) = (d.path().join("home"), d.path().join("policy.json"));
+        std::fs::create_dir(&home).unwrap();
+        let looked = vec![home.join("policy.json"), system.clone()];
+        assert_eq!(locate(None, &home, &system), (None, looked.clone()));
+        std::fs::write(&system, "{}").unwrap();
         assert_eq!(
-            locate(Some(Path::new("/x/p.json")), d.path()),
-            Some(PathBuf::from("/x/p.json"))
+            locate(None, &home, &system),
+            (Some(system.clone()), looked.clone())
+        );
+        std::fs::write(home.join("policy.json"), "{}").unwrap();
+        assert_eq!(
+            locate(None, &home, &system),
+            (Some(home.join("policy.json")), looked)
+        );
+        let given = PathBuf::from("/x/p.json");
+        assert_eq!(
+            locate(Some(&given), &home, &system),
+            (Some(given.clone()), vec![given])
         );
     }
 }

@@ -59,6 +59,9 @@ const NO_TRUST_ANCHORS: &str = include_str!("data/no-trust-anchors.pem");
 /// Blobs fetched at once: enough to fill a link, few enough to stay polite.
 const PARALLEL_BLOBS: usize = 3;
 
+/// How long a pull may take by default: a large image over a slow link, with room to spare.
+pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 /// What berth reads of an error body or a token answer.
 const SMALL_BODY: u64 = 64 << 10;
 
@@ -86,6 +89,11 @@ pub struct RegistrySettings {
     /// The signature policy images from registries must satisfy (see [`super::policy`]);
     /// `None`: every image is accepted.
     pub signature_policy: Option<PathBuf>,
+    /// Where berth looked for a policy (for messages when it found none).
+    pub signature_policy_looked: Vec<PathBuf>,
+    /// How long a pull may take from the first request to the last byte, and how long a
+    /// berth waits for another's lock on a blob or layer it needs.
+    pub pull_timeout: Duration,
 }
 
 impl Default for RegistrySettings {
@@ -100,6 +108,8 @@ impl Default for RegistrySettings {
             home: None,
             system_certs: PathBuf::from(tls::SYSTEM_CERTS_D),
             signature_policy: None,
+            signature_policy_looked: Vec::new(),
+            pull_timeout: DEFAULT_PULL_TIMEOUT,
         }
     }
 }
@@ -156,6 +166,15 @@ pub enum RegistryError {
         layer: Digest,
         media_type: String,
     },
+    #[error(
+        "cannot pull {image}: {url}, where registry {registry} redirected berth, asks for \
+         credentials; berth answers only the registry's own challenges"
+    )]
+    ForeignChallenge {
+        image: String,
+        registry: String,
+        url: String,
+    },
 }
 
 impl RegistryError {
@@ -163,9 +182,9 @@ impl RegistryError {
         match self {
             RegistryError::Auth(e) => e.class(),
             RegistryError::Tls { .. } | RegistryError::Untrusted { .. } => ErrorClass::User,
-            RegistryError::Client { .. } | RegistryError::LayerMediaType { .. } => {
-                ErrorClass::Internal
-            }
+            RegistryError::Client { .. }
+            | RegistryError::LayerMediaType { .. }
+            | RegistryError::ForeignChallenge { .. } => ErrorClass::Internal,
         }
     }
 }
@@ -195,6 +214,8 @@ pub struct RegistryClient {
     /// The `Authorization` header that last worked, and whose credentials made it.
     authorization: Mutex<Option<Secret>>,
     used: Mutex<Option<Credentials>>,
+    /// When the pull this client serves must be done (see [`RegistrySettings::pull_timeout`]).
+    deadline: std::time::Instant,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -237,6 +258,7 @@ impl RegistryClient {
             given,
             authorization: Mutex::new(None),
             used: Mutex::new(None),
+            deadline: std::time::Instant::now() + settings.pull_timeout,
         })
     }
 
@@ -253,12 +275,13 @@ impl RegistryClient {
             image: registry.to_owned(),
             repository: None,
         };
-        client
-            .runtime
-            .block_on(client.retrying(&target, "login", || async {
+        client.block_on(
+            &target,
+            client.retrying(&target, "login", || async {
                 let response = client.send(&target, &|c| c.get(&url)).await?;
                 check(response).await.map(drop)
-            }))
+            }),
+        )
     }
 
     /// What a tag currently points at, and the document itself: one GET (as containers'
@@ -268,9 +291,9 @@ impl RegistryClient {
         let target = Target::of(reference);
         let url = self.named_manifest_url(reference);
         let accept = accept();
-        let (bytes, header) = self
-            .runtime
-            .block_on(self.retrying(&target, "resolve", || {
+        let (bytes, header) = self.block_on(
+            &target,
+            self.retrying(&target, "resolve", || {
                 self.fetch_capped(
                     &target,
                     &url,
@@ -278,7 +301,8 @@ impl RegistryClient {
                     manifest::MAX_METADATA_BYTES,
                     "manifest",
                 )
-            }))?;
+            }),
+        )?;
         let digest = Digest::of(&bytes);
         if let Some(stated) = header {
             let stated: Digest = stated.parse().map_err(|e| ImageError::Registry {
@@ -302,11 +326,12 @@ impl RegistryClient {
     pub fn manifest(&self, reference: &Reference, digest: &Digest) -> Result<Vec<u8>, ImageError> {
         let target = Target::of(reference);
         let url = self.manifest_url(reference, &digest.to_string());
-        let bytes = self
-            .runtime
-            .block_on(self.retrying(&target, "fetch manifest", || {
+        let bytes = self.block_on(
+            &target,
+            self.retrying(&target, "fetch manifest", || {
                 self.fetch_manifest(&target, &url)
-            }))?;
+            }),
+        )?;
         let actual = Digest::of(&bytes);
         if actual != *digest {
             return Err(ImageError::DigestMismatch {
@@ -412,7 +437,7 @@ impl RegistryClient {
         };
         let started = std::time::Instant::now();
         let target = Target::of(reference);
-        let result: Result<Vec<u64>, ImageError> = self.runtime.block_on(async {
+        let result: Result<Vec<u64>, ImageError> = self.block_on(&target, async {
             futures_util::stream::iter(
                 blobs
                     .iter()
@@ -531,15 +556,28 @@ impl RegistryClient {
             })
             .await?;
         let response = check(response).await?;
+        let size = writer_size(blob)?;
+        let mut rest = size;
         if offset > 0 {
             resume_point(target, &response, offset)?;
             if response.status() == StatusCode::OK {
                 // The registry ignored the range: start over, on a fresh writer.
                 bar.dec(offset);
                 *writer = store
-                    .blob_writer(&blob.digest, writer_size(blob)?)
+                    .blob_writer(&blob.digest, size)
                     .map_err(Failure::Final)?;
+            } else {
+                rest = size.saturating_sub(offset);
             }
+        }
+        // A blob declared larger than its descriptor says is refused before a byte of it
+        // is read; one that only grows so is refused as it streams (by the writer).
+        if let Some(declared) = response.content_length().filter(|l| *l > rest) {
+            return Err(Failure::Final(ImageError::SizeMismatch {
+                digest: blob.digest.clone(),
+                expected: size,
+                actual: format!("{} (its Content-Length)", declared + (size - rest)),
+            }));
         }
         let mut stream = response.bytes_stream();
         while let Some(chunk) = stream.next().await {
@@ -569,6 +607,19 @@ impl RegistryClient {
             if response.status() != StatusCode::UNAUTHORIZED {
                 return Ok(response);
             }
+            // A 401 from where a redirect led (blob storage elsewhere) is not the registry
+            // asking: answering it would send the registry's credentials, or a token asked
+            // for with them, to a host the registry merely named.
+            if !self.is_registry(response.url()) {
+                return Err(Failure::Final(
+                    RegistryError::ForeignChallenge {
+                        image: target.image.clone(),
+                        registry: self.registry.clone(),
+                        url: tls::shown_url(response.url()),
+                    }
+                    .into(),
+                ));
+            }
             if renewed {
                 return Err(Failure::Final(self.refused().into()));
             }
@@ -581,6 +632,32 @@ impl RegistryClient {
             self.authenticate(target, challenge).await?;
             renewed = true;
         }
+    }
+
+    /// Runs `work` to its end, or until the pull's deadline (`--pull-timeout`) passes: a
+    /// registry that trickles bytes (each read within the read timeout) cannot hold berth
+    /// forever.
+    fn block_on<T>(
+        &self,
+        target: &Target,
+        work: impl Future<Output = Result<T, ImageError>>,
+    ) -> Result<T, ImageError> {
+        let deadline = tokio::time::Instant::from_std(self.deadline);
+        self.runtime.block_on(async {
+            tokio::time::timeout_at(deadline, work)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ImageError::PullTimeout {
+                        image: target.image.clone(),
+                        timeout: self.settings.pull_timeout,
+                    })
+                })
+        })
+    }
+
+    /// Whether `url` is the registry's own (scheme, host and port), not a redirect's target.
+    fn is_registry(&self, url: &reqwest::Url) -> bool {
+        reqwest::Url::parse(&self.base).is_ok_and(|base| base.origin() == url.origin())
     }
 
     fn current_authorization(&self) -> Option<Secret> {
@@ -1015,11 +1092,12 @@ impl RegistryClient {
         let target = Target::of(reference);
         let url = self.named_manifest_url(reference);
         let accept = accept.join(", ");
-        let (bytes, _) = self
-            .runtime
-            .block_on(self.retrying(&target, "fetch manifest", || {
+        let (bytes, _) = self.block_on(
+            &target,
+            self.retrying(&target, "fetch manifest", || {
                 self.fetch_capped(&target, &url, &accept, cap, "manifest")
-            }))?;
+            }),
+        )?;
         Ok(bytes)
     }
 
@@ -1039,11 +1117,12 @@ impl RegistryClient {
             blob.digest
         );
         let what = format!("blob {}", blob.digest);
-        let (bytes, _) = self
-            .runtime
-            .block_on(self.retrying(&target, "fetch blob", || {
+        let (bytes, _) = self.block_on(
+            &target,
+            self.retrying(&target, "fetch blob", || {
                 self.fetch_capped(&target, &url, "*/*", cap, &what)
-            }))?;
+            }),
+        )?;
         let actual = Digest::of(&bytes);
         if actual != blob.digest {
             return Err(ImageError::DigestMismatch {

@@ -26,6 +26,7 @@ use super::manifest::{self, Descriptor};
 use super::policy::{self, Policy, PolicyError, Requirement, SigstoreKey};
 use super::reference::ImageRef;
 use super::registry::RegistryClient;
+use super::store::{Accepted, ImageRecord};
 use super::transport::Transport;
 
 pub const PAYLOAD_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -126,56 +127,127 @@ struct PayloadImage {
     docker_manifest_digest: String,
 }
 
-/// Checks `image`, whose reference resolved to `top` in its registry, against the policy
-/// at `policy` (none: accepted, as before policies). Only the signature manifest and its
-/// payloads are fetched.
-pub fn check_registry(
-    policy: Option<&Path>,
-    client: &RegistryClient,
-    image: &ImageRef,
-    top: &Digest,
-) -> Result<(), ImageError> {
-    // Without a policy, `validate` has said so.
-    let Some(path) = policy else {
-        return Ok(());
-    };
-    let policy = Policy::load(path).map_err(SignatureError::from)?;
-    let (requirements, scope) = policy.for_docker(image);
-    let refused = |why: String| SignatureError::Refused {
-        image: image.to_string(),
-        policy: policy.path().to_owned(),
-        scope: scope.clone(),
-        why,
-    };
-    let mut signatures = None;
-    for requirement in requirements {
-        match requirement {
-            Requirement::AcceptAnything => {}
-            Requirement::Reject => return Err(refused("the policy rejects it".into()).into()),
-            Requirement::Sigstore(key) => {
-                let sigs = match &signatures {
-                    Some(s) => s,
-                    None => signatures.insert(fetch_signatures(client, image, top)?),
-                };
-                verify(key, image, top, sigs).map_err(|why| refused(why.explain(key, top)))?;
+/// The signature policy in force for one pull, read once.
+#[derive(Debug)]
+pub struct Gate {
+    policy: Option<Policy>,
+}
+
+impl Gate {
+    /// Reads the policy at `path` (none: every image is accepted, as before policies;
+    /// `looked` says where berth looked for one). A policy that cannot be read or is
+    /// invalid stops every pull, even of an image already stored.
+    pub fn load(path: Option<&Path>, looked: &[PathBuf]) -> Result<Gate, ImageError> {
+        let Some(path) = path else {
+            let places: Vec<String> = looked.iter().map(|p| p.display().to_string()).collect();
+            let places = if places.is_empty() {
+                String::new()
+            } else {
+                format!(" (none at {})", places.join(" or "))
+            };
+            tracing::debug!("no signature policy{places}: images are accepted unchecked");
+            return Ok(Gate { policy: None });
+        };
+        let policy = Policy::load(path).map_err(SignatureError::from)?;
+        tracing::debug!("signature policy {}", path.display());
+        Ok(Gate {
+            policy: Some(policy),
+        })
+    }
+
+    /// What the policy requires of `image` (as its reference names it).
+    pub fn rules(&self, image: &ImageRef) -> Rules<'_> {
+        match &self.policy {
+            None => Rules {
+                policy: None,
+                requirements: &[],
+                scope: "no policy".to_owned(),
+            },
+            Some(p) => {
+                let (requirements, scope) = p.for_docker(image);
+                Rules {
+                    policy: Some(p),
+                    requirements,
+                    scope,
+                }
             }
         }
     }
-    tracing::debug!(image = %image, digest = %top, "accepted by the signature policy {} ({scope})", path.display());
-    Ok(())
 }
 
-/// Reads the policy at `policy` only to find it unreadable or invalid: a broken policy
-/// stops even an image that is already stored and would not be checked.
-pub fn validate(policy: Option<&Path>) -> Result<(), ImageError> {
-    match policy {
-        Some(path) => Policy::load(path)
-            .map(drop)
-            .map_err(|e| SignatureError::from(e).into()),
-        None => {
-            tracing::debug!("no signature policy: images are accepted unchecked");
-            Ok(())
+/// The requirements the policy puts on one image reference, and where they come from.
+#[derive(Debug)]
+pub struct Rules<'a> {
+    policy: Option<&'a Policy>,
+    requirements: &'a [Requirement],
+    scope: String,
+}
+
+impl Rules<'_> {
+    /// What an image record keeps of these rules once they accepted its image: the policy
+    /// file, the scope, and a digest of the requirements themselves (keys and identities,
+    /// not their file names), so that a change to them, or another scope's rules for
+    /// another reference, has the image checked again.
+    pub fn acceptance(&self) -> Accepted {
+        let mut text = String::new();
+        for r in self.requirements {
+            match r {
+                Requirement::AcceptAnything => text.push_str("insecureAcceptAnything\n"),
+                Requirement::Reject => text.push_str("reject\n"),
+                Requirement::Sigstore(key) => {
+                    let point = key.key.to_encoded_point(false);
+                    let key_hex = hex::encode(point.as_bytes());
+                    text.push_str(&format!("sigstoreSigned {key_hex} {}\n", key.identity));
+                }
+            }
         }
+        Accepted {
+            policy: self.policy.map(|p| p.path().to_owned()),
+            scope: self.scope.clone(),
+            requirements: Digest::of(text.as_bytes()),
+        }
+    }
+
+    /// Whether `record` shows that these very rules accepted the image behind `top`.
+    pub fn accepted(&self, record: &ImageRecord, top: &Digest) -> bool {
+        (record.digest == *top || record.manifest == *top)
+            && record.accepted.as_ref() == Some(&self.acceptance())
+    }
+
+    /// Checks `image`, whose reference the registry confirmed names `top`, against these
+    /// rules: only the signature manifest and its payloads are fetched, and only when a
+    /// requirement asks for signatures.
+    pub fn check(
+        &self,
+        client: &RegistryClient,
+        image: &ImageRef,
+        top: &Digest,
+    ) -> Result<(), ImageError> {
+        let Some(policy) = self.policy else {
+            return Ok(());
+        };
+        let refused = |why: String| SignatureError::Refused {
+            image: image.to_string(),
+            policy: policy.path().to_owned(),
+            scope: self.scope.clone(),
+            why,
+        };
+        let mut signatures = None;
+        for requirement in self.requirements {
+            match requirement {
+                Requirement::AcceptAnything => {}
+                Requirement::Reject => return Err(refused("the policy rejects it".into()).into()),
+                Requirement::Sigstore(key) => {
+                    let sigs = match &signatures {
+                        Some(s) => s,
+                        None => signatures.insert(fetch_signatures(client, image, top)?),
+                    };
+                    verify(key, image, top, sigs).map_err(|why| refused(why.explain(key, top)))?;
+                }
+            }
+        }
+        tracing::debug!(image = %image, digest = %top, "accepted by the signature policy {} ({})", policy.path().display(), self.scope);
+        Ok(())
     }
 }
 

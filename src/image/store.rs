@@ -16,6 +16,7 @@ use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,22 @@ pub struct ImageRecord {
     /// recorded, as in records written before berth kept it).
     #[serde(default)]
     pub last_used: u64,
+    /// The signature policy that accepted the image under this reference (see
+    /// [`super::signature::Rules::acceptance`]); `None` in records written before berth
+    /// kept it, and for layouts and archives (checked at every load): checked again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<Accepted>,
+}
+
+/// Which rules of which signature policy accepted an image for a reference.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Accepted {
+    /// The policy file; `None`: no policy was in force.
+    pub policy: Option<PathBuf>,
+    /// The scope of the policy whose requirements applied.
+    pub scope: String,
+    /// The digest of those requirements.
+    pub requirements: Digest,
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +66,8 @@ pub struct Store {
     root: PathBuf,
     /// Temporary leftovers opening the store removed, and their bytes.
     swept: (usize, u64),
+    /// How long [`Store::lock`] waits for another berth.
+    lock_wait: Duration,
 }
 
 impl Store {
@@ -75,7 +94,15 @@ impl Store {
         Ok(Store {
             root: root.to_owned(),
             swept,
+            lock_wait: super::registry::DEFAULT_PULL_TIMEOUT,
         })
+    }
+
+    /// Waits at most `wait` for another berth's lock (see [`Store::lock`]).
+    #[must_use]
+    pub fn with_lock_wait(mut self, wait: Duration) -> Store {
+        self.lock_wait = wait;
+        self
     }
 
     /// How many temporary leftovers opening the store removed, and their bytes.
@@ -154,22 +181,47 @@ impl Store {
         })
     }
 
-    /// Takes the lock of `name` (a layer or a blob) under `locks/`, waiting for the berth
-    /// that holds it. Lock files stay: removing one could let two berths lock two files of
-    /// the same name.
-    pub fn lock(&self, name: &str) -> Result<Flock<File>, ImageError> {
+    /// Takes the lock of `name` (a layer or a blob, `what` for messages) under `locks/`,
+    /// waiting for the berth that holds it — at most the store's lock wait: the holder's own
+    /// fetch is bounded by its pull timeout, so a lock held longer is held by a berth that
+    /// is stuck. Lock files stay: removing one could let two berths lock two files of the
+    /// same name.
+    pub fn lock(&self, name: &str, what: &str) -> Result<Flock<File>, ImageError> {
         let path = self.root.join("locks").join(format!("{name}.lock"));
         let store_err = |source| ImageError::Store {
             path: path.clone(),
             source,
         };
-        let file = fs::OpenOptions::new()
+        let mut file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
             .map_err(store_err)?;
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| store_err(e.into()))
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        let mut announced = false;
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(lock),
+                Err((held, nix::errno::Errno::EWOULDBLOCK)) => file = held,
+                Err((_, e)) => return Err(store_err(e.into())),
+            }
+            let waited = started.elapsed();
+            if waited >= self.lock_wait {
+                return Err(ImageError::LockTimeout {
+                    what: what.to_owned(),
+                    lock: path,
+                    waited: self.lock_wait,
+                });
+            }
+            if !std::mem::replace(&mut announced, true) {
+                tracing::info!("waiting for another berth fetching or unpacking {what}");
+            }
+            crate::interrupt::check()?;
+            std::thread::sleep(pause.min(self.lock_wait - waited));
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
     }
 
     /// Locks those of `blobs` the store lacks, in digest order (so berths locking several
@@ -185,7 +237,10 @@ impl Store {
         wanted.dedup_by(|a, b| a.digest == b.digest);
         let locks = wanted
             .iter()
-            .map(|b| self.lock(&format!("blob-{}", b.digest.hex())))
+            .map(|b| {
+                let what = format!("blob {}", b.digest);
+                self.lock(&format!("blob-{}", b.digest.hex()), &what)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let missing = wanted
             .into_iter()
@@ -391,6 +446,7 @@ mod tests {
             size: 5,
             pulled_at: 1,
             last_used: 0,
+            accepted: None,
         };
         store.save_record(&rec).unwrap();
         assert_eq!(store.find_record(&rec.reference), Some(rec.clone()));

@@ -173,7 +173,7 @@ pub fn redirect_policy(allow_http: bool) -> reqwest::redirect::Policy {
 }
 
 /// A URL without its query: storage backends sign theirs, and a signature is a secret.
-fn shown_url(url: &reqwest::Url) -> String {
+pub fn shown_url(url: &reqwest::Url) -> String {
     let mut u = url.clone();
     u.set_query(None);
     let _ = u.set_password(None);

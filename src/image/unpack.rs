@@ -33,6 +33,7 @@ use rustix::io::Errno;
 
 use super::ImageError;
 use super::digest::{Digest, Hasher};
+use super::members::{Member, Members};
 use crate::host::IdMap;
 
 const OPAQUE: &str = ".wh..wh..opq";
@@ -169,14 +170,12 @@ pub fn unpack_layer(
     let mut applier = Applier::new(root, dest, layer, how);
     let applied = (|| {
         let mut archive = tar::Archive::new(&mut hashing);
-        let entries = archive
-            .entries()
-            .map_err(|e| bad(format!("not a tar archive: {e}")))?;
-        for entry in entries {
+        let mut members = Members::new(&mut archive).map_err(|e| bad(crate::util::chain(&e)))?;
+        while let Some(member) = members.next_member() {
             crate::interrupt::check()?;
             budget.take_entry()?;
-            let mut entry = entry.map_err(|e| bad(format!("corrupt tar: {e}")))?;
-            applier.apply(&mut entry)?;
+            let mut member = member.map_err(|e| bad(crate::util::chain(&e)))?;
+            applier.apply(&mut member)?;
             applier.stats.entries += 1;
         }
         applier.finish()
@@ -368,13 +367,10 @@ impl<'a> Applier<'a> {
         }
     }
 
-    fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), ImageError> {
-        let raw = entry
-            .path()
-            .map_err(|e| self.bad(format!("bad entry path: {e}")))?
-            .into_owned();
+    fn apply<R: Read>(&mut self, entry: &mut Member<'_, R>) -> Result<(), ImageError> {
+        let raw = entry.path.clone();
         let rel = normalize(&raw).map_err(|()| self.escape(&raw, "has a '..' component"))?;
-        let kind = entry.header().entry_type();
+        let kind = entry.header.entry_type();
         let Some(rel) = rel else {
             // The root directory itself: its metadata is the layer directory's.
             if kind.is_dir() {
@@ -393,7 +389,7 @@ impl<'a> Applier<'a> {
             self.stats.devices_skipped += 1;
             return Ok(());
         }
-        let owner = self.owner(entry.header(), &rel)?;
+        let owner = self.owner(&entry.header, &rel)?;
         let parent = self.parent(&parent_rel, &raw)?;
         match kind {
             tar::EntryType::Directory => {
@@ -407,7 +403,7 @@ impl<'a> Applier<'a> {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 self.file(entry, &parent, &rel, owner, &raw)?;
             }
-            // Headers of other entries (long names, pax) are read by the tar reader.
+            // Extension headers are read with their member (see members.rs).
             _ => {}
         }
         Ok(())
@@ -443,33 +439,27 @@ impl<'a> Applier<'a> {
 
     fn dir_meta<R: Read>(
         &mut self,
-        entry: &mut tar::Entry<'_, R>,
+        entry: &Member<'_, R>,
         raw: &Path,
     ) -> Result<DirMeta, ImageError> {
         let rel = normalize(raw).ok().flatten().unwrap_or_default();
         Ok(DirMeta {
-            mode: entry.header().mode().unwrap_or(0o755) & 0o7777,
-            owner: self.owner(entry.header(), &rel)?,
-            mtime: entry.header().mtime().ok(),
+            mode: entry.header.mode().unwrap_or(0o755) & 0o7777,
+            owner: self.owner(&entry.header, &rel)?,
+            mtime: entry.header.mtime().ok(),
             xattrs: self.xattrs(entry),
         })
     }
 
     /// The `user.*` extended attributes the entry carries; the others are counted, dropped.
-    fn xattrs<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Vec<(OsString, Vec<u8>)> {
+    fn xattrs<R: Read>(&mut self, entry: &Member<'_, R>) -> Vec<(OsString, Vec<u8>)> {
         let mut kept = Vec::new();
-        let Ok(Some(pax)) = entry.pax_extensions() else {
-            return kept;
-        };
-        for ext in pax.flatten() {
-            let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") else {
+        for (key, value) in entry.pax_records() {
+            let Some(name) = key.strip_prefix(b"SCHILY.xattr.") else {
                 continue;
             };
             if name.starts_with(b"user.") && !name.starts_with(b"user.overlay.") {
-                kept.push((
-                    OsStr::from_bytes(name).to_owned(),
-                    ext.value_bytes().to_vec(),
-                ));
+                kept.push((OsStr::from_bytes(name).to_owned(), value.to_vec()));
             } else {
                 self.stats.xattrs_dropped += 1;
             }
@@ -701,18 +691,18 @@ struct NodeMeta {
 }
 
 impl Applier<'_> {
-    fn node_meta<R: Read>(&self, entry: &tar::Entry<'_, R>, owner: Option<(u32, u32)>) -> NodeMeta {
+    fn node_meta<R: Read>(&self, entry: &Member<'_, R>, owner: Option<(u32, u32)>) -> NodeMeta {
         NodeMeta {
-            mode: entry.header().mode().unwrap_or(0o644) & 0o7777,
+            mode: entry.header.mode().unwrap_or(0o644) & 0o7777,
             owner: owner.filter(|o| *o != self.me),
-            mtime: entry.header().mtime().unwrap_or(0),
+            mtime: entry.header.mtime().unwrap_or(0),
         }
     }
 
     /// A regular file, created with its mode and filled from the layer.
     fn file<R: Read>(
         &mut self,
-        entry: &mut tar::Entry<'_, R>,
+        entry: &mut Member<'_, R>,
         parent: &OwnedFd,
         rel: &Path,
         owner: Option<(u32, u32)>,
@@ -740,7 +730,7 @@ impl Applier<'_> {
         let mut file = File::from(fd);
         let mut buf = std::mem::take(&mut self.buf);
         let copied = (|| loop {
-            let n = entry.read(&mut buf)?;
+            let n = entry.data.read(&mut buf)?;
             if n == 0 {
                 return Ok(());
             }
@@ -752,8 +742,10 @@ impl Applier<'_> {
             if let Some((uid, gid)) = meta.owner {
                 rustix::fs::fchown(&file, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))?;
             }
-            // chown takes set-id bits away; the umask (unless it is 0) others.
-            if (meta.owner.is_some() && meta.mode & 0o6000 != 0) || meta.mode & self.umask != 0 {
+            // Set-id bits go with a chown, and with any write by a berth without CAP_FSETID
+            // in the host's namespace (a rootless one: the kernel asks the initial
+            // namespace); the umask (unless it is 0) takes others. They are put back.
+            if meta.mode & 0o6000 != 0 || meta.mode & self.umask != 0 {
                 rustix::fs::fchmod(&file, mode)?;
             }
             for (name, value) in &xattrs {
@@ -767,7 +759,7 @@ impl Applier<'_> {
 
     fn symlink<R: Read>(
         &mut self,
-        entry: &tar::Entry<'_, R>,
+        entry: &Member<'_, R>,
         parent: &OwnedFd,
         rel: &Path,
         owner: Option<(u32, u32)>,
@@ -775,10 +767,9 @@ impl Applier<'_> {
     ) -> Result<(), ImageError> {
         let meta = self.node_meta(entry, owner);
         let target = entry
-            .link_name()
-            .map_err(|e| self.bad(format!("bad link name: {e}")))?
-            .ok_or_else(|| self.bad(format!("symlink {} has no target", raw.display())))?
-            .into_owned();
+            .link
+            .clone()
+            .ok_or_else(|| self.bad(format!("symlink {} has no target", raw.display())))?;
         let name = rel.file_name().unwrap_or_default();
         self.create(
             parent,
@@ -792,7 +783,7 @@ impl Applier<'_> {
 
     fn fifo<R: Read>(
         &mut self,
-        entry: &tar::Entry<'_, R>,
+        entry: &Member<'_, R>,
         parent: &OwnedFd,
         rel: &Path,
         owner: Option<(u32, u32)>,
@@ -845,16 +836,15 @@ impl Applier<'_> {
     /// A hard link, to something this layer wrote before (the layer is its own tree).
     fn hard_link<R: Read>(
         &mut self,
-        entry: &tar::Entry<'_, R>,
+        entry: &Member<'_, R>,
         parent: &OwnedFd,
         rel: &Path,
         raw: &Path,
     ) -> Result<(), ImageError> {
         let target = entry
-            .link_name()
-            .map_err(|e| self.bad(format!("bad link name: {e}")))?
-            .ok_or_else(|| self.bad(format!("hard link {} has no target", raw.display())))?
-            .into_owned();
+            .link
+            .clone()
+            .ok_or_else(|| self.bad(format!("hard link {} has no target", raw.display())))?;
         let target_rel = normalize(&target)
             .map_err(|()| self.escape(raw, "hard link target has a '..' component"))?
             .ok_or_else(|| self.escape(raw, "hard link to the root directory"))?;

@@ -16,12 +16,14 @@ const MAX_RESPONSE_BYTES: usize = 16 << 20;
 
 /// Runs action `name` of the job's component: its answer (the JSON it printed), or the
 /// result of the job that failed (an unlisted action, a failed container, no answer or one
-/// that is not JSON are user errors, with the original runner's words).
+/// that is not JSON are user errors, with the original runner's words). A `bridge`
+/// component reaches the host and its networks only with `allow_host_access`, as in a run.
 pub fn action(
     svc: Services<'_>,
     settings: &Settings,
     job: &JobFile,
     name: &str,
+    allow_host_access: bool,
 ) -> Result<Value, Box<JobResult>> {
     if name == "run" {
         let message = "\"run\" is not a synchronous action: use `berth run`".to_owned();
@@ -38,6 +40,7 @@ pub fn action(
     }
     let options = RunOptions {
         action: Some(name.to_owned()),
+        allow_host_access,
         ..RunOptions::default()
     };
     let mut stdout = String::new();

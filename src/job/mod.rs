@@ -55,6 +55,9 @@ pub struct RunOptions {
     pub keep_outputs: Option<PathBuf>,
     /// Refuse to run when a limit cannot be enforced, instead of warning.
     pub strict_limits: bool,
+    /// Let `bridge` containers reach the host's own addresses, the subnets attached to it
+    /// and link-local space (cloud metadata), which are fenced off otherwise.
+    pub allow_host_access: bool,
     /// Run this synchronous action instead of `run` (contract §13): no input or output
     /// mapping, no state, a short timeout. Use [`action`], which also checks the name.
     pub action: Option<String>,

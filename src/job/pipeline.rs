@@ -228,6 +228,7 @@ impl<'a> JobRun<'a> {
             multiple_rows: rows.len() > 1,
             action: self.options.action.as_deref(),
             debug: self.options.debug,
+            allow_host_access: self.options.allow_host_access,
         };
         let done = self.run_rows(&ctx, &rows, &processor_images, on_line)?;
         let verdict = self.commit(done)?;
@@ -272,8 +273,11 @@ impl<'a> JobRun<'a> {
             user_namespace: mode,
             id_range: host_ids,
             unenforced: unenforced.into_iter().map(str::to_owned).collect(),
+            disk_limit: self.job.component.disk,
             seccomp,
             rootless: rootless.is_some(),
+            host_access: self.options.allow_host_access
+                && self.job.component.network == crate::contract::NetworkMode::Bridge,
         });
         ids
     }

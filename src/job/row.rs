@@ -52,6 +52,8 @@ pub(super) struct RowContext<'a> {
     pub action: Option<&'a str>,
     /// Debug mode: the data folder archived before each image and at the end; no mapping.
     pub debug: bool,
+    /// The operator lets `bridge` containers reach the host and its networks.
+    pub allow_host_access: bool,
 }
 
 /// One row: its place in the job and its configuration.
@@ -424,11 +426,17 @@ impl RowRun<'_> {
             cgroups_path: &cgroups_path,
             cgroups: &ctx.svc.host.cgroups(),
             nofile_limit: ctx.svc.host.hard_nofile_limit(),
+            file_size_limit: job
+                .component
+                .disk
+                .0
+                .min(ctx.svc.host.hard_file_size_limit()),
             single_id: ctx.ids.is_some_and(|m| m.size == 1),
             seccomp: job.component.seccomp,
         })?;
         bundle::write(&spec, &dir.bundle)?;
         tracing::debug!("data folder and bundle written");
+        let disk = self.disk_watch(dir);
         let request = RunRequest {
             id: &container_id,
             bundle: &dir.bundle,
@@ -436,7 +444,8 @@ impl RowRun<'_> {
             cgroups_path: &cgroups_path,
             limits,
             timeout: Duration::from_secs(self.timeout_secs()),
-            network: network(job.component.network),
+            network: network(job.component.network, ctx.allow_host_access),
+            disk: Some(&disk),
         };
         let outcome = ctx.svc.runtime.run(&request, on_line)?;
         Ok(Container {
@@ -444,6 +453,23 @@ impl RowRun<'_> {
             id: Some(container_id),
             outcome,
         })
+    }
+
+    /// What the container may write: its data folder, `/tmp` and its rootfs's upper
+    /// directory (or copy) may grow by the component's disk cap from what they hold now.
+    fn disk_watch(&self, dir: &ImageDir) -> runtime::DiskWatch {
+        let rootfs = if self.ctx.copy_rootfs {
+            &dir.copy
+        } else {
+            &dir.upper
+        };
+        let mut watch = runtime::DiskWatch {
+            dirs: vec![dir.data.clone(), dir.tmp.clone(), rootfs.clone()],
+            baseline: 0,
+            cap: self.ctx.job.component.disk.0,
+        };
+        watch.baseline = watch.measure().bytes;
+        watch
     }
 
     /// How long the container may run: an action's timeout, or the main image's.
@@ -746,11 +772,13 @@ pub(super) fn write_json(path: &Path, value: &Value) -> Result<(), JobError> {
 }
 
 /// What the runtime connects for a network mode of contract §9 (the bundle gives every
-/// mode but `host` a namespace of its own).
-fn network(mode: NetworkMode) -> Network {
+/// mode but `host` a namespace of its own): a bridge is fenced off the host unless the
+/// operator allows it.
+fn network(mode: NetworkMode, allow_host_access: bool) -> Network {
     match mode {
         NetworkMode::None => Network::Loopback,
         NetworkMode::Host => Network::Host,
+        NetworkMode::Bridge if allow_host_access => Network::OutboundToHost,
         NetworkMode::Bridge => Network::Outbound,
     }
 }

@@ -46,6 +46,23 @@ pub fn classify(job: &JobFile, run: &RunOutcome) -> Verdict {
         let message = format!("component {id} exceeded the timeout of {secs} seconds");
         return Verdict::error(ErrorClass::User, message);
     }
+    if let Some(over) = run.disk_exceeded {
+        let cap = job.component.disk;
+        let message = if over.too_deep {
+            format!(
+                "component {id} nested directories deeper than {} levels, past what berth \
+                 measures of its disk limit of {cap}",
+                crate::confined::MAX_USAGE_DEPTH
+            )
+        } else {
+            format!(
+                "component {id} wrote more than its disk limit of {cap} (/data, /tmp and its \
+                 root filesystem together): {}",
+                decimal_size(over.written)
+            )
+        };
+        return Verdict::error(ErrorClass::User, message);
+    }
     if code != 0 && run.oom_killed {
         let limit = job.component.memory;
         let message = format!("component {id} ran out of memory (limit {limit})");
@@ -82,6 +99,20 @@ pub fn classify(job: &JobFile, run: &RunOutcome) -> Verdict {
     }
 }
 
+/// A size in the decimal units limits are written in, to one decimal: `41.9m`.
+fn decimal_size(bytes: u64) -> String {
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "a size shown to one decimal of its unit"
+    )]
+    let b = bytes as f64;
+    match bytes {
+        0..1_000_000 => format!("{:.1}k", b / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1}m", b / 1e6),
+        _ => format!("{:.1}g", b / 1e9),
+    }
+}
+
 /// What the component said about its failure: stderr, else stdout, else a placeholder.
 fn error_output(run: &RunOutcome) -> String {
     let stderr = run.stderr.trim();
@@ -114,6 +145,7 @@ mod tests {
             oom_killed: false,
             oom_known: true,
             interrupted: false,
+            disk_exceeded: None,
             stdout_tail: String::new(),
             stderr: String::new(),
         }
@@ -152,6 +184,34 @@ mod tests {
         let (_, class, msg) = parts(classify(&j, &outcome(ExitStatus::Signal(11))));
         assert_eq!(class, Some(ErrorClass::Application));
         assert!(msg.contains("exit code 139"), "{msg}");
+    }
+
+    #[test]
+    fn a_component_past_its_disk_limit_is_a_user_error_naming_it() {
+        let j = JobFile::parse(
+            br#"{"component": {"id": "acme.hello", "image": "x/y", "disk": "50m"}}"#,
+        )
+        .unwrap();
+        let mut o = outcome(ExitStatus::Signal(9));
+        o.disk_exceeded = Some(crate::runtime::DiskExceeded {
+            written: 51_000_000,
+            too_deep: false,
+        });
+        let (_, class, msg) = parts(classify(&j, &o));
+        assert_eq!(class, Some(ErrorClass::User));
+        assert_eq!(
+            msg,
+            "component acme.hello wrote more than its disk limit of 50m (/data, /tmp and its \
+             root filesystem together): 51.0m"
+        );
+        // Also when it exited on its own, having written too much just before.
+        o.status = ExitStatus::Code(0);
+        assert_eq!(classify(&j, &o).class, Some(ErrorClass::User));
+        o.disk_exceeded = Some(crate::runtime::DiskExceeded {
+            written: 0,
+            too_deep: true,
+        });
+        assert!(classify(&j, &o).message.contains("deeper than 256 levels"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::{ExitStatus, Network, RunOutcome, RunRequest, Runtime, RuntimeError};
+use super::{DiskWatch, ExitStatus, Network, RunOutcome, RunRequest, Runtime, RuntimeError};
 
 /// A call the job made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +109,7 @@ pub fn outcome(code: i32) -> RunOutcome {
         oom_killed: false,
         oom_known: true,
         interrupted: false,
+        disk_exceeded: None,
         stdout_tail: String::new(),
         stderr: String::new(),
     }
@@ -156,8 +157,12 @@ impl Runtime for FakeRuntime {
             what: "the bundle's /data mount",
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         })?;
-        let outcome = (self.component)(&data);
+        let mut outcome = (self.component)(&data);
         outcome.stdout_tail.lines().for_each(&mut *on_line);
+        // As the real runtime measures once more after the container ended.
+        if outcome.disk_exceeded.is_none() {
+            outcome.disk_exceeded = req.disk.and_then(DiskWatch::exceeded);
+        }
         if self.fails(Step::Wait) {
             let source = std::io::Error::other("injected wait failure");
             let what = "poll";

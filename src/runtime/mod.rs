@@ -18,6 +18,9 @@
 //! - a new network namespace has `lo` down: between create and start it is brought up, and
 //!   connected to the outside when the job asks for it (through the host seam, which
 //!   starts pasta); what connects it is stopped as soon as the container has ended.
+//!
+//! Beyond libcontainer, the wait loop watches what the container writes to disk
+//! ([`DiskWatch`]) and kills it past its cap.
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fake;
@@ -111,6 +114,57 @@ pub struct RunRequest<'a> {
     /// How the container's network namespace is connected (whether it has one of its own
     /// is the bundle's choice; [`Network::Host`] asks for nothing).
     pub network: Network,
+    /// What the container may write to disk, watched while it runs.
+    pub disk: Option<&'a DiskWatch>,
+}
+
+/// The directories a container writes to on the host (its data folder, `/tmp`, its
+/// rootfs's upper directory) and how much they may grow: measured while it runs (every
+/// second at most, less often when a measurement takes long) and once more after it
+/// ended; the container is killed when they hold more than `baseline + cap`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskWatch {
+    pub dirs: Vec<std::path::PathBuf>,
+    /// What they held before the container started.
+    pub baseline: u64,
+    pub cap: u64,
+}
+
+/// A container that wrote more than its disk cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskExceeded {
+    /// What it added, in bytes (as far as measured).
+    pub written: u64,
+    /// It nested directories deeper than berth measures ([`crate::confined::MAX_USAGE_DEPTH`]).
+    pub too_deep: bool,
+}
+
+impl DiskWatch {
+    /// What the directories hold now: bytes, and whether a tree was too deep to measure. A
+    /// directory that cannot be measured counts nothing (logged).
+    pub fn measure(&self) -> crate::confined::Usage {
+        let mut total = crate::confined::Usage::default();
+        for dir in &self.dirs {
+            match crate::confined::disk_usage(dir) {
+                Ok(u) => {
+                    total.bytes = total.bytes.saturating_add(u.bytes);
+                    total.too_deep |= u.too_deep;
+                }
+                Err(e) => tracing::warn!("cannot measure {}: {e}", dir.display()),
+            }
+        }
+        total
+    }
+
+    /// Whether the container has gone past its cap.
+    pub fn exceeded(&self) -> Option<DiskExceeded> {
+        let usage = self.measure();
+        let written = usage.bytes.saturating_sub(self.baseline);
+        (written > self.cap || usage.too_deep).then_some(DiskExceeded {
+            written,
+            too_deep: usage.too_deep,
+        })
+    }
 }
 
 /// What happened.
@@ -122,6 +176,8 @@ pub struct RunOutcome {
     /// The cgroup could tell whether the OOM killer struck (it has a memory controller).
     pub oom_known: bool,
     pub interrupted: bool,
+    /// Killed (or found, once it ended) past its disk cap.
+    pub disk_exceeded: Option<DiskExceeded>,
     pub stdout_tail: String,
     pub stderr: String,
 }

@@ -1,5 +1,6 @@
 //! Watching a started container to its end: stdout streamed line by line, stderr kept, the
-//! exit status reaped, SIGKILL at the deadline or when the operator interrupts.
+//! exit status reaped, SIGKILL at the deadline, when the operator interrupts, or when what
+//! it wrote to disk passes its cap (measured now and then: see [`DiskWatch`]).
 //!
 //! One `poll` covers the two output pipes, a pidfd of the container's init and the
 //! interrupt pipe, so berth needs no threads while a container runs (libcontainer clones
@@ -16,7 +17,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use super::output::{LineSplitter, Tail};
-use super::{ExitStatus, RunOutcome, RuntimeError};
+use super::{DiskExceeded, DiskWatch, ExitStatus, RunOutcome, RuntimeError};
 
 /// stderr and the stdout tail kept for the job's message.
 const KEEP_BYTES: usize = 1 << 20;
@@ -34,6 +35,13 @@ const KILL_AGAIN_AFTER: Duration = Duration::from_secs(2);
 /// One read from a pipe.
 const READ_CHUNK: usize = 64 << 10;
 
+/// The shortest time between two disk measurements.
+const MEASURE_EVERY: Duration = Duration::from_secs(1);
+
+/// A measurement may take at most this share of the time (1/N): a tree of many files is
+/// measured less often.
+const MEASURE_SHARE: u32 = 10;
+
 /// A started container's init process and the read ends of its output pipes.
 #[derive(Debug)]
 pub struct Watched {
@@ -43,6 +51,7 @@ pub struct Watched {
     pub stderr: File,
     pub deadline: Instant,
     pub timeout: Duration,
+    pub disk: Option<DiskWatch>,
 }
 
 /// Where one wait stands.
@@ -59,6 +68,9 @@ struct Watch {
     interrupted: bool,
     /// When the last kill was sent.
     killed_at: Option<Instant>,
+    /// When the disk is measured next.
+    measure_at: Instant,
+    disk_exceeded: Option<DiskExceeded>,
     buf: Vec<u8>,
 }
 
@@ -86,7 +98,12 @@ pub fn wait(
         if ready.pid || watch.status.is_none() {
             watch.reap(w.pid);
         }
+        watch.watch_disk(w);
         watch.enforce(w, ready, kill);
+    }
+    // What it left counts too: a burst just before the end, between two measurements.
+    if watch.disk_exceeded.is_none() && !watch.interrupted {
+        watch.disk_exceeded = w.disk.as_ref().and_then(DiskWatch::exceeded);
     }
     watch.stdout_lines.finish(on_line);
     tracing::debug!("container {} exited", w.id);
@@ -118,6 +135,8 @@ impl Watch {
             timed_out: false,
             interrupted: false,
             killed_at: None,
+            measure_at: Instant::now() + MEASURE_EVERY,
+            disk_exceeded: None,
             buf: vec![0u8; READ_CHUNK],
         }
     }
@@ -135,13 +154,18 @@ impl Watch {
         drained_too_long
     }
 
-    fn poll_timeout(&self, deadline: Instant) -> PollTimeout {
+    fn poll_timeout(&self, w: &Watched) -> PollTimeout {
+        let now = Instant::now();
         let wait = if self.status.is_some() {
             DRAIN_GRACE
-        } else if self.timed_out || self.interrupted {
+        } else if self.killing() {
             AFTER_KILL_POLL
+        } else if w.disk.is_some() {
+            w.deadline
+                .min(self.measure_at)
+                .saturating_duration_since(now)
         } else {
-            deadline.saturating_duration_since(Instant::now())
+            w.deadline.saturating_duration_since(now)
         };
         let ms = i32::try_from(wait.as_millis().min(60_000)).unwrap_or(60_000);
         PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
@@ -162,7 +186,7 @@ impl Watch {
             Some(fd) => slot(!self.interrupted, fd),
             None => None,
         };
-        match poll(&mut fds, self.poll_timeout(w.deadline)) {
+        match poll(&mut fds, self.poll_timeout(w)) {
             Ok(_) | Err(nix::Error::EINTR) => {}
             Err(e) => {
                 return Err(RuntimeError::Wait {
@@ -218,8 +242,34 @@ impl Watch {
         }
     }
 
-    /// Kills the container when the operator interrupts or the deadline passes, and again
-    /// while it still runs.
+    /// A kill was sent for one reason or another.
+    fn killing(&self) -> bool {
+        self.timed_out || self.interrupted || self.disk_exceeded.is_some()
+    }
+
+    /// Measures what the running container wrote when it is time to, remembering when it
+    /// went past its cap (`enforce` kills it).
+    fn watch_disk(&mut self, w: &Watched) {
+        let Some(disk) = &w.disk else { return };
+        let now = Instant::now();
+        if self.status.is_some() || self.killing() || now < self.measure_at {
+            return;
+        }
+        self.disk_exceeded = disk.exceeded();
+        let took = now.elapsed();
+        self.measure_at = Instant::now() + MEASURE_EVERY.max(took * MEASURE_SHARE);
+        if let Some(over) = self.disk_exceeded {
+            tracing::warn!(
+                "container {} wrote {} bytes, past its disk cap of {}; killing it",
+                w.id,
+                over.written,
+                disk.cap
+            );
+        }
+    }
+
+    /// Kills the container when the operator interrupts, the deadline passes or it wrote
+    /// past its disk cap, and again while it still runs.
     fn enforce(&mut self, w: &Watched, ready: Ready, kill: &mut dyn FnMut()) {
         if self.status.is_some() {
             return;
@@ -228,7 +278,9 @@ impl Watch {
         if ready.wake && crate::interrupt::requested() && !self.interrupted {
             self.interrupted = true;
             tracing::warn!("stopping container {} (interrupted)", w.id);
-        } else if !self.timed_out && !self.interrupted && now >= w.deadline {
+        } else if self.disk_exceeded.is_some() && self.killed_at.is_none() {
+            // Said when measured.
+        } else if !self.killing() && now >= w.deadline {
             self.timed_out = true;
             tracing::warn!(
                 "container {} exceeded its timeout of {:?}; killing it",
@@ -254,6 +306,7 @@ impl Watch {
             oom_killed: false,
             oom_known: false,
             interrupted: self.interrupted,
+            disk_exceeded: self.disk_exceeded,
             stdout_tail: self.stdout_tail.into_string(),
             stderr: self.stderr.into_string(),
         }

@@ -111,6 +111,7 @@ impl Runtime for Youki<'_> {
             stderr,
             deadline: started + req.timeout,
             timeout: req.timeout,
+            disk: req.disk.cloned(),
         };
         let host = self.host;
         let cgroups = req.cgroups_path;

@@ -71,6 +71,11 @@ pub fn missing_prerequisite() -> Option<String> {
         .clone()
 }
 
+/// Where berth under test looks for the system's signature policy: nowhere, so that no
+/// test depends on the machine's /etc/containers/policy.json (tests/signatures.rs gives
+/// one of its own where it tests that lookup).
+pub const NO_SYSTEM_POLICY: &str = "/nonexistent/berth-test/policy.json";
+
 /// The registry tests push to and berth pulls from.
 pub fn registry() -> String {
     std::env::var("BERTH_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".to_owned())
@@ -264,14 +269,45 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     gz.finish().unwrap()
 }
 
-fn gunzip_if_needed(bytes: &[u8]) -> Vec<u8> {
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut out).unwrap();
-        out
-    } else {
-        bytes.to_vec()
+/// The diff id of a layer (tar or tar.gz, perhaps several gzip members), decompressed and
+/// hashed by gzip and sha256sum as it streams: a bomb's layer of hundreds of megabytes never
+/// lies whole in memory, and is hashed in a second rather than the unoptimised test
+/// build's ten.
+pub fn diff_id(layer: &[u8]) -> String {
+    if !layer.starts_with(&[0x1f, 0x8b]) {
+        return format!("sha256:{}", sha256(layer));
     }
+    let mut child = Command::new("sh")
+        .args(["-c", "gzip -dc | sha256sum"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run gzip and sha256sum");
+    let mut stdin = child.stdin.take().unwrap();
+    let out = std::thread::scope(|s| {
+        s.spawn(move || stdin.write_all(layer).unwrap());
+        child.wait_with_output().unwrap()
+    });
+    assert!(out.status.success(), "gzip -dc | sha256sum failed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    format!("sha256:{}", text.split_whitespace().next().unwrap())
+}
+
+/// Every path below `root`, not following links.
+pub fn walk_tree(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(p) = stack.pop() {
+        if let Ok(entries) = fs::read_dir(&p) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+                out.push(e.path());
+            }
+        }
+    }
+    out
 }
 
 /// An image to build: layers (tar or tar.gz bytes) and its run config.
@@ -337,7 +373,7 @@ pub fn push(spec: &ImageSpec, repo: &str, tag: &str) -> BuiltImage {
             "application/vnd.oci.image.layer.v1.tar"
         };
         layer_descs.push(serde_json::json!({"mediaType": media, "digest": digest, "size": size}));
-        diff_ids.push(format!("sha256:{}", sha256(&gunzip_if_needed(l))));
+        diff_ids.push(diff_id(l));
     }
     let mut cfg = serde_json::Map::new();
     if let Some(e) = &spec.entrypoint {
@@ -427,6 +463,16 @@ pub struct Run {
     pub status: i32,
     pub stdout: String,
     pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Run {
+        Run {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
 }
 
 impl Run {
@@ -533,19 +579,15 @@ impl Berth {
             .arg(self.cache())
             .arg("--retries")
             .arg("0");
-        c.env_remove("RUST_LOG");
+        c.env_remove("RUST_LOG")
+            .env("BERTH_SYSTEM_SIGNATURE_POLICY", NO_SYSTEM_POLICY);
         // The embedded store unless a test names another (tests/store_conformance.rs).
         c.env_remove("BERTH_STORAGE").env_remove("BERTH_FILES");
         c
     }
 
     pub fn run_cmd(&self, args: &[&str]) -> Run {
-        let out: Output = self.cmd().args(args).output().expect("run berth");
-        Run {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from(self.cmd().args(args).output().expect("run berth"))
     }
 
     /// Starts `berth run JOB` in the background; returns it with its stdout, line by line.
@@ -635,6 +677,34 @@ impl Berth {
         let cgroups = cgroups_of(job_ids);
         assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
     }
+}
+
+/// `berth encrypt ARGS` with `input` on stdin.
+pub fn encrypt(b: &Berth, args: &[&str], input: &str) -> Run {
+    use std::process::Stdio;
+    let mut child = b
+        .cmd()
+        .arg("encrypt")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    Run::from(child.wait_with_output().unwrap())
+}
+
+/// `input` as `berth encrypt ARGS` encrypts it.
+pub fn encrypted(b: &Berth, args: &[&str], input: serde_json::Value) -> serde_json::Value {
+    let r = encrypt(b, args, &input.to_string());
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    serde_json::from_str(&r.stdout).unwrap()
 }
 
 /// The job id of a `--json` result.
@@ -799,5 +869,25 @@ fn store_fake_image(cache: &Path) -> String {
         store.put_blob(&Digest::of(blob), blob).unwrap();
     }
     // Port 9 on loopback: nothing listens, so any registry request would fail.
-    format!("127.0.0.1:9/test/fake@{}", Digest::of(&manifest))
+    let reference = format!("127.0.0.1:9/test/fake@{}", Digest::of(&manifest));
+    // What a pull with no signature policy in force would have recorded.
+    let parsed = berth::image::ImageRef::parse(&reference).unwrap();
+    let accepted = berth::image::signature::Gate::load(None, &[])
+        .unwrap()
+        .rules(&parsed)
+        .acceptance();
+    store
+        .save_record(&berth::image::ImageRecord {
+            reference: reference.clone(),
+            digest: Digest::of(&manifest),
+            manifest: Digest::of(&manifest),
+            config: Digest::of(&config),
+            layers: vec![Digest::of(&layer)],
+            size: layer.len() as u64,
+            pulled_at: 0,
+            last_used: 0,
+            accepted: Some(accepted),
+        })
+        .unwrap();
+    reference
 }
