@@ -63,6 +63,16 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     fn location(&self) -> String;
 }
 
+/// Stores the contents of `uploads`, in order, before the transaction that names them. A
+/// failed apply leaves them to the sweep: the same content may be what another commit is
+/// naming at that moment.
+pub(crate) fn put_all(
+    blobs: &dyn BlobStore,
+    uploads: &[super::FileUpload],
+) -> Result<Vec<Blob>, StorageError> {
+    uploads.iter().map(|f| blobs.put(&f.path)).collect()
+}
+
 /// Removes the blobs no row names (`referenced`) that are older than `min_age`; returns
 /// how many went.
 pub fn sweep(

@@ -286,13 +286,8 @@ impl Storage for PgStorage {
 
     fn apply(&self, changes: &Changes) -> Result<ApplyReport, StorageError> {
         check_changes(changes)?;
-        // Contents first, outside the transaction: it only names them. A failed apply
-        // leaves them to the sweep.
-        let stored = changes
-            .files
-            .iter()
-            .map(|f| self.blobs.put(&f.path))
-            .collect::<Result<Vec<Blob>, StorageError>>()?;
+        // Contents first, outside the transaction: it only names them.
+        let stored = super::blob::put_all(self.blobs.as_ref(), &changes.files)?;
         self.write(|tx| apply_changes(tx, changes, &stored))
     }
 

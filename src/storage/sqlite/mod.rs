@@ -311,13 +311,8 @@ impl Storage for SqliteStorage {
     fn apply(&self, changes: &Changes) -> Result<ApplyReport, StorageError> {
         check_changes(changes)?;
         // File contents are stored before the write lock is taken: another job's apply
-        // need not wait for them. A failed apply leaves them to the sweep: the same content
-        // may be what another commit is naming right now.
-        let stored = changes
-            .files
-            .iter()
-            .map(|f| self.blobs.put(&f.path))
-            .collect::<Result<Vec<Blob>, StorageError>>()?;
+        // need not wait for them.
+        let stored = super::blob::put_all(self.blobs.as_ref(), &changes.files)?;
         self.write(|tx| apply_changes(tx, changes, &stored))
     }
 

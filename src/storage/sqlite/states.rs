@@ -115,41 +115,4 @@ mod tests {
         };
         assert_eq!(f.store.read_state(&never).unwrap().version, 0);
     }
-
-    #[test]
-    fn a_state_written_since_the_job_read_it_is_a_conflict_and_nothing_applies() {
-        let f = Fixture::new();
-        let key = StateKey {
-            component: "keboola.ex-test".into(),
-            config: "1".into(),
-            row: None,
-        };
-        let write = |value: i64, from: Option<u64>| {
-            let mut load = f.load("in.c-main.t", "id\n1\n");
-            load.incremental = true;
-            f.store.apply(&Changes {
-                tables: vec![load],
-                states: vec![(key.clone(), Some(json!(value)))],
-                state_versions: from.map(|v| vec![(key.clone(), v)]).unwrap_or_default(),
-                ..Changes::default()
-            })
-        };
-        let started = f.store.read_state(&key).unwrap().version;
-        assert_eq!(started, 0);
-        write(1, Some(started)).unwrap();
-        // A second job that also started from version 0 commits after the first.
-        let e = write(2, Some(started)).unwrap_err();
-        assert!(e.is_user_error());
-        assert_eq!(
-            e.to_string(),
-            "state keboola.ex-test/1 changed while the job ran (version 0 when it started, 1 \
-             now): another run of the same configuration committed first; nothing of this job \
-             was applied, run it again"
-        );
-        assert_eq!(f.store.state(&key).unwrap(), Some(json!(1)));
-        assert_eq!(f.info("in.c-main.t").rows, 1);
-        write(3, Some(1)).unwrap();
-        assert_eq!(f.store.read_state(&key).unwrap().version, 2);
-        assert_eq!(f.info("in.c-main.t").rows, 2);
-    }
 }
