@@ -53,6 +53,15 @@ impl Drop for Env {
         {
             let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
         }
+        // The test's prefix of the bucket goes too.
+        if let FilesUrl::S3 { bucket, prefix } = &self.settings.files
+            && let Ok(blobs) = berth::storage::blob::S3Blobs::open(bucket, prefix)
+        {
+            use berth::storage::blob::BlobStore;
+            for (key, _) in blobs.list().unwrap_or_default() {
+                let _ = blobs.delete(&key);
+            }
+        }
     }
 }
 
