@@ -90,7 +90,7 @@ start_s3() {
   # fixed number of volumes (by default it counts free disk at start, and a nearly full
   # disk then leaves it none to write to).
   AWS_ACCESS_KEY_ID=$key_id AWS_SECRET_ACCESS_KEY=$secret S3_BUCKET=$bucket \
-    setsid "$weed" mini -dir="$dir/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    nohup "$weed" mini -dir="$dir/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
       -s3.port="$s3_port" -master.port=19333 -volume.port=19340 -filer.port=18888 \
       -s3.port.iceberg=0 -s3.port.lance=0 -webdav=false -admin.ui=false \
       -master.telemetry=false -bucket="$bucket" -volume.max=32 \
