@@ -19,6 +19,7 @@ packages=(
   strace                      # system calls per entry, in the pull benchmark
   debootstrap python3-pip     # the conformance suite's Debian + keboola.component image
   slurmctld slurmd slurm-client munge  # a Slurm cluster on this host (scripts/slurm.sh, tests/slurm.rs)
+  postgresql                  # the shared store's tests (scripts/services.sh; S3 is PyPI's weed)
 )
 # No udev on this host class: /dev/net/tun comes 0600, so no rootless pasta (or slirp4netns)
 # can open it. Debian's own permission is 0666 (the kernel lets only a namespace's owner use

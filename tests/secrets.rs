@@ -362,3 +362,45 @@ fn a_multi_line_secret_is_hidden_in_every_shape_in_output_messages_and_debug_arc
         assert_no_key_line(name, &String::from_utf8_lossy(content));
     }
 }
+
+#[test]
+fn with_a_shared_store_berth_never_makes_a_key_and_says_how_to_install_it() {
+    let b = Berth::new();
+    // Only the URL matters here: a store shared by several hosts (nothing listens there).
+    let shared = ["--storage", "postgres://berth@127.0.0.1:9/project"];
+    let mut args = shared.to_vec();
+    args.extend(["--component", "acme.test"]);
+    let r = encrypt(&b, &args, r##"{"#token": "t0ps3cret"}"##);
+    assert_eq!(r.status, 3, "{}", r.stderr);
+    let key_file = b.home().join("secrets/keys.json");
+    assert!(!key_file.exists(), "a key was made");
+    assert!(
+        r.stderr.contains(&format!(
+            "the master key file {} is missing, and this host uses a shared store",
+            key_file.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("berth encrypt --rotate-key"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stdout.contains("t0ps3cret"));
+    // Made on purpose once (then copied to every host), it is used.
+    let mut args = shared.to_vec();
+    args.push("--rotate-key");
+    let r = encrypt(&b, &args, "");
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("copy this key file to every host"),
+        "{}",
+        r.stderr
+    );
+    let mut args = shared.to_vec();
+    args.extend(["--component", "acme.test"]);
+    let r = encrypt(&b, &args, r##"{"#token": "t0ps3cret"}"##);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("KBC::ProjectSecure::"), "{}", r.stdout);
+}

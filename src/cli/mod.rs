@@ -1,6 +1,7 @@
 //! The command line: what an operator types, and what each command prints.
 
 mod component;
+mod jobs;
 mod login;
 pub mod print;
 mod prune;
@@ -20,6 +21,7 @@ use berth::image::unpack::UnpackCaps;
 use berth::image::{Images, RegistrySettings, Unpacking};
 use berth::job::{self, Services, Settings, workdir::Home};
 use berth::runtime::Youki;
+use berth::storage::{FilesUrl, StorageError, StoreSettings};
 
 /// berth's exit status for a failure of the given class.
 fn status(class: ErrorClass) -> ExitCode {
@@ -150,6 +152,26 @@ pub struct Global {
     #[arg(long, global = true, env = "BERTH_CGROUP_PARENT", value_name = "PATH", value_parser = parse_cgroup_parent)]
     pub cgroup_parent: Option<String>,
 
+    /// The project store's tables, states and job records: sqlite: (the embedded store in
+    /// <home>/storage), sqlite:DIR, or postgres://user:password@host:port/db (shared by
+    /// every host that names it) [default: as in /etc/berth/berth.toml, then
+    /// <home>/berth.toml (`storage = "…"`), else sqlite:]
+    #[arg(long, global = true, env = "BERTH_STORAGE", value_name = "URL")]
+    pub storage: Option<String>,
+
+    /// Where the project store keeps file contents: a directory, or s3://bucket/prefix
+    /// (endpoint and credentials from AWS_ENDPOINT, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ALLOW_HTTP) [default: as in the
+    /// configuration files (`files = "…"`), else <home>/storage/files]
+    #[arg(
+        long = "files",
+        id = "files-url",
+        global = true,
+        env = "BERTH_FILES",
+        value_name = "URL"
+    )]
+    pub files_url: Option<String>,
+
     /// Show more of what berth does (-v, -vv)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -219,13 +241,19 @@ pub enum Command {
     },
     /// The project's storage: list, import and export tables; list, upload and download files
     ///
-    /// Tables and files live in an embedded store under <home>/storage (SQLite and a
-    /// directory), the same one jobs read their inputs from and write their outputs to.
+    /// Tables and files live in the project store — embedded under <home>/storage (SQLite
+    /// and a directory), or shared (--storage postgres://…, --files s3://…) — the same one
+    /// jobs read their inputs from and write their outputs to.
     #[command(subcommand)]
     Storage(storage::StorageCommand),
     /// The state configurations keep between runs
     #[command(subcommand)]
     State(storage::StateCommand),
+    /// List the jobs recorded in the store (every host's, with a shared store), newest first
+    Jobs(jobs::JobsArgs),
+    /// What the store recorded of one job
+    #[command(subcommand)]
+    Job(jobs::JobCommand),
     /// Encrypt the `#` values of a configuration for a component (and project, and
     /// configuration), printing the JSON with ciphertexts in their place
     ///
@@ -282,6 +310,8 @@ impl Command {
             | Command::Sandbox { .. }
             | Command::Storage(_)
             | Command::State(_)
+            | Command::Jobs(_)
+            | Command::Job(_)
             | Command::Encrypt(_)
             | Command::Login(_)
             | Command::Logout(_)
@@ -299,6 +329,11 @@ pub struct RunArgs {
     /// goes to stderr
     #[arg(long)]
     pub json: bool,
+    /// The job's id: a job id commits once — a run of an id that committed (a requeue
+    /// after its node died) applies nothing and exits 0 [default: under Slurm,
+    /// $SLURM_JOB_ID or $SLURM_JOB_ID_$SLURM_ARRAY_TASK_ID; else a new one]
+    #[arg(long, value_name = "ID", value_parser = job_id)]
+    pub job_id: Option<String>,
     /// Copy what the component wrote to /data/out into DIR after it ran (regular files and
     /// directories; symlinks are skipped)
     #[arg(long, value_name = "DIR")]
@@ -378,13 +413,29 @@ impl Global {
         }
     }
 
-    fn settings(&self, host: &dyn Host) -> Settings {
+    /// The project store: flags and variables over `/etc/berth/berth.toml` and
+    /// `<home>/berth.toml`, over the embedded default.
+    fn store(&self, host: &dyn Host) -> Result<StoreSettings, StorageError> {
+        let home = self.home(host);
+        let configs = [
+            PathBuf::from(berth::storage::SYSTEM_CONFIG),
+            home.join("berth.toml"),
+        ];
+        StoreSettings::resolve(
+            self.storage.as_deref(),
+            self.files_url.as_deref(),
+            &configs,
+            &home,
+        )
+    }
+
+    fn settings(&self, host: &dyn Host) -> Result<Settings, StorageError> {
         let policy = berth::image::policy::locate(
             self.signature_policy.as_deref(),
             &self.home(host),
             &self.system_signature_policy,
         );
-        Settings {
+        Ok(Settings {
             home: self.home(host),
             cache: self.cache(host),
             registry: RegistrySettings {
@@ -404,7 +455,8 @@ impl Global {
             },
             copy_rootfs: self.copy_rootfs,
             ids: self.ids(host),
-        }
+            store: self.store(host)?,
+        })
     }
 }
 
@@ -428,7 +480,13 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
         host: &host,
         runtime: &runtime,
     };
-    let settings = cli.global.settings(&host);
+    let settings = match cli.global.settings(&host) {
+        Ok(s) => s,
+        Err(e) => {
+            print::err(format!("berth: {}", berth::util::chain(&e)));
+            return Ok(status(ErrorClass::User));
+        }
+    };
     if let Err(e) = Home::new(&settings.home).ensure_private() {
         tracing::warn!("cannot make {} private: {e}", settings.home.display());
     }
@@ -448,6 +506,8 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
         Command::SetupRootless { user } => setup_rootless(&user),
         Command::Storage(command) => storage::storage(&settings, command),
         Command::State(command) => storage::state(&settings, command),
+        Command::Jobs(args) => jobs::jobs(&settings, &args),
+        Command::Job(command) => jobs::job(&settings, command),
         Command::Encrypt(args) => secrets::encrypt(&settings, &args),
         Command::Sandbox { job, output } => Ok(sandbox(&settings, &job, &output)),
         Command::Action {
@@ -485,12 +545,24 @@ fn setup_rootless(user: &str) -> anyhow::Result<ExitCode> {
 }
 
 fn gc(svc: Services<'_>, settings: &Settings) -> ExitCode {
-    let report = job::gc::sweep(svc, &Home::new(&settings.home));
+    let mut report = job::gc::sweep(svc, &Home::new(&settings.home));
     print::out(format!(
         "removed {} job directories and {} containers",
         report.jobs.len(),
         report.containers.len()
     ));
+    // The embedded store sweeps its own at every open; a shared one's blobs are swept here
+    // (a daily `berth gc` on one host is enough for all of them).
+    if settings.store.is_shared() || matches!(settings.store.files, FilesUrl::S3 { .. }) {
+        let swept = berth::storage::open(&settings.store)
+            .and_then(|s| s.sweep(berth::storage::blob::ORPHAN_AGE));
+        match swept {
+            Ok(n) => {
+                print::out(format!("removed {n} unreferenced file contents"));
+            }
+            Err(e) => report.errors.push(berth::util::chain(&e)),
+        }
+    }
     for e in &report.errors {
         print::err(format!("error: {e}"));
     }
@@ -559,6 +631,7 @@ fn run(svc: Services<'_>, settings: &Settings, args: &RunArgs) -> anyhow::Result
         allow_host_access: args.allow_host_access,
         action: None,
         debug: args.mode == Mode::Debug,
+        job_id: args.job_id.clone().or_else(slurm_job_id),
     };
     let result = job::run(svc, settings, &job, &options, &mut on_line);
     if !json && !result.outputs.debug_files.is_empty() {
@@ -618,6 +691,38 @@ fn action(
     }
 }
 
+/// The longest job id berth takes.
+const MAX_JOB_ID: usize = 128;
+
+/// A job id: letters, digits, `.`, `_` and `-` (it names the job in storage, in
+/// `KBC_RUNID` and in the `runId` tag of its files).
+fn job_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= MAX_JOB_ID
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?}: a job id has 1 to {MAX_JOB_ID} letters, digits, '.', '_' or '-'"
+        ))
+    }
+}
+
+/// The job id Slurm gives the batch job berth runs in: `SLURM_JOB_ID`, with
+/// `_SLURM_ARRAY_TASK_ID` for a task of an array. A requeued job keeps it, so a node that
+/// died after the commit cannot make the job commit twice.
+fn slurm_job_id() -> Option<String> {
+    let var = |name| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let id = var("SLURM_JOB_ID")?;
+    let id = match var("SLURM_ARRAY_TASK_ID") {
+        Some(task) => format!("{id}_{task}"),
+        None => id,
+    };
+    job_id(&id).ok()
+}
+
 /// Makes the job run `tag` of its component's image, as `runtime.image_tag` would.
 fn override_tag(job: &mut JobFile, tag: &str) {
     let runtime = job
@@ -639,6 +744,7 @@ fn invalid_job(e: &berth::contract::ContractError) -> JobResult {
         cage: None,
         outputs: Default::default(),
         timings: Timings::default(),
+        already_committed: false,
     }
 }
 

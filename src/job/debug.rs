@@ -96,7 +96,7 @@ impl RowRun<'_> {
         }
         let target = DebugTarget {
             component_id: &self.ctx.job.component.id,
-            job_id: &self.ctx.jobdir.id,
+            job_id: self.ctx.job_id,
             row_id: self.row_id,
             scratch: self.ctx.jobdir.dir.join("debug"),
         };

@@ -42,6 +42,8 @@ pub(super) struct RowContext<'a> {
     pub ids: Option<IdMap>,
     pub home: &'a Home,
     pub jobdir: &'a JobDir,
+    /// The job's id: its record's key in storage, `KBC_RUNID`, the `runId` tag of its files.
+    pub job_id: &'a str,
     pub job: &'a JobFile,
     pub image: &'a PulledImage,
     pub rootfs: &'a Path,
@@ -70,6 +72,9 @@ pub(super) struct RowEnd {
     pub verdict: Verdict,
     pub outputs: StagedOutputs,
     pub state: Option<(StateKey, Option<Value>)>,
+    /// The version of the stored state the row started from: a new state is committed only
+    /// if it is still current.
+    pub state_version: u64,
 }
 
 /// Where a row starts: the first image's data folder with the inputs staged, each image's
@@ -87,6 +92,8 @@ struct RowStart {
     key: Option<StateKey>,
     /// The stored state, its secrets decrypted (to tell whether the new one differs).
     previous: Option<Value>,
+    /// Its version.
+    state_version: u64,
     input_state: InputState,
     /// Input files to tag once the job succeeds (`processed_tags`).
     processed_tags: Vec<(u64, Vec<String>)>,
@@ -194,6 +201,7 @@ impl RowRun<'_> {
             verdict,
             outputs,
             state,
+            state_version: start.state_version,
         })
     }
 
@@ -305,6 +313,7 @@ impl RowRun<'_> {
             state_at_end: false,
             key: start.key,
             previous: start.previous,
+            state_version: start.version,
             input_state: staged.state,
             processed_tags: staged.processed_tags,
         };
@@ -399,7 +408,7 @@ impl RowRun<'_> {
         let env = config_file::environment(&RunIdentity {
             job,
             config: self.config,
-            run_id: &ctx.jobdir.id,
+            run_id: ctx.job_id,
             component_id: &job.component.id,
             row_id: self.row_id,
             debug: ctx.debug,
@@ -554,7 +563,7 @@ impl RowRun<'_> {
             component_id: &ctx.job.component.id,
             config_id: ctx.job.config_id.as_deref(),
             row_id: self.row_id,
-            run_id: &ctx.jobdir.id,
+            run_id: ctx.job_id,
             component_default_bucket: ctx.job.component.default_bucket,
         };
         let mapping = self
@@ -711,6 +720,8 @@ pub(super) fn stage_inputs(
 pub(super) struct StartState {
     pub key: Option<StateKey>,
     pub previous: Option<Value>,
+    /// The stored state's version (0: never written).
+    pub version: u64,
     pub component: Value,
     pub storage: crate::mapping::StorageState,
 }
@@ -727,16 +738,18 @@ pub(super) fn start_state(
         config: config.clone(),
         row: row_id.map(str::to_owned),
     });
-    let previous = match &key {
-        Some(k) => storage.get()?.state(k)?,
-        None => None,
+    let stored = match &key {
+        Some(k) => storage.get()?.read_state(k)?,
+        None => crate::storage::StoredState::default(),
     };
+    let (previous, version) = (stored.value, stored.version);
     let (mut component, storage_state) = state::split(previous.clone());
     vault.open_state(&mut component, job)?;
     let previous = previous.map(|p| state::with_component(p, &component));
     Ok(StartState {
         key,
         previous,
+        version,
         component,
         storage: storage_state,
     })
@@ -747,6 +760,7 @@ fn no_state() -> StartState {
     StartState {
         key: None,
         previous: None,
+        version: 0,
         component: Value::Object(serde_json::Map::new()),
         storage: crate::mapping::StorageState::default(),
     }

@@ -25,8 +25,8 @@ pub fn sandbox(settings: &Settings, job: &JobFile, dir: &Path) -> Result<Vec<Pat
     crate::contract::validate::check_configurations(&job.component, &rows)?;
     let dest = open_empty(dir)?;
     let scratch = JobDir::create(&Home::new(&settings.home)).map_err(JobError::Workdir)?;
-    let mut storage = LazyStorage::new(settings.storage_dir());
-    let mut vault = Vault::new(settings.secrets_key());
+    let mut storage = LazyStorage::new(settings.store.clone());
+    let mut vault = Vault::for_store(settings.secrets_key(), settings.store.is_shared());
     let mut prepared = Vec::new();
     for (n, (row_id, config)) in rows.iter().enumerate() {
         let data = scratch.dir.join(n.to_string());

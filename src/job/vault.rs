@@ -36,6 +36,8 @@ pub(super) struct Vault {
     key_file: PathBuf,
     ring: Option<Keyring>,
     masker: Masker,
+    /// The store is shared by several hosts: the key file must be installed, never made.
+    shared: bool,
 }
 
 impl Vault {
@@ -44,6 +46,15 @@ impl Vault {
             key_file,
             ring: None,
             masker: Masker::default(),
+            shared: false,
+        }
+    }
+
+    /// The vault of a job whose store is shared (`true`) by several hosts.
+    pub fn for_store(key_file: PathBuf, shared: bool) -> Vault {
+        Vault {
+            shared,
+            ..Vault::new(key_file)
         }
     }
 
@@ -143,6 +154,7 @@ impl Vault {
     fn keys(&mut self, create: bool) -> Result<&Keyring, SecretsError> {
         let ring = match self.ring.take() {
             Some(r) if !(create && r.is_empty()) => r,
+            _ if self.shared => Keyring::load_existing(&self.key_file)?,
             _ if create => Keyring::load_or_create(&self.key_file)?,
             _ => Keyring::load(&self.key_file)?,
         };
@@ -212,6 +224,29 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.class(), crate::contract::ErrorClass::User);
         assert!(crate::util::chain(&e).contains("state.#refresh"), "{e}");
+    }
+
+    #[test]
+    fn with_a_shared_store_no_key_is_made_and_the_error_says_how_to_install_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("secrets/keys.json");
+        let job = job("acme.a");
+        let mut vault = Vault::for_store(key_file.clone(), true);
+        let mut written = json!({"#refresh": "rotating-token"});
+        let e = vault.seal_state(&mut written, &job).unwrap_err();
+        assert!(
+            !key_file.exists(),
+            "a key was made on a host of a shared store"
+        );
+        assert_eq!(e.class(), crate::contract::ErrorClass::Internal);
+        let msg = crate::util::chain(&e);
+        assert!(msg.contains("this host uses a shared store"), "{msg}");
+        assert!(msg.contains(&key_file.display().to_string()), "{msg}");
+        // Installed, it is used.
+        Keyring::load_or_create(&key_file).unwrap();
+        let mut vault = Vault::for_store(key_file, true);
+        vault.seal_state(&mut written, &job).unwrap();
+        assert!(written["#refresh"].as_str().unwrap().starts_with("KBC::"));
     }
 
     #[test]

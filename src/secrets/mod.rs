@@ -65,6 +65,13 @@ pub enum SecretsError {
     },
     #[error("the master key file {path} has no usable current key")]
     KeyFileBroken { path: std::path::PathBuf },
+    #[error(
+        "the master key file {path} is missing, and this host uses a shared store: every host \
+         of it needs the same key, so berth makes none here. Copy the key file from a host of \
+         the store to {path} (owner only, mode 0600; as with Slurm's munge key), or create \
+         the store's first key once with `berth encrypt --rotate-key` and copy it to the others"
+    )]
+    KeyFileMissing { path: std::path::PathBuf },
     #[error("cannot get random bytes for a key or nonce")]
     Random(#[source] getrandom::Error),
     #[error(
@@ -105,6 +112,8 @@ impl SecretsError {
             | SecretsError::KeyFileOpen { .. }
             | SecretsError::KeyFileInvalid { .. }
             | SecretsError::KeyFileBroken { .. }
+            // The operator's to install, as any missing host configuration.
+            | SecretsError::KeyFileMissing { .. }
             | SecretsError::Random(_)
             | SecretsError::Encrypt { .. } => ErrorClass::Internal,
         }

@@ -277,6 +277,12 @@ impl CsvFile {
         if let Some(n) = ends.iter().position(|&end| !text.is_char_boundary(end)) {
             return Err(self.problem(line, CsvProblem::InvalidUtf8 { field: n + 1 }));
         }
+        // No store's text holds a NUL (PostgreSQL's cannot): refused alike by every backend.
+        if let Some(at) = out.iter().position(|&b| b == 0) {
+            let field = ends.partition_point(|&end| end <= at) + 1;
+            let line = line + count_lines(&out[..at]);
+            return Err(self.problem(line, CsvProblem::NulCharacter { field }));
+        }
         Ok(text)
     }
 

@@ -581,6 +581,8 @@ impl Berth {
             .arg("0");
         c.env_remove("RUST_LOG")
             .env("BERTH_SYSTEM_SIGNATURE_POLICY", NO_SYSTEM_POLICY);
+        // The embedded store unless a test names another (tests/store_conformance.rs).
+        c.env_remove("BERTH_STORAGE").env_remove("BERTH_FILES");
         c
     }
 
@@ -899,6 +901,7 @@ pub fn offline_settings(dir: &Path) -> (berth::job::Settings, String) {
         },
         copy_rootfs: false,
         ids: None,
+        store: berth::storage::StoreSettings::embedded(&dir.join("home")),
     };
     let image = store_fake_image(&settings.cache);
     (settings, image)
