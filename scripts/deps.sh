@@ -14,9 +14,12 @@ packages=(
   util-linux passwd           # setpriv and useradd: tests run berth as unprivileged users
   crun runc podman            # peers for the benchmark
   gcc libc6-dev               # the static C probe the hostile-component tests run inside
+  g++                         # libFuzzer (C++), which the fuzz targets' libfuzzer-sys builds
   sqlite3 time jq bc curl procps iproute2 python3
   strace                      # system calls per entry, in the pull benchmark
   debootstrap python3-pip     # the conformance suite's Debian + keboola.component image
+  slurmctld slurmd slurm-client munge  # a Slurm cluster on this host (scripts/slurm.sh, tests/slurm.rs)
+  postgresql                  # the shared store's tests (scripts/services.sh; S3 is PyPI's weed)
 )
 # No udev on this host class: /dev/net/tun comes 0600, so no rootless pasta (or slirp4netns)
 # can open it. Debian's own permission is 0666 (the kernel lets only a namespace's owner use

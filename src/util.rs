@@ -105,6 +105,22 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Installs rustls' ring provider once per process (the HTTP clients of the registry and
+/// of S3 build on it); another one installed already is fine.
+pub fn install_crypto_provider() {
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// This host's name, for job records (empty when the kernel will not say).
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// For unit tests of what happens when a process has no file descriptor to spare: the
 /// check runs in a child copy of the test binary (the limit is the whole process's, and
 /// other tests run in threads beside it).

@@ -7,7 +7,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 
 use super::Services;
 use super::workdir::{Home, Liveness, liveness, parse_container_id};
@@ -20,6 +21,54 @@ pub struct GcReport {
     pub jobs: Vec<String>,
     pub containers: Vec<String>,
     pub errors: Vec<String>,
+}
+
+/// The file in a job's directory that says where its containers' cgroups go: below the
+/// cgroup of the berth that ran it (a Slurm job's, a systemd unit's), which a later berth
+/// elsewhere cannot know.
+const CGROUPS_NOTE: &str = "cgroups";
+
+/// The most of a note berth reads: a line per cgroup hierarchy.
+const NOTE_BYTES: u64 = 64 * 1024;
+
+/// Writes down, in the job's directory, the directories (one per hierarchy, as the host
+/// names them) its containers' cgroups are created in.
+pub fn note_cgroups(job_dir: &Path, places: &[PathBuf]) -> io::Result<()> {
+    let mut text = String::new();
+    for p in places {
+        text.push_str(&p.to_string_lossy());
+        text.push('\n');
+    }
+    fs::write(job_dir.join(CGROUPS_NOTE), text)
+}
+
+/// The places a dead job's note names: absolute paths below the cgroup filesystems, with
+/// nothing but plain names in them (the note is berth's, but a sweep kills what it finds
+/// there).
+fn noted_cgroups(job_dir: &Path) -> Vec<PathBuf> {
+    use std::io::Read;
+    let mut text = String::new();
+    let read = fs::File::open(job_dir.join(CGROUPS_NOTE))
+        .and_then(|f| f.take(NOTE_BYTES).read_to_string(&mut text));
+    if read.is_err() {
+        return Vec::new();
+    }
+    let root = Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT);
+    text.lines()
+        .map(PathBuf::from)
+        .filter(|p| {
+            // Written back from its parts, a path with `.`, `..` or `//` in it differs.
+            let plain: PathBuf = p.components().collect();
+            p.starts_with(root)
+                && plain.as_os_str() == p.as_os_str()
+                && p.components().all(|c| {
+                    matches!(
+                        c,
+                        std::path::Component::RootDir | std::path::Component::Normal(_)
+                    )
+                })
+        })
+        .collect()
 }
 
 /// What this home holds of each job: its containers (by their cgroups and state
@@ -45,8 +94,14 @@ impl Leftovers {
                 .map(|e| e.file_name().to_string_lossy().into_owned())
         };
         let mut found = Leftovers::default();
+        let dirs: Vec<PathBuf> = fs::read_dir(home.jobs())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
         let ids = host
-            .cgroup_children(&host.cgroup_parent())
+            .cgroup_children(&places(host, &dirs))
             .into_iter()
             .chain(names(home.state_root()))
             .chain(names(home.bundles()));
@@ -125,12 +180,24 @@ pub fn sweep(svc: Services<'_>, home: &Home) -> GcReport {
     report
 }
 
+/// Where containers' cgroups may be: where this berth would create them, at the top of
+/// each hierarchy, and where the jobs in `dirs` noted theirs (below another Slurm job's
+/// cgroup, say).
+fn places(host: &dyn Host, dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut places = host.cgroup_places();
+    places.extend(dirs.iter().flat_map(|d| noted_cgroups(d)));
+    places.sort();
+    places.dedup();
+    places
+}
+
 /// Removes the containers of a dead or gone job: what its cgroups and state directories
 /// say exists now. Returns whether one could not be removed.
 fn remove_containers(svc: Services<'_>, home: &Home, job: &str, report: &mut GcReport) -> bool {
     let state_root = home.state_root();
+    let places = places(svc.host, &[home.jobs().join(job)]);
     // Listed again: another sweep may have removed them since the first listing.
-    let mut ids = svc.host.cgroup_children(&svc.host.cgroup_parent());
+    let mut ids = svc.host.cgroup_children(&places);
     ids.extend(
         fs::read_dir(&state_root)
             .into_iter()
@@ -144,7 +211,8 @@ fn remove_containers(svc: Services<'_>, home: &Home, job: &str, report: &mut GcR
     ids.dedup();
     let mut failed = false;
     for id in ids {
-        match svc.runtime.remove_orphan(&state_root, &id) {
+        let cgroups: Vec<PathBuf> = places.iter().map(|p| p.join(&id)).collect();
+        match svc.runtime.remove_orphan(&state_root, &id, &cgroups) {
             Ok(()) => report.containers.push(id),
             Err(e) => {
                 report.errors.push(crate::util::chain(&e));
@@ -326,5 +394,22 @@ mod tests {
         assert!(!dead_dir.exists() && !stale.exists());
         assert!(young.exists());
         assert!(live.dir.exists());
+    }
+
+    #[test]
+    fn a_note_names_only_plain_paths_below_the_cgroup_filesystems() {
+        let d = tempfile::tempdir().unwrap();
+        let good = PathBuf::from("/sys/fs/cgroup/memory/slurm_n1/uid_0/job_7/step_batch/task_0");
+        note_cgroups(d.path(), std::slice::from_ref(&good)).unwrap();
+        assert_eq!(noted_cgroups(d.path()), vec![good.clone()]);
+        // A note berth did not write the way it writes them: only the plain line is kept.
+        fs::write(
+            d.path().join(CGROUPS_NOTE),
+            "/sys/fs/cgroup/memory/../../../etc\n/etc\nrelative/x\n\
+             /sys/fs/cgroup/memory/./x\n/sys/fs/cgroup/memory/slurm_n1/uid_0/job_7/step_batch/task_0\n",
+        )
+        .unwrap();
+        assert_eq!(noted_cgroups(d.path()), vec![good]);
+        assert!(noted_cgroups(&d.path().join("missing")).is_empty());
     }
 }

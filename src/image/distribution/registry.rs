@@ -28,7 +28,7 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Mutex, Once};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -88,14 +88,6 @@ impl std::fmt::Debug for RegistryClient {
     }
 }
 
-/// The rustls provider, once per process; another one installed already is fine.
-fn install_provider() {
-    static PROVIDER: Once = Once::new();
-    PROVIDER.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
 impl RegistryClient {
     pub fn new(reference: &ImageRef, settings: &RegistrySettings) -> Result<Self, ImageError> {
         Self::for_registry(reference.registry_host(), settings, None)
@@ -107,7 +99,7 @@ impl RegistryClient {
         settings: &RegistrySettings,
         given: Option<Credentials>,
     ) -> Result<Self, ImageError> {
-        install_provider();
+        crate::util::install_crypto_provider();
         let dirs = tls::certs_dirs(registry, &settings.certs_d);
         let https = !dirs.is_empty() || !settings.allows_http(registry);
         let http = build_http(registry, https, settings.allows_http(registry), &dirs)?;
