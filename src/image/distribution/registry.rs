@@ -855,7 +855,11 @@ fn build_http(
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(Duration::from_secs(60))
         .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-        .redirect(tls::redirect_policy(allow_http));
+        .redirect(tls::redirect_policy(allow_http))
+        // HTTP/1.1 only, as before object_store's reqwest features brought HTTP/2 in: over
+        // an h2 connection a registry that refuses the client certificate shows only as
+        // "connection closed", and the hint to give certs.d a client pair is lost.
+        .http1_only();
     if !https && is_loopback(registry) {
         // A loopback registry is spoken to over plain HTTP, yet building the HTTP client
         // would load and parse the system's ~150 TLS roots: most of a tag lookup's 20 ms.
