@@ -31,13 +31,22 @@ use syn::visit::Visit;
 const ALLOWED: &[(&str, &[&str])] = &[
     ("util", &[]),
     ("interrupt", &[]),
+    // The image cache's layout on disk: one owner of every path under it.
+    ("layout", &["util"]),
     ("contract", &[]),
     ("confined", &["util"]),
     ("host", &["util"]),
     ("storage", &["contract", "util", "interrupt"]),
     (
         "image",
-        &["contract", "host", "util", "interrupt", "confined"],
+        &[
+            "contract",
+            "host",
+            "util",
+            "interrupt",
+            "confined",
+            "layout",
+        ],
     ),
     ("bundle", &["contract", "host", "image", "util", "confined"]),
     // runtime measures what a container writes (its disk cap) with confined's walker.

@@ -41,7 +41,7 @@ impl Images {
     /// Removes what berths no longer running left in the store's `tmp/` over an hour ago;
     /// returns how many entries and their bytes.
     pub fn sweep_leftovers(&self) -> (usize, u64) {
-        prune::sweep_temp(&self.store.root().join("tmp"), prune::TEMP_MAX_AGE)
+        prune::sweep_temp(&self.store.cache().tmp(), prune::TEMP_MAX_AGE)
     }
 
     /// Every image stored, sorted by reference.

@@ -1,12 +1,7 @@
 //! The content store: blobs by digest, and a record per image reference.
 //!
-//! ```text
-//! <cache>/blobs/sha256/<hex>    manifests, configs and layers, verified before they land
-//! <cache>/refs/<hex>.json       what a reference resolved to (hex = sha256 of the reference)
-//! <cache>/layers/, stacks/, locks/   unpacked layers and the images stacking them (see
-//!                               layers.rs)
-//! <cache>/tmp/                  downloads and unpacks in progress
-//! ```
+//! Where each thing lies under the cache is [`crate::layout::Cache`]'s to say: blobs under
+//! `blobs/sha256/`, records under `refs/`, locks under `locks/`, work in progress in `tmp/`.
 //!
 //! Everything lands by `rename` from `tmp/`, so a crash or a concurrent berth never leaves
 //! a half-written blob under its final name; a berth fetching a blob holds its lock
@@ -14,11 +9,12 @@
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
+
+use crate::layout::Cache;
 
 use crate::image::spec::ImageError;
 use crate::image::spec::digest::{Digest, Hasher};
@@ -31,7 +27,7 @@ pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Debug, Clone)]
 pub struct Store {
-    root: PathBuf,
+    cache: Cache,
     /// How long [`Store::lock`] waits for another berth.
     lock_wait: Duration,
 }
@@ -42,22 +38,12 @@ impl Store {
     /// layers hold, and other local users must not run or read them. What is below keeps
     /// its modes: the root alone closes the tree.
     pub fn open(root: &Path) -> Result<Store, ImageError> {
-        for sub in ["blobs/sha256", "refs", "layers", "stacks", "locks", "tmp"] {
-            let dir = root.join(sub);
-            fs::create_dir_all(&dir).map_err(|source| ImageError::Store { path: dir, source })?;
-        }
-        let private = || -> std::io::Result<()> {
-            if fs::metadata(root)?.permissions().mode() & 0o077 != 0 {
-                fs::set_permissions(root, fs::Permissions::from_mode(0o700))?;
-            }
-            Ok(())
-        };
-        private().map_err(|source| ImageError::Store {
-            path: root.to_owned(),
-            source,
-        })?;
+        let cache = Cache::new(root);
+        cache
+            .ensure()
+            .map_err(|(path, source)| ImageError::Store { path, source })?;
         Ok(Store {
-            root: root.to_owned(),
+            cache,
             lock_wait: DEFAULT_LOCK_WAIT,
         })
     }
@@ -70,11 +56,16 @@ impl Store {
     }
 
     pub fn root(&self) -> &Path {
-        &self.root
+        self.cache.root()
+    }
+
+    /// The cache's layout (see [`crate::layout`]).
+    pub fn cache(&self) -> &Cache {
+        &self.cache
     }
 
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("blobs/sha256").join(digest.hex())
+        self.cache.blob(digest.hex())
     }
 
     pub fn has_blob(&self, digest: &Digest) -> bool {
@@ -83,11 +74,7 @@ impl Store {
 
     /// A fresh, unique path under `tmp/` for work that lands by rename.
     pub fn temp_path(&self, label: &str) -> PathBuf {
-        self.root.join("tmp").join(format!(
-            "{label}.{}.{}",
-            std::process::id(),
-            crate::util::random_hex(6)
-        ))
+        self.cache.temp(label)
     }
 
     /// Reads a small blob (manifest or config), checking its digest: a corrupted file is
@@ -146,7 +133,7 @@ impl Store {
     /// is stuck. Lock files stay: removing one could let two berths lock two files of the
     /// same name.
     pub fn lock(&self, name: &str, what: &str) -> Result<Flock<File>, ImageError> {
-        let path = self.root.join("locks").join(format!("{name}.lock"));
+        let path = self.cache.lock(name);
         let store_err = |source| ImageError::Store {
             path: path.clone(),
             source,
@@ -210,9 +197,7 @@ impl Store {
     }
 
     fn record_path(&self, reference: &str) -> PathBuf {
-        self.root
-            .join("refs")
-            .join(format!("{}.json", Digest::of(reference.as_bytes()).hex()))
+        self.cache.record(Digest::of(reference.as_bytes()).hex())
     }
 
     pub fn save_record(&self, record: &ImageRecord) -> Result<(), ImageError> {
@@ -252,7 +237,7 @@ impl Store {
 
     /// Every stored image, sorted by reference.
     pub fn records(&self) -> Vec<ImageRecord> {
-        let mut out: Vec<ImageRecord> = fs::read_dir(self.root.join("refs"))
+        let mut out: Vec<ImageRecord> = fs::read_dir(self.cache.refs())
             .into_iter()
             .flatten()
             .flatten()
@@ -342,6 +327,7 @@ impl Drop for BlobWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn blobs_land_only_when_verified() {

@@ -60,7 +60,7 @@ fn candidate_names(diff_ids: &[Digest], i: usize, unpacking: &Unpacking) -> Vec<
 }
 
 pub fn layer_path(store: &Store, name: &str) -> PathBuf {
-    store.root().join("layers").join(name)
+    store.cache().layer(name)
 }
 
 /// Where the stack of the image with these layers lives.
@@ -69,7 +69,7 @@ pub fn stack_path(store: &Store, chain: &Digest, unpacking: &Unpacking) -> PathB
         (Some(ids), Ownership::Preserve) => format!("{}-{}", chain.hex(), ids.key()),
         _ => chain.hex().to_owned(),
     };
-    store.root().join("stacks").join(name)
+    store.cache().stack(&name)
 }
 
 /// The stack of an image, unpacking what layers the store lacks first. Returns its path and
@@ -137,7 +137,7 @@ fn write_stack(store: &Store, dest: &Path, names: &[String]) -> Result<(), Image
     for rel in STACK_FILES {
         copy_image_file(&stack, rel, &tmp.join(rel)).map_err(store_err(&tmp.join(rel)))?;
     }
-    fs::create_dir_all(store.root().join("stacks")).map_err(store_err(store.root()))?;
+    fs::create_dir_all(store.cache().stacks()).map_err(store_err(store.root()))?;
     match fs::rename(&tmp, dest) {
         Ok(()) => {
             guard.disarm();

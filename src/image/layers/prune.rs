@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -93,7 +93,7 @@ fn store_err(path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
 /// Marks the layer directories or stack named by `chain` (a chain or diff id) as used by
 /// this process until it exits.
 pub fn lease(store: &Store, chain: &Digest, holder: &str) -> Result<(), ImageError> {
-    let dir = store.root().join("leases").join(chain.hex());
+    let dir = store.cache().lease(chain.hex());
     fs::create_dir_all(&dir).map_err(store_err(&dir))?;
     let name = format!("{}.{}", std::process::id(), crate::util::random_hex(6));
     let new = dir.join(format!("{NEW_LEASE}{name}"));
@@ -122,7 +122,7 @@ pub fn lease(store: &Store, chain: &Digest, holder: &str) -> Result<(), ImageErr
 /// cannot be opened, read or locked (too many open files, no permission, ...) counts as a
 /// holder berth cannot check, and keeps the image.
 pub fn holders(store: &Store, chain: &str) -> Vec<String> {
-    let dir = store.root().join("leases").join(chain);
+    let dir = store.cache().lease(chain);
     let unknown = |path: &Path, e: &dyn std::fmt::Display| {
         format!("a holder berth cannot check: {}: {e}", path.display())
     };
@@ -281,7 +281,7 @@ pub fn collect(store: &Store, doomed: &HashSet<String>) -> Removed {
     let leased = leased_keys(store);
     let mut removed = Removed::default();
     let removable = |name: &str, path: &Path| doomed.contains(name) || older_than(path, GRACE);
-    let blob_dir = store.root().join("blobs/sha256");
+    let blob_dir = store.cache().blobs();
     for e in fs::read_dir(&blob_dir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if blobs.contains(&name) || !removable(&name, &e.path()) {
@@ -294,16 +294,13 @@ pub fn collect(store: &Store, doomed: &HashSet<String>) -> Removed {
         }
     }
     // Stacks first: a stack never names a layer already gone.
+    let cache = store.cache();
     for (dir, counted, legacy) in [
-        ("stacks", false, false),
-        ("layers", true, false),
-        ("rootfs", true, true),
+        (cache.stacks(), false, false),
+        (cache.layers(), true, false),
+        (cache.legacy_rootfs(), true, true),
     ] {
-        for e in fs::read_dir(store.root().join(dir))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let key = name.split('-').next().unwrap_or_default().to_owned();
             let unused = legacy || (!keys.contains(&key) && removable(&key, &e.path()));
@@ -320,7 +317,7 @@ pub fn collect(store: &Store, doomed: &HashSet<String>) -> Removed {
             }
         }
     }
-    let _ = fs::remove_dir(store.root().join("rootfs"));
+    let _ = fs::remove_dir(store.cache().legacy_rootfs());
     removed
 }
 
@@ -329,7 +326,7 @@ pub fn collect(store: &Store, doomed: &HashSet<String>) -> Removed {
 /// read): then every layer and stack is kept.
 fn leased_keys(store: &Store) -> Option<HashSet<String>> {
     let key_of = |name: &str| name.split('-').next().unwrap_or_default().to_owned();
-    let list = |dir: &str| match fs::read_dir(store.root().join(dir)) {
+    let list = |dir: PathBuf| match fs::read_dir(dir) {
         Ok(entries) => entries
             .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
             .collect::<io::Result<Vec<String>>>(),
@@ -340,16 +337,22 @@ fn leased_keys(store: &Store) -> Option<HashSet<String>> {
         tracing::warn!("cannot tell which layers running jobs use ({what}: {e}); keeping all");
     };
     let mut keys = HashSet::new();
-    for key in list("leases").map_err(|e| unknown("leases", &e)).ok()? {
+    for key in list(store.cache().leases())
+        .map_err(|e| unknown("leases", &e))
+        .ok()?
+    {
         if !holders(store, &key).is_empty() {
             keys.insert(key);
         }
     }
-    for name in list("stacks").map_err(|e| unknown("stacks", &e)).ok()? {
+    for name in list(store.cache().stacks())
+        .map_err(|e| unknown("stacks", &e))
+        .ok()?
+    {
         if !keys.contains(&key_of(&name)) {
             continue;
         }
-        let path = store.root().join("stacks").join(&name).join("layers");
+        let path = store.cache().stack_list(&name);
         let listed = fs::read_to_string(&path)
             .map_err(|e| unknown(&path.display().to_string(), &e))
             .ok()?;
@@ -423,10 +426,7 @@ pub struct PruneLimits {
 
 /// Bytes the store holds: blobs, layers, stacks, old trees and temporary files.
 pub fn store_bytes(store: &Store) -> u64 {
-    ["blobs", "layers", "stacks", "rootfs", "tmp"]
-        .iter()
-        .map(|d| du(&store.root().join(d)))
-        .sum()
+    store.cache().sized().iter().map(|d| du(d)).sum()
 }
 
 fn last_used(r: &ImageRecord) -> u64 {
@@ -438,7 +438,7 @@ fn last_used(r: &ImageRecord) -> u64 {
 /// leftovers. Images a live job uses are kept.
 pub fn prune(store: &Store, limits: PruneLimits) -> Result<Removed, PruneError> {
     let mut removed = Removed::default();
-    let (temporary, bytes) = sweep_temp(&store.root().join("tmp"), TEMP_MAX_AGE);
+    let (temporary, bytes) = sweep_temp(&store.cache().tmp(), TEMP_MAX_AGE);
     removed.temporary = temporary;
     removed.bytes = bytes;
     let mut records = store.records();

@@ -6,9 +6,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::image::spec::ImageError;
+use crate::layout::cache_of_stack;
 
-/// The file of a stack that lists its layers, top first.
-pub const LAYERS_FILE: &str = "layers";
+pub use crate::layout::STACK_LIST as LAYERS_FILE;
 
 /// An image's layer directories, top first.
 #[derive(Debug, Clone)]
@@ -24,11 +24,9 @@ impl Stack {
             source,
         };
         let text = fs::read_to_string(dir.join(LAYERS_FILE)).map_err(store_err)?;
-        let base = dir
-            .parent()
-            .and_then(Path::parent)
+        let base = cache_of_stack(dir)
             .ok_or_else(|| store_err(io::Error::from(io::ErrorKind::NotFound)))?
-            .join("layers");
+            .layers();
         let layers: Vec<PathBuf> = text
             .lines()
             .filter(|l| !l.is_empty())
