@@ -1166,3 +1166,36 @@ fn what_the_checker_cannot_follow_fails() {
     assert_eq!(a.problems.len(), 3, "{:?}", a.problems);
     assert!(a.problems[0].contains("glob import"), "{:?}", a.problems);
 }
+
+#[test]
+fn an_image_part_that_reaches_up_or_sideways_is_seen() {
+    // content may use spec only: here it takes distribution's settings, and the façade's
+    // Images, through a re-export of the façade.
+    let a = fixture(&[
+        ("src/lib.rs", "pub mod image;\n"),
+        (
+            "src/image/mod.rs",
+            "mod content;\nmod distribution;\nmod spec;\nmod images;\npub use images::Images;\n",
+        ),
+        ("src/image/images.rs", "pub struct Images;\n"),
+        ("src/image/spec/mod.rs", "pub struct Digest;\n"),
+        (
+            "src/image/distribution/mod.rs",
+            "pub struct RegistrySettings;\n",
+        ),
+        (
+            "src/image/content/mod.rs",
+            "use crate::image::{\n    spec::Digest,\n    distribution::RegistrySettings,\n    Images,\n};\n",
+        ),
+    ]);
+    assert_eq!(
+        image_part_violations(&a, IMAGE_PARTS),
+        vec![
+            "src/image/content/mod.rs:1: image::content uses distribution \
+             (crate::image::distribution::RegistrySettings)"
+                .to_owned(),
+            "src/image/content/mod.rs:1: image::content uses the façade (crate::image::Images)"
+                .to_owned(),
+        ]
+    );
+}

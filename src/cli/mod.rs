@@ -798,13 +798,7 @@ fn pull(host: &LinuxHost, settings: &Settings, image: &str) -> anyhow::Result<Ex
     let unpacking = Unpacking::new(host.privileged(), settings.ids);
     let images = open_images(settings)?;
     let unpacker = images.unpacker(unpacking, settings.unpack_caps, "");
-    let puller = images
-        .puller(
-            &settings.registry,
-            &settings.signature_policy,
-            settings.unpack_caps,
-        )
-        .with_unpacked(unpacking);
+    let puller = settings.puller(&images, &unpacker);
     let pulled = puller
         .pull(image)
         .and_then(|p| unpacker.rootfs(&p).map(|_| p));

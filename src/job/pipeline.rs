@@ -209,13 +209,7 @@ impl<'a> JobRun<'a> {
         let unpacking = Unpacking::new(self.svc.host.privileged(), ids);
         let holder = format!("a job of component {}", self.job.component.id);
         let unpacker = images.unpacker(unpacking, settings.unpack_caps, &holder);
-        let puller = images
-            .puller(
-                &settings.registry,
-                &settings.signature_policy,
-                settings.unpack_caps,
-            )
-            .with_unpacked(unpacking);
+        let puller = settings.puller(&images, &unpacker);
         let (image, rootfs) = self.prepare_image(&puller, &unpacker)?;
         let processor_images = self.prepare_processors(&puller, &unpacker, &wanted)?;
         let home = Home::new(&self.settings.home);
