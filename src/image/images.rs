@@ -49,12 +49,15 @@ impl Images {
         self.store.records()
     }
 
-    /// `berth rmi`: see [`prune::rmi`].
+    /// `berth rmi`: removes the image's record, then each blob and layer no other image
+    /// references; refuses an image a live job leases.
     pub fn remove(&self, image: &str) -> Result<Removed, PruneError> {
         prune::rmi(&self.store, image)
     }
 
-    /// `berth prune`: see [`prune::prune`] (it sweeps `tmp/` itself, and counts it).
+    /// `berth prune`: images unused for longer than `limits.older_than`, then the least
+    /// recently used until the store is under `limits.max_size`, then whatever nothing
+    /// references; it sweeps `tmp/` itself, and counts it.
     pub fn prune(&self, limits: PruneLimits) -> Result<Removed, PruneError> {
         prune::prune(&self.store, limits)
     }
@@ -107,7 +110,7 @@ impl Unpacker<'_> {
         self.unpacking
     }
 
-    /// The stack of a pulled image's layer directories (see [`super::layers`]), for
+    /// The stack of a pulled image's layer directories (see the layer store in the module docs), for
     /// [`super::RootfsView::create`]; unpacks the layers the store lacks first. The stack
     /// and its layers are leased to this process until it exits: `rmi` and `prune` leave
     /// them alone.

@@ -17,7 +17,7 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Reads the stack at `dir` (see [`ensure_stack`]); every layer it names must exist.
+    /// Reads the stack at `dir` (see `ensure_stack`, which writes it); every layer it names must exist.
     pub fn open(dir: &Path) -> Result<Stack, ImageError> {
         let store_err = |source| ImageError::Store {
             path: dir.join(LAYERS_FILE),

@@ -34,7 +34,7 @@ pub struct ViewDirs<'a> {
 
 impl RootfsView {
     /// Mounts an overlay of the image's layers (the stack at `stack`, see
-    /// [`ensure_stack`](super::ensure::ensure_stack)) with its changes going to the upper
+    /// `ensure_stack`) with its changes going to the upper
     /// directory, or merges them into a copy when the kernel refuses overlayfs or `copy`
     /// asks for it.
     pub fn create(
