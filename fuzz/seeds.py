@@ -41,7 +41,7 @@ def js(v):
     return json.dumps(v, separators=(",", ":"))
 
 
-# ---- tar layers (src/image/unpack.rs tests, tests/unpack.rs) ----
+# ---- tar layers (src/image/layers/unpack.rs tests, tests/unpack.rs) ----
 
 
 def tar_of(entries, fmt=tarfile.GNU_FORMAT):
@@ -207,7 +207,7 @@ def unpack_seeds():
         write("unpack", name + ".tar.gz", gzip.compress(data, 9, mtime=0))
 
 
-# ---- manifests, indexes and configs (src/image/manifest.rs tests) ----
+# ---- manifests, indexes and configs (src/image/spec/manifest.rs tests) ----
 
 
 def manifest_seeds():
@@ -288,7 +288,7 @@ def output_manifest_seeds():
         write("output_manifest", seed, name + "\n" + js(manifest))
 
 
-# ---- policy.json (src/image/policy.rs tests, tests/signatures.rs) ----
+# ---- policy.json (src/image/verify/policy.rs tests, tests/signatures.rs) ----
 
 
 def policy_seeds():
@@ -344,7 +344,7 @@ def csv_seeds():
     write("csv", "custom_dialect", b"\x03" + b'|"a|b\n"1"|2\n')
 
 
-# ---- credentials (src/image/auth.rs tests, tests/auth.rs) ----
+# ---- credentials (src/image/distribution/auth.rs tests, tests/auth.rs) ----
 
 
 def auth_seeds():

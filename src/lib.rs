@@ -34,6 +34,7 @@ pub mod host;
 pub mod image;
 pub mod interrupt;
 pub mod job;
+pub mod layout;
 pub mod mapping;
 pub mod runtime;
 pub mod secrets;

@@ -574,7 +574,7 @@ fn push_index(img: &BuiltImage, tag: &str) -> String {
         format!("sha256:{}", sha256(manifest.as_bytes())),
         img.digest
     );
-    let arch = berth::image::manifest::host_architecture();
+    let arch = berth::image::host_architecture();
     let index = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",

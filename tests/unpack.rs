@@ -77,10 +77,10 @@ fn stack_dir(cache: &Path) -> std::path::PathBuf {
 /// The stored image as a container sees it: its layers merged (as the copy fallback does,
 /// and overlayfs would) into a directory under `into`.
 fn merged(cache: &Path, into: &Path) -> std::path::PathBuf {
-    let stack = berth::image::layers::Stack::open(&stack_dir(cache)).unwrap();
+    let stack = berth::image::Stack::open(&stack_dir(cache)).unwrap();
     let root = into.join("merged");
     fs::create_dir(&root).unwrap();
-    berth::image::rootfs::merge_layers(&stack.layers, &root, true).unwrap();
+    berth::image::merge_layers(&stack.layers, &root, true).unwrap();
     root
 }
 
@@ -105,7 +105,7 @@ fn multi_layer_image_unpacks_exactly() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&img.digest), "{stdout}");
     // Each layer in its own directory, whiteouts kept as overlayfs reads them.
-    let stack = berth::image::layers::Stack::open(&stack_dir(&b.cache())).unwrap();
+    let stack = berth::image::Stack::open(&stack_dir(&b.cache())).unwrap();
     assert_eq!(stack.layers.len(), 4);
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let second = &stack.layers[1]; // top first: l3, l2, l1, busybox
@@ -114,7 +114,7 @@ fn multi_layer_image_unpacks_exactly() {
         gone.file_type().is_char_device() && gone.rdev() == 0,
         "{gone:?}"
     );
-    assert!(berth::image::layers::is_opaque(&second.join("opaque")));
+    assert!(berth::image::is_opaque(&second.join("opaque")));
     assert!(
         !second.join("etc/keep").exists(),
         "a lower layer's file in an upper layer"

@@ -3,7 +3,7 @@
 //! (`auth.json`, docker's `config.json`), as the `WWW-Authenticate` header of a 401, and
 //! as a token server's answer.
 
-use berth::image::auth::{Challenge, TokenAnswer, fuzz_auth_file};
+use berth::image::fuzz::{Challenge, TokenAnswer, fuzz_auth_file};
 use berth_fuzz::within_heap;
 use libfuzzer_sys::fuzz_target;
 

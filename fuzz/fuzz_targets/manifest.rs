@@ -4,8 +4,8 @@
 //! before it trusts any of their values.
 
 use berth::image::ImageConfig;
-use berth::image::digest::chain_id;
-use berth::image::manifest::{Manifest, unsupported_layer};
+use berth::image::fuzz::chain_id;
+use berth::image::fuzz::{Manifest, unsupported_layer};
 use berth_fuzz::within_heap;
 use libfuzzer_sys::fuzz_target;
 
@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
                 let _ = unsupported_layer(data);
                 for d in m.layers.iter().chain([&m.config]) {
                     let _ = d.size();
-                    let _ = berth::image::manifest::is_fetchable(&d.media_type);
+                    let _ = berth::image::fuzz::is_fetchable(&d.media_type);
                 }
             }
             Ok(Manifest::Index(index)) => {

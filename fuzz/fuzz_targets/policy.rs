@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use berth::image::ImageRef;
-use berth::image::policy::{Policy, Requirement, identity_matches};
+use berth::image::fuzz::{Policy, Requirement, identity_matches};
 use berth_fuzz::within_heap;
 use libfuzzer_sys::fuzz_target;
 

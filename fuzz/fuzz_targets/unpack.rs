@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use berth::image::Digest;
-use berth::image::unpack::{Budget, Extraction, Ownership, UnpackCaps, unpack_layer};
+use berth::image::fuzz::{Budget, Extraction, Ownership, UnpackCaps, unpack_layer};
 use berth_fuzz::within_heap;
 use libfuzzer_sys::fuzz_target;
 use rustix::process::{Resource, Rlimit};

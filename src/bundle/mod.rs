@@ -38,7 +38,7 @@ pub use user::{home_dir, resolve_user};
 
 use crate::contract::{ErrorClass, NetworkMode};
 use crate::host::{CgroupSupport, IdMap};
-use crate::image::manifest::RunConfig;
+use crate::image::RunConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use clap::Args;
 
 use berth::contract::ErrorClass;
-use berth::image::auth::{self, AuthError, Credentials};
-use berth::image::registry::RegistryClient;
+use berth::image::AuthError;
+use berth::image::RegistryClient;
+use berth::image::auth::{self, Credentials};
 use berth::job::Settings;
 
 use super::{print, status};

@@ -17,8 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use berth::contract::result::{EXIT_INTERRUPTED, Status, Timings};
 use berth::contract::{ErrorClass, JobFile, JobResult};
 use berth::host::{Host, IdMap, LinuxHost, Rootless};
-use berth::image::unpack::UnpackCaps;
-use berth::image::{Images, RegistrySettings, Unpacking};
+use berth::image::{Images, RegistrySettings, UnpackCaps, Unpacking};
 use berth::job::{self, Services, Settings, workdir::Home};
 use berth::runtime::Youki;
 use berth::storage::{FilesUrl, StorageError, StoreSettings};
@@ -108,7 +107,7 @@ pub struct Global {
         long,
         global = true,
         env = "BERTH_SYSTEM_SIGNATURE_POLICY",
-        default_value = berth::image::policy::SYSTEM_POLICY,
+        default_value = berth::image::SYSTEM_POLICY,
         value_name = "FILE"
     )]
     pub system_signature_policy: PathBuf,
@@ -121,7 +120,7 @@ pub struct Global {
         global = true,
         env = "BERTH_PULL_TIMEOUT",
         default_value = "30m",
-        value_parser = berth::image::prune::parse_duration,
+        value_parser = prune::parse_duration,
         value_name = "DURATION"
     )]
     pub pull_timeout: std::time::Duration,
@@ -430,11 +429,12 @@ impl Global {
     }
 
     fn settings(&self, host: &dyn Host) -> Result<Settings, StorageError> {
-        let policy = berth::image::policy::locate(
+        let signature_policy = berth::image::locate_policy(
             self.signature_policy.as_deref(),
             &self.home(host),
             &self.system_signature_policy,
         );
+        let home = self.home(host);
         Ok(Settings {
             home: self.home(host),
             cache: self.cache(host),
@@ -442,16 +442,19 @@ impl Global {
                 insecure: self.insecure_registries.clone(),
                 retries: self.retries,
                 progress: !self.quiet,
-                unpack_caps: UnpackCaps {
-                    bytes: self.max_image_bytes,
-                    entries: self.max_image_entries,
-                },
                 authfile: self.authfile.as_deref().map(absolute),
-                home: Some(self.home(host)),
-                signature_policy: policy.0,
-                signature_policy_looked: policy.1,
+                berth_auth_file: Some(berth::image::auth::berth_auth_file(&home)),
+                certs_d: vec![
+                    PathBuf::from(berth::image::SYSTEM_CERTS_D),
+                    home.join("certs.d"),
+                ],
                 pull_timeout: self.pull_timeout,
                 ..Default::default()
+            },
+            signature_policy,
+            unpack_caps: UnpackCaps {
+                bytes: self.max_image_bytes,
+                entries: self.max_image_entries,
             },
             copy_rootfs: self.copy_rootfs,
             ids: self.ids(host),
@@ -496,7 +499,7 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
             job::gc::sweep(svc, &Home::new(&settings.home));
             pull(&host, &settings, &image)
         }
-        Command::Save { image, target } => save(&host, &settings, &image, &target),
+        Command::Save { image, target } => save(&settings, &image, &target),
         Command::Images { json } => images(&settings, json),
         Command::Rmi { image, json } => prune::rmi(&settings, &image, json),
         Command::Prune(args) => prune::prune(&settings, &args),
@@ -779,13 +782,26 @@ fn report(result: &JobResult, json: bool) -> ExitCode {
     ExitCode::from(result.exit_status())
 }
 
+/// The image store, without what dead berths left in it (every command that uses it sweeps).
+fn open_images(settings: &Settings) -> anyhow::Result<Images> {
+    let images = Images::open(&settings.cache)
+        .context("cannot open the image cache")?
+        .with_lock_wait(settings.registry.pull_timeout);
+    let (swept, bytes) = images.sweep_leftovers();
+    if swept > 0 {
+        tracing::debug!("removed {swept} temporary leftovers ({bytes} bytes) of dead berths");
+    }
+    Ok(images)
+}
+
 fn pull(host: &LinuxHost, settings: &Settings, image: &str) -> anyhow::Result<ExitCode> {
     let unpacking = Unpacking::new(host.privileged(), settings.ids);
-    let images = Images::open(&settings.cache, settings.registry.clone(), unpacking)
-        .context("cannot open the image cache")?;
-    let pulled = images
+    let images = open_images(settings)?;
+    let unpacker = images.unpacker(unpacking, settings.unpack_caps, "");
+    let puller = settings.puller(&images, &unpacker);
+    let pulled = puller
         .pull(image)
-        .and_then(|p| images.rootfs(&p).map(|_| p));
+        .and_then(|p| unpacker.rootfs(&p).map(|_| p));
     match pulled {
         Ok(p) => {
             print::out(format!("{} {}", p.reference, p.digest));
@@ -798,16 +814,14 @@ fn pull(host: &LinuxHost, settings: &Settings, image: &str) -> anyhow::Result<Ex
     }
 }
 
-fn save(
-    host: &LinuxHost,
-    settings: &Settings,
-    image: &str,
-    target: &str,
-) -> anyhow::Result<ExitCode> {
-    let unpacking = Unpacking::new(host.privileged(), settings.ids);
-    let images = Images::open(&settings.cache, settings.registry.clone(), unpacking)
-        .context("cannot open the image cache")?;
-    match images.save(image, target) {
+fn save(settings: &Settings, image: &str, target: &str) -> anyhow::Result<ExitCode> {
+    let images = open_images(settings)?;
+    let puller = images.puller(
+        &settings.registry,
+        &settings.signature_policy,
+        settings.unpack_caps,
+    );
+    match puller.save(image, target) {
         Ok(digest) => {
             print::out(format!("{target} {digest}"));
             Ok(ExitCode::SUCCESS)
@@ -820,10 +834,7 @@ fn save(
 }
 
 fn images(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
-    // Listing unpacks nothing: how it would is of no matter here.
-    let unpacking = Unpacking::new(false, None);
-    let images = Images::open(&settings.cache, settings.registry.clone(), unpacking)
-        .context("cannot open the image cache")?;
+    let images = open_images(settings)?;
     let records = images.list();
     if json {
         print::out(serde_json::to_string_pretty(&records)?);

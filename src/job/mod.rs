@@ -38,7 +38,9 @@ use crate::bundle::BundleError;
 use crate::contract::validate::ValidateError;
 use crate::contract::{ErrorClass, JobFile, JobResult};
 use crate::host::{Host, IdMap};
-use crate::image::{ImageError, RegistrySettings};
+use crate::image::{
+    ImageError, Images, Puller, RegistrySettings, SignaturePolicy, UnpackCaps, Unpacker,
+};
 use crate::mapping::MappingError;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::secrets::SecretsError;
@@ -76,6 +78,10 @@ pub struct Settings {
     pub home: PathBuf,
     pub cache: PathBuf,
     pub registry: RegistrySettings,
+    /// The signature policy images must satisfy.
+    pub signature_policy: SignaturePolicy,
+    /// What one image may unpack to, against decompression bombs.
+    pub unpack_caps: UnpackCaps,
     /// Give each job a copy of the rootfs instead of an overlay.
     pub copy_rootfs: bool,
     /// The host ids containers run as (their 0..65535); `None`: the host's own.
@@ -85,6 +91,14 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// What pulls images under these settings, skipping the layer blobs of images that
+    /// `unpacker` has unpacked already (it unpacks next, and needs only their stacks).
+    pub fn puller<'a>(&'a self, images: &'a Images, unpacker: &Unpacker<'_>) -> Puller<'a> {
+        images
+            .puller(&self.registry, &self.signature_policy, self.unpack_caps)
+            .with_unpacked(unpacker.unpacking())
+    }
+
     /// The master key file of the secrets: `BERTH_SECRETS_KEY`, or `<home>/secrets/keys.json`
     /// (an environment variable, so `berth run` and `berth encrypt` cannot disagree).
     pub fn secrets_key(&self) -> PathBuf {

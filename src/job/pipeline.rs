@@ -16,7 +16,7 @@ use crate::contract::result::{
 };
 use crate::contract::{JobFile, JobResult, UserNamespace, truncate_message};
 use crate::host::IdMap;
-use crate::image::{Images, PulledImage, Unpacking};
+use crate::image::{Images, PulledImage, Puller, Unpacker, Unpacking};
 use crate::mapping::output::StagedOutputs;
 use crate::storage::{
     ApplyReport, Changes, JobRecord, JobStatus, StateKey, Storage, StorageError, StoreSettings,
@@ -204,9 +204,14 @@ impl<'a> JobRun<'a> {
         if let Some(missing) = unenforced.filter(|m| self.options.strict_limits && !m.is_empty()) {
             return Err(JobError::Unenforced(missing.clone()));
         }
-        let images = self.images(ids)?;
-        let (image, rootfs) = self.prepare_image(&images)?;
-        let processor_images = self.prepare_processors(&images, &wanted)?;
+        let settings = self.settings;
+        let images = self.images()?;
+        let unpacking = Unpacking::new(self.svc.host.privileged(), ids);
+        let holder = format!("a job of component {}", self.job.component.id);
+        let unpacker = images.unpacker(unpacking, settings.unpack_caps, &holder);
+        let puller = settings.puller(&images, &unpacker);
+        let (image, rootfs) = self.prepare_image(&puller, &unpacker)?;
+        let processor_images = self.prepare_processors(&puller, &unpacker, &wanted)?;
         let home = Home::new(&self.settings.home);
         let jobdir = JobDir::create(&home).map_err(JobError::Workdir)?;
         super::gc::note_cgroups(&jobdir.dir, &self.svc.host.cgroup_places())
@@ -284,22 +289,22 @@ impl<'a> JobRun<'a> {
         ids
     }
 
-    /// The image store, unpacking for the job's ids.
-    fn images(&self, ids: Option<IdMap>) -> Result<Images, JobError> {
-        let unpacking = Unpacking::new(self.svc.host.privileged(), ids);
-        let images = Images::open(
-            &self.settings.cache,
-            self.settings.registry.clone(),
-            unpacking,
-        )?
-        .with_holder(&format!("a job of component {}", self.job.component.id));
+    /// The image store, without what dead berths left in it.
+    fn images(&self) -> Result<Images, JobError> {
+        let images =
+            Images::open(&self.settings.cache)?.with_lock_wait(self.settings.registry.pull_timeout);
+        images.sweep_leftovers();
         Ok(images)
     }
 
     /// Pulls the image (asking the registry only what it must) and unpacks it.
-    fn prepare_image(&mut self, images: &Images) -> Result<(PulledImage, PathBuf), JobError> {
+    fn prepare_image(
+        &mut self,
+        puller: &Puller<'_>,
+        unpacker: &Unpacker<'_>,
+    ) -> Result<(PulledImage, PathBuf), JobError> {
         let t = Instant::now();
-        let image = images.pull(&self.job.image_reference())?;
+        let image = puller.pull(&self.job.image_reference())?;
         self.progress.timings.pull = t.elapsed().as_secs_f64();
         self.progress.image = Some(ImageSummary {
             reference: image.reference.clone(),
@@ -309,7 +314,7 @@ impl<'a> JobRun<'a> {
             stages: Vec::new(),
         });
         let t = Instant::now();
-        let (rootfs, _) = images.rootfs(&image)?;
+        let (rootfs, _) = unpacker.rootfs(&image)?;
         self.progress.timings.unpack = t.elapsed().as_secs_f64();
         tracing::debug!("image ready");
         Ok((image, rootfs))
@@ -318,17 +323,18 @@ impl<'a> JobRun<'a> {
     /// Pulls and unpacks the processors' images (`wanted`: component id and reference).
     fn prepare_processors(
         &mut self,
-        images: &Images,
+        puller: &Puller<'_>,
+        unpacker: &Unpacker<'_>,
         wanted: &[(String, String)],
     ) -> Result<ProcessorImages, JobError> {
         let mut prepared = ProcessorImages::new();
         for (id, reference) in wanted {
             tracing::info!("pulling {reference} for processor {id}");
             let t = Instant::now();
-            let image = images.pull(reference)?;
+            let image = puller.pull(reference)?;
             self.progress.timings.pull += t.elapsed().as_secs_f64();
             let t = Instant::now();
-            let (rootfs, _) = images.rootfs(&image)?;
+            let (rootfs, _) = unpacker.rootfs(&image)?;
             self.progress.timings.unpack += t.elapsed().as_secs_f64();
             prepared.insert(reference.clone(), ProcessorImage { image, rootfs });
         }

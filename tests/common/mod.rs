@@ -899,6 +899,8 @@ pub fn offline_settings(dir: &Path) -> (berth::job::Settings, String) {
             progress: false,
             ..Default::default()
         },
+        signature_policy: Default::default(),
+        unpack_caps: Default::default(),
         copy_rootfs: false,
         ids: None,
         store: berth::storage::StoreSettings::embedded(&dir.join("home")),
@@ -940,7 +942,7 @@ fn store_fake_image(cache: &Path) -> String {
     let reference = format!("127.0.0.1:9/test/fake@{}", Digest::of(&manifest));
     // What a pull with no signature policy in force would have recorded.
     let parsed = berth::image::ImageRef::parse(&reference).unwrap();
-    let accepted = berth::image::signature::Gate::load(None, &[])
+    let accepted = berth::image::Gate::load(None, &[])
         .unwrap()
         .rules(&parsed)
         .acceptance();

@@ -31,10 +31,10 @@ use rustix::fd::OwnedFd;
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timestamps, Uid};
 use rustix::io::Errno;
 
-use super::ImageError;
-use super::digest::{Digest, Hasher};
 use super::members::{Member, Members};
 use crate::host::IdMap;
+use crate::image::spec::ImageError;
+use crate::image::spec::digest::{Digest, Hasher};
 
 const OPAQUE: &str = ".wh..wh..opq";
 const WHITEOUT_PREFIX: &str = ".wh.";
@@ -49,6 +49,28 @@ pub enum Ownership {
     Preserve,
     /// Files belong to whoever unpacks (rootless without a user namespace).
     Ignore,
+}
+
+/// Who owns the files of an unpacked image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unpacking {
+    pub ownership: Ownership,
+    /// With the image's own owners, moved into this container id range (a tree is unpacked
+    /// once per range).
+    pub ids: Option<IdMap>,
+}
+
+impl Unpacking {
+    /// The image's own owners (shifted into `ids`) where berth may set owners, else the
+    /// unpacker's.
+    pub fn new(privileged: bool, ids: Option<IdMap>) -> Unpacking {
+        let ownership = if privileged {
+            Ownership::Preserve
+        } else {
+            Ownership::Ignore
+        };
+        Unpacking { ownership, ids }
+    }
 }
 
 /// How a layer is written: owners, and which xattrs mark an opaque directory.
@@ -212,7 +234,7 @@ pub fn unpack_layer(
 pub fn link_from_below(
     dest: &Path,
     links: &[(PathBuf, PathBuf)],
-    below: &super::layers::Stack,
+    below: &super::stack::Stack,
     layer: &Digest,
     how: &Extraction,
 ) -> Result<(), ImageError> {
@@ -421,7 +443,7 @@ impl<'a> Applier<'a> {
             return Ok(Some((uid, gid)));
         };
         let out_of_range = |what, id| {
-            ImageError::Shift(super::ShiftError::OutOfRange {
+            ImageError::Shift(crate::image::spec::ShiftError::OutOfRange {
                 path: self.root_path.join(rel),
                 what,
                 id,
@@ -1123,7 +1145,7 @@ mod tests {
         }
         let merged = dir.path().join("merged");
         fs::create_dir(&merged).unwrap();
-        crate::image::rootfs::merge_layers(&dirs, &merged, false).unwrap();
+        crate::image::layers::merge_layers(&dirs, &merged, false).unwrap();
         Ok((dir, merged))
     }
 
@@ -1229,7 +1251,7 @@ mod tests {
         let (_d, layer) = setup();
         apply(&layer, &upper).unwrap();
         let gone = fs::symlink_metadata(layer.join("a/gone")).unwrap();
-        assert!(crate::image::layers::is_whiteout(&gone), "{gone:?}");
+        assert!(crate::image::layers::stack::is_whiteout(&gone), "{gone:?}");
         assert!(!layer.join("a/.wh.gone").exists());
         assert!(crate::image::layers::is_opaque(&layer.join("o")));
         assert!(!crate::image::layers::is_opaque(&layer.join("o/sub")));
@@ -1375,7 +1397,7 @@ mod tests {
     fn a_sparse_entry_is_refused_before_its_holes_expand() {
         // Found by the `unpack` fuzz target (scripts/fuzz.sh): 131075 bytes of file from a
         // 6144-byte stream, the holes outside the byte budget.
-        let bytes = include_bytes!("../../fuzz/regressions/unpack/sparse-gnu-holes.tar");
+        let bytes = include_bytes!("../../../fuzz/regressions/unpack/sparse-gnu-holes.tar");
         let (_d, root) = setup();
         let e = apply(&root, bytes).unwrap_err();
         assert!(matches!(e, ImageError::BadLayer { .. }), "{e}");

@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::image::manifest::OCI_MANIFEST;
-use crate::image::unpack::UnpackCaps;
-use crate::image::{Digest, ImageError, Images, Ownership, RegistrySettings, Unpacking};
+use crate::image::spec::manifest::OCI_MANIFEST;
+use crate::image::{
+    Digest, ImageError, ImageRecord, Images, Ownership, PulledImage, RegistrySettings,
+    SignaturePolicy, UnpackCaps, Unpacking,
+};
 
 fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
@@ -32,18 +34,52 @@ fn config_of(layers: &[&[u8]]) -> Vec<u8> {
     .unwrap()
 }
 
-fn images(cache: &Path, caps: UnpackCaps) -> Images {
-    let settings = RegistrySettings {
-        retries: 0,
-        progress: false,
-        unpack_caps: caps,
-        ..Default::default()
-    };
-    let unpacking = Unpacking {
+/// The store with what a command would pull and unpack it with.
+struct Loader {
+    images: Images,
+    registry: RegistrySettings,
+    policy: SignaturePolicy,
+    caps: UnpackCaps,
+}
+
+impl Loader {
+    fn pull(&self, reference: &str) -> Result<PulledImage, ImageError> {
+        let puller = self.images.puller(&self.registry, &self.policy, self.caps);
+        puller.with_unpacked(Self::UNPACKING).pull(reference)
+    }
+
+    fn rootfs(&self, image: &PulledImage) -> Result<(PathBuf, bool), ImageError> {
+        let unpacker = self.images.unpacker(Self::UNPACKING, self.caps, "");
+        unpacker.rootfs(image)
+    }
+
+    fn save(&self, image: &str, target: &str) -> Result<Digest, ImageError> {
+        let puller = self.images.puller(&self.registry, &self.policy, self.caps);
+        puller.save(image, target)
+    }
+
+    fn list(&self) -> Vec<ImageRecord> {
+        self.images.list()
+    }
+
+    const UNPACKING: Unpacking = Unpacking {
         ownership: Ownership::Ignore,
         ids: None,
     };
-    Images::open(cache, settings, unpacking).unwrap()
+}
+
+fn images(cache: &Path, caps: UnpackCaps) -> Loader {
+    let registry = RegistrySettings {
+        retries: 0,
+        progress: false,
+        ..Default::default()
+    };
+    Loader {
+        images: Images::open(cache).unwrap(),
+        registry,
+        policy: SignaturePolicy::default(),
+        caps,
+    }
 }
 
 /// A layout written as skopeo writes one: one image named `v1`, one uncompressed layer.
@@ -124,7 +160,7 @@ fn an_oci_layout_loads_into_the_store_and_unpacks() {
     assert!(unpacked);
     assert_eq!(
         fs::read(
-            crate::image::layers::Stack::open(&root)
+            crate::image::Stack::open(&root)
                 .unwrap()
                 .find(Path::new("hello.txt"))
                 .unwrap()
@@ -397,7 +433,7 @@ fn a_docker_archive_loads_with_its_layers_stored_by_diff_id() {
     let (root, _) = images.rootfs(&pulled).unwrap();
     assert_eq!(
         fs::read(
-            crate::image::layers::Stack::open(&root)
+            crate::image::Stack::open(&root)
                 .unwrap()
                 .find(Path::new("hello.txt"))
                 .unwrap()
@@ -502,14 +538,14 @@ fn a_linked_layer_resolves_inside_the_archive_only() {
 /// `size` bytes long.
 fn wrap_in_index(l: &Layout, arch: &str, size: usize) -> Vec<u8> {
     let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2, "mediaType": crate::image::manifest::OCI_INDEX,
+        "schemaVersion": 2, "mediaType": crate::image::spec::manifest::OCI_INDEX,
         "manifests": [{"mediaType": OCI_MANIFEST, "digest": Digest::of(&l.manifest),
                        "size": size, "platform": {"os": "linux", "architecture": arch}}],
     }))
     .unwrap();
     fs::write(l.blob(&index), &index).unwrap();
     let top = json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": crate::image::manifest::OCI_INDEX, "digest": Digest::of(&index),
+        "mediaType": crate::image::spec::manifest::OCI_INDEX, "digest": Digest::of(&index),
         "size": index.len(), "annotations": {"org.opencontainers.image.ref.name": "v1"}}]});
     fs::write(l.dir.join("index.json"), top.to_string()).unwrap();
     index
@@ -519,7 +555,7 @@ fn wrap_in_index(l: &Layout, arch: &str, size: usize) -> Vec<u8> {
 fn a_layout_naming_an_index_gives_this_platform_checked_against_its_size() {
     let d = tempfile::tempdir().unwrap();
     let l = Layout::write(&d.path().join("layout"));
-    let arch = crate::image::manifest::host_architecture();
+    let arch = crate::image::spec::manifest::host_architecture();
     let index = wrap_in_index(&l, arch, l.manifest.len());
     let images = images(&d.path().join("cache"), UnpackCaps::default());
     let pulled = images.pull(&l.name()).unwrap();

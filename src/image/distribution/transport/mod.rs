@@ -7,16 +7,14 @@
 //! are read, and nothing inside a layout or an archive is followed as a link.
 
 pub mod docker_archive;
-#[cfg(test)]
-mod loading_tests;
 pub mod oci_layout;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::ImageError;
-use super::digest::Digest;
-use super::store::Store;
+use crate::image::content::Store;
+use crate::image::spec::ImageError;
+use crate::image::spec::digest::Digest;
 
 /// The prefix that names an OCI layout.
 pub const OCI: &str = "oci:";

@@ -17,10 +17,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::oci_layout::OCI_CONFIG;
-use crate::image::ImageError;
-use crate::image::digest::Digest;
-use crate::image::manifest::{self, ImageConfig, MAX_METADATA_BYTES};
-use crate::image::store::Store;
+use crate::image::content::Store;
+use crate::image::spec::ImageError;
+use crate::image::spec::digest::Digest;
+use crate::image::spec::manifest::{self, ImageConfig, MAX_METADATA_BYTES};
 
 const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 /// Members of one archive: images have dozens; more is not an image archive.

@@ -20,14 +20,13 @@ use base64::Engine as _;
 use p256::ecdsa::signature::Verifier as _;
 use serde::Deserialize;
 
-use super::ImageError;
-use super::digest::Digest;
-use super::manifest::{self, Descriptor};
-use super::policy::{self, Policy, PolicyError, Requirement, SigstoreKey};
-use super::reference::ImageRef;
-use super::registry::RegistryClient;
-use super::store::{Accepted, ImageRecord};
-use super::transport::Transport;
+use super::policy::{self, Policy, Requirement, SigstoreKey};
+use crate::image::spec::ImageError;
+use crate::image::spec::SignatureError;
+use crate::image::spec::digest::Digest;
+use crate::image::spec::manifest::{self, Descriptor};
+use crate::image::spec::record::{Accepted, ImageRecord};
+use crate::image::spec::reference::ImageRef;
 
 pub const PAYLOAD_MEDIA_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
@@ -40,19 +39,6 @@ const MAX_SIGNATURE_MANIFEST: u64 = 256 << 10;
 const MAX_SIGNATURES: usize = 16;
 /// A payload is a few hundred bytes (more with cosign's optional annotations).
 const MAX_PAYLOAD: u64 = 64 << 10;
-
-#[derive(Debug, thiserror::Error)]
-pub enum SignatureError {
-    #[error(transparent)]
-    Policy(#[from] PolicyError),
-    #[error("image {image} is refused by the signature policy {policy} ({scope}): {why}")]
-    Refused {
-        image: String,
-        policy: PathBuf,
-        scope: String,
-        why: String,
-    },
-}
 
 /// Why no signature satisfied a requirement; a later variant says more (it got further).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -219,7 +205,7 @@ impl Rules<'_> {
     /// requirement asks for signatures.
     pub fn check(
         &self,
-        client: &RegistryClient,
+        source: &dyn SignatureSource,
         image: &ImageRef,
         top: &Digest,
     ) -> Result<(), ImageError> {
@@ -240,7 +226,7 @@ impl Rules<'_> {
                 Requirement::Sigstore(key) => {
                     let sigs = match &signatures {
                         Some(s) => s,
-                        None => signatures.insert(fetch_signatures(client, image, top)?),
+                        None => signatures.insert(fetch_signatures(source, image, top)?),
                     };
                     verify(key, image, top, sigs).map_err(|why| refused(why.explain(key, top)))?;
                 }
@@ -251,19 +237,46 @@ impl Rules<'_> {
     }
 }
 
+/// Where the signatures of an image in a registry are read from: the registry client,
+/// adapted by the caller (verify never sees it).
+pub trait SignatureSource {
+    /// The manifest `reference` names (a tag or digest), asking for `accept`; refused as
+    /// soon as it passes `cap` bytes.
+    fn small_manifest(
+        &self,
+        reference: &ImageRef,
+        accept: &[&str],
+        cap: u64,
+    ) -> Result<Vec<u8>, ImageError>;
+    /// The blob `blob` of `reference`'s repository, refused past `cap` bytes, checked
+    /// against its digest.
+    fn small_blob(
+        &self,
+        reference: &ImageRef,
+        blob: &Descriptor,
+        cap: u64,
+    ) -> Result<Vec<u8>, ImageError>;
+}
+
+/// An image in an OCI layout (`transport` `oci`) or a `docker save` archive
+/// (`docker-archive`) at `path`, named `reference` in it; `name` as messages show it.
+#[derive(Debug)]
+pub struct LocalImage<'a> {
+    pub transport: &'static str,
+    pub path: &'a Path,
+    pub reference: Option<&'a str>,
+    pub name: String,
+}
+
 /// Checks an image read from an OCI layout or a `docker save` archive: berth finds no
 /// signatures there, so only `insecureAcceptAnything` lets one in.
-pub fn check_local(policy: Option<&Path>, from: &Transport) -> Result<(), ImageError> {
+pub fn check_local(policy: Option<&Path>, from: &LocalImage<'_>) -> Result<(), ImageError> {
     let Some(path) = policy else {
-        tracing::debug!(image = %from.name(), "no signature policy: accepting the image unchecked");
+        tracing::debug!(image = %from.name, "no signature policy: accepting the image unchecked");
         return Ok(());
     };
     let policy = Policy::load(path).map_err(SignatureError::from)?;
-    let (transport, at, reference) = match from {
-        Transport::OciLayout { dir, reference } => ("oci", dir, reference),
-        Transport::DockerArchive { file, reference } => ("docker-archive", file, reference),
-    };
-    let (requirements, scope) = policy.for_local(transport, at, reference.as_deref());
+    let (requirements, scope) = policy.for_local(from.transport, from.path, from.reference);
     let why = requirements.iter().find_map(|r| match r {
         Requirement::AcceptAnything => None,
         Requirement::Reject => Some("the policy rejects it"),
@@ -274,7 +287,7 @@ pub fn check_local(policy: Option<&Path>, from: &Transport) -> Result<(), ImageE
     match why {
         None => Ok(()),
         Some(why) => Err(SignatureError::Refused {
-            image: from.name(),
+            image: from.name.clone(),
             policy: policy.path().to_owned(),
             scope,
             why: why.to_owned(),
@@ -290,19 +303,19 @@ fn signature_tag(top: &Digest) -> String {
 
 /// The signatures stored for `top` (none when its signature tag does not exist).
 fn fetch_signatures(
-    client: &RegistryClient,
+    source: &dyn SignatureSource,
     image: &ImageRef,
     top: &Digest,
 ) -> Result<Vec<Signature>, ImageError> {
-    let r = oci_client::Reference::with_tag(
-        image.registry.clone(),
-        image.repository.clone(),
-        signature_tag(top),
-    );
+    let r = ImageRef {
+        tag: Some(signature_tag(top)),
+        digest: None,
+        ..image.clone()
+    };
     // Distribution answers a tag of an OCI manifest only to a client that accepts that type;
     // the Docker type is there for signatures pushed by older tools.
     let accept = [manifest::OCI_MANIFEST, manifest::DOCKER_MANIFEST];
-    let bytes = match client.fetch_small_manifest(&r, &accept, MAX_SIGNATURE_MANIFEST) {
+    let bytes = match source.small_manifest(&r, &accept, MAX_SIGNATURE_MANIFEST) {
         Ok(b) => b,
         Err(ImageError::NotFound { .. }) => return Ok(Vec::new()),
         Err(e) => return Err(e),
@@ -310,7 +323,7 @@ fn fetch_signatures(
     let listed: SignatureManifest =
         serde_json::from_slice(&bytes).map_err(|e| ImageError::BadManifest {
             digest: Digest::of(&bytes),
-            message: format!("signature manifest {}: {e}", r.whole()),
+            message: format!("signature manifest {r}: {e}"),
         })?;
     let mut signatures = Vec::new();
     let layers = listed
@@ -327,14 +340,14 @@ fn fetch_signatures(
             size: layer.size,
             platform: None,
         };
-        match client.fetch_small_blob(&r, &blob, MAX_PAYLOAD) {
+        match source.small_blob(&r, &blob, MAX_PAYLOAD) {
             Ok(payload) => signatures.push(Signature { payload, signature }),
             // A signature whose payload is gone signs nothing.
             Err(ImageError::NotFound { .. }) => continue,
             Err(e) => return Err(e),
         }
     }
-    tracing::debug!(image = %image, "{} signatures found under {}", signatures.len(), r.whole());
+    tracing::debug!(image = %image, "{} signatures found under {r}", signatures.len());
     Ok(signatures)
 }
 
@@ -381,7 +394,7 @@ fn verify_one(key: &SigstoreKey, image: &ImageRef, top: &Digest, s: &Signature) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::policy::SignedIdentity;
+    use crate::image::verify::policy::SignedIdentity;
     use p256::ecdsa::signature::Signer as _;
 
     fn signer(seed: u8) -> p256::ecdsa::SigningKey {

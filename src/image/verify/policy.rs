@@ -19,51 +19,11 @@ use p256::ecdsa::VerifyingKey;
 use p256::pkcs8::DecodePublicKey as _;
 use serde::Deserialize;
 
-use super::reference::ImageRef;
+use crate::image::spec::reference::ImageRef;
+use crate::image::spec::{MAX_POLICY_BYTES, PolicyError};
 
-/// No policy file is near this: it is read whole before it is parsed.
-const MAX_POLICY_BYTES: u64 = 1 << 20;
 /// A PEM public key is a few hundred bytes.
 const MAX_KEY_BYTES: u64 = 64 << 10;
-
-#[derive(Debug, thiserror::Error)]
-pub enum PolicyError {
-    #[error("cannot read the signature policy {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the signature policy {path} is larger than {MAX_POLICY_BYTES} bytes")]
-    TooLarge { path: PathBuf },
-    #[error("invalid signature policy {path}")]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: serde_path_to_error::Error<serde_json::Error>,
-    },
-    #[error("signature policy {path}, {scope}: {message}")]
-    Invalid {
-        path: PathBuf,
-        scope: String,
-        message: String,
-    },
-    #[error("signature policy {path}, {scope}: cannot read the key {key}")]
-    KeyRead {
-        path: PathBuf,
-        scope: String,
-        key: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("signature policy {path}, {scope}: the key is not a PEM ECDSA P-256 public key")]
-    Key {
-        path: PathBuf,
-        scope: String,
-        #[source]
-        source: p256::pkcs8::spki::Error,
-    },
-}
 
 /// One requirement as written in the file.
 #[derive(Debug, Deserialize)]
@@ -170,14 +130,26 @@ pub const SYSTEM_POLICY: &str = "/etc/containers/policy.json";
 /// The policy in force: `flag` if given, else the first of `<home>/policy.json` and
 /// `system` (the system's, [`SYSTEM_POLICY`], as podman reads it) that exists; and the
 /// files looked for, for messages.
-pub fn locate(flag: Option<&Path>, home: &Path, system: &Path) -> (Option<PathBuf>, Vec<PathBuf>) {
+pub fn locate(flag: Option<&Path>, home: &Path, system: &Path) -> SignaturePolicy {
     if let Some(f) = flag {
         let f = std::path::absolute(f).unwrap_or_else(|_| f.to_owned());
-        return (Some(f.clone()), vec![f]);
+        return SignaturePolicy {
+            path: Some(f.clone()),
+            looked: vec![f],
+        };
     }
     let looked = vec![home.join("policy.json"), system.to_owned()];
-    let found = looked.iter().find(|p| p.exists()).cloned();
-    (found, looked)
+    let path = looked.iter().find(|p| p.exists()).cloned();
+    SignaturePolicy { path, looked }
+}
+
+/// The signature policy in force, as [`locate`] found it.
+#[derive(Debug, Clone, Default)]
+pub struct SignaturePolicy {
+    /// The policy file images must satisfy; `None`: every image is accepted.
+    pub path: Option<PathBuf>,
+    /// Where berth looked for one (for messages when it found none).
+    pub looked: Vec<PathBuf>,
 }
 
 impl Policy {
@@ -427,6 +399,12 @@ pub fn identity_matches(identity: &SignedIdentity, image: &ImageRef, signed: &st
 mod tests {
     use super::*;
 
+    impl SignaturePolicy {
+        fn pair(self) -> (Option<PathBuf>, Vec<PathBuf>) {
+            (self.path, self.looked)
+        }
+    }
+
     const KEY: &str = "-----BEGIN PUBLIC KEY-----\n\
         MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEWXtGCj+8MiGWPi9Sg++I2BJg3OSw\n\
         AI6R5lw6sBd2KsBbgpWeCskeMi/62bY3NXQAkObMpD2PNz71+Z2Uke9dnQ==\n\
@@ -616,20 +594,20 @@ mod tests {
         let (home, system) = (d.path().join("home"), d.path().join("policy.json"));
         std::fs::create_dir(&home).unwrap();
         let looked = vec![home.join("policy.json"), system.clone()];
-        assert_eq!(locate(None, &home, &system), (None, looked.clone()));
+        assert_eq!(locate(None, &home, &system).pair(), (None, looked.clone()));
         std::fs::write(&system, "{}").unwrap();
         assert_eq!(
-            locate(None, &home, &system),
+            locate(None, &home, &system).pair(),
             (Some(system.clone()), looked.clone())
         );
         std::fs::write(home.join("policy.json"), "{}").unwrap();
         assert_eq!(
-            locate(None, &home, &system),
+            locate(None, &home, &system).pair(),
             (Some(home.join("policy.json")), looked)
         );
         let given = PathBuf::from("/x/p.json");
         assert_eq!(
-            locate(Some(&given), &home, &system),
+            locate(Some(&given), &home, &system).pair(),
             (Some(given.clone()), vec![given])
         );
     }

@@ -1,12 +1,7 @@
 //! The content store: blobs by digest, and a record per image reference.
 //!
-//! ```text
-//! <cache>/blobs/sha256/<hex>    manifests, configs and layers, verified before they land
-//! <cache>/refs/<hex>.json       what a reference resolved to (hex = sha256 of the reference)
-//! <cache>/layers/, stacks/, locks/   unpacked layers and the images stacking them (see
-//!                               layers.rs)
-//! <cache>/tmp/                  downloads and unpacks in progress
-//! ```
+//! Where each thing lies under the cache is [`crate::layout::Cache`]'s to say: blobs under
+//! `blobs/sha256/`, records under `refs/`, locks under `locks/`, work in progress in `tmp/`.
 //!
 //! Everything lands by `rename` from `tmp/`, so a crash or a concurrent berth never leaves
 //! a half-written blob under its final name; a berth fetching a blob holds its lock
@@ -14,58 +9,25 @@
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
-use serde::{Deserialize, Serialize};
 
-use super::ImageError;
-use super::digest::{Digest, Hasher};
-use super::manifest::Descriptor;
+use crate::layout::Cache;
 
-/// What an image reference resolved to when it was last pulled.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ImageRecord {
-    pub reference: String,
-    /// What the reference names in the registry: an index or a manifest.
-    pub digest: Digest,
-    /// The manifest for this host's platform.
-    pub manifest: Digest,
-    pub config: Digest,
-    pub layers: Vec<Digest>,
-    /// Compressed size of all layers, in bytes.
-    pub size: u64,
-    /// Seconds since the epoch.
-    pub pulled_at: u64,
-    /// When a pull or a job last used the image, in seconds since the epoch (0: never
-    /// recorded, as in records written before berth kept it).
-    #[serde(default)]
-    pub last_used: u64,
-    /// The signature policy that accepted the image under this reference (see
-    /// [`super::signature::Rules::acceptance`]); `None` in records written before berth
-    /// kept it, and for layouts and archives (checked at every load): checked again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub accepted: Option<Accepted>,
-}
+use crate::image::spec::ImageError;
+use crate::image::spec::digest::{Digest, Hasher};
+use crate::image::spec::manifest::Descriptor;
+use crate::image::spec::record::ImageRecord;
 
-/// Which rules of which signature policy accepted an image for a reference.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Accepted {
-    /// The policy file; `None`: no policy was in force.
-    pub policy: Option<PathBuf>,
-    /// The scope of the policy whose requirements applied.
-    pub scope: String,
-    /// The digest of those requirements.
-    pub requirements: Digest,
-}
+/// How long a berth waits for another's lock by default: as long as a pull may take by
+/// default (`--pull-timeout`), since the holder's fetch is bounded by it.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Debug, Clone)]
 pub struct Store {
-    root: PathBuf,
-    /// Temporary leftovers opening the store removed, and their bytes.
-    swept: (usize, u64),
+    cache: Cache,
     /// How long [`Store::lock`] waits for another berth.
     lock_wait: Duration,
 }
@@ -76,25 +38,13 @@ impl Store {
     /// layers hold, and other local users must not run or read them. What is below keeps
     /// its modes: the root alone closes the tree.
     pub fn open(root: &Path) -> Result<Store, ImageError> {
-        for sub in ["blobs/sha256", "refs", "layers", "stacks", "locks", "tmp"] {
-            let dir = root.join(sub);
-            fs::create_dir_all(&dir).map_err(|source| ImageError::Store { path: dir, source })?;
-        }
-        let swept = super::prune::sweep_temp(&root.join("tmp"), super::prune::TEMP_MAX_AGE);
-        let private = || -> std::io::Result<()> {
-            if fs::metadata(root)?.permissions().mode() & 0o077 != 0 {
-                fs::set_permissions(root, fs::Permissions::from_mode(0o700))?;
-            }
-            Ok(())
-        };
-        private().map_err(|source| ImageError::Store {
-            path: root.to_owned(),
-            source,
-        })?;
+        let cache = Cache::new(root);
+        cache
+            .ensure()
+            .map_err(|(path, source)| ImageError::Store { path, source })?;
         Ok(Store {
-            root: root.to_owned(),
-            swept,
-            lock_wait: super::registry::DEFAULT_PULL_TIMEOUT,
+            cache,
+            lock_wait: DEFAULT_LOCK_WAIT,
         })
     }
 
@@ -105,17 +55,17 @@ impl Store {
         self
     }
 
-    /// How many temporary leftovers opening the store removed, and their bytes.
-    pub fn swept(&self) -> (usize, u64) {
-        self.swept
+    pub fn root(&self) -> &Path {
+        self.cache.root()
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The cache's layout (see [`crate::layout`]).
+    pub fn cache(&self) -> &Cache {
+        &self.cache
     }
 
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("blobs/sha256").join(digest.hex())
+        self.cache.blob(digest.hex())
     }
 
     pub fn has_blob(&self, digest: &Digest) -> bool {
@@ -124,11 +74,7 @@ impl Store {
 
     /// A fresh, unique path under `tmp/` for work that lands by rename.
     pub fn temp_path(&self, label: &str) -> PathBuf {
-        self.root.join("tmp").join(format!(
-            "{label}.{}.{}",
-            std::process::id(),
-            crate::util::random_hex(6)
-        ))
+        self.cache.temp(label)
     }
 
     /// Reads a small blob (manifest or config), checking its digest: a corrupted file is
@@ -141,7 +87,7 @@ impl Store {
             Err(source) => return Err(ImageError::Store { path, source }),
         };
         let mut bytes = Vec::new();
-        file.take(super::manifest::MAX_METADATA_BYTES + 1)
+        file.take(crate::image::spec::manifest::MAX_METADATA_BYTES + 1)
             .read_to_end(&mut bytes)
             .map_err(|source| ImageError::Store {
                 path: path.clone(),
@@ -187,7 +133,7 @@ impl Store {
     /// is stuck. Lock files stay: removing one could let two berths lock two files of the
     /// same name.
     pub fn lock(&self, name: &str, what: &str) -> Result<Flock<File>, ImageError> {
-        let path = self.root.join("locks").join(format!("{name}.lock"));
+        let path = self.cache.lock(name);
         let store_err = |source| ImageError::Store {
             path: path.clone(),
             source,
@@ -251,9 +197,7 @@ impl Store {
     }
 
     fn record_path(&self, reference: &str) -> PathBuf {
-        self.root
-            .join("refs")
-            .join(format!("{}.json", Digest::of(reference.as_bytes()).hex()))
+        self.cache.record(Digest::of(reference.as_bytes()).hex())
     }
 
     pub fn save_record(&self, record: &ImageRecord) -> Result<(), ImageError> {
@@ -293,7 +237,7 @@ impl Store {
 
     /// Every stored image, sorted by reference.
     pub fn records(&self) -> Vec<ImageRecord> {
-        let mut out: Vec<ImageRecord> = fs::read_dir(self.root.join("refs"))
+        let mut out: Vec<ImageRecord> = fs::read_dir(self.cache.refs())
             .into_iter()
             .flatten()
             .flatten()
@@ -383,6 +327,7 @@ impl Drop for BlobWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn blobs_land_only_when_verified() {

@@ -30,17 +30,17 @@ use std::sync::Mutex;
 
 use nix::fcntl::Flock;
 
-use super::digest::{Digest, chain_id};
-use super::manifest::Descriptor;
-use super::store::Store;
-use super::unpack::{Budget, Extraction, Ownership, unpack_layer};
-use super::{ImageError, Unpacking};
+use super::stack::{LAYERS_FILE, Stack};
+use super::unpack::{Budget, Extraction, Ownership, Unpacking, unpack_layer};
+use crate::image::content::Store;
+use crate::image::spec::ImageError;
+use crate::image::spec::digest::{Digest, chain_id};
+use crate::image::spec::manifest::Descriptor;
 
 /// The image files berth reads itself (to resolve the container's user), copied into the
 /// stack; no bigger than bundle's reader reads.
 const STACK_FILES: &[&str] = &["etc/passwd", "etc/group"];
 const STACK_FILE_MAX: u64 = 1 << 20;
-const LAYERS_FILE: &str = "layers";
 
 /// The name of a layer's directory for `unpacking`: its diff id, or, for a layer that
 /// hard-links files of the layers below it (and so holds copies of them), the chain id of
@@ -60,7 +60,7 @@ fn candidate_names(diff_ids: &[Digest], i: usize, unpacking: &Unpacking) -> Vec<
 }
 
 pub fn layer_path(store: &Store, name: &str) -> PathBuf {
-    store.root().join("layers").join(name)
+    store.cache().layer(name)
 }
 
 /// Where the stack of the image with these layers lives.
@@ -69,94 +69,7 @@ pub fn stack_path(store: &Store, chain: &Digest, unpacking: &Unpacking) -> PathB
         (Some(ids), Ownership::Preserve) => format!("{}-{}", chain.hex(), ids.key()),
         _ => chain.hex().to_owned(),
     };
-    store.root().join("stacks").join(name)
-}
-
-/// An image's layer directories, top first.
-#[derive(Debug, Clone)]
-pub struct Stack {
-    pub layers: Vec<PathBuf>,
-}
-
-impl Stack {
-    /// Reads the stack at `dir` (see [`ensure_stack`]); every layer it names must exist.
-    pub fn open(dir: &Path) -> Result<Stack, ImageError> {
-        let store_err = |source| ImageError::Store {
-            path: dir.join(LAYERS_FILE),
-            source,
-        };
-        let text = fs::read_to_string(dir.join(LAYERS_FILE)).map_err(store_err)?;
-        let base = dir
-            .parent()
-            .and_then(Path::parent)
-            .ok_or_else(|| store_err(io::Error::from(io::ErrorKind::NotFound)))?
-            .join("layers");
-        let layers: Vec<PathBuf> = text
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| base.join(l))
-            .collect();
-        if let Some(missing) = layers.iter().find(|l| !l.is_dir()) {
-            return Err(ImageError::Store {
-                path: missing.clone(),
-                source: io::Error::from(io::ErrorKind::NotFound),
-            });
-        }
-        Ok(Stack { layers })
-    }
-
-    /// Where the image's `rel` is, looking through the layers as overlayfs does: the
-    /// topmost layer that has it, unless a whiteout or an opaque directory above hides it.
-    pub fn find(&self, rel: &Path) -> Option<PathBuf> {
-        for layer in &self.layers {
-            let mut dir = layer.clone();
-            for part in rel.components() {
-                dir.push(part);
-                let meta = fs::symlink_metadata(&dir);
-                if meta.as_ref().is_ok_and(is_whiteout) {
-                    return None;
-                }
-                if dir.as_path() != layer.join(rel) && meta.is_ok_and(|m| !m.is_dir()) {
-                    return None; // a file here hides what lower layers have below
-                }
-            }
-            if fs::symlink_metadata(&dir).is_ok() {
-                return Some(dir);
-            }
-            if opaque_on_the_way(layer, rel) {
-                return None;
-            }
-        }
-        None
-    }
-}
-
-/// Whether a node is an overlay whiteout (a 0/0 character device).
-pub fn is_whiteout(meta: &fs::Metadata) -> bool {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    meta.file_type().is_char_device() && meta.rdev() == 0
-}
-
-/// Whether a directory is marked opaque (either xattr namespace).
-pub fn is_opaque(dir: &Path) -> bool {
-    let mut value = [0u8; 1];
-    ["trusted.overlay.opaque", "user.overlay.opaque"]
-        .iter()
-        .any(|name| {
-            rustix::fs::lgetxattr(dir, *name, &mut value).is_ok_and(|n| n == 1 && value[0] == b'y')
-        })
-}
-
-/// Whether a directory of `layer` above `rel` is opaque (hiding lower layers' content).
-fn opaque_on_the_way(layer: &Path, rel: &Path) -> bool {
-    let mut dir = layer.to_path_buf();
-    rel.parent()
-        .into_iter()
-        .flat_map(Path::components)
-        .any(|part| {
-            dir.push(part);
-            is_opaque(&dir)
-        })
+    store.cache().stack(&name)
 }
 
 /// The stack of an image, unpacking what layers the store lacks first. Returns its path and
@@ -224,7 +137,7 @@ fn write_stack(store: &Store, dest: &Path, names: &[String]) -> Result<(), Image
     for rel in STACK_FILES {
         copy_image_file(&stack, rel, &tmp.join(rel)).map_err(store_err(&tmp.join(rel)))?;
     }
-    fs::create_dir_all(store.root().join("stacks")).map_err(store_err(store.root()))?;
+    fs::create_dir_all(store.cache().stacks()).map_err(store_err(store.root()))?;
     match fs::rename(&tmp, dest) {
         Ok(()) => {
             guard.disarm();

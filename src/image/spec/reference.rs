@@ -7,6 +7,7 @@
 use std::fmt;
 
 use super::digest::Digest;
+use super::error::ImageError;
 
 const DEFAULT_REGISTRY: &str = "docker.io";
 
@@ -80,18 +81,22 @@ impl ImageRef {
         })
     }
 
-    /// The reference in oci-client's terms.
-    pub fn to_oci(&self) -> oci_client::Reference {
-        let (reg, repo) = (self.registry.clone(), self.repository.clone());
-        match (&self.tag, &self.digest) {
-            (Some(t), Some(d)) => {
-                oci_client::Reference::with_tag_and_digest(reg, repo, t.clone(), d.to_string())
-            }
-            (None, Some(d)) => oci_client::Reference::with_digest(reg, repo, d.to_string()),
-            (Some(t), None) => oci_client::Reference::with_tag(reg, repo, t.clone()),
-            (None, None) => oci_client::Reference::with_tag(reg, repo, "latest".to_owned()),
+    /// The host berth speaks to for this reference's registry: Docker Hub's images are
+    /// named `docker.io/…` but served by `index.docker.io`.
+    pub fn registry_host(&self) -> &str {
+        match self.registry.as_str() {
+            DEFAULT_REGISTRY => "index.docker.io",
+            other => other,
         }
     }
+}
+
+/// Parses `host/repo:tag`, `host/repo@sha256:…` or `host/repo:tag@sha256:…`.
+pub fn parse_reference(reference: &str) -> Result<ImageRef, ImageError> {
+    ImageRef::parse(reference).map_err(|message| ImageError::Reference {
+        reference: reference.to_owned(),
+        message,
+    })
 }
 
 impl fmt::Display for ImageRef {
@@ -199,8 +204,12 @@ mod tests {
             "docker.io/library/busybox:latest",
         ] {
             let ours = ImageRef::parse(s).unwrap();
-            let theirs: oci_client::Reference = s.parse().unwrap();
-            assert_eq!(ours.to_oci(), theirs, "{s}");
+            let theirs: oci_spec::distribution::Reference = s.parse().unwrap();
+            assert_eq!(ours.registry, theirs.registry(), "{s}");
+            assert_eq!(ours.repository, theirs.repository(), "{s}");
+            assert_eq!(ours.tag.as_deref(), theirs.tag(), "{s}");
+            assert_eq!(ours.registry_host(), theirs.resolve_registry(), "{s}");
+            assert_eq!(ours.to_string(), theirs.whole(), "{s}");
         }
     }
 

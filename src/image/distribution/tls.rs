@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::contract::ErrorClass;
+use crate::image::spec::TlsError;
 
 /// Where the system keeps per-registry certificates.
 pub const SYSTEM_CERTS_D: &str = "/etc/containers/certs.d";
@@ -15,58 +15,10 @@ pub const SYSTEM_CERTS_D: &str = "/etc/containers/certs.d";
 /// Redirects followed for one request: Distribution sends one, to its storage.
 pub const MAX_REDIRECTS: usize = 5;
 
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("cannot read the certificates directory {path}")]
-    ReadDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot read the certificate file {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path} is not a PEM certificate berth can use")]
-    BadCertificate {
-        path: PathBuf,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("client certificate {cert} has no key beside it ({key} is missing)")]
-    MissingKey { cert: PathBuf, key: PathBuf },
-    #[error("client certificate {cert} with key {key} cannot be used")]
-    BadIdentity {
-        cert: PathBuf,
-        key: PathBuf,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("a redirect from {from} to {to} is refused: {why}")]
-    Redirect {
-        from: String,
-        to: String,
-        why: &'static str,
-    },
-}
-
-impl TlsError {
-    pub fn class(&self) -> ErrorClass {
-        match self {
-            TlsError::Redirect { .. } => ErrorClass::Internal,
-            _ => ErrorClass::User,
-        }
-    }
-}
-
-/// The certificate directories for `registry` (`host[:port]`) that exist, system first.
-pub fn certs_dirs(registry: &str, system: &Path, home: Option<&Path>) -> Vec<PathBuf> {
-    let mut dirs = vec![system.join(registry)];
-    if let Some(h) = home {
-        dirs.push(h.join("certs.d").join(registry));
-    }
+/// The certificate directories for `registry` (`host[:port]`) that exist, in the order of
+/// `certs_d` (the system's first).
+pub fn certs_dirs(registry: &str, certs_d: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = certs_d.iter().map(|d| d.join(registry)).collect();
     dirs.retain(|d| d.is_dir());
     dirs
 }
@@ -182,29 +134,28 @@ pub fn shown_url(url: &reqwest::Url) -> String {
 }
 
 /// What to tell an operator whose registry's certificate berth does not trust.
-pub fn untrusted_hint(registry: &str, system: &Path, home: Option<&Path>) -> String {
+pub fn untrusted_hint(registry: &str, certs_d: &[PathBuf]) -> String {
     format!(
         "the TLS certificate of {registry} is not trusted: put the CA that signed it, as a \
          *.crt file, in {}",
-        places(registry, system, home)
+        places(registry, certs_d)
     )
 }
 
 /// What to tell an operator whose registry ended the TLS handshake.
-pub fn handshake_hint(registry: &str, system: &Path, home: Option<&Path>) -> String {
+pub fn handshake_hint(registry: &str, certs_d: &[PathBuf]) -> String {
     format!(
         "{registry} refused the TLS handshake: if it wants a client certificate, put it and \
          its key as NAME.cert and NAME.key in {}",
-        places(registry, system, home)
+        places(registry, certs_d)
     )
 }
 
-fn places(registry: &str, system: &Path, home: Option<&Path>) -> String {
-    let mut places = vec![system.join(registry)];
-    if let Some(h) = home {
-        places.push(h.join("certs.d").join(registry));
-    }
-    let places: Vec<String> = places.iter().map(|p| format!("{}/", p.display())).collect();
+fn places(registry: &str, certs_d: &[PathBuf]) -> String {
+    let places: Vec<String> = certs_d
+        .iter()
+        .map(|d| format!("{}/", d.join(registry).display()))
+        .collect();
     places.join(" or ")
 }
 
@@ -218,7 +169,8 @@ mod tests {
         let reg = dir.path().join("certs.d/reg:5000");
         std::fs::create_dir_all(&reg).unwrap();
         std::fs::write(reg.join("client.cert"), "x").unwrap();
-        let dirs = certs_dirs("reg:5000", Path::new("/nonexistent"), Some(dir.path()));
+        let certs_d = [PathBuf::from("/nonexistent"), dir.path().join("certs.d")];
+        let dirs = certs_dirs("reg:5000", &certs_d);
         assert_eq!(dirs, vec![reg.clone()]);
         let e = load(&dirs).unwrap_err();
         assert!(matches!(e, TlsError::MissingKey { .. }), "{e}");

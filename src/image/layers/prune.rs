@@ -20,18 +20,20 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::Serialize;
 
-use super::digest::{Digest, chain_id};
-use super::manifest::ImageConfig;
-use super::store::{ImageRecord, Store};
-use super::{ImageError, parse_reference};
 use crate::contract::ErrorClass;
+use crate::image::content::Store;
+use crate::image::spec::ImageError;
+use crate::image::spec::digest::{Digest, chain_id};
+use crate::image::spec::manifest::ImageConfig;
+use crate::image::spec::record::ImageRecord;
+use crate::image::spec::reference::parse_reference;
 
 /// Temporary leftovers older than this, of a berth no longer running, are swept.
 pub const TEMP_MAX_AGE: Duration = Duration::from_secs(3600);
@@ -91,7 +93,7 @@ fn store_err(path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
 /// Marks the layer directories or stack named by `chain` (a chain or diff id) as used by
 /// this process until it exits.
 pub fn lease(store: &Store, chain: &Digest, holder: &str) -> Result<(), ImageError> {
-    let dir = store.root().join("leases").join(chain.hex());
+    let dir = store.cache().lease(chain.hex());
     fs::create_dir_all(&dir).map_err(store_err(&dir))?;
     let name = format!("{}.{}", std::process::id(), crate::util::random_hex(6));
     let new = dir.join(format!("{NEW_LEASE}{name}"));
@@ -120,7 +122,7 @@ pub fn lease(store: &Store, chain: &Digest, holder: &str) -> Result<(), ImageErr
 /// cannot be opened, read or locked (too many open files, no permission, ...) counts as a
 /// holder berth cannot check, and keeps the image.
 pub fn holders(store: &Store, chain: &str) -> Vec<String> {
-    let dir = store.root().join("leases").join(chain);
+    let dir = store.cache().lease(chain);
     let unknown = |path: &Path, e: &dyn std::fmt::Display| {
         format!("a holder berth cannot check: {}: {e}", path.display())
     };
@@ -227,6 +229,7 @@ pub fn du(path: &Path) -> u64 {
 
 /// The chain (hex) of `record`'s image, which names its stack and which a job using it
 /// leases; `None` when its config is unreadable.
+#[cfg(test)]
 pub fn record_chain(store: &Store, record: &ImageRecord) -> Option<String> {
     record_keys(store, record).last().cloned()
 }
@@ -278,7 +281,7 @@ pub fn collect(store: &Store, doomed: &HashSet<String>) -> Removed {
     let leased = leased_keys(store);
     let mut removed = Removed::default();
     let removable = |name: &str, path: &Path| doomed.contains(name) || older_than(path, GRACE);
-    let blob_dir = store.root().join("blobs/sha256");
+    let blob_dir = store.cache().blobs();
     for e in fs::read_dir(&blob_dir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if blobs.contains(&name) || !removable(&name, &e.path()) {
@@ -291,16 +294,13 @@ pub fn collect(store: &Store, doomed: &HashSet<String>) -> Removed {
         }
     }
     // Stacks first: a stack never names a layer already gone.
+    let cache = store.cache();
     for (dir, counted, legacy) in [
-        ("stacks", false, false),
-        ("layers", true, false),
-        ("rootfs", true, true),
+        (cache.stacks(), false, false),
+        (cache.layers(), true, false),
+        (cache.legacy_rootfs(), true, true),
     ] {
-        for e in fs::read_dir(store.root().join(dir))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let key = name.split('-').next().unwrap_or_default().to_owned();
             let unused = legacy || (!keys.contains(&key) && removable(&key, &e.path()));
@@ -317,7 +317,7 @@ pub fn collect(store: &Store, doomed: &HashSet<String>) -> Removed {
             }
         }
     }
-    let _ = fs::remove_dir(store.root().join("rootfs"));
+    let _ = fs::remove_dir(store.cache().legacy_rootfs());
     removed
 }
 
@@ -326,7 +326,7 @@ pub fn collect(store: &Store, doomed: &HashSet<String>) -> Removed {
 /// read): then every layer and stack is kept.
 fn leased_keys(store: &Store) -> Option<HashSet<String>> {
     let key_of = |name: &str| name.split('-').next().unwrap_or_default().to_owned();
-    let list = |dir: &str| match fs::read_dir(store.root().join(dir)) {
+    let list = |dir: PathBuf| match fs::read_dir(dir) {
         Ok(entries) => entries
             .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
             .collect::<io::Result<Vec<String>>>(),
@@ -337,16 +337,22 @@ fn leased_keys(store: &Store) -> Option<HashSet<String>> {
         tracing::warn!("cannot tell which layers running jobs use ({what}: {e}); keeping all");
     };
     let mut keys = HashSet::new();
-    for key in list("leases").map_err(|e| unknown("leases", &e)).ok()? {
+    for key in list(store.cache().leases())
+        .map_err(|e| unknown("leases", &e))
+        .ok()?
+    {
         if !holders(store, &key).is_empty() {
             keys.insert(key);
         }
     }
-    for name in list("stacks").map_err(|e| unknown("stacks", &e)).ok()? {
+    for name in list(store.cache().stacks())
+        .map_err(|e| unknown("stacks", &e))
+        .ok()?
+    {
         if !keys.contains(&key_of(&name)) {
             continue;
         }
-        let path = store.root().join("stacks").join(&name).join("layers");
+        let path = store.cache().stack_list(&name);
         let listed = fs::read_to_string(&path)
             .map_err(|e| unknown(&path.display().to_string(), &e))
             .ok()?;
@@ -420,10 +426,7 @@ pub struct PruneLimits {
 
 /// Bytes the store holds: blobs, layers, stacks, old trees and temporary files.
 pub fn store_bytes(store: &Store) -> u64 {
-    ["blobs", "layers", "stacks", "rootfs", "tmp"]
-        .iter()
-        .map(|d| du(&store.root().join(d)))
-        .sum()
+    store.cache().sized().iter().map(|d| du(d)).sum()
 }
 
 fn last_used(r: &ImageRecord) -> u64 {
@@ -435,10 +438,9 @@ fn last_used(r: &ImageRecord) -> u64 {
 /// leftovers. Images a live job uses are kept.
 pub fn prune(store: &Store, limits: PruneLimits) -> Result<Removed, PruneError> {
     let mut removed = Removed::default();
-    // Opening the store swept already; what it found counts as this prune's.
-    let (temporary, bytes) = sweep_temp(&store.root().join("tmp"), TEMP_MAX_AGE);
-    removed.temporary = temporary + store.swept().0;
-    removed.bytes = bytes + store.swept().1;
+    let (temporary, bytes) = sweep_temp(&store.cache().tmp(), TEMP_MAX_AGE);
+    removed.temporary = temporary;
+    removed.bytes = bytes;
     let mut records = store.records();
     records.sort_by_key(last_used);
     let now = crate::util::unix_now();
@@ -466,45 +468,6 @@ pub fn prune(store: &Store, limits: PruneLimits) -> Result<Removed, PruneError> 
     }
     removed.add(collect(store, &HashSet::new()));
     Ok(removed)
-}
-
-/// Parses `500M`, `2G`, `1024` (bytes; K, M, G, T are powers of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
-    let shift = match unit.to_ascii_uppercase().trim_end_matches('B') {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => return Err(format!("unknown size unit {unit:?} (use K, M, G or T)")),
-    };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size such as 500M or 2G"))?;
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("size {s:?} is too large"))
-}
-
-/// Parses `7d`, `12h`, `30m`, `45s`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let bad = || format!("{s:?} is not a duration such as 7d, 12h, 30m or 45s");
-    let unit = s.chars().last().ok_or_else(bad)?;
-    let factor = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        'w' => 7 * 86_400,
-        _ => return Err(bad()),
-    };
-    let n: u64 = s[..s.len() - 1].parse().map_err(|_| bad())?;
-    n.checked_mul(factor)
-        .map(Duration::from_secs)
-        .ok_or_else(bad)
 }
 
 #[cfg(test)]
@@ -683,7 +646,7 @@ mod tests {
         let chain: Digest = format!("sha256:{}", "c".repeat(64)).parse().unwrap();
         lease(&store, &chain, "job j1").unwrap();
         no_fds::run_child(
-            "image::prune::tests::a_lease_that_cannot_be_checked_holds_its_image",
+            "image::layers::prune::tests::a_lease_that_cannot_be_checked_holds_its_image",
             dir.path().to_str().unwrap(),
         );
         assert_eq!(holders(&store, chain.hex()), vec!["job j1".to_owned()]);
@@ -736,7 +699,7 @@ mod tests {
             names.push(n);
         }
         let week = PruneLimits {
-            older_than: Some(parse_duration("7d").unwrap()),
+            older_than: Some(Duration::from_secs(7 * 86_400)),
             max_size: None,
         };
         assert_eq!(
@@ -802,37 +765,17 @@ mod tests {
     }
 
     #[test]
-    fn opening_the_store_sweeps_its_temporary_directory() {
+    fn opening_the_store_leaves_tmp_alone_and_prune_sweeps_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let partial = store.root().join("tmp/layer.999999999.abcdef");
         fs::write(&partial, "half a layer").unwrap();
         age(&partial, 7200);
         let reopened = Store::open(dir.path()).unwrap();
+        assert!(partial.exists(), "opening the store swept");
+        let removed = prune(&reopened, PruneLimits::default()).unwrap();
+        assert_eq!(removed.temporary, 1);
+        assert!(removed.bytes >= 12);
         assert!(!partial.exists());
-        assert_eq!(reopened.swept(), (1, 12));
-        assert_eq!(
-            prune(&reopened, PruneLimits::default()).unwrap().temporary,
-            1
-        );
-    }
-
-    #[test]
-    fn sizes_and_durations_parse() {
-        assert_eq!(parse_size("500M").unwrap(), 500 << 20);
-        assert_eq!(parse_size("2GB").unwrap(), 2 << 30);
-        assert_eq!(parse_size("1024").unwrap(), 1024);
-        assert!(parse_size("5X").unwrap_err().contains("unit"));
-        assert!(parse_size("M").is_err());
-        assert_eq!(
-            parse_duration("7d").unwrap(),
-            Duration::from_secs(7 * 86_400)
-        );
-        assert_eq!(
-            parse_duration("12h").unwrap(),
-            Duration::from_secs(12 * 3600)
-        );
-        assert!(parse_duration("12").is_err());
-        assert!(parse_duration("").is_err());
     }
 }

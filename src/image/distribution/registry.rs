@@ -17,7 +17,7 @@
 //! - Manifests are capped before they are buffered: a `Content-Length` over the cap, or a
 //!   body that grows past it, ends the transfer.
 //! - Blobs go straight from the socket into the content store through a
-//!   [`BlobWriter`](super::store::BlobWriter), which checks size and digest as the bytes
+//!   [`BlobWriter`](crate::image::content::BlobWriter), which checks size and digest as the bytes
 //!   arrive. A transfer that breaks resumes with `Range: bytes=N-` on the same writer, so
 //!   the digest is still computed over the whole blob from its first byte.
 //!
@@ -27,23 +27,23 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use oci_client::Reference;
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderValue};
 
-use super::ImageError;
-use super::auth::{self, AuthError, Challenge, Credentials, Secret};
-use super::digest::Digest;
-use super::manifest::{self, Descriptor};
-use super::store::{BlobWriter, Store};
-use super::tls::{self, TlsError};
-use crate::contract::ErrorClass;
+use super::auth::{self, Challenge, Credentials, Secret};
+use super::settings::{RegistrySettings, is_loopback};
+use super::tls;
+use crate::image::content::{BlobWriter, Ingest};
+use crate::image::spec::ImageError;
+use crate::image::spec::digest::Digest;
+use crate::image::spec::manifest::{self, Descriptor};
+use crate::image::spec::reference::ImageRef;
+use crate::image::spec::{AuthError, RegistryError};
 
 const ACCEPTED_MANIFESTS: &[&str] = &[
     manifest::OCI_MANIFEST,
@@ -59,147 +59,8 @@ const NO_TRUST_ANCHORS: &str = include_str!("data/no-trust-anchors.pem");
 /// Blobs fetched at once: enough to fill a link, few enough to stay polite.
 const PARALLEL_BLOBS: usize = 3;
 
-/// How long a pull may take by default: a large image over a slow link, with room to spare.
-pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-
 /// What berth reads of an error body or a token answer.
 const SMALL_BODY: u64 = 64 << 10;
-
-/// How berth reaches registries.
-#[derive(Debug, Clone)]
-pub struct RegistrySettings {
-    /// Registries (`host[:port]`) that may be spoken to over plain HTTP. Loopback
-    /// registries always may.
-    pub insecure: Vec<String>,
-    /// Retries of a failed request that may succeed later (connection refused, 5xx, 429,
-    /// a transfer that broke: a blob then resumes where it stopped).
-    pub retries: u32,
-    /// First back-off; it doubles after each retry, up to a minute.
-    pub backoff: Duration,
-    /// Show a progress bar while fetching (when stderr is a terminal).
-    pub progress: bool,
-    /// What one image may unpack to, against decompression bombs.
-    pub unpack_caps: super::unpack::UnpackCaps,
-    /// `--authfile` / `REGISTRY_AUTH_FILE`: read first, and must exist.
-    pub authfile: Option<PathBuf>,
-    /// berth's home: its `auth.json` (`berth login`) and `certs.d/`.
-    pub home: Option<PathBuf>,
-    /// The system's per-registry certificates, `/etc/containers/certs.d`.
-    pub system_certs: PathBuf,
-    /// The signature policy images from registries must satisfy (see [`super::policy`]);
-    /// `None`: every image is accepted.
-    pub signature_policy: Option<PathBuf>,
-    /// Where berth looked for a policy (for messages when it found none).
-    pub signature_policy_looked: Vec<PathBuf>,
-    /// How long a pull may take from the first request to the last byte, and how long a
-    /// berth waits for another's lock on a blob or layer it needs.
-    pub pull_timeout: Duration,
-}
-
-impl Default for RegistrySettings {
-    fn default() -> Self {
-        RegistrySettings {
-            insecure: Vec::new(),
-            retries: 4,
-            backoff: Duration::from_millis(500),
-            progress: true,
-            unpack_caps: super::unpack::UnpackCaps::default(),
-            authfile: None,
-            home: None,
-            system_certs: PathBuf::from(tls::SYSTEM_CERTS_D),
-            signature_policy: None,
-            signature_policy_looked: Vec::new(),
-            pull_timeout: DEFAULT_PULL_TIMEOUT,
-        }
-    }
-}
-
-impl RegistrySettings {
-    /// Whether plain HTTP is allowed for `registry` (`host[:port]`).
-    pub fn allows_http(&self, registry: &str) -> bool {
-        self.insecure.iter().any(|r| r == registry) || is_loopback(registry)
-    }
-
-    /// Where credentials are looked up.
-    pub fn credential_sources(&self) -> auth::Sources {
-        auth::Sources::from_env(self.authfile.as_deref(), self.home.as_deref())
-    }
-}
-
-fn is_loopback(registry: &str) -> bool {
-    let host = match registry.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or(rest),
-        None => registry.rsplit_once(':').map_or(registry, |(h, _)| h),
-    };
-    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-/// What went wrong reaching a registry, beyond what [`ImageError`] says by itself.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    #[error("registry {registry}: its certs.d files cannot be used")]
-    Tls {
-        registry: String,
-        #[source]
-        source: TlsError,
-    },
-    #[error("registry {registry}: cannot set up the HTTP client")]
-    Client {
-        registry: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("cannot pull {image}: {hint} ({message})")]
-    Untrusted {
-        image: String,
-        hint: String,
-        message: String,
-    },
-    #[error(
-        "cannot pull {image}: layer {layer} has media type {media_type:?}, which berth cannot \
-         unpack (it takes tar, tar+gzip and tar+zstd layers)"
-    )]
-    LayerMediaType {
-        image: String,
-        layer: Digest,
-        media_type: String,
-    },
-    #[error(
-        "cannot pull {image}: {url}, where registry {registry} redirected berth, asks for \
-         credentials; berth answers only the registry's own challenges"
-    )]
-    ForeignChallenge {
-        image: String,
-        registry: String,
-        url: String,
-    },
-}
-
-impl RegistryError {
-    pub fn class(&self) -> ErrorClass {
-        match self {
-            RegistryError::Auth(e) => e.class(),
-            RegistryError::Tls { .. } | RegistryError::Untrusted { .. } => ErrorClass::User,
-            RegistryError::Client { .. }
-            | RegistryError::LayerMediaType { .. }
-            | RegistryError::ForeignChallenge { .. } => ErrorClass::Internal,
-        }
-    }
-}
-
-impl From<RegistryError> for ImageError {
-    fn from(e: RegistryError) -> ImageError {
-        ImageError::Access(e)
-    }
-}
-
-impl From<AuthError> for ImageError {
-    fn from(e: AuthError) -> ImageError {
-        ImageError::Access(RegistryError::Auth(e))
-    }
-}
 
 /// A connection to one registry for one pull.
 pub struct RegistryClient {
@@ -228,8 +89,8 @@ impl std::fmt::Debug for RegistryClient {
 }
 
 impl RegistryClient {
-    pub fn new(reference: &Reference, settings: &RegistrySettings) -> Result<Self, ImageError> {
-        Self::for_registry(reference.resolve_registry(), settings, None)
+    pub fn new(reference: &ImageRef, settings: &RegistrySettings) -> Result<Self, ImageError> {
+        Self::for_registry(reference.registry_host(), settings, None)
     }
 
     /// A client for `registry`, with `given` credentials instead of looked-up ones.
@@ -239,7 +100,7 @@ impl RegistryClient {
         given: Option<Credentials>,
     ) -> Result<Self, ImageError> {
         crate::util::install_crypto_provider();
-        let dirs = tls::certs_dirs(registry, &settings.system_certs, settings.home.as_deref());
+        let dirs = tls::certs_dirs(registry, &settings.certs_d);
         let https = !dirs.is_empty() || !settings.allows_http(registry);
         let http = build_http(registry, https, settings.allows_http(registry), &dirs)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -287,7 +148,7 @@ impl RegistryClient {
     /// What a tag currently points at, and the document itself: one GET (as containers'
     /// own tools do) rather than a HEAD and then a GET, since a pull needs the document
     /// anyway. Its digest is that of the bytes; a `Docker-Content-Digest` must agree.
-    pub fn resolve(&self, reference: &Reference) -> Result<(Digest, Vec<u8>), ImageError> {
+    pub fn resolve(&self, reference: &ImageRef) -> Result<(Digest, Vec<u8>), ImageError> {
         let target = Target::of(reference);
         let url = self.named_manifest_url(reference);
         let accept = accept();
@@ -306,12 +167,12 @@ impl RegistryClient {
         let digest = Digest::of(&bytes);
         if let Some(stated) = header {
             let stated: Digest = stated.parse().map_err(|e| ImageError::Registry {
-                reference: reference.whole(),
+                reference: reference.to_string(),
                 message: format!("registry returned a bad digest: {e}"),
             })?;
             if stated != digest {
                 return Err(ImageError::DigestMismatch {
-                    what: format!("manifest of {}", reference.whole()),
+                    what: format!("manifest of {reference}"),
                     expected: stated,
                     actual: digest,
                 });
@@ -323,7 +184,7 @@ impl RegistryClient {
 
     /// The manifest or index with `digest`, verified, refused when larger than the cap
     /// before it is all read, or when it has a layer berth cannot unpack.
-    pub fn manifest(&self, reference: &Reference, digest: &Digest) -> Result<Vec<u8>, ImageError> {
+    pub fn manifest(&self, reference: &ImageRef, digest: &Digest) -> Result<Vec<u8>, ImageError> {
         let target = Target::of(reference);
         let url = self.manifest_url(reference, &digest.to_string());
         let bytes = self.block_on(
@@ -335,7 +196,7 @@ impl RegistryClient {
         let actual = Digest::of(&bytes);
         if actual != *digest {
             return Err(ImageError::DigestMismatch {
-                what: format!("manifest of {}", reference.whole()),
+                what: format!("manifest of {reference}"),
                 expected: digest.clone(),
                 actual,
             });
@@ -345,20 +206,17 @@ impl RegistryClient {
     }
 
     /// The manifest `reference` names: by its digest when it has one, else by its tag.
-    fn named_manifest_url(&self, reference: &Reference) -> String {
-        let what = reference
-            .digest()
-            .or_else(|| reference.tag())
-            .unwrap_or("latest");
-        self.manifest_url(reference, what)
+    fn named_manifest_url(&self, reference: &ImageRef) -> String {
+        let what = match (&reference.digest, &reference.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => "latest".to_owned(),
+        };
+        self.manifest_url(reference, &what)
     }
 
-    fn manifest_url(&self, reference: &Reference, what: &str) -> String {
-        format!(
-            "{}/v2/{}/manifests/{what}",
-            self.base,
-            reference.repository()
-        )
+    fn manifest_url(&self, reference: &ImageRef, what: &str) -> String {
+        format!("{}/v2/{}/manifests/{what}", self.base, reference.repository)
     }
 
     async fn fetch_manifest(&self, target: &Target, url: &str) -> Result<Vec<u8>, Failure> {
@@ -407,9 +265,9 @@ impl RegistryClient {
     /// `announce` shows progress (layers) or not (a config of a few hundred bytes).
     pub fn fetch_blobs(
         &self,
-        reference: &Reference,
+        reference: &ImageRef,
         blobs: &[Descriptor],
-        store: &Store,
+        store: &dyn Ingest,
         announce: bool,
     ) -> Result<u64, ImageError> {
         if blobs.is_empty() {
@@ -419,7 +277,7 @@ impl RegistryClient {
         for b in blobs {
             if !manifest::is_fetchable(&b.media_type) {
                 return Err(RegistryError::LayerMediaType {
-                    image: reference.whole(),
+                    image: reference.to_string(),
                     layer: b.digest.clone(),
                     media_type: b.media_type.clone(),
                 }
@@ -455,7 +313,7 @@ impl RegistryClient {
             return Ok(fetched);
         }
         tracing::info!(
-            image = %reference.whole(),
+            image = %reference.to_string(),
             blobs = blobs.len(),
             bytes = fetched,
             "fetched {} in {:.1} s",
@@ -467,13 +325,13 @@ impl RegistryClient {
 
     fn progress_bar(
         &self,
-        reference: &Reference,
+        reference: &ImageRef,
         count: usize,
         total: u64,
     ) -> indicatif::ProgressBar {
         use std::io::IsTerminal;
         if !self.settings.progress || !std::io::stderr().is_terminal() {
-            tracing::info!(image = %reference.whole(), "fetching {count} blobs, {}", crate::util::human_bytes(total));
+            tracing::info!(image = %reference.to_string(), "fetching {count} blobs, {}", crate::util::human_bytes(total));
             return indicatif::ProgressBar::hidden();
         }
         let bar = indicatif::ProgressBar::new(total);
@@ -482,7 +340,7 @@ impl RegistryClient {
         ) {
             bar.set_style(style.progress_chars("=> "));
         }
-        bar.set_message(format!("pulling {} ({count} blobs)", reference.whole()));
+        bar.set_message(format!("pulling {reference} ({count} blobs)"));
         bar
     }
 
@@ -492,7 +350,7 @@ impl RegistryClient {
         &self,
         target: &Target,
         blob: &Descriptor,
-        store: &Store,
+        store: &dyn Ingest,
         bar: &indicatif::ProgressBar,
     ) -> Result<u64, ImageError> {
         let size = blob.size().map_err(|message| ImageError::BadManifest {
@@ -535,7 +393,7 @@ impl RegistryClient {
         &self,
         target: &Target,
         blob: &Descriptor,
-        store: &Store,
+        store: &dyn Ingest,
         writer: &mut BlobWriter,
         bar: &indicatif::ProgressBar,
     ) -> Result<(), Failure> {
@@ -842,11 +700,11 @@ impl RegistryClient {
         }
         let tls_refused = message.contains("received fatal alert");
         if self.base.starts_with("https:") && (tls_refused || message.contains("certificate")) {
-            let (system, home) = (&self.settings.system_certs, self.settings.home.as_deref());
+            let certs_d = &self.settings.certs_d;
             let hint = if tls_refused {
-                tls::handshake_hint(&self.registry, system, home)
+                tls::handshake_hint(&self.registry, certs_d)
             } else {
-                tls::untrusted_hint(&self.registry, system, home)
+                tls::untrusted_hint(&self.registry, certs_d)
             };
             let untrusted = RegistryError::Untrusted {
                 image,
@@ -882,10 +740,10 @@ struct Target {
 }
 
 impl Target {
-    fn of(reference: &Reference) -> Target {
+    fn of(reference: &ImageRef) -> Target {
         Target {
-            image: reference.whole(),
-            repository: Some(reference.repository().to_owned()),
+            image: reference.to_string(),
+            repository: Some(reference.repository.clone()),
         }
     }
 }
@@ -897,10 +755,10 @@ struct TokenRequest<'a> {
 }
 
 /// Refuses a manifest with a layer berth cannot unpack, before any layer is fetched.
-fn refuse_unsupported_layers(reference: &Reference, bytes: &[u8]) -> Result<(), ImageError> {
+fn refuse_unsupported_layers(reference: &ImageRef, bytes: &[u8]) -> Result<(), ImageError> {
     match manifest::unsupported_layer(bytes) {
         Some((layer, media_type)) => Err(RegistryError::LayerMediaType {
-            image: reference.whole(),
+            image: reference.to_string(),
             layer,
             media_type,
         }
@@ -997,7 +855,11 @@ fn build_http(
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(Duration::from_secs(60))
         .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-        .redirect(tls::redirect_policy(allow_http));
+        .redirect(tls::redirect_policy(allow_http))
+        // HTTP/1.1 only, as before object_store's reqwest features brought HTTP/2 in: over
+        // an h2 connection a registry that refuses the client certificate shows only as
+        // "connection closed", and the hint to give certs.d a client pair is lost.
+        .http1_only();
     if !https && is_loopback(registry) {
         // A loopback registry is spoken to over plain HTTP, yet building the HTTP client
         // would load and parse the system's ~150 TLS roots: most of a tag lookup's 20 ms.
@@ -1085,7 +947,7 @@ impl RegistryClient {
     /// soon as it passes `cap` bytes, whatever it declares.
     pub fn fetch_small_manifest(
         &self,
-        reference: &Reference,
+        reference: &ImageRef,
         accept: &[&str],
         cap: u64,
     ) -> Result<Vec<u8>, ImageError> {
@@ -1105,16 +967,14 @@ impl RegistryClient {
     /// bytes (whatever it declares), then checked against its digest.
     pub fn fetch_small_blob(
         &self,
-        reference: &Reference,
+        reference: &ImageRef,
         blob: &Descriptor,
         cap: u64,
     ) -> Result<Vec<u8>, ImageError> {
         let target = Target::of(reference);
         let url = format!(
             "{}/v2/{}/blobs/{}",
-            self.base,
-            reference.repository(),
-            blob.digest
+            self.base, reference.repository, blob.digest
         );
         let what = format!("blob {}", blob.digest);
         let (bytes, _) = self.block_on(
@@ -1126,7 +986,7 @@ impl RegistryClient {
         let actual = Digest::of(&bytes);
         if actual != blob.digest {
             return Err(ImageError::DigestMismatch {
-                what: format!("blob of {}", reference.whole()),
+                what: format!("blob of {reference}"),
                 expected: blob.digest.clone(),
                 actual,
             });
@@ -1187,14 +1047,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("certs.d/127.0.0.1:5999")).unwrap();
         let settings = RegistrySettings {
-            home: Some(dir.path().to_owned()),
-            system_certs: dir.path().join("none"),
+            certs_d: vec![dir.path().join("none"), dir.path().join("certs.d")],
             ..Default::default()
         };
-        let r: Reference = "127.0.0.1:5999/a/b:1".parse().unwrap();
+        let r = ImageRef::parse("127.0.0.1:5999/a/b:1").unwrap();
         let c = RegistryClient::new(&r, &settings).unwrap();
         assert_eq!(c.base, "https://127.0.0.1:5999");
-        let r: Reference = "127.0.0.1:5998/a/b:1".parse().unwrap();
+        let r = ImageRef::parse("127.0.0.1:5998/a/b:1").unwrap();
         let c = RegistryClient::new(&r, &settings).unwrap();
         assert_eq!(c.base, "http://127.0.0.1:5998");
     }

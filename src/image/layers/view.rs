@@ -1,5 +1,5 @@
 //! A job's writable view of an image: an overlay of the image's layer directories (see
-//! [`layers`](super::layers)) with the job's own upper directory, or, where the kernel
+//! [`ensure`](super::ensure)) with the job's own upper directory, or, where the kernel
 //! refuses overlayfs, a copy merging the layers as the overlay would.
 
 use std::collections::HashMap;
@@ -8,9 +8,9 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::ImageError;
-use super::layers::{Stack, is_opaque, is_whiteout};
+use super::stack::{Stack, is_opaque, is_whiteout};
 use crate::host::Host;
+use crate::image::spec::ImageError;
 
 /// A job's writable view of a cached rootfs.
 #[derive(Debug)]
@@ -34,7 +34,7 @@ pub struct ViewDirs<'a> {
 
 impl RootfsView {
     /// Mounts an overlay of the image's layers (the stack at `stack`, see
-    /// [`ensure_stack`](super::layers::ensure_stack)) with its changes going to the upper
+    /// `ensure_stack`) with its changes going to the upper
     /// directory, or merges them into a copy when the kernel refuses overlayfs or `copy`
     /// asks for it.
     pub fn create(
@@ -89,13 +89,15 @@ impl RootfsView {
 
 /// Copies a tree preserving types, modes, times, hard links and — with `owners` (which
 /// needs privilege) — owners; never follows a symlink.
+#[cfg(test)]
 pub fn copy_tree(src: &Path, dst: &Path, owners: bool) -> io::Result<()> {
     merge_layers(&[src.to_owned()], dst, owners)
 }
 
 /// Copies the layers (top first) into `dst` bottom up as overlayfs shows them: an upper
 /// entry replaces a lower one, a whiteout removes it, an opaque directory hides what lower
-/// layers had in it. Preserves what [`copy_tree`] does.
+/// layers had in it. Preserves types, modes, times, hard links and, with
+/// `owners`, owners; never follows a symlink.
 pub fn merge_layers(layers: &[PathBuf], dst: &Path, owners: bool) -> io::Result<()> {
     for layer in layers.iter().rev() {
         let mut copier = Copier {

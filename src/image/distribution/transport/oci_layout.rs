@@ -15,10 +15,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::confined::{ConfinedError, Dir};
-use crate::image::ImageError;
-use crate::image::digest::Digest;
-use crate::image::manifest::{self, Descriptor, MAX_METADATA_BYTES};
-use crate::image::store::Store;
+use crate::image::content::Store;
+use crate::image::spec::ImageError;
+use crate::image::spec::digest::Digest;
+use crate::image::spec::manifest::{self, Descriptor, MAX_METADATA_BYTES};
 
 /// The annotation that names an image in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";

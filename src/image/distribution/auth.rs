@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use base64::Engine;
 use serde::Deserialize;
 
-use crate::contract::ErrorClass;
+use crate::image::spec::AuthError;
 
 /// A password or token. Printing it through `Debug` shows `[hidden]`; there is no
 /// `Display`: the only way to the value is [`Secret::expose`].
@@ -70,75 +70,6 @@ impl Credentials {
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    #[error("cannot read the credentials file {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    // Only the position: serde's own message may quote the file's content.
-    #[error("the credentials file {path} is not valid JSON (line {line}, column {column})")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-    },
-    #[error("the credentials for {registry} in {path} are not valid: {why}")]
-    BadEntry {
-        registry: String,
-        path: PathBuf,
-        why: &'static str,
-    },
-    #[error("credential helper docker-credential-{helper} failed for {registry}: {message}")]
-    Helper {
-        helper: String,
-        registry: String,
-        message: String,
-    },
-    #[error("registry {registry} refused the credentials of {username:?} (from {origin})")]
-    Rejected {
-        registry: String,
-        username: String,
-        origin: String,
-    },
-    #[error("the credentials for {registry} hold characters an HTTP header cannot carry")]
-    Unsendable { registry: String },
-    #[error(
-        "registry {registry} requires authentication and berth has no credentials for it \
-         (berth login {registry}, or --authfile FILE)"
-    )]
-    Required { registry: String },
-    #[error("cannot get a token for {registry} from {realm}: {message}")]
-    Token {
-        registry: String,
-        realm: String,
-        message: String,
-    },
-    #[error("cannot write the credentials file {path}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot read the password")]
-    Prompt(#[source] std::io::Error),
-    #[error("no password given (an empty line)")]
-    EmptyPassword,
-}
-
-impl AuthError {
-    /// Credentials are the operator's to fix; a helper that breaks or a token server that
-    /// misbehaves is the environment's.
-    pub fn class(&self) -> ErrorClass {
-        match self {
-            AuthError::Token { .. } | AuthError::Write { .. } => ErrorClass::Internal,
-            _ => ErrorClass::User,
-        }
-    }
-}
-
 /// Where credentials are looked for, in order.
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
@@ -149,8 +80,8 @@ pub struct Sources {
 }
 
 impl Sources {
-    /// The usual places, from the environment; `home` is berth's home (its `auth.json`).
-    pub fn from_env(authfile: Option<&Path>, home: Option<&Path>) -> Sources {
+    /// The usual places, from the environment, then `berth_file` (what `berth login` writes).
+    pub fn from_env(authfile: Option<&Path>, berth_file: Option<&Path>) -> Sources {
         let env = |k: &str| {
             std::env::var_os(k)
                 .filter(|v| !v.is_empty())
@@ -165,8 +96,8 @@ impl Sources {
         } else if let Some(h) = env("HOME") {
             files.push(h.join(".docker/config.json"));
         }
-        if let Some(h) = home {
-            files.push(berth_auth_file(h));
+        if let Some(f) = berth_file {
+            files.push(f.to_owned());
         }
         Sources {
             authfile: authfile.map(Path::to_owned),

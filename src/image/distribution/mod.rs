@@ -1,0 +1,14 @@
+//! Registries and transports: they produce blobs into the content store. The registry
+//! client (auth challenges, certs.d TLS, capped manifests, resumed blobs) writes through
+//! the narrow [`Ingest`](super::content::Ingest) sink; OCI layouts and `docker save`
+//! archives are read as strictly.
+
+pub mod auth;
+mod registry;
+mod settings;
+mod tls;
+pub mod transport;
+
+pub use registry::RegistryClient;
+pub use settings::RegistrySettings;
+pub use tls::SYSTEM_CERTS_D;
