@@ -624,6 +624,7 @@ fn invalid_job(e: &berth::contract::ContractError) -> JobResult {
         cage: None,
         outputs: Default::default(),
         timings: Timings::default(),
+        usage: None,
     }
 }
 

@@ -86,6 +86,7 @@ fn refused() -> JobResult {
         cage: None,
         outputs: Default::default(),
         timings: Default::default(),
+        usage: None,
     }
 }
 

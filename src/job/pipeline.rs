@@ -12,7 +12,7 @@ use super::verdict::Verdict;
 use super::workdir::{Home, JobDir};
 use super::{JobError, RunOptions, Services, Settings};
 use crate::contract::result::{
-    Cage, ImageSummary, OutputSummary, StageSummary, Status, TableOutput, Timings,
+    Cage, ImageSummary, OutputSummary, StageSummary, Status, TableOutput, Timings, Usage,
 };
 use crate::contract::{JobFile, JobResult, UserNamespace, truncate_message};
 use crate::host::IdMap;
@@ -32,6 +32,8 @@ pub(super) struct Progress {
     pub outputs: OutputSummary,
     /// The images that ran, in order.
     pub stages: Vec<StageSummary>,
+    /// What their containers used, together.
+    pub usage: Option<Usage>,
 }
 
 impl Progress {
@@ -147,6 +149,7 @@ impl<'a> JobRun<'a> {
             cage: self.progress.cage,
             outputs: self.progress.outputs,
             timings: self.progress.timings,
+            usage: self.progress.usage,
         };
         record(self.storage.opened.as_ref(), self.job, &result, started_ms);
         result
