@@ -15,6 +15,7 @@ pub mod fence;
 pub mod ids;
 mod linux;
 pub mod network;
+pub mod procs;
 pub mod userns;
 
 #[cfg(any(test, feature = "test-utils"))]

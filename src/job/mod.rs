@@ -22,6 +22,7 @@ pub mod gc;
 mod pipeline;
 mod processors;
 mod row;
+pub mod running;
 mod sandbox;
 mod state;
 mod vault;
@@ -64,6 +65,9 @@ pub struct RunOptions {
     /// Debug mode (contract §13): archive the data folder before each image and at the
     /// end into storage files; no output mapping, no state saved.
     pub debug: bool,
+    /// The job's id, when the caller chose it (from [`workdir::new_id`], before anything
+    /// else, so that every line it logs names the job); a new one otherwise.
+    pub id: Option<String>,
 }
 
 /// Where berth keeps things and how it reaches registries.

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::processors::{self, ProcessorImage, ProcessorImages};
 use super::row::{RowContext, RowEnd, RowRun};
+use super::running::{self, RunningNote};
 use super::vault::Vault;
 use super::verdict::Verdict;
 use super::workdir::{Home, JobDir};
@@ -113,7 +114,7 @@ impl<'a> JobRun<'a> {
                 opened: None,
             },
             vault: Vault::new(settings.secrets_key()),
-            job_id: String::new(),
+            job_id: job_id(options),
         }
     }
 
@@ -186,15 +187,25 @@ impl<'a> JobRun<'a> {
         let (image, rootfs) = self.prepare_image(&images)?;
         let processor_images = self.prepare_processors(&images, &wanted)?;
         let home = Home::new(&self.settings.home);
-        let jobdir = JobDir::create(&home).map_err(JobError::Workdir)?;
-        self.job_id = jobdir.id.clone();
+        let jobdir = JobDir::create_as(&home, &self.job_id).map_err(JobError::Workdir)?;
         tracing::debug!(job = %jobdir.id, "job directory {}", jobdir.dir.display());
+        let running = RunningNote::start(
+            &jobdir.dir,
+            running::record_of_this_berth(
+                &self.job_id,
+                &self.job.component.id,
+                self.job.config_id.as_deref(),
+                &image.reference,
+                self.svc.host.rootless().map(|r| r.uid),
+            ),
+        );
         let ctx = RowContext {
             svc: self.svc,
             copy_rootfs: self.settings.copy_rootfs,
             ids,
             home: &home,
             jobdir: &jobdir,
+            running: &running,
             job: self.job,
             image: &image,
             rootfs: &rootfs,
@@ -427,6 +438,13 @@ impl<'a> JobRun<'a> {
         self.progress.record(&report);
         Ok(())
     }
+}
+
+/// The job's id (the caller's, or a new one), which every line logged from now on names.
+fn job_id(options: &RunOptions) -> String {
+    let id = options.id.clone().unwrap_or_else(super::workdir::new_id);
+    crate::util::set_log_job(&id);
+    id
 }
 
 /// Keeps a record of the job in storage, if the job opened it.

@@ -41,6 +41,8 @@ pub(super) struct RowContext<'a> {
     pub ids: Option<IdMap>,
     pub home: &'a Home,
     pub jobdir: &'a JobDir,
+    /// What `berth ps` reads about the job: updated as each container starts.
+    pub running: &'a super::running::RunningNote,
     pub job: &'a JobFile,
     pub image: &'a PulledImage,
     pub rootfs: &'a Path,
@@ -215,12 +217,20 @@ impl RowRun<'_> {
         // pipe is whole again here.
         let masker = vault.masker();
         let mut masked = |line: &str| on_line(&masker.mask(line));
+        self.ctx.running.update(|r| {
+            r.row = self.row_id.map(str::to_owned);
+            r.image.clone_from(&self.ctx.image.reference);
+            r.container = Some(self.ctx.jobdir.container_id(self.n));
+        });
         let mut container = self.start(dir, user, view.root(), &mut masked)?;
         mask_outcome(&mut container.outcome, &masker);
         let code = container.outcome.status.code();
         progress.exit_code = Some(code);
         let usage = usage(&container.outcome.usage, &dir.data.join("out"));
-        progress.usage.get_or_insert_with(Usage::default).add(&usage);
+        progress
+            .usage
+            .get_or_insert_with(Usage::default)
+            .add(&usage);
         progress.stages.push(StageSummary {
             component: stage.id().to_owned(),
             position: stage.position,

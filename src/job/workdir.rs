@@ -123,13 +123,25 @@ pub struct JobDir {
 
 impl JobDir {
     pub fn create(home: &Home) -> io::Result<JobDir> {
+        JobDir::create_as(home, &new_id())
+    }
+
+    /// A job directory named `id` (from [`new_id`]: chosen before the job pulls, so that
+    /// every line it logs can name it).
+    pub fn create_as(home: &Home, id: &str) -> io::Result<JobDir> {
+        crate::util::plain_name(id).map_err(|reason| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("job id {id:?}: {reason}"),
+            )
+        })?;
         let jobs = home.jobs();
         fs::create_dir_all(&jobs)?;
         set_mode(&jobs, TRAVERSE)?;
         fs::create_dir_all(home.state_root())?;
         fs::create_dir_all(home.bundles())?;
         set_mode(&home.bundles(), TRAVERSE)?;
-        let id = crate::util::random_hex(6);
+        let id = id.to_owned();
         let dir = jobs.join(&id);
         let new = jobs.join(format!("{NEW_PREFIX}{id}"));
         mkdir(&new, TRAVERSE)?;
@@ -231,6 +243,11 @@ impl Drop for JobDir {
             tracing::error!("cannot remove job directory {}: {e}", self.dir.display());
         }
     }
+}
+
+/// A new job's id: 12 random hex digits.
+pub fn new_id() -> String {
+    crate::util::random_hex(6)
 }
 
 /// Directories the container's root must pass through to reach its rootfs and the sources
