@@ -344,15 +344,37 @@ mod tests {
         assert!(list(&home).unwrap().is_empty());
     }
 
+    /// `flock DIR sleep 60`: a process (util-linux's flock) that holds the lock of `dir`,
+    /// once it does.
+    fn lock_holder(dir: &Path) -> std::process::Child {
+        let child = std::process::Command::new("flock")
+            .arg(dir)
+            .args(["sleep", "60"])
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(dir).unwrap();
+        for _ in 0..500 {
+            if procs::flock_holders(meta.dev(), meta.ino())
+                .unwrap()
+                .contains(&pid)
+            {
+                return child;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("flock never took the lock of {}", dir.display());
+    }
+
     #[test]
     fn a_record_naming_another_process_or_a_recycled_pid_is_never_signalled() {
         let d = tempfile::tempdir().unwrap();
         let home = Home::new(d.path());
         let job = JobDir::create(&home).unwrap();
-        let (pid, start) = me();
         // A live process that does not hold the job's lock (this test holds it).
         let mut other = std::process::Command::new("sleep")
-            .arg("30")
+            .arg("60")
             .spawn()
             .unwrap();
         let other_pid = i32::try_from(other.id()).unwrap();
@@ -372,19 +394,43 @@ mod tests {
         };
         let e = signal(&running, StopSignal::Term).unwrap_err();
         assert!(matches!(e, RunningError::NotItsBerth { .. }), "{e}");
-        // The lock holder's pid, but a start time it does not have: a recycled pid.
-        let recycled = RunningJob {
-            record: record_for(&job, pid, start + 1),
-            ..running
-        };
-        let e = signal(&recycled, StopSignal::Term).unwrap_err();
-        assert!(matches!(e, RunningError::NotItsBerth { .. }), "{e}");
-        assert!(list(&home).unwrap().is_empty());
-        // Neither process was signalled: the sleeper still runs (and so does this test).
         assert!(
             other.try_wait().unwrap().is_none(),
-            "the other process was signalled"
+            "a process without the lock was signalled"
         );
+
+        // The lock's holder and the record's pid, but not the record's start time: the pid
+        // of a berth that died, which the kernel gave to this process.
+        let dir = d.path().join("jobs/0123456789ab");
+        fs::create_dir_all(&dir).unwrap();
+        let mut holder = lock_holder(&dir);
+        let holder_pid = i32::try_from(holder.id()).unwrap();
+        let holder_start = procs::start_time(holder_pid).unwrap();
+        let recycled = RunningJob {
+            record: record_for(&job, holder_pid, holder_start + 1),
+            dir_name: "0123456789ab".into(),
+            dir: dir.clone(),
+            memory: None,
+        };
+        recycled.record.write(&dir).unwrap();
+        let e = signal(&recycled, StopSignal::Term).unwrap_err();
+        assert!(matches!(e, RunningError::NotItsBerth { .. }), "{e}");
+        assert!(
+            holder.try_wait().unwrap().is_none(),
+            "a recycled pid was signalled"
+        );
+        assert_eq!(list(&home).unwrap(), Vec::new());
+        // With the start time it has, it is the job's berth: listed, and signalled.
+        let mut record = recycled.record.clone();
+        record.pid_start = holder_start;
+        record.write(&dir).unwrap();
+        let listed = list(&home).unwrap();
+        assert_eq!(listed.len(), 1);
+        let pidfd = signal(&listed[0], StopSignal::Term).unwrap();
+        assert!(procs::wait_exit(&pidfd, std::time::Duration::from_secs(10)).unwrap());
+        let status = holder.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
         other.kill().unwrap();
         other.wait().unwrap();
     }
