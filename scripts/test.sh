@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/deps.sh
+scripts/deps.sh tests
 registry=$(scripts/registry.sh start)
 export BERTH_TEST_REGISTRY="$registry"
 export BERTH_TEST_REGISTRY_LOG="${BERTH_REGISTRY_DIR:-/var/tmp/berth-registry}/registry.log"
