@@ -20,6 +20,8 @@
 #    to a v1 hierarchy and runs crun, podman and berth again (moved back at the end).
 # 2. Cold pulls beside podman and skopeo + umoci (scripts/bench-pull.sh).
 # 3. CSV throughput of the storage (scripts/bench-csv.sh), when present.
+# 4. Throughput of 60 small jobs: sequential, xargs -P2, a Slurm array (scripts/bench-jobs.sh).
+# 4. The shared store's table import and export against psql \copy (scripts/bench-pg.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -191,4 +193,12 @@ BERTH="$berth" scripts/bench-pull.sh "$pull_runs"
 if [ -x scripts/bench-csv.sh ]; then
   echo
   BERTH="$berth" scripts/bench-csv.sh
+fi
+
+echo
+BERTH="$berth" scripts/bench-jobs.sh 60
+# 4. The shared store: PostgreSQL import and export beside psql's \copy.
+if [ -x scripts/bench-pg.sh ]; then
+  echo
+  BERTH="$berth" scripts/bench-pg.sh
 fi

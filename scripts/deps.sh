@@ -23,8 +23,11 @@ tests=(
   uidmap                      # newuidmap/newgidmap: rootless operators' subordinate ids
   util-linux passwd           # setpriv and useradd: tests run berth as unprivileged users
   sqlite3 time jq bc procps iproute2 python3
+  g++                         # libFuzzer (C++), which the fuzz targets' libfuzzer-sys builds
   debootstrap python3-pip     # the conformance suite's image, the package test's Debian 12
   man-db                      # man -l renders the generated man pages
+  slurmctld slurmd slurm-client munge  # a Slurm cluster on this host (scripts/slurm.sh, tests/slurm.rs)
+  postgresql                  # the shared store's tests (scripts/services.sh; S3 is PyPI's weed)
 )
 # The benchmark's peers and tools, beside the tests'.
 bench=(

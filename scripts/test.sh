@@ -9,7 +9,11 @@ cd "$(dirname "$0")/.."
 
 scripts/deps.sh tests
 registry=$(scripts/registry.sh start)
+# tests/slurm.rs starts the Slurm cluster on this host (scripts/slurm.sh start); stop it after.
+trap 'scripts/slurm.sh stop' EXIT
 export BERTH_TEST_REGISTRY="$registry"
+# PostgreSQL and an S3 server on loopback, for the shared store's conformance suite.
+eval "$(scripts/services.sh start)"
 export BERTH_TEST_REGISTRY_LOG="${BERTH_REGISTRY_DIR:-/var/tmp/berth-registry}/registry.log"
 
 cargo fmt --all -- --check
@@ -23,5 +27,5 @@ if [ "$(id -u)" -eq 0 ] && [ $# -eq 0 ]; then
   cargo run --locked --quiet -- setup-rootless berth-ci
   BERTH_TEST_USER=berth-ci cargo test --locked \
     --test run --test hostile --test storage --test closed_pipes \
-    --test processors --test debug --test layer_store
+    --test processors --test debug --test layer_store --test concurrency --test inherited
 fi

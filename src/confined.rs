@@ -80,6 +80,12 @@ pub enum ConfinedError {
         expected: Kind,
         found: Kind,
     },
+    /// A symlink, FIFO, socket or device where berth writes.
+    #[error(
+        "{} is {kind}: berth writes only into directories and files it reaches without following a link",
+        path.display()
+    )]
+    NotWritable { path: PathBuf, kind: Kind },
     #[error("{} is larger than {limit} bytes", path.display())]
     TooLarge { path: PathBuf, limit: u64 },
     /// A name that is not one plain component, or that berth cannot use.
@@ -99,6 +105,7 @@ impl ConfinedError {
     pub fn is_user_error(&self) -> bool {
         match self {
             ConfinedError::NotRegular { .. }
+            | ConfinedError::NotWritable { .. }
             | ConfinedError::WrongKind { .. }
             | ConfinedError::TooLarge { .. }
             | ConfinedError::BadName { .. } => true,
@@ -109,6 +116,27 @@ impl ConfinedError {
     /// Nothing by that name (or one of its parents) exists.
     pub fn is_not_found(&self) -> bool {
         matches!(self, ConfinedError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+
+    /// This refusal where berth writes, beneath `root`: it names the host path, for the
+    /// operator whose directory it is.
+    fn writing(self, root: &Path) -> ConfinedError {
+        match self {
+            ConfinedError::NotRegular { path, kind } => ConfinedError::NotWritable {
+                path: root.join(path),
+                kind,
+            },
+            ConfinedError::WrongKind {
+                path,
+                expected,
+                found,
+            } => ConfinedError::WrongKind {
+                path: root.join(path),
+                expected,
+                found,
+            },
+            e => e,
+        }
     }
 
     /// The refusal of `found` where `expected` was wanted.
@@ -163,6 +191,99 @@ impl Dir {
             root: Arc::from(path),
             rel: PathBuf::new(),
         })
+    }
+
+    /// Opens (creating it, and its parents, where missing) the directory `path` an operator
+    /// named for berth to write into. Its parents are the operator's path and followed;
+    /// `path` itself must be a directory, not a link to one: what a local user could plant
+    /// there must not send berth's writes elsewhere.
+    pub fn create_root(path: &Path) -> Result<Dir, ConfinedError> {
+        let io = |source: io::Error| ConfinedError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        match std::fs::create_dir(path) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(io(e)),
+            _ => {}
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rustix::fs::open(path, flags, Mode::empty()) {
+            Ok(fd) => Ok(Dir {
+                fd,
+                root: Arc::from(path),
+                rel: PathBuf::new(),
+            }),
+            Err(e) if e == Errno::LOOP || e == Errno::NOTDIR => {
+                let meta = std::fs::symlink_metadata(path).map_err(io)?;
+                let kind = Kind::of_mode(std::os::unix::fs::MetadataExt::mode(&meta));
+                Err(ConfinedError::refusal(path.to_owned(), Kind::Dir, kind).writing(path))
+            }
+            Err(e) => Err(io(e.into())),
+        }
+    }
+
+    /// Another handle of this directory.
+    pub fn try_clone(&self) -> Result<Dir, ConfinedError> {
+        let fd = self.fd.try_clone().map_err(|source| ConfinedError::Io {
+            path: self.path(),
+            source,
+        })?;
+        Ok(Dir {
+            fd,
+            root: Arc::clone(&self.root),
+            rel: self.rel.clone(),
+        })
+    }
+
+    /// Opens the directory `name` beneath this one to write into, creating it (mode 0777
+    /// less the umask) when missing; a link or anything else in its place is refused.
+    pub fn make_dir(&self, name: impl AsRef<Path>) -> Result<Dir, ConfinedError> {
+        let name = self.plain(name.as_ref())?;
+        let shown = self.shown(name);
+        match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o777)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(self.io(&shown, e)),
+        }
+        let fd = self
+            .step(self.fd.as_fd(), name, &shown, Kind::Dir)
+            .map_err(|e| e.writing(&self.root))?;
+        Ok(Dir {
+            fd,
+            root: Arc::clone(&self.root),
+            rel: shown,
+        })
+    }
+
+    /// Creates the regular file `name` beneath this directory, with exactly `mode`, for
+    /// writing. A file of that name is replaced, never written through (it may be a hard
+    /// link to a file elsewhere); a link, directory or anything else there is refused.
+    pub fn create_file(&self, name: impl AsRef<Path>, mode: u32) -> Result<File, ConfinedError> {
+        let name = self.plain(name.as_ref())?;
+        let shown = self.shown(name);
+        match self.kind_at(self.fd.as_fd(), name, &shown) {
+            Ok(Kind::File) => rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())
+                .map_err(|e| self.io(&shown, e))?,
+            Ok(found) => {
+                return Err(ConfinedError::refusal(shown, Kind::File, found).writing(&self.root));
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        let flags = OFlags::WRONLY
+            | OFlags::CREATE
+            | OFlags::EXCL
+            | OFlags::NOFOLLOW
+            | OFlags::NOCTTY
+            | OFlags::CLOEXEC;
+        let mode = Mode::from_raw_mode(mode);
+        let fd = rustix::fs::openat2(&self.fd, name, flags, mode, RESOLVE)
+            .map_err(|e| self.io(&shown, e))?;
+        // The umask took bits the mode asked for.
+        rustix::fs::fchmod(&fd, mode).map_err(|e| self.io(&shown, e))?;
+        Ok(File::from(fd))
     }
 
     /// This directory's host path.
@@ -550,6 +671,48 @@ mod tests {
         symlink(host.path(), root.path().join("link")).unwrap();
         assert!(dir.create_dirs("link/x", me).is_err());
         assert!(!host.path().join("x").exists(), "created through a link");
+    }
+
+    #[test]
+    fn destinations_are_written_beneath_handles_and_links_there_refused() {
+        let (_root, host, _dir) = tree();
+        let base = tempfile::tempdir().unwrap();
+        let dest = Dir::create_root(&base.path().join("a/b")).unwrap();
+        assert!(base.path().join("a/b").is_dir());
+        let sub = dest.make_dir("sub").unwrap();
+        assert_eq!(sub.path(), base.path().join("a/b/sub"));
+        fs::write(base.path().join("a/b/sub/f"), "old").unwrap();
+        let mut f = sub.create_file("f", 0o640).unwrap();
+        io::Write::write_all(&mut f, b"new").unwrap();
+        assert_eq!(fs::read(base.path().join("a/b/sub/f")).unwrap(), b"new");
+        let meta = fs::metadata(base.path().join("a/b/sub/f")).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+            0o640
+        );
+        symlink(host.path(), base.path().join("a/b/link")).unwrap();
+        nix::unistd::mkfifo(
+            &base.path().join("a/b/fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        for name in ["link", "fifo"] {
+            let e = user_error(dest.make_dir(name).unwrap_err());
+            assert!(
+                e.starts_with(&base.path().join("a/b").join(name).display().to_string()),
+                "{e}"
+            );
+            user_error(dest.create_file(name, 0o600).unwrap_err());
+        }
+        let e = user_error(dest.create_file("sub", 0o600).unwrap_err());
+        assert!(e.ends_with("sub is a directory, not a regular file"), "{e}");
+        let e = user_error(Dir::create_root(&base.path().join("a/b/link")).unwrap_err());
+        assert!(e.contains("link is a symlink: berth writes only"), "{e}");
+        assert_eq!(
+            fs::read_dir(host.path()).unwrap().count(),
+            1,
+            "written through a link"
+        );
     }
 
     /// A trusted root with `out/` inside, and a host directory outside it with a canary.

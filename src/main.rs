@@ -5,6 +5,7 @@ mod cli;
 
 use std::process::ExitCode;
 
+use berth::contract::ErrorClass;
 use berth::host::Rootless;
 use berth::host::userns::{self, Side};
 use clap::Parser;
@@ -18,11 +19,18 @@ fn main() -> ExitCode {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     // First, while berth has one thread: the re-executed berth of a rootless operator enters
     // its user namespace here.
+    // Before anything else: what berth's parent left open or announced is not berth's.
+    if let Err(e) = berth::host::inherited::distrust() {
+        cli::print::err(format!(
+            "berth: cannot close inherited descriptors on exec: {e}"
+        ));
+        return ExitCode::from(ErrorClass::Internal.exit_status());
+    }
     let side = match userns::enter_if_asked() {
         Ok(side) => side,
         Err(e) => {
             cli::print::err(format!("berth: {}", berth::util::chain(&e)));
-            return ExitCode::from(berth::contract::ErrorClass::Internal.exit_status());
+            return ExitCode::from(userns_class(&e).exit_status());
         }
     };
     let cli = cli::Cli::parse();
@@ -41,8 +49,26 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             cli::print::err(format!("berth: {e:#}"));
-            ExitCode::from(berth::contract::ErrorClass::Internal.exit_status())
+            ExitCode::from(ErrorClass::Internal.exit_status())
         }
+    }
+}
+
+/// Whose fault a failure to enter the user namespace is. Every variant is listed: a new
+/// one must be classified here.
+fn userns_class(e: &userns::UsernsError) -> ErrorClass {
+    use userns::UsernsError;
+    match e {
+        // The operator's environment names a marker berth did not set.
+        UsernsError::Untrusted(_) => ErrorClass::User,
+        UsernsError::Spawn(_)
+        | UsernsError::Sync(_)
+        | UsernsError::Unshare(_)
+        | UsernsError::MapperMissing { .. }
+        | UsernsError::MapperFailed { .. }
+        | UsernsError::SelfMap(_)
+        | UsernsError::BecomeRoot(_)
+        | UsernsError::Exec(_) => ErrorClass::Internal,
     }
 }
 
@@ -64,7 +90,7 @@ fn rootless(me: &Rootless) -> ExitCode {
         Ok(status) => ExitCode::from(userns::exit_code(status)),
         Err(e) => {
             cli::print::err(format!("berth: {}", berth::util::chain(&e)));
-            ExitCode::from(berth::contract::ErrorClass::Internal.exit_status())
+            ExitCode::from(ErrorClass::Internal.exit_status())
         }
     }
 }

@@ -118,6 +118,70 @@ pub fn log_job() -> Option<String> {
     LOG_JOB.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
+/// Installs rustls' ring provider once per process (the HTTP clients of the registry and
+/// of S3 build on it); another one installed already is fine.
+pub fn install_crypto_provider() {
+    static PROVIDER: std::sync::Once = std::sync::Once::new();
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// This host's name, for job records (empty when the kernel will not say).
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// For unit tests of what happens when a process has no file descriptor to spare: the
+/// check runs in a child copy of the test binary (the limit is the whole process's, and
+/// other tests run in threads beside it).
+#[cfg(test)]
+pub mod no_fds {
+    const CHILD: &str = "BERTH_TEST_NO_FDS_ARG";
+
+    /// In the child: what the parent passed. `None` in the parent.
+    pub fn child_arg() -> Option<String> {
+        std::env::var(CHILD).ok()
+    }
+
+    /// Runs the test `name` (its full path) again in a child process with `arg`; fails
+    /// unless it passes there.
+    pub fn run_child(name: &str, arg: &str) {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([name, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, arg)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "the child failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs `f` with every descriptor number this process may use taken: each open, socket
+    /// or dup fails with EMFILE.
+    pub fn exhausted<T>(f: impl FnOnce() -> T) -> T {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        // The lowest free number: a limit there leaves no number to hand out.
+        let lowest = nix::fcntl::fcntl(0, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(0)).unwrap();
+        nix::unistd::close(lowest).unwrap();
+        setrlimit(
+            Resource::RLIMIT_NOFILE,
+            u64::try_from(lowest).unwrap(),
+            hard,
+        )
+        .unwrap();
+        let out = f();
+        setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -209,29 +209,21 @@ fn assert_success(end: &Ended) {
 }
 
 /// The cgroup directory, in `controller` (v1) or the unified hierarchy (v2), of the one
-/// container of the job that is running; waits for it to appear.
+/// container of the job that is running, wherever berth nests it; waits for it to appear.
 fn cgroup_dir(b: &Berth, controller: &str) -> PathBuf {
     let job = b.running_job_id();
-    let v1 = Path::new("/sys/fs/cgroup").join(controller).join("berth");
-    let parent = if v1.is_dir() {
+    let v1 = Path::new("/sys/fs/cgroup").join(controller);
+    let hierarchy = if v1.is_dir() {
         v1
     } else {
-        PathBuf::from("/sys/fs/cgroup/berth")
+        PathBuf::from("/sys/fs/cgroup")
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let found = fs::read_dir(&parent)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .find(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.starts_with("berth-") && name.contains(&format!("-{job}-"))
-            });
-        match found {
-            Some(e) => return e.path(),
+        match container_cgroup(&hierarchy, &job) {
+            Some(dir) => return dir,
             None if Instant::now() > deadline => {
-                panic!("no cgroup of job {job} in {}", parent.display())
+                panic!("no cgroup of job {job} in {}", hierarchy.display())
             }
             None => std::thread::sleep(Duration::from_millis(20)),
         }

@@ -12,8 +12,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::process::Stdio;
 
 use common::*;
 use serde_json::{Value, json};
@@ -32,51 +30,6 @@ echo "password is $pw" > /data/out/files/report.txt
 printf '\377\376%s\377\000' "$pw" > /data/out/files/blob.bin
 mkdir -p /data/in/user/nested/empty
 printf '{"#token": "%s", "n": 1}' state-token-0815 > /data/out/state.json"##;
-
-/// `berth encrypt ARGS` of `input`: the JSON with ciphertexts.
-fn encrypted(b: &Berth, args: &[&str], input: &Value) -> Value {
-    let mut child = b
-        .cmd()
-        .arg("encrypt")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdin = child.stdin.take().unwrap();
-    { stdin }.write_all(input.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// A stored zip's entries: name → content (directories end in `/`, content empty).
-fn unzip(b: &Berth, id: u64) -> (BTreeMap<String, Vec<u8>>, String) {
-    let path = b.dir.path().join(format!("file-{id}.zip"));
-    let r = b.run_cmd(&[
-        "storage",
-        "download",
-        &id.to_string(),
-        "-o",
-        path.to_str().unwrap(),
-    ]);
-    assert_eq!(r.status, 0, "{}", r.stderr);
-    let mut zip = zip::ZipArchive::new(std::fs::File::open(&path).unwrap()).unwrap();
-    let comment = String::from_utf8_lossy(zip.comment()).into_owned();
-    let mut entries = BTreeMap::new();
-    for i in 0..zip.len() {
-        let mut entry = zip.by_index(i).unwrap();
-        let mut content = Vec::new();
-        entry.read_to_end(&mut content).unwrap();
-        entries.insert(entry.name().to_owned(), content);
-    }
-    (entries, comment)
-}
 
 fn text(entries: &BTreeMap<String, Vec<u8>>, name: &str) -> String {
     let bytes = entries
@@ -115,7 +68,7 @@ fn a_debug_run_stores_masked_archives_of_its_data_folder_and_changes_nothing() {
     let params = encrypted(
         &b,
         &["--component", "acme.test"],
-        &json!({"#password": PASSWORD, "user": "me"}),
+        json!({"#password": PASSWORD, "user": "me"}),
     );
     let mut j = job(&img.reference, json!({}), params);
     j["configuration"]["storage"] = json!({
@@ -183,7 +136,7 @@ fn a_debug_run_stores_masked_archives_of_its_data_folder_and_changes_nothing() {
     assert_eq!(name_of(debug_files[1]), "stage_output.zip");
 
     // Before the image: what the component was given, its secrets hidden.
-    let (stage0, _) = unzip(&b, debug_files[0]);
+    let (stage0, _) = b.unzip(debug_files[0]);
     for (name, content) in &stage0 {
         assert_no_secret(name, content);
     }
@@ -208,7 +161,7 @@ fn a_debug_run_stores_masked_archives_of_its_data_folder_and_changes_nothing() {
     );
 
     // At the end: what it wrote, its secrets (also the new state's) hidden.
-    let (output, _) = unzip(&b, debug_files[1]);
+    let (output, _) = b.unzip(debug_files[1]);
     for (name, content) in &output {
         assert_no_secret(name, content);
     }
@@ -271,7 +224,7 @@ echo done >&2"#;
     let result = r.json();
     let ids = result["outputs"]["debug_files"].as_array().unwrap();
     assert_eq!(ids.len(), 2, "{result}");
-    let (output, comment) = unzip(&b, ids[1].as_u64().unwrap());
+    let (output, comment) = b.unzip(ids[1].as_u64().unwrap());
     assert_eq!(text(&output, "out/files/ok.txt"), "fine\n");
     for left_out in [
         "out/files/shadow",
@@ -331,7 +284,7 @@ fn a_failed_debug_run_keeps_both_archives_and_lists_them() {
     let ids = result["outputs"]["debug_files"].as_array().unwrap();
     assert_eq!(ids.len(), 2, "{result}");
     // What it left before it failed is there to look at.
-    let (output, _) = unzip(&b, ids[1].as_u64().unwrap());
+    let (output, _) = b.unzip(ids[1].as_u64().unwrap());
     assert_eq!(text(&output, "out/files/partial.txt"), "half-done\n");
     assert_eq!(stored_files(&b, "debug").len(), 2);
 }

@@ -10,18 +10,8 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use serde_json::json;
-
-fn running(pattern: &str) -> bool {
-    let out = Command::new("pgrep")
-        .args(["-f", pattern])
-        .output()
-        .unwrap();
-    !out.stdout.is_empty()
-}
 
 fn kill_berth_mid_run(b: &Berth, sleep: &str) -> String {
     kill_berth_running(b, sleep, sleep)

@@ -237,6 +237,61 @@ fn kept_outputs_copy_no_host_file_through_a_symlinked_out() {
 }
 
 #[test]
+fn kept_outputs_are_never_written_through_links_in_the_destination() {
+    require_env!();
+    let b = Berth::new();
+    let img = script_image(
+        "keep-planted",
+        "printf 'id\\n7\\n' > /data/out/tables/t.csv\necho ok > /data/out/files/f.txt",
+    );
+    // A link planted below the operator's directory, and the directory itself a link.
+    let kept = b.dir.path().join("kept");
+    let below = canary(HOST_TABLE);
+    fs::create_dir(&kept).unwrap();
+    if let Some((uid, gid)) = test_user() {
+        std::os::unix::fs::chown(&kept, Some(uid), Some(gid)).unwrap();
+    }
+    std::os::unix::fs::symlink(below.path(), kept.join("tables")).unwrap();
+    let itself = canary(HOST_TABLE);
+    let linked = b.dir.path().join("linked");
+    std::os::unix::fs::symlink(itself.path(), &linked).unwrap();
+    for (dir, host, link) in [
+        (&kept, &below, kept.join("tables")),
+        (&linked, &itself, linked.clone()),
+    ] {
+        let r = run_keeping(&b, &job_with_bucket(&img.reference), dir);
+        let result = assert_user_error(&r, &format!("{} is a symlink", link.display()));
+        assert_canary(host.path(), HOST_TABLE);
+        assert_eq!(
+            files_under(host.path()),
+            ["x.csv"],
+            "written through {}",
+            link.display()
+        );
+        assert!(tables(&b).is_empty());
+        b.assert_clean(&[&job_id(&result)]);
+    }
+    // A kept file that is a hard link to a file elsewhere is replaced, not written through.
+    fs::remove_file(kept.join("tables")).unwrap();
+    fs::create_dir(kept.join("tables")).unwrap();
+    fs::hard_link(below.path().join("x.csv"), kept.join("tables/t.csv")).unwrap();
+    if let Some((uid, gid)) = test_user() {
+        std::os::unix::fs::chown(kept.join("tables"), Some(uid), Some(gid)).unwrap();
+    }
+    let r = run_keeping(&b, &job_with_bucket(&img.reference), &kept);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(
+        fs::read_to_string(kept.join("tables/t.csv")).unwrap(),
+        "id\n7\n"
+    );
+    assert_eq!(
+        fs::read_to_string(kept.join("files/f.txt")).unwrap(),
+        "ok\n"
+    );
+    assert_canary(below.path(), HOST_TABLE);
+}
+
+#[test]
 fn a_row_id_cannot_make_kept_outputs_leave_their_directory() {
     require_env!();
     let b = Berth::new();

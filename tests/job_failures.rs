@@ -19,7 +19,7 @@ use berth::host::fake::FakeHost;
 use berth::image::Digest;
 use berth::job::{RunOptions, Services, Settings};
 use berth::runtime::fake::{FakeRuntime, RuntimeCall, Step, outcome};
-use berth::storage::{Changes, CsvSource, Provenance, SqliteStorage, Storage, TableLoad};
+use berth::storage::{Changes, CsvSource, Provenance, Storage, TableLoad};
 use serde_json::{Value, json};
 
 /// A home, a cache holding one small image (no registry needed: it is pinned), and a
@@ -57,8 +57,8 @@ fn fixture() -> Fixture {
     }
 }
 
-fn storage(settings: &Settings) -> SqliteStorage {
-    SqliteStorage::open(&settings.storage_dir()).unwrap()
+fn storage(settings: &Settings) -> Box<dyn Storage> {
+    berth::storage::open(&settings.store).unwrap()
 }
 
 fn job(f: &Fixture, extra: Value) -> JobFile {

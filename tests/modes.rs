@@ -327,3 +327,52 @@ fn sandbox_of_rows_prepares_one_folder_per_row_without_an_image() {
         )
     );
 }
+
+#[test]
+fn a_sandbox_is_never_written_through_a_link() {
+    let b = Berth::new();
+    let secret = "sandbox-secret-42";
+    let j = job(
+        "127.0.0.1:9/nowhere:1",
+        json!({}),
+        json!({"#password": secret}),
+    );
+    let path = b.write_job(&j);
+    // The output directory is a link to an empty directory elsewhere.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = b.dir.path().join("sandbox");
+    std::os::unix::fs::symlink(elsewhere.path(), &out).unwrap();
+    let sandbox = |out: &std::path::Path| {
+        b.run_cmd(&[
+            "sandbox",
+            path.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ])
+    };
+    let r = sandbox(&out);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("{} is a symlink", out.display())),
+        "{}",
+        r.stderr
+    );
+    let written: Vec<_> = std::fs::read_dir(elsewhere.path()).unwrap().collect();
+    assert!(written.is_empty(), "written through the link: {written:?}");
+    // A directory of its own: prepared, private, and berth's scratch copy is gone.
+    let real = b.dir.path().join("real");
+    let r = sandbox(&real);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let text = std::fs::read_to_string(real.join("config.json")).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(config["parameters"]["#password"], secret);
+    let mode = |p: &std::path::Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+            & 0o777
+    };
+    assert_eq!(mode(&real.join("config.json")), 0o600);
+    assert_eq!(mode(&real.join("in/tables")), 0o700);
+    let jobs: Vec<_> = std::fs::read_dir(b.home().join("jobs")).unwrap().collect();
+    assert!(jobs.is_empty(), "left in the home: {jobs:?}");
+}

@@ -499,3 +499,174 @@ fn a_processors_parameters_answer_to_its_own_schema_before_anything_is_pulled() 
     );
     assert!(result["image"].is_null(), "nothing was pulled: {result}");
 }
+
+/// Prints the sha256 of its `#own` image parameter, and its whole `config.json`: an image
+/// that shows whatever a configuration hands it.
+const LEAK: &str = r##"own=$(sed -n 's/.*"#own": *"\([^"]*\)".*/\1/p' /data/config.json)
+echo "OWN $(printf %s "$own" | sha256sum | cut -d' ' -f1)"
+echo "LEAK $KBC_COMPONENTID $(tr -d '\n' < /data/config.json)""##;
+
+#[test]
+fn no_configuration_hands_an_image_parameter_secret_to_another_image() {
+    require_env!();
+    let b = Berth::new();
+    // The processor's own secret is project-wide, so it also decrypts for the component.
+    let proc_secret = "processor-own-secret-77";
+    let proc_params = encrypted(
+        &b,
+        &["--component", "acme.leak", "--scope", "project-wide"],
+        json!({"#own": proc_secret}),
+    );
+    let leak = script_image("proc-leak", LEAK);
+    let r = add_component(
+        &b,
+        &json!({"id": "acme.leak", "image": leak.reference, "image_parameters": proc_params}),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let component_secret = "component-key-123";
+    let component_params = encrypted(
+        &b,
+        &["--component", "acme.test", "--scope", "component"],
+        json!({"#api_key": component_secret}),
+    );
+    let main = script_image("proc-leak-main", LEAK);
+    let cases = [
+        // The component's secret, copied into a processor's parameters.
+        (
+            json!({"before": [processor("acme.leak", json!({"#stolen": component_params["#api_key"]}))]}),
+            json!({}),
+            "processors.before[0].parameters.#stolen",
+        ),
+        // The processor's own secret, copied into its parameters.
+        (
+            json!({"after": [processor("acme.leak", json!({})),
+                             processor("acme.leak", json!({"x": {"#copy": proc_params["#own"]}}))]}),
+            json!({}),
+            "processors.after[1].parameters.x.#copy",
+        ),
+        // The processor's secret, copied into the component's parameters.
+        (
+            json!({"after": [processor("acme.leak", json!({}))]}),
+            json!({"#mine": proc_params["#own"]}),
+            "parameters.#mine",
+        ),
+    ];
+    for (processors, parameters, path) in cases {
+        let mut j = job(
+            &main.reference,
+            json!({"image_parameters": component_params}),
+            parameters,
+        );
+        j["configuration"]["processors"] = processors;
+        let r = b.run_job(&j);
+        assert_eq!(r.status, 1, "{path}: {}", r.stderr);
+        let result = r.json();
+        assert_eq!(result["error_class"], "user", "{path}: {result}");
+        assert_eq!(
+            result["message"],
+            format!("component secrets cannot be used in configurations (used in \"{path}\")")
+        );
+        assert_eq!(result["exit_code"], Value::Null, "{path}: an image ran");
+        assert!(!r.stderr.contains("LEAK"), "{path}: {}", r.stderr);
+        for secret in [component_secret, proc_secret] {
+            assert!(!r.stdout.contains(secret) && !r.stderr.contains(secret));
+        }
+        b.assert_clean(&[&job_id(&result)]);
+    }
+
+    // Each image gets its own image parameters, decrypted, and nobody else's.
+    let mut j = job(
+        &main.reference,
+        json!({"image_parameters": component_params}),
+        json!({}),
+    );
+    j["configuration"]["processors"] = json!({"after": [processor("acme.leak", json!({"a": 1}))]});
+    let r = b.run_job(&j);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let own: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("OWN "))
+        .collect();
+    let none = sha256(b"");
+    assert_eq!(own, [none.as_str(), &sha256(proc_secret.as_bytes())]);
+    let configs: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("LEAK "))
+        .collect();
+    assert_eq!(configs.len(), 2, "{}", r.stderr);
+    let config_of =
+        |line: &str| -> Value { serde_json::from_str(&line[line.find('{').unwrap()..]).unwrap() };
+    assert!(configs[0].starts_with("acme.test "), "{}", configs[0]);
+    assert_eq!(
+        config_of(configs[0])["image_parameters"],
+        json!({"#api_key": "[hidden]"})
+    );
+    assert!(configs[1].starts_with("acme.leak "), "{}", configs[1]);
+    assert_eq!(
+        config_of(configs[1])["image_parameters"],
+        json!({"#own": "[hidden]"})
+    );
+    assert_eq!(config_of(configs[1])["parameters"], json!({"a": 1}));
+    for secret in [component_secret, proc_secret] {
+        assert!(!r.stdout.contains(secret) && !r.stderr.contains(secret));
+    }
+}
+
+#[test]
+fn links_and_fifos_one_image_leaves_in_out_never_reach_the_next() {
+    require_env!();
+    let b = Berth::new();
+    // A hostile processor: the component's config.json (its decrypted image parameters)
+    // as a table the component would copy to storage, and a FIFO that blocks a reader.
+    let planter = script_image(
+        "proc-planter",
+        r#"ln -s /data/config.json /data/out/tables/config.csv
+[ "$(sed -n 's/.*"fifo": *\(true\).*/\1/p' /data/config.json)" = true ] && mkfifo /data/out/files/pipe
+echo PLANTED"#,
+    );
+    let r = add_component(
+        &b,
+        &json!({"id": "acme.planter", "image": planter.reference}),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let main = script_image(
+        "proc-planter-main",
+        r#"echo "MAIN $(tr -d '\n' < /data/in/tables/config.csv)"
+[ -p /data/in/files/pipe ] && cat /data/in/files/pipe
+exit 0"#,
+    );
+    for (parameters, planted, kind) in [
+        (json!({}), "out/tables/config.csv", "a symlink"),
+        (json!({"fifo": true}), "out/files/pipe", "a FIFO"),
+    ] {
+        let mut j = job(
+            &main.reference,
+            json!({"image_parameters": {"#api_key": "component-key-456"}}),
+            json!({}),
+        );
+        j["configuration"]["processors"] =
+            json!({"before": [processor("acme.planter", parameters)]});
+        let r = b.run_job(&j);
+        assert_eq!(r.status, 1, "{planted}: {}", r.stderr);
+        assert!(r.stderr.contains("PLANTED"), "{}", r.stderr);
+        let result = r.json();
+        assert_eq!(result["error_class"], "user", "{result}");
+        assert_eq!(
+            result["message"],
+            format!(
+                "acme.planter left {planted}, {kind}: only regular files and directories \
+                 pass to the next image"
+            )
+        );
+        assert!(
+            !r.stderr.contains("MAIN"),
+            "the component ran: {}",
+            r.stderr
+        );
+        let stages = result["image"]["stages"].as_array().unwrap();
+        assert_eq!(stages.len(), 1, "{result}");
+        b.assert_clean(&[&job_id(&result)]);
+    }
+}

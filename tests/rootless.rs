@@ -68,22 +68,7 @@ impl Operator {
     /// cgroup with `berth setup-rootless` when `delegate`.
     fn new(name: &'static str, subordinate: bool, delegate: bool) -> Operator {
         let _guard = SETUP.lock().unwrap_or_else(|p| p.into_inner());
-        if !Command::new("id")
-            .arg(name)
-            .output()
-            .unwrap()
-            .status
-            .success()
-        {
-            let mut add = Command::new("useradd");
-            add.args(["--create-home", "--shell", "/bin/sh"]);
-            if !subordinate {
-                add.args(["-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0"]);
-            }
-            let out = add.arg(name).output().unwrap();
-            assert!(out.status.success(), "useradd {name}: {out:?}");
-        }
-        let user = nix::unistd::User::from_name(name).unwrap().unwrap();
+        let (uid, gid) = ensure_user(name, subordinate);
         if delegate {
             let out = Command::new(env!("CARGO_BIN_EXE_berth"))
                 .args(["setup-rootless", name])
@@ -92,12 +77,11 @@ impl Operator {
             assert!(out.status.success(), "setup-rootless {name}: {out:?}");
         }
         let dir = tempfile::tempdir().unwrap();
-        std::os::unix::fs::chown(dir.path(), Some(user.uid.as_raw()), Some(user.gid.as_raw()))
-            .unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
         Operator {
             name,
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
+            uid,
+            gid,
             dir,
         }
     }

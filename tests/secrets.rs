@@ -258,3 +258,149 @@ fn encrypt_refuses_what_it_cannot_do_without_printing_the_input() {
     let out = encrypted(&b, &["--component", "acme.test"], json!({"a": 1}));
     assert_eq!(out, json!({"a": 1}));
 }
+
+/// A PEM-like private key: several lines, `+` and `/` in it, a newline at its end.
+const PEM: &str = "-----BEGIN PRIVATE KEY-----
+MIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSkAgEAAoIBAQDfakeKeyLine01
+Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5d2FsZG9mcmVkcGx1Z2xl
+c3RpbGxub3RhcmVhbGtleWJ1dGxvb2tzbGlrZW9uZXRvdGhlbWFza2VyKysvLzAx
+k3yTailLine+/Zz09==
+-----END PRIVATE KEY-----
+";
+
+/// Gets the key from `config.json` (JSON-escaped there) and prints it every way: whole,
+/// inside a line, JSON-escaped, in base64 (one line and wrapped), line by line through
+/// `sed`, split across two writes with a pause, on stderr; writes it to `out/files`.
+const PEM_SCRIPT: &str = r##"esc=$(sed -n 's/.*"#private_key": *"\([^"]*\)".*/\1/p' /data/config.json)
+printf '%b' "$esc" > /tmp/key.pem
+echo "HASH $(sha256sum < /tmp/key.pem | cut -d' ' -f1)"
+echo "WHOLE"
+cat /tmp/key.pem
+echo "INLINE $(cat /tmp/key.pem) AFTER"
+echo "ESCAPED $esc"
+echo "B64 $(base64 -w0 /tmp/key.pem)"
+base64 /tmp/key.pem
+sed 's/^/> /' /tmp/key.pem
+head -c 40 /tmp/key.pem
+sleep 0.5
+tail -c +41 /tmp/key.pem
+echo "DONE"
+cp /tmp/key.pem /data/out/files/key.pem
+{ echo "the key:"; cat /tmp/key.pem; } > /data/out/files/report.txt
+echo "cannot use the key:" >&2
+cat /tmp/key.pem >&2
+exit 1"##;
+
+fn assert_no_key_line(what: &str, text: &str) {
+    for line in PEM.lines() {
+        assert!(!text.contains(line), "{what} shows {line:?}:\n{text}");
+    }
+}
+
+#[test]
+fn a_multi_line_secret_is_hidden_in_every_shape_in_output_messages_and_debug_archives() {
+    require_env!();
+    let img = push(
+        &ImageSpec::script(PEM_SCRIPT),
+        &unique_repo("secrets-pem"),
+        "1.0",
+    );
+    let b = Berth::new();
+    let params = encrypted(
+        &b,
+        &["--component", "acme.test"],
+        json!({"#private_key": PEM}),
+    );
+    let path = b.write_job(&job(&img.reference, json!({}), params));
+    let r = b.run_cmd(&["run", "--json", "--mode", "debug", path.to_str().unwrap()]);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    // The component got the key as it is.
+    assert!(
+        r.stderr
+            .contains(&format!("HASH {}", sha256(PEM.as_bytes()))),
+        "{}",
+        r.stderr
+    );
+    // What it printed: every shape hidden, its lines still lines.
+    let printed: Vec<&str> = r
+        .stderr
+        .lines()
+        .skip_while(|l| *l != "WHOLE")
+        .take_while(|l| !l.ends_with("DONE"))
+        .collect();
+    assert_eq!(
+        printed,
+        [
+            "WHOLE",
+            "[hidden]",
+            "INLINE [hidden] AFTER",
+            "ESCAPED [hidden]\\n",
+            "B64 [hidden]",
+            "[hidden]",
+            "> [hidden]",
+            "> [hidden]",
+            "> [hidden]",
+            "> [hidden]",
+            "> [hidden]",
+            "> [hidden]",
+            "[hidden]",
+        ],
+        "{}",
+        r.stderr
+    );
+    assert_no_key_line("the run", &format!("{}{}", r.stdout, r.stderr));
+    // The job's message (from its stderr), also as stored in the job's record.
+    let result = r.json();
+    assert_eq!(result["message"], "cannot use the key:\n[hidden]");
+    // The debug archive of the data folder at the end.
+    let ids = result["outputs"]["debug_files"].as_array().unwrap();
+    let (output, _) = b.unzip(ids[1].as_u64().unwrap());
+    let text = |name: &str| String::from_utf8_lossy(&output[name]).into_owned();
+    assert_eq!(text("out/files/key.pem"), "[hidden]\n");
+    assert_eq!(text("out/files/report.txt"), "the key:\n[hidden]\n");
+    for (name, content) in &output {
+        assert_no_key_line(name, &String::from_utf8_lossy(content));
+    }
+}
+
+#[test]
+fn with_a_shared_store_berth_never_makes_a_key_and_says_how_to_install_it() {
+    let b = Berth::new();
+    // Only the URL matters here: a store shared by several hosts (nothing listens there).
+    let shared = ["--storage", "postgres://berth@127.0.0.1:9/project"];
+    let mut args = shared.to_vec();
+    args.extend(["--component", "acme.test"]);
+    let r = encrypt(&b, &args, r##"{"#token": "t0ps3cret"}"##);
+    assert_eq!(r.status, 3, "{}", r.stderr);
+    let key_file = b.home().join("secrets/keys.json");
+    assert!(!key_file.exists(), "a key was made");
+    assert!(
+        r.stderr.contains(&format!(
+            "the master key file {} is missing, and this host uses a shared store",
+            key_file.display()
+        )),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("berth encrypt --rotate-key"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stdout.contains("t0ps3cret"));
+    // Made on purpose once (then copied to every host), it is used.
+    let mut args = shared.to_vec();
+    args.push("--rotate-key");
+    let r = encrypt(&b, &args, "");
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("copy this key file to every host"),
+        "{}",
+        r.stderr
+    );
+    let mut args = shared.to_vec();
+    args.extend(["--component", "acme.test"]);
+    let r = encrypt(&b, &args, r##"{"#token": "t0ps3cret"}"##);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("KBC::ProjectSecure::"), "{}", r.stdout);
+}

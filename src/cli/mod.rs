@@ -1,6 +1,7 @@
 //! The command line: what an operator types, and what each command prints.
 
 mod component;
+mod jobs;
 pub mod log;
 mod login;
 mod ops;
@@ -22,6 +23,7 @@ use berth::image::unpack::UnpackCaps;
 use berth::image::{Images, RegistrySettings, Unpacking};
 use berth::job::{self, Services, Settings, workdir::Home};
 use berth::runtime::Youki;
+use berth::storage::{FilesUrl, StorageError, StoreSettings};
 
 /// berth's exit status for a failure of the given class.
 fn status(class: ErrorClass) -> ExitCode {
@@ -149,6 +151,32 @@ pub struct Global {
     #[arg(long, global = true, env = "BERTH_ID_RANGE", value_name = "START:SIZE")]
     pub id_range: Option<IdMap>,
 
+    /// The cgroup containers' cgroups are created below, in every hierarchy [default: berth's
+    /// own cgroup where berth runs inside one it may write to — a Slurm job, a systemd unit
+    /// with Delegate=yes — else /berth, or /berth-u<uid> for a rootless operator]
+    #[arg(long, global = true, env = "BERTH_CGROUP_PARENT", value_name = "PATH", value_parser = parse_cgroup_parent)]
+    pub cgroup_parent: Option<String>,
+
+    /// The project store's tables, states and job records: sqlite: (the embedded store in
+    /// <home>/storage), sqlite:DIR, or postgres://user:password@host:port/db (shared by
+    /// every host that names it) [default: as in /etc/berth/berth.toml, then
+    /// <home>/berth.toml (`storage = "…"`), else sqlite:]
+    #[arg(long, global = true, env = "BERTH_STORAGE", value_name = "URL")]
+    pub storage: Option<String>,
+
+    /// Where the project store keeps file contents: a directory, or s3://bucket/prefix
+    /// (endpoint and credentials from AWS_ENDPOINT, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ALLOW_HTTP) [default: as in the
+    /// configuration files (`files = "…"`), else <home>/storage/files]
+    #[arg(
+        long = "files",
+        id = "files-url",
+        global = true,
+        env = "BERTH_FILES",
+        value_name = "URL"
+    )]
+    pub files_url: Option<String>,
+
     /// Show more of what berth does (-v, -vv)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -231,13 +259,19 @@ pub enum Command {
     },
     /// The project's storage: list, import and export tables; list, upload and download files
     ///
-    /// Tables and files live in an embedded store under <home>/storage (SQLite and a
-    /// directory), the same one jobs read their inputs from and write their outputs to.
+    /// Tables and files live in the project store — embedded under <home>/storage (SQLite
+    /// and a directory), or shared (--storage postgres://…, --files s3://…) — the same one
+    /// jobs read their inputs from and write their outputs to.
     #[command(subcommand)]
     Storage(storage::StorageCommand),
     /// The state configurations keep between runs
     #[command(subcommand)]
     State(storage::StateCommand),
+    /// List the jobs recorded in the store (every host's, with a shared store), newest first
+    Jobs(jobs::JobsArgs),
+    /// What the store recorded of one job
+    #[command(subcommand)]
+    Job(jobs::JobCommand),
     /// Encrypt the `#` values of a configuration for a component (and project, and
     /// configuration), printing the JSON with ciphertexts in their place
     ///
@@ -320,6 +354,8 @@ impl Command {
             | Command::Sandbox { .. }
             | Command::Storage(_)
             | Command::State(_)
+            | Command::Jobs(_)
+            | Command::Job(_)
             | Command::Encrypt(_)
             | Command::Login(_)
             | Command::Logout(_)
@@ -340,6 +376,11 @@ pub struct RunArgs {
     /// goes to stderr
     #[arg(long)]
     pub json: bool,
+    /// The job's id: a job id commits once — a run of an id that committed (a requeue
+    /// after its node died) applies nothing and exits 0 [default: under Slurm,
+    /// $SLURM_JOB_ID or $SLURM_JOB_ID_$SLURM_ARRAY_TASK_ID; else a new one]
+    #[arg(long, value_name = "ID", value_parser = job_id)]
+    pub job_id: Option<String>,
     /// Copy what the component wrote to /data/out into DIR after it ran (regular files and
     /// directories; symlinks are skipped)
     #[arg(long, value_name = "DIR")]
@@ -419,13 +460,29 @@ impl Global {
         }
     }
 
-    fn settings(&self, host: &dyn Host) -> Settings {
+    /// The project store: flags and variables over `/etc/berth/berth.toml` and
+    /// `<home>/berth.toml`, over the embedded default.
+    fn store(&self, host: &dyn Host) -> Result<StoreSettings, StorageError> {
+        let home = self.home(host);
+        let configs = [
+            PathBuf::from(berth::storage::SYSTEM_CONFIG),
+            home.join("berth.toml"),
+        ];
+        StoreSettings::resolve(
+            self.storage.as_deref(),
+            self.files_url.as_deref(),
+            &configs,
+            &home,
+        )
+    }
+
+    fn settings(&self, host: &dyn Host) -> Result<Settings, StorageError> {
         let policy = berth::image::policy::locate(
             self.signature_policy.as_deref(),
             &self.home(host),
             &self.system_signature_policy,
         );
-        Settings {
+        Ok(Settings {
             home: self.home(host),
             cache: self.cache(host),
             registry: RegistrySettings {
@@ -445,8 +502,13 @@ impl Global {
             },
             copy_rootfs: self.copy_rootfs,
             ids: self.ids(host),
-        }
+            store: self.store(host)?,
+        })
     }
+}
+
+fn parse_cgroup_parent(s: &str) -> Result<String, String> {
+    berth::host::nest::parse_parent(s).map_err(|e| e.to_string())
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -458,13 +520,20 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
     let host = match rootless {
         Some(r) => LinuxHost::rootless(r),
         None => LinuxHost::new(),
-    };
+    }
+    .with_cgroup_parent(cli.global.cgroup_parent.clone());
     let runtime = Youki::new(&host);
     let svc = Services {
         host: &host,
         runtime: &runtime,
     };
-    let settings = cli.global.settings(&host);
+    let settings = match cli.global.settings(&host) {
+        Ok(s) => s,
+        Err(e) => {
+            print::err(format!("berth: {}", berth::util::chain(&e)));
+            return Ok(status(ErrorClass::User));
+        }
+    };
     // Completions and man pages are clap's alone: generating them (while a package is
     // built, say) makes no home.
     let clap_only = matches!(
@@ -490,6 +559,8 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
         Command::SetupRootless { user } => setup_rootless(&user),
         Command::Storage(command) => storage::storage(&settings, command),
         Command::State(command) => storage::state(&settings, command),
+        Command::Jobs(args) => jobs::jobs(&settings, &args),
+        Command::Job(command) => jobs::job(&settings, command),
         Command::Encrypt(args) => secrets::encrypt(&settings, &args),
         Command::Sandbox { job, output } => Ok(sandbox(&settings, &job, &output)),
         Command::Action {
@@ -531,12 +602,24 @@ fn setup_rootless(user: &str) -> anyhow::Result<ExitCode> {
 }
 
 fn gc(svc: Services<'_>, settings: &Settings) -> ExitCode {
-    let report = job::gc::sweep(svc, &Home::new(&settings.home));
+    let mut report = job::gc::sweep(svc, &Home::new(&settings.home));
     print::out(format!(
         "removed {} job directories and {} containers",
         report.jobs.len(),
         report.containers.len()
     ));
+    // The embedded store sweeps its own at every open; a shared one's blobs are swept here
+    // (a daily `berth gc` on one host is enough for all of them).
+    if settings.store.is_shared() || matches!(settings.store.files, FilesUrl::S3 { .. }) {
+        let swept = berth::storage::open(&settings.store)
+            .and_then(|s| s.sweep(berth::storage::blob::ORPHAN_AGE));
+        match swept {
+            Ok(n) => {
+                print::out(format!("removed {n} unreferenced file contents"));
+            }
+            Err(e) => report.errors.push(berth::util::chain(&e)),
+        }
+    }
     for e in &report.errors {
         print::err(format!("error: {e}"));
     }
@@ -561,8 +644,12 @@ fn prepare_host(svc: Services<'_>, home: &Home) {
             false
         }
     };
-    // The sweep sees what dead berths left on disk, before the tmpfs hides it.
+    // The sweep sees what dead berths left on disk, before the tmpfs hides it, and the
+    // cgroups of the host, before berth's view of its own replaces them.
     job::gc::sweep(svc, home);
+    if let Err(e) = svc.host.enter_cgroup_nest() {
+        tracing::error!("{}", berth::util::chain(&e));
+    }
     if isolated {
         let runtime_dir = home.runtime_dir();
         let mounted = std::fs::create_dir_all(&runtime_dir)
@@ -577,10 +664,11 @@ fn prepare_host(svc: Services<'_>, home: &Home) {
     tracing::debug!("swept");
 }
 
-/// A job's id, chosen before anything of it runs: every line it logs names it.
-fn new_job_id() -> String {
+/// A job's fresh id, made up before anything of it runs: every line it logs names it — or
+/// names the id the operator `given`, which the job then has.
+fn new_job_id(given: Option<&str>) -> String {
     let id = job::workdir::new_id();
-    berth::util::set_log_job(&id);
+    berth::util::set_log_job(given.unwrap_or(&id));
     id
 }
 
@@ -590,7 +678,8 @@ fn run(
     args: &RunArgs,
     log_format: LogFormat,
 ) -> anyhow::Result<ExitCode> {
-    let id = new_job_id();
+    let given = args.job_id.clone().or_else(slurm_job_id);
+    let id = new_job_id(given.as_deref());
     prepare_host(svc, &Home::new(&settings.home));
     let mut job = match component::load_job(settings, &absolute(&args.job)) {
         Ok(j) => j,
@@ -616,7 +705,8 @@ fn run(
         allow_host_access: args.allow_host_access,
         action: None,
         debug: args.mode == Mode::Debug,
-        id: Some(id),
+        job_id: given,
+        fresh_id: Some(id),
     };
     let result = job::run(svc, settings, &job, &options, &mut on_line);
     if !json && !result.outputs.debug_files.is_empty() {
@@ -657,7 +747,7 @@ fn action(
     job: &Path,
     allow_host_access: bool,
 ) -> ExitCode {
-    let id = new_job_id();
+    let id = new_job_id(None);
     prepare_host(svc, &Home::new(&settings.home));
     let job = match component::load_job(settings, &absolute(job)) {
         Ok(j) => j,
@@ -675,6 +765,38 @@ fn action(
         }
         Err(result) => report(&result, false),
     }
+}
+
+/// The longest job id berth takes.
+const MAX_JOB_ID: usize = 128;
+
+/// A job id: letters, digits, `.`, `_` and `-` (it names the job in storage, in
+/// `KBC_RUNID` and in the `runId` tag of its files).
+fn job_id(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= MAX_JOB_ID
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?}: a job id has 1 to {MAX_JOB_ID} letters, digits, '.', '_' or '-'"
+        ))
+    }
+}
+
+/// The job id Slurm gives the batch job berth runs in: `SLURM_JOB_ID`, with
+/// `_SLURM_ARRAY_TASK_ID` for a task of an array. A requeued job keeps it, so a node that
+/// died after the commit cannot make the job commit twice.
+fn slurm_job_id() -> Option<String> {
+    let var = |name| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let id = var("SLURM_JOB_ID")?;
+    let id = match var("SLURM_ARRAY_TASK_ID") {
+        Some(task) => format!("{id}_{task}"),
+        None => id,
+    };
+    job_id(&id).ok()
 }
 
 /// Makes the job run `tag` of its component's image, as `runtime.image_tag` would.
@@ -698,6 +820,7 @@ fn invalid_job(e: &berth::contract::ContractError) -> JobResult {
         cage: None,
         outputs: Default::default(),
         timings: Timings::default(),
+        already_committed: false,
         usage: None,
     }
 }

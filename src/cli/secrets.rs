@@ -51,10 +51,19 @@ pub fn encrypt(settings: &Settings, args: &EncryptArgs) -> anyhow::Result<ExitCo
         .unwrap_or_else(|| settings.secrets_key());
     if args.rotate_key {
         match Keyring::rotate(&key_file) {
-            Ok(id) => print::err(format!(
-                "master key {id} of {} is now current; older keys stay for older ciphertexts",
-                key_file.display()
-            )),
+            Ok(id) => {
+                print::err(format!(
+                    "master key {id} of {} is now current; older keys stay for older \
+                     ciphertexts",
+                    key_file.display()
+                ));
+                if settings.store.is_shared() {
+                    print::err(
+                        "the store is shared: copy this key file to every host of it before \
+                         any job encrypts with the new key",
+                    );
+                }
+            }
             Err(e) => return Ok(failed(&e)),
         }
     }
@@ -73,8 +82,14 @@ pub fn encrypt(settings: &Settings, args: &EncryptArgs) -> anyhow::Result<ExitCo
         project: &args.project,
         config: args.config.as_deref(),
     };
-    let encrypted = Keyring::load_or_create(&key_file)
-        .and_then(|ring| secrets::encrypt_tree(&mut value, args.scope, &ids, &ring));
+    // With a shared store, every host needs the same key: none is made here.
+    let ring = if settings.store.is_shared() {
+        Keyring::load_existing(&key_file)
+    } else {
+        Keyring::load_or_create(&key_file)
+    };
+    let encrypted =
+        ring.and_then(|ring| secrets::encrypt_tree(&mut value, args.scope, &ids, &ring));
     if let Err(e) = encrypted {
         return Ok(failed(&e));
     }

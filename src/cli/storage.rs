@@ -1,5 +1,5 @@
-//! `berth storage …` and `berth state …`: the operator's view of the project store under
-//! `<home>/storage`.
+//! `berth storage …` and `berth state …`: the operator's view of the project store
+//! (`<home>/storage`, or the shared one `--storage`/`--files` name).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -14,8 +14,8 @@ use berth::job::Settings;
 
 use super::print;
 use berth::storage::{
-    Changes, CsvSource, ExportQuery, FileQuery, FileUpload, Provenance, SqliteStorage, StateKey,
-    Storage, StorageError, TableId, TableLoad,
+    Changes, CsvSource, ExportQuery, FileQuery, FileUpload, Provenance, StateKey, Storage,
+    StorageError, TableId, TableLoad,
 };
 
 /// Who the store records as the writer of what an operator imports.
@@ -160,7 +160,7 @@ pub fn state(settings: &Settings, command: StateCommand) -> anyhow::Result<ExitC
 
 /// Exit 1 when the input is wrong (the message names the file, line or table), 3 when
 /// berth or the store failed, 130 when the operator interrupted it (nothing was written).
-fn fail(e: &StorageError) -> ExitCode {
+pub(super) fn fail(e: &StorageError) -> ExitCode {
     if let StorageError::Output { source, .. } = e
         && source.kind() == io::ErrorKind::BrokenPipe
     {
@@ -179,15 +179,16 @@ fn fail(e: &StorageError) -> ExitCode {
     ExitCode::from(class.exit_status())
 }
 
-fn open(settings: &Settings) -> Result<SqliteStorage, StorageError> {
-    SqliteStorage::open(&settings.storage_dir())
+pub(super) fn open(settings: &Settings) -> Result<Box<dyn Storage>, StorageError> {
+    berth::storage::open(&settings.store)
 }
 
 fn run_storage(settings: &Settings, command: StorageCommand) -> Result<(), StorageError> {
     let store = open(settings)?;
+    let store = store.as_ref();
     match command {
-        StorageCommand::Tables { json } => tables(&store, json),
-        StorageCommand::Import(args) => import(&store, args),
+        StorageCommand::Tables { json } => tables(store, json),
+        StorageCommand::Import(args) => import(store, args),
         StorageCommand::Export { table, output } => {
             let id: TableId = table.parse()?;
             if store.table(&id)?.is_none() {
@@ -197,7 +198,7 @@ fn run_storage(settings: &Settings, command: StorageCommand) -> Result<(), Stora
                 store.export(&id, &ExportQuery::default(), out).map(drop)
             })
         }
-        StorageCommand::Files { tags, json } => files(&store, tags, json),
+        StorageCommand::Files { tags, json } => files(store, tags, json),
         StorageCommand::Upload { file, tags, name } => {
             let name = match name {
                 Some(n) => n,
@@ -235,7 +236,7 @@ fn run_storage(settings: &Settings, command: StorageCommand) -> Result<(), Stora
     }
 }
 
-fn import(store: &SqliteStorage, args: ImportArgs) -> Result<(), StorageError> {
+fn import(store: &dyn Storage, args: ImportArgs) -> Result<(), StorageError> {
     let destination: TableId = args.table.parse()?;
     let byte = |what: &str, c: char| {
         u8::try_from(c)
@@ -281,7 +282,7 @@ fn import(store: &SqliteStorage, args: ImportArgs) -> Result<(), StorageError> {
     Ok(())
 }
 
-fn tables(store: &SqliteStorage, json: bool) -> Result<(), StorageError> {
+fn tables(store: &dyn Storage, json: bool) -> Result<(), StorageError> {
     let tables = store.tables()?;
     if json {
         print::out(to_json(&tables));
@@ -311,7 +312,7 @@ fn tables(store: &SqliteStorage, json: bool) -> Result<(), StorageError> {
     Ok(())
 }
 
-fn files(store: &SqliteStorage, tags: Vec<String>, json: bool) -> Result<(), StorageError> {
+fn files(store: &dyn Storage, tags: Vec<String>, json: bool) -> Result<(), StorageError> {
     let files = store.files(&FileQuery {
         tags_all: tags,
         ..FileQuery::default()
@@ -385,7 +386,7 @@ fn write_output(
 }
 
 /// `2026-05-01 12:34:56` for unix milliseconds, UTC.
-fn utc(ms: i64) -> String {
+pub(super) fn utc(ms: i64) -> String {
     match jiff::Timestamp::from_millisecond(ms) {
         Ok(t) => t.strftime("%Y-%m-%d %H:%M:%S").to_string(),
         Err(_) => ms.to_string(),

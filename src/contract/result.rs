@@ -189,6 +189,10 @@ pub struct JobResult {
     /// What the job wrote to storage (nothing when it failed, but `write_always` tables).
     pub outputs: OutputSummary,
     pub timings: Timings,
+    /// The job id had committed already (a requeue after its node died after the commit,
+    /// or the late commit of a node presumed dead): this run applied nothing, and succeeded.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub already_committed: bool,
     /// What the job's containers used, once one ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,

@@ -57,7 +57,7 @@ pub(super) fn discover() -> CgroupSupport {
 }
 
 /// Every directory a cgroup named `path` can have: one per v1 hierarchy, plus v2's.
-fn dirs(path: &str) -> Vec<PathBuf> {
+pub(super) fn dirs(path: &str) -> Vec<PathBuf> {
     let rel = path.trim_start_matches('/');
     let root = Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT);
     let mut dirs: Vec<PathBuf> = libcgroups::v1::util::list_subsystem_mount_points()
@@ -72,8 +72,8 @@ fn dirs(path: &str) -> Vec<PathBuf> {
     dirs
 }
 
-pub(super) fn children(parent: &str) -> Vec<String> {
-    let mut names: Vec<String> = dirs(parent)
+pub(super) fn children(places: &[PathBuf]) -> Vec<String> {
+    let mut names: Vec<String> = places
         .iter()
         .filter_map(|d| fs::read_dir(d).ok())
         .flatten()
@@ -138,31 +138,59 @@ fn keyed(text: &str, key: &str) -> Option<u64> {
     })
 }
 
-/// The cgroup's directories in every hierarchy, with every cgroup below them.
-fn tree_of(path: &str) -> Vec<PathBuf> {
+/// The directories, with every cgroup below them.
+fn tree_of(dirs: &[PathBuf]) -> Vec<PathBuf> {
     let mut tree: Vec<PathBuf> = Vec::new();
-    for d in dirs(path).into_iter().filter(|d| d.is_dir()) {
-        collect_tree(&d, &mut tree);
+    for d in dirs.iter().filter(|d| d.is_dir()) {
+        collect_tree(d, &mut tree);
     }
     tree
 }
 
-/// Kills every process of the cgroup, in every hierarchy, until none is left.
+/// Refuses to empty a hierarchy's root, a directory outside the cgroup filesystems, and one
+/// that holds berth's own cgroup: emptying is SIGKILL to every process found there.
+fn check_dirs(dirs: &[PathBuf]) -> Result<(), HostError> {
+    let root = Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT);
+    let hierarchies = super::nest::current();
+    let own: Vec<PathBuf> = hierarchies.iter().filter_map(|h| h.dir(&h.own)).collect();
+    for d in dirs {
+        let normal = d.is_absolute()
+            && d.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::RootDir
+                )
+            });
+        let mount = d == root || hierarchies.iter().any(|h| h.mount == *d);
+        if !normal || mount || !d.starts_with(root) || own.iter().any(|o| o.starts_with(d)) {
+            return Err(HostError::OwnCgroup(d.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Kills every process of the cgroup `path`, in every hierarchy, until none is left.
 pub(super) fn kill_all(path: &str) -> Result<(), HostError> {
-    let tree = tree_of(path);
+    let dirs = dirs(path);
+    check_dirs(&dirs)?;
+    let tree = tree_of(&dirs);
     if tree.is_empty() {
         return Ok(());
     }
     empty(path, &tree)
 }
 
-/// Empties the cgroup in every hierarchy and removes it, children first.
-pub(super) fn remove(path: &str) -> Result<(), HostError> {
-    let mut tree = tree_of(path);
+/// Empties the cgroup directories and removes them, children first.
+pub(super) fn remove(dirs: &[PathBuf]) -> Result<(), HostError> {
+    check_dirs(dirs)?;
+    let mut tree = tree_of(dirs);
+    let Some(first) = dirs.first() else {
+        return Ok(());
+    };
     if tree.is_empty() {
         return Ok(());
     }
-    empty(path, &tree)?;
+    empty(&first.display().to_string(), &tree)?;
     // Deepest first: a cgroup with children cannot be removed.
     tree.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     for d in &tree {
@@ -251,9 +279,10 @@ fn remove_dir(dir: &Path) -> Result<(), HostError> {
     })
 }
 
-/// What a rootless operator's containers can have: limits only in hierarchies where root
-/// delegated the cgroup `parent` (see `berth setup-rootless`); the rest is reported.
-pub(super) fn delegated(base: CgroupSupport, parent: &str) -> CgroupSupport {
+/// What a rootless operator's containers can have: limits only in hierarchies where
+/// containers' parents (`nest`: the delegated `berth-u<uid>` of `berth setup-rootless`, or
+/// berth's own cgroup where it may write to it) are the operator's; the rest is reported.
+pub(super) fn delegated(base: CgroupSupport, nest: &super::nest::Nest) -> CgroupSupport {
     use libcgroups::v1::ControllerType;
     use libcgroups::v1::util::get_subsystem_mount_point;
     // libcgroups' own list (not exported): the hierarchies its v1 manager joins.
@@ -271,12 +300,21 @@ pub(super) fn delegated(base: CgroupSupport, parent: &str) -> CgroupSupport {
         ControllerType::NetworkClassifier,
         ControllerType::Freezer,
     ];
-    let rel = parent.trim_start_matches('/');
-    let writable = |mount: &Path| {
-        nix::unistd::access(&mount.join(rel), nix::unistd::AccessFlags::W_OK).is_ok()
+    // The parent's directory below a mount (the top-level name where berth has no place
+    // there, which only a hierarchy it does not join lacks).
+    let parent_dir = |mount: &Path| {
+        nest.places
+            .iter()
+            .find(|p| p.hierarchy.mount == mount)
+            .and_then(super::nest::Place::dir)
+            .unwrap_or_else(|| mount.join("berth"))
     };
+    let writable = |dir: &Path| nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok();
     if base.memory_v2 {
-        let ok = base.memory.as_deref().is_some_and(writable);
+        let ok = base
+            .memory
+            .as_deref()
+            .is_some_and(|m| writable(&parent_dir(m)));
         return CgroupSupport {
             memory: base.memory.filter(|_| ok),
             pids: base.pids && ok,
@@ -289,10 +327,10 @@ pub(super) fn delegated(base: CgroupSupport, parent: &str) -> CgroupSupport {
     let undelegated = CONTROLLERS
         .iter()
         .filter_map(mount)
-        .find(|m| !writable(m))
-        .map(|m| m.join(rel));
+        .map(|m| parent_dir(&m))
+        .find(|d| !writable(d));
     let devices_open = mount(&ControllerType::Devices).is_some_and(|m| {
-        let list = fs::read_to_string(m.join(rel).join("devices.list")).unwrap_or_default();
+        let list = fs::read_to_string(parent_dir(&m).join("devices.list")).unwrap_or_default();
         list.lines().any(|l| l.trim() == "a *:* rwm")
     });
     CgroupSupport {
@@ -352,4 +390,42 @@ pub(super) fn write_limits(
         write(&dir, "cpu.cfs_quota_us", quota.to_string())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Emptying is SIGKILL to every process found: berth's own cgroup, one above it, a
+    /// hierarchy's root and anything outside the cgroup filesystems are refused before any
+    /// process is read. (The check, not `remove`, is called here: were it broken, `remove`
+    /// would kill the test runner's cgroup.)
+    #[test]
+    fn berths_own_cgroup_and_roots_are_never_emptied() {
+        let own = super::super::nest::own_dirs();
+        assert!(!own.is_empty());
+        let mut refused: Vec<PathBuf> = own.clone();
+        refused.extend(own.iter().filter_map(|d| d.parent().map(Path::to_path_buf)));
+        refused.extend(super::super::nest::current().into_iter().map(|h| h.mount));
+        refused.extend(dirs("/"));
+        refused.extend(
+            [
+                "/sys/fs/cgroup",
+                "/etc",
+                "/sys/fs/cgroup/memory/../../../etc",
+                "relative",
+            ]
+            .map(PathBuf::from),
+        );
+        for dir in &refused {
+            let e = check_dirs(std::slice::from_ref(dir)).unwrap_err();
+            assert!(
+                matches!(e, HostError::OwnCgroup(_)),
+                "{}: {e}",
+                dir.display()
+            );
+        }
+        let child = own[0].join("berth-test-child-0");
+        assert!(check_dirs(&[child]).is_ok());
+    }
 }

@@ -20,8 +20,26 @@ pub struct FakeHost {
     pub cgroup_v2: bool,
     /// Plays a rootless berth inside its user namespace.
     pub rootless: Option<super::Rootless>,
+    /// A memory limit above containers' cgroups, as a Slurm job's would be.
+    pub memory_ceiling: Option<super::nest::Ceiling>,
     pub calls: Mutex<Vec<String>>,
     pub mounted: Mutex<Vec<PathBuf>>,
+    /// What each listing of cgroups answers (none without it).
+    pub cgroup_listing: CgroupListing,
+}
+
+/// Answers a listing of cgroups, and may change the world first (a test lets a job appear
+/// between two steps of a sweep this way).
+#[derive(Default)]
+pub struct CgroupListing(pub Mutex<Option<ListCgroups>>);
+
+/// See [`CgroupListing`].
+pub type ListCgroups = Box<dyn FnMut() -> Vec<String> + Send>;
+
+impl std::fmt::Debug for CgroupListing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CgroupListing")
+    }
 }
 
 impl FakeHost {
@@ -129,6 +147,11 @@ impl Host for FakeHost {
         Ok(())
     }
 
+    fn oom_first(&self, pid: i32) -> Result<(), HostError> {
+        self.record(format!("oom_first {pid}"));
+        Ok(())
+    }
+
     fn hard_nofile_limit(&self) -> u64 {
         4096
     }
@@ -169,8 +192,33 @@ impl Host for FakeHost {
         super::CgroupUsage::default()
     }
 
-    fn cgroup_children(&self, _parent: &str) -> Vec<String> {
+    fn cgroup_children(&self, _places: &[PathBuf]) -> Vec<String> {
+        let mut listing = self
+            .cgroup_listing
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        listing.as_mut().map(|list| list()).unwrap_or_default()
+    }
+
+    fn container_cgroup(&self, id: &str) -> Result<String, HostError> {
+        let nest = super::nest::Nest::default();
+        let path = nest.cgroups_path(id)?;
+        self.record(format!("container_cgroup {path}"));
+        Ok(path)
+    }
+
+    fn cgroup_places(&self) -> Vec<PathBuf> {
         Vec::new()
+    }
+
+    fn enter_cgroup_nest(&self) -> Result<(), HostError> {
+        self.record("enter_cgroup_nest".to_owned());
+        Ok(())
+    }
+
+    fn memory_ceiling(&self) -> Option<super::nest::Ceiling> {
+        self.memory_ceiling.clone()
     }
 
     fn subordinate_ids(&self) -> Option<IdMap> {
@@ -182,8 +230,10 @@ impl Host for FakeHost {
         Ok(())
     }
 
-    fn remove_cgroup(&self, path: &str) -> Result<(), HostError> {
-        self.record(format!("remove_cgroup {path}"));
+    fn remove_cgroup(&self, dirs: &[PathBuf]) -> Result<(), HostError> {
+        for d in dirs {
+            self.record(format!("remove_cgroup {}", d.display()));
+        }
         Ok(())
     }
 }

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
+use std::sync::OnceLock;
+
+use super::nest::{self, Nest};
 use super::{
     CgroupSupport, CgroupUsage, Host, HostError, IdMap, Limits, Network, NetworkGuard, Rootless,
     cgroups, network,
@@ -17,8 +20,16 @@ use super::{
 pub struct LinuxHost {
     /// Finding the controllers means parsing mountinfo several times; they do not change
     /// while berth runs.
-    cgroups: std::sync::OnceLock<CgroupSupport>,
+    cgroups: OnceLock<CgroupSupport>,
     rootless: Option<Rootless>,
+    /// `--cgroup-parent`, checked.
+    cgroup_parent: Option<String>,
+    /// Where containers' cgroups go, as the host names them.
+    nest: OnceLock<Nest>,
+    /// The same, as berth names them once [`Host::enter_cgroup_nest`] gave it its view.
+    entered: OnceLock<Nest>,
+    /// The memory ceiling, read before the view hides the cgroups above the parents.
+    ceiling: OnceLock<Option<nest::Ceiling>>,
 }
 
 impl LinuxHost {
@@ -32,6 +43,83 @@ impl LinuxHost {
             rootless: Some(rootless),
             ..LinuxHost::default()
         }
+    }
+
+    /// Containers' cgroups go below `parent` (see [`nest::parse_parent`]) in every hierarchy.
+    pub fn with_cgroup_parent(self, parent: Option<String>) -> Self {
+        LinuxHost {
+            cgroup_parent: parent,
+            ..self
+        }
+    }
+
+    /// The parent at the top of each hierarchy: root's, or a rootless operator's delegated one.
+    fn top(&self) -> String {
+        match self.rootless {
+            Some(r) => format!("/berth-u{}", r.uid),
+            None => "/berth".to_owned(),
+        }
+    }
+
+    fn planned(&self) -> &Nest {
+        self.nest.get_or_init(|| {
+            let writable =
+                |d: &Path| nix::unistd::access(d, nix::unistd::AccessFlags::W_OK).is_ok();
+            let top = self.top();
+            let choice = nest::Choice {
+                explicit: self.cgroup_parent.as_deref(),
+                top: &top,
+                writable,
+            };
+            let planned = nest::plan(&nest::current(), &choice);
+            tracing::debug!(parents = ?planned.parent_dirs(), "containers' cgroups");
+            planned
+        })
+    }
+
+    /// The nest as berth names it now.
+    fn local(&self) -> &Nest {
+        self.entered.get().unwrap_or_else(|| self.planned())
+    }
+
+    /// Creates the parents, makes the v2 leaf, and mounts the view where one is needed;
+    /// returns the nest as berth sees it afterwards.
+    fn enter(&self) -> Result<Nest, HostError> {
+        let planned = self.planned().clone();
+        for place in &planned.places {
+            let Some(dir) = place.dir() else { continue };
+            let h = &place.hierarchy;
+            if h.is_v2() && place.parent == h.own {
+                // Nested in its own cgroup, which cannot have both processes and children
+                // with controllers: berth leaves it for a leaf first.
+                nest::leave_for_leaf(h)
+                    .map_err(|source| HostError::NestDir { path: dir, source })?;
+            } else if let Err(source) = nest::make_dirs(&dir) {
+                // Rootless, the top-level parent is root's to make (setup-rootless); its
+                // absence is reported with the controllers.
+                if self.rootless.is_none() {
+                    return Err(HostError::NestDir { path: dir, source });
+                }
+            }
+        }
+        if !planned.needs_view() {
+            return Ok(planned);
+        }
+        if self.rootless.is_some() && nest::comounted(&planned) {
+            tracing::warn!(
+                "containers' cgroups go below {} in every hierarchy: a rootless berth cannot \
+                 give itself the view that nests them in its own on a host with comounted \
+                 controllers",
+                self.top()
+            );
+            return Ok(planned.at_top(&self.top()));
+        }
+        for place in &planned.places {
+            let Some(dir) = place.dir() else { continue };
+            nest::show_at_top(&dir, &place.hierarchy.mount)
+                .map_err(|source| HostError::NestDir { path: dir, source })?;
+        }
+        Ok(planned.viewed())
     }
 }
 
@@ -212,6 +300,11 @@ impl Host for LinuxHost {
         }
     }
 
+    fn oom_first(&self, pid: i32) -> Result<(), HostError> {
+        std::fs::write(format!("/proc/{pid}/oom_score_adj"), "1000")
+            .map_err(|source| HostError::OomScore { pid, source })
+    }
+
     fn hard_file_size_limit(&self) -> u64 {
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE)
             .map_or(u64::MAX, |(_, hard)| hard)
@@ -225,10 +318,45 @@ impl Host for LinuxHost {
 
     fn cgroups(&self) -> CgroupSupport {
         let discover = || match self.rootless {
-            Some(_) => cgroups::delegated(cgroups::discover(), &self.cgroup_parent()),
+            Some(_) => cgroups::delegated(cgroups::discover(), self.local()),
             None => cgroups::discover(),
         };
         self.cgroups.get_or_init(discover).clone()
+    }
+
+    fn container_cgroup(&self, id: &str) -> Result<String, HostError> {
+        Ok(self.local().cgroups_path(id)?)
+    }
+
+    fn cgroup_places(&self) -> Vec<PathBuf> {
+        let top = self.top();
+        let mut places = self.planned().parent_dirs();
+        places.extend(
+            self.planned()
+                .places
+                .iter()
+                .filter_map(|p| p.hierarchy.dir(&top)),
+        );
+        places.sort();
+        places.dedup();
+        places
+    }
+
+    fn enter_cgroup_nest(&self) -> Result<(), HostError> {
+        // Read while the cgroups above the parents are still in sight.
+        self.memory_ceiling();
+        if self.entered.get().is_some() {
+            return Ok(());
+        }
+        let entered = self.enter()?;
+        let _ = self.entered.set(entered);
+        Ok(())
+    }
+
+    fn memory_ceiling(&self) -> Option<nest::Ceiling> {
+        self.ceiling
+            .get_or_init(|| self.planned().memory_ceiling())
+            .clone()
     }
 
     fn limit_cgroup(&self, path: &str, limits: &Limits) -> Result<(), HostError> {
@@ -239,8 +367,8 @@ impl Host for LinuxHost {
         Ok(())
     }
 
-    fn cgroup_children(&self, parent: &str) -> Vec<String> {
-        cgroups::children(parent)
+    fn cgroup_children(&self, places: &[PathBuf]) -> Vec<String> {
+        cgroups::children(places)
     }
 
     fn oom_kills(&self, cgroups_path: &str) -> Option<u64> {
@@ -262,8 +390,8 @@ impl Host for LinuxHost {
         IdMap::from_subordinate(&subuid, &subgid, &name, uid.as_raw())
     }
 
-    fn remove_cgroup(&self, path: &str) -> Result<(), HostError> {
-        cgroups::remove(path)
+    fn remove_cgroup(&self, dirs: &[PathBuf]) -> Result<(), HostError> {
+        cgroups::remove(dirs)
     }
 
     fn kill_cgroup(&self, path: &str) -> Result<(), HostError> {
@@ -307,7 +435,7 @@ fn set_interface_up(name: &str) -> io::Result<()> {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape_mountinfo(field: &str) -> PathBuf {
+pub(super) fn unescape_mountinfo(field: &str) -> PathBuf {
     let mut out = Vec::with_capacity(field.len());
     let bytes = field.as_bytes();
     let mut i = 0;

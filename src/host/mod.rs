@@ -13,7 +13,9 @@ mod cgroups;
 pub mod delegate;
 pub mod fence;
 pub mod ids;
+pub mod inherited;
 mod linux;
+pub mod nest;
 pub mod network;
 pub mod procs;
 pub mod userns;
@@ -81,6 +83,25 @@ pub enum HostError {
     Limit {
         path: PathBuf,
         file: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Nest(#[from] nest::NestError),
+    #[error(
+        "refusing to empty cgroup {0}: it is outside the cgroup filesystems, a hierarchy's \
+         root, or holds berth itself"
+    )]
+    OwnCgroup(PathBuf),
+    #[error("cannot prepare cgroup {path} for containers")]
+    NestDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot make pid {pid} the OOM killer's first choice")]
+    OomScore {
+        pid: i32,
         #[source]
         source: std::io::Error,
     },
@@ -251,14 +272,24 @@ pub trait Host: fmt::Debug + Send + Sync {
     /// user namespace (see [`userns`]); `None` for a root operator.
     fn rootless(&self) -> Option<Rootless>;
 
-    /// The cgroup every container of this operator lives under: `/berth` for root, and for
-    /// a rootless operator `/berth-u<uid>`, the subtree `berth setup-rootless` delegates.
-    fn cgroup_parent(&self) -> String {
-        match self.rootless() {
-            Some(r) => format!("/berth-u{}", r.uid),
-            None => "/berth".to_owned(),
-        }
-    }
+    /// The cgroups path (libcontainer's) of container `id`: below berth's own cgroup where
+    /// berth runs inside one it may write to, else below `/berth` (`/berth-u<uid>` for a
+    /// rootless operator), or below `--cgroup-parent` (see [`nest`]). Never berth's own
+    /// cgroup or one above it.
+    fn container_cgroup(&self, id: &str) -> Result<String, HostError>;
+
+    /// The directories, as the host names them, whose children may be this operator's
+    /// containers' cgroups: where this berth creates them, and the top-level parents.
+    fn cgroup_places(&self) -> Vec<PathBuf>;
+
+    /// Readies the cgroups containers will be created below (see [`nest`]): creates their
+    /// parents, gives berth its view where the parents differ between hierarchies, and on
+    /// cgroup v2 moves berth into a leaf. Call once, in berth's private mount namespace,
+    /// after the sweep (which needs the host's view).
+    fn enter_cgroup_nest(&self) -> Result<(), HostError>;
+
+    /// The lowest memory limit of the cgroups containers are created below, if any.
+    fn memory_ceiling(&self) -> Option<nest::Ceiling>;
 
     /// Moves berth into a private mount namespace, so every mount it makes disappears with
     /// it even when it is killed. Must be called while berth has a single thread.
@@ -302,6 +333,12 @@ pub trait Host: fmt::Debug + Send + Sync {
     /// not ([`CgroupSupport::rootless`]); does nothing otherwise.
     fn limit_cgroup(&self, path: &str, limits: &Limits) -> Result<(), HostError>;
 
+    /// Makes the process `pid` (a created container's init, not started yet) and what it
+    /// forks the OOM killer's first choice: under a memory limit berth shares with its
+    /// container (a Slurm job's, a unit's), the component dies when it is exhausted, not its
+    /// runner. Only raises the score, which any process may; the container cannot lower it.
+    fn oom_first(&self, pid: i32) -> Result<(), HostError>;
+
     /// The hard limit on open files berth itself runs under; no container may ask for more.
     fn hard_nofile_limit(&self) -> u64;
 
@@ -319,14 +356,16 @@ pub trait Host: fmt::Debug + Send + Sync {
     /// processes): read after it ended and before it is deleted.
     fn cgroup_usage(&self, cgroups_path: &str) -> CgroupUsage;
 
-    /// Names of the cgroups directly below `parent` (e.g. `/berth`) in any hierarchy: the
-    /// containers that exist, whatever state files say.
-    fn cgroup_children(&self, parent: &str) -> Vec<String>;
+    /// Names of the cgroups directly below the directories `places` (see
+    /// [`Host::cgroup_places`]): the containers that exist, whatever state files say.
+    fn cgroup_children(&self, places: &[PathBuf]) -> Vec<String>;
 
-    /// Kills every process in the cgroup `path` (e.g. `/berth/<id>`) in every hierarchy —
-    /// freezing it first and repeating until it is empty, so a process that forks as fast as
-    /// it is killed cannot outrun it — and removes the cgroup. A missing cgroup is fine.
-    fn remove_cgroup(&self, path: &str) -> Result<(), HostError>;
+    /// Kills every process in the cgroup directories `dirs` (a container's, one per
+    /// hierarchy) — freezing them first and repeating until they are empty, so a process
+    /// that forks as fast as it is killed cannot outrun it — and removes them with every
+    /// cgroup below. A missing directory is fine; a hierarchy's root, or one holding berth
+    /// itself, is refused.
+    fn remove_cgroup(&self, dirs: &[PathBuf]) -> Result<(), HostError>;
 
     /// Kills every process in the cgroup `path` as [`Host::remove_cgroup`] does, and keeps
     /// the cgroup: the way to stop a container when the runtime's own kill fails.

@@ -29,8 +29,10 @@ use serde::Serialize;
 use super::IdMap;
 
 /// The environment variable that tells a re-executed berth it is the namespace's side:
-/// `FD:UID:GID[:UIDSTART:GIDSTART]` (the socket to its parent, the operator's ids, the
-/// subordinate ranges if it has them) to enter it, `in:…` once inside.
+/// `FD` (the socket to its parent) to enter it, `in:FD` once inside. Checked, not trusted:
+/// the socket must come from this process's parent, running as the same user the same
+/// berth program, and the ids come from the kernel (the operator's own, then the
+/// namespace's maps), never from the variable.
 const MARKER: &str = "_BERTH_USERNS";
 
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +59,11 @@ pub enum UsernsError {
     SelfMap(#[source] std::io::Error),
     #[error("cannot become root of the user namespace")]
     BecomeRoot(#[source] std::io::Error),
-    #[error("invalid {MARKER} value {0:?}")]
-    Marker(String),
+    #[error(
+        "{MARKER} is set, but berth did not start this process to enter its user namespace \
+         ({0}); unset it"
+    )]
+    Untrusted(String),
     #[error("cannot start berth again inside its user namespace")]
     Exec(#[source] std::io::Error),
 }
@@ -139,56 +144,131 @@ pub fn enter_if_asked() -> Result<Side, UsernsError> {
     // environment concurrently.
     // JUSTIFICATION: the marker must not reach the processes berth starts (pasta, mappers).
     unsafe { std::env::remove_var(MARKER) };
-    let (stage, ids) = text
-        .split_once(':')
-        .ok_or_else(|| UsernsError::Marker(text.clone()))?;
-    let rootless = parse_ids(ids).ok_or_else(|| UsernsError::Marker(text.clone()))?;
-    if stage == "in" {
+    let (inside, fd) = match text.strip_prefix("in:") {
+        Some(fd) => (true, fd),
+        None => (false, text.as_str()),
+    };
+    let mut sock = parent_socket(fd, inside).map_err(UsernsError::Untrusted)?;
+    if inside {
+        let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+        let gid_map = std::fs::read_to_string("/proc/self/gid_map").unwrap_or_default();
+        let rootless = from_maps(&uid_map, &gid_map).ok_or_else(|| {
+            UsernsError::Untrusted(format!(
+                "this is not a user namespace berth made: uid_map {:?}",
+                uid_map.trim()
+            ))
+        })?;
         return Ok(Side::Inside(rootless));
     }
-    let fd: i32 = stage
-        .parse()
-        .map_err(|_| UsernsError::Marker(text.clone()))?;
-    // SAFETY: the parent passed this descriptor for us alone and nothing else in this
-    // process uses it.
-    let sock = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    child_enter(sock, &rootless)?;
+    child_enter(&mut sock, &Rootless::operator())?;
     // Once more, now from inside: a process keeps the user namespace it was executed in as
     // the owner of its memory, which decides who may open /proc/PID of the containers it
     // clones (berth must, to connect their network). Executed outside, that is real root.
+    // The socket goes along, for the berth inside to check its parent once more.
+    // SAFETY: F_SETFD takes an integer, on a descriptor this process owns.
+    if unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_SETFD, 0) } == -1 {
+        return Err(UsernsError::Exec(std::io::Error::last_os_error()));
+    }
     let error = Command::new("/proc/self/exe")
         .args(std::env::args_os().skip(1))
         .arg0(std::env::args_os().next().unwrap_or_default())
-        .env(MARKER, format!("in:{ids}"))
+        .env(MARKER, format!("in:{}", sock.as_raw_fd()))
         .exec();
     Err(UsernsError::Exec(error))
 }
 
-/// `UID:GID[:UIDSTART:GIDSTART]`.
-fn parse_ids(text: &str) -> Option<Rootless> {
-    let parts: Vec<u32> = text
-        .split(':')
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
-    let subordinate = |uid_start, gid_start| IdMap {
-        uid_start,
-        gid_start,
-        size: super::ids::CONTAINER_IDS,
+/// The socket the marker names, if it is what [`reexec`] passes: a socket (never stdin,
+/// stdout or stderr) made by this process's parent, which runs as the same user and (seen
+/// from outside the namespace) the same program. Why not, otherwise.
+fn parent_socket(fd: &str, inside: bool) -> Result<UnixStream, String> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let fd: i32 = fd
+        .parse()
+        .map_err(|_| format!("{fd:?} names no descriptor"))?;
+    if fd <= 2 {
+        return Err(format!(
+            "descriptor {fd} is standard input, output or error"
+        ));
+    }
+    let stat = nix::sys::stat::fstat(fd).map_err(|e| format!("descriptor {fd}: {e}"))?;
+    if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(format!("descriptor {fd} is not a socket"));
+    }
+    // SAFETY: fstat just found the descriptor open, and nothing closes it while borrowed.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let peer = getsockopt(&borrowed, PeerCredentials)
+        .map_err(|e| format!("descriptor {fd} is no connected local socket: {e}"))?;
+    let parent = nix::unistd::getppid();
+    if peer.pid() != parent.as_raw() || peer.uid() != nix::unistd::getuid().as_raw() {
+        return Err(format!(
+            "descriptor {fd} was made by process {} (uid {}), not by this process's parent {parent}",
+            peer.pid(),
+            peer.uid()
+        ));
+    }
+    // Inside the namespace, the parent's /proc entry is closed to us; the berth there was
+    // checked by this very process before it executed itself again.
+    if !inside {
+        same_program(parent)?;
+    }
+    // SAFETY: checked above to be an open socket; from here on this process owns it (the
+    // number came from the marker, which is gone, and nothing else in berth knows it).
+    Ok(UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Whether process `pid` runs the program this process runs.
+fn same_program(pid: nix::unistd::Pid) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let program = |path: String| std::fs::metadata(path).map(|m| (m.dev(), m.ino()));
+    match (
+        program(format!("/proc/{pid}/exe")),
+        program("/proc/self/exe".into()),
+    ) {
+        (Ok(theirs), Ok(ours)) if theirs == ours => Ok(()),
+        (Ok(_), Ok(_)) => Err(format!(
+            "the parent process {pid} is not this berth program"
+        )),
+        (Err(e), _) | (_, Err(e)) => Err(format!("cannot tell the program of process {pid}: {e}")),
+    }
+}
+
+/// Who the operator is, from this namespace's own `uid_map` and `gid_map` as [`reexec`]
+/// writes them: `0 UID 1`, and `1 START 65536` with subordinate ids.
+fn from_maps(uid_map: &str, gid_map: &str) -> Option<Rootless> {
+    let lines = |map: &str| -> Option<Vec<[u32; 3]>> {
+        map.lines()
+            .map(|l| {
+                let v: Vec<u32> = l
+                    .split_whitespace()
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()
+                    .ok()?;
+                v.try_into().ok()
+            })
+            .collect()
     };
-    let (uid, gid, sub) = match parts[..] {
-        [uid, gid] => (uid, gid, None),
-        [uid, gid, u, g] => (uid, gid, Some(subordinate(u, g))),
+    let size = super::ids::CONTAINER_IDS;
+    let (uids, gids) = (lines(uid_map)?, lines(gid_map)?);
+    let (uid, gid, subordinate) = match (&uids[..], &gids[..]) {
+        ([[0, uid, 1]], [[0, gid, 1]]) => (*uid, *gid, None),
+        ([[0, uid, 1], [1, u, su]], [[0, gid, 1], [1, g, sg]]) if *su == size && *sg == size => {
+            let ids = IdMap {
+                uid_start: *u,
+                gid_start: *g,
+                size,
+            };
+            (*uid, *gid, Some(ids))
+        }
         _ => return None,
     };
     Some(Rootless {
         uid,
         gid,
-        subordinate: sub,
+        subordinate,
     })
 }
 
-fn child_enter(mut sock: UnixStream, me: &Rootless) -> Result<(), UsernsError> {
+fn child_enter(sock: &mut UnixStream, me: &Rootless) -> Result<(), UsernsError> {
     let io = |e: nix::Error| std::io::Error::from(e);
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
         .map_err(|e| UsernsError::Unshare(io(e)))?;
@@ -224,11 +304,7 @@ fn child_enter(mut sock: UnixStream, me: &Rootless) -> Result<(), UsernsError> {
 /// arguments, maps its ids, passes on SIGINT/SIGTERM/SIGHUP, and returns its exit status.
 pub fn reexec(me: &Rootless) -> Result<ExitStatus, UsernsError> {
     let (mut ours, theirs) = UnixStream::pair().map_err(UsernsError::Spawn)?;
-    let fd = theirs.as_raw_fd();
-    let marker = match me.subordinate {
-        Some(s) => format!("{fd}:{}:{}:{}:{}", me.uid, me.gid, s.uid_start, s.gid_start),
-        None => format!("{fd}:{}:{}", me.uid, me.gid),
-    };
+    let marker = theirs.as_raw_fd().to_string();
     let mut command = Command::new("/proc/self/exe");
     command
         .args(std::env::args_os().skip(1))
@@ -329,19 +405,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn markers_round_trip_the_operator_and_its_ranges() {
-        let r = parse_ids("1001:1002:100000:200000").unwrap();
+    fn the_operator_is_read_from_the_namespace_maps() {
+        let r = from_maps(
+            "         0       1001          1\n         1     100000      65536\n",
+            "0 1002 1\n1 200000 65536\n",
+        )
+        .unwrap();
         assert_eq!((r.uid, r.gid), (1001, 1002));
         let sub = r.subordinate.unwrap();
         assert_eq!((sub.uid_start, sub.gid_start), (100_000, 200_000));
         assert_eq!(r.container_ids().uid(65_535), Some(65_535));
         assert_eq!(r.host_ids(), "0:1001:1,1:100000:65535");
-        let alone = parse_ids("1001:1001").unwrap();
+        let alone = from_maps("0 1001 1\n", "0 1001 1\n").unwrap();
         assert_eq!(alone.container_ids().uid(1), None);
         assert_eq!(alone.host_ids(), "0:1001:1");
-        for bad in ["", "5", "1:2:3", "x:1", "1:2:3:4:5"] {
-            assert!(parse_ids(bad).is_none(), "{bad:?}");
+        // The initial namespace, and maps berth never writes.
+        for (u, g) in [
+            ("0 0 4294967295\n", "0 0 4294967295\n"),
+            ("", ""),
+            ("0 1001 1\n", "0 1001 1\n1 200000 65536\n"),
+            ("0 1001 2\n", "0 1001 2\n"),
+            ("0 1001 1\n1 100000 10\n", "0 1001 1\n1 200000 10\n"),
+        ] {
+            assert!(from_maps(u, g).is_none(), "{u:?} {g:?}");
         }
+    }
+
+    #[test]
+    fn a_marker_naming_no_socket_of_the_parent_is_refused() {
+        for fd in ["", "x", "-1", "0", "2"] {
+            assert!(parent_socket(fd, false).is_err(), "{fd:?}");
+        }
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        let e = parent_socket(&file.as_raw_fd().to_string(), false).unwrap_err();
+        assert!(e.ends_with("is not a socket"), "{e}");
+        // A socket, but this process made it, not its parent.
+        let (a, _b) = UnixStream::pair().unwrap();
+        let e = parent_socket(&a.as_raw_fd().to_string(), false).unwrap_err();
+        assert!(e.contains("not by this process's parent"), "{e}");
     }
 
     #[test]

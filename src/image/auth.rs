@@ -235,13 +235,16 @@ impl AuthFile {
                 });
             }
         };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| AuthError::Parse {
-                path: path.to_owned(),
-                line: e.line(),
-                column: e.column(),
-            })
+        AuthFile::parse(path, &bytes).map(Some)
+    }
+
+    /// Parses the file's `bytes`; `path` names it in errors.
+    fn parse(path: &Path, bytes: &[u8]) -> Result<AuthFile, AuthError> {
+        serde_json::from_slice(bytes).map_err(|e| AuthError::Parse {
+            path: path.to_owned(),
+            line: e.line(),
+            column: e.column(),
+        })
     }
 
     /// A helper for the registry, then the most specific `auths` entry, then the store.
@@ -251,14 +254,33 @@ impl AuthFile {
         registry: &str,
         repository: &str,
     ) -> Result<Option<Credentials>, AuthError> {
-        if let Some(helper) = self
-            .cred_helpers
-            .iter()
-            .find(|(k, _)| same_registry(&normalize_key(k), registry))
-            .map(|(_, v)| v)
-        {
+        if let Some(helper) = self.helper_for(registry) {
             return run_helper(helper, registry);
         }
+        if let Some(c) = self.stored(path, registry, repository)? {
+            return Ok(Some(c));
+        }
+        match &self.creds_store {
+            Some(store) if !store.is_empty() => run_helper(store, registry),
+            _ => Ok(None),
+        }
+    }
+
+    /// The `credHelpers` entry for the registry.
+    fn helper_for(&self, registry: &str) -> Option<&str> {
+        self.cred_helpers
+            .iter()
+            .find(|(k, _)| same_registry(&normalize_key(k), registry))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The credentials of the most specific `auths` entry for the repository.
+    fn stored(
+        &self,
+        path: &Path,
+        registry: &str,
+        repository: &str,
+    ) -> Result<Option<Credentials>, AuthError> {
         for scope in scopes(registry, repository) {
             let entry = self
                 .auths
@@ -270,11 +292,23 @@ impl AuthFile {
                 return Ok(Some(c));
             }
         }
-        match &self.creds_store {
-            Some(store) if !store.is_empty() => run_helper(store, registry),
-            _ => Ok(None),
-        }
+        Ok(None)
     }
+}
+
+/// The fuzz target `auth` (fuzz/): `bytes` as a credentials file, and what berth would use
+/// from it for `repository` at `registry`: the helper it would run (never run here), or
+/// the stored credentials.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_auth_file(
+    bytes: &[u8],
+    registry: &str,
+    repository: &str,
+) -> Result<(Option<String>, Option<Credentials>), AuthError> {
+    let path = Path::new("auth.json");
+    let file = AuthFile::parse(path, bytes)?;
+    let helper = file.helper_for(registry).map(str::to_owned);
+    Ok((helper, file.stored(path, registry, repository)?))
 }
 
 impl AuthEntry {

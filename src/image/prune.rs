@@ -115,23 +115,50 @@ pub fn lease(store: &Store, chain: &Digest, holder: &str) -> Result<(), ImageErr
 }
 
 /// Who holds a live lease on `chain`; stale lease files are removed on the way.
+///
+/// Only a lock that could be taken makes a lease stale: a lease file or directory that
+/// cannot be opened, read or locked (too many open files, no permission, ...) counts as a
+/// holder berth cannot check, and keeps the image.
 pub fn holders(store: &Store, chain: &str) -> Vec<String> {
     let dir = store.root().join("leases").join(chain);
+    let unknown = |path: &Path, e: &dyn std::fmt::Display| {
+        format!("a holder berth cannot check: {}: {e}", path.display())
+    };
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => return vec![unknown(&dir, &e)],
+    };
     let mut out = Vec::new();
-    for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                out.push(unknown(&dir, &e));
+                continue;
+            }
+        };
         if entry.file_name().to_string_lossy().starts_with(NEW_LEASE) {
             continue;
         }
-        let Ok(mut file) = File::open(entry.path()) else {
-            continue;
+        let path = entry.path();
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            // Removed meanwhile as stale by another checker.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                out.push(unknown(&path, &e));
+                continue;
+            }
         };
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(_stale) => {
-                let _ = fs::remove_file(entry.path());
+                let _ = fs::remove_file(&path);
             }
-            Err(_) => out.push(holder),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => out.push(holder),
+            Err((_, e)) => out.push(unknown(&path, &e)),
         }
     }
     if out.is_empty() {
@@ -278,7 +305,8 @@ pub fn collect(store: &Store, doomed: &HashSet<String>) -> Removed {
             let key = name.split('-').next().unwrap_or_default().to_owned();
             let unused = legacy || (!keys.contains(&key) && removable(&key, &e.path()));
             // Old berths leased flattened trees themselves.
-            let held = leased.contains(&key) || (legacy && !holders(store, &key).is_empty());
+            let held = leased.as_ref().is_none_or(|l| l.contains(&key))
+                || (legacy && !holders(store, &key).is_empty());
             if !unused || held {
                 continue;
             }
@@ -293,26 +321,38 @@ pub fn collect(store: &Store, doomed: &HashSet<String>) -> Removed {
     removed
 }
 
-/// The keys of what live jobs use: each stack a live berth leases, and every layer it lists.
-fn leased_keys(store: &Store) -> HashSet<String> {
+/// The keys of what live jobs use: each stack a live berth leases, and every layer it
+/// lists. `None` when that cannot be known (the leases or a leased stack's list cannot be
+/// read): then every layer and stack is kept.
+fn leased_keys(store: &Store) -> Option<HashSet<String>> {
     let key_of = |name: &str| name.split('-').next().unwrap_or_default().to_owned();
+    let list = |dir: &str| match fs::read_dir(store.root().join(dir)) {
+        Ok(entries) => entries
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<io::Result<Vec<String>>>(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    };
+    let unknown = |what: &str, e: &io::Error| {
+        tracing::warn!("cannot tell which layers running jobs use ({what}: {e}); keeping all");
+    };
     let mut keys = HashSet::new();
-    let leases = fs::read_dir(store.root().join("leases"));
-    for e in leases.into_iter().flatten().flatten() {
-        let key = e.file_name().to_string_lossy().into_owned();
+    for key in list("leases").map_err(|e| unknown("leases", &e)).ok()? {
         if !holders(store, &key).is_empty() {
             keys.insert(key);
         }
     }
-    let stacks = fs::read_dir(store.root().join("stacks"));
-    for e in stacks.into_iter().flatten().flatten() {
-        if !keys.contains(&key_of(&e.file_name().to_string_lossy())) {
+    for name in list("stacks").map_err(|e| unknown("stacks", &e)).ok()? {
+        if !keys.contains(&key_of(&name)) {
             continue;
         }
-        let listed = fs::read_to_string(e.path().join("layers")).unwrap_or_default();
+        let path = store.root().join("stacks").join(&name).join("layers");
+        let listed = fs::read_to_string(&path)
+            .map_err(|e| unknown(&path.display().to_string(), &e))
+            .ok()?;
         keys.extend(listed.lines().filter(|l| !l.is_empty()).map(key_of));
     }
-    keys
+    Some(keys)
 }
 
 /// The records `image` names: a reference as pulled, or a digest (full, or the 12-digit
@@ -622,6 +662,50 @@ mod tests {
         age(&tree, 7200);
         assert_eq!(collect(&store, &HashSet::from([chain])).trees, 0);
         assert!(tree.is_dir());
+    }
+
+    #[test]
+    fn a_lease_that_cannot_be_checked_holds_its_image() {
+        use crate::util::no_fds;
+        if let Some(dir) = no_fds::child_arg() {
+            let store = Store::open(Path::new(&dir)).unwrap();
+            let holders = no_fds::exhausted(|| holders(&store, &"c".repeat(64)));
+            assert_eq!(holders.len(), 1, "{holders:?}");
+            assert!(
+                holders[0].starts_with("a holder berth cannot check: ")
+                    && holders[0].contains("Too many open files"),
+                "{holders:?}"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let chain: Digest = format!("sha256:{}", "c".repeat(64)).parse().unwrap();
+        lease(&store, &chain, "job j1").unwrap();
+        no_fds::run_child(
+            "image::prune::tests::a_lease_that_cannot_be_checked_holds_its_image",
+            dir.path().to_str().unwrap(),
+        );
+        assert_eq!(holders(&store, chain.hex()), vec!["job j1".to_owned()]);
+    }
+
+    #[test]
+    fn a_leased_stack_whose_layers_cannot_be_read_keeps_every_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Two layers: the top one is kept only by the stack's list (the lease names the
+        // chain of both).
+        let (a, tree) = image(&store, "reg/a:1", &[b"base", b"top"]);
+        let chain = record_chain(&store, &a).unwrap();
+        let chain_digest: Digest = format!("sha256:{chain}").parse().unwrap();
+        lease(&store, &chain_digest, "job j1").unwrap();
+        let stack = store.root().join(format!("stacks/{chain}-0-65536"));
+        // Its list of layers is unreadable (a directory where the file should be).
+        fs::create_dir(stack.join("layers")).unwrap();
+        store.remove_record("reg/a:1").unwrap();
+        age(&tree, 7200);
+        assert_eq!(collect(&store, &HashSet::new()).trees, 0);
+        assert!(tree.is_dir(), "a layer a running job may use was removed");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Mutex, Once};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -227,14 +227,6 @@ impl std::fmt::Debug for RegistryClient {
     }
 }
 
-/// The rustls provider, once per process; another one installed already is fine.
-fn install_provider() {
-    static PROVIDER: Once = Once::new();
-    PROVIDER.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
 impl RegistryClient {
     pub fn new(reference: &Reference, settings: &RegistrySettings) -> Result<Self, ImageError> {
         Self::for_registry(reference.resolve_registry(), settings, None)
@@ -246,7 +238,7 @@ impl RegistryClient {
         settings: &RegistrySettings,
         given: Option<Credentials>,
     ) -> Result<Self, ImageError> {
-        install_provider();
+        crate::util::install_crypto_provider();
         let dirs = tls::certs_dirs(registry, &settings.system_certs, settings.home.as_deref());
         let https = !dirs.is_empty() || !settings.allows_http(registry);
         let http = build_http(registry, https, settings.allows_http(registry), &dirs)?;

@@ -18,7 +18,7 @@ const MAX_RESPONSE_BYTES: usize = 16 << 20;
 /// result of the job that failed (an unlisted action, a failed container, no answer or one
 /// that is not JSON are user errors, with the original runner's words). A `bridge`
 /// component reaches the host and its networks only with `allow_host_access`, as in a run.
-/// `id` is the job's, as in [`RunOptions::id`].
+/// `id` is the fresh id of [`RunOptions::fresh_id`].
 pub fn action(
     svc: Services<'_>,
     settings: &Settings,
@@ -43,7 +43,7 @@ pub fn action(
     let options = RunOptions {
         action: Some(name.to_owned()),
         allow_host_access,
-        id,
+        fresh_id: id,
         ..RunOptions::default()
     };
     let mut stdout = String::new();
@@ -89,6 +89,7 @@ fn refused() -> JobResult {
         cage: None,
         outputs: Default::default(),
         timings: Default::default(),
+        already_committed: false,
         usage: None,
     }
 }

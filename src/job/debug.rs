@@ -13,7 +13,6 @@
 //! job's masker, and in `config.json` and the state files every `#` value is replaced by
 //! `[hidden]` whatever its length (the masker leaves secrets of fewer than three characters).
 
-use std::borrow::Cow;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -27,12 +26,15 @@ use super::JobError;
 use super::pipeline::{LazyStorage, Progress};
 use super::row::RowRun;
 use crate::confined::{self, ConfinedError, Kind};
+use crate::mapping::state::MAX_STATE_BYTES;
 use crate::secrets::{HIDDEN, Masker};
 use crate::storage::{Changes, FileUpload, StorageError};
 
 /// The most file content one archive takes (before compression); files past it are left
-/// out. Each file is read whole to be masked, so this also bounds berth's memory.
+/// out.
 pub const MAX_ARCHIVED_BYTES: u64 = 1 << 30;
+/// What is read of a file at once: files stream through the masker into the archive.
+const CHUNK: usize = 64 << 10;
 /// The most files and directories one archive takes.
 pub const MAX_ARCHIVED_ENTRIES: usize = 100_000;
 /// Directories nested deeper than this are left out.
@@ -94,7 +96,7 @@ impl RowRun<'_> {
         }
         let target = DebugTarget {
             component_id: &self.ctx.job.component.id,
-            job_id: &self.ctx.jobdir.id,
+            job_id: self.ctx.job_id,
             row_id: self.row_id,
             scratch: self.ctx.jobdir.dir.join("debug"),
         };
@@ -334,28 +336,64 @@ impl Zipper<'_> {
             })
         };
         let meta = file.metadata().map_err(read_err)?;
-        let mut bytes = Vec::new();
-        if meta.len() <= self.budget {
-            // It may grow while being read: one byte more than allowed tells.
-            let limit = self.budget.saturating_add(1);
-            file.take(limit).read_to_end(&mut bytes).map_err(read_err)?;
-        }
-        let len = bytes.len() as u64;
-        if meta.len() > self.budget || len > self.budget {
+        if meta.len() > self.budget {
             let why = "past what the archive takes of file content".to_owned();
             self.leave_out(rel, &why);
             return Ok(());
         }
-        self.budget -= len;
         self.entries += 1;
-        let hidden = JSON_FILES
-            .contains(&rel)
-            .then(|| hide_json(&bytes))
-            .flatten();
-        let content = mask_bytes(self.masker, hidden.as_deref().unwrap_or(&bytes));
         let started = self.zip.start_file(rel, options_for(&meta));
         started.map_err(|e| self.zip_err(e))?;
-        self.zip.write_all(&content).map_err(|source| {
+        // The file as it was looked at: its container is gone, and one that grew since is
+        // cut there, within the budget.
+        let file = file.take(meta.len());
+        let read = match JSON_FILES.contains(&rel) && meta.len() <= MAX_STATE_BYTES {
+            true => self.add_json(file),
+            false => self.add_masked(file),
+        };
+        self.budget = self.budget.saturating_sub(read.map_err(read_err)??);
+        Ok(())
+    }
+
+    /// Writes a JSON file of [`JSON_FILES`] (read whole: it is small) into the entry
+    /// begun, every `#` value hidden, and masked; returns the bytes read.
+    fn add_json(&mut self, mut file: impl Read) -> io::Result<Result<u64, Failure>> {
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let hidden = hide_json(&bytes);
+        let content = self.masker.mask_bytes(hidden.as_deref().unwrap_or(&bytes));
+        Ok(self.write(&content).map(|()| bytes.len() as u64))
+    }
+
+    /// Copies `file` into the entry begun, masked as it streams: memory stays within a
+    /// chunk and the longest secret. Returns the bytes read.
+    fn add_masked(&mut self, mut file: impl Read) -> io::Result<Result<u64, Failure>> {
+        let masker = self.masker;
+        let mut stream = masker.stream();
+        let mut buf = vec![0u8; CHUNK];
+        let mut out = Vec::with_capacity(CHUNK);
+        let mut read = 0u64;
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            read += n as u64;
+            stream.push(&buf[..n], &mut out);
+            if let Err(e) = self.write(&out) {
+                return Ok(Err(e));
+            }
+            out.clear();
+        }
+        stream.finish(&mut out);
+        Ok(self.write(&out).map(|()| read))
+    }
+
+    /// Appends `bytes` to the entry begun.
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Failure> {
+        self.zip.write_all(bytes).map_err(|source| {
             Failure::Write(DebugError::Write {
                 path: self.path.to_owned(),
                 source,
@@ -437,26 +475,6 @@ fn hide_hash_values(value: &mut Value) -> bool {
     any
 }
 
-/// `bytes` with every secret hidden: text is masked as text; in anything else, each run of
-/// valid UTF-8 is (a secret is text, so it lies whole inside one such run).
-fn mask_bytes<'b>(masker: &Masker, bytes: &'b [u8]) -> Cow<'b, [u8]> {
-    if masker.is_empty() {
-        return Cow::Borrowed(bytes);
-    }
-    if let Ok(text) = std::str::from_utf8(bytes) {
-        return match masker.mask(text) {
-            Cow::Borrowed(_) => Cow::Borrowed(bytes),
-            Cow::Owned(s) => Cow::Owned(s.into_bytes()),
-        };
-    }
-    let mut out = Vec::with_capacity(bytes.len());
-    for chunk in bytes.utf8_chunks() {
-        out.extend_from_slice(masker.mask(chunk.valid()).as_bytes());
-        out.extend_from_slice(chunk.invalid());
-    }
-    Cow::Owned(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,14 +485,43 @@ mod tests {
         m
     }
 
+    /// The zip `write_zip` makes of `data`, with `budget`: its entries and comment.
+    fn zip_of(data: &Path, masker: &Masker, budget: u64) -> (zip::ZipArchive<File>, String) {
+        let scratch = tempfile::tempdir().unwrap();
+        let zip_path = scratch.path().join("a.zip");
+        let file = File::create_new(&zip_path).unwrap();
+        write_zip(file, &zip_path, masker, data, "a.zip", budget).unwrap();
+        let zip = zip::ZipArchive::new(File::open(&zip_path).unwrap()).unwrap();
+        let comment = String::from_utf8_lossy(zip.comment()).into_owned();
+        (zip, comment)
+    }
+
+    fn entry(zip: &mut zip::ZipArchive<File>, name: &str) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        zip.by_name(name).unwrap().read_to_end(&mut bytes).unwrap();
+        bytes
+    }
+
     #[test]
-    fn secrets_are_hidden_in_text_and_in_binary_content() {
-        let m = masker();
-        assert_eq!(&*mask_bytes(&m, b"a s3cret-value b"), b"a [hidden] b");
-        let binary = b"\xff\x00s3cret-value\xfe\xe2\x82";
-        assert_eq!(&*mask_bytes(&m, binary), b"\xff\x00[hidden]\xfe\xe2\x82");
-        assert!(matches!(mask_bytes(&m, b"\xffnothing"), Cow::Owned(_)));
-        assert!(matches!(mask_bytes(&m, b"nothing"), Cow::Borrowed(_)));
+    fn a_multi_line_secret_across_read_chunks_is_hidden_in_text_and_binary_files() {
+        let key = "-----BEGIN KEY-----\nAAAAbbbbCCCCddddEEEE\nFFFFggggHHHHiiii\n-----END KEY-----";
+        let mut m = masker();
+        m.add(key);
+        let data = tempfile::tempdir().unwrap();
+        let p = data.path();
+        // The key starts 10 bytes before the end of the first chunk read.
+        let mut text = "x".repeat(CHUNK - 10).into_bytes();
+        text.extend_from_slice(format!("{key}\nand s3cret-value\n").as_bytes());
+        fs::write(p.join("big.txt"), &text).unwrap();
+        let mut binary = b"\xff\x00".to_vec();
+        binary.extend_from_slice(key.as_bytes());
+        binary.extend_from_slice(b"\xfe\xe2\x82");
+        fs::write(p.join("blob.bin"), &binary).unwrap();
+        let (mut zip, _) = zip_of(p, &m, 1 << 20);
+        let mut want = "x".repeat(CHUNK - 10).into_bytes();
+        want.extend_from_slice(b"[hidden]\nand [hidden]\n");
+        assert_eq!(entry(&mut zip, "big.txt"), want);
+        assert_eq!(entry(&mut zip, "blob.bin"), b"\xff\x00[hidden]\xfe\xe2\x82");
     }
 
     #[test]
@@ -497,12 +544,7 @@ mod tests {
         fs::write(p.join("config.json"), r##"{"#pw": "s3cret-value"}"##).unwrap();
         fs::write(p.join("out/files/big.bin"), vec![b'x'; 100]).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", p.join("out/files/link")).unwrap();
-        let scratch = tempfile::tempdir().unwrap();
-        let zip_path = scratch.path().join("a.zip");
-        let file = File::create_new(&zip_path).unwrap();
-        write_zip(file, &zip_path, &masker(), p, "a.zip", 50).unwrap();
-        let mut zip = zip::ZipArchive::new(File::open(&zip_path).unwrap()).unwrap();
-        let comment = String::from_utf8_lossy(zip.comment()).into_owned();
+        let (mut zip, comment) = zip_of(p, &masker(), 50);
         assert!(
             comment.contains("out/files/big.bin (past what"),
             "{comment}"
@@ -514,11 +556,7 @@ mod tests {
                 .iter()
                 .any(|n| n.contains("big.bin") || n.contains("link"))
         );
-        let mut config = String::new();
-        zip.by_name("config.json")
-            .unwrap()
-            .read_to_string(&mut config)
-            .unwrap();
+        let config = String::from_utf8(entry(&mut zip, "config.json")).unwrap();
         assert!(config.contains("\"#pw\": \"[hidden]\""), "{config}");
     }
 

@@ -43,7 +43,7 @@ use crate::image::{ImageError, RegistrySettings};
 use crate::mapping::MappingError;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::secrets::SecretsError;
-use crate::storage::StorageError;
+use crate::storage::{StorageError, StoreSettings};
 
 /// Names the master key file of the secrets, when not the one in berth's home.
 pub const SECRETS_KEY_ENV: &str = "BERTH_SECRETS_KEY";
@@ -65,9 +65,13 @@ pub struct RunOptions {
     /// Debug mode (contract §13): archive the data folder before each image and at the
     /// end into storage files; no output mapping, no state saved.
     pub debug: bool,
-    /// The job's id, when the caller chose it (from [`workdir::new_id`], before anything
-    /// else, so that every line it logs names the job); a new one otherwise.
-    pub id: Option<String>,
+    /// The job's id, when the operator (or the scheduler) gives one: a job id commits
+    /// once — a run of an id that committed applies nothing and succeeds. `None`: a fresh
+    /// id is made up.
+    pub job_id: Option<String>,
+    /// The fresh id, when the caller made it up (with [`workdir::new_id`], before anything
+    /// else, so that every line it logs names the job); unused when `job_id` is given.
+    pub fresh_id: Option<String>,
 }
 
 /// Where berth keeps things and how it reaches registries.
@@ -80,14 +84,11 @@ pub struct Settings {
     pub copy_rootfs: bool,
     /// The host ids containers run as (their 0..65535); `None`: the host's own.
     pub ids: Option<IdMap>,
+    /// The project store: embedded (`StoreSettings::embedded(home)`) or shared.
+    pub store: StoreSettings,
 }
 
 impl Settings {
-    /// Where the embedded project store lives.
-    pub fn storage_dir(&self) -> PathBuf {
-        self.home.join("storage")
-    }
-
     /// The master key file of the secrets: `BERTH_SECRETS_KEY`, or `<home>/secrets/keys.json`
     /// (an environment variable, so `berth run` and `berth encrypt` cannot disagree).
     pub fn secrets_key(&self) -> PathBuf {

@@ -20,7 +20,7 @@ use crate::host::IdMap;
 use crate::image::{Images, PulledImage, Unpacking};
 use crate::mapping::output::StagedOutputs;
 use crate::storage::{
-    ApplyReport, Changes, JobRecord, JobStatus, SqliteStorage, StateKey, Storage, StorageError,
+    ApplyReport, Changes, JobRecord, JobStatus, StateKey, Storage, StorageError, StoreSettings,
 };
 
 /// Progress of one job, for the result document.
@@ -33,6 +33,8 @@ pub(super) struct Progress {
     pub outputs: OutputSummary,
     /// The images that ran, in order.
     pub stages: Vec<StageSummary>,
+    /// The job id had committed before: this run applied nothing.
+    pub already_committed: bool,
     /// What their containers used, together.
     pub usage: Option<Usage>,
 }
@@ -54,22 +56,30 @@ impl Progress {
 /// keeps no state never touches it.
 #[derive(Debug)]
 pub(super) struct LazyStorage {
-    root: PathBuf,
-    opened: Option<SqliteStorage>,
+    settings: StoreSettings,
+    opened: Option<Box<dyn Storage>>,
 }
 
 impl LazyStorage {
-    /// The store under `root`, not opened yet.
-    pub fn new(root: PathBuf) -> LazyStorage {
-        LazyStorage { root, opened: None }
+    /// The store `settings` name, not opened yet.
+    pub fn new(settings: StoreSettings) -> LazyStorage {
+        LazyStorage {
+            settings,
+            opened: None,
+        }
     }
 
     pub fn get(&mut self) -> Result<&dyn Storage, StorageError> {
         let store = match self.opened.take() {
             Some(s) => s,
-            None => SqliteStorage::open(&self.root)?,
+            None => crate::storage::open(&self.settings)?,
         };
-        Ok(self.opened.insert(store))
+        Ok(&**self.opened.insert(store))
+    }
+
+    /// The store, if it was opened.
+    pub fn opened(&self) -> Option<&dyn Storage> {
+        self.opened.as_deref()
     }
 }
 
@@ -78,6 +88,8 @@ impl LazyStorage {
 struct Rows {
     staged: Vec<StagedOutputs>,
     states: Vec<(StateKey, Option<Value>)>,
+    /// The versions the written states were read at.
+    state_versions: Vec<(StateKey, u64)>,
     /// The verdict of the row that failed, which ends the job.
     failure: Option<Verdict>,
 }
@@ -93,7 +105,9 @@ pub(super) struct JobRun<'a> {
     storage: LazyStorage,
     /// The job's secrets, which every message it reports is masked with.
     vault: Vault,
+    /// The job's id: given (`--job-id`, Slurm's), or the job directory's.
     job_id: String,
+    started_ms: i64,
 }
 
 impl<'a> JobRun<'a> {
@@ -109,19 +123,17 @@ impl<'a> JobRun<'a> {
             job,
             options,
             progress: Progress::default(),
-            storage: LazyStorage {
-                root: settings.storage_dir(),
-                opened: None,
-            },
-            vault: Vault::new(settings.secrets_key()),
+            storage: LazyStorage::new(settings.store.clone()),
+            vault: Vault::for_store(settings.secrets_key(), settings.store.is_shared()),
             job_id: job_id(options),
+            started_ms: crate::util::unix_ms(),
         }
     }
 
     /// Runs the job and reports it; the job is recorded in storage when it touched it.
     pub fn run(mut self, on_line: &mut dyn FnMut(&str)) -> JobResult {
         let started = Instant::now();
-        let started_ms = crate::util::unix_ms();
+        self.started_ms = crate::util::unix_ms();
         let outcome = self.execute(on_line);
         self.progress.timings.total = started.elapsed().as_secs_f64();
         let verdict = outcome.unwrap_or_else(|e| {
@@ -150,9 +162,19 @@ impl<'a> JobRun<'a> {
             cage: self.progress.cage,
             outputs: self.progress.outputs,
             timings: self.progress.timings,
+            already_committed: self.progress.already_committed,
             usage: self.progress.usage,
         };
-        record(self.storage.opened.as_ref(), self.job, &result, started_ms);
+        // A job id that committed before keeps its record as it was.
+        if !result.already_committed {
+            let explicit = self.options.job_id.is_some();
+            let opened = self.storage.opened().is_some();
+            let storage = match (opened, explicit) {
+                (false, false) => None,
+                _ => self.storage.get().ok(),
+            };
+            record(storage, self.job, &result, self.started_ms);
+        }
         result
     }
 
@@ -163,6 +185,9 @@ impl<'a> JobRun<'a> {
             None => self.job.row_configurations().map_err(JobError::Contract)?,
         };
         crate::contract::validate::check_configurations(&self.job.component, &rows)?;
+        if let Some(done) = self.committed_before()? {
+            return Ok(done);
+        }
         // Before any image is pulled: a processor that cannot run fails the job at once.
         let action = self.options.action.is_some();
         let wanted = processors::wanted(self.job, &rows, action)?;
@@ -187,24 +212,16 @@ impl<'a> JobRun<'a> {
         let (image, rootfs) = self.prepare_image(&images)?;
         let processor_images = self.prepare_processors(&images, &wanted)?;
         let home = Home::new(&self.settings.home);
-        let jobdir = JobDir::create_as(&home, &self.job_id).map_err(JobError::Workdir)?;
+        let (jobdir, running) = self.job_dir(&home, &image.reference)?;
+        let job_id = self.job_id.clone();
         tracing::debug!(job = %jobdir.id, "job directory {}", jobdir.dir.display());
-        let running = RunningNote::start(
-            &jobdir.dir,
-            running::record_of_this_berth(
-                &self.job_id,
-                &self.job.component.id,
-                self.job.config_id.as_deref(),
-                &image.reference,
-                self.svc.host.rootless().map(|r| r.uid),
-            ),
-        );
         let ctx = RowContext {
             svc: self.svc,
             copy_rootfs: self.settings.copy_rootfs,
             ids,
             home: &home,
             jobdir: &jobdir,
+            job_id: &job_id,
             running: &running,
             job: self.job,
             image: &image,
@@ -220,6 +237,31 @@ impl<'a> JobRun<'a> {
         jobdir.remove().map_err(JobError::Workdir)?;
         tracing::debug!("job directory removed");
         Ok(verdict)
+    }
+
+    /// The job's directory — named by the job's id unless the operator gave one — with the
+    /// notes a later berth reads there: where its containers' cgroups go, and what `berth
+    /// ps` shows about it.
+    fn job_dir(&mut self, home: &Home, image: &str) -> Result<(JobDir, RunningNote), JobError> {
+        let fresh = self.options.job_id.is_none();
+        let preferred = fresh.then_some(self.job_id.as_str());
+        let jobdir = JobDir::create_as(home, preferred).map_err(JobError::Workdir)?;
+        super::gc::note_cgroups(&jobdir.dir, &self.svc.host.cgroup_places())
+            .map_err(JobError::Workdir)?;
+        if fresh && jobdir.id != self.job_id {
+            // Its name was taken (a sweep held it): the job takes its directory's.
+            self.job_id.clone_from(&jobdir.id);
+            crate::util::set_log_job(&self.job_id);
+        }
+        let record = running::record_of_this_berth(
+            &self.job_id,
+            &self.job.component.id,
+            self.job.config_id.as_deref(),
+            image,
+            self.svc.host.rootless().map(|r| r.uid),
+        );
+        let running = RunningNote::start(&jobdir.dir, record);
+        Ok((jobdir, running))
     }
 
     /// The container's ids on the host: the operator's range, unless the component opts
@@ -353,8 +395,12 @@ impl<'a> JobRun<'a> {
                 verdict,
                 outputs,
                 state,
+                state_version,
             } = ran?;
             done.staged.push(outputs);
+            if let Some((key, _)) = &state {
+                done.state_versions.push((key.clone(), state_version));
+            }
             done.states.extend(state);
             if verdict.failed() {
                 done.failure = Some(verdict);
@@ -380,8 +426,12 @@ impl<'a> JobRun<'a> {
                 failure
             }
             None => {
-                self.commit_all(done.staged, done.states)?;
-                Verdict::success(&self.job.component.id)
+                self.commit_all(done.staged, done.states, done.state_versions)?;
+                if self.progress.already_committed {
+                    already_committed(&self.job_id, None)
+                } else {
+                    Verdict::success(&self.job.component.id)
+                }
             }
         };
         self.progress.timings.mapping += t.elapsed().as_secs_f64();
@@ -414,9 +464,11 @@ impl<'a> JobRun<'a> {
         &mut self,
         staged: Vec<StagedOutputs>,
         states: Vec<(StateKey, Option<Value>)>,
+        state_versions: Vec<(StateKey, u64)>,
     ) -> Result<(), JobError> {
         let mut changes = Changes {
             states,
+            state_versions,
             ..Default::default()
         };
         for s in staged {
@@ -425,7 +477,8 @@ impl<'a> JobRun<'a> {
             changes.file_tags.extend(s.file_tags);
         }
         let nothing = changes.file_tags.is_empty() && changes.states.is_empty();
-        if changes.tables.is_empty() && changes.files.is_empty() && nothing {
+        let untouched = self.storage.opened().is_none() && self.options.job_id.is_none();
+        if changes.tables.is_empty() && changes.files.is_empty() && nothing && untouched {
             return Ok(());
         }
         tracing::info!(
@@ -434,21 +487,74 @@ impl<'a> JobRun<'a> {
             changes.files.len(),
             changes.states.len()
         );
-        let report = self.storage.get()?.apply(&changes)?;
-        self.progress.record(&report);
+        // The job's success is recorded in the same transaction: its id commits once.
+        changes.job = Some(JobRecord {
+            id: self.job_id.clone(),
+            component: self.job.component.id.clone(),
+            config: self.job.config_id.clone(),
+            status: JobStatus::Success,
+            host: crate::util::hostname(),
+            started_ms: self.started_ms,
+            finished_ms: crate::util::unix_ms(),
+            result: serde_json::json!({"job_id": self.job_id, "status": "success"}),
+        });
+        match self.storage.get()?.apply(&changes) {
+            Ok(report) => self.progress.record(&report),
+            Err(StorageError::AlreadyCommitted { job }) => {
+                tracing::warn!("job {job} committed already, elsewhere: nothing applied");
+                self.progress.already_committed = true;
+            }
+            Err(e) => return Err(e.into()),
+        }
         Ok(())
+    }
+
+    /// When the job's id (given, not made up) committed before — a requeue after its node
+    /// died after the commit — the job is done: nothing runs, nothing is applied again.
+    fn committed_before(&mut self) -> Result<Option<Verdict>, JobError> {
+        let Some(id) = self.options.job_id.as_deref() else {
+            return Ok(None);
+        };
+        let Some(record) = self.storage.get()?.job(id)? else {
+            return Ok(None);
+        };
+        if record.status != JobStatus::Success {
+            return Ok(None);
+        }
+        tracing::info!(
+            "job {id} committed already on {}: nothing to do",
+            record.host
+        );
+        self.progress.already_committed = true;
+        Ok(Some(already_committed(id, Some(&record.host))))
     }
 }
 
-/// The job's id (the caller's, or a new one), which every line logged from now on names.
+/// The verdict of a run whose job id committed before.
+fn already_committed(id: &str, host: Option<&str>) -> Verdict {
+    let on = host
+        .filter(|h| !h.is_empty())
+        .map(|h| format!(" on {h}"))
+        .unwrap_or_default();
+    Verdict {
+        status: Status::Success,
+        class: None,
+        message: format!("job {id} committed already{on}; nothing was applied again"),
+    }
+}
+
+/// The job's id — the operator's, the caller's fresh one, or a new one — which every line
+/// logged from now on names.
 fn job_id(options: &RunOptions) -> String {
-    let id = options.id.clone().unwrap_or_else(super::workdir::new_id);
+    let id = (options.job_id.clone())
+        .or_else(|| options.fresh_id.clone())
+        .unwrap_or_else(super::workdir::new_id);
     crate::util::set_log_job(&id);
     id
 }
 
 /// Keeps a record of the job in storage, if the job opened it.
-fn record(storage: Option<&SqliteStorage>, job: &JobFile, result: &JobResult, started_ms: i64) {
+fn record(storage: Option<&dyn Storage>, job: &JobFile, result: &JobResult, started_ms: i64) {
     let Some(s) = storage else {
         return;
     };
@@ -460,6 +566,7 @@ fn record(storage: Option<&SqliteStorage>, job: &JobFile, result: &JobResult, st
             Status::Success => JobStatus::Success,
             Status::Error => JobStatus::Error,
         },
+        host: crate::util::hostname(),
         started_ms,
         finished_ms: crate::util::unix_ms(),
         result: serde_json::to_value(result).unwrap_or(Value::Null),

@@ -15,20 +15,19 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
-
-use serde_json::{Map, Value};
 
 use super::JobError;
 use super::row::RowContext;
-use super::vault::Vault;
 use super::workdir::{ImageDir, JobDir};
+use crate::confined::{self, Kind};
 use crate::contract::job::{Processor, Runtime};
 use crate::contract::result::Position;
 use crate::contract::validate::check_parameters;
 use crate::contract::{Configuration, JobFile, config_file};
 use crate::image::PulledImage;
+use crate::mapping::MappingError;
+use crate::mapping::keep::MAX_DEPTH;
 
 /// A processor's image, pulled and unpacked for the job.
 #[derive(Debug)]
@@ -49,6 +48,9 @@ pub(super) struct Stage<'a> {
     pub job: Cow<'a, JobFile>,
     pub image: &'a PulledImage,
     pub rootfs: &'a Path,
+    /// Where this image's configuration sits in the row's (`processors.after[0].`; empty
+    /// for the component): what an error about its parameters names.
+    pub at: String,
 }
 
 impl<'a> Stage<'a> {
@@ -92,7 +94,7 @@ pub(super) fn wanted(
         return Ok(wanted);
     }
     for (_, config) in rows {
-        for (_, p) in listed(config) {
+        for (_, _, p) in listed(config) {
             let pjob = processor_job(job, p)?;
             // A processor's parameters answer to its own schema, as the component's do.
             if let Some(schema) = &pjob.component.configuration_schema {
@@ -120,6 +122,7 @@ pub(super) fn chain<'a>(
         job: Cow::Borrowed(job),
         image: main.0,
         rootfs: main.1,
+        at: String::new(),
     };
     if action {
         // A synchronous action runs the component alone, as in the original.
@@ -127,7 +130,7 @@ pub(super) fn chain<'a>(
     }
     let mut before = Vec::new();
     let mut after = Vec::new();
-    for (position, p) in listed(config) {
+    for (position, n, p) in listed(config) {
         let pjob = processor_job(job, p)?;
         let reference = pjob.image_reference();
         let Some(pulled) = images.get(&reference) else {
@@ -141,6 +144,7 @@ pub(super) fn chain<'a>(
             job: Cow::Owned(pjob),
             image: &pulled.image,
             rootfs: &pulled.rootfs,
+            at: format!("processors.{}[{n}].", list_name(position)),
         };
         match position {
             Position::Before => before.push(stage),
@@ -154,14 +158,31 @@ pub(super) fn chain<'a>(
         .collect())
 }
 
-/// The processors of a configuration, in the order they run.
-fn listed(config: &Configuration) -> Vec<(Position, &Processor)> {
+/// The processors of a configuration, in the order they run, each with its place in its
+/// list.
+fn listed(config: &Configuration) -> Vec<(Position, usize, &Processor)> {
     let Some(p) = &config.processors else {
         return Vec::new();
     };
-    let before = p.before.iter().map(|x| (Position::Before, x));
-    let after = p.after.iter().map(|x| (Position::After, x));
+    let before = p
+        .before
+        .iter()
+        .enumerate()
+        .map(|(n, x)| (Position::Before, n, x));
+    let after = p
+        .after
+        .iter()
+        .enumerate()
+        .map(|(n, x)| (Position::After, n, x));
     before.chain(after).collect()
+}
+
+/// The key of a processor's list in a configuration.
+fn list_name(position: Position) -> &'static str {
+    match position {
+        Position::Before => "before",
+        Position::Main | Position::After => "after",
+    }
 }
 
 /// The job a processor runs as: its known component (its image at the definition's tag),
@@ -199,62 +220,84 @@ fn processor_job(job: &JobFile, p: &Processor) -> Result<JobFile, JobError> {
     })
 }
 
-/// The `config.json` of a processor, decrypted: its parameters are part of the job's
-/// configuration (encrypted for the job's component), its image parameters its own.
-pub(super) fn open_config(
-    vault: &mut Vault,
-    job: &JobFile,
-    stage: &Stage<'_>,
-) -> Result<Value, JobError> {
-    let mut config = vault.open_config(job, &stage.job.configuration, &Map::new())?;
-    let own = &stage.job.component.image_parameters;
-    let mut opened = vault.open_config(&stage.job, &Configuration::default(), own)?;
-    if let (Value::Object(map), Value::Object(o)) = (&mut config, &mut opened)
-        && let Some(params) = o.remove("image_parameters")
-    {
-        map.insert("image_parameters".to_owned(), params);
-    }
-    Ok(config)
-}
-
-/// Gives image `to` of the job a data folder whose `in/` is what image `from` left in
-/// `out/`, and removes image `from`'s directories. Its container must be gone.
+/// Gives image `to` of the job a data folder whose `in/` is what image `from` (component
+/// `id`) left in `out/`, and removes image `from`'s directories. Its container must be gone.
 pub(super) fn pass_on(
     jobdir: &JobDir,
-    from: usize,
+    (from, id): (usize, &str),
     data: &Path,
     to: usize,
 ) -> Result<ImageDir, JobError> {
     let next = jobdir.image_dir(to).map_err(JobError::Workdir)?;
-    move_out_to_in(data, &next.data).map_err(JobError::Workdir)?;
+    move_out_to_in(data, &next.data, id)?;
     jobdir.remove_image(from).map_err(JobError::Workdir)?;
     Ok(next)
 }
 
-/// `from/out` becomes `to/in`, without the state the image left, with the folders of
-/// contract §1 there. An `out` that is not a directory (the image replaced it) passes
-/// nothing on.
-fn move_out_to_in(from: &Path, to: &Path) -> io::Result<()> {
-    let out = from.join("out");
-    let into = to.join("in");
+/// The state files an image may leave in `out/`: never passed on.
+const STATE_FILES: [&str; 2] = ["state.json", "state.yml"];
+
+/// `from/out` becomes `to/in`, without the state the image (component `id`) left, with the
+/// folders of contract §1 there. An `out` that is not a directory (the image replaced it)
+/// passes nothing on; one holding anything but regular files and directories is refused.
+fn move_out_to_in(from: &Path, to: &Path, id: &str) -> Result<(), JobError> {
+    let confined = |e| JobError::Mapping(MappingError::Confined(e));
+    let data = confined::Dir::open(from).map_err(confined)?;
     // Not followed: a link the image left must not take berth elsewhere on the host.
-    if !fs::symlink_metadata(&out).is_ok_and(|m| m.is_dir()) {
-        tracing::warn!("the image left no out/ folder: the next one gets an empty in/");
-        return Ok(());
-    }
-    crate::util::remove_tree(&into)?;
-    fs::rename(&out, &into)?;
-    // Only the component's state is read, right after it ran; nobody else's is passed on.
-    for state in ["state.json", "state.yml"] {
-        match fs::remove_file(into.join(state)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
+    match data.kind_of("out") {
+        Ok(Kind::Dir) => {}
+        Err(e) if !e.is_not_found() => return Err(confined(e)),
+        Ok(_) | Err(_) => {
+            tracing::warn!("the image left no out/ folder: the next one gets an empty in/");
+            return Ok(());
         }
+    }
+    check_passable(&data.open_dir("out").map_err(confined)?, id, 0)?;
+    let (out, into) = (from.join("out"), to.join("in"));
+    let moved = crate::util::remove_tree(&into).and_then(|()| fs::rename(&out, &into));
+    moved.map_err(JobError::Workdir)?;
+    // Only the component's state is read, right after it ran; nobody else's is passed on.
+    for state in STATE_FILES {
+        crate::util::remove_tree(&into.join(state)).map_err(JobError::Workdir)?;
     }
     for sub in ["tables", "files", "user"] {
         let path = into.join(sub);
         if fs::symlink_metadata(&path).is_err() {
-            fs::create_dir(&path)?;
+            fs::create_dir(&path).map_err(JobError::Workdir)?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses what component `id` left in `dir` (its `out/`, `depth` levels down) that is not
+/// a regular file or a directory. A link would make the next image read where it points
+/// (`in/tables/t.csv` → `/data/config.json`: the next image's own secrets, written to
+/// storage as a table); a FIFO blocks whoever reads it.
+fn check_passable(dir: &confined::Dir, id: &str, depth: usize) -> Result<(), JobError> {
+    let refuse = |path: &Path, what: &str| {
+        JobError::Mapping(MappingError::User(format!(
+            "{id} left {}, {what}: only regular files and directories pass to the next image",
+            path.display()
+        )))
+    };
+    let confined = |e| JobError::Mapping(MappingError::Confined(e));
+    for entry in dir.entries().map_err(confined)? {
+        let shown = dir.shown(&entry.name);
+        match entry.kind {
+            // Removed, not passed on, whatever they are.
+            _ if depth == 0 && STATE_FILES.iter().any(|s| entry.name == *s) => {}
+            Kind::File => {}
+            Kind::Dir if depth >= MAX_DEPTH => {
+                return Err(refuse(
+                    &shown,
+                    &format!("nested deeper than {MAX_DEPTH} directories"),
+                ));
+            }
+            Kind::Dir => {
+                let sub = dir.open_dir(&entry.name).map_err(confined)?;
+                check_passable(&sub, id, depth + 1)?;
+            }
+            kind => return Err(refuse(&shown, &kind.to_string())),
         }
     }
     Ok(())
@@ -277,7 +320,7 @@ mod tests {
         fs::write(from.join("out/state.json"), "{}").unwrap();
         fs::write(from.join("out/usage.json"), "[]").unwrap();
         fs::write(to.join("in/tables/old.csv"), "x").unwrap();
-        move_out_to_in(&from, &to).unwrap();
+        move_out_to_in(&from, &to, "acme.p").unwrap();
         assert_eq!(
             fs::read_to_string(to.join("in/tables/t.csv")).unwrap(),
             "a\n1\n"
@@ -299,13 +342,49 @@ mod tests {
         }
         fs::write(elsewhere.join("state.json"), "keep").unwrap();
         std::os::unix::fs::symlink(&elsewhere, from.join("out")).unwrap();
-        move_out_to_in(&from, &to).unwrap();
+        move_out_to_in(&from, &to, "acme.p").unwrap();
         assert_eq!(
             fs::read_to_string(elsewhere.join("state.json")).unwrap(),
             "keep"
         );
         assert!(to.join("in/tables").is_dir());
         assert!(!to.join("in").is_symlink());
+    }
+
+    #[test]
+    fn links_fifos_and_devices_in_out_are_refused_naming_them() {
+        let d = tempfile::tempdir().unwrap();
+        let (from, to) = (d.path().join("a"), d.path().join("b"));
+        fs::create_dir_all(from.join("out/tables/deep")).unwrap();
+        fs::create_dir_all(to.join("in")).unwrap();
+        let link = from.join("out/tables/deep/t.csv");
+        std::os::unix::fs::symlink("/data/config.json", &link).unwrap();
+        let e = move_out_to_in(&from, &to, "acme.p").unwrap_err();
+        assert_eq!(e.class(), crate::contract::ErrorClass::User);
+        assert_eq!(
+            e.to_string(),
+            "acme.p left out/tables/deep/t.csv, a symlink: only regular files and \
+             directories pass to the next image"
+        );
+        assert!(
+            from.join("out").is_dir() && !to.join("in/tables").exists(),
+            "moved"
+        );
+        fs::remove_file(&link).unwrap();
+        let fifo = from.join("out/pipe");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = move_out_to_in(&from, &to, "acme.p")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("acme.p left out/pipe, a FIFO: "), "{e}");
+        // State files are dropped whatever they are, never looked into.
+        fs::remove_file(&fifo).unwrap();
+        std::os::unix::fs::symlink("/etc/shadow", from.join("out/state.json")).unwrap();
+        fs::create_dir_all(from.join("out/state.yml/x")).unwrap();
+        move_out_to_in(&from, &to, "acme.p").unwrap();
+        assert!(to.join("in/tables/deep").is_dir());
+        assert!(fs::symlink_metadata(to.join("in/state.json")).is_err());
+        assert!(fs::symlink_metadata(to.join("in/state.yml")).is_err());
     }
 
     fn job(text: &str) -> JobFile {

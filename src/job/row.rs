@@ -28,6 +28,7 @@ use crate::image::{PulledImage, RootfsView, ViewDirs};
 use crate::mapping::InputState;
 use crate::mapping::input::InputReport;
 use crate::mapping::output::{OutputContext, StagedOutputs};
+use crate::runtime::output::DROPPED;
 use crate::runtime::{self, Network, RunOutcome, RunRequest};
 use crate::secrets::Masker;
 use crate::storage::StateKey;
@@ -41,6 +42,8 @@ pub(super) struct RowContext<'a> {
     pub ids: Option<IdMap>,
     pub home: &'a Home,
     pub jobdir: &'a JobDir,
+    /// The job's id: its record's key in storage, `KBC_RUNID`, the `runId` tag of its files.
+    pub job_id: &'a str,
     /// What `berth ps` reads about the job: updated as each container starts.
     pub running: &'a super::running::RunningNote,
     pub job: &'a JobFile,
@@ -71,6 +74,9 @@ pub(super) struct RowEnd {
     pub verdict: Verdict,
     pub outputs: StagedOutputs,
     pub state: Option<(StateKey, Option<Value>)>,
+    /// The version of the stored state the row started from: a new state is committed only
+    /// if it is still current.
+    pub state_version: u64,
 }
 
 /// Where a row starts: the first image's data folder with the inputs staged, each image's
@@ -88,6 +94,8 @@ struct RowStart {
     key: Option<StateKey>,
     /// The stored state, its secrets decrypted (to tell whether the new one differs).
     previous: Option<Value>,
+    /// Its version.
+    state_version: u64,
     input_state: InputState,
     /// Input files to tag once the job succeeds (`processed_tags`).
     processed_tags: Vec<(u64, Vec<String>)>,
@@ -147,7 +155,8 @@ impl RowRun<'_> {
             } = ran;
             container.delete()?;
             view.release()?;
-            dir = processors::pass_on(self.ctx.jobdir, step.n, &dir.data, step.n + 1)?;
+            let from = (step.n, stage.id());
+            dir = processors::pass_on(self.ctx.jobdir, from, &dir.data, step.n + 1)?;
         }
         Err(JobError::Contract("a row has no image to run".to_owned()))
     }
@@ -194,6 +203,7 @@ impl RowRun<'_> {
             verdict,
             outputs,
             state,
+            state_version: start.state_version,
         })
     }
 
@@ -213,16 +223,18 @@ impl RowRun<'_> {
         if !stage.is_main() {
             tracing::info!("running processor {}", stage.id());
         }
-        // Lines come whole from the runtime, so a secret split across two reads of the
-        // pipe is whole again here.
+        // The lines are masked as one stream: a secret across lines (a PEM key) is hidden
+        // whole, and so is one split across two reads of the pipe.
         let masker = vault.masker();
-        let mut masked = |line: &str| on_line(&masker.mask(line));
+        let mut lines = masker.lines();
         self.ctx.running.update(|r| {
             r.row = self.row_id.map(str::to_owned);
             r.image.clone_from(&self.ctx.image.reference);
             r.container = Some(self.ctx.jobdir.container_id(self.n));
         });
-        let mut container = self.start(dir, user, view.root(), &mut masked)?;
+        let started = self.start(dir, user, view.root(), &mut |l| lines.push(l, on_line));
+        lines.finish(on_line);
+        let mut container = started?;
         mask_outcome(&mut container.outcome, &masker);
         let code = container.outcome.status.code();
         progress.exit_code = Some(code);
@@ -251,7 +263,8 @@ impl RowRun<'_> {
 
     /// How the image's end is the job's: a processor's failure names the processor.
     fn verdict(&self, stage: &Stage<'_>, outcome: &RunOutcome) -> Verdict {
-        let mut verdict = verdict::classify(self.ctx.job, outcome);
+        let ceiling = self.ctx.svc.host.memory_ceiling();
+        let mut verdict = verdict::classify(self.ctx.job, outcome, ceiling.as_ref());
         if let Some(name) = self.ctx.action.filter(|_| outcome.timed_out) {
             // An action has a timeout of its own.
             verdict.message = format!(
@@ -277,13 +290,21 @@ impl RowRun<'_> {
         progress: &mut Progress,
     ) -> Result<(ImageDir, RowStart), JobError> {
         let ctx = self.ctx;
-        let mut configs = Vec::with_capacity(chain.len());
+        let mut own = Vec::with_capacity(chain.len());
         for stage in chain {
-            configs.push(if stage.is_main() {
-                let own = &ctx.job.component.image_parameters;
-                with_action(vault.open_config(ctx.job, self.config, own)?, ctx.action)
-            } else {
-                processors::open_config(vault, ctx.job, stage)?
+            own.push(vault.open_image_parameters(&stage.job)?);
+        }
+        // No configuration of the row may carry an image-parameter secret of any image.
+        let forbidden: Vec<String> = own.iter().flat_map(|p| p.secrets.clone()).collect();
+        let mut configs = Vec::with_capacity(chain.len());
+        for (stage, own) in chain.iter().zip(own) {
+            // A processor's parameters are part of the job's configuration: encrypted for,
+            // and decrypted as, the job's component.
+            let config = stage.config(self.config);
+            let json = vault.open_config(ctx.job, config, own, &forbidden, &stage.at)?;
+            configs.push(match stage.is_main() {
+                true => with_action(json, ctx.action),
+                false => json,
             });
         }
         let dir = ctx.jobdir.image_dir(self.n).map_err(JobError::Workdir)?;
@@ -305,6 +326,7 @@ impl RowRun<'_> {
             state_at_end: false,
             key: start.key,
             previous: start.previous,
+            state_version: start.version,
             input_state: staged.state,
             processed_tags: staged.processed_tags,
         };
@@ -390,12 +412,16 @@ impl RowRun<'_> {
         let ctx = self.ctx;
         let job = ctx.job;
         let container_id = ctx.jobdir.container_id(self.n);
-        let cgroups_path = runtime::cgroups_path(&ctx.svc.host.cgroup_parent(), &container_id)?;
+        let cgroups_path = ctx
+            .svc
+            .host
+            .container_cgroup(&container_id)
+            .map_err(runtime::RuntimeError::Host)?;
         let stack_id = stack_id();
         let env = config_file::environment(&RunIdentity {
             job,
             config: self.config,
-            run_id: &ctx.jobdir.id,
+            run_id: ctx.job_id,
             component_id: &job.component.id,
             row_id: self.row_id,
             debug: ctx.debug,
@@ -406,7 +432,7 @@ impl RowRun<'_> {
             NetworkMode::None | NetworkMode::Host => None,
         };
         let limits = Limits {
-            memory_bytes: job.component.memory.0,
+            memory_bytes: verdict::memory_limit(job, ctx.svc.host.memory_ceiling().as_ref()).0,
             cpus: job.component.cpus,
             pids: crate::contract::job::DEFAULT_PIDS,
         };
@@ -489,9 +515,10 @@ impl RowRun<'_> {
         let Some(keep) = self.ctx.keep_outputs else {
             return Ok(());
         };
-        let dst = crate::mapping::keep::keep_dir(keep, self.row_id, self.ctx.multiple_rows)?;
-        let n = crate::mapping::keep::export_outputs(&dir.data.join("out"), &dst)?;
-        tracing::info!("kept {n} output files in {}", dst.display());
+        use crate::mapping::keep;
+        let dst = keep::open_keep_dir(keep, self.row_id, self.ctx.multiple_rows)?;
+        let n = keep::export_outputs(&dir.data.join("out"), &dst)?;
+        tracing::info!("kept {n} output files in {}", dst.path().display());
         Ok(())
     }
 
@@ -549,7 +576,7 @@ impl RowRun<'_> {
             component_id: &ctx.job.component.id,
             config_id: ctx.job.config_id.as_deref(),
             row_id: self.row_id,
-            run_id: &ctx.jobdir.id,
+            run_id: ctx.job_id,
             component_default_bucket: ctx.job.component.default_bucket,
         };
         let mapping = self
@@ -605,8 +632,17 @@ fn usage(measured: &crate::host::CgroupUsage, out: &Path) -> Usage {
 
 /// Hides the secrets in what the job keeps of the component's output for its message.
 fn mask_outcome(outcome: &mut RunOutcome, masker: &Masker) {
-    outcome.stderr = masker.mask(&outcome.stderr).into_owned();
-    outcome.stdout_tail = masker.mask(&outcome.stdout_tail).into_owned();
+    outcome.stderr = mask_kept(&outcome.stderr, masker);
+    outcome.stdout_tail = mask_kept(&outcome.stdout_tail, masker);
+}
+
+/// What the runtime kept of an output, masked: when its start was dropped, it may start
+/// inside a secret, whose end is hidden too.
+fn mask_kept(text: &str, masker: &Masker) -> String {
+    match text.strip_prefix(DROPPED) {
+        Some(rest) => format!("{DROPPED}{}", masker.mask_cut(rest)),
+        None => masker.mask(text).into_owned(),
+    }
 }
 
 /// The state to save, its `#` values encrypted.
@@ -724,6 +760,8 @@ pub(super) fn stage_inputs(
 pub(super) struct StartState {
     pub key: Option<StateKey>,
     pub previous: Option<Value>,
+    /// The stored state's version (0: never written).
+    pub version: u64,
     pub component: Value,
     pub storage: crate::mapping::StorageState,
 }
@@ -740,16 +778,18 @@ pub(super) fn start_state(
         config: config.clone(),
         row: row_id.map(str::to_owned),
     });
-    let previous = match &key {
-        Some(k) => storage.get()?.state(k)?,
-        None => None,
+    let stored = match &key {
+        Some(k) => storage.get()?.read_state(k)?,
+        None => crate::storage::StoredState::default(),
     };
+    let (previous, version) = (stored.value, stored.version);
     let (mut component, storage_state) = state::split(previous.clone());
     vault.open_state(&mut component, job)?;
     let previous = previous.map(|p| state::with_component(p, &component));
     Ok(StartState {
         key,
         previous,
+        version,
         component,
         storage: storage_state,
     })
@@ -760,6 +800,7 @@ fn no_state() -> StartState {
     StartState {
         key: None,
         previous: None,
+        version: 0,
         component: Value::Object(serde_json::Map::new()),
         storage: crate::mapping::StorageState::default(),
     }
@@ -816,5 +857,26 @@ fn stack_id() -> Option<String> {
         Ok(s) if s.is_empty() => None,
         Ok(s) => Some(s),
         Err(_) => Some(config_file::DEFAULT_STACK_ID.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::output::Tail;
+
+    #[test]
+    fn a_kept_output_cut_inside_a_secret_shows_no_part_of_it() {
+        let secret = "line-one-of-the-key\nline-two-of-the-key\nend";
+        let mut masker = Masker::default();
+        masker.add(secret);
+        // 20 bytes kept: the cut falls inside the secret's second line.
+        let mut tail = Tail::new(20);
+        tail.push(format!("x {secret}").as_bytes());
+        tail.push(b" done");
+        let kept = tail.into_string();
+        assert!(kept.starts_with(DROPPED) && kept.contains("key"), "{kept}");
+        assert_eq!(mask_kept(&kept, &masker), format!("{DROPPED}[hidden] done"));
+        assert_eq!(mask_kept(&format!("x {secret}"), &masker), "x [hidden]");
     }
 }

@@ -347,7 +347,7 @@ mod tests {
     /// `flock DIR sleep 60`: a process (util-linux's flock) that holds the lock of `dir`,
     /// once it does.
     fn lock_holder(dir: &Path) -> std::process::Child {
-        let child = std::process::Command::new("flock")
+        let mut child = std::process::Command::new("flock")
             .arg(dir)
             .args(["sleep", "60"])
             .spawn()
@@ -364,6 +364,8 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        child.kill().unwrap();
+        child.wait().unwrap();
         panic!("flock never took the lock of {}", dir.display());
     }
 

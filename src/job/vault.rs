@@ -16,12 +16,28 @@ use crate::contract::config_file;
 use crate::contract::{Configuration, JobFile};
 use crate::secrets::{self, Ids, Keyring, MIN_MASKED_CHARS, Masker, Scope, SecretsError};
 
+/// An image's `image_parameters`, decrypted, and the secrets among them.
+#[derive(Default)]
+pub(super) struct ImageParameters {
+    pub value: Value,
+    pub secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for ImageParameters {
+    // Never the secrets themselves.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ImageParameters({} secrets)", self.secrets.len())
+    }
+}
+
 /// The keys (once read) and every secret the job has decrypted so far.
 #[derive(Debug)]
 pub(super) struct Vault {
     key_file: PathBuf,
     ring: Option<Keyring>,
     masker: Masker,
+    /// The store is shared by several hosts: the key file must be installed, never made.
+    shared: bool,
 }
 
 impl Vault {
@@ -30,6 +46,15 @@ impl Vault {
             key_file,
             ring: None,
             masker: Masker::default(),
+            shared: false,
+        }
+    }
+
+    /// The vault of a job whose store is shared (`true`) by several hosts.
+    pub fn for_store(key_file: PathBuf, shared: bool) -> Vault {
+        Vault {
+            shared,
+            ..Vault::new(key_file)
         }
     }
 
@@ -43,21 +68,33 @@ impl Vault {
         self.masker.clone()
     }
 
-    /// The `config.json` of a row, decrypted; refused when it holds one of the component's
-    /// own image-parameter secrets.
+    /// The image parameters of `job`'s component, decrypted for that component, with the
+    /// secrets they hold.
+    pub fn open_image_parameters(&mut self, job: &JobFile) -> Result<ImageParameters, JobError> {
+        let mut value = Value::Object(job.component.image_parameters.clone());
+        let secrets = self.open(&mut value, "component.image_parameters", job)?;
+        Ok(ImageParameters { value, secrets })
+    }
+
+    /// The `config.json` of an image: `config` decrypted for `job` (the configuration's
+    /// owner), with the image's own decrypted `image_parameters`. Refused when a `#` value
+    /// of `config` is one of `forbidden`, the image-parameter secrets of every image of
+    /// the row: a configuration could otherwise hand them to an image that prints them.
+    /// `at` is where `config` sits in the job's configuration (`processors.after[0].`),
+    /// for the refusal's path.
     pub fn open_config(
         &mut self,
         job: &JobFile,
         config: &Configuration,
-        image_parameters: &Map<String, Value>,
+        image_parameters: ImageParameters,
+        forbidden: &[String],
+        at: &str,
     ) -> Result<Value, JobError> {
-        let mut params = Value::Object(image_parameters.clone());
-        let component_secrets = self.open(&mut params, "component.image_parameters", job)?;
         let mut json = config_file::config_json(config, &Map::new(), "run");
         self.open(&mut json, "configuration", job)?;
-        secrets::refuse_copied(&json, &component_secrets)?;
+        secrets::refuse_copied(&json, forbidden, at)?;
         if let Value::Object(map) = &mut json {
-            map.insert("image_parameters".to_owned(), params);
+            map.insert("image_parameters".to_owned(), image_parameters.value);
         }
         Ok(json)
     }
@@ -117,6 +154,7 @@ impl Vault {
     fn keys(&mut self, create: bool) -> Result<&Keyring, SecretsError> {
         let ring = match self.ring.take() {
             Some(r) if !(create && r.is_empty()) => r,
+            _ if self.shared => Keyring::load_existing(&self.key_file)?,
             _ if create => Keyring::load_or_create(&self.key_file)?,
             _ => Keyring::load(&self.key_file)?,
         };
@@ -189,6 +227,29 @@ mod tests {
     }
 
     #[test]
+    fn with_a_shared_store_no_key_is_made_and_the_error_says_how_to_install_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("secrets/keys.json");
+        let job = job("acme.a");
+        let mut vault = Vault::for_store(key_file.clone(), true);
+        let mut written = json!({"#refresh": "rotating-token"});
+        let e = vault.seal_state(&mut written, &job).unwrap_err();
+        assert!(
+            !key_file.exists(),
+            "a key was made on a host of a shared store"
+        );
+        assert_eq!(e.class(), crate::contract::ErrorClass::Internal);
+        let msg = crate::util::chain(&e);
+        assert!(msg.contains("this host uses a shared store"), "{msg}");
+        assert!(msg.contains(&key_file.display().to_string()), "{msg}");
+        // Installed, it is used.
+        Keyring::load_or_create(&key_file).unwrap();
+        let mut vault = Vault::for_store(key_file, true);
+        vault.seal_state(&mut written, &job).unwrap();
+        assert!(written["#refresh"].as_str().unwrap().starts_with("KBC::"));
+    }
+
+    #[test]
     fn a_job_without_ciphertexts_never_touches_the_key_file() {
         let dir = tempfile::tempdir().unwrap();
         // A key file nobody may use: reading it would fail the job.
@@ -198,7 +259,8 @@ mod tests {
         let mut vault = Vault::new(key_file);
         let config: Configuration =
             serde_json::from_value(json!({"parameters": {"#plain": "plain-secret"}})).unwrap();
-        let json = vault.open_config(&job, &config, &Map::new()).unwrap();
+        let params = vault.open_image_parameters(&job).unwrap();
+        let json = vault.open_config(&job, &config, params, &[], "").unwrap();
         assert_eq!(json["parameters"]["#plain"], "plain-secret");
         assert_eq!(vault.mask("x plain-secret"), "x [hidden]");
         let mut state = json!({"n": 1});

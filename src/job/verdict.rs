@@ -1,7 +1,9 @@
 //! How a container's end becomes the job's status (contract §7).
 
+use crate::contract::job::MemoryLimit;
 use crate::contract::result::Status;
 use crate::contract::{ErrorClass, JobFile, truncate_message};
+use crate::host::nest::Ceiling;
 use crate::runtime::RunOutcome;
 
 /// How the job ended, when it got to run its containers.
@@ -34,8 +36,29 @@ impl Verdict {
     }
 }
 
-/// Turns how the container ended into the job's status.
-pub fn classify(job: &JobFile, run: &RunOutcome) -> Verdict {
+/// The memory limit the component's cgroup gets: its own, or the lower one of a cgroup
+/// above it (a Slurm job's `--mem`, a systemd unit's `MemoryMax`), which would strike first.
+pub fn memory_limit(job: &JobFile, ceiling: Option<&Ceiling>) -> MemoryLimit {
+    let own = job.component.memory.0;
+    MemoryLimit(ceiling.map_or(own, |c| c.bytes.min(own)))
+}
+
+/// The limit as an OOM message names it, with where it came from when it is not the
+/// component's own.
+fn limit_words(job: &JobFile, ceiling: Option<&Ceiling>) -> String {
+    let limit = memory_limit(job, ceiling);
+    match ceiling.filter(|c| c.bytes < job.component.memory.0) {
+        Some(c) => format!(
+            "limit {limit}, lowered from the component's {} by cgroup {}",
+            job.component.memory, c.cgroup
+        ),
+        None => format!("limit {limit}"),
+    }
+}
+
+/// Turns how the container ended into the job's status. `ceiling`: a memory limit above
+/// the component's cgroup (see [`memory_limit`]).
+pub fn classify(job: &JobFile, run: &RunOutcome, ceiling: Option<&Ceiling>) -> Verdict {
     let id = &job.component.id;
     let code = run.status.code();
     if run.interrupted {
@@ -64,16 +87,16 @@ pub fn classify(job: &JobFile, run: &RunOutcome) -> Verdict {
         return Verdict::error(ErrorClass::User, message);
     }
     if code != 0 && run.oom_killed {
-        let limit = job.component.memory;
-        let message = format!("component {id} ran out of memory (limit {limit})");
+        let limit = limit_words(job, ceiling);
+        let message = format!("component {id} ran out of memory ({limit})");
         return Verdict::error(ErrorClass::User, message);
     }
     // SIGKILL from nobody berth knows of: where the cgroup cannot say, the original
     // runner's reading (the OOM killer) is the likely one.
     if code == 137 && !run.oom_known {
-        let limit = job.component.memory;
+        let limit = limit_words(job, ceiling);
         let message = format!(
-            "component {id} was killed (exit 137), most likely out of memory (limit {limit}); \
+            "component {id} was killed (exit 137), most likely out of memory ({limit}); \
              this host has no memory cgroup to tell"
         );
         return Verdict::error(ErrorClass::User, message);
@@ -160,13 +183,13 @@ mod tests {
     fn exit_codes_map_to_classes() {
         let j = job();
         assert_eq!(
-            classify(&j, &outcome(ExitStatus::Code(0))).status,
+            classify(&j, &outcome(ExitStatus::Code(0)), None).status,
             Status::Success
         );
         let mut o = outcome(ExitStatus::Code(1));
         o.stdout_tail = "bad config".to_owned();
         assert_eq!(
-            parts(classify(&j, &o)),
+            parts(classify(&j, &o, None)),
             (
                 Status::Error,
                 Some(ErrorClass::User),
@@ -174,15 +197,15 @@ mod tests {
             )
         );
         o.stderr = "real reason\n".to_owned();
-        assert_eq!(classify(&j, &o).message, "real reason");
+        assert_eq!(classify(&j, &o, None).message, "real reason");
         assert_eq!(
-            classify(&j, &outcome(ExitStatus::Code(1))).message,
+            classify(&j, &outcome(ExitStatus::Code(1)), None).message,
             "No error message."
         );
-        let (_, class, msg) = parts(classify(&j, &outcome(ExitStatus::Code(3))));
+        let (_, class, msg) = parts(classify(&j, &outcome(ExitStatus::Code(3)), None));
         assert_eq!(class, Some(ErrorClass::Application));
         assert!(msg.contains("exit code 3"), "{msg}");
-        let (_, class, msg) = parts(classify(&j, &outcome(ExitStatus::Signal(11))));
+        let (_, class, msg) = parts(classify(&j, &outcome(ExitStatus::Signal(11)), None));
         assert_eq!(class, Some(ErrorClass::Application));
         assert!(msg.contains("exit code 139"), "{msg}");
     }
@@ -198,7 +221,7 @@ mod tests {
             written: 51_000_000,
             too_deep: false,
         });
-        let (_, class, msg) = parts(classify(&j, &o));
+        let (_, class, msg) = parts(classify(&j, &o, None));
         assert_eq!(class, Some(ErrorClass::User));
         assert_eq!(
             msg,
@@ -207,12 +230,16 @@ mod tests {
         );
         // Also when it exited on its own, having written too much just before.
         o.status = ExitStatus::Code(0);
-        assert_eq!(classify(&j, &o).class, Some(ErrorClass::User));
+        assert_eq!(classify(&j, &o, None).class, Some(ErrorClass::User));
         o.disk_exceeded = Some(crate::runtime::DiskExceeded {
             written: 0,
             too_deep: true,
         });
-        assert!(classify(&j, &o).message.contains("deeper than 256 levels"));
+        assert!(
+            classify(&j, &o, None)
+                .message
+                .contains("deeper than 256 levels")
+        );
     }
 
     #[test]
@@ -220,7 +247,7 @@ mod tests {
         let j = job();
         let mut o = outcome(ExitStatus::Signal(9));
         o.timed_out = true;
-        let (_, class, msg) = parts(classify(&j, &o));
+        let (_, class, msg) = parts(classify(&j, &o, None));
         assert_eq!(class, Some(ErrorClass::User));
         assert_eq!(
             msg,
@@ -228,20 +255,47 @@ mod tests {
         );
         let mut o = outcome(ExitStatus::Signal(9));
         o.oom_killed = true;
-        let (_, class, msg) = parts(classify(&j, &o));
+        let (_, class, msg) = parts(classify(&j, &o, None));
         assert_eq!(class, Some(ErrorClass::User));
         assert_eq!(msg, "component acme.hello ran out of memory (limit 256m)");
         // Exit 137 the cgroup explains otherwise is the component's own failure; where no
         // cgroup can say, it reads as out of memory, as in the original runner.
         let o = outcome(ExitStatus::Signal(9));
-        assert_eq!(classify(&j, &o).class, Some(ErrorClass::Application));
+        assert_eq!(classify(&j, &o, None).class, Some(ErrorClass::Application));
         let mut o = outcome(ExitStatus::Code(137));
         o.oom_known = false;
-        let (_, class, msg) = parts(classify(&j, &o));
+        let (_, class, msg) = parts(classify(&j, &o, None));
         assert_eq!(class, Some(ErrorClass::User));
         assert!(
             msg.contains("most likely out of memory (limit 256m)"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn an_oom_under_a_lower_parent_limit_names_the_effective_limit() {
+        let j = job();
+        let ceiling = Ceiling {
+            bytes: 100_000_000,
+            cgroup: "/slurm_n1/uid_0/job_7".into(),
+        };
+        assert_eq!(memory_limit(&j, Some(&ceiling)), MemoryLimit(100_000_000));
+        let mut o = outcome(ExitStatus::Signal(9));
+        o.oom_killed = true;
+        let (_, class, msg) = parts(classify(&j, &o, Some(&ceiling)));
+        assert_eq!(class, Some(ErrorClass::User));
+        assert_eq!(
+            msg,
+            "component acme.hello ran out of memory (limit 100m, lowered from the \
+             component's 256m by cgroup /slurm_n1/uid_0/job_7)"
+        );
+        // A higher limit above changes nothing.
+        let high = Ceiling {
+            bytes: 1_000_000_000,
+            cgroup: "/x".into(),
+        };
+        assert_eq!(memory_limit(&j, Some(&high)), MemoryLimit(256_000_000));
+        let (_, _, msg) = parts(classify(&j, &o, Some(&high)));
+        assert_eq!(msg, "component acme.hello ran out of memory (limit 256m)");
     }
 }

@@ -123,31 +123,28 @@ pub struct JobDir {
 
 impl JobDir {
     pub fn create(home: &Home) -> io::Result<JobDir> {
-        JobDir::create_as(home, &new_id())
+        JobDir::create_as(home, None)
     }
 
-    /// A job directory named `id` (from [`new_id`]: chosen before the job pulls, so that
-    /// every line it logs can name it).
-    pub fn create_as(home: &Home, id: &str) -> io::Result<JobDir> {
-        crate::util::plain_name(id).map_err(|reason| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("job id {id:?}: {reason}"),
-            )
-        })?;
+    /// A job directory named `preferred` (from [`new_id`]: chosen before the job pulls, so
+    /// that every line it logs can name it) unless that name cannot be claimed (see
+    /// [`claim_new`]); a new name otherwise.
+    pub fn create_as(home: &Home, preferred: Option<&str>) -> io::Result<JobDir> {
+        if let Some(id) = preferred {
+            crate::util::plain_name(id).map_err(|reason| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("job id {id:?}: {reason}"),
+                )
+            })?;
+        }
         let jobs = home.jobs();
         fs::create_dir_all(&jobs)?;
         set_mode(&jobs, TRAVERSE)?;
         fs::create_dir_all(home.state_root())?;
         fs::create_dir_all(home.bundles())?;
         set_mode(&home.bundles(), TRAVERSE)?;
-        let id = id.to_owned();
-        let dir = jobs.join(&id);
-        let new = jobs.join(format!("{NEW_PREFIX}{id}"));
-        mkdir(&new, TRAVERSE)?;
-        let lock = Flock::lock(File::open(&new)?, FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, e)| io::Error::from(e))?;
-        fs::rename(&new, &dir)?;
+        let (id, dir, lock) = claim_new(&jobs, preferred)?;
         Ok(JobDir {
             id,
             dir,
@@ -250,6 +247,45 @@ pub fn new_id() -> String {
     crate::util::random_hex(6)
 }
 
+/// Creates a job directory, locked before it gets its name: as `.new-<id>`, locked, then
+/// renamed to `<id>`. A sweep removes a `.new-` directory only once it is old and its lock
+/// could be taken; should one have done so before this berth locked it (a berth stopped
+/// for that long), the lock or the rename fails and another id is tried: a directory by a
+/// job's name is always held by its berth. The first name tried is `preferred`, if given.
+fn claim_new(jobs: &Path, preferred: Option<&str>) -> io::Result<(String, PathBuf, Flock<File>)> {
+    let mut last = None;
+    for attempt in 0..CLAIM_ATTEMPTS {
+        let id = match preferred.filter(|_| attempt == 0) {
+            Some(id) => id.to_owned(),
+            None => new_id(),
+        };
+        let new = jobs.join(format!("{NEW_PREFIX}{id}"));
+        let dir = jobs.join(&id);
+        mkdir(&new, TRAVERSE)?;
+        let locked = File::open(&new).and_then(|f| {
+            Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| io::Error::from(e))
+        });
+        let claimed = locked.and_then(|lock| fs::rename(&new, &dir).map(|()| lock));
+        match claimed {
+            Ok(lock) => return Ok((id, dir, lock)),
+            // Taken by a sweep: it is removing the directory, or has removed it.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no job directory could be claimed")))
+}
+
+/// How many ids [`claim_new`] tries before giving up.
+const CLAIM_ATTEMPTS: usize = 8;
+
 /// Directories the container's root must pass through to reach its rootfs and the sources
 /// of its bind mounts: from its user namespace it is nobody on the host, so it needs the
 /// search bit for others. Nobody can list them (Docker's userns-remap does the same with
@@ -313,25 +349,62 @@ pub const NEW_PREFIX: &str = ".new-";
 /// and locking it (younger ones may be about to be locked).
 pub const NEW_DEAD_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Whether the job directory `dir` belongs to a dead berth: nobody holds its lock.
-pub fn is_dead(dir: &Path) -> bool {
+/// What a job directory says about its berth, read from its lock at the moment of asking.
+#[derive(Debug)]
+pub enum Liveness {
+    /// A berth holds its lock — or is about to: a `.new-` directory younger than
+    /// [`NEW_DEAD_AFTER`].
+    Live,
+    /// Nobody held its lock, and now the caller does: its berth is dead, and while the
+    /// caller keeps this no other sweep takes the job up.
+    Dead(Flock<File>),
+    /// No directory by that name. A job's containers are created only once its directory
+    /// is in place, and removed before it is, so what a gone job left is nobody's.
+    Gone,
+    /// It could not be opened or locked (too many open files, no permission, ...): for all
+    /// anyone knows its berth lives, and nothing of it may be removed.
+    Unknown(io::Error),
+}
+
+/// Whether the berth of the job directory `dir` lives: only a lock that could be taken (or
+/// a directory that is verifiably gone) says it does not.
+pub fn liveness(dir: &Path) -> Liveness {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let is_new = dir
         .file_name()
         .is_some_and(|n| n.to_string_lossy().starts_with(NEW_PREFIX));
     if is_new {
-        let young = fs::symlink_metadata(dir)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_none_or(|age| age < NEW_DEAD_AFTER);
-        if young {
-            return false;
+        match fs::symlink_metadata(dir).and_then(|m| m.modified()) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Liveness::Gone,
+            Err(e) => return Liveness::Unknown(e),
+            // A clock set back makes it young: kept, never removed too early.
+            Ok(t) if t.elapsed().is_ok_and(|age| age >= NEW_DEAD_AFTER) => {}
+            Ok(_) => return Liveness::Live,
         }
     }
-    let Ok(file) = File::open(dir) else {
-        return true;
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(dir);
+    let file = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Liveness::Gone,
+        Err(e) => return Liveness::Unknown(e),
     };
-    Flock::lock(file, FlockArg::LockExclusiveNonblock).is_ok()
+    let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Liveness::Live,
+        Err((_, e)) => return Liveness::Unknown(io::Error::from(e)),
+    };
+    // Its berth may have removed it and let go between the open and the lock: then the
+    // lock is on a directory no longer there.
+    let held = lock.metadata().map(|m| (m.dev(), m.ino()));
+    match (held, fs::symlink_metadata(dir).map(|m| (m.dev(), m.ino()))) {
+        (Ok(held), Ok(now)) if held == now => Liveness::Dead(lock),
+        (Ok(_), Ok(_)) => Liveness::Gone,
+        (Ok(_), Err(e)) if e.kind() == io::ErrorKind::NotFound => Liveness::Gone,
+        (Err(e), _) | (_, Err(e)) => Liveness::Unknown(e),
+    }
 }
 
 /// Hands the data folder to the container's user, so a component that does not run as
@@ -395,11 +468,52 @@ mod tests {
         let img = job.image_dir(0).unwrap();
         assert!(img.data.join("in/tables").is_dir());
         assert!(img.data.join("out/files").is_dir());
-        assert!(!is_dead(&job.dir), "our own job looks dead");
+        assert!(
+            matches!(liveness(&job.dir), Liveness::Live),
+            "our own job looks dead"
+        );
         let dir = job.dir.clone();
         job.remove().unwrap();
         assert!(!dir.exists());
-        assert!(is_dead(&dir), "a missing directory is nobody's");
+        assert!(
+            matches!(liveness(&dir), Liveness::Gone),
+            "a missing directory is nobody's"
+        );
+    }
+
+    #[test]
+    fn a_job_directory_that_cannot_be_opened_is_not_dead() {
+        use crate::util::no_fds;
+        if let Some(dir) = no_fds::child_arg() {
+            let verdict = no_fds::exhausted(|| liveness(Path::new(&dir)));
+            let Liveness::Unknown(e) = verdict else {
+                panic!("with no descriptor to spare, a live job is {verdict:?}");
+            };
+            assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "{e}");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let job = JobDir::create(&Home::new(d.path())).unwrap();
+        no_fds::run_child(
+            "job::workdir::tests::a_job_directory_that_cannot_be_opened_is_not_dead",
+            job.dir.to_str().unwrap(),
+        );
+        assert!(job.dir.is_dir());
+    }
+
+    #[test]
+    fn a_dead_job_is_held_by_whoever_claims_it() {
+        let d = tempfile::tempdir().unwrap();
+        let home = Home::new(d.path());
+        let dir = home.jobs().join("deadbeef0000");
+        fs::create_dir_all(&dir).unwrap();
+        let Liveness::Dead(claim) = liveness(&dir) else {
+            panic!("an unlocked job directory is not dead");
+        };
+        // A second sweep meanwhile sees it taken.
+        assert!(matches!(liveness(&dir), Liveness::Live));
+        drop(claim);
+        assert!(matches!(liveness(&dir), Liveness::Dead(_)));
     }
 
     #[test]

@@ -129,20 +129,15 @@ fn collect_tables(
         .collect();
     let mut staged = Vec::new();
     for (name, kind) in &listing.data {
-        let manifest: TableSettings = listing.manifest(name)?;
-        let mapped = mappings.get(name.as_str()).copied();
-        let settings = normalize(merge_table(manifest, mapped), name)?;
-        let write_always = settings.write_always.unwrap_or(false);
-        if failed && !write_always {
+        let table = Table {
+            name,
+            kind: *kind,
+            manifest: listing.manifest(name)?,
+            mapped: mappings.get(name.as_str()).copied(),
+        };
+        let Some((mut load, write_always)) = plan_table(table, ctx, default_bucket, failed)? else {
             continue;
-        }
-        if *kind == Kind::Dir && settings.columns.is_none() {
-            return Err(MappingError::User(format!(
-                "out/tables/{name} is a sliced table: its manifest or mapping must give columns"
-            )));
-        }
-        let destination = resolve_destination(name, mapped, &settings, default_bucket)?;
-        let mut load = table_load(name, destination, &settings, ctx)?;
+        };
         let staged_path = stager.stage("tables", &listing, name, *kind)?;
         load.source.paths = match kind {
             Kind::Dir => slices(&staged_path, &listing.shown(name))?,
@@ -151,6 +146,38 @@ fn collect_tables(
         staged.push(StagedTable { load, write_always });
     }
     Ok(staged)
+}
+
+/// One entry of `out/tables`, with what its manifest and the mapping say about it.
+struct Table<'a> {
+    name: &'a str,
+    kind: Kind,
+    manifest: TableSettings,
+    mapped: Option<&'a TableSettings>,
+}
+
+/// The load of `table` (without its paths, known once it is staged) and whether it is
+/// written even when the job fails; `None` when the job failed and it is not.
+fn plan_table(
+    table: Table<'_>,
+    ctx: &OutputContext<'_>,
+    default_bucket: Option<&str>,
+    failed: bool,
+) -> Result<Option<(TableLoad, bool)>, MappingError> {
+    let name = table.name;
+    let settings = normalize(merge_table(table.manifest, table.mapped), name)?;
+    let write_always = settings.write_always.unwrap_or(false);
+    if failed && !write_always {
+        return Ok(None);
+    }
+    if table.kind == Kind::Dir && settings.columns.is_none() {
+        return Err(MappingError::User(format!(
+            "out/tables/{name} is a sliced table: its manifest or mapping must give columns"
+        )));
+    }
+    let destination = resolve_destination(name, table.mapped, &settings, default_bucket)?;
+    let load = table_load(name, destination, &settings, ctx)?;
+    Ok(Some((load, write_always)))
 }
 
 /// The load of table `name` (without its paths, known once it is staged).
@@ -435,17 +462,26 @@ fn read_manifest<T: serde::de::DeserializeOwned>(
     name: &str,
 ) -> Result<T, MappingError> {
     let shown = dir.shown(name);
-    let shown = shown.display();
     let bytes = match dir.read_to_end(name, MAX_MANIFEST_BYTES) {
         Ok(b) => b,
         Err(ConfinedError::TooLarge { .. }) => {
             return Err(MappingError::User(format!(
-                "invalid manifest {shown}: larger than 16 MB"
+                "invalid manifest {}: larger than 16 MB",
+                shown.display()
             )));
         }
         Err(e) => return Err(e.into()),
     };
-    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    parse_manifest(&bytes, &shown)
+}
+
+/// Parses the manifest `bytes`, shown as `shown` in errors.
+fn parse_manifest<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    shown: &Path,
+) -> Result<T, MappingError> {
+    let shown = shown.display();
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let at = e.path().to_string();
         let inner = e.into_inner();
@@ -771,6 +807,47 @@ fn resolve_destination(
              mapping or the manifest, or a storage.output.default_bucket"
         ))),
     }
+}
+
+/// The fuzz target `output_manifest` (fuzz/): what berth makes of `bytes` written as the
+/// manifest of `out/tables/<name>` (a file, then a sliced table whose mapping repeats the
+/// manifest) and of `out/files/<name>` — the steps of
+/// [`collect_outputs`] between reading a manifest and staging its data, touching no file.
+/// The loads and tags made, or the errors, as text.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_manifest(name: &str, bytes: &[u8]) -> Vec<String> {
+    let ctx = OutputContext {
+        component_id: "fuzz.component",
+        config_id: Some("1"),
+        row_id: Some("r1"),
+        run_id: "1",
+        component_default_bucket: true,
+    };
+    let shown = Path::new("out/tables").join(format!("{name}.manifest"));
+    let mut made = Vec::new();
+    match parse_manifest::<TableSettings>(bytes, &shown) {
+        Ok(manifest) => {
+            for (kind, mapped) in [(Kind::File, None), (Kind::Dir, Some(&manifest))] {
+                let table = Table {
+                    name,
+                    kind,
+                    manifest: manifest.clone(),
+                    mapped,
+                };
+                made.push(match plan_table(table, &ctx, Some("in.c-fuzz"), false) {
+                    Ok(planned) => format!("{planned:?}"),
+                    Err(e) => e.to_string(),
+                });
+            }
+        }
+        Err(e) => made.push(e.to_string()),
+    }
+    let shown = Path::new("out/files").join(format!("{name}.manifest"));
+    match parse_manifest::<FileSettings>(bytes, &shown) {
+        Ok(settings) => made.push(file_tags(&settings, &ctx).join(",")),
+        Err(e) => made.push(e.to_string()),
+    }
+    made
 }
 
 #[cfg(test)]

@@ -189,7 +189,12 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    fn remove_orphan(&self, _state_root: &Path, id: &str) -> Result<(), RuntimeError> {
+    fn remove_orphan(
+        &self,
+        _state_root: &Path,
+        id: &str,
+        _cgroups: &[PathBuf],
+    ) -> Result<(), RuntimeError> {
         self.record(RuntimeCall::RemoveOrphan { id: id.to_owned() });
         if self.fails(Step::RemoveOrphan) {
             let source = injected("remove");

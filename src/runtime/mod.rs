@@ -9,7 +9,9 @@
 //! libcontainer's traps, and what [`Youki`] does about them (see
 //! `shared/reference/libcontainer.md`):
 //! - an empty or `/` cgroups path makes a failed build or a delete SIGKILL every process in
-//!   berth's own cgroup: only paths below `/berth/` are accepted;
+//!   berth's own cgroup: the host computes the path (below berth's own cgroup, or `/berth`,
+//!   never berth's own or one above it, see `host::nest`), and the runtime accepts only an
+//!   absolute path whose last part is the container's id;
 //! - `build()` and `start()` `chdir` the whole process: they run under one lock, and berth's
 //!   working directory is restored afterwards;
 //! - a failure between create and start leaves init blocked forever: the container is
@@ -37,7 +39,9 @@ pub use youki::Youki;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("refusing cgroups path {0:?}: it must be /berth/ID or /berth-uUID/ID")]
+    #[error(
+        "refusing cgroups path {0:?}: it must be an absolute path ending in the container's id"
+    )]
     UnsafeCgroupPath(String),
     #[error("cannot create container {id}")]
     Create {
@@ -201,29 +205,27 @@ pub trait Runtime: fmt::Debug + Send + Sync {
     fn delete(&self, id: &str) -> Result<(), RuntimeError>;
 
     /// Removes a container left behind by a berth that died: kills whatever still runs in
-    /// its cgroups and removes them and its state, even when the state is unreadable.
-    fn remove_orphan(&self, state_root: &Path, id: &str) -> Result<(), RuntimeError>;
+    /// its cgroups (`cgroups`: its directories, one per hierarchy, as the host names them)
+    /// and removes them and its state, even when the state is unreadable.
+    fn remove_orphan(
+        &self,
+        state_root: &Path,
+        id: &str,
+        cgroups: &[std::path::PathBuf],
+    ) -> Result<(), RuntimeError>;
 }
 
-/// The cgroups path of a container: `<parent>/<id>` where the parent is berth's own
-/// (`/berth`, or `/berth-u<uid>` for a rootless operator), refusing anything else.
-pub fn cgroups_path(parent: &str, id: &str) -> Result<String, RuntimeError> {
-    let path = format!("{parent}/{id}");
-    check_cgroups_path(&path)?;
-    Ok(path)
-}
-
-fn check_cgroups_path(path: &str) -> Result<(), RuntimeError> {
+/// Accepts the cgroups path of container `id` only when it is absolute, names no `.`, `..`
+/// or empty part, and ends in `id` below at least one parent: libcontainer kills every
+/// process of the cgroup it names when it removes the container.
+fn check_cgroups_path(path: &str, id: &str) -> Result<(), RuntimeError> {
     let refuse = || RuntimeError::UnsafeCgroupPath(path.to_owned());
-    let mut parts = path.strip_prefix('/').ok_or_else(refuse)?.split('/');
-    let (Some(parent), Some(id), None) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(refuse());
-    };
-    let berths = parent == "berth"
-        || parent
-            .strip_prefix("berth-u")
-            .is_some_and(|uid| !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_digit()));
-    if !berths || id.is_empty() || id == "." || id == ".." {
+    let rest = path.strip_prefix('/').ok_or_else(refuse)?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    let plain = parts
+        .iter()
+        .all(|p| !p.is_empty() && *p != "." && *p != "..");
+    if !plain || parts.last() != Some(&id) || id.is_empty() {
         return Err(refuse());
     }
     Ok(())
@@ -234,28 +236,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_cgroups_below_berth_are_accepted() {
-        assert!(check_cgroups_path("/berth/abc-1").is_ok());
-        assert!(check_cgroups_path("/berth-u1001/abc-1").is_ok());
-        assert_eq!(cgroups_path("/berth", "abc-1").unwrap(), "/berth/abc-1");
+    fn only_absolute_paths_ending_in_the_id_are_accepted() {
+        assert!(check_cgroups_path("/berth/abc-1", "abc-1").is_ok());
+        assert!(check_cgroups_path("/berth-u1001/abc-1", "abc-1").is_ok());
+        assert!(check_cgroups_path("/slurm/job_7/step_0/abc-1", "abc-1").is_ok());
+        // A view's path: the parent is every mount's top.
+        assert!(check_cgroups_path("/abc-1", "abc-1").is_ok());
         for bad in [
             "",
             "/",
             "/berth",
             "/berth/",
-            "/berth/../x",
-            "/other/x",
-            "berth/x",
-            "/berth/a/b",
-            "/berth-u/x",
-            "/berth-ux1/x",
-            "/berth-u1/..",
+            "/berth/../abc-1",
+            "/berth/./abc-1",
+            "//abc-1",
+            "berth/abc-1",
+            "/berth/abc-1/x",
+            "/berth/abc-2",
         ] {
-            assert!(check_cgroups_path(bad).is_err(), "{bad:?} accepted");
+            assert!(
+                check_cgroups_path(bad, "abc-1").is_err(),
+                "{bad:?} accepted"
+            );
         }
-        assert!(cgroups_path("/berth", "..").is_err());
-        assert!(cgroups_path("/berth", "a/b").is_err());
-        assert!(cgroups_path("/", "x").is_err());
+        assert!(check_cgroups_path("/", "").is_err());
     }
 
     #[test]

@@ -3,6 +3,8 @@
 /// The longest single line passed on (contract §8); the rest of it is dropped.
 pub const MAX_LINE_CHARS: usize = 60_000;
 const TRIMMED: &str = " [trimmed]";
+/// What a [`Tail`] starts with when it dropped the start of the output.
+pub const DROPPED: &str = "[earlier output dropped] ";
 
 /// Splits a byte stream into lines, however the reads cut it. A line longer than the limit
 /// is cut there and marked ` [trimmed]`; the rest of it, up to the next newline, is dropped.
@@ -105,7 +107,7 @@ impl Tail {
         }
         let text = String::from_utf8_lossy(&self.buf).into_owned();
         if self.dropped {
-            format!("[earlier output dropped] {text}")
+            format!("{DROPPED}{text}")
         } else {
             text
         }

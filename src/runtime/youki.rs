@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -14,7 +14,7 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::signal::Signal;
 
 use super::supervise::{self, Watched};
-use super::{RunOutcome, RunRequest, Runtime, RuntimeError, cgroups_path, check_cgroups_path};
+use super::{RunOutcome, RunRequest, Runtime, RuntimeError, check_cgroups_path};
 use crate::host::{Host, NetworkGuard};
 
 /// Where, in a container's bundle, the host keeps what connects its network.
@@ -73,6 +73,11 @@ impl<'h> Youki<'h> {
         tracing::debug!("container {} created", req.id);
         self.host.limit_cgroup(req.cgroups_path, &req.limits)?;
         let pid = live.pid()?.as_raw();
+        // Inherited by everything the component forks. Without it the OOM killer may take
+        // berth instead (its mapped binary outweighs a component that just started).
+        if let Err(e) = self.host.oom_first(pid) {
+            tracing::warn!("{}", crate::util::chain(&e));
+        }
         let scratch = req.bundle.join(NETWORK_DIR);
         live.network = self.host.attach_network(pid, req.network, &scratch)?;
         let started = live.container_mut()?.start();
@@ -92,7 +97,7 @@ impl Runtime for Youki<'_> {
         req: &RunRequest<'_>,
         on_line: &mut dyn FnMut(&str),
     ) -> Result<RunOutcome, RuntimeError> {
-        check_cgroups_path(req.cgroups_path)?;
+        check_cgroups_path(req.cgroups_path, req.id)?;
         let pipe_err = |source: std::io::Error| RuntimeError::Io {
             what: "output pipe",
             source,
@@ -147,8 +152,12 @@ impl Runtime for Youki<'_> {
         Ok(())
     }
 
-    fn remove_orphan(&self, state_root: &Path, id: &str) -> Result<(), RuntimeError> {
-        let cgroups = cgroups_path(&self.host.cgroup_parent(), id)?;
+    fn remove_orphan(
+        &self,
+        state_root: &Path,
+        id: &str,
+        cgroups: &[PathBuf],
+    ) -> Result<(), RuntimeError> {
         let dir = state_root.join(id);
         // The state usually died with its berth (it lives on that berth's private tmpfs).
         if dir.join("state.json").is_file() {
@@ -166,7 +175,7 @@ impl Runtime for Youki<'_> {
         }
         // A process that forks as fast as it is killed survives one pass of libcontainer's
         // kill; the host freezes and kills until the cgroup is empty, then removes it.
-        self.host.remove_cgroup(&cgroups)?;
+        self.host.remove_cgroup(cgroups)?;
         crate::util::remove_tree(&dir).map_err(|source| RuntimeError::Io {
             what: "container state",
             source,

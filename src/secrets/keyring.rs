@@ -87,6 +87,18 @@ impl Keyring {
         Ok(ring)
     }
 
+    /// The keys in `path`, which must exist: with a shared store, a key made here would
+    /// encrypt what no other host can decrypt.
+    pub fn load_existing(path: &Path) -> Result<Keyring, SecretsError> {
+        let ring = Keyring::load(path)?;
+        if ring.keys.is_empty() {
+            return Err(SecretsError::KeyFileMissing {
+                path: path.to_owned(),
+            });
+        }
+        Ok(ring)
+    }
+
     /// Adds a new key to `path` and makes it current; returns its id.
     pub fn rotate(path: &Path) -> Result<u32, SecretsError> {
         let mut ring = Keyring::load(path)?;
@@ -211,6 +223,24 @@ mod tests {
         let rotated = Keyring::load(&path).unwrap();
         assert_eq!(rotated.current().unwrap().0, id2);
         assert_eq!(rotated.key(id1), Some(k1));
+    }
+
+    #[test]
+    fn a_shared_store_needs_the_key_file_installed_and_never_makes_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets/keys.json");
+        let e = Keyring::load_existing(&path).unwrap_err();
+        assert!(matches!(e, SecretsError::KeyFileMissing { .. }));
+        let msg = e.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(
+            msg.contains("Copy the key file from a host of the store"),
+            "{msg}"
+        );
+        assert!(!path.exists(), "a key was made");
+        let made = Keyring::load_or_create(&path).unwrap();
+        let loaded = Keyring::load_existing(&path).unwrap();
+        assert_eq!(loaded.current(), made.current());
     }
 
     #[test]

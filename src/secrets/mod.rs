@@ -65,6 +65,13 @@ pub enum SecretsError {
     },
     #[error("the master key file {path} has no usable current key")]
     KeyFileBroken { path: std::path::PathBuf },
+    #[error(
+        "the master key file {path} is missing, and this host uses a shared store: every host \
+         of it needs the same key, so berth makes none here. Copy the key file from a host of \
+         the store to {path} (owner only, mode 0600; as with Slurm's munge key), or create \
+         the store's first key once with `berth encrypt --rotate-key` and copy it to the others"
+    )]
+    KeyFileMissing { path: std::path::PathBuf },
     #[error("cannot get random bytes for a key or nonce")]
     Random(#[source] getrandom::Error),
     #[error(
@@ -105,6 +112,8 @@ impl SecretsError {
             | SecretsError::KeyFileOpen { .. }
             | SecretsError::KeyFileInvalid { .. }
             | SecretsError::KeyFileBroken { .. }
+            // The operator's to install, as any missing host configuration.
+            | SecretsError::KeyFileMissing { .. }
             | SecretsError::Random(_)
             | SecretsError::Encrypt { .. } => ErrorClass::Internal,
         }
@@ -403,14 +412,19 @@ pub fn plain_secrets(value: &Value) -> Vec<String> {
     found
 }
 
-/// Refuses a (decrypted) configuration that holds one of the component's own (decrypted)
-/// image-parameter secrets in a `#` key: a user could otherwise read it back.
-pub fn refuse_copied(config: &Value, component_secrets: &[String]) -> Result<(), SecretsError> {
+/// Refuses a (decrypted) configuration that holds one of the (decrypted) image-parameter
+/// secrets of a component in a `#` key: a user could otherwise read it back. `at` prefixes
+/// the path the error names (where the configuration sits in the job's).
+pub fn refuse_copied(
+    config: &Value,
+    component_secrets: &[String],
+    at: &str,
+) -> Result<(), SecretsError> {
     let mut copy = config.clone();
     visit(&mut copy, "", &mut |path, s| {
         if !s.is_empty() && component_secrets.iter().any(|c| c == s) {
             return Err(SecretsError::CopiedComponentSecret {
-                path: path.to_owned(),
+                path: format!("{at}{path}"),
             });
         }
         Ok(())

@@ -190,12 +190,17 @@ fn a_decrypt_error_names_the_path_and_never_the_value() {
 fn a_component_secret_copied_into_the_configuration_is_refused() {
     let secrets = vec!["component-key".to_owned()];
     let ok = json!({"parameters": {"#own": "mine", "plain": "component-key"}});
-    refuse_copied(&ok, &secrets).unwrap();
+    refuse_copied(&ok, &secrets, "").unwrap();
     let bad = json!({"parameters": {"deep": [{"#stolen": "component-key"}]}});
-    let e = refuse_copied(&bad, &secrets).unwrap_err();
+    let e = refuse_copied(&bad, &secrets, "").unwrap_err();
     assert_eq!(
         e.to_string(),
         "component secrets cannot be used in configurations (used in \"parameters.deep[0].#stolen\")"
+    );
+    let e = refuse_copied(&bad, &secrets, "processors.after[1].").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "component secrets cannot be used in configurations (used in \"processors.after[1].parameters.deep[0].#stolen\")"
     );
     assert_eq!(e.class(), ErrorClass::User);
 }

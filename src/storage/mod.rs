@@ -2,7 +2,9 @@
 //! all at once, after.
 //!
 //! [`Storage`] is what the runner sees. Every backend implements it: the embedded default,
-//! [`SqliteStorage`] (one SQLite file and a directory, no server), and later a shared one.
+//! [`SqliteStorage`] (one SQLite file, no server), and the shared one, [`PgStorage`]
+//! (PostgreSQL, for many hosts). Both keep file contents in a [`blob::BlobStore`]: a local
+//! directory or an S3-compatible bucket. [`open`] picks them as [`StoreSettings`] say.
 //! Reads are plain calls; everything a job writes is gathered into one [`Changes`] and
 //! handed to [`Storage::apply`], which commits it as one transaction (contract §6): a
 //! failed or killed job leaves storage exactly as it was.
@@ -10,7 +12,14 @@
 //! Tables travel as CSV both ways. A load names CSV files on disk, which the backend
 //! streams in; an export streams CSV out. Neither ever holds a table in memory.
 
+pub mod blob;
+mod check;
+mod csv_out;
 mod csv_reader;
+#[cfg(feature = "fuzzing")]
+pub use csv_reader::fuzz_read as fuzz_csv;
+pub mod postgres;
+mod settings;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -22,6 +31,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use postgres::PgStorage;
+pub use settings::{FilesUrl, SYSTEM_CONFIG, StorageUrl, StoreSettings, open};
 pub use sqlite::SqliteStorage;
 
 /// The longest bucket or table name, in bytes (Keboola's limit).
@@ -30,6 +41,18 @@ pub const MAX_NAME_BYTES: usize = 96;
 /// The most columns a table may have. SQLite allows 2000 per table; this leaves room and
 /// is far beyond what a CSV-based component produces.
 pub const MAX_COLUMNS: usize = 1000;
+
+/// How many rows pass between two looks at whether the operator asked berth to stop.
+const INTERRUPT_CHECK_ROWS: u64 = 1 << 14;
+
+/// Ctrl-C only sets a flag: a long load or export looks at it every
+/// [`INTERRUPT_CHECK_ROWS`] rows, and stops there (a load rolls back).
+pub(crate) fn check_interrupt(rows: u64) -> Result<(), StorageError> {
+    if rows % INTERRUPT_CHECK_ROWS == 0 {
+        crate::interrupt::check()?;
+    }
+    Ok(())
+}
 
 /// The largest CSV record (one row) a load accepts, in bytes. Without a bound, one
 /// unclosed quote near the top of a large file would read the whole file into memory as
@@ -357,16 +380,32 @@ pub struct FileUpload {
 
 /// Everything one job writes, applied all or nothing by [`Storage::apply`], in order:
 /// tables (in the order given; the same table may appear twice), files, states, tags of
-/// stored files.
+/// stored files, and the job's record.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Changes {
     pub tables: Vec<TableLoad>,
     pub files: Vec<FileUpload>,
     /// `None` clears the state.
     pub states: Vec<(StateKey, Option<Value>)>,
+    /// The versions states had when the job read them ([`Storage::read_state`]): each must
+    /// still be current at the commit, or the apply fails with
+    /// [`StorageError::StateConflict`] — another job wrote it meanwhile.
+    pub state_versions: Vec<(StateKey, u64)>,
     /// Tags added to files already stored (a file mapping's `processed_tags`, once the job
     /// that read the files succeeded). A tag a file has already is left as it is.
     pub file_tags: Vec<(u64, Vec<String>)>,
+    /// The record of the successful job these changes are the outputs of, committed with
+    /// them: a job id commits once. When a success of this id is recorded already, the
+    /// apply fails with [`StorageError::AlreadyCommitted`] and nothing of it is visible.
+    pub job: Option<JobRecord>,
+}
+
+/// A stored state and its version: how many times it was written (0: never).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoredState {
+    /// `None` when there is none (never set, or cleared).
+    pub value: Option<Value>,
+    pub version: u64,
 }
 
 /// What one table load did.
@@ -388,7 +427,8 @@ pub struct LoadReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ApplyReport {
     /// The commit time: every row written carries it. Strictly increases from one apply
-    /// to the next, so `changed_since` never misses a commit made in the same millisecond.
+    /// to the next of the tables it writes, in the order they commit, so `changed_since`
+    /// never misses a commit made in the same millisecond or by another host.
     pub committed_ms: i64,
     pub tables: Vec<LoadReport>,
     pub files: Vec<FileInfo>,
@@ -396,7 +436,7 @@ pub struct ApplyReport {
 
 /// How a recorded job ended. Storage's own word for it, so that storage depends on no
 /// other part of berth; the runner maps its result's status to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Success,
@@ -411,19 +451,51 @@ impl JobStatus {
             JobStatus::Error => "error",
         }
     }
+
+    fn parse(text: &str) -> Option<JobStatus> {
+        match text {
+            "success" => Some(JobStatus::Success),
+            "error" => Some(JobStatus::Error),
+            _ => None,
+        }
+    }
 }
 
-/// What is kept of a finished job.
+impl FromStr for JobStatus {
+    type Err = StorageError;
+
+    fn from_str(s: &str) -> Result<JobStatus, StorageError> {
+        JobStatus::parse(s).ok_or_else(|| StorageError::Invalid {
+            what: format!("job status {s:?}"),
+            reason: "a job's status is \"success\" or \"error\"".into(),
+        })
+    }
+}
+
+/// What is kept of a job: a success is written in the transaction that commits its
+/// outputs (then completed with its result), a failure once it ended.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobRecord {
     pub id: String,
     pub component: String,
     pub config: Option<String>,
     pub status: JobStatus,
+    /// The host the job ran on.
+    pub host: String,
     pub started_ms: i64,
     pub finished_ms: i64,
     /// The result document, as `berth run --json` prints it.
     pub result: Value,
+}
+
+/// Which job records to list: every condition given must hold. Newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobQuery {
+    pub status: Option<JobStatus>,
+    pub component: Option<String>,
+    /// Jobs that started at or after this time (unix ms).
+    pub since_ms: Option<i64>,
+    pub limit: Option<u64>,
 }
 
 /// A project store. All methods may be called from several threads; backends serialise
@@ -447,17 +519,36 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Files matching `query`, newest first.
     fn files(&self, query: &FileQuery) -> Result<Vec<FileInfo>, StorageError>;
 
-    /// The content of file `id`, open for reading.
-    fn open_file(&self, id: u64) -> Result<std::fs::File, StorageError>;
+    /// The content of file `id`, open for reading. The reader fails (at the end) if the
+    /// content is not what was stored.
+    fn open_file(&self, id: u64) -> Result<Box<dyn io::Read + Send>, StorageError>;
 
-    fn state(&self, key: &StateKey) -> Result<Option<Value>, StorageError>;
+    /// A state and its version, read together.
+    fn read_state(&self, key: &StateKey) -> Result<StoredState, StorageError>;
+
+    fn state(&self, key: &StateKey) -> Result<Option<Value>, StorageError> {
+        Ok(self.read_state(key)?.value)
+    }
 
     /// Commits `changes` as one transaction: on any error nothing of it is visible, and a
     /// crash at any moment leaves storage as before or as after.
     fn apply(&self, changes: &Changes) -> Result<ApplyReport, StorageError>;
 
-    /// Keeps a record of a finished job (replacing one with the same id).
+    /// Keeps a record of a job (replacing one with the same id), but never replaces the
+    /// record of a success with that of a failure: a job id that committed stays committed.
     fn record_job(&self, job: &JobRecord) -> Result<(), StorageError>;
+
+    fn job(&self, id: &str) -> Result<Option<JobRecord>, StorageError>;
+
+    /// Job records matching `query`, newest first.
+    fn jobs(&self, query: &JobQuery) -> Result<Vec<JobRecord>, StorageError>;
+
+    /// Removes file contents that no file names and that are older than `min_age`: what
+    /// failed or killed commits left. Returns how many went.
+    fn sweep(&self, min_age: std::time::Duration) -> Result<usize, StorageError>;
+
+    /// Which store this is, for the operator: never a password.
+    fn describe(&self) -> String;
 }
 
 /// Why a CSV file was refused.
@@ -474,6 +565,10 @@ pub enum CsvProblem {
     CharactersAfterClosingQuote,
     /// Field `field` (1-based) is not UTF-8.
     InvalidUtf8 {
+        field: usize,
+    },
+    /// Field `field` (1-based) holds a NUL character.
+    NulCharacter {
         field: usize,
     },
     /// The file has no header row at all.
@@ -512,6 +607,12 @@ impl fmt::Display for CsvProblem {
                  must be doubled)",
             ),
             CsvProblem::InvalidUtf8 { field } => write!(f, "field {field} is not valid UTF-8"),
+            CsvProblem::NulCharacter { field } => {
+                write!(
+                    f,
+                    "field {field} holds a NUL character, which no table may hold"
+                )
+            }
             CsvProblem::MissingHeader => f.write_str("the file is empty; expected a header row"),
             CsvProblem::EmptyColumnName { column } => {
                 write!(f, "column {column} of the header has no name")
@@ -585,6 +686,26 @@ pub enum StorageError {
         found: i64,
         known: i64,
     },
+    /// A server of the shared store (PostgreSQL, S3) failed or refused.
+    #[error("{what}: {source}")]
+    Remote {
+        what: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("invalid storage settings: {0}")]
+    Settings(String),
+    #[error(
+        "state {key} changed while the job ran (version {expected} when it started, {found} \
+         now): another run of the same configuration committed first; nothing of this job was \
+         applied, run it again"
+    )]
+    StateConflict {
+        key: String,
+        expected: u64,
+        found: u64,
+    },
+    #[error("job {job} committed already; nothing was applied again")]
+    AlreadyCommitted { job: String },
 }
 
 impl StorageError {
@@ -601,12 +722,19 @@ impl StorageError {
             | StorageError::Source { .. }
             | StorageError::MissingColumns { .. }
             | StorageError::InvalidLoad { .. }
-            | StorageError::Invalid { .. } => true,
+            | StorageError::Invalid { .. }
+            | StorageError::Settings(_)
+            // Nobody's bug: two runs of one configuration overlapped, and the one that
+            // committed first wins. The operator's to avoid (or to rerun), so the user's.
+            | StorageError::StateConflict { .. } => true,
             StorageError::Output { .. }
             | StorageError::Io { .. }
             | StorageError::Interrupted(_)
             | StorageError::Database { .. }
-            | StorageError::Schema { .. } => false,
+            | StorageError::Schema { .. }
+            | StorageError::Remote { .. }
+            // Not a failure: the job runner reports it as a success that applied nothing.
+            | StorageError::AlreadyCommitted { .. } => false,
         }
     }
 }
@@ -698,6 +826,12 @@ mod tests {
                 what: "state key".into(),
                 reason: "bad".into(),
             },
+            StorageError::Settings("--storage x".into()),
+            StorageError::StateConflict {
+                key: "c/1".into(),
+                expected: 1,
+                found: 2,
+            },
         ];
         for e in user {
             assert!(e.is_user_error(), "{e:?}");
@@ -727,6 +861,11 @@ mod tests {
                 found: 99,
                 known: 1,
             },
+            StorageError::Remote {
+                what: "PostgreSQL postgres://berth@h/db".into(),
+                source: Box::new(io::Error::other("connection refused")),
+            },
+            StorageError::AlreadyCommitted { job: "j".into() },
         ];
         for e in internal {
             assert!(!e.is_user_error(), "{e:?}");

@@ -87,7 +87,7 @@ pub fn unique_repo(name: &str) -> String {
     format!("berth-test/{name}-{n:x}")
 }
 
-fn rand_u64() -> u64 {
+pub fn rand_u64() -> u64 {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).expect("random bytes");
     u64::from_le_bytes(b)
@@ -581,6 +581,8 @@ impl Berth {
             .arg("0");
         c.env_remove("RUST_LOG")
             .env("BERTH_SYSTEM_SIGNATURE_POLICY", NO_SYSTEM_POLICY);
+        // The embedded store unless a test names another (tests/store_conformance.rs).
+        c.env_remove("BERTH_STORAGE").env_remove("BERTH_FILES");
         c
     }
 
@@ -637,6 +639,31 @@ impl Berth {
             .find(|e| e.path().is_dir())
             .expect("a job directory")
             .path()
+    }
+
+    /// The zip archive stored as file `id`: its entries, name → content (directories end
+    /// in `/`, content empty), and its comment.
+    pub fn unzip(&self, id: u64) -> (BTreeMap<String, Vec<u8>>, String) {
+        use std::io::Read;
+        let path = self.dir.path().join(format!("file-{id}.zip"));
+        let r = self.run_cmd(&[
+            "storage",
+            "download",
+            &id.to_string(),
+            "-o",
+            path.to_str().unwrap(),
+        ]);
+        assert_eq!(r.status, 0, "{}", r.stderr);
+        let mut zip = zip::ZipArchive::new(fs::File::open(&path).unwrap()).unwrap();
+        let comment = String::from_utf8_lossy(zip.comment()).into_owned();
+        let mut entries = BTreeMap::new();
+        for i in 0..zip.len() {
+            let mut entry = zip.by_index(i).unwrap();
+            let mut content = Vec::new();
+            entry.read_to_end(&mut content).unwrap();
+            entries.insert(entry.name().to_owned(), content);
+        }
+        (entries, comment)
     }
 
     /// Writes a job file and runs it with `--json`.
@@ -710,32 +737,75 @@ pub fn job_id(result: &serde_json::Value) -> String {
     result["job_id"].as_str().unwrap_or_default().to_owned()
 }
 
-/// Cgroup directories (any v1 controller or the v2 hierarchy) of these jobs' containers.
+/// Cgroup directories (any v1 controller or the v2 hierarchy) of these jobs' containers,
+/// wherever they are: below `/berth` (`/berth-u<uid>`), below the cgroup berth ran in (a
+/// Slurm job's, a delegated one), or below a `--cgroup-parent`.
 pub fn cgroups_of(job_ids: &[&str]) -> Vec<String> {
     let mut found = Vec::new();
-    for ctrl in fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let parent = match test_user() {
-            Some((uid, _)) => format!("berth-u{uid}"),
-            None => "berth".to_owned(),
-        };
-        for e in fs::read_dir(ctrl.path().join(parent))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
+    let root = Path::new("/sys/fs/cgroup");
+    let is_ours = |name: &str| {
+        job_ids.iter().any(|j| {
+            !j.is_empty() && name.starts_with("berth-") && name.contains(&format!("-{j}-"))
+        })
+    };
+    // Each hierarchy (the v2 root, if that is what /sys/fs/cgroup is, included).
+    let mut stack: Vec<PathBuf> = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
             let name = e.file_name().to_string_lossy().into_owned();
-            if job_ids.iter().any(|j| {
-                !j.is_empty() && name.starts_with("berth-") && name.contains(&format!("-{j}-"))
-            }) {
+            if is_ours(&name) {
                 found.push(e.path().display().to_string());
+            } else {
+                stack.push(e.path());
             }
         }
     }
+    found.sort();
     found
+}
+
+/// The cgroup directory, in the hierarchy mounted at `hierarchy`, of the container of `job`
+/// (its first image's), wherever berth put it.
+pub fn container_cgroup(hierarchy: &Path, job: &str) -> Option<PathBuf> {
+    cgroups_of(&[job])
+        .into_iter()
+        .map(PathBuf::from)
+        .filter(|d| d.starts_with(hierarchy))
+        .min_by_key(|d| d.components().count())
+}
+
+/// Whether a process whose command line matches `pattern` (`pgrep -f`) is running.
+pub fn running(pattern: &str) -> bool {
+    let out = Command::new("pgrep")
+        .args(["-f", pattern])
+        .output()
+        .unwrap();
+    !out.stdout.is_empty()
+}
+
+/// The unprivileged user `name` (created if missing, with a subordinate id range unless
+/// `subordinate` is false): its uid and gid.
+pub fn ensure_user(name: &str, subordinate: bool) -> (u32, u32) {
+    let exists = Command::new("id")
+        .arg(name)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if !exists {
+        let mut add = Command::new("useradd");
+        add.args(["--create-home", "--shell", "/bin/sh"]);
+        if !subordinate {
+            add.args(["-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0"]);
+        }
+        let out = add.arg(name).output().unwrap();
+        assert!(out.status.success(), "useradd {name}: {out:?}");
+    }
+    let user = nix::unistd::User::from_name(name).unwrap().unwrap();
+    (user.uid.as_raw(), user.gid.as_raw())
 }
 
 /// A job for `image` with the given extra component settings and parameters.
@@ -831,6 +901,7 @@ pub fn offline_settings(dir: &Path) -> (berth::job::Settings, String) {
         },
         copy_rootfs: false,
         ids: None,
+        store: berth::storage::StoreSettings::embedded(&dir.join("home")),
     };
     let image = store_fake_image(&settings.cache);
     (settings, image)

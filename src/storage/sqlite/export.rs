@@ -1,14 +1,15 @@
 //! Exports: the SQL that selects a table's rows for an [`ExportQuery`], and the CSV
 //! they are streamed out as.
 
-use std::collections::HashSet;
-use std::io::{self, Write};
+use std::io::Write;
 
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, Rows};
 
-use super::tables::{TableRow, filter_sql, find_table, positions};
-use super::{Res, check_interrupt, json_list, to_i64};
+use super::tables::{TableRow, filter_sql, find_table};
+use super::{Res, json_list, to_i64};
+use crate::storage::check::{no_such_column, positions, select_columns};
+use crate::storage::csv_out::CsvOut;
 use crate::storage::{ExportQuery, StorageError, TableId, WhereFilter};
 
 /// Writes the selected rows of table `id` to `out` as CSV; returns how many.
@@ -19,38 +20,13 @@ pub(super) fn export_table(
     out: &mut dyn Write,
 ) -> Res<u64> {
     let table = find_table(conn, id)?.ok_or_else(|| StorageError::NoSuchTable(id.clone()))?;
-    let (names, selected) = select_columns(id, &table, query)?;
+    let (names, selected) = select_columns(id, &table.columns, query)?;
     let (sql, args) = select_sql(id, &table, query, &selected)?;
-    let mut w = csv::WriterBuilder::new()
-        .buffer_capacity(crate::util::IO_BUFFER)
-        .from_writer(out);
-    w.write_record(&names).map_err(|e| output(id, e))?;
+    let mut csv = CsvOut::new(id, out, &names)?;
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query(rusqlite::params_from_iter(args))?;
-    let n = write_rows(id, rows, selected.len(), &mut w)?;
-    w.flush().map_err(|e| output(id, e))?;
-    Ok(n)
-}
-
-/// The names of the columns to export, in export order, and their positions.
-fn select_columns(
-    id: &TableId,
-    table: &TableRow,
-    query: &ExportQuery,
-) -> Result<(Vec<String>, Vec<usize>), StorageError> {
-    let names = match &query.columns {
-        Some(c) if !c.is_empty() => c.clone(),
-        _ => table.columns.clone(),
-    };
-    let selected = positions(&table.columns, &names).map_err(|c| no_such_column(id, c))?;
-    let mut seen = HashSet::new();
-    if let Some(dup) = names.iter().find(|n| !seen.insert(n.as_str())) {
-        return Err(StorageError::Invalid {
-            what: format!("export of {id}"),
-            reason: format!("column {dup:?} is selected twice"),
-        });
-    }
-    Ok((names, selected))
+    write_rows(rows, selected.len(), &mut csv)?;
+    Ok(csv.finish()?)
 }
 
 /// The SELECT of the columns at `selected` in the rows `query` asks for, in the order
@@ -87,42 +63,19 @@ fn select_sql(
     Ok((sql, args))
 }
 
-/// Writes each row's first `width` values as one CSV record; returns how many.
-fn write_rows(
-    id: &TableId,
-    mut rows: Rows<'_>,
-    width: usize,
-    w: &mut csv::Writer<&mut dyn Write>,
-) -> Res<u64> {
-    let mut n = 0;
+/// Writes each row's first `width` values as one CSV record.
+fn write_rows(mut rows: Rows<'_>, width: usize, csv: &mut CsvOut<'_>) -> Res<()> {
     while let Some(row) = rows.next()? {
         for i in 0..width {
             let field = match row.get_ref(i)? {
                 ValueRef::Text(t) | ValueRef::Blob(t) => t,
                 _ => b"",
             };
-            w.write_field(field).map_err(|e| output(id, e))?;
+            csv.field(field)?;
         }
-        w.write_record(None::<&[u8]>).map_err(|e| output(id, e))?;
-        n += 1;
-        check_interrupt(n)?;
+        csv.end_row()?;
     }
-    Ok(n)
-}
-
-fn no_such_column(id: &TableId, column: String) -> StorageError {
-    StorageError::NoSuchColumn {
-        table: id.clone(),
-        column,
-    }
-}
-
-/// Writing the export failed: the reader went away, or the disk is full.
-fn output(id: &TableId, e: impl Into<io::Error>) -> StorageError {
-    StorageError::Output {
-        table: id.clone(),
-        source: e.into(),
-    }
+    Ok(())
 }
 
 #[cfg(test)]

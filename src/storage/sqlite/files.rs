@@ -1,167 +1,33 @@
-//! Stored files: their contents under `files/`, copied and fsynced before the commit
-//! that names them (and removed again if it fails), their rows and tags, the queries
-//! that list them, and the sweep of contents a crash left without a row.
+//! Stored files: their rows and tags, the queries that list them, and the content keys
+//! they name (the contents are in the blob store, written before the commit).
 
 use std::collections::HashSet;
-use std::fs::{self, File};
-use std::io;
-use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::{Res, SqliteStorage, json_list, parse_list, to_i64, to_u64};
+use super::{Res, json_list, parse_list, to_i64, to_u64};
+use crate::storage::blob::Blob;
 use crate::storage::{FileInfo, FileQuery, FileUpload, StorageError};
 
-/// Content files no row names are removed once they are this old: younger ones may
-/// belong to an `apply` that has not committed yet.
-pub(super) const ORPHAN_AGE: Duration = Duration::from_secs(24 * 3600);
-
-/// A content file written for an upload that is not committed yet.
-#[derive(Debug)]
-pub(super) struct Staged {
-    content: String,
-    size: u64,
+/// The content key of file `id`.
+pub(super) fn content_key(conn: &Connection, id: u64) -> Res<String> {
+    let key: Option<String> = conn
+        .query_row(
+            "SELECT content FROM files WHERE id = ?1",
+            [to_i64(id)],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(key.ok_or(StorageError::NoSuchFile(id))?)
 }
 
-impl SqliteStorage {
-    /// Removes content files that no file row names and that are older than `min_age`:
-    /// what a crash between writing a file and committing its row leaves behind.
-    pub fn sweep_orphans(&self, min_age: Duration) -> Result<usize, StorageError> {
-        let known: HashSet<String> = self.read(|conn| {
-            let mut stmt = conn.prepare("SELECT content FROM files")?;
-            let names = stmt
-                .query_map([], |r| r.get::<_, String>(0))?
-                .collect::<Result<_, _>>()?;
-            Ok(names)
-        })?;
-        let io_err = |source| StorageError::Io {
-            path: self.files_dir.clone(),
-            source,
-        };
-        let mut removed = 0;
-        for entry in fs::read_dir(&self.files_dir).map_err(io_err)? {
-            let entry = entry.map_err(io_err)?;
-            let name = entry.file_name();
-            if name.to_str().is_some_and(|n| known.contains(n)) {
-                continue;
-            }
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age >= min_age);
-            if old && fs::remove_file(entry.path()).is_ok() {
-                removed += 1;
-            }
-        }
-        if removed > 0 {
-            tracing::debug!("removed {removed} orphaned file contents");
-        }
-        Ok(removed)
-    }
-
-    /// Copies the uploads' contents into `files/` under fresh names, fsynced, before the
-    /// transaction that makes them visible.
-    pub(super) fn stage_files(&self, uploads: &[FileUpload]) -> Result<Vec<Staged>, StorageError> {
-        let mut staged = Vec::with_capacity(uploads.len());
-        for upload in uploads {
-            match self.stage_file(upload) {
-                Ok(s) => staged.push(s),
-                Err(e) => {
-                    self.unstage(&staged);
-                    return Err(e);
-                }
-            }
-        }
-        if !staged.is_empty() {
-            // The names must be durable before a committed row points at them.
-            let dir = File::open(&self.files_dir).and_then(|d| d.sync_all());
-            if let Err(source) = dir {
-                self.unstage(&staged);
-                return Err(StorageError::Io {
-                    path: self.files_dir.clone(),
-                    source,
-                });
-            }
-        }
-        Ok(staged)
-    }
-
-    fn stage_file(&self, upload: &FileUpload) -> Result<Staged, StorageError> {
-        let source_err = |message: String| StorageError::Source {
-            path: upload.path.clone(),
-            message,
-        };
-        let mut src = File::open(&upload.path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => source_err("no such file".into()),
-            _ => source_err(e.to_string()),
-        })?;
-        if !src.metadata().is_ok_and(|m| m.is_file()) {
-            return Err(source_err("not a regular file".into()));
-        }
-        let content = crate::util::random_hex(16);
-        let dest = self.files_dir.join(&content);
-        let io_err = |source| StorageError::Io {
-            path: dest.clone(),
-            source,
-        };
-        let mut out = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&dest)
-            .map_err(io_err)?;
-        let copied = io::copy(&mut src, &mut out).and_then(|n| out.sync_all().map(|()| n));
-        match copied {
-            Ok(size) => Ok(Staged { content, size }),
-            Err(source) => {
-                let _ = fs::remove_file(&dest);
-                Err(io_err(source))
-            }
-        }
-    }
-
-    pub(super) fn unstage(&self, staged: &[Staged]) {
-        for s in staged {
-            let _ = fs::remove_file(self.files_dir.join(&s.content));
-        }
-    }
-
-    /// The content of file `id`, open for reading.
-    pub(super) fn open_content(&self, id: u64) -> Result<File, StorageError> {
-        let content: Option<String> = self.read(|conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT content FROM files WHERE id = ?1",
-                    [to_i64(id)],
-                    |r| r.get(0),
-                )
-                .optional()?)
-        })?;
-        let content = content.ok_or(StorageError::NoSuchFile(id))?;
-        let path = self.files_dir.join(content);
-        File::open(&path).map_err(|source| StorageError::Io { path, source })
-    }
-}
-
-pub(super) fn check_upload(upload: &FileUpload) -> Result<(), StorageError> {
-    let invalid = |reason: &str| StorageError::Invalid {
-        what: format!("file name {:?} for {}", upload.name, upload.path.display()),
-        reason: reason.to_owned(),
-    };
-    crate::util::plain_name(&upload.name).map_err(invalid)?;
-    check_tags(&format!("tags of {}", upload.path.display()), &upload.tags)
-}
-
-/// Tags are never empty.
-pub(super) fn check_tags(what: &str, tags: &[String]) -> Result<(), StorageError> {
-    if tags.iter().any(String::is_empty) {
-        return Err(StorageError::Invalid {
-            what: what.to_owned(),
-            reason: "a tag cannot be empty".into(),
-        });
-    }
-    Ok(())
+/// Every content key a file names: what the sweep keeps.
+pub(super) fn content_keys(conn: &Connection) -> Res<HashSet<String>> {
+    let mut stmt = conn.prepare("SELECT DISTINCT content FROM files")?;
+    let keys = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(keys)
 }
 
 /// Adds `tags` to the stored file `id`, skipping those it has.
@@ -187,7 +53,7 @@ pub(super) fn add_tags(tx: &Transaction<'_>, id: u64, tags: &[String]) -> Res<()
 pub(super) fn insert_file(
     tx: &Transaction<'_>,
     upload: &FileUpload,
-    staged: &Staged,
+    blob: &Blob,
     now: i64,
 ) -> Res<FileInfo> {
     tx.execute(
@@ -196,8 +62,8 @@ pub(super) fn insert_file(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             upload.name,
-            staged.content,
-            to_i64(staged.size),
+            blob.key,
+            to_i64(blob.size),
             now,
             upload.is_permanent,
             upload.is_public,
@@ -217,7 +83,7 @@ pub(super) fn insert_file(
         id: to_u64(id),
         name: upload.name.clone(),
         tags,
-        size_bytes: staged.size,
+        size_bytes: blob.size,
         created_ms: now,
         is_permanent: upload.is_permanent,
         is_public: upload.is_public,
@@ -393,7 +259,7 @@ mod tests {
         let mut content = String::new();
         io::Read::read_to_string(&mut f.store.open_file(c.id).unwrap(), &mut content).unwrap();
         assert_eq!(content, "c.txt");
-        let e = f.store.open_file(999).unwrap_err();
+        let e = f.store.open_file(999).err().unwrap();
         assert!(e.is_user_error());
         assert_eq!(e.to_string(), "file 999 does not exist");
     }
@@ -422,20 +288,37 @@ mod tests {
             .unwrap_err();
         assert!(e.is_user_error());
         assert!(e.to_string().contains("nope: no such file"), "{e}");
-        // The first file's content was staged, then removed again.
-        assert_eq!(fs::read_dir(&f.store.files_dir).unwrap().count(), 0);
+        // The first file's content was stored; no file names it, and the sweep takes it
+        // once it is old enough.
         assert!(f.store.files(&FileQuery::default()).unwrap().is_empty());
+        assert_eq!(fs::read_dir(f.blobs_dir()).unwrap().count(), 1);
+        assert_eq!(f.store.sweep(Duration::ZERO).unwrap(), 1);
+        assert_eq!(fs::read_dir(f.blobs_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_same_content_is_stored_once_for_several_files() {
+        let f = Fixture::new();
+        let a = f.upload("same.txt", &[]);
+        let b = f.upload("same.txt", &["again"]);
+        assert_ne!(a.id, b.id);
+        assert_eq!(fs::read_dir(f.blobs_dir()).unwrap().count(), 1);
+        for id in [a.id, b.id] {
+            let mut content = String::new();
+            io::Read::read_to_string(&mut f.store.open_file(id).unwrap(), &mut content).unwrap();
+            assert_eq!(content, "same.txt");
+        }
     }
 
     #[test]
     fn orphaned_contents_are_swept() {
         let f = Fixture::new();
         let kept = f.upload("kept.txt", &[]);
-        let orphan = f.store.files_dir.join("0123456789abcdef");
+        let orphan = f.blobs_dir().join("0123456789abcdef".repeat(4));
         fs::write(&orphan, b"left by a crash").unwrap();
-        assert_eq!(f.store.sweep_orphans(Duration::from_secs(3600)).unwrap(), 0);
+        assert_eq!(f.store.sweep(Duration::from_secs(3600)).unwrap(), 0);
         assert!(orphan.exists());
-        assert_eq!(f.store.sweep_orphans(Duration::ZERO).unwrap(), 1);
+        assert_eq!(f.store.sweep(Duration::ZERO).unwrap(), 1);
         assert!(!orphan.exists());
         assert!(f.store.open_file(kept.id).is_ok());
     }

@@ -2,62 +2,15 @@
 //! primary key and `delete_where`, the rows it streams in from CSV, and the metadata it
 //! merges into the registry. Everything runs inside `apply`'s transaction.
 
-use std::collections::HashSet;
-use std::path::Path;
-
 use rusqlite::{ErrorCode, Transaction, params};
 
-use super::tables::{TableRow, filter_sql, find_table, positions};
-use super::{Res, check_interrupt, json_list, to_i64, to_u64};
-use crate::storage::csv_reader::{CsvFile, check_column_names};
+use super::tables::{TableRow, filter_sql, find_table};
+use super::{Res, json_list, to_i64, to_u64};
+use crate::storage::check::{Plan, columns_to_add, open_slice, open_source, plan, positions};
+use crate::storage::csv_reader::CsvFile;
 use crate::storage::{
-    CsvProblem, CsvSource, LoadReport, MAX_COLUMNS, MetadataEntry, StorageError, TableLoad,
-    WhereFilter,
+    LoadReport, MetadataEntry, StorageError, TableLoad, WhereFilter, check_interrupt,
 };
-
-/// Checks what can be checked about a load before any file is opened.
-pub(super) fn check_load(load: &TableLoad) -> Result<(), StorageError> {
-    let invalid = |reason: String| StorageError::InvalidLoad {
-        table: load.destination.clone(),
-        reason,
-    };
-    let src = &load.source;
-    if src.paths.is_empty() {
-        return Err(invalid("no source files".into()));
-    }
-    for (what, b) in [("delimiter", src.delimiter), ("enclosure", src.enclosure)] {
-        if !b.is_ascii() || b == b'\n' || b == b'\r' {
-            return Err(invalid(format!(
-                "the {what} must be one ASCII character other than a line end, not {:?}",
-                char::from(b)
-            )));
-        }
-    }
-    if src.delimiter == src.enclosure {
-        return Err(invalid(
-            "the delimiter and the enclosure are the same".into(),
-        ));
-    }
-    if let Some(columns) = &src.columns {
-        if columns.is_empty() {
-            return Err(invalid(
-                "the list of columns for headless CSV is empty".into(),
-            ));
-        }
-        check_column_names(columns)
-            .map_err(|p| invalid(format!("columns given for headless CSV: {p}")))?;
-    }
-    let mut seen = HashSet::new();
-    for c in &load.primary_key {
-        if !seen.insert(c) {
-            return Err(invalid(format!("primary key column {c:?} is listed twice")));
-        }
-    }
-    if load.provenance.component.is_empty() {
-        return Err(invalid("the load names no component".into()));
-    }
-    Ok(())
-}
 
 /// Loads one table (contract §6), inside the caller's transaction.
 pub(super) fn load_table(tx: &Transaction<'_>, load: &TableLoad, now: i64) -> Res<LoadReport> {
@@ -65,7 +18,7 @@ pub(super) fn load_table(tx: &Transaction<'_>, load: &TableLoad, now: i64) -> Re
     let src = &load.source;
     let (first, csv_columns) = open_source(src, &src.paths[0])?;
     let target = loader.prepare_table(&csv_columns)?;
-    let plan = loader.plan(&target)?;
+    let plan = plan(load, &target.columns, &target.before.primary_key)?;
     let tid = target.before.tid;
 
     let mut counts = loader.clear_for_full_load(&target)?;
@@ -120,15 +73,6 @@ struct Target {
     added: Vec<String>,
     /// Every column, in table order.
     columns: Vec<String>,
-}
-
-/// The columns a load names, resolved to their positions (`c<pos>`).
-struct Plan<'a> {
-    /// The key the table has after the load.
-    primary_key: Vec<String>,
-    pk_positions: Vec<usize>,
-    /// The filter of an incremental load's `delete_where`, and its column's position.
-    delete_where: Option<(usize, &'a WhereFilter)>,
 }
 
 /// Rows in the table, and rows removed by the load so far.
@@ -205,38 +149,9 @@ impl<'a> Loader<'a, '_> {
         })
     }
 
-    /// Adds the columns of the CSV that `table` lacks; returns them. A load may add
-    /// columns but never drops any: the CSV must have every column of the table.
+    /// Adds the columns of the CSV that `table` lacks; returns them.
     fn widen_table(&self, table: &TableRow, csv_columns: &[String]) -> Res<Vec<String>> {
-        let present: HashSet<&str> = csv_columns.iter().map(String::as_str).collect();
-        let missing: Vec<String> = table
-            .columns
-            .iter()
-            .filter(|c| !present.contains(c.as_str()))
-            .cloned()
-            .collect();
-        if !missing.is_empty() {
-            return Err(StorageError::MissingColumns {
-                table: self.load.destination.clone(),
-                path: self.load.source.paths[0].clone(),
-                missing,
-            }
-            .into());
-        }
-        let known: HashSet<&str> = table.columns.iter().map(String::as_str).collect();
-        let added: Vec<String> = csv_columns
-            .iter()
-            .filter(|c| !known.contains(c.as_str()))
-            .cloned()
-            .collect();
-        if table.columns.len() + added.len() > MAX_COLUMNS {
-            return Err(self
-                .invalid(format!(
-                    "adding {} columns would give it more than {MAX_COLUMNS}",
-                    added.len()
-                ))
-                .into());
-        }
+        let added = columns_to_add(self.load, &table.columns, csv_columns)?;
         for p in table.columns.len() + 1..=table.columns.len() + added.len() {
             self.tx.execute_batch(&format!(
                 "ALTER TABLE t{} ADD COLUMN c{p} TEXT NOT NULL DEFAULT ''",
@@ -256,45 +171,6 @@ impl<'a> Loader<'a, '_> {
             stmt.execute(params![table.tid, to_i64(pos as u64), name])?;
         }
         Ok(())
-    }
-
-    /// Resolves every column the load names; each must be a column by now.
-    fn plan(&self, target: &Target) -> Res<Plan<'a>> {
-        let load = self.load;
-        let columns = &target.columns;
-        let primary_key = if load.primary_key.is_empty() {
-            target.before.primary_key.clone()
-        } else {
-            load.primary_key.clone()
-        };
-        let pk_positions = positions(columns, &primary_key).map_err(|c| {
-            self.invalid(format!(
-                "primary key column {c:?} is not a column of the table or of {}",
-                load.source.paths[0].display()
-            ))
-        })?;
-        let delete_where = match &load.delete_where {
-            Some(filter) if load.incremental => {
-                let pos =
-                    positions(columns, std::slice::from_ref(&filter.column)).map_err(|c| {
-                        self.invalid(format!("delete_where column {c:?} is not a column"))
-                    })?;
-                Some((pos[0], filter))
-            }
-            _ => None,
-        };
-        if let Some(column) = load.column_metadata.keys().find(|c| !columns.contains(c)) {
-            return Err(self
-                .invalid(format!(
-                    "column_metadata names {column:?}, which is not a column"
-                ))
-                .into());
-        }
-        Ok(Plan {
-            primary_key,
-            pk_positions,
-            delete_where,
-        })
     }
 
     /// A full load replaces every row an existing table has.
@@ -433,36 +309,6 @@ impl<'a> Loader<'a, '_> {
         }
         Ok(())
     }
-}
-
-/// Opens one source file and finds its columns: the header's, or those the load gives
-/// for headless CSV.
-fn open_source(src: &CsvSource, path: &Path) -> Res<(CsvFile, Vec<String>)> {
-    let mut file = CsvFile::open(path, src.delimiter, src.enclosure)?;
-    let columns = match &src.columns {
-        Some(columns) => {
-            file.set_width(columns.len());
-            columns.clone()
-        }
-        None => file.read_header()?,
-    };
-    Ok((file, columns))
-}
-
-/// Opens a slice after the first: with headers, they must all be the same.
-fn open_slice(src: &CsvSource, path: &Path, csv_columns: &[String]) -> Res<CsvFile> {
-    let (file, columns) = open_source(src, path)?;
-    if src.columns.is_none() && columns != csv_columns {
-        return Err(StorageError::Csv {
-            path: path.to_owned(),
-            line: 1,
-            problem: CsvProblem::HeaderDiffers {
-                first: src.paths[0].clone(),
-            },
-        }
-        .into());
-    }
-    Ok(file)
 }
 
 fn pk_index_sql(tid: i64, positions: &[usize]) -> String {
@@ -915,6 +761,11 @@ mod tests {
                 b"id,v\n1,a\n2,\xe9t\xe9\n",
                 3,
                 CsvProblem::InvalidUtf8 { field: 2 },
+            ),
+            (
+                b"id,v\n1,a\n2,b\x00c\n",
+                3,
+                CsvProblem::NulCharacter { field: 2 },
             ),
             (
                 b"id,id\n1,a\n",

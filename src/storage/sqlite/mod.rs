@@ -1,8 +1,9 @@
-//! The embedded backend: one SQLite database and a directory of file contents.
+//! The embedded backend: one SQLite database, and file contents in a blob store (by
+//! default a directory beside it).
 //!
 //! ```text
 //! <root>/project.sqlite     the registry and one SQLite table per storage table (WAL mode)
-//! <root>/files/<hex>        file contents under random names
+//! <root>/files/<sha256>     file contents (see [`blob`](crate::storage::blob))
 //! ```
 //!
 //! A storage table is the SQLite table `t<N>` (N from the registry) with the columns
@@ -13,8 +14,8 @@
 //! `INSERT … ON CONFLICT DO UPDATE` per row.
 //!
 //! Everything [`apply`](Storage::apply) writes is inside one SQLite transaction, except
-//! file contents: those are written and fsynced under fresh names first, and only the
-//! commit makes a row name them. A crash leaves at most unreferenced content files, which
+//! file contents: those are stored (fsynced, under their digest) first, and only the
+//! commit makes a row name them. A crash leaves at most unreferenced contents, which
 //! [`SqliteStorage::open`] sweeps once they are old enough not to belong to a commit in
 //! progress.
 //!
@@ -33,21 +34,21 @@ mod tables;
 #[cfg(test)]
 mod test_fixture;
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
+use std::io::{Read, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
-use serde_json::Value;
 
+use super::blob::{Blob, BlobStore, LocalBlobs, ORPHAN_AGE};
+use super::check::check_changes;
 use super::{
-    ApplyReport, Changes, ExportQuery, FileInfo, FileQuery, JobRecord, StateKey, Storage,
-    StorageError, TableId, TableInfo,
+    ApplyReport, Changes, ExportQuery, FileInfo, FileQuery, JobQuery, JobRecord, StateKey, Storage,
+    StorageError, StoredState, TableId, TableInfo,
 };
-use files::Staged;
 
 /// How long a writer waits for another berth's transaction before giving up. Loads of
 /// large tables hold the write lock for as long as they stream.
@@ -62,14 +63,11 @@ const CACHE_KIB: i64 = 16 << 10;
 /// What a checkpoint leaves of the write-ahead log (a large load makes it as large as itself).
 const WAL_KEEP_BYTES: i64 = 64 << 20;
 
-/// How many rows pass between two looks at whether the operator asked berth to stop.
-const INTERRUPT_CHECK_ROWS: u64 = 1 << 14;
-
 /// The embedded store. See the module documentation for its layout.
 #[derive(Debug)]
 pub struct SqliteStorage {
     db_path: PathBuf,
-    files_dir: PathBuf,
+    blobs: Box<dyn BlobStore>,
     conn: Mutex<Connection>,
 }
 
@@ -95,9 +93,23 @@ impl From<rusqlite::Error> for Fail {
 type Res<T> = Result<T, Fail>;
 
 impl SqliteStorage {
-    /// Opens the store under `root` (e.g. `<home>/storage`), creating it if needed.
+    /// Opens the store under `root` (e.g. `<home>/storage`), creating it if needed, with
+    /// its file contents in `<root>/files`; sweeps the contents failed commits left.
     pub fn open(root: &Path) -> Result<SqliteStorage, StorageError> {
-        let files_dir = root.join("files");
+        let blobs = LocalBlobs::open(&root.join("files"))?;
+        let storage = SqliteStorage::open_with(root, Box::new(blobs))?;
+        if let Err(e) = storage.sweep(ORPHAN_AGE) {
+            tracing::warn!("cannot sweep orphaned file contents: {e}");
+        }
+        Ok(storage)
+    }
+
+    /// Opens the database under `root` (creating it if needed) with file contents in
+    /// `blobs`.
+    pub fn open_with(
+        root: &Path,
+        blobs: Box<dyn BlobStore>,
+    ) -> Result<SqliteStorage, StorageError> {
         let io_err = |path: &Path| {
             let path = path.to_owned();
             move |source| StorageError::Io { path, source }
@@ -110,19 +122,16 @@ impl SqliteStorage {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(&files_dir)
-            .map_err(io_err(&files_dir))?;
+            .create(root)
+            .map_err(io_err(root))?;
         let db_path = root.join("project.sqlite");
         let conn = Connection::open(&db_path).map_err(|e| database(&db_path, e))?;
         let storage = SqliteStorage {
             db_path,
-            files_dir,
+            blobs,
             conn: Mutex::new(conn),
         };
         storage.finish(storage.init())?;
-        if let Err(e) = storage.sweep_orphans(files::ORPHAN_AGE) {
-            tracing::warn!("cannot sweep orphaned file contents: {e}");
-        }
         Ok(storage)
     }
 
@@ -193,33 +202,22 @@ impl SqliteStorage {
     }
 }
 
-/// Refuses what is wrong on its face before a byte is copied or a lock taken.
-fn check_changes(changes: &Changes) -> Result<(), StorageError> {
-    for load in &changes.tables {
-        load::check_load(load)?;
-    }
-    for upload in &changes.files {
-        files::check_upload(upload)?;
-    }
-    for (key, _) in &changes.states {
-        states::check_state_key(key)?;
-    }
-    for (id, tags) in &changes.file_tags {
-        files::check_tags(&format!("tags added to file {id}"), tags)?;
-    }
-    Ok(())
-}
-
 /// Everything `apply` writes, inside its transaction.
-fn apply_changes(tx: &Transaction<'_>, changes: &Changes, staged: &[Staged]) -> Res<ApplyReport> {
+fn apply_changes(tx: &Transaction<'_>, changes: &Changes, stored: &[Blob]) -> Res<ApplyReport> {
+    // The job's record first: a second commit of one job id stops here (after waiting for
+    // the first), whatever else it would find changed.
+    if let Some(job) = &changes.job {
+        jobs::commit_job(tx, job)?;
+    }
+    states::check_versions(tx, &changes.state_versions)?;
     let now = next_commit_ms(tx)?;
     let mut tables = Vec::with_capacity(changes.tables.len());
     for load in &changes.tables {
         tables.push(load::load_table(tx, load, now)?);
     }
     let mut files = Vec::with_capacity(changes.files.len());
-    for (upload, staged) in changes.files.iter().zip(staged) {
-        files.push(files::insert_file(tx, upload, staged, now)?);
+    for (upload, blob) in changes.files.iter().zip(stored) {
+        files.push(files::insert_file(tx, upload, blob, now)?);
     }
     states::write_states(tx, &changes.states, now)?;
     for (id, tags) in &changes.file_tags {
@@ -274,15 +272,6 @@ fn parse_list(json: &str) -> Vec<String> {
     serde_json::from_str(json).unwrap_or_default()
 }
 
-/// Ctrl-C only sets a flag: a long load or export looks at it every
-/// [`INTERRUPT_CHECK_ROWS`] rows, and stops there (a load rolls back).
-fn check_interrupt(rows: u64) -> Result<(), StorageError> {
-    if rows % INTERRUPT_CHECK_ROWS == 0 {
-        crate::interrupt::check()?;
-    }
-    Ok(())
-}
-
 impl Storage for SqliteStorage {
     fn tables(&self) -> Result<Vec<TableInfo>, StorageError> {
         self.read(tables::list_tables)
@@ -305,28 +294,51 @@ impl Storage for SqliteStorage {
         self.read(|conn| files::find_files(conn, query))
     }
 
-    fn open_file(&self, id: u64) -> Result<File, StorageError> {
-        self.open_content(id)
+    fn open_file(&self, id: u64) -> Result<Box<dyn Read + Send>, StorageError> {
+        let key = self.read(|conn| files::content_key(conn, id))?;
+        self.blobs.open(&key)
     }
 
-    fn state(&self, key: &StateKey) -> Result<Option<Value>, StorageError> {
-        self.read_state(key)
+    fn read_state(&self, key: &StateKey) -> Result<StoredState, StorageError> {
+        super::check::check_state_key(key)?;
+        let (text, version) = self.read(|conn| states::read_state(conn, key))?;
+        let value = text
+            .map(|t| serde_json::from_str(&t).map_err(|e| database(&self.db_path, e)))
+            .transpose()?;
+        Ok(StoredState { value, version })
     }
 
     fn apply(&self, changes: &Changes) -> Result<ApplyReport, StorageError> {
         check_changes(changes)?;
-        // File contents are copied before the write lock is taken: another job's apply
+        // File contents are stored before the write lock is taken: another job's apply
         // need not wait for them.
-        let staged = self.stage_files(&changes.files)?;
-        let result = self.write(|tx| apply_changes(tx, changes, &staged));
-        if result.is_err() {
-            self.unstage(&staged);
-        }
-        result
+        let stored = super::blob::put_all(self.blobs.as_ref(), &changes.files)?;
+        self.write(|tx| apply_changes(tx, changes, &stored))
     }
 
     fn record_job(&self, job: &JobRecord) -> Result<(), StorageError> {
         self.finish(jobs::record_job(&self.lock(), job))
+    }
+
+    fn job(&self, id: &str) -> Result<Option<JobRecord>, StorageError> {
+        self.read(|conn| jobs::find_job(conn, id))
+    }
+
+    fn jobs(&self, query: &JobQuery) -> Result<Vec<JobRecord>, StorageError> {
+        self.read(|conn| jobs::find_jobs(conn, query))
+    }
+
+    fn sweep(&self, min_age: Duration) -> Result<usize, StorageError> {
+        let referenced = self.read(files::content_keys)?;
+        super::blob::sweep(self.blobs.as_ref(), &referenced, min_age)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "SQLite {}, files in {}",
+            self.db_path.display(),
+            self.blobs.location()
+        )
     }
 }
 
@@ -364,7 +376,7 @@ mod tests {
             tables: vec![first, created, broken],
             files: vec![upload(&file, "out.txt", &["tag"])],
             states: vec![(key.clone(), Some(json!({"cursor": 2})))],
-            file_tags: Vec::new(),
+            ..Changes::default()
         };
         let e = f.store.apply(&changes).unwrap_err();
         assert!(matches!(

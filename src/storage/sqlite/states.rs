@@ -1,26 +1,41 @@
 //! Component states: one JSON value per configuration or configuration row, set and
-//! cleared inside `apply`'s transaction, and read back before a job runs.
+//! cleared inside `apply`'s transaction, and read back (with its version) before a job
+//! runs. A state's version counts its writes; a cleared state keeps its row, without a
+//! value, so that a version never comes back.
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 
-use super::{Res, SqliteStorage, database};
+use super::{Res, to_u64};
 use crate::storage::{StateKey, StorageError};
 
-pub(super) fn check_state_key(key: &StateKey) -> Result<(), StorageError> {
-    let reason = if key.component.is_empty() {
-        "the component id is empty"
-    } else if key.config.is_empty() {
-        "the configuration id is empty"
-    } else if key.row.as_deref() == Some("") {
-        "the row id is empty"
-    } else {
-        return Ok(());
-    };
-    Err(StorageError::Invalid {
-        what: format!("state key {key}"),
-        reason: reason.into(),
-    })
+/// The stored text of a state (`None`: none) and its version.
+pub(super) fn read_state(conn: &Connection, key: &StateKey) -> Res<(Option<String>, u64)> {
+    let found: Option<(Option<String>, i64)> = conn
+        .query_row(
+            "SELECT value, version FROM states WHERE component = ?1 AND config = ?2
+             AND row_id = ?3",
+            params![key.component, key.config, key.row.as_deref().unwrap_or("")],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(found.map_or((None, 0), |(value, version)| (value, to_u64(version))))
+}
+
+/// Refuses the commit when a state is no longer at the version the job started from.
+pub(super) fn check_versions(tx: &Transaction<'_>, versions: &[(StateKey, u64)]) -> Res<()> {
+    for (key, expected) in versions {
+        let (_, found) = read_state(tx, key)?;
+        if found != *expected {
+            return Err(StorageError::StateConflict {
+                key: key.to_string(),
+                expected: *expected,
+                found,
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Sets or (for `None`) clears each state, in order.
@@ -29,45 +44,19 @@ pub(super) fn write_states(
     states: &[(StateKey, Option<Value>)],
     now: i64,
 ) -> Res<()> {
+    let mut stmt = tx.prepare(
+        "INSERT INTO states (component, config, row_id, value, version, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, 1, ?5)
+         ON CONFLICT (component, config, row_id)
+         DO UPDATE SET value = excluded.value, version = version + 1,
+            updated_ms = excluded.updated_ms",
+    )?;
     for (key, value) in states {
         let row = key.row.as_deref().unwrap_or("");
-        match value {
-            Some(v) => {
-                tx.execute(
-                    "INSERT INTO states (component, config, row_id, value, updated_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (component, config, row_id)
-                     DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
-                    params![key.component, key.config, row, v.to_string(), now],
-                )?;
-            }
-            None => {
-                tx.execute(
-                    "DELETE FROM states WHERE component = ?1 AND config = ?2 AND row_id = ?3",
-                    params![key.component, key.config, row],
-                )?;
-            }
-        }
+        let text = value.as_ref().map(Value::to_string);
+        stmt.execute(params![key.component, key.config, row, text, now])?;
     }
     Ok(())
-}
-
-impl SqliteStorage {
-    pub(super) fn read_state(&self, key: &StateKey) -> Result<Option<Value>, StorageError> {
-        check_state_key(key)?;
-        let text: Option<String> = self.read(|conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT value FROM states WHERE component = ?1 AND config = ?2
-                     AND row_id = ?3",
-                    params![key.component, key.config, key.row.as_deref().unwrap_or("")],
-                    |r| r.get(0),
-                )
-                .optional()?)
-        })?;
-        text.map(|t| serde_json::from_str(&t).map_err(|e| database(&self.db_path, e)))
-            .transpose()
-    }
 }
 
 #[cfg(test)]
@@ -112,8 +101,18 @@ mod tests {
 
         let bad = StateKey {
             row: Some(String::new()),
-            ..config
+            ..config.clone()
         };
         assert!(f.store.state(&bad).unwrap_err().is_user_error());
+
+        // Every write counts, clearing included: a version never comes back.
+        let read = f.store.read_state(&config).unwrap();
+        assert_eq!((read.value, read.version), (None, 3));
+        assert_eq!(f.store.read_state(&row).unwrap().version, 1);
+        let never = StateKey {
+            config: "never".into(),
+            ..config
+        };
+        assert_eq!(f.store.read_state(&never).unwrap().version, 0);
     }
 }

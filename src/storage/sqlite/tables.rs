@@ -2,7 +2,7 @@
 //! and how its columns are named in SQL (`c<pos>` of `t<tid>`). Loads, exports and the
 //! table listings all read a table through here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -146,19 +146,6 @@ fn read_metadata(conn: &Connection, tid: i64, info: &mut TableInfo) -> Res<()> {
     Ok(())
 }
 
-/// Positions (1-based, `c<pos>`) of `names` among `columns`; `Err` names the first missing.
-pub(super) fn positions(columns: &[String], names: &[String]) -> Result<Vec<usize>, String> {
-    let index: HashMap<&str, usize> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.as_str(), i + 1))
-        .collect();
-    names
-        .iter()
-        .map(|n| index.get(n.as_str()).copied().ok_or_else(|| n.clone()))
-        .collect()
-}
-
 /// The condition of a [`WhereFilter`](crate::storage::WhereFilter) on column `c<pos>`:
 /// its values are bound, as one JSON list, to parameter `?<param>`.
 pub(super) fn filter_sql(pos: usize, operator: FilterOperator, param: usize) -> String {
@@ -200,16 +187,6 @@ mod tests {
         assert_eq!(
             filter_sql(1, FilterOperator::Ne, 4),
             "c1 NOT IN (SELECT value FROM json_each(?4))"
-        );
-    }
-
-    #[test]
-    fn positions_are_one_based_and_name_the_first_missing_column() {
-        let columns = strings(&["id", "v", "w"]);
-        assert_eq!(positions(&columns, &strings(&["w", "id"])), Ok(vec![3, 1]));
-        assert_eq!(
-            positions(&columns, &strings(&["v", "x", "y"])),
-            Err("x".to_owned())
         );
     }
 }

@@ -85,12 +85,17 @@ impl Fixture {
     }
 
     /// Everything visible in the store, to compare before and after a failed apply.
-    pub(super) fn snapshot(&self) -> (Vec<TableInfo>, Vec<String>, Vec<FileInfo>, usize) {
+    /// (File contents a failed apply stored are not visible: no file names them.)
+    pub(super) fn snapshot(&self) -> (Vec<TableInfo>, Vec<String>, Vec<FileInfo>) {
         let tables = self.store.tables().unwrap();
         let data = tables.iter().map(|t| self.csv(&t.id.to_string())).collect();
         let files = self.store.files(&FileQuery::default()).unwrap();
-        let contents = fs::read_dir(&self.store.files_dir).unwrap().count();
-        (tables, data, files, contents)
+        (tables, data, files)
+    }
+
+    /// Where the store keeps file contents.
+    pub(super) fn blobs_dir(&self) -> PathBuf {
+        self.dir.path().join("storage/files")
     }
 
     pub(super) fn upload(&self, name: &str, tags: &[&str]) -> FileInfo {

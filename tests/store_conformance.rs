@@ -1,0 +1,1622 @@
+//! One storage conformance suite, run against every backend: the embedded SQLite store
+//! (files in a local directory) and the shared one, PostgreSQL with files in S3 — real
+//! servers, started by `scripts/services.sh start`, which prints the variables this suite
+//! reads (`BERTH_TEST_PG_URL`, `BERTH_TEST_S3_URL`, `AWS_*`). Each test is written once
+//! and instantiated per backend by `conformance!`; each run gets a database (or directory)
+//! and an S3 prefix of its own. Without the servers the PostgreSQL variants skip — and
+//! fail under `CI=true`.
+//!
+//! The same operations must give the same answers, byte for byte: exports, listings,
+//! errors, and what storage holds after a refused load, a state conflict, a second commit
+//! of a job id, or a berth killed in the middle of a commit.
+
+#![allow(
+    clippy::too_many_lines,
+    reason = "the 80-line rule is for berth's code; a test reads top to bottom"
+)]
+#![expect(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use berth::storage::{
+    Changes, CsvProblem, CsvSource, ExportQuery, FileInfo, FileQuery, FileUpload, FilesUrl,
+    FilterOperator, JobQuery, JobRecord, JobStatus, MetadataEntry, Provenance, StateKey, Storage,
+    StorageError, StorageUrl, StoreSettings, TableId, TableInfo, TableLoad, WhereFilter,
+};
+use common::*;
+use serde_json::{Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A store of its own for one test: a directory, and for PostgreSQL a database and an S3
+/// prefix (the database is dropped at the end).
+struct Env {
+    dir: tempfile::TempDir,
+    settings: StoreSettings,
+    /// The database to drop, and the URL of the one to drop it from.
+    database: Option<(String, String)>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some((name, admin)) = &self.database
+            && let Ok(mut c) = ::postgres::Client::connect(admin, ::postgres::NoTls)
+        {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+        // The test's prefix of the bucket goes too.
+        if let FilesUrl::S3 { bucket, prefix } = &self.settings.files
+            && let Ok(blobs) = berth::storage::blob::S3Blobs::open(bucket, prefix)
+        {
+            use berth::storage::blob::BlobStore;
+            for (key, _) in blobs.list().unwrap_or_default() {
+                let _ = blobs.delete(&key);
+            }
+        }
+    }
+}
+
+/// The servers' URLs, or why the PostgreSQL variants cannot run.
+fn servers() -> Result<(String, String), String> {
+    let pg = std::env::var("BERTH_TEST_PG_URL").map_err(|_| "BERTH_TEST_PG_URL is not set")?;
+    let s3 = std::env::var("BERTH_TEST_S3_URL").map_err(|_| "BERTH_TEST_S3_URL is not set")?;
+    Ok((pg, s3))
+}
+
+/// The store of one test, or `None` (the test skips) when its servers are missing.
+fn env(backend: Backend) -> Option<Env> {
+    let dir = tempfile::tempdir().unwrap();
+    if let Some((uid, gid)) = test_user() {
+        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+    }
+    match backend {
+        Backend::Sqlite => {
+            let settings = StoreSettings::embedded(&dir.path().join("home"));
+            Some(Env {
+                dir,
+                settings,
+                database: None,
+            })
+        }
+        Backend::Postgres => {
+            let (pg, s3) = match servers() {
+                Ok(urls) => urls,
+                Err(why) => {
+                    let why = format!("{why} (eval \"$(scripts/services.sh start)\")");
+                    if std::env::var("CI").as_deref() == Ok("true") {
+                        panic!("CI must run every test, but: {why}");
+                    }
+                    eprintln!("skipping: {why}");
+                    return None;
+                }
+            };
+            let tag = format!("{:016x}", rand_u64());
+            let name = format!("berth_t_{tag}");
+            let mut admin = ::postgres::Client::connect(&pg, ::postgres::NoTls).unwrap();
+            admin
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .unwrap();
+            let (base, _) = pg.rsplit_once('/').unwrap();
+            let bucket = s3.trim_start_matches("s3://").trim_end_matches('/');
+            let settings = StoreSettings {
+                storage: StorageUrl::Postgres(format!("{base}/{name}")),
+                files: FilesUrl::S3 {
+                    bucket: bucket.to_owned(),
+                    prefix: format!("t-{tag}"),
+                },
+            };
+            Some(Env {
+                dir,
+                settings,
+                database: Some((name, pg)),
+            })
+        }
+    }
+}
+
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).unwrap();
+    u64::from_le_bytes(b)
+}
+
+impl Env {
+    fn open(&self) -> Box<dyn Storage> {
+        berth::storage::open(&self.settings).unwrap()
+    }
+
+    /// The URLs berth is given for this store.
+    fn urls(&self) -> (String, String) {
+        let storage = match &self.settings.storage {
+            StorageUrl::Sqlite(dir) => format!("sqlite:{}", dir.display()),
+            StorageUrl::Postgres(url) => url.clone(),
+        };
+        let files = match &self.settings.files {
+            FilesUrl::Local(dir) => dir.display().to_string(),
+            FilesUrl::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
+        };
+        (storage, files)
+    }
+
+    fn file(&self, name: &str, content: &[u8]) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    fn gz(&self, name: &str, content: &[u8]) -> PathBuf {
+        self.file(name, &gzip(content))
+    }
+
+    fn load(&self, table: &str, csv: &str) -> TableLoad {
+        let path = self.file(&format!("{table}.{:x}.csv", rand_u64()), csv.as_bytes());
+        TableLoad::new(id(table), CsvSource::file(&path), prov())
+    }
+}
+
+/// A store under test with the shortcuts the tests share.
+struct S {
+    env: Env,
+    store: Box<dyn Storage>,
+}
+
+impl S {
+    fn new(backend: Backend) -> Option<S> {
+        let env = env(backend)?;
+        let store = env.open();
+        Some(S { env, store })
+    }
+
+    fn apply(&self, loads: Vec<TableLoad>) -> Result<berth::storage::ApplyReport, StorageError> {
+        self.store.apply(&Changes {
+            tables: loads,
+            ..Changes::default()
+        })
+    }
+
+    fn full(&self, table: &str, csv: &str) {
+        self.apply(vec![self.env.load(table, csv)]).unwrap();
+    }
+
+    fn incremental(&self, table: &str, csv: &str) -> berth::storage::LoadReport {
+        let mut load = self.env.load(table, csv);
+        load.incremental = true;
+        self.apply(vec![load]).unwrap().tables.remove(0)
+    }
+
+    fn export(&self, table: &str, query: &ExportQuery) -> String {
+        let mut out = Vec::new();
+        self.store.export(&id(table), query, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn csv(&self, table: &str) -> String {
+        self.export(table, &ExportQuery::default())
+    }
+
+    fn info(&self, table: &str) -> TableInfo {
+        self.store.table(&id(table)).unwrap().unwrap()
+    }
+
+    /// Everything visible, to compare before and after a refused change.
+    fn snapshot(&self) -> (Vec<TableInfo>, Vec<String>, Vec<FileInfo>) {
+        let tables = self.store.tables().unwrap();
+        let data = tables.iter().map(|t| self.csv(&t.id.to_string())).collect();
+        (
+            tables,
+            data,
+            self.store.files(&FileQuery::default()).unwrap(),
+        )
+    }
+
+    fn upload(&self, name: &str, content: &str, tags: &[&str]) -> FileInfo {
+        let path = self.env.file(name, content.as_bytes());
+        let report = self
+            .store
+            .apply(&Changes {
+                files: vec![upload(&path, name, tags)],
+                ..Changes::default()
+            })
+            .unwrap();
+        report.files[0].clone()
+    }
+
+    fn content(&self, file: u64) -> String {
+        let mut s = String::new();
+        self.store
+            .open_file(file)
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        s
+    }
+}
+
+fn id(s: &str) -> TableId {
+    s.parse().unwrap()
+}
+
+fn prov() -> Provenance {
+    Provenance {
+        component: "keboola.ex-test".into(),
+        config: Some("123".into()),
+        row: None,
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn upload(path: &Path, name: &str, tags: &[&str]) -> FileUpload {
+    FileUpload {
+        path: path.to_owned(),
+        name: name.into(),
+        tags: strings(tags),
+        is_permanent: false,
+        is_public: false,
+        is_encrypted: true,
+    }
+}
+
+const T: &str = "in.c-main.t";
+
+/// Instantiates each test once per backend: `sqlite::NAME` and `postgres::NAME`.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Backend::Sqlite)
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                super::$name(super::Backend::Postgres)
+            })*
+        }
+    };
+}
+
+conformance!(
+    tables_are_created_replaced_appended_widened_and_described,
+    upserts_keep_the_last_row_of_a_key_in_first_loaded_order,
+    primary_keys_change_only_when_the_rows_allow,
+    delete_where_filters_and_column_selection,
+    changed_since_follows_commit_order,
+    sliced_gzipped_headless_and_delimited_sources,
+    bad_csv_is_refused_naming_file_and_line_and_nothing_is_written,
+    files_are_found_by_tags_ids_and_age,
+    states_have_versions_and_a_stale_one_conflicts,
+    a_job_id_commits_once_and_records_are_listed,
+    cli_output_is_the_same_on_every_backend,
+    adaptive_inputs_bring_only_what_changed_since_the_last_run,
+    berth_killed_mid_commit_leaves_storage_before_or_after,
+    concurrent_upserts_lose_no_row,
+    adaptive_reads_miss_no_row_committed_concurrently,
+    a_state_changed_by_another_run_is_a_conflict,
+    a_job_id_commits_once_even_when_two_berths_run_it,
+    jobs_are_listed_and_shown,
+);
+
+fn tables_are_created_replaced_appended_widened_and_described(b: Backend) {
+    let Some(s) = S::new(b) else { return };
+    let mut load = s.env.load(T, "id,name\n1,ann\n2,bob\n");
+    load.metadata = vec![MetadataEntry {
+        key: "KBC.name".into(),
+        value: "orders".into(),
+    }];
+    load.column_metadata.insert(
+        "name".into(),
+        vec![MetadataEntry {
+            key: "KBC.datatype.type".into(),
+            value: "STRING".into(),
+        }],
+    );
+    load.description = Some("all".into());
+    let report = s.apply(vec![load]).unwrap().tables.remove(0);
+    assert!(report.created);
+    assert_eq!((report.rows_loaded, report.rows), (2, 2));
+    let created = s.info(T);
+    assert_eq!(created.columns, strings(&["id", "name"]));
+    assert_eq!(created.created_by, prov());
+    assert_eq!(created.metadata[0].key, "KBC.name");
+    assert_eq!(created.column_metadata["name"][0].value, "STRING");
+    assert_eq!(created.description.as_deref(), Some("all"));
+
+    // Incremental without a key appends; a new column widens the table.
+    let report = s.incremental(T, "name,id,extra\ncid,3,x\n");
+    assert_eq!(report.columns_added, strings(&["extra"]));
+    assert_eq!((report.rows_loaded, report.rows), (1, 3));
+    assert_eq!(s.csv(T), "id,name,extra\n1,ann,\n2,bob,\n3,cid,x\n");
+    // A full load replaces every row, and may not drop a column.
+    s.full(T, "id,name,extra\n9,zed,z\n");
+    assert_eq!(s.csv(T), "id,name,extra\n9,zed,z\n");
+    let e = s.apply(vec![s.env.load(T, "id\n1\n")]).unwrap_err();
+    assert!(e.is_user_error());
+    assert!(
+        e.to_string().contains("lacks columns \"name\", \"extra\""),
+        "{e}"
+    );
+    // Metadata merges by key; the first entry keeps its id.
+    let mut load = s.env.load(T, "id,name,extra\n9,zed,z\n");
+    load.metadata = vec![
+        MetadataEntry {
+            key: "KBC.name".into(),
+            value: "renamed".into(),
+        },
+        MetadataEntry {
+            key: "b".into(),
+            value: "2".into(),
+        },
+    ];
+    load.provenance.component = "keboola.other".into();
+    s.apply(vec![load]).unwrap();
+    let info = s.info(T);
+    assert_eq!(info.metadata.len(), 2);
+    assert_eq!(info.metadata[0].id, created.metadata[0].id);
+    assert_eq!(
+        (
+            info.metadata[0].value.as_str(),
+            info.metadata[0].provider.as_str()
+        ),
+        ("renamed", "keboola.other")
+    );
+    assert_eq!(info.last_updated_by.component, "keboola.other");
+    assert_eq!(info.created_ms, created.created_ms);
+
+    for t in ["out.c-b.x", "in.c-b.y", "in.c-a.z", "in.C-a.z", "in.c_a.z"] {
+        s.full(t, "a\n1\n");
+    }
+    let ids: Vec<String> = s
+        .store
+        .tables()
+        .unwrap()
+        .iter()
+        .map(|t| t.id.to_string())
+        .collect();
+    // Sorted as bytes, whatever the database's locale.
+    assert_eq!(
+        ids,
+        strings(&[
+            "in.C-a.z",
+            "in.c-a.z",
+            "in.c-b.y",
+            "in.c-main.t",
+            "in.c_a.z",
+            "out.c-b.x"
+        ])
+    );
+    assert!(s.store.table(&id("in.c-main.none")).unwrap().is_none());
+}
+
+fn upserts_keep_the_last_row_of_a_key_in_first_loaded_order(b: Backend) {
+    let Some(s) = S::new(b) else { return };
+    let mut load = s.env.load(T, "id,v\n1,a\n2,b\n1,a2\n");
+    load.primary_key = strings(&["id"]);
+    let report = s.apply(vec![load]).unwrap().tables.remove(0);
+    assert_eq!((report.rows_loaded, report.rows), (3, 2));
+    assert_eq!(s.csv(T), "id,v\n1,a2\n2,b\n");
+    let report = s.incremental(T, "id,v\n5,e\n3,c\n2,b2\n3,c2\n2,b3\n4,d\n");
+    assert_eq!((report.rows_loaded, report.rows), (6, 5));
+    assert_eq!(s.csv(T), "id,v\n1,a2\n2,b3\n5,e\n3,c2\n4,d\n");
+    assert_eq!(s.info(T).rows, 5);
+
+    // Composite keys; columns matched by name, not position.
+    let mut load = s.env.load("in.c-main.c", "a,b,v\n1,x,first\n1,y,second\n");
+    load.primary_key = strings(&["a", "b"]);
+    s.apply(vec![load]).unwrap();
+    s.incremental("in.c-main.c", "v,b,a\nthird,x,1\nfourth,z,1\n");
+    assert_eq!(
+        s.csv("in.c-main.c"),
+        "a,b,v\n1,x,third\n1,y,second\n1,z,fourth\n"
+    );
+}
+
+fn primary_keys_change_only_when_the_rows_allow(b: Backend) {
+    let Some(s) = S::new(b) else { return };
+    let mut load = s.env.load(T, "id,k,v\n1,a,x\n2,a,y\n");
+    load.primary_key = strings(&["id"]);
+    s.apply(vec![load]).unwrap();
+    let before = s.snapshot();
+    let mut load = s.env.load(T, "id,k,v\n3,b,z\n");
+    load.incremental = true;
+    load.primary_key = strings(&["k"]);
+    let e = s.apply(vec![load]).unwrap_err();
+    assert!(e.is_user_error());
+    assert_eq!(
+        e.to_string(),
+        "cannot load into table in.c-main.t: its rows are not unique on the new primary key (k)"
+    );
+    assert_eq!(s.snapshot(), before);
+    let mut load = s.env.load(T, "id,k,v\n1,a,x\n2,a,y\n");
+    load.primary_key = strings(&["k"]);
+    s.apply(vec![load]).unwrap();
+    assert_eq!(s.info(T).primary_key, strings(&["k"]));
+    assert_eq!(s.csv(T), "id,k,v\n2,a,y\n");
+    let mut load = s.env.load(T, "id,k,v\n1,a,x\n");
+    load.primary_key = strings(&["nope"]);
+    let e = s.apply(vec![load]).unwrap_err();
+    assert!(e.to_string().contains("primary key column \"nope\""), "{e}");
+}
+
+fn delete_where_filters_and_column_selection(b: Backend) {
+    let Some(s) = S::new(b) else { return };
+    let data = "id,city\n1,Prague\n2,Brno\n3,Ostrava\n4,Prague\n5,O'Hare\n6,a\\b\n";
+    s.full(T, data);
+    let q =
+        |columns: Option<&[&str]>, filter: Option<(&str, &[&str], FilterOperator)>| ExportQuery {
+            columns: columns.map(strings),
+            filter: filter.map(|(column, values, operator)| WhereFilter {
+                column: column.into(),
+                values: strings(values),
+                operator,
+            }),
+            ..ExportQuery::default()
+        };
+    assert_eq!(
+        s.export(T, &q(Some(&["city", "id"]), None)),
+        "city,id\nPrague,1\nBrno,2\nOstrava,3\nPrague,4\nO'Hare,5\na\\b,6\n"
+    );
+    let eq = |v: &[&str]| q(Some(&["id"]), Some(("city", v, FilterOperator::Eq)));
+    assert_eq!(s.export(T, &eq(&["Prague", "O'Hare"])), "id\n1\n4\n5\n");
+    assert_eq!(s.export(T, &eq(&["a\\b"])), "id\n6\n");
+    assert_eq!(s.export(T, &eq(&[])), "id\n");
+    let ne = q(
+        Some(&["id"]),
+        Some(("city", &["Prague", "Brno"], FilterOperator::Ne)),
+    );
+    assert_eq!(s.export(T, &ne), "id\n3\n5\n6\n");
+    let limited = ExportQuery {
+        limit: Some(2),
+        ..q(Some(&["id"]), None)
+    };
+    let mut out = Vec::new();
+    assert_eq!(s.store.export(&id(T), &limited, &mut out).unwrap(), 2);
+    assert_eq!(out, b"id\n1\n2\n");
+    for (bad, message) in [
+        (
+            q(Some(&["id", "nope"]), None),
+            "table in.c-main.t has no column \"nope\"",
+        ),
+        (
+            q(None, Some(("nope", &["x"], FilterOperator::Eq))),
+            "table in.c-main.t has no column \"nope\"",
+        ),
+        (
+            q(Some(&["id", "id"]), None),
+            "invalid export of in.c-main.t: column \"id\" is selected twice",
+        ),
+    ] {
+        let e = s.store.export(&id(T), &bad, &mut Vec::new()).unwrap_err();
+        assert!(e.is_user_error());
+        assert_eq!(e.to_string(), message);
+    }
+    let e = s
+        .store
+        .export(
+            &id("in.c-main.none"),
+            &ExportQuery::default(),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+    assert_eq!(e.to_string(), "table in.c-main.none does not exist");
+
+    let mut load = s.env.load(T, "id,city\n7,Plzen\n");
+    load.incremental = true;
+    load.delete_where = Some(WhereFilter {
+        column: "city".into(),
+        values: strings(&["Prague", "Brno"]),
+        operator: FilterOperator::Eq,
+    });
+    let report = s.apply(vec![load]).unwrap().tables.remove(0);
+    assert_eq!((report.rows_deleted, report.rows), (3, 4));
+    let mut load = s.env.load(T, "id,city\n8,Kladno\n");
+    load.incremental = true;
+    load.delete_where = Some(WhereFilter {
+        column: "city".into(),
+        values: strings(&["Plzen"]),
+        operator: FilterOperator::Ne,
+    });
+    let report = s.apply(vec![load]).unwrap().tables.remove(0);
+    assert_eq!((report.rows_deleted, report.rows), (3, 2));
+    assert_eq!(s.csv(T), "id,city\n7,Plzen\n8,Kladno\n");
+}
+
+fn changed_since_follows_commit_order(b: Backend) {
+    let Some(s) = S::new(b) else { return };
+    let mut last = 0;
+    for _ in 0..5 {
+        let t = s
+            .apply(vec![s.env.load(T, "id\n1\n")])
+            .unwrap()
+            .committed_ms;
+        assert!(t > last, "{t} after {last}");
+        last = t;
+    }
+    let info = s.info(T);
+    assert_eq!((info.last_change_ms, info.last_import_ms), (last, last));
+    let since = |ms| ExportQuery {
+        changed_since_ms: Some(ms),
+        ..ExportQuery::default()
+    };
+    assert_eq!(s.export(T, &since(last + 1)), "id\n");
+    let mut load = s.env.load(T, "id,v\n1,a\n2,b\n3,c\n");
+    load.primary_key = strings(&["id"]);
+    let t1 = s.apply(vec![load]).unwrap().committed_ms;
+    let report = s.incremental(T, "id,v\n2,b2\n4,d\n");
+    let t2 = s.info(T).last_change_ms;
+    assert!(t2 > t1);
+    assert_eq!(report.rows, 4);
+    assert_eq!(s.export(T, &since(t2)), "id,v\n2,b2\n4,d\n");
+    assert_eq!(s.export(T, &since(t1)), "id,v\n1,a\n2,b2\n3,c\n4,d\n");
+}
+
+fn sliced_gzipped_headless_and_delimited_sources(b: Backend) {
+    let Some(s) = S::new(b) else { return };
+    let slices = vec![
+        s.env.file("part0", b"1,a\n2,b\n"),
+        s.env.gz("part1.csv.gz", b"3,\"c\nc\"\n4,d\n"),
+        s.env.file("part2", b""),
+        s.env.gz("part3.gz", b"5,\"tab\there, back\\slash\r\n\""),
+    ];
+    let mut load = TableLoad::new(
+        id(T),
+        CsvSource {
+            paths: slices,
+            columns: Some(strings(&["id", "v"])),
+            delimiter: b',',
+            enclosure: b'"',
+        },
+        prov(),
+    );
+    load.primary_key = strings(&["id"]);
+    assert_eq!(s.apply(vec![load]).unwrap().tables[0].rows, 5);
+    assert_eq!(
+        s.csv(T),
+        "id,v\n1,a\n2,b\n3,\"c\nc\"\n4,d\n5,\"tab\there, back\\slash\r\n\"\n"
+    );
+    let path = s.env.file(
+        "semi.csv",
+        "id;text\n1;'a;b'\n2;'it''s'\n3;\"plain\"\n4;žluťoučký\n".as_bytes(),
+    );
+    let mut source = CsvSource::file(&path);
+    source.delimiter = b';';
+    source.enclosure = b'\'';
+    let semi = "in.c-main.semi";
+    s.apply(vec![TableLoad::new(id(semi), source, prov())])
+        .unwrap();
+    assert_eq!(
+        s.csv(semi),
+        "id,text\n1,a;b\n2,it's\n3,\"\"\"plain\"\"\"\n4,žluťoučký\n"
+    );
+}
+
+fn bad_csv_is_refused_naming_file_and_line_and_nothing_is_written(b: Backend) {
+    let Some(s) = S::new(b) else { return };
+    s.full(T, "id,v\n0,zero\n");
+    let file = s.env.file("keep.txt", b"kept");
+    let key = StateKey {
+        component: "keboola.ex-test".into(),
+        config: "1".into(),
+        row: None,
+    };
+    let before = s.snapshot();
+    let cases: &[(&[u8], u64, CsvProblem)] = &[
+        (
+            b"id,v\n1,a\n2,b,extra\n",
+            3,
+            CsvProblem::FieldCount {
+                found: 3,
+                expected: 2,
+            },
+        ),
+        (b"id,v\n1,a\n2,\"open\n3,c\n", 3, CsvProblem::UnclosedQuote),
+        (b"id,v\n1,a\n2,b\"c\n", 3, CsvProblem::QuoteInUnquotedField),
+        (
+            b"id,v\n1,\"a\nb\"\n2,\"b\"c\n",
+            4,
+            CsvProblem::CharactersAfterClosingQuote,
+        ),
+        (
+            b"id,v\n1,a\n2,\xe9t\xe9\n",
+            3,
+            CsvProblem::InvalidUtf8 { field: 2 },
+        ),
+        (
+            b"id,v\n1,a\n2,b\x00c\n",
+            3,
+            CsvProblem::NulCharacter { field: 2 },
+        ),
+        (
+            b"id,id\n1,a\n",
+            1,
+            CsvProblem::DuplicateColumnName { name: "id".into() },
+        ),
+        (b"", 1, CsvProblem::MissingHeader),
+    ];
+    for (n, (data, line, problem)) in cases.iter().enumerate() {
+        let path = s.env.file(&format!("bad{n}.csv"), data);
+        for incremental in [false, true] {
+            // A good load, a file and a state go with it: none of them may land.
+            let mut good = s.env.load("in.c-main.new", "x\n1\n");
+            good.incremental = incremental;
+            let mut bad = TableLoad::new(id(T), CsvSource::file(&path), prov());
+            bad.incremental = incremental;
+            let e = s
+                .store
+                .apply(&Changes {
+                    tables: vec![good, bad],
+                    files: vec![upload(&file, "keep.txt", &["t"])],
+                    states: vec![(key.clone(), Some(json!({"n": n})))],
+                    ..Changes::default()
+                })
+                .unwrap_err();
+            assert!(e.is_user_error());
+            assert_eq!(
+                e.to_string(),
+                format!("{}: line {line}: {problem}", path.display()),
+                "case {n}"
+            );
+            assert_eq!(s.snapshot(), before, "case {n}");
+            assert_eq!(s.store.read_state(&key).unwrap().version, 0);
+        }
+    }
+}
+
+fn files_are_found_by_tags_ids_and_age(b: Backend) {
+    let Some(s) = S::new(b) else { return };
+    let a = s.upload("a.txt", "a.txt", &["x", "y"]);
+    let bf = s.upload("b.txt", "b.txt", &["x"]);
+    let c = s.upload("c.txt", "c.txt", &["y", "z", "y"]);
+    let d = s.upload("d.txt", "d.txt", &[]);
+    assert!(a.id < bf.id && bf.id < c.id && c.id < d.id);
+    assert_eq!(c.tags, strings(&["y", "z"]));
+    let ids =
+        |q: FileQuery| -> Vec<u64> { s.store.files(&q).unwrap().iter().map(|f| f.id).collect() };
+    assert_eq!(ids(FileQuery::default()), vec![d.id, c.id, bf.id, a.id]);
+    let tags = |t: &[&str]| strings(t);
+    assert_eq!(
+        ids(FileQuery {
+            tags_all: tags(&["x", "y", "x"]),
+            ..FileQuery::default()
+        }),
+        vec![a.id]
+    );
+    assert_eq!(
+        ids(FileQuery {
+            include_any: tags(&["z", "x"]),
+            exclude: tags(&["y"]),
+            ..FileQuery::default()
+        }),
+        vec![bf.id]
+    );
+    assert_eq!(
+        ids(FileQuery {
+            ids: vec![a.id, d.id, 999],
+            ..FileQuery::default()
+        }),
+        vec![d.id, a.id]
+    );
+    assert_eq!(
+        ids(FileQuery {
+            since_id: Some(bf.id),
+            limit: Some(1),
+            ..FileQuery::default()
+        }),
+        vec![d.id]
+    );
+    let listed = s
+        .store
+        .files(&FileQuery {
+            ids: vec![a.id],
+            ..FileQuery::default()
+        })
+        .unwrap();
+    assert_eq!(listed, vec![a.clone()]);
+    assert_eq!(s.content(c.id), "c.txt");
+    let e = s.store.open_file(999).err().unwrap();
+    assert!(e.is_user_error());
+    assert_eq!(e.to_string(), "file 999 does not exist");
+
+    // Tags added once, all or nothing.
+    s.store
+        .apply(&Changes {
+            file_tags: vec![(a.id, strings(&["done", "x", "done"]))],
+            ..Changes::default()
+        })
+        .unwrap();
+    let e = s
+        .store
+        .apply(&Changes {
+            file_tags: vec![(a.id, strings(&["more"])), (999, strings(&["y"]))],
+            ..Changes::default()
+        })
+        .unwrap_err();
+    assert_eq!(e.to_string(), "file 999 does not exist");
+    let now = &s
+        .store
+        .files(&FileQuery {
+            ids: vec![a.id],
+            ..FileQuery::default()
+        })
+        .unwrap()[0];
+    assert_eq!(now.tags, strings(&["x", "y", "done"]));
+
+    // The same content twice is two files, one content; a 20 MiB one goes in parts.
+    let again = s.upload("again.txt", "a.txt", &[]);
+    assert_eq!(s.content(again.id), "a.txt");
+    let big: String = (0..20 << 20)
+        .map(|i: u32| char::from(b'a' + u8::try_from(i % 26).unwrap()))
+        .collect();
+    let large = s.upload("large.bin", &big, &["big"]);
+    assert_eq!(large.size_bytes, 20 << 20);
+    assert!(
+        s.content(large.id) == big,
+        "the large file came back changed"
+    );
+    // A missing source refuses the whole apply.
+    let e = s
+        .store
+        .apply(&Changes {
+            files: vec![upload(&s.env.dir.path().join("nope"), "nope", &[])],
+            ..Changes::default()
+        })
+        .unwrap_err();
+    assert!(e.is_user_error());
+    assert!(e.to_string().ends_with("nope: no such file"), "{e}");
+    // Nothing referenced is swept; what a failed apply stored goes once old enough.
+    let stray = s.env.file("stray.txt", b"stray content");
+    s.store
+        .apply(&Changes {
+            files: vec![upload(&stray, "stray.txt", &[])],
+            file_tags: vec![(999, strings(&["x"]))],
+            ..Changes::default()
+        })
+        .unwrap_err();
+    assert_eq!(
+        s.store.sweep(std::time::Duration::from_secs(3600)).unwrap(),
+        0
+    );
+    assert_eq!(s.store.sweep(std::time::Duration::ZERO).unwrap(), 1);
+    for f in [&a, &bf, &c, &d, &large] {
+        let mut out = Vec::new();
+        s.store
+            .open_file(f.id)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+    }
+}
+
+fn states_have_versions_and_a_stale_one_conflicts(b: Backend) {
+    let Some(s) = S::new(b) else { return };
+    let config = StateKey {
+        component: "keboola.ex-test".into(),
+        config: "123".into(),
+        row: None,
+    };
+    let row = StateKey {
+        row: Some("r1".into()),
+        ..config.clone()
+    };
+    let set = |states: Vec<(StateKey, Option<Value>)>, versions: Vec<(StateKey, u64)>| {
+        let mut load = s.env.load(T, "id\n1\n");
+        load.incremental = true;
+        s.store.apply(&Changes {
+            tables: vec![load],
+            states,
+            state_versions: versions,
+            ..Changes::default()
+        })
+    };
+    assert_eq!(s.store.read_state(&config).unwrap().version, 0);
+    set(
+        vec![
+            (config.clone(), Some(json!({"a": 1}))),
+            (row.clone(), Some(json!({"r": [1, 2]}))),
+        ],
+        vec![(config.clone(), 0)],
+    )
+    .unwrap();
+    assert_eq!(s.store.state(&config).unwrap(), Some(json!({"a": 1})));
+    assert_eq!(s.store.state(&row).unwrap(), Some(json!({"r": [1, 2]})));
+    // Two jobs start from version 1; the first commits, the second conflicts.
+    set(
+        vec![(config.clone(), Some(json!({"a": 2})))],
+        vec![(config.clone(), 1)],
+    )
+    .unwrap();
+    let e = set(
+        vec![(config.clone(), Some(json!({"a": 3})))],
+        vec![(config.clone(), 1)],
+    )
+    .unwrap_err();
+    assert!(e.is_user_error());
+    assert_eq!(
+        e.to_string(),
+        "state keboola.ex-test/123 changed while the job ran (version 1 when it started, 2 \
+         now): another run of the same configuration committed first; nothing of this job \
+         was applied, run it again"
+    );
+    assert_eq!(s.store.state(&config).unwrap(), Some(json!({"a": 2})));
+    assert_eq!(s.info(T).rows, 2, "the conflicting job's rows landed");
+    // Clearing is a write too: the version goes on.
+    set(vec![(config.clone(), None)], vec![(config.clone(), 2)]).unwrap();
+    let read = s.store.read_state(&config).unwrap();
+    assert_eq!((read.value, read.version), (None, 3));
+    assert_eq!(s.store.state(&row).unwrap(), Some(json!({"r": [1, 2]})));
+    let bad = StateKey {
+        row: Some(String::new()),
+        ..config
+    };
+    assert!(s.store.state(&bad).unwrap_err().is_user_error());
+}
+
+fn a_job_id_commits_once_and_records_are_listed(b: Backend) {
+    let Some(s) = S::new(b) else { return };
+    let job = |id: &str, status: JobStatus, started_ms: i64| JobRecord {
+        id: id.into(),
+        component: "keboola.ex-test".into(),
+        config: Some("123".into()),
+        status,
+        host: "n1".into(),
+        started_ms,
+        finished_ms: started_ms + 1,
+        result: json!({"status": status.as_str(), "n": started_ms}),
+    };
+    s.store.record_job(&job("j1", JobStatus::Error, 1)).unwrap();
+    let file = s.env.file("out.txt", b"out");
+    let commit = |id: &str| {
+        let mut load = s.env.load(T, "id\n1\n");
+        load.incremental = true;
+        s.store.apply(&Changes {
+            tables: vec![load],
+            files: vec![upload(&file, "out.txt", &[])],
+            job: Some(job(id, JobStatus::Success, 2)),
+            ..Changes::default()
+        })
+    };
+    commit("j1").unwrap();
+    let before = s.snapshot();
+    match commit("j1") {
+        Err(e @ StorageError::AlreadyCommitted { .. }) => {
+            assert_eq!(
+                e.to_string(),
+                "job j1 committed already; nothing was applied again"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        s.snapshot(),
+        before,
+        "a second commit of j1 changed storage"
+    );
+    s.store.record_job(&job("j1", JobStatus::Error, 3)).unwrap();
+    assert_eq!(
+        s.store.job("j1").unwrap().unwrap().status,
+        JobStatus::Success
+    );
+    let mut done = job("j1", JobStatus::Success, 2);
+    done.result = json!({"final": true});
+    s.store.record_job(&done).unwrap();
+    assert_eq!(s.store.job("j1").unwrap().unwrap(), done);
+
+    s.store
+        .record_job(&job("j2", JobStatus::Error, 20))
+        .unwrap();
+    let mut other = job("j3", JobStatus::Success, 30);
+    other.component = "keboola.other".into();
+    s.store.record_job(&other).unwrap();
+    let ids = |q: JobQuery| -> Vec<String> {
+        s.store
+            .jobs(&q)
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect()
+    };
+    assert_eq!(ids(JobQuery::default()), ["j3", "j2", "j1"]);
+    assert_eq!(
+        ids(JobQuery {
+            status: Some(JobStatus::Success),
+            ..JobQuery::default()
+        }),
+        ["j3", "j1"]
+    );
+    assert_eq!(
+        ids(JobQuery {
+            component: Some("keboola.ex-test".into()),
+            since_ms: Some(10),
+            ..JobQuery::default()
+        }),
+        ["j2"]
+    );
+    assert_eq!(s.store.job("nope").unwrap(), None);
+}
+
+/// `berth` with this store, as the operator runs it.
+fn berth(b: &Berth, e: &Env) -> Command {
+    let (storage, files) = e.urls();
+    let mut c = b.cmd();
+    c.env("BERTH_STORAGE", storage).env("BERTH_FILES", files);
+    c
+}
+
+fn run(b: &Berth, e: &Env, args: &[&str]) -> Run {
+    let out = berth(b, e).args(args).output().unwrap();
+    Run {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Times (and the dates printed from them) differ from run to run: blanked.
+fn timeless(text: &str) -> String {
+    let mut v: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(_) => {
+            return text
+                .lines()
+                .map(|l| {
+                    let mut l = l.to_owned();
+                    if let Some(i) = l.find("20") {
+                        if l[i..].len() >= 19 && l.as_bytes().get(i + 4) == Some(&b'-') {
+                            l.replace_range(i..i + 19, "<time>");
+                        }
+                    }
+                    l
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+        }
+    };
+    fn blank(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    if k.ends_with("_ms") {
+                        *x = json!(0);
+                    } else {
+                        blank(x);
+                    }
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(blank),
+            _ => {}
+        }
+    }
+    blank(&mut v);
+    serde_json::to_string_pretty(&v).unwrap()
+}
+
+fn cli_output_is_the_same_on_every_backend(b: Backend) {
+    let Some(e) = env(b) else { return };
+    let berth_ = Berth::new();
+    let csv = e.file(
+        "orders.csv",
+        b"id,name\n1,\"a \"\"q\"\" b\"\n2,\n3,\"multi\nline\"\n",
+    );
+    let more = e.file("more.csv", b"id,name\n3,x\n4,y\n3,z\n");
+    let report = e.file("report.txt", b"report\n");
+    let steps: Vec<Vec<String>> = vec![
+        vec![
+            "storage",
+            "import",
+            "in.c-main.orders",
+            &csv.display().to_string(),
+            "--primary-key",
+            "id",
+        ],
+        vec![
+            "storage",
+            "import",
+            "in.c-main.orders",
+            &more.display().to_string(),
+            "--incremental",
+        ],
+        vec!["storage", "export", "in.c-main.orders"],
+        vec!["storage", "tables"],
+        vec!["storage", "tables", "--json"],
+        vec![
+            "storage",
+            "upload",
+            &report.display().to_string(),
+            "--tag",
+            "monthly",
+        ],
+        vec!["storage", "files", "--json"],
+        vec!["storage", "files", "--tag", "monthly"],
+        vec!["storage", "download", "1"],
+        vec!["storage", "export", "in.c-main.nope"],
+        vec!["storage", "import", "in.c-main.orders", "/nonexistent.csv"],
+        vec!["state", "show", "acme.test", "42"],
+    ]
+    .into_iter()
+    .map(|s| s.into_iter().map(String::from).collect())
+    .collect();
+    let mut got = Vec::new();
+    for step in &steps {
+        let args: Vec<&str> = step.iter().map(String::as_str).collect();
+        let r = run(&berth_, &e, &args);
+        let dir = e.dir.path().display().to_string();
+        got.push(format!(
+            "$ {}\n[{}]\n{}{}",
+            args.join(" ").replace(&dir, "<dir>"),
+            r.status,
+            timeless(&r.stdout),
+            r.stderr
+                .lines()
+                .filter(|l| l.starts_with("berth:"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+    }
+    let got = got.join("\n");
+    if let Ok(path) = std::env::var("BERTH_WRITE_TRANSCRIPT") {
+        std::fs::write(path, format!("{got}\n")).unwrap();
+    }
+    // The same transcript, byte for byte, whichever store answers.
+    let expected = include_str!("store_conformance/cli.txt");
+    assert_eq!(got, expected.trim_end_matches('\n'), "{got}");
+}
+
+fn script_image(name: &str, script: &str) -> BuiltImage {
+    push(&ImageSpec::script(script), &unique_repo(name), "1.0")
+}
+
+fn adaptive_inputs_bring_only_what_changed_since_the_last_run(b: Backend) {
+    require_env!();
+    let Some(e) = env(b) else { return };
+    let bb = Berth::new();
+    let events = e.file("events.csv", b"id,what\n1,a\n2,b\n");
+    let r = run(
+        &bb,
+        &e,
+        &[
+            "storage",
+            "import",
+            "in.c-main.events",
+            events.to_str().unwrap(),
+            "--primary-key",
+            "id",
+        ],
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let report = e.file("r.txt", b"R1");
+    let r = run(
+        &bb,
+        &e,
+        &[
+            "storage",
+            "upload",
+            report.to_str().unwrap(),
+            "--tag",
+            "report",
+        ],
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let img = script_image(
+        "adaptive",
+        "cat /data/in/tables/events.csv >&2; ls /data/in/files | grep -v manifest >&2; exit 0",
+    );
+    let mut j = job(&img.reference, json!({}), json!({}));
+    j["configuration"]["storage"] = json!({"input": {
+        "tables": [{"source": "in.c-main.events", "destination": "events.csv", "changed_since": "adaptive"}],
+        "files": [{"tags": ["report"], "changed_since": "adaptive"}]
+    }});
+    let path = bb.write_job(&j);
+    let go = || run(&bb, &e, &["run", "--json", path.to_str().unwrap()]);
+    let r = go();
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("id,what\n1,a\n2,b\n"), "{}", r.stderr);
+    assert!(r.stderr.contains("_r.txt"), "{}", r.stderr);
+    let r = go();
+    assert!(
+        r.stderr.contains("id,what\n") && !r.stderr.contains("1,a"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("_r.txt"), "{}", r.stderr);
+    let events = e.file("events2.csv", b"id,what\n2,B\n3,c\n");
+    run(
+        &bb,
+        &e,
+        &[
+            "storage",
+            "import",
+            "in.c-main.events",
+            events.to_str().unwrap(),
+            "--incremental",
+        ],
+    );
+    let r = go();
+    assert!(r.stderr.contains("id,what\n2,B\n3,c\n"), "{}", r.stderr);
+    // What the job reads and writes is in this store, not in the embedded one.
+    if b == Backend::Postgres {
+        assert!(!bb.home().join("storage/project.sqlite").exists());
+    }
+    bb.assert_clean(&[]);
+}
+
+fn berth_killed_mid_commit_leaves_storage_before_or_after(b: Backend) {
+    require_env!();
+    // Two tables of 200,000 rows each, committed together: after a kill -9 at any moment,
+    // either both are there in full or neither is.
+    let img = script_image(
+        "kill",
+        "seq 1 200000 | awk '{print $1\",row\"$1}' > /tmp/body\n\
+         { echo 'id,name'; cat /tmp/body; } > /data/out/tables/a.csv\n\
+         cp /data/out/tables/a.csv /data/out/tables/b.csv\n\
+         echo content > /data/out/files/f.txt",
+    );
+    let mut outcomes = BTreeMap::new();
+    for delay_ms in [0u64, 150, 600, 2000, 6000] {
+        let Some(e) = env(b) else { return };
+        let bb = Berth::new();
+        let mut j = job(&img.reference, json!({}), json!({}));
+        j["configuration"]["storage"] = json!({"output": {"default_bucket": "out.c-k"}});
+        let path = bb.write_job(&j);
+        let mut child = berth(&bb, &e)
+            .args(["-v", "run", path.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut committing = false;
+        for line in lines.by_ref() {
+            if line.unwrap().contains("committing") {
+                committing = true;
+                break;
+            }
+        }
+        assert!(committing, "berth never reached the commit");
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        for _ in lines {}
+        let store = e.open();
+        let rows = |t: &str| store.table(&id(t)).unwrap().map(|i| i.rows);
+        let files = store.files(&FileQuery::default()).unwrap().len();
+        let state = match (rows("out.c-k.a"), rows("out.c-k.b"), files) {
+            (None, None, 0) => "before",
+            (Some(200_000), Some(200_000), 1) => "after",
+            other => panic!("storage is in between after kill -9: {other:?}"),
+        };
+        *outcomes.entry(state).or_insert(0) += 1;
+        let r = run(&bb, &e, &["gc"]);
+        assert_eq!(r.status, 0, "{}", r.stderr);
+        bb.assert_clean(&[]);
+    }
+    eprintln!("kill -9 outcomes: {outcomes:?}");
+    assert!(
+        outcomes.contains_key("before"),
+        "never killed during the commit: {outcomes:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Many berths at once on one store: serialised tables, adaptive inputs, state conflicts
+// and job ids that commit once.
+
+/// A job of configuration `config` whose component runs `script` with `parameters`.
+fn config_job(image: &str, config: &str, parameters: Value) -> Value {
+    let mut j = job(image, json!({}), parameters);
+    j["config_id"] = json!(config);
+    j
+}
+
+/// Runs every job at once, each in a berth of its own over the same store; returns their
+/// results in order.
+fn run_together(e: &Env, jobs: &[(Value, Vec<&str>)]) -> Vec<Run> {
+    let berths: Vec<Berth> = jobs.iter().map(|_| Berth::new()).collect();
+    let children: Vec<_> = jobs
+        .iter()
+        .zip(&berths)
+        .map(|((j, extra), b)| {
+            let path = b.write_job(j);
+            let mut args = vec!["run", "--json"];
+            args.extend(extra.iter().copied());
+            args.push(path.to_str().unwrap());
+            berth(b, e)
+                .args(&args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let runs = children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            Run {
+                status: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            }
+        })
+        .collect();
+    for b in &berths {
+        b.assert_clean(&[]);
+    }
+    runs
+}
+
+/// A component that writes rows `n*10 .. n*10+9` (and key `shared`, last writer wins)
+/// into `out.c-s.t`, incrementally with a primary key.
+const UPSERT: &str = r#"n=$(sed -n 's/.*"n": *\([0-9]*\).*/\1/p' /data/config.json)
+{ echo 'id,v'; i=0; while [ $i -lt 10 ]; do echo "$((n * 10 + i)),$n"; i=$((i + 1)); done
+  echo "shared,$n"; } > /data/out/tables/t.csv
+echo '{"destination": "out.c-s.t", "incremental": true, "primary_key": ["id"]}' > /data/out/tables/t.csv.manifest"#;
+
+fn concurrent_upserts_lose_no_row(b: Backend) {
+    require_env!();
+    let Some(e) = env(b) else { return };
+    let img = script_image("upsert", UPSERT);
+    // Every job finds the table missing and creates it: one does, the others then load.
+    let jobs: Vec<(Value, Vec<&str>)> = (1..=6)
+        .map(|n| {
+            (
+                config_job(&img.reference, &format!("c{n}"), json!({"n": n})),
+                vec![],
+            )
+        })
+        .collect();
+    for r in run_together(&e, &jobs) {
+        assert_eq!(r.status, 0, "{}", r.stderr);
+    }
+    let store = e.open();
+    let mut out = Vec::new();
+    store
+        .export(&id("out.c-s.t"), &ExportQuery::default(), &mut out)
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let mut ids: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut want: Vec<String> = (1..=6)
+        .flat_map(|n| (0..10).map(move |i| (n * 10 + i).to_string()))
+        .collect();
+    want.push("shared".into());
+    want.sort_unstable();
+    assert_eq!(ids, want, "{text}");
+    assert_eq!(store.table(&id("out.c-s.t")).unwrap().unwrap().rows, 61);
+    // Six jobs, six success records.
+    let records = store.jobs(&JobQuery::default()).unwrap();
+    assert_eq!(records.len(), 6);
+    assert!(records.iter().all(|r| r.status == JobStatus::Success));
+}
+
+fn adaptive_reads_miss_no_row_committed_concurrently(b: Backend) {
+    require_env!();
+    let Some(e) = env(b) else { return };
+    let seed = e.file("events.csv", b"id\nseed\n");
+    let bb = Berth::new();
+    let r = run(
+        &bb,
+        &e,
+        &[
+            "storage",
+            "import",
+            "out.c-s.events",
+            seed.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let writer = script_image(
+        "append",
+        r#"n=$(sed -n 's/.*"n": *\([0-9]*\).*/\1/p' /data/config.json)
+{ echo id; echo "w$n"; } > /data/out/tables/events.csv
+echo '{"destination": "out.c-s.events", "incremental": true}' > /data/out/tables/events.csv.manifest"#,
+    );
+    let reader = script_image(
+        "read",
+        "sed 1d /data/in/tables/events.csv | sed 's/^/SEEN /'",
+    );
+    let mut read = config_job(&reader.reference, "reader", json!({}));
+    read["configuration"]["storage"] = json!({"input": {"tables": [
+        {"source": "out.c-s.events", "destination": "events.csv", "changed_since": "adaptive"}
+    ]}});
+    let read_path = bb.write_job(&read);
+    // Writers in two waves of four while the reader runs again and again.
+    let writers = std::thread::scope(|scope| {
+        let handle = scope.spawn(|| {
+            let mut results = Vec::new();
+            for wave in 0..2 {
+                let jobs: Vec<(Value, Vec<&str>)> = (0..4)
+                    .map(|k| {
+                        let n = wave * 4 + k;
+                        (
+                            config_job(&writer.reference, &format!("w{n}"), json!({"n": n})),
+                            vec![],
+                        )
+                    })
+                    .collect();
+                results.extend(run_together(&e, &jobs));
+            }
+            results
+        });
+        let mut seen = Vec::new();
+        let mut runs = 0;
+        while !handle.is_finished() || runs == 0 {
+            let r = run(&bb, &e, &["run", read_path.to_str().unwrap()]);
+            assert_eq!(r.status, 0, "{}", r.stderr);
+            seen.extend(
+                r.stdout
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("SEEN "))
+                    .map(str::to_owned),
+            );
+            runs += 1;
+        }
+        (handle.join().unwrap(), seen, runs)
+    });
+    let (results, mut seen, runs) = writers;
+    for r in &results {
+        assert_eq!(r.status, 0, "{}", r.stderr);
+    }
+    // One more read after every writer committed: together the reads saw every row.
+    let r = run(&bb, &e, &["run", read_path.to_str().unwrap()]);
+    seen.extend(
+        r.stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("SEEN "))
+            .map(str::to_owned),
+    );
+    seen.sort();
+    seen.dedup();
+    let mut want: Vec<String> = (0..8).map(|n| format!("w{n}")).collect();
+    want.push("seed".into());
+    want.sort();
+    assert_eq!(seen, want, "after {runs} reads during the writes");
+}
+
+fn a_state_changed_by_another_run_is_a_conflict(b: Backend) {
+    require_env!();
+    let Some(e) = env(b) else { return };
+    // Both runs read the state, then take their time: the second to commit finds it
+    // changed.
+    let img = script_image(
+        "state-race",
+        r#"n=$(sed -n 's/.*"count": *\([0-9]*\).*/\1/p' /data/in/state.json)
+sleep 3
+echo "{\"count\": $(( ${n:-0} + 1 ))}" > /data/out/state.json
+printf 'id\n%s\n' "$(cat /proc/sys/kernel/random/uuid)" > /data/out/tables/log.csv
+echo '{"destination": "out.c-s.log", "incremental": true}' > /data/out/tables/log.csv.manifest"#,
+    );
+    let j = config_job(&img.reference, "same", json!({}));
+    let runs = run_together(&e, &[(j.clone(), vec![]), (j, vec![])]);
+    let mut statuses: Vec<i32> = runs.iter().map(|r| r.status).collect();
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        vec![0, 1],
+        "{}\n{}",
+        runs[0].stdout,
+        runs[1].stdout
+    );
+    let lost = runs.iter().find(|r| r.status == 1).unwrap().json();
+    assert_eq!(lost["error_class"], "user");
+    let message = lost["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "state acme.test/same changed while the job ran (version 0 when it \
+                          started, 1 now)"
+        ),
+        "{message}"
+    );
+    let store = e.open();
+    let key = StateKey {
+        component: "acme.test".into(),
+        config: "same".into(),
+        row: None,
+    };
+    let state = store.read_state(&key).unwrap();
+    assert_eq!(state.version, 1);
+    assert_eq!(state.value.unwrap()["component"]["count"], 1);
+    // Only the winner's row landed.
+    assert_eq!(store.table(&id("out.c-s.log")).unwrap().unwrap().rows, 1);
+}
+
+fn a_job_id_commits_once_even_when_two_berths_run_it(b: Backend) {
+    require_env!();
+    let Some(e) = env(b) else { return };
+    let img = script_image(
+        "once",
+        &format!("sleep 2\n{UPSERT}\necho out > /data/out/files/f.txt"),
+    );
+    let j = config_job(&img.reference, "c1", json!({"n": 1}));
+    // A node presumed dead commits late: both berths run, one commit applies.
+    let runs = run_together(
+        &e,
+        &[
+            (j.clone(), vec!["--job-id", "1234_7"]),
+            (j.clone(), vec!["--job-id", "1234_7"]),
+        ],
+    );
+    for r in &runs {
+        assert_eq!(r.status, 0, "{}", r.stdout);
+        assert_eq!(r.json()["job_id"], "1234_7");
+    }
+    let late: Vec<&Run> = runs
+        .iter()
+        .filter(|r| r.json()["already_committed"] == true)
+        .collect();
+    assert_eq!(late.len(), 1, "{}\n{}", runs[0].stdout, runs[1].stdout);
+    assert_eq!(
+        late[0].json()["message"],
+        "job 1234_7 committed already; nothing was applied again"
+    );
+    let store = e.open();
+    let rows = || store.table(&id("out.c-s.t")).unwrap().unwrap();
+    let files = || store.files(&FileQuery::default()).unwrap().len();
+    let before = rows();
+    assert_eq!((before.rows, files()), (11, 1));
+    let record = store.job("1234_7").unwrap().unwrap();
+    assert_eq!(record.status, JobStatus::Success);
+    assert_eq!(record.result["outputs"]["tables"][0]["rows_loaded"], 11);
+    // A requeue of the committed job (SLURM_JOB_ID and the array task): nothing runs.
+    let bb = Berth::new();
+    let path = bb.write_job(&j);
+    let out = berth(&bb, &e)
+        .args(["run", "--json", path.to_str().unwrap()])
+        .env("SLURM_JOB_ID", "1234")
+        .env("SLURM_ARRAY_TASK_ID", "7")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["already_committed"], true);
+    assert_eq!(result["job_id"], "1234_7");
+    assert!(result["image"].is_null(), "the image was pulled: {result}");
+    assert!(
+        result["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("job 1234_7 committed already on "),
+        "{result}"
+    );
+    let after = rows();
+    assert_eq!(
+        (after.rows, after.last_change_ms, files()),
+        (11, before.last_change_ms, 1)
+    );
+    assert_eq!(store.job("1234_7").unwrap().unwrap(), record);
+    // A bad job id is refused before anything runs.
+    let r = run(&bb, &e, &["run", "--job-id", "a b", path.to_str().unwrap()]);
+    assert_eq!(r.status, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("a job id has"), "{}", r.stderr);
+}
+
+fn jobs_are_listed_and_shown(b: Backend) {
+    require_env!();
+    let Some(e) = env(b) else { return };
+    let bb = Berth::new();
+    let img = script_image(
+        "jobs",
+        r#"[ "$(sed -n 's/.*"fail": *\(true\).*/\1/p' /data/config.json)" = true ] && { echo broken >&2; exit 1; }
+printf 'id\n1\n2\n' > /data/out/tables/t.csv
+echo '{"destination": "out.c-j.t"}' > /data/out/tables/t.csv.manifest"#,
+    );
+    let ok = bb.write_job(&config_job(&img.reference, "7", json!({})));
+    let r = run(
+        &bb,
+        &e,
+        &["run", "--json", "--job-id", "ok-1", ok.to_str().unwrap()],
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let mut failing = config_job(&img.reference, "8", json!({"fail": true}));
+    failing["component"]["id"] = json!("acme.other");
+    let failing = bb.write_job(&failing);
+    let r = run(
+        &bb,
+        &e,
+        &[
+            "run",
+            "--json",
+            "--job-id",
+            "bad-2",
+            failing.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.status, 1, "{}", r.stderr);
+
+    let r = run(&bb, &e, &["jobs"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("JOB ID  STATUS   CLASS        COMPONENT"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        lines[1].starts_with("bad-2   error    user         acme.other"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        lines[2].starts_with("ok-1    success  -            acme.test "),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(lines.len(), 3);
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["jobs", "--json"];
+        all.extend_from_slice(args);
+        let r = run(&bb, &e, &all);
+        assert_eq!(r.status, 0, "{}", r.stderr);
+        let list: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
+        list.iter()
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&["--status", "error"]), ["bad-2"]);
+    assert_eq!(ids(&["--component", "acme.test"]), ["ok-1"]);
+    assert_eq!(ids(&["--since", "-1 days"]), ["bad-2", "ok-1"]);
+    assert!(ids(&["--since", "2999-01-01T00:00:00Z"]).is_empty());
+
+    let r = run(&bb, &e, &["job", "show", "ok-1"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    for line in [
+        "job:        ok-1",
+        "status:     success",
+        "component:  acme.test",
+        "config:     7",
+        &format!("host:       {}", hostname()),
+        &format!("image:      {} ({})", img.reference, img.digest),
+        "table:      out.c-j.t: 2 rows loaded, 2 rows now",
+    ] {
+        assert!(
+            r.stdout.lines().any(|l| l == line),
+            "{line:?} in\n{}",
+            r.stdout
+        );
+    }
+    assert!(r.stdout.contains("timings:    pull "), "{}", r.stdout);
+    let r = run(&bb, &e, &["job", "show", "bad-2"]);
+    assert!(
+        r.stdout.contains("status:     error (user)"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("message:    broken"), "{}", r.stdout);
+    let r = run(&bb, &e, &["job", "show", "--json", "ok-1"]);
+    let record: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(record["status"], "success");
+    assert_eq!(record["result"]["outputs"]["tables"][0]["rows_loaded"], 2);
+    assert_eq!(record["result"]["image"]["digest"], img.digest.as_str());
+    let r = run(&bb, &e, &["job", "show", "nope"]);
+    assert_eq!(r.status, 1);
+    assert!(
+        r.stderr
+            .contains("invalid job nope: no such job is recorded"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&bb, &e, &["jobs", "--status", "maybe"]);
+    assert_eq!(r.status, 2, "{}", r.stderr);
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
