@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 runs="${1:-5}"
 warmup=1
 [ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 1; }
-scripts/deps.sh
+scripts/deps.sh bench
 registry=$(scripts/registry.sh start)
 if [ -z "${BERTH:-}" ]; then
   cargo build --release --locked --quiet

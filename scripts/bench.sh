@@ -29,7 +29,7 @@ runs="${1:-50}"
 # Cold pulls take seconds each, not milliseconds: fewer runs.
 pull_runs="${2:-5}"
 [ "$(id -u)" -eq 0 ] || { echo "run as root" >&2; exit 1; }
-scripts/deps.sh
+scripts/deps.sh bench
 registry=$(scripts/registry.sh start)
 scripts/build-images.sh "$registry" >/dev/null
 cargo build --release --locked --quiet

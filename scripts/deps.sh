@@ -1,26 +1,47 @@
 #!/usr/bin/env bash
-# Installs the Debian packages berth's build, tests, examples and benchmarks need, when any
-# is missing. Needs root (it runs apt-get); does nothing when everything is there.
+# Installs the Debian packages a group of berth's scripts needs, when any is missing. Needs
+# root (it runs apt-get); does nothing when everything is there.
+#
+#   scripts/deps.sh example   # building berth and running the example (scripts/example.sh)
+#   scripts/deps.sh tests     # the example's, plus what the tests need (scripts/test.sh)
+#   scripts/deps.sh bench     # the tests', plus the benchmark's peers (scripts/bench.sh)
+#   scripts/deps.sh           # all of them
 set -euo pipefail
 
-packages=(
+# Building berth, a registry, and the example image.
+example=(
   libseccomp-dev pkg-config   # building libcontainer with seccomp support
-  docker-registry             # the local registry (CNCF Distribution)
+  gcc libc6-dev               # the C in berth's dependencies (SQLite, ring)
+  docker-registry curl        # the local registry (CNCF Distribution), and its readiness check
+  skopeo umoci                # independent tools that build and push images
+  busybox-static              # the real binaries inside the example and test images
+)
+# The tests, beside the example's.
+tests=(
   apache2-utils openssl       # htpasswd -B and certificates for the TLS + auth registry tests
-  skopeo umoci                # independent tools that build and push test images
-  busybox-static              # the real binaries inside test images
   passt                       # pasta: outbound networking for network mode "bridge"
   uidmap                      # newuidmap/newgidmap: rootless operators' subordinate ids
   util-linux passwd           # setpriv and useradd: tests run berth as unprivileged users
-  crun runc podman            # peers for the benchmark
-  gcc libc6-dev               # the static C probe the hostile-component tests run inside
+  sqlite3 time jq bc procps iproute2 python3
   g++                         # libFuzzer (C++), which the fuzz targets' libfuzzer-sys builds
-  sqlite3 time jq bc curl procps iproute2 python3
-  strace                      # system calls per entry, in the pull benchmark
-  debootstrap python3-pip     # the conformance suite's Debian + keboola.component image
+  debootstrap python3-pip     # the conformance suite's image, the package test's Debian 12
+  man-db                      # man -l renders the generated man pages
   slurmctld slurmd slurm-client munge  # a Slurm cluster on this host (scripts/slurm.sh, tests/slurm.rs)
   postgresql                  # the shared store's tests (scripts/services.sh; S3 is PyPI's weed)
 )
+# The benchmark's peers and tools, beside the tests'.
+bench=(
+  crun runc podman            # peers for the benchmark
+  strace                      # system calls per entry, in the pull benchmark
+)
+
+packages=()
+case "${1:-all}" in
+  example) packages=("${example[@]}") ;;
+  tests) packages=("${example[@]}" "${tests[@]}") ;;
+  bench | all) packages=("${example[@]}" "${tests[@]}" "${bench[@]}") ;;
+  *) echo "usage: scripts/deps.sh [example|tests|bench]" >&2; exit 2 ;;
+esac
 # No udev on this host class: /dev/net/tun comes 0600, so no rootless pasta (or slirp4netns)
 # can open it. Debian's own permission is 0666 (the kernel lets only a namespace's owner use
 # what it opens there).

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/deps.sh
+scripts/deps.sh example
 registry=$(scripts/registry.sh start)
 scripts/build-images.sh "$registry" >/dev/null
 cargo build --release --locked --quiet

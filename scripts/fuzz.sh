@@ -26,7 +26,7 @@ if [ -n "${BERTH_BUILD_LOCK:-}" ]; then
 fi
 
 # libFuzzer itself is C++: libfuzzer-sys compiles it (scripts/deps.sh installs g++).
-scripts/deps.sh
+scripts/deps.sh tests
 if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
   "${lock[@]}" cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
 fi

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/deps.sh
+scripts/deps.sh tests
 registry=$(scripts/registry.sh start)
 # tests/slurm.rs starts the Slurm cluster on this host (scripts/slurm.sh start); stop it after.
 trap 'scripts/slurm.sh stop' EXIT

@@ -573,6 +573,24 @@ pub const MAX_USAGE_DEPTH: usize = 256;
 /// rename by whoever writes the tree meanwhile can only make it miss or recount an entry,
 /// never leave the tree. Entries that vanish while it walks are skipped.
 pub fn disk_usage(path: &Path) -> Result<Usage, ConfinedError> {
+    walk_sizes(path, allocated)
+}
+
+/// What the regular files of the tree at `path` hold: the sum of their sizes (what was
+/// written to them, holes included), walked as [`disk_usage`] walks.
+pub fn file_bytes(path: &Path) -> Result<Usage, ConfinedError> {
+    walk_sizes(path, |stat| {
+        if Kind::of_mode(stat.st_mode) == Kind::File {
+            u64::try_from(stat.st_size).unwrap_or(0)
+        } else {
+            0
+        }
+    })
+}
+
+/// Walks the tree at `path` without following links, adding up `measure` of each entry
+/// (the top directory included).
+fn walk_sizes(path: &Path, measure: fn(&rustix::fs::Stat) -> u64) -> Result<Usage, ConfinedError> {
     let io = |source: Errno| ConfinedError::Io {
         path: path.to_owned(),
         source: source.into(),
@@ -584,7 +602,7 @@ pub fn disk_usage(path: &Path) -> Result<Usage, ConfinedError> {
     )
     .map_err(io)?;
     let mut usage = Usage {
-        bytes: rustix::fs::fstat(&top).map_or(0, |s| allocated(&s)),
+        bytes: rustix::fs::fstat(&top).map_or(0, |s| measure(&s)),
         too_deep: false,
     };
     let mut stack = vec![rustix::fs::Dir::new(top).map_err(io)?];
@@ -606,7 +624,7 @@ pub fn disk_usage(path: &Path) -> Result<Usage, ConfinedError> {
             Err(Errno::NOENT) => continue,
             Err(e) => return Err(io(e)),
         };
-        usage.bytes = usage.bytes.saturating_add(allocated(&stat));
+        usage.bytes = usage.bytes.saturating_add(measure(&stat));
         if Kind::of_mode(stat.st_mode) != Kind::Dir {
             continue;
         }
@@ -878,6 +896,23 @@ mod tests {
         // The top must be a directory, not a link to one.
         symlink(&root, d.path().join("link")).unwrap();
         assert!(disk_usage(&d.path().join("link")).is_err());
+    }
+
+    #[test]
+    fn file_bytes_adds_up_regular_files_and_follows_no_link() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("out");
+        fs::create_dir_all(root.join("tables/sliced")).unwrap();
+        assert_eq!(file_bytes(&root).unwrap().bytes, 0);
+        fs::write(root.join("tables/a.csv"), vec![b'x'; 1000]).unwrap();
+        fs::write(root.join("tables/sliced/1.csv"), b"abc").unwrap();
+        // A sparse file counts what was written to it, its hole included.
+        let sparse = File::create(root.join("sparse")).unwrap();
+        sparse.set_len(1 << 20).unwrap();
+        let outside = d.path().join("outside");
+        fs::write(&outside, vec![1u8; 4096]).unwrap();
+        symlink(&outside, root.join("link")).unwrap();
+        assert_eq!(file_bytes(&root).unwrap().bytes, 1000 + 3 + (1 << 20));
     }
 
     #[test]

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         }
     };
     let cli = cli::Cli::parse();
-    init_logging(cli.global.verbose, cli.global.quiet);
+    init_logging(cli.global.verbose, cli.global.quiet, cli.global.log_format);
     let rootless = match side {
         Side::Inside(r) => Some(r),
         Side::Outside if !nix::unistd::geteuid().is_root() && cli.command.needs_namespace() => {
@@ -95,7 +95,7 @@ fn rootless(me: &Rootless) -> ExitCode {
     }
 }
 
-fn init_logging(verbose: u8, quiet: bool) {
+fn init_logging(verbose: u8, quiet: bool, format: cli::LogFormat) {
     // libcgroups warns about every v1 controller this host lacks on every container; that
     // is noise for an operator (berth reports what it cannot enforce itself).
     let default = match (quiet, verbose) {
@@ -113,6 +113,15 @@ fn init_logging(verbose: u8, quiet: bool) {
         // Its own complaint about a closed stderr is an `eprintln!`, which panics there.
         .log_internal_errors(false)
         .with_target(verbose > 0);
+    if format == cli::LogFormat::Json {
+        cli::print::json_lines();
+        // Span fields are kept as text inside the JSON: no colours there.
+        builder
+            .with_ansi(false)
+            .event_format(cli::log::JsonLines)
+            .init();
+        return;
+    }
     // -vv shows time since start: where a run spends it.
     if verbose >= 2 {
         builder

@@ -105,6 +105,19 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The job this berth runs, which every line it logs names (`--log-format json`).
+static LOG_JOB: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Names the job every line logged from now on belongs to.
+pub fn set_log_job(id: &str) {
+    *LOG_JOB.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.to_owned());
+}
+
+/// The job lines logged now belong to, once a job started.
+pub fn log_job() -> Option<String> {
+    LOG_JOB.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
 /// Installs rustls' ring provider once per process (the HTTP clients of the registry and
 /// of S3 build on it); another one installed already is fine.
 pub fn install_crypto_provider() {

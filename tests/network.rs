@@ -757,7 +757,7 @@ mod fakes {
                 host: &host,
                 runtime: &runtime,
             };
-            let answer = berth::job::action(svc, &settings, &job, "probe", allow).unwrap();
+            let answer = berth::job::action(svc, &settings, &job, "probe", allow, None).unwrap();
             assert_eq!(answer, json!({"ok": true}));
             assert_eq!(asked_networks(&runtime), [network], "{allow}");
         }

@@ -2,7 +2,9 @@
 
 mod component;
 mod jobs;
+pub mod log;
 mod login;
+mod ops;
 pub mod print;
 mod prune;
 mod secrets;
@@ -27,10 +29,13 @@ fn status(class: ErrorClass) -> ExitCode {
     ExitCode::from(class.exit_status())
 }
 
+/// `berth --version`: the package's version and the commit it was built from (see build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BERTH_COMMIT"), ")");
+
 #[derive(Debug, Parser)]
 #[command(
     name = "berth",
-    version,
+    version = VERSION,
     about = "Run data-processing components packaged as OCI images, without a daemon",
     long_about = "Run data-processing components packaged as OCI images, without a daemon.\n\n\
         berth pulls the component's image from a registry, unpacks it into a cached root \
@@ -178,6 +183,19 @@ pub struct Global {
     /// Show only errors
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+
+    /// How log lines on stderr look: text, or json — one JSON object per line (time,
+    /// level, target, message, fields) naming the job on every line of a run, for log
+    /// shippers
+    #[arg(long, global = true, env = "BERTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// The shape of berth's log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -291,6 +309,31 @@ pub enum Command {
     /// (`"component": "ID"`) and processors run
     #[command(subcommand)]
     Component(component::ComponentCommand),
+    /// List the jobs running under this home: job id, component, configuration, row,
+    /// image, start, berth's pid, the memory its container holds now, and the operator
+    Ps {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a running job as Ctrl-C would: its container is killed, nothing is committed,
+    /// everything is removed; also a job another berth of this home runs
+    ///
+    /// berth signals the job's berth — the process that holds the job's lock, checked
+    /// against the pid and start time the job recorded, so a recycled pid is never
+    /// signalled — waits for it to end, and removes whatever it left.
+    Kill(ops::KillArgs),
+    /// Print a completion script for a shell: `source <(berth completions bash)`, or put
+    /// it where the shell loads completions from
+    Completions {
+        #[arg(value_enum)]
+        shell: ops::Shell,
+    },
+    /// Write berth's man pages into DIR: berth.1 and one per subcommand (berth-run.1, …)
+    Man {
+        /// Where the pages go (created)
+        dir: PathBuf,
+    },
 }
 
 impl Command {
@@ -304,7 +347,8 @@ impl Command {
             | Command::Save { .. }
             | Command::Gc
             | Command::Rmi { .. }
-            | Command::Prune(_) => true,
+            | Command::Prune(_)
+            | Command::Kill(_) => true,
             Command::Images { .. }
             | Command::Sandbox { .. }
             | Command::Storage(_)
@@ -315,6 +359,9 @@ impl Command {
             | Command::Login(_)
             | Command::Logout(_)
             | Command::Component(_)
+            | Command::Ps { .. }
+            | Command::Completions { .. }
+            | Command::Man { .. }
             | Command::SetupRootless { .. } => false,
         }
     }
@@ -490,11 +537,17 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
             return Ok(status(ErrorClass::User));
         }
     };
-    if let Err(e) = Home::new(&settings.home).ensure_private() {
+    // Completions and man pages are clap's alone: generating them (while a package is
+    // built, say) makes no home.
+    let clap_only = matches!(
+        cli.command,
+        Command::Completions { .. } | Command::Man { .. }
+    );
+    if !clap_only && let Err(e) = Home::new(&settings.home).ensure_private() {
         tracing::warn!("cannot make {} private: {e}", settings.home.display());
     }
     match cli.command {
-        Command::Run(args) => run(svc, &settings, &args),
+        Command::Run(args) => run(svc, &settings, &args, cli.global.log_format),
         Command::Pull { image } => {
             job::gc::sweep(svc, &Home::new(&settings.home));
             pull(&host, &settings, &image)
@@ -519,6 +572,10 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
             allow_host_access,
         } => Ok(action(svc, &settings, &name, &job, allow_host_access)),
         Command::Component(command) => component::component(&settings, command),
+        Command::Ps { json } => ops::ps(&settings.home, json),
+        Command::Kill(args) => Ok(ops::kill(svc, &settings.home, &args)),
+        Command::Completions { shell } => Ok(ops::completions(shell)),
+        Command::Man { dir } => ops::man(&absolute(&dir)),
     }
 }
 
@@ -610,7 +667,22 @@ fn prepare_host(svc: Services<'_>, home: &Home) {
     tracing::debug!("swept");
 }
 
-fn run(svc: Services<'_>, settings: &Settings, args: &RunArgs) -> anyhow::Result<ExitCode> {
+/// A job's fresh id, made up before anything of it runs: every line it logs names it — or
+/// names the id the operator `given`, which the job then has.
+fn new_job_id(given: Option<&str>) -> String {
+    let id = job::workdir::new_id();
+    berth::util::set_log_job(given.unwrap_or(&id));
+    id
+}
+
+fn run(
+    svc: Services<'_>,
+    settings: &Settings,
+    args: &RunArgs,
+    log_format: LogFormat,
+) -> anyhow::Result<ExitCode> {
+    let given = args.job_id.clone().or_else(slurm_job_id);
+    let id = new_job_id(given.as_deref());
     prepare_host(svc, &Home::new(&settings.home));
     let mut job = match component::load_job(settings, &absolute(&args.job)) {
         Ok(j) => j,
@@ -622,7 +694,9 @@ fn run(svc: Services<'_>, settings: &Settings, args: &RunArgs) -> anyhow::Result
     let json = args.json;
     let mut on_line = |line: &str| {
         // A closed stdout (e.g. `| head`) must not kill the job half-way.
-        if json {
+        if json && log_format == LogFormat::Json {
+            print::err_raw(log::component_line(line));
+        } else if json {
             print::err(line);
         } else {
             print::out(line);
@@ -634,7 +708,8 @@ fn run(svc: Services<'_>, settings: &Settings, args: &RunArgs) -> anyhow::Result
         allow_host_access: args.allow_host_access,
         action: None,
         debug: args.mode == Mode::Debug,
-        job_id: args.job_id.clone().or_else(slurm_job_id),
+        job_id: given,
+        fresh_id: Some(id),
     };
     let result = job::run(svc, settings, &job, &options, &mut on_line);
     if !json && !result.outputs.debug_files.is_empty() {
@@ -675,12 +750,13 @@ fn action(
     job: &Path,
     allow_host_access: bool,
 ) -> ExitCode {
+    let id = new_job_id(None);
     prepare_host(svc, &Home::new(&settings.home));
     let job = match component::load_job(settings, &absolute(job)) {
         Ok(j) => j,
         Err(invalid) => return report(&invalid, false),
     };
-    match job::action(svc, settings, &job, name, allow_host_access) {
+    match job::action(svc, settings, &job, name, allow_host_access, Some(id)) {
         Ok(answer) => {
             match serde_json::to_string_pretty(&answer) {
                 Ok(text) => {
@@ -748,6 +824,7 @@ fn invalid_job(e: &berth::contract::ContractError) -> JobResult {
         outputs: Default::default(),
         timings: Timings::default(),
         already_committed: false,
+        usage: None,
     }
 }
 

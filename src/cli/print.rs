@@ -4,6 +4,7 @@
 
 use std::fmt::Display;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Writes one line to stdout; `false` once stdout is gone (the caller may stop producing).
 pub fn out(line: impl Display) -> bool {
@@ -28,7 +29,24 @@ where
     let _ = stdout.flush();
 }
 
-/// Writes one line to stderr, if stderr is still there.
+/// Writes one line to stderr, if stderr is still there: as a JSON log line under
+/// `--log-format json` (see [`json_lines`]), so that every line there parses.
 pub fn err(line: impl Display) {
+    if JSON_LINES.load(Ordering::Relaxed) {
+        err_raw(super::log::operator_line(&line.to_string()));
+    } else {
+        err_raw(line);
+    }
+}
+
+/// Writes one line to stderr as it is.
+pub fn err_raw(line: impl Display) {
     let _ = writeln!(io::stderr().lock(), "{line}");
 }
+
+/// What [`err`] writes is JSON log lines from now on.
+pub fn json_lines() {
+    JSON_LINES.store(true, Ordering::Relaxed);
+}
+
+static JSON_LINES: AtomicBool = AtomicBool::new(false);

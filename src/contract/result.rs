@@ -78,6 +78,46 @@ pub struct StageSummary {
     pub digest: String,
     /// Its exit status, as `exit_code`.
     pub exit_code: Option<i32>,
+    /// What its container used.
+    pub usage: Usage,
+}
+
+/// What the cgroups measured of a container — or, for a job, of all its containers — and
+/// what it left in `/data/out`. A number this host cannot tell is `null` (a controller
+/// missing or not delegated, a kernel without the file).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Usage {
+    /// The most memory a container held at once, in bytes (page cache included, as the
+    /// memory limit counts it).
+    pub peak_memory_bytes: Option<u64>,
+    /// CPU seconds in user space and in the kernel.
+    pub cpu_user_seconds: Option<f64>,
+    pub cpu_system_seconds: Option<f64>,
+    /// The most processes and threads a container had at once.
+    pub peak_pids: Option<u64>,
+    /// The bytes of the regular files it left in `/data/out` (for a job, all its images').
+    pub out_bytes: Option<u64>,
+}
+
+impl Usage {
+    /// Counts a container that ran after the others: peaks are the highest of them, times
+    /// and bytes add up; what none could tell stays unknown.
+    pub fn add(&mut self, other: &Usage) {
+        fn join<T: Copy>(a: Option<T>, b: Option<T>, f: fn(T, T) -> T) -> Option<T> {
+            match (a, b) {
+                (Some(a), Some(b)) => Some(f(a, b)),
+                (a, b) => a.or(b),
+            }
+        }
+        self.peak_memory_bytes = join(self.peak_memory_bytes, other.peak_memory_bytes, u64::max);
+        self.cpu_user_seconds = join(self.cpu_user_seconds, other.cpu_user_seconds, |a, b| a + b);
+        self.cpu_system_seconds =
+            join(self.cpu_system_seconds, other.cpu_system_seconds, |a, b| {
+                a + b
+            });
+        self.peak_pids = join(self.peak_pids, other.peak_pids, u64::max);
+        self.out_bytes = join(self.out_bytes, other.out_bytes, u64::saturating_add);
+    }
 }
 
 /// What the cage of the job's containers was, where an operator should know it.
@@ -153,6 +193,9 @@ pub struct JobResult {
     /// or the late commit of a node presumed dead): this run applied nothing, and succeeded.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub already_committed: bool,
+    /// What the job's containers used, once one ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
 impl JobResult {
@@ -205,6 +248,35 @@ mod tests {
         let msg = "ž".repeat(5000);
         let t = truncate_message(&msg);
         assert_eq!(t.chars().count(), MAX_MESSAGE_CHARS);
+    }
+
+    #[test]
+    fn usage_of_containers_keeps_peaks_and_adds_up_times_and_bytes() {
+        let mut job = Usage::default();
+        job.add(&Usage {
+            peak_memory_bytes: Some(100),
+            cpu_user_seconds: Some(1.5),
+            cpu_system_seconds: None,
+            peak_pids: Some(3),
+            out_bytes: Some(10),
+        });
+        job.add(&Usage {
+            peak_memory_bytes: Some(50),
+            cpu_user_seconds: Some(0.5),
+            cpu_system_seconds: Some(0.25),
+            peak_pids: Some(7),
+            out_bytes: Some(5),
+        });
+        assert_eq!(
+            job,
+            Usage {
+                peak_memory_bytes: Some(100),
+                cpu_user_seconds: Some(2.0),
+                cpu_system_seconds: Some(0.25),
+                peak_pids: Some(7),
+                out_bytes: Some(15),
+            }
+        );
     }
 
     #[test]

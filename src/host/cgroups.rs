@@ -13,7 +13,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::{CgroupSupport, HostError};
+use super::{CgroupSupport, CgroupUsage, HostError};
 
 /// How many freeze-kill-thaw rounds a removal tries before it gives up on a cgroup.
 const KILL_ROUNDS: u32 = 200;
@@ -94,9 +94,47 @@ pub(super) fn oom_kills(support: &CgroupSupport, path: &str) -> Option<u64> {
         "memory.oom_control"
     };
     let text = fs::read_to_string(dir.join(file)).ok()?;
+    keyed(&text, "oom_kill")
+}
+
+/// What the container's cgroups measured: on cgroup v2 `memory.peak`, `cpu.stat` and
+/// `pids.peak` of its one directory; on v1 (and the hybrid layout) `memory.max_usage_in_bytes`,
+/// `cpuacct.usage_user`/`usage_sys` and `pids.peak`, each in its controller's hierarchy.
+pub(super) fn usage(support: &CgroupSupport, path: &str) -> CgroupUsage {
+    use libcgroups::v1::ControllerType;
+    use libcgroups::v1::util::get_subsystem_mount_point;
+    let rel = path.trim_start_matches('/');
+    if support.unified {
+        let dir = Path::new(libcgroups::common::DEFAULT_CGROUP_ROOT).join(rel);
+        let stat = fs::read_to_string(dir.join("cpu.stat")).unwrap_or_default();
+        return CgroupUsage {
+            memory_peak: read_number(&dir.join("memory.peak")),
+            cpu_user_us: keyed(&stat, "user_usec"),
+            cpu_system_us: keyed(&stat, "system_usec"),
+            pids_peak: read_number(&dir.join("pids.peak")),
+        };
+    }
+    let dir = |c: ControllerType| get_subsystem_mount_point(&c).ok().map(|m| m.join(rel));
+    let file = |c: ControllerType, name: &str| dir(c).and_then(|d| read_number(&d.join(name)));
+    let micros = |ns: u64| ns / 1000;
+    CgroupUsage {
+        memory_peak: file(ControllerType::Memory, "memory.max_usage_in_bytes"),
+        cpu_user_us: file(ControllerType::CpuAcct, "cpuacct.usage_user").map(micros),
+        cpu_system_us: file(ControllerType::CpuAcct, "cpuacct.usage_sys").map(micros),
+        pids_peak: file(ControllerType::Pids, "pids.peak"),
+    }
+}
+
+/// A cgroup file holding one number.
+fn read_number(file: &Path) -> Option<u64> {
+    fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+/// The value of `key` in a flat-keyed cgroup file (`key value` lines).
+fn keyed(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let (k, v) = l.split_once(' ')?;
-        (k == "oom_kill").then(|| v.trim().parse().ok())?
+        (k == key).then(|| v.trim().parse().ok())?
     })
 }
 

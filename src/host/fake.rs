@@ -188,6 +188,10 @@ impl Host for FakeHost {
         Some(0)
     }
 
+    fn cgroup_usage(&self, _cgroups_path: &str) -> super::CgroupUsage {
+        super::CgroupUsage::default()
+    }
+
     fn cgroup_children(&self, _places: &[PathBuf]) -> Vec<String> {
         let mut listing = self
             .cgroup_listing

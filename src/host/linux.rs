@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 
 use super::nest::{self, Nest};
 use super::{
-    CgroupSupport, Host, HostError, IdMap, Limits, Network, NetworkGuard, Rootless, cgroups,
-    network,
+    CgroupSupport, CgroupUsage, Host, HostError, IdMap, Limits, Network, NetworkGuard, Rootless,
+    cgroups, network,
 };
 
 #[derive(Debug, Default)]
@@ -373,6 +373,10 @@ impl Host for LinuxHost {
 
     fn oom_kills(&self, cgroups_path: &str) -> Option<u64> {
         cgroups::oom_kills(&self.cgroups(), cgroups_path)
+    }
+
+    fn cgroup_usage(&self, cgroups_path: &str) -> CgroupUsage {
+        cgroups::usage(&self.cgroups(), cgroups_path)
     }
 
     fn subordinate_ids(&self) -> Option<IdMap> {

@@ -17,6 +17,7 @@ pub mod inherited;
 mod linux;
 pub mod nest;
 pub mod network;
+pub mod procs;
 pub mod userns;
 
 #[cfg(any(test, feature = "test-utils"))]
@@ -207,6 +208,21 @@ pub fn cpu_quota(cpus: f64, period: u64) -> i64 {
     quota.max(1000)
 }
 
+/// What a container's cgroups measured over its life (read before they are removed);
+/// `None` where this host's cgroups cannot tell (a controller missing or not delegated, a
+/// kernel without the file).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CgroupUsage {
+    /// The most memory it held at once, in bytes (page cache included, as the limit counts).
+    pub memory_peak: Option<u64>,
+    /// CPU time its processes spent in user space, in microseconds.
+    pub cpu_user_us: Option<u64>,
+    /// CPU time the kernel spent for them, in microseconds.
+    pub cpu_system_us: Option<u64>,
+    /// The most processes and threads it had at once.
+    pub pids_peak: Option<u64>,
+}
+
 /// The limits a container's cgroup gets.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
@@ -335,6 +351,10 @@ pub trait Host: fmt::Debug + Send + Sync {
 
     /// How many times the OOM killer struck in the container's cgroup, if that is known.
     fn oom_kills(&self, cgroups_path: &str) -> Option<u64>;
+
+    /// What the container's cgroup measured so far (peak memory, CPU time, peak
+    /// processes): read after it ended and before it is deleted.
+    fn cgroup_usage(&self, cgroups_path: &str) -> CgroupUsage;
 
     /// Names of the cgroups directly below the directories `places` (see
     /// [`Host::cgroup_places`]): the containers that exist, whatever state files say.

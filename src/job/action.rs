@@ -18,12 +18,14 @@ const MAX_RESPONSE_BYTES: usize = 16 << 20;
 /// result of the job that failed (an unlisted action, a failed container, no answer or one
 /// that is not JSON are user errors, with the original runner's words). A `bridge`
 /// component reaches the host and its networks only with `allow_host_access`, as in a run.
+/// `id` is the fresh id of [`RunOptions::fresh_id`].
 pub fn action(
     svc: Services<'_>,
     settings: &Settings,
     job: &JobFile,
     name: &str,
     allow_host_access: bool,
+    id: Option<String>,
 ) -> Result<Value, Box<JobResult>> {
     if name == "run" {
         let message = "\"run\" is not a synchronous action: use `berth run`".to_owned();
@@ -41,6 +43,7 @@ pub fn action(
     let options = RunOptions {
         action: Some(name.to_owned()),
         allow_host_access,
+        fresh_id: id,
         ..RunOptions::default()
     };
     let mut stdout = String::new();
@@ -87,6 +90,7 @@ fn refused() -> JobResult {
         outputs: Default::default(),
         timings: Default::default(),
         already_committed: false,
+        usage: None,
     }
 }
 

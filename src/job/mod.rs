@@ -22,6 +22,7 @@ pub mod gc;
 mod pipeline;
 mod processors;
 mod row;
+pub mod running;
 mod sandbox;
 mod state;
 mod vault;
@@ -70,6 +71,9 @@ pub struct RunOptions {
     /// once — a run of an id that committed applies nothing and succeeds. `None`: a fresh
     /// id is made up.
     pub job_id: Option<String>,
+    /// The fresh id, when the caller made it up (with [`workdir::new_id`], before anything
+    /// else, so that every line it logs names the job); unused when `job_id` is given.
+    pub fresh_id: Option<String>,
 }
 
 /// Where berth keeps things and how it reaches registries.

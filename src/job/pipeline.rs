@@ -7,12 +7,13 @@ use serde_json::Value;
 
 use super::processors::{self, ProcessorImage, ProcessorImages};
 use super::row::{RowContext, RowEnd, RowRun};
+use super::running::{self, RunningNote};
 use super::vault::Vault;
 use super::verdict::Verdict;
 use super::workdir::{Home, JobDir};
 use super::{JobError, RunOptions, Services, Settings};
 use crate::contract::result::{
-    Cage, ImageSummary, OutputSummary, StageSummary, Status, TableOutput, Timings,
+    Cage, ImageSummary, OutputSummary, StageSummary, Status, TableOutput, Timings, Usage,
 };
 use crate::contract::{JobFile, JobResult, UserNamespace, truncate_message};
 use crate::host::IdMap;
@@ -34,6 +35,8 @@ pub(super) struct Progress {
     pub stages: Vec<StageSummary>,
     /// The job id had committed before: this run applied nothing.
     pub already_committed: bool,
+    /// What their containers used, together.
+    pub usage: Option<Usage>,
 }
 
 impl Progress {
@@ -122,7 +125,7 @@ impl<'a> JobRun<'a> {
             progress: Progress::default(),
             storage: LazyStorage::new(settings.store.clone()),
             vault: Vault::for_store(settings.secrets_key(), settings.store.is_shared()),
-            job_id: options.job_id.clone().unwrap_or_default(),
+            job_id: job_id(options),
             started_ms: crate::util::unix_ms(),
         }
     }
@@ -160,6 +163,7 @@ impl<'a> JobRun<'a> {
             outputs: self.progress.outputs,
             timings: self.progress.timings,
             already_committed: self.progress.already_committed,
+            usage: self.progress.usage,
         };
         // A job id that committed before keeps its record as it was.
         if !result.already_committed {
@@ -213,12 +217,7 @@ impl<'a> JobRun<'a> {
         let (image, rootfs) = self.prepare_image(&puller, &unpacker)?;
         let processor_images = self.prepare_processors(&puller, &unpacker, &wanted)?;
         let home = Home::new(&self.settings.home);
-        let jobdir = JobDir::create(&home).map_err(JobError::Workdir)?;
-        super::gc::note_cgroups(&jobdir.dir, &self.svc.host.cgroup_places())
-            .map_err(JobError::Workdir)?;
-        if self.job_id.is_empty() {
-            self.job_id = jobdir.id.clone();
-        }
+        let (jobdir, running) = self.job_dir(&home, &image.reference)?;
         let job_id = self.job_id.clone();
         tracing::debug!(job = %jobdir.id, "job directory {}", jobdir.dir.display());
         let ctx = RowContext {
@@ -228,6 +227,7 @@ impl<'a> JobRun<'a> {
             home: &home,
             jobdir: &jobdir,
             job_id: &job_id,
+            running: &running,
             job: self.job,
             image: &image,
             rootfs: &rootfs,
@@ -242,6 +242,31 @@ impl<'a> JobRun<'a> {
         jobdir.remove().map_err(JobError::Workdir)?;
         tracing::debug!("job directory removed");
         Ok(verdict)
+    }
+
+    /// The job's directory — named by the job's id unless the operator gave one — with the
+    /// notes a later berth reads there: where its containers' cgroups go, and what `berth
+    /// ps` shows about it.
+    fn job_dir(&mut self, home: &Home, image: &str) -> Result<(JobDir, RunningNote), JobError> {
+        let fresh = self.options.job_id.is_none();
+        let preferred = fresh.then_some(self.job_id.as_str());
+        let jobdir = JobDir::create_as(home, preferred).map_err(JobError::Workdir)?;
+        super::gc::note_cgroups(&jobdir.dir, &self.svc.host.cgroup_places())
+            .map_err(JobError::Workdir)?;
+        if fresh && jobdir.id != self.job_id {
+            // Its name was taken (a sweep held it): the job takes its directory's.
+            self.job_id.clone_from(&jobdir.id);
+            crate::util::set_log_job(&self.job_id);
+        }
+        let record = running::record_of_this_berth(
+            &self.job_id,
+            &self.job.component.id,
+            self.job.config_id.as_deref(),
+            image,
+            self.svc.host.rootless().map(|r| r.uid),
+        );
+        let running = RunningNote::start(&jobdir.dir, record);
+        Ok((jobdir, running))
     }
 
     /// The container's ids on the host: the operator's range, unless the component opts
@@ -522,6 +547,16 @@ fn already_committed(id: &str, host: Option<&str>) -> Verdict {
         class: None,
         message: format!("job {id} committed already{on}; nothing was applied again"),
     }
+}
+
+/// The job's id — the operator's, the caller's fresh one, or a new one — which every line
+/// logged from now on names.
+fn job_id(options: &RunOptions) -> String {
+    let id = (options.job_id.clone())
+        .or_else(|| options.fresh_id.clone())
+        .unwrap_or_else(super::workdir::new_id);
+    crate::util::set_log_job(&id);
+    id
 }
 
 /// Keeps a record of the job in storage, if the job opened it.

@@ -21,7 +21,7 @@ use super::{JobError, Services, state};
 use crate::bundle::{self, ContainerUser, Limits};
 use crate::contract::config_file::{self, RunIdentity};
 use crate::contract::mapping::{DataTypeSupport, StorageConfig};
-use crate::contract::result::StageSummary;
+use crate::contract::result::{StageSummary, Usage};
 use crate::contract::{Configuration, JobFile, NetworkMode};
 use crate::host::IdMap;
 use crate::image::{PulledImage, RootfsView, ViewDirs};
@@ -44,6 +44,8 @@ pub(super) struct RowContext<'a> {
     pub jobdir: &'a JobDir,
     /// The job's id: its record's key in storage, `KBC_RUNID`, the `runId` tag of its files.
     pub job_id: &'a str,
+    /// What `berth ps` reads about the job: updated as each container starts.
+    pub running: &'a super::running::RunningNote,
     pub job: &'a JobFile,
     pub image: &'a PulledImage,
     pub rootfs: &'a Path,
@@ -225,12 +227,22 @@ impl RowRun<'_> {
         // whole, and so is one split across two reads of the pipe.
         let masker = vault.masker();
         let mut lines = masker.lines();
+        self.ctx.running.update(|r| {
+            r.row = self.row_id.map(str::to_owned);
+            r.image.clone_from(&self.ctx.image.reference);
+            r.container = Some(self.ctx.jobdir.container_id(self.n));
+        });
         let started = self.start(dir, user, view.root(), &mut |l| lines.push(l, on_line));
         lines.finish(on_line);
         let mut container = started?;
         mask_outcome(&mut container.outcome, &masker);
         let code = container.outcome.status.code();
         progress.exit_code = Some(code);
+        let usage = usage(&container.outcome.usage, &dir.data.join("out"));
+        progress
+            .usage
+            .get_or_insert_with(Usage::default)
+            .add(&usage);
         progress.stages.push(StageSummary {
             component: stage.id().to_owned(),
             position: stage.position,
@@ -238,6 +250,7 @@ impl RowRun<'_> {
             reference: self.ctx.image.reference.clone(),
             digest: self.ctx.image.digest.to_string(),
             exit_code: Some(code),
+            usage,
         });
         let verdict = self.verdict(stage, &container.outcome);
         tracing::debug!("container done");
@@ -587,6 +600,33 @@ impl RowRun<'_> {
         };
         ctx.jobdir.remove_image(n).map_err(JobError::Workdir)?;
         Ok((staged, state))
+    }
+}
+
+/// What a container used: what its cgroups measured, and the bytes it left in `out`
+/// (walked without following links; unknown when it cannot be walked).
+fn usage(measured: &crate::host::CgroupUsage, out: &Path) -> Usage {
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "microseconds of CPU time stay exact in an f64 for 285 years"
+    )]
+    let seconds = |us: u64| us as f64 / 1e6;
+    let out_bytes = match crate::confined::file_bytes(out) {
+        Ok(u) => Some(u.bytes),
+        Err(e) => {
+            tracing::warn!(
+                "cannot measure what the container left in {}: {e}",
+                out.display()
+            );
+            None
+        }
+    };
+    Usage {
+        peak_memory_bytes: measured.memory_peak,
+        cpu_user_seconds: measured.cpu_user_us.map(seconds),
+        cpu_system_seconds: measured.cpu_system_us.map(seconds),
+        peak_pids: measured.pids_peak,
+        out_bytes,
     }
 }
 

@@ -171,6 +171,7 @@ mod tests {
             disk_exceeded: None,
             stdout_tail: String::new(),
             stderr: String::new(),
+            usage: crate::host::CgroupUsage::default(),
         }
     }
 

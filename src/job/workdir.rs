@@ -123,13 +123,28 @@ pub struct JobDir {
 
 impl JobDir {
     pub fn create(home: &Home) -> io::Result<JobDir> {
+        JobDir::create_as(home, None)
+    }
+
+    /// A job directory named `preferred` (from [`new_id`]: chosen before the job pulls, so
+    /// that every line it logs can name it) unless that name cannot be claimed (see
+    /// [`claim_new`]); a new name otherwise.
+    pub fn create_as(home: &Home, preferred: Option<&str>) -> io::Result<JobDir> {
+        if let Some(id) = preferred {
+            crate::util::plain_name(id).map_err(|reason| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("job id {id:?}: {reason}"),
+                )
+            })?;
+        }
         let jobs = home.jobs();
         fs::create_dir_all(&jobs)?;
         set_mode(&jobs, TRAVERSE)?;
         fs::create_dir_all(home.state_root())?;
         fs::create_dir_all(home.bundles())?;
         set_mode(&home.bundles(), TRAVERSE)?;
-        let (id, dir, lock) = claim_new(&jobs)?;
+        let (id, dir, lock) = claim_new(&jobs, preferred)?;
         Ok(JobDir {
             id,
             dir,
@@ -227,15 +242,23 @@ impl Drop for JobDir {
     }
 }
 
+/// A new job's id: 12 random hex digits.
+pub fn new_id() -> String {
+    crate::util::random_hex(6)
+}
+
 /// Creates a job directory, locked before it gets its name: as `.new-<id>`, locked, then
 /// renamed to `<id>`. A sweep removes a `.new-` directory only once it is old and its lock
 /// could be taken; should one have done so before this berth locked it (a berth stopped
 /// for that long), the lock or the rename fails and another id is tried: a directory by a
-/// job's name is always held by its berth.
-fn claim_new(jobs: &Path) -> io::Result<(String, PathBuf, Flock<File>)> {
+/// job's name is always held by its berth. The first name tried is `preferred`, if given.
+fn claim_new(jobs: &Path, preferred: Option<&str>) -> io::Result<(String, PathBuf, Flock<File>)> {
     let mut last = None;
-    for _ in 0..CLAIM_ATTEMPTS {
-        let id = crate::util::random_hex(6);
+    for attempt in 0..CLAIM_ATTEMPTS {
+        let id = match preferred.filter(|_| attempt == 0) {
+            Some(id) => id.to_owned(),
+            None => new_id(),
+        };
         let new = jobs.join(format!("{NEW_PREFIX}{id}"));
         let dir = jobs.join(&id);
         mkdir(&new, TRAVERSE)?;

@@ -112,6 +112,7 @@ pub fn outcome(code: i32) -> RunOutcome {
         disk_exceeded: None,
         stdout_tail: String::new(),
         stderr: String::new(),
+        usage: crate::host::CgroupUsage::default(),
     }
 }
 

@@ -182,6 +182,8 @@ pub struct RunOutcome {
     pub interrupted: bool,
     /// Killed (or found, once it ended) past its disk cap.
     pub disk_exceeded: Option<DiskExceeded>,
+    /// What its cgroups measured, read before they were removed.
+    pub usage: crate::host::CgroupUsage,
     pub stdout_tail: String,
     pub stderr: String,
 }

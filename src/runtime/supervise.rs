@@ -309,6 +309,7 @@ impl Watch {
             disk_exceeded: self.disk_exceeded,
             stdout_tail: self.stdout_tail.into_string(),
             stderr: self.stderr.into_string(),
+            usage: crate::host::CgroupUsage::default(),
         }
     }
 }

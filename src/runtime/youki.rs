@@ -139,6 +139,7 @@ impl Runtime for Youki<'_> {
         let oom_kills = self.host.oom_kills(req.cgroups_path);
         outcome.oom_known = oom_kills.is_some();
         outcome.oom_killed = oom_kills.unwrap_or(0) > 0;
+        outcome.usage = self.host.cgroup_usage(req.cgroups_path);
         self.ended().insert(req.id.to_owned(), live);
         Ok(outcome)
     }
