@@ -24,7 +24,7 @@ pub struct KillArgs {
     #[arg(long, short, default_value = "TERM", value_parser = parse_signal, value_name = "SIGNAL")]
     pub signal: StopSignal,
     /// How long to wait for the job to end before giving up (exit 3): 45s, 2m
-    #[arg(long, default_value = "60s", value_parser = berth::image::prune::parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "60s", value_parser = super::prune::parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
 }
 
