@@ -405,9 +405,16 @@ fn a_fork_bomb_is_capped_by_the_pids_limit_and_killed_at_the_timeout() {
         ),
     );
     let b = Berth::new();
+    // Memory enough for 1,024 shells and their kernel stacks and page tables: under the
+    // default 256m a loaded host sometimes saw the OOM killer end the bomb before the
+    // timeout, and this test is about the pids limit and the timeout.
     let mut live = Live::start(
         &b,
-        &job(&img.reference, json!({"process_timeout": 8}), json!({})),
+        &job(
+            &img.reference,
+            json!({"process_timeout": 8, "memory": "1g"}),
+            json!({}),
+        ),
     );
     live.wait_for("started");
     let cgroup = cgroup_dir(&b, "pids");
