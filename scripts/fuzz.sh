@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes berth's parsers of untrusted input (fuzz/, README "Fuzzing"): installs cargo-fuzz,
-# builds every target once, then runs each for SECONDS (default 60) from its committed
+# Fuzzes berth's parsers of untrusted input (fuzz/, docs/security.md "Fuzzing"): installs
+# cargo-fuzz, builds every target once, then runs each for SECONDS (default 60) from its committed
 # seeds (fuzz/corpus/<target>) and past crashes (fuzz/regressions/<target>). What the
 # fuzzer adds to the corpus is thrown away; a crash, a hang (an input over 10 s) or memory
 # growth (over 512 MB) fails the run and is kept in fuzz/artifacts/<target>/.

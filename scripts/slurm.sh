@@ -36,7 +36,8 @@ SlurmctldHost=localhost(127.0.0.1)
 SlurmctldPort=16817
 SlurmUser=root
 AuthType=auth/munge
-AuthInfo=socket=$dir/munge/munge.socket
+# cred_expire: a requeued job waits this long before it runs again (default 120 s).
+AuthInfo=socket=$dir/munge/munge.socket,cred_expire=15
 CredType=cred/munge
 StateSaveLocation=$dir/ctld
 SlurmdSpoolDir=$dir/d-%n

@@ -1,5 +1,5 @@
 //! The architecture of `src/`, checked by a real parser: the crate's modules point one way,
-//! down (README, "How it works"), and no file imports a file that imports it.
+//! down (`docs/architecture.md`), and no file imports a file that imports it.
 //!
 //! Every production file reached from `src/lib.rs` and `src/main.rs` through `mod`
 //! declarations is parsed with `syn`. A file depends on another when its code names an item
@@ -976,7 +976,7 @@ fn the_allowed_table_has_no_cycle() {
 }
 
 /// The library's files, each top-level module with its size, and the edges between
-/// modules, printed with `--nocapture` (the graph the README's "How it works" draws).
+/// modules, printed with `--nocapture` (the graph `docs/architecture.md` draws).
 #[test]
 fn print_the_module_graph() {
     let a = berth();

@@ -15,9 +15,10 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
+use berth::storage::{ExportQuery, FileQuery, JobQuery, JobStatus, StateKey};
 use common::*;
 use serde_json::{Value, json};
 
@@ -39,6 +40,29 @@ fn slurm_conf() -> Result<PathBuf, String> {
         Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
     })
     .clone()
+}
+
+/// The node-kill test kills a node: while it runs, no other test may have a job there.
+static NODES: RwLock<()> = RwLock::new(());
+
+/// Every test but the node-kill one shares the nodes.
+fn sharing_nodes() -> RwLockReadGuard<'static, ()> {
+    NODES.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The shared store (PostgreSQL and S3 from scripts/services.sh) of one test, or `None`
+/// (the test skips; under CI it fails) when its servers are not there.
+fn shared_store() -> Option<SharedStore> {
+    match SharedStore::new() {
+        Ok(store) => Some(store),
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI must run every test, but: {why}")
+        }
+        Err(why) => {
+            eprintln!("skipping: {why}");
+            None
+        }
+    }
 }
 
 macro_rules! require_slurm {
@@ -92,26 +116,25 @@ impl Batch {
     /// Submits `exec berth … run --json JOB` as a batch script, with `sbatch_args`. The
     /// `exec` matters: Slurm sends SIGTERM only to the processes its step started (the
     /// script's shell), then SIGKILL to everything else once that has exited — a berth
-    /// behind a shell gets no chance to remove its container (see the README).
+    /// behind a shell gets no chance to remove its container (docs/cluster.md, "Slurm").
     fn submit(op: &Op, job: &Value, sbatch_args: &[&str]) -> Batch {
         let job_file = op.berth.write_job(job);
+        op.give(&job_file);
+        Batch::submit_run(op, &job_file.display().to_string(), "", sbatch_args)
+    }
+
+    /// Submits `exec berth … run --json JOB_FILE` (which may name `$SLURM_ARRAY_TASK_ID`);
+    /// its stdout and stderr go to `slurm{suffix}.out` and `.err` in the test's directory.
+    fn submit_run(op: &Op, job_file: &str, suffix: &str, sbatch_args: &[&str]) -> Batch {
         let dir = op.berth.dir.path();
         let script = dir.join(format!("batch-{:x}.sh", rand_u64()));
         let mut argv = vec![op.program.display().to_string()];
         argv.extend(op.args.iter().cloned());
-        argv.extend([
-            "run".into(),
-            "--json".into(),
-            job_file.display().to_string(),
-        ]);
+        argv.extend(["run".into(), "--json".into(), job_file.to_owned()]);
         fs::write(&script, format!("#!/bin/sh\nexec {}\n", argv.join(" "))).unwrap();
-        if let Some((uid, gid)) = op.owner {
-            for p in [&script, &job_file] {
-                std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
-            }
-        }
-        let out = dir.join("slurm.out");
-        let err = dir.join("slurm.err");
+        op.give(&script);
+        let out = dir.join(format!("slurm{suffix}.out"));
+        let err = dir.join(format!("slurm{suffix}.err"));
         let id = check(
             slurm(op.user.as_deref(), "sbatch")
                 .arg("--parsable")
@@ -150,7 +173,11 @@ impl Batch {
 
     /// Waits until Slurm no longer lists the job as pending, running or completing.
     fn wait_gone(&self) {
-        let deadline = Instant::now() + Duration::from_secs(120);
+        self.wait_gone_within(Duration::from_secs(120));
+    }
+
+    fn wait_gone_within(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
         loop {
             let listed = check(slurm(None, "squeue").args(["-h", "-j", &self.id]));
             if listed.trim().is_empty() {
@@ -206,6 +233,13 @@ struct Op {
 }
 
 impl Op {
+    /// Makes a file the test wrote the operator's.
+    fn give(&self, path: &Path) {
+        if let Some((uid, gid)) = self.owner {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+        }
+    }
+
     fn root() -> Op {
         let berth = Berth::new();
         let args = vec![
@@ -296,12 +330,14 @@ fn runs_inside_the_job_and_scancel_leaves_nothing(op: &Op) {
 #[test]
 fn a_berth_job_runs_inside_its_slurm_job_and_scancel_leaves_nothing() {
     require_slurm!();
+    let _nodes = sharing_nodes();
     runs_inside_the_job_and_scancel_leaves_nothing(&Op::root());
 }
 
 #[test]
 fn rootless_a_berth_job_runs_inside_its_slurm_job_and_scancel_leaves_nothing() {
     require_slurm!();
+    let _nodes = sharing_nodes();
     runs_inside_the_job_and_scancel_leaves_nothing(&Op::rootless("berth-slurm"));
 }
 
@@ -341,11 +377,318 @@ fn mem_below_the_components_need_is_its_oom(op: &Op) {
 #[test]
 fn mem_below_the_components_need_is_its_oom_as_a_user_error() {
     require_slurm!();
+    let _nodes = sharing_nodes();
     mem_below_the_components_need_is_its_oom(&Op::root());
 }
 
 #[test]
 fn rootless_mem_below_the_components_need_is_its_oom_as_a_user_error() {
     require_slurm!();
+    let _nodes = sharing_nodes();
     mem_below_the_components_need_is_its_oom(&Op::rootless("berth-slurm"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Many hosts, one project: arrays and requeues over the shared store (PostgreSQL + S3).
+
+/// Reads its row of `in.c-src.squares`, upserts it (and the key `last`, whoever is last)
+/// into `out.c-s.t`, writes a file tagged `array` and its state.
+const ARRAY_TASK: &str = r#"n=$(sed -n 's/.*"n": *\([0-9]*\).*/\1/p' /data/config.json)
+sq=$(grep "^$n," /data/in/tables/squares.csv | cut -d, -f2)
+{ echo 'id,square,task'; echo "$n,$sq,$n"; echo "last,,$n"; } > /data/out/tables/t.csv
+echo '{"destination": "out.c-s.t", "incremental": true, "primary_key": ["id"]}' > /data/out/tables/t.csv.manifest
+echo "task $n" > /data/out/files/task-$n.txt
+echo '{"tags": ["array"]}' > /data/out/files/task-$n.txt.manifest
+echo "{\"n\": $n}" > /data/out/state.json"#;
+
+const TASKS: u32 = 30;
+
+/// Loads `csv` into `table` of the shared store, as root with a home of its own.
+fn import(store: &SharedStore, table: &str, csv: &str) {
+    let b = Berth::new();
+    let path = b.dir.path().join("import.csv");
+    fs::write(&path, csv).unwrap();
+    check(
+        b.cmd()
+            .args(store.args())
+            .args(["storage", "import", table])
+            .arg(&path),
+    );
+}
+
+/// The job of array task `n`: configuration `c<n>`, its input table mapped.
+fn task_job(image: &str, n: u32) -> Value {
+    let mut j = job(image, json!({}), json!({"n": n}));
+    j["config_id"] = json!(format!("c{n}"));
+    j["configuration"]["storage"] = json!({"input": {"tables": [
+        {"source": "in.c-src.squares", "destination": "squares.csv"}
+    ]}});
+    j
+}
+
+fn an_array_lands_every_task_exactly_once(op: &mut Op) {
+    let Some(store) = shared_store() else { return };
+    op.args.extend(store.args());
+    let squares: String = (1..=TASKS).map(|n| format!("{n},{}\n", n * n)).collect();
+    import(&store, "in.c-src.squares", &format!("id,square\n{squares}"));
+    let img = push(
+        &ImageSpec::script(ARRAY_TASK),
+        &unique_repo("slurm-array"),
+        "1.0",
+    );
+    let dir = op.berth.dir.path().to_owned();
+    for n in 1..=TASKS {
+        let path = dir.join(format!("task-{n}.json"));
+        fs::write(
+            &path,
+            serde_json::to_vec(&task_job(&img.reference, n)).unwrap(),
+        )
+        .unwrap();
+        op.give(&path);
+    }
+    let jobs = format!("{}/task-${{SLURM_ARRAY_TASK_ID}}.json", dir.display());
+    let array = Batch::submit_run(op, &jobs, "-%a", &[&format!("--array=1-{TASKS}")]);
+    array.wait_gone_within(Duration::from_secs(900));
+
+    // Every task succeeded once, under the job id Slurm gave it.
+    let mut ids = std::collections::BTreeSet::new();
+    for n in 1..=TASKS {
+        let out = fs::read_to_string(dir.join(format!("slurm-{n}.out"))).unwrap_or_default();
+        let err = fs::read_to_string(dir.join(format!("slurm-{n}.err"))).unwrap_or_default();
+        let result: Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("task {n}: {e}: {out}\n{err}"));
+        assert_eq!(result["status"], "success", "task {n}: {result}\n{err}");
+        let id = job_id(&result);
+        assert!(id.ends_with(&format!("_{n}")), "task {n} ran as job {id}");
+        assert!(ids.insert(id.clone()), "job id {id} twice");
+    }
+    let s = store.open();
+    let records = s.jobs(&JobQuery::default()).unwrap();
+    let recorded: std::collections::BTreeSet<String> =
+        records.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(records.len(), TASKS as usize, "{recorded:?}");
+    assert_eq!(recorded, ids);
+    assert!(records.iter().all(|r| r.status == JobStatus::Success));
+
+    // One row per task with its input's value, and the key every task wrote once.
+    let mut exported = Vec::new();
+    s.export(
+        &"out.c-s.t".parse().unwrap(),
+        &ExportQuery::default(),
+        &mut exported,
+    )
+    .unwrap();
+    let exported = String::from_utf8(exported).unwrap();
+    let (last, mut rows): (Vec<String>, Vec<String>) = exported
+        .lines()
+        .skip(1)
+        .map(|l| l.replace('"', ""))
+        .partition(|l| l.starts_with("last,"));
+    assert_eq!(last.len(), 1, "{exported}");
+    rows.sort_unstable();
+    let mut want: Vec<String> = (1..=TASKS).map(|n| format!("{n},{},{n}", n * n)).collect();
+    want.sort_unstable();
+    assert_eq!(rows, want, "{exported}");
+
+    // A file and a state each.
+    let files = s
+        .files(&FileQuery {
+            tags_all: vec!["array".into()],
+            ..FileQuery::default()
+        })
+        .unwrap();
+    let mut names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
+    names.sort_unstable();
+    let mut want: Vec<String> = (1..=TASKS).map(|n| format!("task-{n}.txt")).collect();
+    want.sort_unstable();
+    assert_eq!(names, want);
+    for n in 1..=TASKS {
+        let key = StateKey {
+            component: "acme.test".into(),
+            config: format!("c{n}"),
+            row: None,
+        };
+        assert_eq!(s.state(&key).unwrap(), Some(json!({"n": n})), "task {n}");
+    }
+    op.berth.assert_clean(&[]);
+}
+
+#[test]
+fn an_array_of_thirty_jobs_lands_completely_and_exactly_once_in_the_shared_store() {
+    require_slurm!();
+    let _nodes = sharing_nodes();
+    an_array_lands_every_task_exactly_once(&mut Op::root());
+}
+
+#[test]
+fn rootless_an_array_of_thirty_jobs_lands_completely_and_exactly_once_in_the_shared_store() {
+    require_slurm!();
+    let _nodes = sharing_nodes();
+    an_array_lands_every_task_exactly_once(&mut Op::rootless("berth-slurm"));
+}
+
+/// Writes the row `once` and its state after `sleep 8`: long enough to be killed mid-run.
+const SLOW_ONCE: &str = r#"echo started
+sleep 8
+{ echo 'id,v'; echo 'once,1'; } > /data/out/tables/t.csv
+echo '{"destination": "out.c-s.t", "incremental": true}' > /data/out/tables/t.csv.manifest
+echo '{"ran": true}' > /data/out/state.json"#;
+
+/// SIGKILLs node `node`'s slurmd, then every process of Slurm job `id` (slurmstepd, berth,
+/// the container) until none is left: the node died with the job on it.
+fn kill_node(node: &str, id: &str) {
+    let conf = slurm_conf().unwrap();
+    let dir = conf.parent().and_then(Path::parent).unwrap();
+    let slurmd: i32 = fs::read_to_string(dir.join(format!("slurmd-{node}.pid")))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let kill = |pid: i32| {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    };
+    kill(slurmd);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut pids: Vec<i32> = job_cgroup_procs(node, id);
+        let stepd = Command::new("pgrep")
+            .args(["-f", &format!(r"^slurmstepd: \[{id}\.")])
+            .output()
+            .unwrap();
+        pids.extend(
+            String::from_utf8_lossy(&stepd.stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse::<i32>().ok()),
+        );
+        if pids.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} outlived SIGKILL: {pids:?}"
+        );
+        pids.into_iter().for_each(kill);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every process in Slurm job `id`'s cgroups on `node` (the freezer hierarchy's tree).
+fn job_cgroup_procs(node: &str, id: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    let top = Path::new("/sys/fs/cgroup/freezer").join(format!("slurm_{node}"));
+    let mut stack: Vec<PathBuf> = fs::read_dir(&top)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|uid| uid.path().join(format!("job_{id}")))
+        .filter(|p| p.is_dir())
+        .collect();
+    while let Some(dir) = stack.pop() {
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        pids.extend(procs.lines().filter_map(|l| l.parse::<i32>().ok()));
+        for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+    }
+    pids
+}
+
+/// A field of `scontrol show job`.
+fn job_field(id: &str, field: &str) -> String {
+    let shown = check(slurm(None, "scontrol").args(["show", "job", id]));
+    let prefix = format!("{field}=");
+    shown
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(prefix.as_str()))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn killed_with_its_node_is_requeued_and_commits_once(op: &mut Op) {
+    let Some(store) = shared_store() else { return };
+    op.args.extend(store.args());
+    let img = push(
+        &ImageSpec::script(SLOW_ONCE),
+        &unique_repo("slurm-requeue"),
+        "1.0",
+    );
+    let batch = Batch::submit(
+        op,
+        &job(&img.reference, json!({}), json!({})),
+        &["--requeue", "--open-mode=append"],
+    );
+    batch.wait_for_line("started");
+    let dead = op.berth.running_job_id();
+    let node = check(slurm(None, "squeue").args(["-h", "-o", "%N", "-j", &batch.id]))
+        .trim()
+        .to_owned();
+    kill_node(&node, &batch.id);
+    // Slurm finds the node dead and puts the job back in the queue.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while job_field(&batch.id, "Restarts") != "1" {
+        assert!(
+            Instant::now() < deadline,
+            "job {} was not requeued: {}",
+            batch.id,
+            check(slurm(None, "scontrol").args(["show", "job", &batch.id]))
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The node comes back; the job runs again, with the same Slurm job id.
+    let restart = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/slurm.sh"))
+        .arg("start")
+        .output()
+        .unwrap();
+    assert!(restart.status.success(), "{restart:?}");
+    batch.wait_gone_within(Duration::from_secs(300));
+    assert_eq!(batch.exit_code(), "0:0", "{}", batch.stderr());
+    let result: Value = serde_json::from_str(&batch.stdout())
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", batch.stdout(), batch.stderr()));
+    assert_eq!(result["status"], "success", "{result}");
+    assert_eq!(job_id(&result), batch.id);
+    // Committed once: one record, one row, the state.
+    let s = store.open();
+    let records = s.jobs(&JobQuery::default()).unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].id, batch.id);
+    assert_eq!(records[0].status, JobStatus::Success);
+    let mut exported = Vec::new();
+    s.export(
+        &"out.c-s.t".parse().unwrap(),
+        &ExportQuery::default(),
+        &mut exported,
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(exported).unwrap().replace('"', ""),
+        "id,v\nonce,1\n"
+    );
+    let key = StateKey {
+        component: "acme.test".into(),
+        config: "42".into(),
+        row: None,
+    };
+    assert_eq!(s.state(&key).unwrap(), Some(json!({"ran": true})));
+    // The second run swept what the killed berth left: its job folder, container and
+    // cgroups.
+    op.berth.assert_clean(&[&dead]);
+}
+
+#[test]
+fn a_job_killed_with_its_node_is_requeued_and_commits_once() {
+    require_slurm!();
+    let _nodes = NODES.write().unwrap_or_else(PoisonError::into_inner);
+    killed_with_its_node_is_requeued_and_commits_once(&mut Op::root());
+}
+
+#[test]
+fn rootless_a_job_killed_with_its_node_is_requeued_and_commits_once() {
+    require_slurm!();
+    let _nodes = NODES.write().unwrap_or_else(PoisonError::into_inner);
+    killed_with_its_node_is_requeued_and_commits_once(&mut Op::rootless("berth-slurm"));
 }

@@ -482,7 +482,7 @@ fn run_measured(b: &Berth, args: &[&str]) -> (i32, String, i64) {
 fn oversized_tar_headers_are_refused_without_being_buffered() {
     require_env!();
     // What a pull of a small honest image costs this (unoptimised) build: the bombs may
-    // add little to it. (The release build peaks at about half; see the README.)
+    // add little to it. (The release build peaks at about half; see docs/benchmarks.md, "Pulls".)
     let honest = push(
         &ImageSpec {
             layers: vec![gzip(&tar_of(&[file("f", b"x")]))],

@@ -1,10 +1,11 @@
 //! The seam to the kernel: every mount, namespace, id and cgroup operation berth makes
 //! itself goes through [`Host`].
 //!
-//! Two reasons for one seam. Unit tests substitute a recording fake (see [`fake`]) to drive
-//! error paths the real kernel will not produce on demand. And running as root differs from
-//! running rootless exactly here, so that difference stays in one place instead of being
-//! spread through the code as `if getuid() == 0`.
+//! Two reasons for one seam. Unit tests substitute a recording fake (the `fake` module,
+//! built for tests and the `test-utils` feature) to drive error paths the real kernel will
+//! not produce on demand. And running as root differs from running rootless exactly here,
+//! so that difference stays in one place instead of being spread through the code as
+//! `if getuid() == 0`.
 //!
 //! (libcontainer makes its own syscalls to build the container; those stay behind the
 //! `runtime` module, which is the only caller of libcontainer.)

@@ -22,6 +22,10 @@ use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
+mod shared_store;
+#[allow(unused_imports, reason = "only the shared store's tests use it")]
+pub use shared_store::SharedStore;
+
 pub fn sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
@@ -41,6 +45,20 @@ macro_rules! require_env {
             return;
         }
     };
+}
+
+/// Skips the rest of a test for `reason` (formatted), printing it — except under
+/// `CI=true`, where a skip is a failure: CI runs on a host that has everything.
+#[macro_export]
+macro_rules! skip {
+    ($($reason:tt)*) => {{
+        let reason = format!($($reason)*);
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI must run every test, but: {reason}");
+        }
+        eprintln!("skipping: {reason}");
+        return;
+    }};
 }
 
 pub fn missing_prerequisite() -> Option<String> {
