@@ -43,12 +43,14 @@ b run "$work/job.json" >/dev/null || { echo "berth cannot run the example here" 
 
 now() { date +%s.%N; }
 # One job, timed: appends "start end status" to $1.
+# Any further arguments go to berth before `run` (the shared store's URLs).
 cat > "$work/one.sh" <<EOF
 #!/bin/sh
 s=\$(date +%s.%N)
-"$BERTH" --home "$home" -q run "$work/job.json" >/dev/null 2>>"$work/errors.log"
+times=\$1; shift
+"$BERTH" --home "$home" -q "\$@" run "$work/job.json" >/dev/null 2>>"$work/errors.log"
 rc=\$?
-echo "\$s \$(date +%s.%N) \$rc" >> "\$1"
+echo "\$s \$(date +%s.%N) \$rc" >> "\$times"
 EOF
 chmod 0755 "$work/one.sh"
 
@@ -77,6 +79,17 @@ array_wall=$(echo "$array_end - $t0" | bc -l)
 array_berth=$(berth_seconds "$work/array.times")
 added=$(echo "(3 * $array_wall - $array_berth) / $jobs" | bc -l)
 
+# The array again, every task committing to the shared store (PostgreSQL + S3 of
+# scripts/services.sh, a bucket prefix of its own) instead of the node's SQLite.
+eval "$(scripts/services.sh start)"
+shared=(--storage "$BERTH_TEST_PG_URL" --files "$BERTH_TEST_S3_URL/bench-jobs-$$")
+t0=$(now)
+id=$(sbatch --parsable --array="1-$jobs" --mem=300M --output=/dev/null \
+  --error="$work/shared-%a.err" --wrap "$work/one.sh $work/shared.times ${shared[*]}")
+while [ -n "$(squeue -h -j "$id" 2>/dev/null)" ]; do sleep 0.2; done
+shared_end=$(awk 'BEGIN { m = 0 } { if ($2 > m) m = $2 } END { printf "%.9f", m }' "$work/shared.times")
+shared_wall=$(echo "$shared_end - $t0" | bc -l)
+
 echo "Throughput of $jobs small jobs (acme/hello, one shared home; $(nproc) cores, kernel $(uname -r))"
 printf '%-22s %10s %10s %14s %9s\n' mode "wall s" "jobs/min" "berth s/job" failures
 row() {
@@ -88,6 +101,7 @@ row() {
 row "sequential" "$seq_wall" "$work/seq.times"
 row "xargs -P2" "$xargs_wall" "$work/xargs.times"
 row "slurm array, 3 nodes" "$array_wall" "$work/array.times"
+row "  same, shared store" "$shared_wall" "$work/shared.times"
 printf "Slurm's added cost per job: %.3f s of node time (3 x array wall - sum of berth's run times, / %s)\n" \
   "$added" "$jobs"
 if [ -s "$work/errors.log" ]; then

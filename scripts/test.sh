@@ -18,6 +18,13 @@ export BERTH_TEST_REGISTRY_LOG="${BERTH_REGISTRY_DIR:-/var/tmp/berth-registry}/r
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+# The docs: README within 250 lines, every link resolving; rustdoc without a warning
+# (private items included: berth is an application, its docs are for who works on it).
+scripts/check-docs.sh
+RUSTDOCFLAGS="-D warnings -A rustdoc::private-intra-doc-links" \
+  cargo doc --no-deps --document-private-items --locked --quiet
+# The dependency graph: licences, no second TLS or HTTP stack, crates.io only.
+scripts/deny.sh
 cargo test --locked "$@"
 
 # The spine suite once more, as an unprivileged operator: every berth these tests start

@@ -6,18 +6,18 @@
 //! So berth speaks the few requests a pull needs itself:
 //!
 //! - Authentication on demand: a 401 with a `WWW-Authenticate` challenge makes berth look
-//!   up credentials ([`auth`](super::auth)) and answer it, `Basic` or `Bearer` (a token from
+//!   up credentials ([`auth`]) and answer it, `Basic` or `Bearer` (a token from
 //!   the realm, asked with the credentials or anonymously). A request that gets a 401 again
 //!   after that is refused with the registry's name, never the password. A token that
 //!   expires mid-pull gets the same treatment: one new token, one retry.
 //! - TLS: the system's roots plus the registry's certs.d CAs, and its client certificate
-//!   ([`tls`](super::tls)). A registry with a certs.d directory is spoken to over HTTPS even
+//!   ([`tls`]). A registry with a certs.d directory is spoken to over HTTPS even
 //!   on loopback; without one, plain HTTP only for loopback and `--insecure-registry` hosts.
 //!   Redirects only to HTTPS (or HTTP to HTTP for those), at most five.
 //! - Manifests are capped before they are buffered: a `Content-Length` over the cap, or a
 //!   body that grows past it, ends the transfer.
 //! - Blobs go straight from the socket into the content store through a
-//!   [`BlobWriter`](crate::image::content::BlobWriter), which checks size and digest as the bytes
+//!   [`BlobWriter`], which checks size and digest as the bytes
 //!   arrive. A transfer that breaks resumes with `Range: bytes=N-` on the same writer, so
 //!   the digest is still computed over the whole blob from its first byte.
 //!

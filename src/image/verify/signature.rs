@@ -1,4 +1,4 @@
-//! Cosign signatures, checked against the signature [`policy`](super::policy) before any
+//! Cosign signatures, checked against the signature [`policy`] before any
 //! layer of an image is fetched.
 //!
 //! Cosign stores the signatures of the image whose manifest (or index) has digest
