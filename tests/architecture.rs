@@ -123,8 +123,6 @@ const KNOWN_CYCLES: &[&[&str]] = &[
         "src/job/row.rs",
         "src/job/vault.rs",
     ],
-    // SecretsError in mod.rs, which uses the keyring.
-    &["src/secrets/keyring.rs", "src/secrets/mod.rs"],
     // The same pattern in postgres; settings.rs opens PgStorage, which redacts its URL
     // with settings' helper.
     &[
