@@ -101,8 +101,6 @@ const KNOWN_CYCLES: &[&[&str]] = &[
         "src/cli/ops.rs",
         "src/cli/prune.rs",
     ],
-    // compat.rs adds methods to JobFile and Configuration, which job.rs calls.
-    &["src/contract/compat.rs", "src/contract/job.rs"],
     // The Host trait names network's types, which return HostError; cgroups, nest and
     // linux call one another's helpers.
     &[
