@@ -93,14 +93,6 @@ const IMAGE_PARTS: &[(&str, &[&str])] = &[
 /// one that is gone or changed (then take it off, or write down what it became). Delete the
 /// list once it is empty.
 const KNOWN_CYCLES: &[&[&str]] = &[
-    // The binary: the commands use mod.rs's `status`, mod.rs dispatches to them.
-    &[
-        "src/cli/component.rs",
-        "src/cli/login.rs",
-        "src/cli/mod.rs",
-        "src/cli/ops.rs",
-        "src/cli/prune.rs",
-    ],
     // The Host trait names network's types, which return HostError; cgroups, nest and
     // linux call one another's helpers.
     &[
