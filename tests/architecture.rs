@@ -88,69 +88,6 @@ const IMAGE_PARTS: &[(&str, &[&str])] = &[
     ("layers", &["content", "spec"]),
 ];
 
-/// File cycles found when this test was written, each as the set of files that import one
-/// another. The list only shrinks: a cycle not listed fails the test, and so does a listed
-/// one that is gone or changed (then take it off, or write down what it became). Delete the
-/// list once it is empty.
-const KNOWN_CYCLES: &[&[&str]] = &[
-    // The binary: the commands use mod.rs's `status`, mod.rs dispatches to them.
-    &[
-        "src/cli/component.rs",
-        "src/cli/login.rs",
-        "src/cli/mod.rs",
-        "src/cli/ops.rs",
-        "src/cli/prune.rs",
-    ],
-    // compat.rs adds methods to JobFile and Configuration, which job.rs calls.
-    &["src/contract/compat.rs", "src/contract/job.rs"],
-    // The Host trait names network's types, which return HostError; cgroups, nest and
-    // linux call one another's helpers.
-    &[
-        "src/host/cgroups.rs",
-        "src/host/fence.rs",
-        "src/host/linux.rs",
-        "src/host/mod.rs",
-        "src/host/nest.rs",
-        "src/host/network.rs",
-    ],
-    // JobError in mod.rs; the stages import one another; RowRun's impl is split.
-    &[
-        "src/job/debug.rs",
-        "src/job/gc.rs",
-        "src/job/mod.rs",
-        "src/job/pipeline.rs",
-        "src/job/processors.rs",
-        "src/job/row.rs",
-        "src/job/vault.rs",
-    ],
-    // SecretsError in mod.rs, which uses the keyring.
-    &["src/secrets/keyring.rs", "src/secrets/mod.rs"],
-    // The same pattern in postgres; settings.rs opens PgStorage, which redacts its URL
-    // with settings' helper.
-    &[
-        "src/storage/postgres/export.rs",
-        "src/storage/postgres/files.rs",
-        "src/storage/postgres/jobs.rs",
-        "src/storage/postgres/load.rs",
-        "src/storage/postgres/mod.rs",
-        "src/storage/postgres/schema.rs",
-        "src/storage/postgres/states.rs",
-        "src/storage/postgres/tables.rs",
-        "src/storage/settings.rs",
-    ],
-    // The helpers of sqlite/mod.rs, and `impl SqliteStorage` split over several files.
-    &[
-        "src/storage/sqlite/export.rs",
-        "src/storage/sqlite/files.rs",
-        "src/storage/sqlite/jobs.rs",
-        "src/storage/sqlite/load.rs",
-        "src/storage/sqlite/mod.rs",
-        "src/storage/sqlite/schema.rs",
-        "src/storage/sqlite/states.rs",
-        "src/storage/sqlite/tables.rs",
-    ],
-];
-
 // ---------------------------------------------------------------------------------------
 // The model: modules, what each defines and imports, and the edges between files.
 // ---------------------------------------------------------------------------------------
@@ -824,35 +761,12 @@ fn describe_cycle(a: &Analysis, component: &[String]) -> String {
     format!("{{{}}}\n    {}", component.join(", "), steps.join("\n  → "))
 }
 
-/// What the cycle rule says: cycles not in `known`, and known ones no longer found.
-fn cycle_violations(a: &Analysis, known: &[&[&str]]) -> Vec<String> {
-    let found = file_cycles(a);
-    let known: Vec<Vec<String>> = known
+/// What the cycle rule says: every file cycle, with one circle through it.
+fn cycle_violations(a: &Analysis) -> Vec<String> {
+    file_cycles(a)
         .iter()
-        .map(|c| {
-            let mut c: Vec<String> = c.iter().map(|s| (*s).to_owned()).collect();
-            c.sort();
-            c
-        })
-        .collect();
-    let mut out = Vec::new();
-    for c in &found {
-        if !known.contains(c) {
-            out.push(format!(
-                "files import one another: {}",
-                describe_cycle(a, c)
-            ));
-        }
-    }
-    for c in &known {
-        if !found.contains(c) {
-            out.push(format!(
-                "KNOWN_CYCLES lists {c:?}, which is no longer a cycle as listed: take it off \
-                 (or write what is left of it)"
-            ));
-        }
-    }
-    out
+        .map(|c| format!("files import one another: {}", describe_cycle(a, c)))
+        .collect()
 }
 
 /// Every `.rs` file under `dir`, by its path relative to the crate.
@@ -939,7 +853,7 @@ fn image_parts_point_one_way() {
 #[test]
 fn no_file_imports_a_file_that_imports_it() {
     let a = berth();
-    assert_none("file cycles", &cycle_violations(&a, KNOWN_CYCLES));
+    assert_none("file cycles", &cycle_violations(&a));
 }
 
 #[test]
@@ -1131,7 +1045,7 @@ fn a_super_cycle_and_a_split_impl_are_cycles_and_tests_are_not() {
     // mod → row (row::go) → mod (JobError); row → debug (the impl) → row (its type).
     let all = ["src/job/debug.rs", "src/job/mod.rs", "src/job/row.rs"];
     assert_eq!(cycles, vec![all.map(str::to_owned).to_vec()]);
-    let told = cycle_violations(&a, &[]);
+    let told = cycle_violations(&a);
     assert_eq!(told.len(), 1, "{told:?}");
     let told = &told[0];
     assert!(
@@ -1146,11 +1060,6 @@ fn a_super_cycle_and_a_split_impl_are_cycles_and_tests_are_not() {
         told.contains("src/job/debug.rs:1 adds methods to super::row::RowRun"),
         "{told}"
     );
-    // Listed, it passes; listed but gone, it fails.
-    let listed: &[&str] = &["src/job/row.rs", "src/job/mod.rs", "src/job/debug.rs"];
-    assert!(cycle_violations(&a, &[listed]).is_empty());
-    let gone: &[&str] = &["src/job/a.rs", "src/job/b.rs"];
-    assert_eq!(cycle_violations(&a, &[listed, gone]).len(), 1);
     // The glob in the test module is no problem: test code is not checked.
     assert!(a.problems.is_empty(), "{:?}", a.problems);
 }

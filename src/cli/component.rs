@@ -18,10 +18,12 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use berth::contract::job::{KnownComponentError, check_plain_name};
+use berth::contract::result::{Status, Timings};
 use berth::contract::{Component, ContractError, ErrorClass, JobFile, JobResult};
 use berth::job::Settings;
 
-use super::{print, status};
+use super::print;
+use super::status::status;
 
 #[derive(Debug, Subcommand)]
 pub enum ComponentCommand {
@@ -68,15 +70,32 @@ pub fn component(settings: &Settings, command: ComponentCommand) -> anyhow::Resu
 /// Reads a job file and the known components it names: an unknown one is the user's error,
 /// before anything runs.
 pub fn load_job(settings: &Settings, path: &Path) -> Result<JobFile, Box<JobResult>> {
-    let mut job = JobFile::load(path).map_err(|e| Box::new(super::invalid_job(&e)))?;
+    let mut job = JobFile::load(path).map_err(|e| Box::new(invalid_job(&e)))?;
     job.resolve_components(&components_dir(settings))
         .map_err(|e| {
-            Box::new(super::invalid_job(&ContractError::Parse {
+            Box::new(invalid_job(&ContractError::Parse {
                 path: path.to_owned(),
                 message: berth::util::chain(&e),
             }))
         })?;
     Ok(job)
+}
+
+/// The result of a job whose file could not be read.
+fn invalid_job(e: &ContractError) -> JobResult {
+    JobResult {
+        job_id: String::new(),
+        status: Status::Error,
+        error_class: Some(ErrorClass::User),
+        message: e.to_string(),
+        exit_code: None,
+        image: None,
+        cage: None,
+        outputs: Default::default(),
+        timings: Timings::default(),
+        already_committed: false,
+        usage: None,
+    }
 }
 
 /// Why a component command failed.

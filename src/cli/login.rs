@@ -11,7 +11,8 @@ use berth::image::RegistryClient;
 use berth::image::auth::{self, Credentials};
 use berth::job::Settings;
 
-use super::{print, status};
+use super::print;
+use super::status::status;
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {

@@ -8,26 +8,23 @@ mod ops;
 pub mod print;
 mod prune;
 mod secrets;
+mod status;
 mod storage;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use berth::contract::result::{EXIT_INTERRUPTED, Status, Timings};
+use berth::contract::result::{EXIT_INTERRUPTED, Status};
 use berth::contract::{ErrorClass, JobFile, JobResult};
 use berth::host::{Host, IdMap, LinuxHost, Rootless};
 use berth::image::{Images, RegistrySettings, UnpackCaps, Unpacking};
 use berth::job::{self, Services, Settings, workdir::Home};
 use berth::runtime::Youki;
 use berth::storage::{FilesUrl, StorageError, StoreSettings};
-
-/// berth's exit status for a failure of the given class.
-fn status(class: ErrorClass) -> ExitCode {
-    ExitCode::from(class.exit_status())
-}
+use status::status;
 
 /// `berth --version`: the package's version and the commit it was built from (see build.rs).
 const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("BERTH_COMMIT"), ")");
@@ -574,8 +571,8 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
         Command::Component(command) => component::component(&settings, command),
         Command::Ps { json } => ops::ps(&settings.home, json),
         Command::Kill(args) => Ok(ops::kill(svc, &settings.home, &args)),
-        Command::Completions { shell } => Ok(ops::completions(shell)),
-        Command::Man { dir } => ops::man(&absolute(&dir)),
+        Command::Completions { shell } => Ok(ops::completions(shell, Cli::command())),
+        Command::Man { dir } => ops::man(&absolute(&dir), Cli::command()),
     }
 }
 
@@ -809,23 +806,6 @@ fn override_tag(job: &mut JobFile, tag: &str) {
         .runtime
         .get_or_insert_with(Default::default);
     runtime.image_tag = Some(tag.to_owned());
-}
-
-/// The result of a job whose file could not be read.
-fn invalid_job(e: &berth::contract::ContractError) -> JobResult {
-    JobResult {
-        job_id: String::new(),
-        status: Status::Error,
-        error_class: Some(ErrorClass::User),
-        message: e.to_string(),
-        exit_code: None,
-        image: None,
-        cage: None,
-        outputs: Default::default(),
-        timings: Timings::default(),
-        already_committed: false,
-        usage: None,
-    }
 }
 
 fn report(result: &JobResult, json: bool) -> ExitCode {

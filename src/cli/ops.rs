@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, CommandFactory};
+use clap::Args;
 use serde::Serialize;
 
-use super::{Cli, print, status};
+use super::print;
+use super::status::status;
 use berth::host::procs::StopSignal;
 use berth::job::running::{self, RunningJob};
 use berth::job::{self, Services, workdir::Home};
@@ -226,8 +227,9 @@ pub enum Shell {
     Fish,
 }
 
-/// `berth completions SHELL`: the completion script, on stdout.
-pub fn completions(shell: Shell) -> ExitCode {
+/// `berth completions SHELL`: the completion script of `cli`, berth's command line (the
+/// dispatcher hands it down, so that the commands need not reach up for it), on stdout.
+pub fn completions(shell: Shell, mut cli: clap::Command) -> ExitCode {
     use clap_complete::Shell as S;
     let shell = match shell {
         Shell::Bash => S::Bash,
@@ -235,16 +237,16 @@ pub fn completions(shell: Shell) -> ExitCode {
         Shell::Fish => S::Fish,
     };
     let mut out = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "berth", &mut out);
+    clap_complete::generate(shell, &mut cli, "berth", &mut out);
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), &out);
     ExitCode::SUCCESS
 }
 
 /// `berth man DIR`: `berth.1` and a page per subcommand (`berth-run.1`,
-/// `berth-storage-import.1`, …) into DIR.
-pub fn man(dir: &Path) -> anyhow::Result<ExitCode> {
+/// `berth-storage-import.1`, …) of `cli` into DIR.
+pub fn man(dir: &Path, cli: clap::Command) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    clap_mangen::generate_to(Cli::command(), dir)
+    clap_mangen::generate_to(cli, dir)
         .with_context(|| format!("cannot write the man pages into {}", dir.display()))?;
     Ok(ExitCode::SUCCESS)
 }

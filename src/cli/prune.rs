@@ -10,7 +10,8 @@ use clap::Args;
 use berth::image::{Images, PruneError, PruneLimits, Removed};
 use berth::job::Settings;
 
-use super::{print, status};
+use super::print;
+use super::status::status;
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {

@@ -1,79 +1,74 @@
 //! What berth does with the parts of a configuration that come from Keboola and have no
 //! counterpart here (issue 7): it accepts every key the original runner accepts, names once
 //! those without effect, and applies `runtime.image_tag`.
+//!
+//! `configuration.runtime` lives here, where most of its keys are the original runner's.
+//! The file reads nothing of `job.rs`: the job file calls down to these rules, so that its
+//! types keep their methods in one place.
 
-use std::collections::BTreeSet;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use super::job::{Configuration, JobFile};
+/// `configuration.runtime`: settings for the runner, never shown to the component.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    /// Overrides the component's timeout for the main image; at most a day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_timeout: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safe: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_tag: Option<String>,
+    // Extras the original runner accepts (it takes any key here); named, so a typo such as
+    // `timeout` is still an error.
+    /// The older spelling of `image_tag`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_file_storage_only: Option<bool>,
+}
 
-impl JobFile {
-    /// The image to run: the component's, with the tag the configuration's
-    /// `runtime.image_tag` (or the older `runtime.tag`) names instead of its own; a
-    /// `sha256:…` value pins a digest.
-    pub fn image_reference(&self) -> String {
-        let image = &self.component.image;
-        let runtime = self.configuration.runtime.as_ref();
-        let Some(tag) = runtime.and_then(|r| r.image_tag.as_ref().or(r.tag.as_ref())) else {
-            return image.clone();
-        };
-        let name = image.split_once('@').map_or(image.as_str(), |(n, _)| n);
-        let after_slash = name.rfind('/').map_or(0, |i| i + 1);
-        let repo = match name[after_slash..].find(':') {
-            Some(i) => &name[..after_slash + i],
-            None => name,
-        };
-        if tag.starts_with("sha256:") {
-            format!("{repo}@{tag}")
-        } else {
-            format!("{repo}:{tag}")
-        }
-    }
-
-    /// Keys of the configuration (and its rows) that the original runner accepts but that
-    /// have no effect here, each named once, as `storage.input.tables[].column_types`.
-    pub fn inert_keys(&self) -> Vec<String> {
-        let mut keys = BTreeSet::new();
-        self.configuration.inert_keys(&mut keys);
-        for (_, config) in self.row_configurations().unwrap_or_default() {
-            config.inert_keys(&mut keys);
-        }
-        keys.into_iter().collect()
+impl Runtime {
+    /// Calls `note(is_set, name)` for every runtime key without effect here.
+    pub(super) fn inert_keys(&self, note: &mut dyn FnMut(bool, &str)) {
+        note(self.backend.is_some(), "runtime.backend");
+        note(self.parallelism.is_some(), "runtime.parallelism");
+        note(
+            self.use_file_storage_only.is_some(),
+            "runtime.use_file_storage_only",
+        );
+        note(self.safe.is_some(), "runtime.safe");
     }
 }
 
-impl Configuration {
-    /// Adds the keys that are set but have no effect here to `keys` (see
-    /// [`JobFile::inert_keys`]).
-    pub(super) fn inert_keys(&self, keys: &mut BTreeSet<String>) {
-        let mut note = |set: bool, key: &str| {
-            if set {
-                keys.insert(key.to_owned());
-            }
-        };
-        note(self.variables_id.is_some(), "variables_id");
-        note(self.variables_values_id.is_some(), "variables_values_id");
-        note(self.shared_code_id.is_some(), "shared_code_id");
-        note(self.shared_code_row_ids.is_some(), "shared_code_row_ids");
-        note(self.artifacts.is_some(), "artifacts");
-        if let Some(r) = &self.runtime {
-            note(r.backend.is_some(), "runtime.backend");
-            note(r.parallelism.is_some(), "runtime.parallelism");
-            note(
-                r.use_file_storage_only.is_some(),
-                "runtime.use_file_storage_only",
-            );
-            note(r.safe.is_some(), "runtime.safe");
-        }
-        if let Some(storage) = &self.storage {
-            storage.inert_keys(&mut note);
-        }
+/// The image to run: `image`, with the tag `runtime.image_tag` (or the older
+/// `runtime.tag`) names instead of its own; a `sha256:…` value pins a digest.
+pub(super) fn image_reference(image: &str, runtime: Option<&Runtime>) -> String {
+    let Some(tag) = runtime.and_then(|r| r.image_tag.as_ref().or(r.tag.as_ref())) else {
+        return image.to_owned();
+    };
+    let name = image.split_once('@').map_or(image, |(n, _)| n);
+    let after_slash = name.rfind('/').map_or(0, |i| i + 1);
+    let repo = match name[after_slash..].find(':') {
+        Some(i) => &name[..after_slash + i],
+        None => name,
+    };
+    if tag.starts_with("sha256:") {
+        format!("{repo}@{tag}")
+    } else {
+        format!("{repo}:{tag}")
     }
 }
 
 #[cfg(test)]
 mod tests {
-    fn job(text: &str) -> Result<super::JobFile, String> {
-        super::JobFile::parse(text.as_bytes())
+    fn job(text: &str) -> Result<crate::contract::JobFile, String> {
+        crate::contract::JobFile::parse(text.as_bytes())
     }
 
     #[test]

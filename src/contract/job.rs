@@ -3,7 +3,7 @@
 //! Every struct denies unknown keys, so a typo is an error naming the path of the bad key
 //! instead of a silently ignored setting.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::ContractError;
+use super::compat;
+pub use super::compat::Runtime;
 use super::mapping::{Row, StorageConfig, merge};
 
 /// Default memory limit of a component (contract §9).
@@ -160,6 +162,29 @@ pub struct Configuration {
     pub artifacts: Option<Value>,
 }
 
+impl Configuration {
+    /// Adds the keys that are set but have no effect here to `keys` (see
+    /// [`JobFile::inert_keys`]).
+    fn inert_keys(&self, keys: &mut BTreeSet<String>) {
+        let mut note = |set: bool, key: &str| {
+            if set {
+                keys.insert(key.to_owned());
+            }
+        };
+        note(self.variables_id.is_some(), "variables_id");
+        note(self.variables_values_id.is_some(), "variables_values_id");
+        note(self.shared_code_id.is_some(), "shared_code_id");
+        note(self.shared_code_row_ids.is_some(), "shared_code_row_ids");
+        note(self.artifacts.is_some(), "artifacts");
+        if let Some(r) = &self.runtime {
+            r.inert_keys(&mut note);
+        }
+        if let Some(storage) = &self.storage {
+            storage.inert_keys(&mut note);
+        }
+    }
+}
+
 /// `configuration.processors` (contract §12): images that run before and after the
 /// component on the same data folder, each a known component.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -194,30 +219,6 @@ pub struct ProcessorDefinition {
     pub component: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
-}
-
-/// `configuration.runtime`: settings for the runner, never shown to the component.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Runtime {
-    /// Overrides the component's timeout for the main image; at most a day.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub process_timeout: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub safe: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_tag: Option<String>,
-    // Extras the original runner accepts (it takes any key here); named, so a typo such as
-    // `timeout` is still an error.
-    /// The older spelling of `image_tag`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tag: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backend: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parallelism: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub use_file_storage_only: Option<bool>,
 }
 
 /// A memory limit in bytes, written like Docker's `256m` (decimal units: 1m = 10^6 bytes).
@@ -477,6 +478,25 @@ fn component_or_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Component, 
 }
 
 impl JobFile {
+    /// The image to run: the component's, with the tag the configuration's
+    /// `runtime.image_tag` (or the older `runtime.tag`) names instead of its own; a
+    /// `sha256:…` value pins a digest.
+    pub fn image_reference(&self) -> String {
+        let runtime = self.configuration.runtime.as_ref();
+        compat::image_reference(&self.component.image, runtime)
+    }
+
+    /// Keys of the configuration (and its rows) that the original runner accepts but that
+    /// have no effect here, each named once, as `storage.input.tables[].column_types`.
+    pub fn inert_keys(&self) -> Vec<String> {
+        let mut keys = BTreeSet::new();
+        self.configuration.inert_keys(&mut keys);
+        for (_, config) in self.row_configurations().unwrap_or_default() {
+            config.inert_keys(&mut keys);
+        }
+        keys.into_iter().collect()
+    }
+
     /// Reads the definitions of the known components the job names from `dir` (berth's
     /// `<home>/components`): its component, when named by id, and its processors'. An
     /// unknown one is an error naming where the job names it.

@@ -5,7 +5,7 @@
 //! touches the network, the kernel or storage, so lower layers (bundle, runtime, mapping)
 //! can depend on these types without reaching back up into `job`.
 
-pub mod compat;
+mod compat;
 pub mod config_file;
 pub mod job;
 pub mod mapping;

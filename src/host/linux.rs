@@ -10,6 +10,7 @@ use nix::sched::CloneFlags;
 
 use std::sync::OnceLock;
 
+use super::mountinfo;
 use super::nest::{self, Nest};
 use super::{
     CgroupSupport, CgroupUsage, Host, HostError, IdMap, Limits, Network, NetworkGuard, Rootless,
@@ -254,7 +255,7 @@ impl Host for LinuxHost {
         let mut found: Vec<PathBuf> = text
             .lines()
             .filter_map(|line| line.split(' ').nth(4))
-            .map(unescape_mountinfo)
+            .map(mountinfo::unescape)
             .filter(|p| p.starts_with(dir))
             .collect();
         found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
@@ -434,39 +435,9 @@ fn set_interface_up(name: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// mountinfo escapes space, tab, newline and backslash as octal.
-pub(super) fn unescape_mountinfo(field: &str) -> PathBuf {
-    let mut out = Vec::with_capacity(field.len());
-    let bytes = field.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape_mountinfo("/a\\040b"), PathBuf::from("/a b"));
-        assert_eq!(unescape_mountinfo("/plain"), PathBuf::from("/plain"));
-        assert_eq!(unescape_mountinfo("/end\\"), PathBuf::from("/end\\"));
-    }
 
     #[test]
     fn overlay_refuses_paths_it_cannot_express() {

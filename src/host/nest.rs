@@ -23,6 +23,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::mountinfo;
+
 /// The v2 leaf berth moves itself into before its own cgroup gets children.
 pub const SUPERVISOR: &str = "berth-supervisor";
 
@@ -131,8 +133,8 @@ pub fn hierarchies(mountinfo: &str, proc_cgroup: &str) -> Vec<Hierarchy> {
             let dash = fields.iter().position(|f| *f == "-")?;
             let fstype = *fields.get(dash + 1)?;
             let superopts = fields.get(dash + 3).copied().unwrap_or("");
-            let root = super::linux::unescape_mountinfo(fields.get(3)?);
-            let mount = super::linux::unescape_mountinfo(fields.get(4)?);
+            let root = mountinfo::unescape(fields.get(3)?);
+            let mount = mountinfo::unescape(fields.get(4)?);
             let opts = superopts.split(',').map(str::to_owned).collect();
             Some((
                 mount,

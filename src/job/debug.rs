@@ -22,9 +22,7 @@ use serde_json::Value;
 use zip::ZipWriter;
 use zip::write::SimpleFileOptions;
 
-use super::JobError;
-use super::pipeline::{LazyStorage, Progress};
-use super::row::RowRun;
+use super::lazy_storage::LazyStorage;
 use crate::confined::{self, ConfinedError, Kind};
 use crate::mapping::state::MAX_STATE_BYTES;
 use crate::secrets::{HIDDEN, Masker};
@@ -78,35 +76,6 @@ pub struct DebugTarget<'a> {
     pub row_id: Option<&'a str>,
     /// berth's own directory (in the job directory) for the archives being written.
     pub scratch: PathBuf,
-}
-
-impl RowRun<'_> {
-    /// In debug mode, archives the data folder `data` before image `stage` of the row runs
-    /// (`Some(n)`), or after the last (`None`), and lists the stored file in the result.
-    pub(super) fn archive_for_debug(
-        &self,
-        stage: Option<usize>,
-        storage: &mut LazyStorage,
-        masker: &Masker,
-        progress: &mut Progress,
-        data: &Path,
-    ) -> Result<(), JobError> {
-        if !self.ctx.debug {
-            return Ok(());
-        }
-        let target = DebugTarget {
-            component_id: &self.ctx.job.component.id,
-            job_id: self.ctx.job_id,
-            row_id: self.row_id,
-            scratch: self.ctx.jobdir.dir.join("debug"),
-        };
-        let id = match stage {
-            Some(n) => archive_stage(&target, storage, masker, n, data)?,
-            None => archive_output(&target, storage, masker, data)?,
-        };
-        progress.outputs.debug_files.push(id);
-        Ok(())
-    }
 }
 
 /// Archives the data folder `data` as it is before image `n` of the row runs

@@ -5,83 +5,21 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use super::lazy_storage::LazyStorage;
 use super::processors::{self, ProcessorImage, ProcessorImages};
+use super::progress::Progress;
 use super::row::{RowContext, RowEnd, RowRun};
 use super::running::{self, RunningNote};
 use super::vault::Vault;
 use super::verdict::Verdict;
 use super::workdir::{Home, JobDir};
 use super::{JobError, RunOptions, Services, Settings};
-use crate::contract::result::{
-    Cage, ImageSummary, OutputSummary, StageSummary, Status, TableOutput, Timings, Usage,
-};
+use crate::contract::result::{Cage, ImageSummary, Status};
 use crate::contract::{JobFile, JobResult, UserNamespace, truncate_message};
 use crate::host::IdMap;
 use crate::image::{Images, PulledImage, Puller, Unpacker, Unpacking};
 use crate::mapping::output::StagedOutputs;
-use crate::storage::{
-    ApplyReport, Changes, JobRecord, JobStatus, StateKey, Storage, StorageError, StoreSettings,
-};
-
-/// Progress of one job, for the result document.
-#[derive(Debug, Default)]
-pub(super) struct Progress {
-    pub image: Option<ImageSummary>,
-    pub cage: Option<Cage>,
-    pub timings: Timings,
-    pub exit_code: Option<i32>,
-    pub outputs: OutputSummary,
-    /// The images that ran, in order.
-    pub stages: Vec<StageSummary>,
-    /// The job id had committed before: this run applied nothing.
-    pub already_committed: bool,
-    /// What their containers used, together.
-    pub usage: Option<Usage>,
-}
-
-impl Progress {
-    fn record(&mut self, report: &ApplyReport) {
-        for t in &report.tables {
-            self.outputs.tables.push(TableOutput {
-                id: t.table.to_string(),
-                rows_loaded: t.rows_loaded,
-                rows: t.rows,
-            });
-        }
-        self.outputs.files.extend(report.files.iter().map(|f| f.id));
-    }
-}
-
-/// The project store, opened the first time a job needs it: a job that maps nothing and
-/// keeps no state never touches it.
-#[derive(Debug)]
-pub(super) struct LazyStorage {
-    settings: StoreSettings,
-    opened: Option<Box<dyn Storage>>,
-}
-
-impl LazyStorage {
-    /// The store `settings` name, not opened yet.
-    pub fn new(settings: StoreSettings) -> LazyStorage {
-        LazyStorage {
-            settings,
-            opened: None,
-        }
-    }
-
-    pub fn get(&mut self) -> Result<&dyn Storage, StorageError> {
-        let store = match self.opened.take() {
-            Some(s) => s,
-            None => crate::storage::open(&self.settings)?,
-        };
-        Ok(&**self.opened.insert(store))
-    }
-
-    /// The store, if it was opened.
-    pub fn opened(&self) -> Option<&dyn Storage> {
-        self.opened.as_deref()
-    }
-}
+use crate::storage::{Changes, JobRecord, JobStatus, StateKey, Storage, StorageError};
 
 /// What the rows left for the commit.
 #[derive(Debug, Default)]

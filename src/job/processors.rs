@@ -18,7 +18,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::JobError;
-use super::row::RowContext;
 use super::workdir::{ImageDir, JobDir};
 use crate::confined::{self, Kind};
 use crate::contract::job::{Processor, Runtime};
@@ -61,16 +60,6 @@ impl<'a> Stage<'a> {
     /// The component id of this image.
     pub fn id(&self) -> &str {
         &self.job.component.id
-    }
-
-    /// What a row shares, with this image's job, image and rootfs.
-    pub fn context<'s>(&'s self, row: &RowContext<'s>) -> RowContext<'s> {
-        RowContext {
-            job: &self.job,
-            image: self.image,
-            rootfs: self.rootfs,
-            ..*row
-        }
     }
 
     /// The configuration this image runs: the row's for the component, the processor's own.

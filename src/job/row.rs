@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::pipeline::{LazyStorage, Progress};
+use super::debug;
+use super::lazy_storage::LazyStorage;
 use super::processors::{self, Stage};
+use super::progress::Progress;
 use super::vault::Vault;
 use super::verdict::{self, Verdict};
 use super::workdir::{self, Home, ImageDir, JobDir};
@@ -57,6 +59,18 @@ pub(super) struct RowContext<'a> {
     pub debug: bool,
     /// The operator lets `bridge` containers reach the host and its networks.
     pub allow_host_access: bool,
+}
+
+impl<'s> RowContext<'s> {
+    /// What a row shares, with `stage`'s job, image and rootfs.
+    fn with_stage(&self, stage: &'s Stage<'_>) -> RowContext<'s> {
+        RowContext {
+            job: &stage.job,
+            image: stage.image,
+            rootfs: stage.rootfs,
+            ..*self
+        }
+    }
 }
 
 /// One row: its place in the job and its configuration.
@@ -121,7 +135,7 @@ impl RowRun<'_> {
     ) -> Result<RowEnd, JobError> {
         let (mut dir, mut start) = self.prepare(chain, storage, vault, progress)?;
         for (i, stage) in chain.iter().enumerate() {
-            let ctx = stage.context(self.ctx);
+            let ctx = self.ctx.with_stage(stage);
             let step = RowRun {
                 ctx: &ctx,
                 n: self.n + i,
@@ -600,6 +614,33 @@ impl RowRun<'_> {
         };
         ctx.jobdir.remove_image(n).map_err(JobError::Workdir)?;
         Ok((staged, state))
+    }
+
+    /// In debug mode, archives the data folder `data` before image `stage` of the row runs
+    /// (`Some(n)`), or after the last (`None`), and lists the stored file in the result.
+    fn archive_for_debug(
+        &self,
+        stage: Option<usize>,
+        storage: &mut LazyStorage,
+        masker: &Masker,
+        progress: &mut Progress,
+        data: &Path,
+    ) -> Result<(), JobError> {
+        if !self.ctx.debug {
+            return Ok(());
+        }
+        let target = debug::DebugTarget {
+            component_id: &self.ctx.job.component.id,
+            job_id: self.ctx.job_id,
+            row_id: self.row_id,
+            scratch: self.ctx.jobdir.dir.join("debug"),
+        };
+        let id = match stage {
+            Some(n) => debug::archive_stage(&target, storage, masker, n, data)?,
+            None => debug::archive_output(&target, storage, masker, data)?,
+        };
+        progress.outputs.debug_files.push(id);
+        Ok(())
     }
 }
 

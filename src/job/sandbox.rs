@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::pipeline::LazyStorage;
+use super::lazy_storage::LazyStorage;
 use super::row::{stage_inputs, start_state, write_json};
 use super::vault::Vault;
 use super::workdir::{DATA_DIRS, Home, JobDir};

@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
-use super::SecretsError;
+use super::error::SecretsError;
 
 /// Bytes of one key (XChaCha20-Poly1305 takes 256 bits).
 pub const KEY_LEN: usize = 32;

@@ -1,6 +1,7 @@
 use serde_json::json;
 
 use super::*;
+use crate::contract::ErrorClass;
 
 const IDS: Ids<'static> = Ids {
     component: "acme.test",

@@ -20,6 +20,7 @@ mod csv_reader;
 pub use csv_reader::fuzz_read as fuzz_csv;
 pub mod postgres;
 mod settings;
+mod sql;
 pub mod sqlite;
 
 use std::collections::BTreeMap;

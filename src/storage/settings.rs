@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::blob::{BlobStore, LocalBlobs, S3Blobs};
+use super::postgres::redact;
 use super::{PgStorage, SqliteStorage, Storage, StorageError};
 
 /// The system-wide configuration file; `<home>/berth.toml` is read after it.
@@ -159,28 +160,6 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
 }
 
-/// A PostgreSQL URL without its password, for messages and logs.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}@{host}{tail}")
-        }
-        None => url.to_owned(),
-    }
-    .split("password=")
-    .next()
-    .unwrap_or_default()
-    .to_owned()
-}
-
 /// Opens the store `settings` name: the one place that picks a backend.
 pub fn open(settings: &StoreSettings) -> Result<Box<dyn Storage>, StorageError> {
     let store: Box<dyn Storage> = match (&settings.storage, &settings.files) {
@@ -280,15 +259,5 @@ mod tests {
         std::fs::write(&configs[1], "files = [").unwrap();
         let e = StoreSettings::resolve(None, None, &configs, d.path()).unwrap_err();
         assert!(e.to_string().contains("user.toml"), "{e}");
-    }
-
-    #[test]
-    fn passwords_are_never_shown() {
-        assert_eq!(
-            redact("postgres://berth:s3cret@127.0.0.1:5432/db?sslmode=disable"),
-            "postgres://berth@127.0.0.1:5432/db?sslmode=disable"
-        );
-        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
-        assert_eq!(redact("postgres://h/db?password=x"), "postgres://h/db?");
     }
 }

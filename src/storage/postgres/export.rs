@@ -13,9 +13,9 @@ use std::io::{BufRead, Write};
 use postgres::Transaction;
 
 use super::tables::find_table;
-use super::{Res, to_i64};
 use crate::storage::check::{no_such_column, positions, select_columns};
 use crate::storage::csv_out::{CsvOut, header, output};
+use crate::storage::sql::{PgRes as Res, to_i64};
 use crate::storage::{ExportQuery, FilterOperator, StorageError, TableId};
 
 /// Writes the selected rows of table `id` to `out` as CSV; returns how many.

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use postgres::{GenericClient, Transaction};
 
-use super::{Res, to_i64, to_u64};
 use crate::storage::blob::Blob;
+use crate::storage::sql::{PgRes as Res, to_i64, to_u64};
 use crate::storage::{FileInfo, FileQuery, FileUpload, StorageError};
 
 /// The content key of file `id`.

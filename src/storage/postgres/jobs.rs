@@ -4,7 +4,7 @@
 
 use postgres::{GenericClient, Row, Transaction};
 
-use super::{Res, to_i64};
+use crate::storage::sql::{PgRes as Res, to_i64};
 use crate::storage::{JobQuery, JobRecord, JobStatus, StorageError};
 
 const UPSERT: &str = "INSERT INTO jobs (id, component, config, status, host, started_ms,

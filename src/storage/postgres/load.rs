@@ -10,9 +10,9 @@ use postgres::Transaction;
 use postgres::error::SqlState;
 
 use super::tables::{TableRow, find_table};
-use super::{Fail, Res, json_list, to_i64};
 use crate::storage::check::{Plan, columns_to_add, open_slice, open_source, plan, positions};
 use crate::storage::csv_reader::CsvFile;
+use crate::storage::sql::{Fail, PgRes as Res, json_list, to_i64, to_u64};
 use crate::storage::{
     FilterOperator, LoadReport, MetadataEntry, StorageError, TableLoad, check_interrupt,
 };
@@ -74,7 +74,7 @@ pub(super) fn load_table(
         let n: i64 = tx
             .query_one(&format!("SELECT count(*) FROM t{tid}"), &[])?
             .get(0);
-        super::to_u64(n)
+        to_u64(n)
     };
     update_registry(tx, load, tid, rows, now)?;
     merge_metadata(tx, load, tid, "", &load.metadata, now)?;
@@ -95,7 +95,7 @@ pub(super) fn load_table(
     })
 }
 
-fn invalid(load: &TableLoad, reason: String) -> Fail {
+fn invalid(load: &TableLoad, reason: String) -> Fail<postgres::Error> {
     StorageError::InvalidLoad {
         table: load.destination.clone(),
         reason,
@@ -313,7 +313,7 @@ impl Copy<'_> {
         let mut out = BufWriter::with_capacity(COPY_BUFFER, writer);
         let mut n = 0u64;
         let src = &self.load.source;
-        let io = |e: std::io::Error| -> Fail { copy_failed(e) };
+        let io = |e: std::io::Error| -> Fail<postgres::Error> { copy_failed(e) };
         n = copy_rows(&mut first, &mut out, n, &mut lead).map_err(|e| e.map(io))?;
         drop(first);
         for path in &src.paths[1..] {
@@ -327,7 +327,7 @@ impl Copy<'_> {
 }
 
 /// What went wrong while rows were written into a COPY: the connection's error.
-fn copy_failed(e: std::io::Error) -> Fail {
+fn copy_failed(e: std::io::Error) -> Fail<postgres::Error> {
     StorageError::Io {
         path: "COPY to PostgreSQL".into(),
         source: e,
@@ -342,7 +342,10 @@ enum CopyError {
 }
 
 impl CopyError {
-    fn map(self, io: impl FnOnce(std::io::Error) -> Fail) -> Fail {
+    fn map(
+        self,
+        io: impl FnOnce(std::io::Error) -> Fail<postgres::Error>,
+    ) -> Fail<postgres::Error> {
         match self {
             CopyError::Storage(e) => e.into(),
             CopyError::Io(e) => io(e),

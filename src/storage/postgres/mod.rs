@@ -31,6 +31,7 @@ mod export;
 mod files;
 mod jobs;
 mod load;
+mod locks;
 mod schema;
 mod states;
 mod tables;
@@ -44,20 +45,12 @@ use postgres::{Client, IsolationLevel, NoTls, Transaction};
 
 use super::blob::{Blob, BlobStore};
 use super::check::{check_changes, tables_in_lock_order};
-use super::settings::redact;
+use super::sql::{Fail, PgRes as Res};
 use super::{
     ApplyReport, Changes, ExportQuery, FileInfo, FileQuery, JobQuery, JobRecord, StateKey, Storage,
     StorageError, StoredState, TableId, TableInfo,
 };
-
-/// The first key of berth's advisory locks (ASCII "bert"); the second names what is
-/// locked. Other users of the database are free to use any other first key.
-const LOCK_SPACE: i32 = 0x6265_7274;
-
-/// The advisory lock every file insert takes (after the tables'), and the one that
-/// serialises schema migrations.
-const FILES_LOCK: i32 = 1;
-const SCHEMA_LOCK: i32 = 2;
+use locks::{FILES_LOCK, lock, table_lock};
 
 /// The shared store. See the module documentation.
 pub struct PgStorage {
@@ -75,27 +68,6 @@ impl std::fmt::Debug for PgStorage {
             .finish_non_exhaustive()
     }
 }
-
-/// An error inside this module: PostgreSQL's get the store's URL at the boundary.
-#[derive(Debug)]
-enum Fail {
-    Storage(StorageError),
-    Pg(postgres::Error),
-}
-
-impl From<StorageError> for Fail {
-    fn from(e: StorageError) -> Fail {
-        Fail::Storage(e)
-    }
-}
-
-impl From<postgres::Error> for Fail {
-    fn from(e: postgres::Error) -> Fail {
-        Fail::Pg(e)
-    }
-}
-
-type Res<T> = Result<T, Fail>;
 
 impl PgStorage {
     /// Connects to the database at `url` (`postgres://user:password@host:port/db`),
@@ -135,7 +107,7 @@ impl PgStorage {
     fn finish<T>(&self, r: Res<T>) -> Result<T, StorageError> {
         r.map_err(|f| match f {
             Fail::Storage(e) => e,
-            Fail::Pg(e) => StorageError::Remote {
+            Fail::Db(e) => StorageError::Remote {
                 what: format!("PostgreSQL {}", self.shown),
                 source: Box::new(e),
             },
@@ -173,20 +145,6 @@ impl PgStorage {
             Ok(done)
         })())
     }
-}
-
-/// The second key of the advisory lock of table `id`: a hash of the id. Two tables may
-/// share a lock (they then commit one after the other); no table has two.
-fn table_lock(id: &TableId) -> i32 {
-    use sha2::Digest;
-    let d = sha2::Sha256::digest(format!("table {id}").as_bytes());
-    i32::from_be_bytes([d[0], d[1], d[2], d[3]])
-}
-
-/// Takes the advisory lock `key` until the transaction ends.
-fn lock(tx: &mut Transaction<'_>, key: i32) -> Res<()> {
-    tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&LOCK_SPACE, &key])?;
-    Ok(())
 }
 
 /// Everything `apply` writes, inside its transaction.
@@ -227,20 +185,26 @@ fn apply_changes(tx: &mut Transaction<'_>, changes: &Changes, stored: &[Blob]) -
     })
 }
 
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn to_u64(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
-
-fn json_list<T: serde::Serialize>(items: &[T]) -> String {
-    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
-}
-
-fn parse_list(json: &str) -> Vec<String> {
-    serde_json::from_str(json).unwrap_or_default()
+/// A PostgreSQL URL without its password, for messages and logs.
+pub(super) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+    .split("password=")
+    .next()
+    .unwrap_or_default()
+    .to_owned()
 }
 
 impl Storage for PgStorage {
@@ -314,5 +278,20 @@ impl Storage for PgStorage {
             self.shown,
             self.blobs.location()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_are_never_shown() {
+        assert_eq!(
+            redact("postgres://berth:s3cret@127.0.0.1:5432/db?sslmode=disable"),
+            "postgres://berth@127.0.0.1:5432/db?sslmode=disable"
+        );
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+        assert_eq!(redact("postgres://h/db?password=x"), "postgres://h/db?");
     }
 }

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use postgres::Client;
 
-use super::{LOCK_SPACE, Res, SCHEMA_LOCK};
+use super::locks::{LOCK_SPACE, SCHEMA_LOCK};
 use crate::storage::StorageError;
+use crate::storage::sql::PgRes as Res;
 
 const SCHEMA_VERSION: i32 = 1;
 

@@ -6,7 +6,7 @@
 use postgres::{GenericClient, Transaction};
 use serde_json::Value;
 
-use super::{Res, to_u64};
+use crate::storage::sql::{PgRes as Res, to_u64};
 use crate::storage::{StateKey, StorageError};
 
 fn row_id(key: &StateKey) -> &str {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use postgres::{GenericClient, Row};
 
-use super::{Res, parse_list, to_u64};
+use crate::storage::sql::{PgRes as Res, parse_list, to_u64};
 use crate::storage::{Metadata, Provenance, StorageError, TableId, TableInfo};
 
 /// A table's registry entry, as loads and exports need it.

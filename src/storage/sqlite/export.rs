@@ -7,9 +7,9 @@ use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, Rows};
 
 use super::tables::{TableRow, filter_sql, find_table};
-use super::{Res, json_list, to_i64};
 use crate::storage::check::{no_such_column, positions, select_columns};
 use crate::storage::csv_out::CsvOut;
+use crate::storage::sql::{SqliteRes as Res, json_list, to_i64};
 use crate::storage::{ExportQuery, StorageError, TableId, WhereFilter};
 
 /// Writes the selected rows of table `id` to `out` as CSV; returns how many.

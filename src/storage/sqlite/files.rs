@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::{Res, json_list, parse_list, to_i64, to_u64};
 use crate::storage::blob::Blob;
+use crate::storage::sql::{SqliteRes as Res, json_list, parse_list, to_i64, to_u64};
 use crate::storage::{FileInfo, FileQuery, FileUpload, StorageError};
 
 /// The content key of file `id`.

@@ -4,7 +4,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
-use super::{Res, to_i64};
+use crate::storage::sql::{SqliteRes as Res, to_i64};
 use crate::storage::{JobQuery, JobRecord, JobStatus, StorageError};
 
 /// Inserts `job` (or replaces a failure of its id); never replaces a success.

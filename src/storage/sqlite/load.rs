@@ -5,9 +5,9 @@
 use rusqlite::{ErrorCode, Transaction, params};
 
 use super::tables::{TableRow, filter_sql, find_table};
-use super::{Res, json_list, to_i64, to_u64};
 use crate::storage::check::{Plan, columns_to_add, open_slice, open_source, plan, positions};
 use crate::storage::csv_reader::CsvFile;
+use crate::storage::sql::{SqliteRes as Res, json_list, to_i64, to_u64};
 use crate::storage::{
     LoadReport, MetadataEntry, StorageError, TableLoad, WhereFilter, check_interrupt,
 };

@@ -45,6 +45,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::blob::{Blob, BlobStore, LocalBlobs, ORPHAN_AGE};
 use super::check::check_changes;
+use super::sql::{Fail, SqliteRes as Res};
 use super::{
     ApplyReport, Changes, ExportQuery, FileInfo, FileQuery, JobQuery, JobRecord, StateKey, Storage,
     StorageError, StoredState, TableId, TableInfo,
@@ -70,27 +71,6 @@ pub struct SqliteStorage {
     blobs: Box<dyn BlobStore>,
     conn: Mutex<Connection>,
 }
-
-/// An error inside this module: SQLite's get the database path at the boundary.
-#[derive(Debug)]
-enum Fail {
-    Storage(StorageError),
-    Sql(rusqlite::Error),
-}
-
-impl From<StorageError> for Fail {
-    fn from(e: StorageError) -> Fail {
-        Fail::Storage(e)
-    }
-}
-
-impl From<rusqlite::Error> for Fail {
-    fn from(e: rusqlite::Error) -> Fail {
-        Fail::Sql(e)
-    }
-}
-
-type Res<T> = Result<T, Fail>;
 
 impl SqliteStorage {
     /// Opens the store under `root` (e.g. `<home>/storage`), creating it if needed, with
@@ -176,7 +156,7 @@ impl SqliteStorage {
     fn finish<T>(&self, r: Res<T>) -> Result<T, StorageError> {
         r.map_err(|f| match f {
             Fail::Storage(e) => e,
-            Fail::Sql(e) => database(&self.db_path, e),
+            Fail::Db(e) => database(&self.db_path, e),
         })
     }
 
@@ -254,22 +234,6 @@ fn database(path: &Path, source: impl std::error::Error + Send + Sync + 'static)
         path: path.to_owned(),
         source: Box::new(source),
     }
-}
-
-fn to_i64(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn to_u64(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
-
-fn json_list<T: serde::Serialize>(items: &[T]) -> String {
-    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
-}
-
-fn parse_list(json: &str) -> Vec<String> {
-    serde_json::from_str(json).unwrap_or_default()
 }
 
 impl Storage for SqliteStorage {

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-use super::Res;
 use crate::storage::StorageError;
+use crate::storage::sql::SqliteRes as Res;
 
 const SCHEMA_VERSION: i64 = 2;
 

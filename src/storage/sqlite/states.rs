@@ -6,7 +6,7 @@
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde_json::Value;
 
-use super::{Res, to_u64};
+use crate::storage::sql::{SqliteRes as Res, to_u64};
 use crate::storage::{StateKey, StorageError};
 
 /// The stored text of a state (`None`: none) and its version.

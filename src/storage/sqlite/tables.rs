@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{Res, parse_list, to_u64};
+use crate::storage::sql::{SqliteRes as Res, parse_list, to_u64};
 use crate::storage::{FilterOperator, Metadata, Provenance, StorageError, TableId, TableInfo};
 
 /// A table's registry entry, as loads and exports need it.
