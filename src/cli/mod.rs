@@ -19,7 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use berth::contract::result::{EXIT_INTERRUPTED, Status, Timings};
 use berth::contract::{ErrorClass, JobFile, JobResult};
 use berth::host::{Host, IdMap, LinuxHost, Rootless};
-use berth::image::{Images, RegistrySettings, UnpackCaps, Unpacking};
+use berth::image::{Images, PullPolicy, RegistrySettings, UnpackCaps, Unpacking};
 use berth::job::{self, Services, Settings, workdir::Home};
 use berth::runtime::Youki;
 use berth::storage::{FilesUrl, StorageError, StoreSettings};
@@ -130,6 +130,19 @@ pub struct Global {
     )]
     pub pull_timeout: std::time::Duration,
 
+    /// When a registry is asked about an image (run, action, pull, save): newer — a
+    /// tag is checked with a HEAD and its manifest fetched only when it changed (a
+    /// registry that is down, or answers 429 or 5xx, leaves a stored image to run, with a
+    /// warning); always — the manifest is fetched every time (stored layers are reused);
+    /// missing — a stored image is used without asking; never — no registry is asked, and
+    /// an image not stored is an error. A digest-pinned image stored is never asked for
+    /// [default: as in the configuration files (`pull = "…"`), else newer]
+    ///
+    /// e.g. `berth --pull never run job.json` on a host without network, after `berth
+    /// pull` of the job's image
+    #[arg(long, global = true, env = "BERTH_PULL", value_name = "POLICY")]
+    pub pull: Option<String>,
+
     /// Give each job a copy of the image's root filesystem instead of an overlay on top of
     /// the cached one (slower; for hosts whose overlayfs misbehaves — berth falls back to a
     /// copy by itself where the kernel refuses overlayfs)
@@ -207,6 +220,15 @@ pub enum Command {
     /// stdout is streamed line by line as it comes.
     Run(RunArgs),
     /// Fetch an image into the local store and unpack it, with progress
+    ///
+    /// By default (--pull newer) a stored tag costs one HEAD request while it points where
+    /// it did. Examples:
+    ///
+    ///   berth pull registry.example.com/acme/extractor:1.4
+    ///
+    ///   berth --pull always pull registry.example.com/acme/extractor:latest
+    ///
+    ///   berth pull oci:/srv/images/extractor:1.4
     Pull {
         /// host/repo:tag, host/repo@sha256:…, or host/repo:tag@sha256:…; or, without a
         /// registry, oci:DIR[:REF] (an OCI layout) or docker-archive:FILE.tar[:REF]
@@ -459,23 +481,43 @@ impl Global {
         }
     }
 
+    /// berth's configuration files, in the order read (later wins).
+    fn configs(&self, host: &dyn Host) -> [PathBuf; 2] {
+        [
+            PathBuf::from(berth::storage::SYSTEM_CONFIG),
+            self.home(host).join("berth.toml"),
+        ]
+    }
+
     /// The project store: flags and variables over `/etc/berth/berth.toml` and
     /// `<home>/berth.toml`, over the embedded default.
     fn store(&self, host: &dyn Host) -> Result<StoreSettings, StorageError> {
-        let home = self.home(host);
-        let configs = [
-            PathBuf::from(berth::storage::SYSTEM_CONFIG),
-            home.join("berth.toml"),
-        ];
         StoreSettings::resolve(
             self.storage.as_deref(),
             self.files_url.as_deref(),
-            &configs,
-            &home,
+            &self.configs(host),
+            &self.home(host),
         )
     }
 
-    fn settings(&self, host: &dyn Host) -> Result<Settings, StorageError> {
+    /// The pull policy: `--pull` or `BERTH_PULL` over the configuration files' `pull`,
+    /// over `newer`.
+    fn pull_policy(&self, host: &dyn Host) -> Result<PullPolicy, SettingsError> {
+        #[derive(serde::Deserialize)]
+        struct PullKey {
+            pull: Option<String>,
+        }
+        let mut files = Vec::new();
+        for path in self.configs(host) {
+            let file = berth::storage::read_config::<PullKey>(&path)?;
+            if let Some(value) = file.and_then(|f| f.pull) {
+                files.push((path, value));
+            }
+        }
+        Ok(PullPolicy::resolve(self.pull.as_deref(), "--pull", &files)?)
+    }
+
+    fn settings(&self, host: &dyn Host) -> Result<Settings, SettingsError> {
         let signature_policy = berth::image::locate_policy(
             self.signature_policy.as_deref(),
             &self.home(host),
@@ -496,6 +538,7 @@ impl Global {
                     home.join("certs.d"),
                 ],
                 pull_timeout: self.pull_timeout,
+                pull: self.pull_policy(host)?,
                 ..Default::default()
             },
             signature_policy,
@@ -508,6 +551,15 @@ impl Global {
             store: self.store(host)?,
         })
     }
+}
+
+/// Settings berth cannot use: the operator's to fix (exit 1).
+#[derive(Debug, thiserror::Error)]
+enum SettingsError {
+    #[error(transparent)]
+    Store(#[from] StorageError),
+    #[error(transparent)]
+    Pull(#[from] berth::image::PullPolicyError),
 }
 
 fn parse_cgroup_parent(s: &str) -> Result<String, String> {

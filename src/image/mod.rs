@@ -31,7 +31,9 @@ mod loading_tests;
 #[cfg(any(test, feature = "test-utils"))]
 pub use content::Store;
 pub use distribution::auth::{self, Credentials};
-pub use distribution::{RegistryClient, RegistrySettings, SYSTEM_CERTS_D};
+pub use distribution::{
+    PullPolicy, PullPolicyError, RegistryClient, RegistrySettings, SYSTEM_CERTS_D,
+};
 pub use images::{Images, Unpacker};
 pub use layers::prune::{PruneError, PruneLimits, Removed};
 pub use layers::{
