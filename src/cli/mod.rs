@@ -1,6 +1,7 @@
 //! The command line: what an operator types, and what each command prints.
 
 mod component;
+mod inspect;
 mod jobs;
 pub mod log;
 mod login;
@@ -247,6 +248,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show a stored image: digests, platform, entrypoint, cmd, user, env, workdir and
+    /// labels, layers and their sizes, the references it was pulled as and which rules of
+    /// the signature policy accepted it. Asks no registry: pull it first
+    ///
+    /// Examples:
+    ///
+    ///   berth inspect registry.example.com/acme/extractor:1.4
+    ///
+    ///   berth inspect sha256:0123456789ab --json | jq -r .config.entrypoint
+    Inspect {
+        /// A reference as pulled, or a digest (sha256:… in full or its 12 first digits)
+        image: String,
+        /// Print JSON (stable keys: reference, digest, manifest, platform, config_digest,
+        /// config, layers, size, pulled_as) instead of text
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove an image (by reference or digest) and the blobs and root filesystems only it
     /// used; refused while a running job uses it
     Rmi {
@@ -372,6 +390,7 @@ impl Command {
             | Command::Prune(_)
             | Command::Kill(_) => true,
             Command::Images { .. }
+            | Command::Inspect { .. }
             | Command::Sandbox { .. }
             | Command::Storage(_)
             | Command::State(_)
@@ -606,6 +625,9 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
         }
         Command::Save { image, target } => save(&settings, &image, &target),
         Command::Images { json } => images(&settings, json),
+        Command::Inspect { image, json } => {
+            inspect::inspect(&open_images(&settings)?, &image, json)
+        }
         Command::Rmi { image, json } => prune::rmi(&settings, &image, json),
         Command::Prune(args) => prune::prune(&settings, &args),
         Command::Login(args) => Ok(login::login(&settings, &args)),
@@ -986,7 +1008,7 @@ fn images(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
             r.reference,
             r.manifest.short(),
             berth::util::human_bytes(r.size),
-            prune::ago(r.last_used, now)
+            berth::util::ago(r.last_used, now)
         )
     });
     print::lines(std::iter::once(header).chain(rows));
