@@ -222,14 +222,13 @@ pub enum Command {
     Run(RunArgs),
     /// Fetch an image into the local store and unpack it, with progress
     ///
-    /// By default (--pull newer) a stored tag costs one HEAD request while it points where
-    /// it did. Examples:
+    /// By default (--pull newer) a stored tag costs one HEAD request while it points
+    /// where it did. Examples:
     ///
     ///   berth pull registry.example.com/acme/extractor:1.4
-    ///
     ///   berth --pull always pull registry.example.com/acme/extractor:latest
-    ///
     ///   berth pull oci:/srv/images/extractor:1.4
+    #[command(verbatim_doc_comment)]
     Pull {
         /// host/repo:tag, host/repo@sha256:…, or host/repo:tag@sha256:…; or, without a
         /// registry, oci:DIR[:REF] (an OCI layout) or docker-archive:FILE.tar[:REF]
@@ -248,15 +247,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show a stored image: digests, platform, entrypoint, cmd, user, env, workdir and
-    /// labels, layers and their sizes, the references it was pulled as and which rules of
-    /// the signature policy accepted it. Asks no registry: pull it first
+    /// Show a stored image: digests, platform, run config, layers, where it came from
     ///
+    /// Shows the digests, the platform, the entrypoint, cmd, user, env, workdir and labels,
+    /// the layers and their sizes, the references the image was pulled as and which rules
+    /// of the signature policy accepted it. Asks no registry: pull the image first.
     /// Examples:
     ///
     ///   berth inspect registry.example.com/acme/extractor:1.4
-    ///
     ///   berth inspect sha256:0123456789ab --json | jq -r .config.entrypoint
+    #[command(verbatim_doc_comment)]
     Inspect {
         /// A reference as pulled, or a digest (sha256:… in full or its 12 first digits)
         image: String,
