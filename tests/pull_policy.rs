@@ -33,8 +33,8 @@ fn requests(repo: &str) -> Vec<String> {
         .collect()
 }
 
-/// How many of `repo`'s requests start with `prefix` (`HEAD /v2/…/manifests/`), waiting a
-/// moment for the registry to write the line of a request that was just answered.
+/// How many of `repo`'s requests are `METHOD /v2/REPO/WHAT…`, waiting a moment for the
+/// registry to write the line of a request that was just answered (until `at_least`).
 fn count(repo: &str, method: &str, what: &str, at_least: usize) -> usize {
     let prefix = format!("{method} /v2/{repo}/{what}");
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -48,6 +48,16 @@ fn count(repo: &str, method: &str, what: &str, at_least: usize) -> usize {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Asserts the registry logged exactly `expected` requests `METHOD /v2/REPO/WHAT…`.
+fn assert_count(repo: &str, method: &str, what: &str, expected: usize) {
+    assert_eq!(
+        count(repo, method, what, expected),
+        expected,
+        "{method} {what}…: {:#?}",
+        requests(repo)
+    );
 }
 
 fn repo_of(img: &BuiltImage) -> String {
@@ -84,30 +94,17 @@ fn newer_checks_an_unchanged_tag_with_a_head_and_gets_nothing() {
     let img = image("newer-same", "same");
     let repo = repo_of(&img);
     assert_eq!(pulled_ok(&pull(&b, None, &img.reference)), img.digest);
-    let gets = count(&repo, "GET", "manifests/", 1);
-    let heads = count(&repo, "HEAD", "manifests/1.0", 1);
+    // A tag pulled for the first time: one GET of its manifest, no HEAD.
+    assert_count(&repo, "GET", "manifests/", 1);
+    assert_count(&repo, "HEAD", "manifests/", 0);
     let blobs = count(&repo, "GET", "blobs/", 1);
     for policy in [None, Some("newer")] {
         assert_eq!(pulled_ok(&pull(&b, policy, &img.reference)), img.digest);
     }
-    assert_eq!(
-        count(&repo, "HEAD", "manifests/1.0", heads + 2),
-        heads + 2,
-        "one HEAD per pull: {:?}",
-        requests(&repo)
-    );
-    assert_eq!(
-        count(&repo, "GET", "manifests/", 0),
-        gets,
-        "{:?}",
-        requests(&repo)
-    );
-    assert_eq!(
-        count(&repo, "GET", "blobs/", 0),
-        blobs,
-        "{:?}",
-        requests(&repo)
-    );
+    // Then one HEAD per pull, and nothing else.
+    assert_count(&repo, "HEAD", "manifests/1.0", 2);
+    assert_count(&repo, "GET", "manifests/", 1);
+    assert_count(&repo, "GET", "blobs/", blobs);
 }
 
 #[test]
@@ -121,12 +118,7 @@ fn newer_fetches_a_tag_that_moved() {
     assert_ne!(first.digest, second.digest);
     assert_eq!(pulled_ok(&pull(&b, None, &second.reference)), second.digest);
     let manifest = format!("manifests/{}", second.digest);
-    assert_eq!(
-        count(&repo, "GET", &manifest, 1),
-        1,
-        "the moved tag's manifest is fetched by its digest: {:?}",
-        requests(&repo)
-    );
+    assert_count(&repo, "GET", &manifest, 1);
 }
 
 #[test]
@@ -144,18 +136,8 @@ fn always_gets_the_manifest_every_time_and_reuses_the_layers() {
             img.digest
         );
     }
-    assert_eq!(
-        count(&repo, "GET", "manifests/1.0", gets + 2),
-        gets + 2,
-        "{:?}",
-        requests(&repo)
-    );
-    assert_eq!(
-        count(&repo, "GET", "blobs/", 0),
-        blobs,
-        "{:?}",
-        requests(&repo)
-    );
+    assert_count(&repo, "GET", "manifests/1.0", gets + 2);
+    assert_count(&repo, "GET", "blobs/", blobs);
 }
 
 #[test]

@@ -328,14 +328,26 @@ fn pull_in(
     reference: &str,
     args: &[&str],
 ) -> (i32, String) {
+    berth_pull(dir, reg, reference, &[args, &["-q"]].concat())
+}
+
+/// `berth ARGS pull REGISTRY/REFERENCE` with its home and cache in `dir`, no credentials of
+/// the host's and berth's own log filter: status and stderr.
+fn berth_pull(
+    dir: &tempfile::TempDir,
+    reg: &FakeRegistry,
+    reference: &str,
+    args: &[&str],
+) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["--home"])
         .arg(dir.path().join("home"))
         .arg("--cache")
         .arg(dir.path().join("cache"))
         .args(args)
-        .args(["-q", "pull", &format!("{}/{reference}", reg.addr)])
+        .args(["pull", &format!("{}/{reference}", reg.addr)])
         .env("HOME", dir.path())
+        .env_remove("RUST_LOG")
         .env("BERTH_SYSTEM_SIGNATURE_POLICY", common::NO_SYSTEM_POLICY)
         .env_remove("XDG_RUNTIME_DIR")
         .env_remove("DOCKER_CONFIG")
@@ -1114,29 +1126,7 @@ fn a_berth_waiting_on_another_berths_lock_gives_up_naming_it() {
 /// `berth pull` of `reference` from `reg` with its home and cache in `dir`, not quiet (the
 /// warnings are what is looked at): status and stderr.
 fn pull_loud(dir: &tempfile::TempDir, reg: &FakeRegistry, reference: &str) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("--home")
-        .arg(dir.path().join("home"))
-        .arg("--cache")
-        .arg(dir.path().join("cache"))
-        .args([
-            "--retries",
-            "0",
-            "pull",
-            &format!("{}/{reference}", reg.addr),
-        ])
-        .env("HOME", dir.path())
-        .env_remove("RUST_LOG")
-        .env("BERTH_SYSTEM_SIGNATURE_POLICY", common::NO_SYSTEM_POLICY)
-        .env_remove("XDG_RUNTIME_DIR")
-        .env_remove("DOCKER_CONFIG")
-        .env_remove("REGISTRY_AUTH_FILE")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    berth_pull(dir, reg, reference, &["--retries", "0"])
 }
 
 #[test]
