@@ -207,8 +207,8 @@ impl Puller<'_> {
             }),
             (None, PullPolicy::Never) => Err(ImageError::NotStored {
                 reference: name.to_owned(),
-                hint: ", and --pull never asks no registry: `berth pull` it first, or use \
-                       --pull missing"
+                hint: ", and under --pull never no registry is asked: `berth pull` it \
+                       first, or use --pull missing"
                     .to_owned(),
             }),
             (None, _) => Ok(()),

@@ -28,7 +28,7 @@ pub enum ImageError {
     NotStored { reference: String, hint: String },
     #[error(
         "image {reference} is stored, but {why}: only its registry can confirm it, and \
-         --pull {policy} asks none (use --pull newer)"
+         under --pull {policy} no registry is asked (use --pull newer)"
     )]
     Unconfirmed {
         reference: String,
