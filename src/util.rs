@@ -38,6 +38,20 @@ pub fn unix_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// How long ago `then` (seconds since the epoch) was, shortly; `never` for 0.
+pub fn ago(then: u64, now: u64) -> String {
+    if then == 0 {
+        return "never".to_owned();
+    }
+    let s = now.saturating_sub(then);
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86_400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86_400),
+    }
+}
+
 /// A byte count for humans: `1.2 MB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
@@ -191,6 +205,15 @@ mod tests {
         let a = random_hex(8);
         assert_eq!(a.len(), 16);
         assert_ne!(a, random_hex(8));
+    }
+
+    #[test]
+    fn ages_read_shortly() {
+        assert_eq!(ago(0, 100), "never");
+        assert_eq!(ago(95, 100), "5s ago");
+        assert_eq!(ago(100, 100 + 180), "3m ago");
+        assert_eq!(ago(100, 100 + 7200), "2h ago");
+        assert_eq!(ago(100, 100 + 3 * 86_400), "3d ago");
     }
 
     #[test]

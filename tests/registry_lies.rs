@@ -328,14 +328,26 @@ fn pull_in(
     reference: &str,
     args: &[&str],
 ) -> (i32, String) {
+    berth_pull(dir, reg, reference, &[args, &["-q"]].concat())
+}
+
+/// `berth ARGS pull REGISTRY/REFERENCE` with its home and cache in `dir`, no credentials of
+/// the host's and berth's own log filter: status and stderr.
+fn berth_pull(
+    dir: &tempfile::TempDir,
+    reg: &FakeRegistry,
+    reference: &str,
+    args: &[&str],
+) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["--home"])
         .arg(dir.path().join("home"))
         .arg("--cache")
         .arg(dir.path().join("cache"))
         .args(args)
-        .args(["-q", "pull", &format!("{}/{reference}", reg.addr)])
+        .args(["pull", &format!("{}/{reference}", reg.addr)])
         .env("HOME", dir.path())
+        .env_remove("RUST_LOG")
         .env("BERTH_SYSTEM_SIGNATURE_POLICY", common::NO_SYSTEM_POLICY)
         .env_remove("XDG_RUNTIME_DIR")
         .env_remove("DOCKER_CONFIG")
@@ -1109,4 +1121,78 @@ fn a_berth_waiting_on_another_berths_lock_gives_up_naming_it() {
     );
     assert_eq!(stored(&fresh, "stacks"), 0);
     drop(held);
+}
+
+/// `berth pull` of `reference` from `reg` with its home and cache in `dir`, not quiet (the
+/// warnings are what is looked at): status and stderr.
+fn pull_loud(dir: &tempfile::TempDir, reg: &FakeRegistry, reference: &str) -> (i32, String) {
+    berth_pull(dir, reg, reference, &["--retries", "0"])
+}
+
+#[test]
+fn a_busy_or_failing_registry_leaves_a_stored_tag_to_run_with_a_warning() {
+    for (code, status) in [
+        (429, "429 Too Many Requests"),
+        (503, "503 Service Unavailable"),
+    ] {
+        let reg = FakeRegistry::start();
+        let (layer, diff) = layer();
+        reg.image("acme/busy", &layer, &diff, None);
+        let dir = tempfile::tempdir().unwrap();
+        let (first, stderr) = pull_loud(&dir, &reg, "acme/busy:1.0");
+        assert_eq!(first, 0, "{stderr}");
+        let digest = reg.routes.lock().unwrap()["/v2/acme/busy/manifests/1.0"]
+            .3
+            .clone()
+            .unwrap();
+        reg.handle(move |r| {
+            r.path
+                .contains("/manifests/")
+                .then(|| Reply::new(code, &[], Body::Bytes(b"busy".to_vec())))
+        });
+        let (again, stderr) = pull_loud(&dir, &reg, "acme/busy:1.0");
+        assert_eq!(again, 0, "{stderr}");
+        let warning = format!(
+            "registry {} answered {status}; running the stored {}/acme/busy:1.0 ({digest})",
+            reg.addr, reg.addr
+        );
+        assert!(
+            stderr.contains(&warning),
+            "expected {warning:?} in: {stderr}"
+        );
+        let line = stderr.lines().find(|l| l.contains(&warning)).unwrap();
+        assert!(line.contains("WARN"), "a warning: {line}");
+        let asked: Vec<String> = reg.hits.lock().unwrap().clone();
+        let last = asked.last().unwrap();
+        assert!(
+            last.starts_with("HEAD "),
+            "a tag is checked with a HEAD: {asked:?}"
+        );
+    }
+}
+
+#[test]
+fn a_busy_registry_without_a_stored_image_is_an_error_naming_its_answer() {
+    let reg = FakeRegistry::start();
+    reg.handle(|_| Some(Reply::new(429, &[], Body::Bytes(Vec::new()))));
+    let dir = tempfile::tempdir().unwrap();
+    let (status, stderr) = pull_loud(&dir, &reg, "acme/none:1.0");
+    assert_eq!(status, 3, "{stderr}");
+    assert!(stderr.contains("429 Too Many Requests"), "{stderr}");
+    assert!(stderr.contains("acme/none:1.0"), "{stderr}");
+}
+
+#[test]
+fn always_fails_when_the_registry_is_busy_even_with_a_stored_tag() {
+    let reg = FakeRegistry::start();
+    let (layer, diff) = layer();
+    reg.image("acme/strict", &layer, &diff, None);
+    let dir = tempfile::tempdir().unwrap();
+    let (status, stderr) = pull_in(&dir, &reg, "acme/strict:1.0", &["--retries", "0"]);
+    assert_eq!(status, 0, "{stderr}");
+    reg.handle(|_| Some(Reply::new(503, &[], Body::Bytes(Vec::new()))));
+    let args = ["--retries", "0", "--pull", "always"];
+    let (status, stderr) = pull_in(&dir, &reg, "acme/strict:1.0", &args);
+    assert_eq!(status, 3, "{stderr}");
+    assert!(stderr.contains("503 Service Unavailable"), "{stderr}");
 }

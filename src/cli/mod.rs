@@ -1,6 +1,7 @@
 //! The command line: what an operator types, and what each command prints.
 
 mod component;
+mod inspect;
 mod jobs;
 pub mod log;
 mod login;
@@ -20,7 +21,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use berth::contract::result::{EXIT_INTERRUPTED, Status};
 use berth::contract::{ErrorClass, JobFile, JobResult};
 use berth::host::{Host, IdMap, LinuxHost, Rootless};
-use berth::image::{Images, RegistrySettings, UnpackCaps, Unpacking};
+use berth::image::{Images, PullPolicy, RegistrySettings, UnpackCaps, Unpacking};
 use berth::job::{self, Services, Settings, workdir::Home};
 use berth::runtime::Youki;
 use berth::storage::{FilesUrl, StorageError, StoreSettings};
@@ -127,6 +128,19 @@ pub struct Global {
     )]
     pub pull_timeout: std::time::Duration,
 
+    /// When a registry is asked about an image (run, action, pull, save): newer — a
+    /// tag is checked with a HEAD and its manifest fetched only when it changed (a
+    /// registry that is down, or answers 429 or 5xx, leaves a stored image to run, with a
+    /// warning); always — the manifest is fetched every time (stored layers are reused);
+    /// missing — a stored image is used without asking; never — no registry is asked, and
+    /// an image not stored is an error. A digest-pinned image stored is never asked for
+    /// [default: as in the configuration files (`pull = "…"`), else newer]
+    ///
+    /// e.g. `berth --pull never run job.json` on a host without network, after `berth
+    /// pull` of the job's image
+    #[arg(long, global = true, env = "BERTH_PULL", value_name = "POLICY")]
+    pub pull: Option<String>,
+
     /// Give each job a copy of the image's root filesystem instead of an overlay on top of
     /// the cached one (slower; for hosts whose overlayfs misbehaves — berth falls back to a
     /// copy by itself where the kernel refuses overlayfs)
@@ -204,6 +218,14 @@ pub enum Command {
     /// stdout is streamed line by line as it comes.
     Run(RunArgs),
     /// Fetch an image into the local store and unpack it, with progress
+    ///
+    /// By default (--pull newer) a stored tag costs one HEAD request while it points
+    /// where it did. Examples:
+    ///
+    ///   berth pull registry.example.com/acme/extractor:1.4
+    ///   berth --pull always pull registry.example.com/acme/extractor:latest
+    ///   berth pull oci:/srv/images/extractor:1.4
+    #[command(verbatim_doc_comment)]
     Pull {
         /// host/repo:tag, host/repo@sha256:…, or host/repo:tag@sha256:…; or, without a
         /// registry, oci:DIR[:REF] (an OCI layout) or docker-archive:FILE.tar[:REF]
@@ -219,6 +241,24 @@ pub enum Command {
     /// List stored images: reference, digest, size, when last used
     Images {
         /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a stored image: digests, platform, run config, layers, where it came from
+    ///
+    /// Shows the digests, the platform, the entrypoint, cmd, user, env, workdir and labels,
+    /// the layers and their sizes, the references the image was pulled as and which rules
+    /// of the signature policy accepted it. Asks no registry: pull the image first.
+    /// Examples:
+    ///
+    ///   berth inspect registry.example.com/acme/extractor:1.4
+    ///   berth inspect sha256:0123456789ab --json | jq -r .config.entrypoint
+    #[command(verbatim_doc_comment)]
+    Inspect {
+        /// A reference as pulled, or a digest (sha256:… in full or its 12 first digits)
+        image: String,
+        /// Print JSON (stable keys: reference, digest, manifest, platform, config_digest,
+        /// config, layers, size, pulled_as) instead of text
         #[arg(long)]
         json: bool,
     },
@@ -347,6 +387,7 @@ impl Command {
             | Command::Prune(_)
             | Command::Kill(_) => true,
             Command::Images { .. }
+            | Command::Inspect { .. }
             | Command::Sandbox { .. }
             | Command::Storage(_)
             | Command::State(_)
@@ -456,23 +497,43 @@ impl Global {
         }
     }
 
+    /// berth's configuration files, in the order read (later wins).
+    fn configs(&self, host: &dyn Host) -> [PathBuf; 2] {
+        [
+            PathBuf::from(berth::storage::SYSTEM_CONFIG),
+            self.home(host).join("berth.toml"),
+        ]
+    }
+
     /// The project store: flags and variables over `/etc/berth/berth.toml` and
     /// `<home>/berth.toml`, over the embedded default.
     fn store(&self, host: &dyn Host) -> Result<StoreSettings, StorageError> {
-        let home = self.home(host);
-        let configs = [
-            PathBuf::from(berth::storage::SYSTEM_CONFIG),
-            home.join("berth.toml"),
-        ];
         StoreSettings::resolve(
             self.storage.as_deref(),
             self.files_url.as_deref(),
-            &configs,
-            &home,
+            &self.configs(host),
+            &self.home(host),
         )
     }
 
-    fn settings(&self, host: &dyn Host) -> Result<Settings, StorageError> {
+    /// The pull policy: `--pull` or `BERTH_PULL` over the configuration files' `pull`,
+    /// over `newer`.
+    fn pull_policy(&self, host: &dyn Host) -> Result<PullPolicy, SettingsError> {
+        #[derive(serde::Deserialize)]
+        struct PullKey {
+            pull: Option<String>,
+        }
+        let mut files = Vec::new();
+        for path in self.configs(host) {
+            let file = berth::storage::read_config::<PullKey>(&path)?;
+            if let Some(value) = file.and_then(|f| f.pull) {
+                files.push((path, value));
+            }
+        }
+        Ok(PullPolicy::resolve(self.pull.as_deref(), "--pull", &files)?)
+    }
+
+    fn settings(&self, host: &dyn Host) -> Result<Settings, SettingsError> {
         let signature_policy = berth::image::locate_policy(
             self.signature_policy.as_deref(),
             &self.home(host),
@@ -493,6 +554,7 @@ impl Global {
                     home.join("certs.d"),
                 ],
                 pull_timeout: self.pull_timeout,
+                pull: self.pull_policy(host)?,
                 ..Default::default()
             },
             signature_policy,
@@ -505,6 +567,15 @@ impl Global {
             store: self.store(host)?,
         })
     }
+}
+
+/// Settings berth cannot use: the operator's to fix (exit 1).
+#[derive(Debug, thiserror::Error)]
+enum SettingsError {
+    #[error(transparent)]
+    Store(#[from] StorageError),
+    #[error(transparent)]
+    Pull(#[from] berth::image::PullPolicyError),
 }
 
 fn parse_cgroup_parent(s: &str) -> Result<String, String> {
@@ -551,6 +622,9 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
         }
         Command::Save { image, target } => save(&settings, &image, &target),
         Command::Images { json } => images(&settings, json),
+        Command::Inspect { image, json } => {
+            inspect::inspect(&open_images(&settings)?, &image, json)
+        }
         Command::Rmi { image, json } => prune::rmi(&settings, &image, json),
         Command::Prune(args) => prune::prune(&settings, &args),
         Command::Login(args) => Ok(login::login(&settings, &args)),
@@ -914,7 +988,7 @@ fn images(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
             r.reference,
             r.manifest.short(),
             berth::util::human_bytes(r.size),
-            prune::ago(r.last_used, now)
+            berth::util::ago(r.last_used, now)
         )
     });
     print::lines(std::iter::once(header).chain(rows));

@@ -134,7 +134,7 @@ pub fn ps(home: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 e.config.unwrap_or("-").to_owned(),
                 e.row.unwrap_or("-").to_owned(),
                 e.image.to_owned(),
-                super::prune::ago(started, now),
+                berth::util::ago(started, now),
                 e.pid.to_string(),
                 e.memory_bytes
                     .map_or_else(|| "-".to_owned(), berth::util::human_bytes),

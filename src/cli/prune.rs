@@ -71,20 +71,6 @@ fn report(result: Result<Removed, PruneError>, json: bool) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-/// How long ago `then` (seconds since the epoch) was, shortly; `never` for 0.
-pub fn ago(then: u64, now: u64) -> String {
-    if then == 0 {
-        return "never".to_owned();
-    }
-    let s = now.saturating_sub(then);
-    match s {
-        0..60 => format!("{s}s ago"),
-        60..3600 => format!("{}m ago", s / 60),
-        3600..86_400 => format!("{}h ago", s / 3600),
-        _ => format!("{}d ago", s / 86_400),
-    }
-}
-
 /// Parses `500M`, `2G`, `1024` (bytes; K, M, G, T are powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -145,14 +131,5 @@ mod tests {
         );
         assert!(parse_duration("12").is_err());
         assert!(parse_duration("").is_err());
-    }
-
-    #[test]
-    fn ages_read_shortly() {
-        assert_eq!(ago(0, 100), "never");
-        assert_eq!(ago(95, 100), "5s ago");
-        assert_eq!(ago(100, 100 + 180), "3m ago");
-        assert_eq!(ago(100, 100 + 7200), "2h ago");
-        assert_eq!(ago(100, 100 + 3 * 86_400), "3d ago");
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::content::Store;
 use super::distribution::RegistrySettings;
+use super::inspect::{self, Inspection};
 use super::layers::prune::{self, PruneError, PruneLimits, Removed};
 use super::layers::unpack::Budget;
 use super::layers::{UnpackCaps, Unpacking, ensure_stack};
@@ -47,6 +48,12 @@ impl Images {
     /// Every image stored, sorted by reference.
     pub fn list(&self) -> Vec<ImageRecord> {
         self.store.records()
+    }
+
+    /// `berth inspect`: what the store holds of `image` (a reference as pulled, or a
+    /// digest), read without asking any registry.
+    pub fn inspect(&self, image: &str) -> Result<Inspection, ImageError> {
+        inspect::inspect(&self.store, image)
     }
 
     /// `berth rmi`: removes the image's record, then each blob and layer no other image

@@ -8,7 +8,8 @@
 //! distribution   registries (auth, TLS) and transports, into content   → content, spec
 //! verify         the signature policy: yes or no for a reference       → spec
 //! layers         unpack, layer stacks, views, leases, prune            → content, spec
-//! façade         Images, Puller, Unpacker (this file, images.rs, pull.rs) → every part
+//! façade         Images, Puller, Unpacker, inspect (this file, images.rs, pull.rs,
+//!                inspect.rs)                                          → every part
 //! ```
 //!
 //! [`Images::puller`] resolves a reference to a manifest for this host's platform and makes
@@ -20,6 +21,7 @@
 mod content;
 mod distribution;
 mod images;
+mod inspect;
 mod layers;
 mod pull;
 mod spec;
@@ -31,8 +33,11 @@ mod loading_tests;
 #[cfg(any(test, feature = "test-utils"))]
 pub use content::Store;
 pub use distribution::auth::{self, Credentials};
-pub use distribution::{RegistryClient, RegistrySettings, SYSTEM_CERTS_D};
+pub use distribution::{
+    PullPolicy, PullPolicyError, RegistryClient, RegistrySettings, SYSTEM_CERTS_D,
+};
 pub use images::{Images, Unpacker};
+pub use inspect::{Inspection, LayerInfo, Origin, PlatformInfo, RunInfo};
 pub use layers::prune::{PruneError, PruneLimits, Removed};
 pub use layers::{
     Ownership, RootfsView, Stack, UnpackCaps, Unpacking, ViewDirs, is_opaque, merge_layers,

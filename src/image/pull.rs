@@ -2,14 +2,16 @@
 //! needs fetched into the content store (or loaded from a layout or an archive), verified,
 //! and the image's record written. The signature policy decides for every reference and
 //! digest, stored or not: a digest-pinned image stored under its repository and accepted by
-//! the policy in force makes no network request at all, and a tag costs one GET and
-//! nothing more while its digest is unchanged.
+//! the policy in force makes no network request at all. A tag is asked for as the pull
+//! policy says ([`PullPolicy`]): by default it costs one HEAD and nothing more while its
+//! digest is unchanged; `always` GETs its manifest; `missing` and `never` ask no registry
+//! about a stored tag, and never run stored bytes the policy has not accepted.
 
 use std::path::Path;
 
 use super::content::Store;
 use super::distribution::transport::{self, Transport};
-use super::distribution::{RegistryClient, RegistrySettings};
+use super::distribution::{PullPolicy, RegistryClient, RegistrySettings};
 use super::layers::{Stack, UnpackCaps, Unpacking, stack_path};
 use super::spec::digest::chain_id;
 use super::spec::manifest::{
@@ -114,13 +116,10 @@ impl Puller<'_> {
         let rules = gate.rules(&parsed);
         let accepted = rules.acceptance();
         let name = parsed.to_string();
-        if let Some(d) = &parsed.digest
-            && self.known(&parsed, d, &rules)
-            && let Some(image) = self.load_local(&name, d, Some(&accepted))?
-        {
-            tracing::debug!(image = %name, "pinned image already stored and accepted");
+        if let Some(image) = self.settled(&parsed, &name, &rules, &accepted)? {
             return Ok(image);
         }
+        self.refuse_unsettled(&parsed, &name, &rules)?;
         let client = RegistryClient::new(&parsed, self.registry)?;
         let top = match &parsed.digest {
             Some(d) => d.clone(),
@@ -141,6 +140,81 @@ impl Puller<'_> {
         self.fetch(&client, &parsed, &name, &top, &accepted)
     }
 
+    /// The image as the store alone can give it, accepted by `rules`, when the pull policy
+    /// lets it stand without asking a registry: a pinned digest known in its repository
+    /// (its bytes cannot change), or, under `missing` and `never`, a stored tag.
+    fn settled(
+        &self,
+        image: &ImageRef,
+        name: &str,
+        rules: &Rules<'_>,
+        accepted: &Accepted,
+    ) -> Result<Option<PulledImage>, ImageError> {
+        let top = match &image.digest {
+            Some(d) => d.clone(),
+            None if matches!(self.registry.pull, PullPolicy::Missing | PullPolicy::Never) => {
+                match self.store.find_record(name) {
+                    Some(rec) => rec.digest,
+                    None => return Ok(None),
+                }
+            }
+            None => return Ok(None),
+        };
+        if !self.known(image, &top, rules) {
+            return Ok(None);
+        }
+        let found = self.load_local(name, &top, Some(accepted))?;
+        if found.is_some() {
+            tracing::debug!(image = %name, digest = %top, "stored and accepted: no registry asked");
+        }
+        Ok(found)
+    }
+
+    /// Refuses, under `never` and `missing`, an image the store cannot settle by itself
+    /// (see [`Puller::settled`]): under `never` any such image; under `missing` one whose
+    /// bytes are stored but whose acceptance only its registry can confirm (a digest never
+    /// seen in this repository, a tag stored under other rules) — the stored bytes are
+    /// never run unconfirmed.
+    fn refuse_unsettled(
+        &self,
+        image: &ImageRef,
+        name: &str,
+        rules: &Rules<'_>,
+    ) -> Result<(), ImageError> {
+        let policy = self.registry.pull;
+        if !matches!(policy, PullPolicy::Missing | PullPolicy::Never) {
+            return Ok(());
+        }
+        let unconfirmed = match &image.digest {
+            Some(d) => (self.store.has_blob(d) && !self.known(image, d, rules))
+                .then(|| format!("its digest {d} was never accepted in {}", image.repository)),
+            None => self
+                .store
+                .find_record(name)
+                .filter(|rec| !rules.accepted(rec, &rec.digest))
+                .map(|rec| {
+                    format!(
+                        "the signature policy in force has not accepted its {} yet",
+                        rec.digest
+                    )
+                }),
+        };
+        match (unconfirmed, policy) {
+            (Some(why), _) => Err(ImageError::Unconfirmed {
+                reference: name.to_owned(),
+                why,
+                policy: policy.as_str(),
+            }),
+            (None, PullPolicy::Never) => Err(ImageError::NotStored {
+                reference: name.to_owned(),
+                hint: ", and under --pull never no registry is asked: `berth pull` it \
+                       first, or use --pull missing"
+                    .to_owned(),
+            }),
+            (None, _) => Ok(()),
+        }
+    }
+
     /// Whether the store knows `top` in `image`'s repository as accepted by `rules`: from
     /// the record of this very reference, or, for a pinned one, of any reference of the
     /// same repository (the registry confirmed the digest there when it was recorded).
@@ -159,8 +233,53 @@ impl Puller<'_> {
     }
 
     /// What a tag points at now, or that the registry has a pinned digest in this
-    /// repository; for a tag, the stored image when the registry cannot be reached.
+    /// repository; under `newer`, for a tag, the stored image when the registry cannot be
+    /// reached or cannot answer now (429, 5xx).
     fn resolve(
+        &self,
+        client: &RegistryClient,
+        r: &ImageRef,
+        name: &str,
+        pinned: Option<&Digest>,
+    ) -> Result<Digest, ImageError> {
+        let newer = self.registry.pull == PullPolicy::Newer;
+        // A HEAD pays only when there is a stored digest to compare with: a tag pulled for
+        // the first time needs its document anyway.
+        let stored = self.store.find_record(name).is_some();
+        let answer = if newer && pinned.is_none() && stored {
+            self.check_tag(client, r)
+        } else {
+            self.fetch_named(client, r, name, pinned)
+        };
+        match answer {
+            Err(e) if newer && pinned.is_none() => {
+                match (stale_reason(&e), self.store.find_record(name)) {
+                    (Some(reason), Some(rec)) => {
+                        tracing::warn!("{reason}; running the stored {name} ({})", rec.digest);
+                        Ok(rec.digest)
+                    }
+                    _ => Err(e),
+                }
+            }
+            answer => answer,
+        }
+    }
+
+    /// What a tag points at now, asked with a `HEAD`; the manifest is fetched (by its
+    /// digest, so verified) only when the store lacks it: an unchanged tag costs one HEAD.
+    fn check_tag(&self, client: &RegistryClient, r: &ImageRef) -> Result<Digest, ImageError> {
+        let Some(digest) = client.head(r)? else {
+            return self.fetch_named(client, r, &r.to_string(), None);
+        };
+        if !self.store.has_blob(&digest) {
+            let bytes = client.manifest(r, &digest)?;
+            self.store.put_blob(&digest, &bytes)?;
+        }
+        Ok(digest)
+    }
+
+    /// The document `r` names, fetched (one GET), and checked against `pinned`.
+    fn fetch_named(
         &self,
         client: &RegistryClient,
         r: &ImageRef,
@@ -181,16 +300,6 @@ impl Puller<'_> {
                     self.store.put_blob(&digest, &bytes)?;
                 }
                 Ok(digest)
-            }
-            Err(e @ ImageError::Unreachable { .. }) if pinned.is_none() => {
-                match self.store.find_record(name) {
-                    Some(rec) => {
-                        let e = crate::util::chain(&e);
-                        tracing::warn!("{e}; running the stored {name} ({})", rec.digest);
-                        Ok(rec.digest)
-                    }
-                    None => Err(e),
-                }
             }
             Err(e) => Err(e),
         }
@@ -464,6 +573,18 @@ impl Puller<'_> {
             fetched_blobs: 0,
             fetched_bytes: 0,
         }))
+    }
+}
+
+/// Why a registry could not say what a tag points at now, when another time may do (it is
+/// unreachable, busy or failing): then the stored image may run.
+fn stale_reason(e: &ImageError) -> Option<String> {
+    match e {
+        ImageError::Unreachable { .. } => Some(crate::util::chain(e)),
+        ImageError::Unavailable {
+            registry, status, ..
+        } => Some(format!("registry {registry} answered {status}")),
+        _ => None,
     }
 }
 

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use postgres::PgStorage;
-pub use settings::{FilesUrl, SYSTEM_CONFIG, StorageUrl, StoreSettings, open};
+pub use settings::{FilesUrl, SYSTEM_CONFIG, StorageUrl, StoreSettings, open, read_config};
 pub use sqlite::SqliteStorage;
 
 /// The longest bucket or table name, in bytes (Keboola's limit).

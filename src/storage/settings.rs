@@ -70,7 +70,7 @@ impl StoreSettings {
     ) -> Result<StoreSettings, StorageError> {
         let mut from_files = ConfigFile::default();
         for path in configs {
-            let Some(file) = read_config(path)? else {
+            let Some(file) = read_config::<ConfigFile>(path)? else {
                 continue;
             };
             from_files.storage = file.storage.or(from_files.storage);
@@ -97,7 +97,9 @@ impl StoreSettings {
     }
 }
 
-fn read_config(path: &Path) -> Result<Option<ConfigFile>, StorageError> {
+/// The keys of type `T` in the configuration file at `path` (`None`: there is no such
+/// file): each setting kept there is read by whoever owns it, from the same files.
+pub fn read_config<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StorageError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

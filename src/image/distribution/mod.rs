@@ -10,5 +10,5 @@ mod tls;
 pub mod transport;
 
 pub use registry::RegistryClient;
-pub use settings::RegistrySettings;
+pub use settings::{PullPolicy, PullPolicyError, RegistrySettings};
 pub use tls::SYSTEM_CERTS_D;

@@ -182,6 +182,32 @@ impl RegistryClient {
         Ok((digest, bytes))
     }
 
+    /// What a tag points at now, asked with a `HEAD` (which public registries do not count
+    /// as a pull); `None` when the registry states no `Docker-Content-Digest`, which only a
+    /// GET of the document can then tell.
+    pub fn head(&self, reference: &ImageRef) -> Result<Option<Digest>, ImageError> {
+        let target = Target::of(reference);
+        let url = self.named_manifest_url(reference);
+        let accept = accept();
+        let stated = self.block_on(
+            &target,
+            self.retrying(&target, "check", || async {
+                let response = self
+                    .send(&target, &|c| c.head(&url).header(header::ACCEPT, &accept))
+                    .await?;
+                Ok(digest_header(&check(response).await?))
+            }),
+        )?;
+        stated
+            .map(|d| {
+                d.parse().map_err(|e| ImageError::Registry {
+                    reference: reference.to_string(),
+                    message: format!("registry returned a bad digest: {e}"),
+                })
+            })
+            .transpose()
+    }
+
     /// The manifest or index with `digest`, verified, refused when larger than the cap
     /// before it is all read, or when it has a layer berth cannot unpack.
     pub fn manifest(&self, reference: &ImageRef, digest: &Digest) -> Result<Vec<u8>, ImageError> {
@@ -241,11 +267,7 @@ impl RegistryClient {
             .send(target, &|c| c.get(url).header(header::ACCEPT, accept))
             .await?;
         let response = check(response).await?;
-        let stated = response
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|d| d.to_str().ok())
-            .map(str::to_owned);
+        let stated = digest_header(&response);
         let too_large = |size: String| {
             Failure::Final(ImageError::TooLarge {
                 image: target.image.clone(),
@@ -682,7 +704,7 @@ impl RegistryClient {
         let image = target.image.clone();
         match failure {
             Failure::Final(e) => (e, false),
-            Failure::Status { code, body } => classify_status(code, &body, image),
+            Failure::Status { code, body } => classify_status(code, &body, image, &self.registry),
             Failure::Http(e) => self.classify_http(&e, image),
         }
     }
@@ -809,6 +831,15 @@ fn sensitive(registry: &str, value: &Secret) -> Result<HeaderValue, Failure> {
     Ok(v)
 }
 
+/// The digest a registry states for the document it answers with, if it does.
+fn digest_header(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|d| d.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// Success, or the status and (the start of) the body for [`classify_status`].
 async fn check(response: reqwest::Response) -> Result<reqwest::Response, Failure> {
     let status = response.status();
@@ -898,7 +929,7 @@ enum Failure {
 }
 
 /// An HTTP error status: 5xx and 429 may pass; an OCI error body says more.
-fn classify_status(code: u16, body: &str, reference: String) -> (ImageError, bool) {
+fn classify_status(code: u16, body: &str, reference: String, registry: &str) -> (ImageError, bool) {
     #[derive(serde::Deserialize)]
     struct Envelope {
         errors: Vec<OciError>,
@@ -937,8 +968,22 @@ fn classify_status(code: u16, body: &str, reference: String) -> (ImageError, boo
     if matches!(code, 401 | 403) || any(&["UNAUTHORIZED", "DENIED"]) {
         return (ImageError::Unauthorized { reference, message }, false);
     }
-    let retry = matches!(code, 429 | 500..=599);
-    (ImageError::Registry { reference, message }, retry)
+    if matches!(code, 429 | 500..=599) {
+        // A registry that is busy or down: worth retrying, and (for a stored tag) worth
+        // running the stored image over.
+        let status = StatusCode::from_u16(code)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .map_or_else(|| code.to_string(), |reason| format!("{code} {reason}"));
+        let unavailable = ImageError::Unavailable {
+            registry: registry.to_owned(),
+            reference,
+            status,
+            message,
+        };
+        return (unavailable, true);
+    }
+    (ImageError::Registry { reference, message }, false)
 }
 
 // Small documents of a known kind (signatures): read whole, but never past a cap.
@@ -1027,18 +1072,26 @@ mod tests {
         let r = || "reg/x:1".to_owned();
         let body = r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"no"}]}"#;
         assert!(matches!(
-            classify_status(404, body, r()).0,
+            classify_status(404, body, r(), "reg").0,
             ImageError::NotFound { .. }
         ));
-        let (e, retry) = classify_status(503, "down", r());
+        let (e, retry) = classify_status(503, "down", r(), "reg");
         assert!(retry && e.to_string().contains("HTTP 503"), "{e}");
+        assert!(e.to_string().contains("503 Service Unavailable"), "{e}");
+        let (e, retry) = classify_status(429, "", r(), "reg");
+        assert!(retry && matches!(e, ImageError::Unavailable { .. }), "{e}");
         let body = r#"{"errors":[{"code":"DENIED","message":"nope"}]}"#;
-        let (e, retry) = classify_status(403, body, r());
+        let (e, retry) = classify_status(403, body, r(), "reg");
         assert!(
             !retry && matches!(e, ImageError::Unauthorized { .. }),
             "{e}"
         );
-        let (e, _) = classify_status(400, "Client sent an HTTP request to an HTTPS server.", r());
+        let (e, _) = classify_status(
+            400,
+            "Client sent an HTTP request to an HTTPS server.",
+            r(),
+            "reg",
+        );
         assert!(e.to_string().contains("certs.d"), "{e}");
     }
 

@@ -32,6 +32,73 @@ pub struct RegistrySettings {
     /// How long a pull may take from the first request to the last byte, and how long a
     /// berth waits for another's lock on a blob or layer it needs.
     pub pull_timeout: Duration,
+    /// When a registry is asked at all (`--pull`).
+    pub pull: PullPolicy,
+}
+
+/// When berth asks a registry about an image it has stored (`--pull`, podman's words).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Fetch the manifest every time; stored layers are still reused.
+    Always,
+    /// A stored image is used without asking any registry.
+    Missing,
+    /// No registry is asked: an image not stored is an error.
+    Never,
+    /// A tag is checked with a `HEAD`; its manifest is fetched only when it changed, and a
+    /// registry that cannot answer leaves the stored image to run.
+    #[default]
+    Newer,
+}
+
+/// A pull policy berth does not know.
+#[derive(Debug, thiserror::Error)]
+pub enum PullPolicyError {
+    #[error("{origin}: unknown pull policy {value:?}: expected always, missing, never or newer")]
+    Unknown { origin: String, value: String },
+}
+
+impl PullPolicy {
+    /// The policy `value` names; `origin` says where it was given, for the error.
+    pub fn parse(value: &str, origin: &str) -> Result<PullPolicy, PullPolicyError> {
+        match value.trim() {
+            "always" => Ok(PullPolicy::Always),
+            "missing" => Ok(PullPolicy::Missing),
+            "never" => Ok(PullPolicy::Never),
+            "newer" => Ok(PullPolicy::Newer),
+            _ => Err(PullPolicyError::Unknown {
+                origin: origin.to_owned(),
+                value: value.to_owned(),
+            }),
+        }
+    }
+
+    /// The policy given on the command line or in the environment (`given`, named
+    /// `flag`), else the last one the configuration files set (`(file, value)`, in the
+    /// order read), else `newer`.
+    pub fn resolve(
+        given: Option<&str>,
+        flag: &str,
+        files: &[(PathBuf, String)],
+    ) -> Result<PullPolicy, PullPolicyError> {
+        if let Some(value) = given {
+            return PullPolicy::parse(value, flag);
+        }
+        match files.last() {
+            Some((path, value)) => PullPolicy::parse(value, &format!("{}: pull", path.display())),
+            None => Ok(PullPolicy::default()),
+        }
+    }
+
+    /// The word for the policy, as `--pull` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "always",
+            PullPolicy::Missing => "missing",
+            PullPolicy::Never => "never",
+            PullPolicy::Newer => "newer",
+        }
+    }
 }
 
 impl Default for RegistrySettings {
@@ -45,6 +112,7 @@ impl Default for RegistrySettings {
             berth_auth_file: None,
             certs_d: vec![PathBuf::from(super::tls::SYSTEM_CERTS_D)],
             pull_timeout: DEFAULT_PULL_TIMEOUT,
+            pull: PullPolicy::default(),
         }
     }
 }
@@ -67,4 +135,51 @@ pub(super) fn is_loopback(registry: &str) -> bool {
         None => registry.rsplit_once(':').map_or(registry, |(h, _)| h),
     };
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_policy_parses_by_its_word() {
+        for p in [
+            PullPolicy::Always,
+            PullPolicy::Missing,
+            PullPolicy::Never,
+            PullPolicy::Newer,
+        ] {
+            assert_eq!(PullPolicy::parse(p.as_str(), "--pull").unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn the_flag_wins_over_the_files_and_the_last_file_over_the_first() {
+        let files = [
+            (PathBuf::from("/etc/berth/berth.toml"), "always".to_owned()),
+            (PathBuf::from("/h/berth.toml"), "missing".to_owned()),
+        ];
+        let r = |given| PullPolicy::resolve(given, "--pull", &files).unwrap();
+        assert_eq!(r(Some("never")), PullPolicy::Never);
+        assert_eq!(r(None), PullPolicy::Missing);
+        assert_eq!(
+            PullPolicy::resolve(None, "--pull", &files[..1]).unwrap(),
+            PullPolicy::Always
+        );
+        assert_eq!(
+            PullPolicy::resolve(None, "--pull", &[]).unwrap(),
+            PullPolicy::Newer
+        );
+    }
+
+    #[test]
+    fn an_unknown_policy_is_named_with_where_it_was_given() {
+        let e = PullPolicy::resolve(Some("sometimes"), "--pull", &[]).unwrap_err();
+        assert!(e.to_string().contains("--pull"), "{e}");
+        assert!(e.to_string().contains("\"sometimes\""), "{e}");
+        let files = [(PathBuf::from("/h/berth.toml"), "Always".to_owned())];
+        let e = PullPolicy::resolve(None, "--pull", &files).unwrap_err();
+        assert!(e.to_string().contains("/h/berth.toml: pull"), "{e}");
+        assert!(e.to_string().contains("\"Always\""), "{e}");
+    }
 }

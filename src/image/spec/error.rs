@@ -24,8 +24,27 @@ pub enum ImageError {
     NotFound { reference: String },
     #[error("not authorized to pull {reference}: {message}")]
     Unauthorized { reference: String, message: String },
+    #[error("image {reference} is not stored{hint}")]
+    NotStored { reference: String, hint: String },
+    #[error(
+        "image {reference} is stored, but {why}: only its registry can confirm it, and \
+         under --pull {policy} no registry is asked (use --pull newer)"
+    )]
+    Unconfirmed {
+        reference: String,
+        why: String,
+        policy: &'static str,
+    },
     #[error("registry error for {reference}: {message}")]
     Registry { reference: String, message: String },
+    /// The registry is busy (429) or failing (5xx): another time may do.
+    #[error("registry {registry} answered {status} for {reference} ({message})")]
+    Unavailable {
+        registry: String,
+        reference: String,
+        status: String,
+        message: String,
+    },
     #[error("{what} does not match its digest: expected {expected}, got {actual}")]
     DigestMismatch {
         what: String,
@@ -108,6 +127,9 @@ impl ImageError {
             ImageError::Reference { .. }
             | ImageError::Transport { .. }
             | ImageError::Layout { .. }
+            // Not stored, or not confirmable, under the pull policy the user chose.
+            | ImageError::NotStored { .. }
+            | ImageError::Unconfirmed { .. }
             // The operator's policy refuses the image, or cannot be read.
             | ImageError::Signature(_) => ErrorClass::User,
             ImageError::Access(e) => e.class(),
@@ -115,6 +137,7 @@ impl ImageError {
             | ImageError::NotFound { .. }
             | ImageError::Unauthorized { .. }
             | ImageError::Registry { .. }
+            | ImageError::Unavailable { .. }
             | ImageError::DigestMismatch { .. }
             | ImageError::SizeMismatch { .. }
             | ImageError::BadManifest { .. }
