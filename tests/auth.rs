@@ -56,6 +56,29 @@ impl Pki {
         Pki { dir }
     }
 
+    /// Docker's guide to a self-signed registry: one certificate, for `san`, that openssl
+    /// marks `CA:TRUE`, presented by the registry (`server.*`) and trusted as `ca.crt`; it
+    /// also signs the client pair, which only skopeo's push needs.
+    fn docker_guide(name: &str, san: &str) -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |f: &str| dir.path().join(f);
+        run(Command::new("openssl")
+            .args([
+                "req", "-newkey", "rsa:2048", "-nodes", "-x509", "-days", "2",
+            ])
+            .args(["-subj", &format!("/CN={name}")])
+            .args(["-addext", &format!("subjectAltName={san}")])
+            .arg("-keyout")
+            .arg(p("ca.key"))
+            .arg("-out")
+            .arg(p("ca.crt")));
+        fs::copy(p("ca.crt"), p("server.cert")).unwrap();
+        fs::copy(p("ca.key"), p("server.key")).unwrap();
+        let pki = Pki { dir };
+        pki.issue("client", false);
+        pki
+    }
+
     fn path(&self, f: &str) -> PathBuf {
         self.dir.path().join(f)
     }
@@ -121,6 +144,11 @@ impl AuthRegistry {
         let pki = Pki::new("berth-test-ca");
         pki.issue("server", true);
         pki.issue("client", false);
+        AuthRegistry::start_with(pki, client_certs)
+    }
+
+    /// A registry presenting `pki`'s `server.cert`.
+    fn start_with(pki: Pki, client_certs: bool) -> AuthRegistry {
         let dir = tempfile::tempdir().unwrap();
         let htpasswd = Command::new("htpasswd")
             .args(["-Bbn", USER, PASSWORD])
@@ -577,6 +605,55 @@ fn an_unknown_ca_is_refused_naming_the_host_and_certs_d() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn a_self_signed_certificate_made_as_dockers_guide_says_is_trusted_from_certs_d() {
+    require_env!();
+    let reg = AuthRegistry::start_with(Pki::docker_guide("127.0.0.1", "IP:127.0.0.1"), false);
+    let image = reg.push(
+        &common::unique_repo("auth-selfsigned"),
+        &[(layer(b"hi"), GZIP)],
+    );
+    let berth = Isolated::new();
+    reg.trust(&berth.home(), false);
+    let out = berth.login(&reg.addr, PASSWORD);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let out = berth.berth(&["pull", &image]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+}
+
+/// What a pull from `reg` says when it is refused for its certificate.
+fn assert_untrusted(reg: &AuthRegistry, berth: &Isolated) {
+    let out = berth.berth(&["pull", &format!("{}/acme/none:1.0", reg.addr)]);
+    assert_eq!(out.status, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("TLS certificate of {} is not trusted", reg.addr)),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn another_self_signed_certificate_with_the_same_name_is_refused() {
+    require_env!();
+    let reg = AuthRegistry::start_with(Pki::docker_guide("127.0.0.1", "IP:127.0.0.1"), false);
+    let berth = Isolated::new();
+    let other = Pki::docker_guide("127.0.0.1", "IP:127.0.0.1");
+    let d = berth.home().join("certs.d").join(&reg.addr);
+    fs::create_dir_all(&d).unwrap();
+    fs::copy(other.path("ca.crt"), d.join("ca.crt")).unwrap();
+    assert_untrusted(&reg, &berth);
+}
+
+#[test]
+fn a_pinned_self_signed_certificate_for_another_address_is_refused() {
+    require_env!();
+    let reg = AuthRegistry::start_with(Pki::docker_guide("127.0.0.2", "IP:127.0.0.2"), false);
+    let berth = Isolated::new();
+    reg.trust(&berth.home(), false);
+    assert_untrusted(&reg, &berth);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! archives are read as strictly.
 
 pub mod auth;
+mod pinned;
 mod registry;
 mod settings;
 mod tls;

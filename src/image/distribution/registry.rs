@@ -904,11 +904,14 @@ fn build_http(
                 }
             })?;
         builder = builder.tls_certs_only([none]);
-    } else {
-        builder = builder.tls_certs_merge(files.roots);
-    }
-    if let Some(identity) = files.identity {
-        builder = builder.identity(identity);
+    } else if !dirs.is_empty() {
+        // certs.d files need berth's own verifier (a registry's self-signed certificate,
+        // pinned), so the whole TLS configuration is built here rather than by reqwest.
+        let config = tls::client_config(files).map_err(|source| RegistryError::Tls {
+            registry: registry.to_owned(),
+            source,
+        })?;
+        builder = builder.tls_backend_preconfigured(config);
     }
     builder.build().map_err(|source| RegistryError::Client {
         registry: registry.to_owned(),

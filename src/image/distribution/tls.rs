@@ -6,7 +6,12 @@
 //! HTTP from HTTPS, and only a few hops.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::pinned::PinnedVerifier;
 use crate::image::spec::TlsError;
 
 /// Where the system keeps per-registry certificates.
@@ -23,18 +28,27 @@ pub fn certs_dirs(registry: &str, certs_d: &[PathBuf]) -> Vec<PathBuf> {
     dirs
 }
 
-/// What certs.d directories add to a client: CAs and at most one client identity.
+/// What certs.d directories add to a client: CAs (or a registry's own certificate) and at
+/// most one client identity.
 #[derive(Default)]
 pub struct TlsFiles {
-    pub roots: Vec<reqwest::Certificate>,
-    pub identity: Option<reqwest::Identity>,
+    pub roots: Vec<CertificateDer<'static>>,
+    pub identity: Option<Identity>,
+}
+
+/// A client certificate chain and its key, with the files they came from.
+pub struct Identity {
+    cert: PathBuf,
+    key_path: PathBuf,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
 }
 
 impl std::fmt::Debug for TlsFiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsFiles")
             .field("roots", &self.roots.len())
-            .field("identity", &self.identity.is_some())
+            .field("identity", &self.identity.as_ref().map(|i| &i.cert))
             .finish()
     }
 }
@@ -53,7 +67,7 @@ pub fn load(dirs: &[PathBuf]) -> Result<TlsFiles, TlsError> {
         entries.sort();
         for path in entries {
             match path.extension().and_then(|e| e.to_str()) {
-                Some("crt") => files.roots.extend(read_cas(&path)?),
+                Some("crt") => files.roots.extend(read_certs(&path)?),
                 Some("cert") if files.identity.is_none() => {
                     files.identity = Some(read_identity(&path)?);
                 }
@@ -64,6 +78,42 @@ pub fn load(dirs: &[PathBuf]) -> Result<TlsFiles, TlsError> {
     Ok(files)
 }
 
+/// The TLS configuration for a registry with certs.d files: the system's roots and the
+/// `*.crt` files, through the same platform verifier reqwest uses, then the `*.crt` files
+/// again as pinned certificates ([`PinnedVerifier`]); HTTP/1.1 only (see `build_http`).
+pub fn client_config(files: TlsFiles) -> Result<rustls::ClientConfig, TlsError> {
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+    let ordinary = rustls_platform_verifier::Verifier::new_with_extra_roots(
+        files.roots.clone(),
+        provider.clone(),
+    )
+    .map_err(|source| TlsError::Verifier {
+        source: Box::new(source),
+    })?;
+    let verifier = PinnedVerifier::new(Arc::new(ordinary), files.roots);
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|source| TlsError::Verifier {
+            source: Box::new(source),
+        })?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut config = match files.identity {
+        Some(id) => builder
+            .with_client_auth_cert(id.chain, id.key)
+            .map_err(|source| TlsError::BadIdentity {
+                cert: id.cert,
+                key: id.key_path,
+                source: Box::new(source),
+            })?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         path: path.to_owned(),
@@ -71,28 +121,34 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn read_cas(path: &Path) -> Result<Vec<reqwest::Certificate>, TlsError> {
-    reqwest::Certificate::from_pem_bundle(&read(path)?).map_err(|source| TlsError::BadCertificate {
-        path: path.to_owned(),
-        source,
-    })
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    CertificateDer::pem_slice_iter(&read(path)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::BadCertificate {
+            path: path.to_owned(),
+            source,
+        })
 }
 
-fn read_identity(cert: &Path) -> Result<reqwest::Identity, TlsError> {
-    let key = cert.with_extension("key");
-    if !key.is_file() {
+fn read_identity(cert: &Path) -> Result<Identity, TlsError> {
+    let key_path = cert.with_extension("key");
+    if !key_path.is_file() {
         return Err(TlsError::MissingKey {
             cert: cert.to_owned(),
-            key,
+            key: key_path,
         });
     }
-    let mut pem = read(cert)?;
-    pem.push(b'\n');
-    pem.extend(read(&key)?);
-    reqwest::Identity::from_pem(&pem).map_err(|source| TlsError::BadIdentity {
+    let chain = read_certs(cert)?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&read(&key_path)?).map_err(|source| TlsError::BadKey {
+            path: key_path.clone(),
+            source,
+        })?;
+    Ok(Identity {
         cert: cert.to_owned(),
+        key_path,
+        chain,
         key,
-        source,
     })
 }
 

@@ -310,16 +310,27 @@ pub enum TlsError {
     BadCertificate {
         path: PathBuf,
         #[source]
-        source: reqwest::Error,
+        source: rustls::pki_types::pem::Error,
     },
     #[error("client certificate {cert} has no key beside it ({key} is missing)")]
     MissingKey { cert: PathBuf, key: PathBuf },
+    #[error("{path} is not a PEM private key berth can use")]
+    BadKey {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
     #[error("client certificate {cert} with key {key} cannot be used")]
     BadIdentity {
         cert: PathBuf,
         key: PathBuf,
         #[source]
-        source: reqwest::Error,
+        source: Box<rustls::Error>,
+    },
+    #[error("cannot set up TLS verification with the system's certificates")]
+    Verifier {
+        #[source]
+        source: Box<rustls::Error>,
     },
     #[error("a redirect from {from} to {to} is refused: {why}")]
     Redirect {
@@ -332,7 +343,7 @@ pub enum TlsError {
 impl TlsError {
     pub fn class(&self) -> ErrorClass {
         match self {
-            TlsError::Redirect { .. } => ErrorClass::Internal,
+            TlsError::Redirect { .. } | TlsError::Verifier { .. } => ErrorClass::Internal,
             _ => ErrorClass::User,
         }
     }
