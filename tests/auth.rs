@@ -355,7 +355,10 @@ impl Isolated {
             .arg(self.dir.path().join("cache"))
             .args(["--retries", "0"])
             .env("HOME", self.user_home())
-            .env_remove("XDG_RUNTIME_DIR")
+            // podman's places, kept inside the test's directory: without XDG_RUNTIME_DIR
+            // berth would read /run/containers/<uid>/auth.json.
+            .env("XDG_RUNTIME_DIR", self.dir.path().join("run"))
+            .env_remove("XDG_CONFIG_HOME")
             .env_remove("DOCKER_CONFIG")
             .env_remove("REGISTRY_AUTH_FILE")
             .env("BERTH_SYSTEM_SIGNATURE_POLICY", common::NO_SYSTEM_POLICY)
@@ -377,9 +380,16 @@ impl Isolated {
     }
 
     fn login(&self, registry: &str, password: &str) -> Out {
+        self.login_with(&[registry], password)
+    }
+
+    /// `berth login ARGS -u USER --password-stdin`, `password` on stdin.
+    fn login_with(&self, args: &[&str], password: &str) -> Out {
         let mut child = self
             .cmd()
-            .args(["login", registry, "-u", USER, "--password-stdin"])
+            .arg("login")
+            .args(args)
+            .args(["-u", USER, "--password-stdin"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -448,6 +458,43 @@ fn berth_login_stores_credentials_a_pull_then_uses_until_logout() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn login_with_an_authfile_writes_there_and_a_pull_reads_it() {
+    require_env!();
+    let reg = AuthRegistry::start(false);
+    let image = reg.push(
+        &common::unique_repo("auth-authfile"),
+        &[(layer(b"hi"), GZIP)],
+    );
+    let berth = Isolated::new();
+    reg.trust(&berth.home(), false);
+    let authfile = berth.dir.path().join("elsewhere/auth.json");
+    let file = authfile.to_str().unwrap();
+    let out = berth.login_with(&[&reg.addr, "--authfile", file], PASSWORD);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert!(authfile.is_file());
+    assert!(!berth.home().join("auth.json").exists());
+    let out = berth.berth(&["--authfile", file, "pull", &image]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let out = berth.berth(&["pull", &image]);
+    assert_eq!(out.status, 1, "pulled without the authfile: {}", out.stderr);
+}
+
+#[test]
+fn podmans_user_auth_json_is_read() {
+    require_env!();
+    let reg = AuthRegistry::start(false);
+    let image = reg.push(&common::unique_repo("auth-podman"), &[(layer(b"hi"), GZIP)]);
+    let berth = Isolated::new();
+    reg.trust(&berth.home(), false);
+    let d = berth.user_home().join(".config/containers");
+    fs::create_dir_all(&d).unwrap();
+    let auths = json!({"auths": {reg.addr.clone(): {"auth": b64(&format!("{USER}:{PASSWORD}"))}}});
+    fs::write(d.join("auth.json"), serde_json::to_vec(&auths).unwrap()).unwrap();
+    let out = berth.berth(&["pull", &image]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
 }
 
 #[test]

@@ -349,7 +349,10 @@ fn berth_pull(
         .env("HOME", dir.path())
         .env_remove("RUST_LOG")
         .env("BERTH_SYSTEM_SIGNATURE_POLICY", common::NO_SYSTEM_POLICY)
-        .env_remove("XDG_RUNTIME_DIR")
+        // podman's places, kept inside the test's directory: without XDG_RUNTIME_DIR berth
+        // would read /run/containers/<uid>/auth.json.
+        .env("XDG_RUNTIME_DIR", dir.path().join("run"))
+        .env_remove("XDG_CONFIG_HOME")
         .env_remove("DOCKER_CONFIG")
         .env_remove("REGISTRY_AUTH_FILE")
         .output()

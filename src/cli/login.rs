@@ -1,5 +1,6 @@
 //! `berth login` and `berth logout`: berth's own registry credentials, in `<home>/auth.json`
-//! (mode 0600, the containers-auth.json(5) format), the last place pulls look.
+//! (mode 0600, the containers-auth.json(5) format), the last place pulls look — or in the
+//! file `--authfile` / `REGISTRY_AUTH_FILE` names, the first.
 
 use std::process::ExitCode;
 
@@ -70,8 +71,17 @@ fn try_login(settings: &Settings, args: &LoginArgs) -> Result<(), (ErrorClass, S
         RegistryClient::check_login(&args.registry, &settings.registry, credentials.clone())
             .map_err(|e| (e.class(), berth::util::chain(&e)))?;
     }
-    let path = auth::berth_auth_file(&settings.home);
-    auth::store(&path, &args.registry, &credentials).map_err(fail)
+    auth::store(&login_file(settings), &args.registry, &credentials).map_err(fail)
+}
+
+/// Where `berth login` writes and `berth logout` removes: `--authfile` /
+/// `REGISTRY_AUTH_FILE` as podman's do, else berth's own file.
+fn login_file(settings: &Settings) -> std::path::PathBuf {
+    settings
+        .registry
+        .authfile
+        .clone()
+        .unwrap_or_else(|| auth::berth_auth_file(&settings.home))
 }
 
 fn read_username() -> Result<String, AuthError> {
@@ -86,7 +96,7 @@ fn read_username() -> Result<String, AuthError> {
 }
 
 pub fn logout(settings: &Settings, args: &LogoutArgs) -> ExitCode {
-    let path = auth::berth_auth_file(&settings.home);
+    let path = login_file(settings);
     match auth::remove(&path, &args.registry) {
         Ok(true) => {
             print::out(format!("logged out of {}", args.registry));

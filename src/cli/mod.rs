@@ -77,8 +77,9 @@ pub struct Global {
     pub insecure_registries: Vec<String>,
 
     /// Registry credentials to use before any other (containers-auth.json(5) format, as
-    /// podman's --authfile); then $XDG_RUNTIME_DIR/containers/auth.json,
-    /// ~/.docker/config.json and berth's own (berth login)
+    /// podman's --authfile; berth login writes there); then, as podman,
+    /// $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json,
+    /// ~/.docker/config.json, and berth's own (berth login)
     #[arg(long, global = true, env = "REGISTRY_AUTH_FILE", value_name = "FILE")]
     pub authfile: Option<PathBuf>,
 
@@ -549,10 +550,7 @@ impl Global {
                 progress: !self.quiet,
                 authfile: self.authfile.as_deref().map(absolute),
                 berth_auth_file: Some(berth::image::auth::berth_auth_file(&home)),
-                certs_d: vec![
-                    PathBuf::from(berth::image::SYSTEM_CERTS_D),
-                    home.join("certs.d"),
-                ],
+                certs_d: berth::image::standard_certs_d(berth::image::user_certs_d(), &home),
                 pull_timeout: self.pull_timeout,
                 pull: self.pull_policy(host)?,
                 ..Default::default()

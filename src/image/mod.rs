@@ -35,6 +35,7 @@ pub use content::Store;
 pub use distribution::auth::{self, Credentials};
 pub use distribution::{
     PullPolicy, PullPolicyError, RegistryClient, RegistrySettings, SYSTEM_CERTS_D,
+    standard_certs_d, user_certs_d,
 };
 pub use images::{Images, Unpacker};
 pub use inspect::{Inspection, LayerInfo, Origin, PlatformInfo, RunInfo};

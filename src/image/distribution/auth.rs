@@ -3,9 +3,11 @@
 //!
 //! Looked up only when a registry asks for them (a 401 with a `WWW-Authenticate`
 //! challenge), in this order, the first file with an entry for the registry winning:
-//! `--authfile` / `REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json`,
-//! `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, and berth's own
-//! `<home>/auth.json` that `berth login` writes. Each file may hold `auths` (base64 `auth`,
+//! `--authfile` / `REGISTRY_AUTH_FILE`, `$XDG_RUNTIME_DIR/containers/auth.json` (without
+//! that variable `/run/containers/<uid>/auth.json`), `$XDG_CONFIG_HOME/containers/auth.json`
+//! (`~/.config/containers/auth.json`), `$DOCKER_CONFIG/config.json` or
+//! `~/.docker/config.json` — podman's order — and berth's own `<home>/auth.json` that
+//! `berth login` writes unless given `--authfile`. Each file may hold `auths` (base64 `auth`,
 //! or `username` and `password`; keyed by registry or by `registry/repository`),
 //! `credHelpers` (per registry) and `credsStore`, both run as `docker-credential-<name> get`
 //! with the server on stdin.
@@ -15,6 +17,7 @@
 //! credentials file say only where the file is wrong, never what it holds).
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -82,26 +85,11 @@ pub struct Sources {
 impl Sources {
     /// The usual places, from the environment, then `berth_file` (what `berth login` writes).
     pub fn from_env(authfile: Option<&Path>, berth_file: Option<&Path>) -> Sources {
-        let env = |k: &str| {
-            std::env::var_os(k)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
-        let mut files = Vec::new();
-        if let Some(run) = env("XDG_RUNTIME_DIR") {
-            files.push(run.join("containers/auth.json"));
-        }
-        if let Some(d) = env("DOCKER_CONFIG") {
-            files.push(d.join("config.json"));
-        } else if let Some(h) = env("HOME") {
-            files.push(h.join(".docker/config.json"));
-        }
-        if let Some(f) = berth_file {
-            files.push(f.to_owned());
-        }
+        let env = |k: &str| std::env::var_os(k);
+        let uid = nix::unistd::geteuid().as_raw();
         Sources {
             authfile: authfile.map(Path::to_owned),
-            files,
+            files: podman_files(&env, uid, berth_file),
         }
     }
 
@@ -127,6 +115,32 @@ impl Sources {
         }
         Ok(None)
     }
+}
+
+/// The files containers-auth.json(5) names, in podman's order, for a user `uid` whose
+/// environment `env` shows; then `berth_file`.
+fn podman_files(
+    env: &dyn Fn(&str) -> Option<OsString>,
+    uid: u32,
+    berth_file: Option<&Path>,
+) -> Vec<PathBuf> {
+    let var = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let home = var("HOME");
+    // podman's runtime file: where the session keeps it, else the system's per-user place.
+    let runtime = var("XDG_RUNTIME_DIR").map_or_else(
+        || PathBuf::from(format!("/run/containers/{uid}/auth.json")),
+        |run| run.join("containers/auth.json"),
+    );
+    let mut files = vec![runtime];
+    let config = var("XDG_CONFIG_HOME").or_else(|| home.as_ref().map(|h| h.join(".config")));
+    files.extend(config.map(|c| c.join("containers/auth.json")));
+    if let Some(d) = var("DOCKER_CONFIG") {
+        files.push(d.join("config.json"));
+    } else if let Some(h) = &home {
+        files.push(h.join(".docker/config.json"));
+    }
+    files.extend(berth_file.map(Path::to_owned));
+    files
 }
 
 /// berth's own credentials file under its home.
@@ -696,6 +710,48 @@ mod tests {
         let c = sources.lookup("other:443", "x").unwrap().unwrap();
         assert_eq!((c.username.as_str(), c.password.expose()), ("u", "p"));
         assert!(sources.lookup("none:1", "x").unwrap().is_none());
+    }
+
+    #[test]
+    fn files_are_searched_in_podmans_order_then_berths() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| OsString::from(v))
+            }
+        };
+        let berth = Path::new("/b/auth.json");
+        let all = vars(&[
+            ("XDG_RUNTIME_DIR", "/r"),
+            ("XDG_CONFIG_HOME", "/c"),
+            ("HOME", "/h"),
+            ("DOCKER_CONFIG", "/d"),
+        ]);
+        let paths = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(
+            podman_files(&all, 1000, Some(berth)),
+            paths(&[
+                "/r/containers/auth.json",
+                "/c/containers/auth.json",
+                "/d/config.json",
+                "/b/auth.json"
+            ])
+        );
+        let bare = vars(&[("HOME", "/h"), ("XDG_RUNTIME_DIR", "")]);
+        assert_eq!(
+            podman_files(&bare, 1000, None),
+            paths(&[
+                "/run/containers/1000/auth.json",
+                "/h/.config/containers/auth.json",
+                "/h/.docker/config.json"
+            ])
+        );
+        assert_eq!(
+            podman_files(&vars(&[]), 0, None),
+            paths(&["/run/containers/0/auth.json"])
+        );
     }
 
     #[test]

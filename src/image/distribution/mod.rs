@@ -12,4 +12,4 @@ pub mod transport;
 
 pub use registry::RegistryClient;
 pub use settings::{PullPolicy, PullPolicyError, RegistrySettings};
-pub use tls::SYSTEM_CERTS_D;
+pub use tls::{SYSTEM_CERTS_D, standard_certs_d, user_certs_d};

@@ -27,7 +27,7 @@ pub struct RegistrySettings {
     /// berth's own credentials file (`berth login`), read last.
     pub berth_auth_file: Option<PathBuf>,
     /// The certs.d directories (containers-certs.d(5)) to look in for a registry's
-    /// `HOST[:PORT]/`, in order: the system's, `/etc/containers/certs.d`, then berth's own.
+    /// `HOST[:PORT]/`, in order: podman's (`tls::standard_certs_d`), then berth's own.
     pub certs_d: Vec<PathBuf>,
     /// How long a pull may take from the first request to the last byte, and how long a
     /// berth waits for another's lock on a blob or layer it needs.

@@ -1,5 +1,6 @@
 //! TLS for registries, the way containers-certs.d(5) lays it out: in
-//! `/etc/containers/certs.d/HOST[:PORT]/` and berth's own `<home>/certs.d/HOST[:PORT]/`,
+//! `HOST[:PORT]/` of a rootless user's `~/.config/containers/certs.d`,
+//! `/etc/containers/certs.d`, `/etc/docker/certs.d` and berth's own `<home>/certs.d`,
 //! every `*.crt` is a CA trusted for that registry (besides the system's roots), and every
 //! `*.cert` with the `*.key` of the same name is a client certificate presented to it.
 //! Also the redirect policy: registries send blob downloads elsewhere, never to plain
@@ -16,6 +17,34 @@ use crate::image::spec::TlsError;
 
 /// Where the system keeps per-registry certificates.
 pub const SYSTEM_CERTS_D: &str = "/etc/containers/certs.d";
+
+/// Where Docker keeps them; podman reads it too, after [`SYSTEM_CERTS_D`].
+pub const DOCKER_CERTS_D: &str = "/etc/docker/certs.d";
+
+/// The certs.d directories podman reads, in its order — `user_certs_d` (a rootless user's,
+/// see [`user_certs_d`]), then the system's and Docker's — and berth's own under `home`.
+pub fn standard_certs_d(user_certs_d: Option<PathBuf>, home: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = user_certs_d.into_iter().collect();
+    dirs.push(PathBuf::from(SYSTEM_CERTS_D));
+    dirs.push(PathBuf::from(DOCKER_CERTS_D));
+    dirs.push(home.join("certs.d"));
+    dirs
+}
+
+/// A rootless user's `$XDG_CONFIG_HOME/containers/certs.d` (`~/.config/…`), from this
+/// process's environment; none for root, whose podman reads only the system's.
+pub fn user_certs_d() -> Option<PathBuf> {
+    if nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let config = var("XDG_CONFIG_HOME").or_else(|| var("HOME").map(|h| h.join(".config")))?;
+    Some(config.join("containers/certs.d"))
+}
 
 /// Redirects followed for one request: Distribution sends one, to its storage.
 pub const MAX_REDIRECTS: usize = 5;
@@ -231,6 +260,21 @@ mod tests {
         let e = load(&dirs).unwrap_err();
         assert!(matches!(e, TlsError::MissingKey { .. }), "{e}");
         assert!(e.to_string().contains("client.key"), "{e}");
+    }
+
+    #[test]
+    fn certs_d_directories_come_in_podmans_order_then_berths() {
+        let home = Path::new("/b");
+        let user = Some(PathBuf::from("/u/.config/containers/certs.d"));
+        let dirs = standard_certs_d(user, home);
+        let want = [
+            "/u/.config/containers/certs.d",
+            "/etc/containers/certs.d",
+            "/etc/docker/certs.d",
+            "/b/certs.d",
+        ];
+        assert_eq!(dirs, want.map(PathBuf::from));
+        assert_eq!(standard_certs_d(None, home).len(), 3);
     }
 
     #[test]
