@@ -740,6 +740,69 @@ mod fakes {
         }
     }
 
+    /// The environment of the container a job in `mode` gets, run with `proxy_env`.
+    fn container_env(mode: &str, proxy_env: &[(&str, &str)]) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let (settings, image) = settings_with_image(dir.path());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = std::sync::Arc::clone(&seen);
+        // The job's one bundle, while its component runs (the fake is handed /data).
+        let bundles = settings.home.join("run/bundles");
+        let runtime = FakeRuntime::new(move |_| {
+            let bundle = std::fs::read_dir(&bundles)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap();
+            let config = std::fs::read(bundle.path().join("config.json")).unwrap();
+            let config: serde_json::Value = serde_json::from_slice(&config).unwrap();
+            let env = config["process"]["env"].as_array().unwrap().clone();
+            let env = env.iter().map(|v| v.as_str().unwrap().to_owned());
+            into.lock().unwrap().extend(env);
+            berth::runtime::fake::outcome(0)
+        });
+        let host = FakeHost::default();
+        let svc = Services {
+            host: &host,
+            runtime: &runtime,
+        };
+        let options = RunOptions {
+            proxy_env: proxy_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..RunOptions::default()
+        };
+        let result = berth::job::run(svc, &settings, &job(&image, mode), &options, &mut |_| {});
+        assert_eq!(result.status, Status::Success, "{}", result.message);
+        seen.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn proxy_variables_reach_only_a_bridge_container_and_only_when_given() {
+        let proxies = [
+            ("https_proxy", "http://proxy.example:3128"),
+            ("NO_PROXY", ".internal"),
+        ];
+        let env = container_env("bridge", &proxies);
+        assert!(
+            env.contains(&"https_proxy=http://proxy.example:3128".to_owned()),
+            "{env:?}"
+        );
+        assert!(env.contains(&"NO_PROXY=.internal".to_owned()), "{env:?}");
+        for (mode, given) in [
+            ("none", &proxies[..]),
+            ("host", &proxies[..]),
+            ("bridge", &[]),
+        ] {
+            let env = container_env(mode, given);
+            assert!(
+                !env.iter().any(|e| e.to_lowercase().contains("proxy")),
+                "{mode}: {env:?}"
+            );
+        }
+    }
+
     #[test]
     fn an_action_asks_for_the_fence_unless_the_operator_lifts_it() {
         let dir = tempfile::tempdir().unwrap();

@@ -433,6 +433,10 @@ pub struct RunArgs {
     /// which are refused otherwise (connecting fails at once with "Permission denied")
     #[arg(long)]
     pub allow_host_access: bool,
+    /// Pass berth's proxy variables (http_proxy, https_proxy, no_proxy and their upper-case
+    /// forms) into a `bridge` component; never into `none` or `host` ones
+    #[arg(long)]
+    pub env_proxy: bool,
     /// Run this tag (or `sha256:…` digest) of the component's image instead of its own;
     /// overrides the configuration's `runtime.image_tag`
     #[arg(long, value_name = "TAG")]
@@ -775,6 +779,11 @@ fn run(
         keep_outputs: args.keep_outputs.as_deref().map(absolute),
         strict_limits: args.strict_limits,
         allow_host_access: args.allow_host_access,
+        proxy_env: if args.env_proxy {
+            job::proxy_env(std::env::vars_os())
+        } else {
+            Vec::new()
+        },
         action: None,
         debug: args.mode == Mode::Debug,
         job_id: given,

@@ -40,7 +40,7 @@ pub use action::{NO_RESPONSE, action};
 pub use debug::{DebugError, MAX_ARCHIVED_BYTES, MAX_ARCHIVED_ENTRIES};
 pub use error::JobError;
 pub use sandbox::sandbox;
-pub use settings::{RunOptions, SECRETS_KEY_ENV, Services, Settings};
+pub use settings::{PROXY_VARS, RunOptions, SECRETS_KEY_ENV, Services, Settings, proxy_env};
 
 use crate::contract::{JobFile, JobResult};
 

@@ -174,6 +174,7 @@ impl<'a> JobRun<'a> {
             action: self.options.action.as_deref(),
             debug: self.options.debug,
             allow_host_access: self.options.allow_host_access,
+            proxy_env: &self.options.proxy_env,
         };
         let done = self.run_rows(&ctx, &rows, &processor_images, on_line)?;
         let verdict = self.commit(done)?;

@@ -59,6 +59,8 @@ pub(super) struct RowContext<'a> {
     pub debug: bool,
     /// The operator lets `bridge` containers reach the host and its networks.
     pub allow_host_access: bool,
+    /// Proxy variables for `bridge` containers (`--env-proxy`).
+    pub proxy_env: &'a [(String, String)],
 }
 
 impl<'s> RowContext<'s> {
@@ -432,7 +434,7 @@ impl RowRun<'_> {
             .container_cgroup(&container_id)
             .map_err(runtime::RuntimeError::Host)?;
         let stack_id = stack_id();
-        let env = config_file::environment(&RunIdentity {
+        let mut env = config_file::environment(&RunIdentity {
             job,
             config: self.config,
             run_id: ctx.job_id,
@@ -441,6 +443,10 @@ impl RowRun<'_> {
             debug: ctx.debug,
             stack_id: stack_id.as_deref(),
         });
+        if job.component.network == NetworkMode::Bridge {
+            // Only a container that reaches out can use a proxy; `none` and `host` get none.
+            env.extend(ctx.proxy_env.iter().cloned());
+        }
         let resolv_conf = match job.component.network {
             NetworkMode::Bridge => Some(write_resolv_conf(&dir.bundle)?),
             NetworkMode::None | NetworkMode::Host => None,

@@ -23,6 +23,9 @@ pub struct RunOptions {
     /// Let `bridge` containers reach the host's own addresses, the subnets attached to it
     /// and link-local space (cloud metadata), which are fenced off otherwise.
     pub allow_host_access: bool,
+    /// Proxy variables passed into `bridge` containers (`--env-proxy`, see [`proxy_env`]);
+    /// never into `none` or `host` ones.
+    pub proxy_env: Vec<(String, String)>,
     /// Run this synchronous action instead of `run` (contract §13): no input or output
     /// mapping, no state, a short timeout. Use [`action`](super::action()), which also checks the name.
     pub action: Option<String>,
@@ -36,6 +39,27 @@ pub struct RunOptions {
     /// The fresh id, when the caller made it up (with [`workdir::new_id`](super::workdir::new_id), before anything
     /// else, so that every line it logs names the job); unused when `job_id` is given.
     pub fresh_id: Option<String>,
+}
+
+/// The proxy variables curl, Go and most HTTP libraries read, in both cases.
+pub const PROXY_VARS: [&str; 6] = [
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+];
+
+/// The proxy variables among `vars` (berth's environment, for `--env-proxy`); values that
+/// are not UTF-8 are left out, as no component could use them as a URL.
+pub fn proxy_env(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<(String, String)> {
+    vars.into_iter()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| PROXY_VARS.contains(&k.as_str()))
+        .collect()
 }
 
 /// Where berth keeps things and how it reaches registries.
@@ -80,4 +104,27 @@ impl Settings {
 pub struct Services<'a> {
     pub host: &'a dyn Host,
     pub runtime: &'a dyn Runtime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_proxy_variables_are_taken() {
+        let vars = [
+            ("https_proxy", "http://proxy:3128"),
+            ("NO_PROXY", "localhost,.internal"),
+            ("HOME", "/root"),
+            ("ALL_PROXY_X", "nope"),
+        ]
+        .map(|(k, v)| (k.into(), v.into()));
+        assert_eq!(
+            proxy_env(vars),
+            [
+                ("https_proxy".to_owned(), "http://proxy:3128".to_owned()),
+                ("NO_PROXY".to_owned(), "localhost,.internal".to_owned()),
+            ]
+        );
+    }
 }

@@ -891,6 +891,12 @@ fn build_http(
         // an h2 connection a registry that refuses the client certificate shows only as
         // "connection closed", and the hint to give certs.d a client pair is lost.
         .http1_only();
+    if is_loopback(registry) {
+        // reqwest reads https_proxy, http_proxy, all_proxy and no_proxy by itself; a registry
+        // on this host is never reached through a proxy, whatever no_proxy lists (curl and
+        // Go's proxy rules, too, never send loopback to one).
+        builder = builder.no_proxy();
+    }
     if !https && is_loopback(registry) {
         // A loopback registry is spoken to over plain HTTP, yet building the HTTP client
         // would load and parse the system's ~150 TLS roots: most of a tag lookup's 20 ms.
