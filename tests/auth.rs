@@ -635,23 +635,20 @@ fn an_unknown_ca_is_refused_naming_the_host_and_certs_d() {
     let reg = AuthRegistry::start(false);
     let berth = Isolated::new();
     // A certs.d directory for the registry, with some other CA in it.
-    let other = Pki::new("some-other-ca");
-    let d = berth.home().join("certs.d").join(&reg.addr);
-    fs::create_dir_all(&d).unwrap();
-    fs::copy(other.path("ca.crt"), d.join("ca.crt")).unwrap();
-    let out = berth.berth(&["pull", &format!("{}/acme/none:1.0", reg.addr)]);
-    assert_eq!(out.status, 1, "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains(&format!("TLS certificate of {} is not trusted", reg.addr)),
-        "{}",
-        out.stderr
-    );
+    trust_other(&reg, &berth, &Pki::new("some-other-ca"));
+    let out = assert_untrusted(&reg, &berth);
     assert!(
         out.stderr.contains(&format!("certs.d/{}/", reg.addr)),
         "{}",
         out.stderr
     );
+}
+
+/// Puts `other`'s `ca.crt` in berth's certs.d directory for `reg`.
+fn trust_other(reg: &AuthRegistry, berth: &Isolated, other: &Pki) {
+    let d = berth.home().join("certs.d").join(&reg.addr);
+    fs::create_dir_all(&d).unwrap();
+    fs::copy(other.path("ca.crt"), d.join("ca.crt")).unwrap();
 }
 
 #[test]
@@ -671,7 +668,7 @@ fn a_self_signed_certificate_made_as_dockers_guide_says_is_trusted_from_certs_d(
 }
 
 /// What a pull from `reg` says when it is refused for its certificate.
-fn assert_untrusted(reg: &AuthRegistry, berth: &Isolated) {
+fn assert_untrusted(reg: &AuthRegistry, berth: &Isolated) -> Out {
     let out = berth.berth(&["pull", &format!("{}/acme/none:1.0", reg.addr)]);
     assert_eq!(out.status, 1, "{}", out.stderr);
     assert!(
@@ -680,6 +677,7 @@ fn assert_untrusted(reg: &AuthRegistry, berth: &Isolated) {
         "{}",
         out.stderr
     );
+    out
 }
 
 #[test]
@@ -687,10 +685,11 @@ fn another_self_signed_certificate_with_the_same_name_is_refused() {
     require_env!();
     let reg = AuthRegistry::start_with(Pki::docker_guide("127.0.0.1", "IP:127.0.0.1"), false);
     let berth = Isolated::new();
-    let other = Pki::docker_guide("127.0.0.1", "IP:127.0.0.1");
-    let d = berth.home().join("certs.d").join(&reg.addr);
-    fs::create_dir_all(&d).unwrap();
-    fs::copy(other.path("ca.crt"), d.join("ca.crt")).unwrap();
+    trust_other(
+        &reg,
+        &berth,
+        &Pki::docker_guide("127.0.0.1", "IP:127.0.0.1"),
+    );
     assert_untrusted(&reg, &berth);
 }
 

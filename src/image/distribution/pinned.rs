@@ -157,42 +157,6 @@ D/4YXBR7BzyjGavU26NH6stzcAeBQw==
     const NOT_BEFORE: u64 = 1_796_544_937;
     const DAY: u64 = 86_400;
 
-    /// An ordinary verifier that trusts nothing.
-    #[derive(Debug)]
-    struct Refuses;
-
-    impl ServerCertVerifier for Refuses {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, Error> {
-            Err(Error::InvalidCertificate(CertificateError::UnknownIssuer))
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &CertificateDer<'_>,
-            _: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, Error> {
-            Err(Error::General("unused".into()))
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &CertificateDer<'_>,
-            _: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, Error> {
-            Err(Error::General("unused".into()))
-        }
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            Vec::new()
-        }
-    }
-
     fn cert() -> CertificateDer<'static> {
         CertificateDer::from_pem_slice(DOCKER_GUIDE.as_bytes()).unwrap()
     }
@@ -202,7 +166,16 @@ D/4YXBR7BzyjGavU26NH6stzcAeBQw==
     }
 
     fn verify(pinned: Vec<CertificateDer<'static>>, name: &str, now: u64) -> Result<(), Error> {
-        let v = PinnedVerifier::new(Arc::new(Refuses), pinned);
+        // The ordinary verifier, trusting the certificate as a CA, refuses it as the
+        // server's (`CaUsedAsEndEntity`): the case pinning is for.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let ordinary =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        let v = PinnedVerifier::new(ordinary, pinned);
         let name = ServerName::try_from(name.to_owned()).unwrap();
         v.verify_server_cert(&cert(), &[], &name, &[], at(now))
             .map(|_| ())
@@ -231,23 +204,14 @@ D/4YXBR7BzyjGavU26NH6stzcAeBQw==
 
     #[test]
     fn a_pinned_certificate_for_another_name_or_out_of_date_is_refused() {
-        let unknown = |r: Result<(), Error>| {
-            matches!(
-                r,
-                Err(Error::InvalidCertificate(CertificateError::UnknownIssuer))
-            )
-        };
-        assert!(unknown(verify(vec![cert()], "127.0.0.2", NOT_BEFORE + 10)));
-        assert!(unknown(verify(vec![cert()], "localhost", NOT_BEFORE + 10)));
-        assert!(unknown(verify(
-            vec![cert()],
-            "127.0.0.1",
-            NOT_BEFORE + DAY + 10
-        )));
+        assert!(verify(vec![cert()], "127.0.0.2", NOT_BEFORE + 10).is_err());
+        assert!(verify(vec![cert()], "localhost", NOT_BEFORE + 10).is_err());
+        assert!(verify(vec![cert()], "127.0.0.1", NOT_BEFORE + DAY + 10).is_err());
     }
 
     #[test]
-    fn a_certificate_not_pinned_is_refused() {
-        assert!(verify(Vec::new(), "127.0.0.1", NOT_BEFORE + 10).is_err());
+    fn a_certificate_not_pinned_is_refused_as_the_ordinary_verifier_says() {
+        let e = verify(Vec::new(), "127.0.0.1", NOT_BEFORE + 10).unwrap_err();
+        assert!(format!("{e:?}").contains("CaUsedAsEndEntity"), "{e:?}");
     }
 }
