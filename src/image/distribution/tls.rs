@@ -221,8 +221,8 @@ pub fn shown_url(url: &reqwest::Url) -> String {
 /// What to tell an operator whose registry's certificate berth does not trust.
 pub fn untrusted_hint(registry: &str, certs_d: &[PathBuf]) -> String {
     format!(
-        "the TLS certificate of {registry} is not trusted: put the CA that signed it, as a \
-         *.crt file, in {}",
+        "the TLS certificate of {registry} is not trusted: put the CA that signed it (or a \
+         self-signed certificate itself), as a *.crt file, in {}",
         places(registry, certs_d)
     )
 }
