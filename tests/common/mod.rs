@@ -601,6 +601,13 @@ impl Berth {
             .env("BERTH_SYSTEM_SIGNATURE_POLICY", NO_SYSTEM_POLICY);
         // The embedded store unless a test names another (tests/store_conformance.rs).
         c.env_remove("BERTH_STORAGE").env_remove("BERTH_FILES");
+        // No credentials of whoever runs the tests: podman's and Docker's auth files are
+        // looked for in this berth's own directory.
+        let own = self.dir.path();
+        c.env("XDG_RUNTIME_DIR", own.join("run-user"))
+            .env("XDG_CONFIG_HOME", own.join("config"))
+            .env("DOCKER_CONFIG", own.join("docker"))
+            .env_remove("REGISTRY_AUTH_FILE");
         c
     }
 
