@@ -557,6 +557,7 @@ impl Global {
                 certs_d: berth::image::standard_certs_d(berth::image::user_certs_d(), &home),
                 pull_timeout: self.pull_timeout,
                 pull: self.pull_policy(host)?,
+                registries: registries_conf()?,
                 ..Default::default()
             },
             signature_policy,
@@ -578,6 +579,15 @@ enum SettingsError {
     Store(#[from] StorageError),
     #[error(transparent)]
     Pull(#[from] berth::image::PullPolicyError),
+    #[error(transparent)]
+    Registries(#[from] berth::image::RegistriesConfError),
+}
+
+/// registries.conf as podman reads it (`CONTAINERS_REGISTRIES_CONF` alone when set).
+fn registries_conf() -> Result<berth::image::RegistriesConf, SettingsError> {
+    let conf = berth::image::RegistriesConf::load(&berth::image::registries_conf_files())?;
+    tracing::debug!(files = ?conf.files, "registries.conf files read");
+    Ok(conf)
 }
 
 fn parse_cgroup_parent(s: &str) -> Result<String, String> {

@@ -34,8 +34,8 @@ mod loading_tests;
 pub use content::Store;
 pub use distribution::auth::{self, Credentials};
 pub use distribution::{
-    PullPolicy, PullPolicyError, RegistryClient, RegistrySettings, SYSTEM_CERTS_D,
-    standard_certs_d, user_certs_d,
+    PullPolicy, PullPolicyError, RegistriesConf, RegistriesConfError, RegistryClient,
+    RegistrySettings, SYSTEM_CERTS_D, registries_conf_files, standard_certs_d, user_certs_d,
 };
 pub use images::{Images, Unpacker};
 pub use inspect::{Inspection, LayerInfo, Origin, PlatformInfo, RunInfo};

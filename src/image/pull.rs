@@ -52,8 +52,23 @@ pub struct Puller<'a> {
     pub(super) unpacking: Option<Unpacking>,
 }
 
-/// The registry client as the signature check reads it.
-struct RegistrySignatures<'a>(&'a RegistryClient);
+/// The registry client as the signature check reads it. The check names the image by its
+/// own name (the policy's scope); its signatures are fetched where its bytes come from,
+/// `at` (a mirror or another location), in the same place below the repository.
+struct RegistrySignatures<'a> {
+    client: &'a RegistryClient,
+    at: &'a ImageRef,
+}
+
+impl RegistrySignatures<'_> {
+    fn located(&self, reference: &ImageRef) -> ImageRef {
+        ImageRef {
+            registry: self.at.registry.clone(),
+            repository: self.at.repository.clone(),
+            ..reference.clone()
+        }
+    }
+}
 
 impl SignatureSource for RegistrySignatures<'_> {
     fn small_manifest(
@@ -62,7 +77,8 @@ impl SignatureSource for RegistrySignatures<'_> {
         accept: &[&str],
         cap: u64,
     ) -> Result<Vec<u8>, ImageError> {
-        self.0.fetch_small_manifest(reference, accept, cap)
+        let at = self.located(reference);
+        self.client.fetch_small_manifest(&at, accept, cap)
     }
 
     fn small_blob(
@@ -71,7 +87,8 @@ impl SignatureSource for RegistrySignatures<'_> {
         blob: &Descriptor,
         cap: u64,
     ) -> Result<Vec<u8>, ImageError> {
-        self.0.fetch_small_blob(reference, blob, cap)
+        self.client
+            .fetch_small_blob(&self.located(reference), blob, cap)
     }
 }
 
@@ -120,24 +137,66 @@ impl Puller<'_> {
             return Ok(image);
         }
         self.refuse_unsettled(&parsed, &name, &rules)?;
-        let client = RegistryClient::new(&parsed, self.registry)?;
+        // `at` is where the bytes come from; the image keeps its own name (`parsed`, `name`)
+        // for the record and the signature policy.
+        let (client, at) = self.open(&parsed)?;
         let top = match &parsed.digest {
             Some(d) => d.clone(),
-            None => self.resolve(&client, &parsed, &name, None)?,
+            None => self.resolve(&client, &at, &name, None)?,
         };
         if !self.known(&parsed, &top, &rules) {
-            rules.check(&RegistrySignatures(&client), &parsed, &top)?;
+            let source = RegistrySignatures {
+                client: &client,
+                at: &at,
+            };
+            rules.check(&source, &parsed, &top)?;
             if parsed.digest.is_some() {
                 // A digest the store never saw in this repository (perhaps another's
                 // bytes): the registry must have it there.
-                self.resolve(&client, &parsed, &name, Some(&top))?;
+                self.resolve(&client, &at, &name, Some(&top))?;
             }
         }
         if let Some(image) = self.load_local(&name, &top, Some(&accepted))? {
             tracing::debug!(image = %name, digest = %top, "image unchanged since it was stored");
             return Ok(image);
         }
-        self.fetch(&client, &parsed, &name, &top, &accepted)
+        self.fetch(&client, &at, &name, &top, &accepted)
+    }
+
+    /// A client for where `image` is pulled from (registries.conf): the first of its
+    /// mirrors that has it, else its location. A mirror is asked once, with a `HEAD` and
+    /// no retries: one that is down or lacks the image passes to the next at once.
+    fn open(&self, image: &ImageRef) -> Result<(RegistryClient, ImageRef), ImageError> {
+        let sources = self.registry.registries.sources(image)?;
+        for source in sources.iter().filter(|s| s.mirror) {
+            match self.probe(&source.image) {
+                Ok(()) => {
+                    tracing::debug!(image = %image, mirror = %source.image, "pulling from a mirror");
+                    let client = RegistryClient::new(&source.image, self.registry)?;
+                    return Ok((client, source.image.clone()));
+                }
+                Err(e) => {
+                    tracing::debug!(image = %image, mirror = %source.image, "mirror passed over: {e}")
+                }
+            }
+        }
+        // The location is the last source: `sources` always ends with it.
+        let at = sources
+            .last()
+            .map_or_else(|| image.clone(), |s| s.image.clone());
+        if at != *image {
+            tracing::debug!(image = %image, location = %at, "pulling from its registries.conf location");
+        }
+        Ok((RegistryClient::new(&at, self.registry)?, at))
+    }
+
+    /// Whether the mirror has `at`: one `HEAD`, without retries.
+    fn probe(&self, at: &ImageRef) -> Result<(), ImageError> {
+        let once = RegistrySettings {
+            retries: 0,
+            ..self.registry.clone()
+        };
+        RegistryClient::new(at, &once)?.head(at).map(drop)
     }
 
     /// The image as the store alone can give it, accepted by `rules`, when the pull policy

@@ -5,11 +5,13 @@
 
 pub mod auth;
 mod pinned;
+mod registries_conf;
 mod registry;
 mod settings;
 mod tls;
 pub mod transport;
 
+pub use registries_conf::{RegistriesConf, RegistriesConfError, registries_conf_files};
 pub use registry::RegistryClient;
 pub use settings::{PullPolicy, PullPolicyError, RegistrySettings};
 pub use tls::{SYSTEM_CERTS_D, standard_certs_d, user_certs_d};

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::auth;
+use super::registries_conf::RegistriesConf;
 
 /// How long a pull may take by default: a large image over a slow link, with room to spare.
 pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -34,6 +35,8 @@ pub struct RegistrySettings {
     pub pull_timeout: Duration,
     /// When a registry is asked at all (`--pull`).
     pub pull: PullPolicy,
+    /// registries.conf: locations, mirrors, insecure and blocked registries.
+    pub registries: RegistriesConf,
 }
 
 /// When berth asks a registry about an image it has stored (`--pull`, podman's words).
@@ -113,14 +116,18 @@ impl Default for RegistrySettings {
             certs_d: vec![PathBuf::from(super::tls::SYSTEM_CERTS_D)],
             pull_timeout: DEFAULT_PULL_TIMEOUT,
             pull: PullPolicy::default(),
+            registries: RegistriesConf::default(),
         }
     }
 }
 
 impl RegistrySettings {
-    /// Whether plain HTTP is allowed for `registry` (`host[:port]`).
+    /// Whether plain HTTP is allowed for `registry` (`host[:port]`): `--insecure-registry`,
+    /// registries.conf's `insecure`, or loopback.
     pub fn allows_http(&self, registry: &str) -> bool {
-        self.insecure.iter().any(|r| r == registry) || is_loopback(registry)
+        self.insecure.iter().any(|r| r == registry)
+            || self.registries.insecure(registry)
+            || is_loopback(registry)
     }
 
     /// Where credentials are looked up.

@@ -34,6 +34,12 @@ pub fn standard_certs_d(user_certs_d: Option<PathBuf>, home: &Path) -> Vec<PathB
 /// A rootless user's `$XDG_CONFIG_HOME/containers/certs.d` (`~/.config/…`), from this
 /// process's environment; none for root, whose podman reads only the system's.
 pub fn user_certs_d() -> Option<PathBuf> {
+    Some(user_containers_dir()?.join("certs.d"))
+}
+
+/// A rootless user's `$XDG_CONFIG_HOME/containers` (`~/.config/…`), from this process's
+/// environment; none for root, whose podman reads only the system's files.
+pub fn user_containers_dir() -> Option<PathBuf> {
     if nix::unistd::geteuid().is_root() {
         return None;
     }
@@ -43,7 +49,7 @@ pub fn user_certs_d() -> Option<PathBuf> {
             .map(PathBuf::from)
     };
     let config = var("XDG_CONFIG_HOME").or_else(|| var("HOME").map(|h| h.join(".config")))?;
-    Some(config.join("containers/certs.d"))
+    Some(config.join("containers"))
 }
 
 /// Redirects followed for one request: Distribution sends one, to its storage.

@@ -35,6 +35,12 @@ pub enum ImageError {
         why: String,
         policy: &'static str,
     },
+    #[error("{reference}: registry {prefix} is blocked by {}", file.display())]
+    Blocked {
+        reference: String,
+        prefix: String,
+        file: PathBuf,
+    },
     #[error("registry error for {reference}: {message}")]
     Registry { reference: String, message: String },
     /// The registry is busy (429) or failing (5xx): another time may do.
@@ -130,6 +136,8 @@ impl ImageError {
             // Not stored, or not confirmable, under the pull policy the user chose.
             | ImageError::NotStored { .. }
             | ImageError::Unconfirmed { .. }
+            // The operator's registries.conf blocks the image's registry.
+            | ImageError::Blocked { .. }
             // The operator's policy refuses the image, or cannot be read.
             | ImageError::Signature(_) => ErrorClass::User,
             ImageError::Access(e) => e.class(),

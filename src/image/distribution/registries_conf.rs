@@ -1,0 +1,521 @@
+//! `registries.conf` (containers-registries.conf(5), version 2), read as podman reads it:
+//! `[[registry]]` entries rewrite a repository prefix to another location, mark a registry
+//! insecure or blocked, and list mirrors tried before it. A pulled image keeps its own
+//! name (the record, the signature policy's scope): a location or mirror is only where
+//! its bytes come from.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::tls::user_containers_dir;
+use crate::image::spec::ImageError;
+use crate::image::spec::reference::ImageRef;
+
+/// The system's registries.conf, and the directory of its drop-ins.
+pub const SYSTEM_REGISTRIES_CONF: &str = "/etc/containers/registries.conf";
+const SYSTEM_REGISTRIES_CONF_D: &str = "/etc/containers/registries.conf.d";
+
+/// A registries.conf berth cannot use: the operator's to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistriesConfError {
+    #[error("{}: cannot read it", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {message}", path.display())]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{}: registry {prefix:?}: {message}", path.display())]
+    Entry {
+        path: PathBuf,
+        prefix: String,
+        message: String,
+    },
+}
+
+/// When a mirror is asked (`pull-from-mirror`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullFromMirror {
+    #[default]
+    All,
+    DigestOnly,
+    TagOnly,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Mirror {
+    location: String,
+    #[serde(default)]
+    insecure: bool,
+    #[serde(default, rename = "pull-from-mirror")]
+    pull_from: PullFromMirror,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    prefix: Option<String>,
+    location: Option<String>,
+    #[serde(default)]
+    insecure: bool,
+    #[serde(default)]
+    blocked: bool,
+    /// The older spelling of `pull-from-mirror = "digest-only"` for every mirror.
+    #[serde(default, rename = "mirror-by-digest-only")]
+    digest_only: bool,
+    #[serde(default)]
+    mirror: Vec<Mirror>,
+}
+
+/// The keys berth reads; podman's others (`short-name-mode`, `credential-helpers`, …)
+/// are left to podman rather than refused, so one file serves both.
+#[derive(Debug, Deserialize)]
+struct RawFile {
+    #[serde(default)]
+    registry: Vec<RawRegistry>,
+}
+
+/// One `[[registry]]` entry, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Registry {
+    /// `host[/path]`, or `*.domain` for a host's subdomains.
+    prefix: String,
+    /// Where the prefix's images are; empty for a wildcard prefix (the host itself).
+    location: String,
+    insecure: bool,
+    blocked: bool,
+    mirrors: Vec<Mirror>,
+    /// The file that said so, for errors and the debug log.
+    file: PathBuf,
+}
+
+/// Where one image may be pulled from, in the order to try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullSource {
+    /// The image as named at this location (the original's tag and digest).
+    pub image: ImageRef,
+    /// A mirror (tried, and passed over when it fails), or the primary location.
+    pub mirror: bool,
+}
+
+/// Every registries.conf read, merged: a later file's entry replaces an earlier one of the
+/// same prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistriesConf {
+    /// The files read, in order.
+    pub files: Vec<PathBuf>,
+    registries: Vec<Registry>,
+}
+
+/// The files podman reads, in its order: `CONTAINERS_REGISTRIES_CONF` alone when set;
+/// else a rootless user's own registries.conf instead of the system's, then the
+/// system's drop-ins and the user's, each directory's `*.conf` sorted by name.
+pub fn registries_conf_files() -> Vec<PathBuf> {
+    let given = std::env::var_os("CONTAINERS_REGISTRIES_CONF")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    conf_files(
+        given,
+        user_containers_dir(),
+        Path::new(SYSTEM_REGISTRIES_CONF),
+    )
+}
+
+fn conf_files(given: Option<PathBuf>, user: Option<PathBuf>, system: &Path) -> Vec<PathBuf> {
+    if let Some(file) = given {
+        return vec![file];
+    }
+    let user_main = user.as_ref().map(|d| d.join("registries.conf"));
+    let mut files = match user_main.filter(|f| f.is_file()) {
+        Some(own) => vec![own],
+        None => vec![system.to_owned()],
+    };
+    files.extend(drop_ins(Path::new(SYSTEM_REGISTRIES_CONF_D)));
+    if let Some(dir) = user {
+        files.extend(drop_ins(&dir.join("registries.conf.d")));
+    }
+    files
+}
+
+/// `dir`'s `*.conf` files, sorted by name (none when it does not exist).
+fn drop_ins(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+        .collect();
+    files.sort();
+    files
+}
+
+impl RegistriesConf {
+    /// Reads `files` in order; one that does not exist is skipped.
+    pub fn load(files: &[PathBuf]) -> Result<RegistriesConf, RegistriesConfError> {
+        let mut conf = RegistriesConf::default();
+        for path in files {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(RegistriesConfError::Read {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+            };
+            conf.merge(path, &text)?;
+            conf.files.push(path.clone());
+        }
+        Ok(conf)
+    }
+
+    /// Adds one file's entries (`text`, read from `path`) over the ones before.
+    fn merge(&mut self, path: &Path, text: &str) -> Result<(), RegistriesConfError> {
+        let raw: RawFile = toml::from_str(text).map_err(|e| RegistriesConfError::Syntax {
+            path: path.to_owned(),
+            line: e.span().map_or(1, |s| line_of(text, s.start)),
+            message: e.message().to_owned(),
+        })?;
+        for entry in raw.registry {
+            let entry = check_entry(path, entry)?;
+            self.registries.retain(|r| r.prefix != entry.prefix);
+            self.registries.push(entry);
+        }
+        Ok(())
+    }
+
+    /// Whether a registries.conf says plain HTTP is fine for `host` (`host[:port]`).
+    pub fn insecure(&self, host: &str) -> bool {
+        self.registries.iter().any(|r| {
+            let own =
+                r.insecure && (r.location == host || r.location.starts_with(&format!("{host}/")));
+            own || r
+                .mirrors
+                .iter()
+                .any(|m| m.insecure && host_of(&m.location) == host)
+        })
+    }
+
+    /// Where `image` is pulled from, in order: its entry's mirrors that serve this kind
+    /// of reference, then its location. An image of a blocked registry is refused.
+    pub fn sources(&self, image: &ImageRef) -> Result<Vec<PullSource>, ImageError> {
+        let Some(entry) = self.matching(image) else {
+            return Ok(vec![PullSource {
+                image: image.clone(),
+                mirror: false,
+            }]);
+        };
+        if entry.blocked {
+            return Err(ImageError::Blocked {
+                reference: image.to_string(),
+                prefix: entry.prefix.clone(),
+                file: entry.file.clone(),
+            });
+        }
+        let by_digest = image.digest.is_some();
+        let mut sources = Vec::new();
+        for m in &entry.mirrors {
+            let wanted = match m.pull_from {
+                PullFromMirror::All => true,
+                PullFromMirror::DigestOnly => by_digest,
+                PullFromMirror::TagOnly => !by_digest,
+            };
+            if wanted {
+                sources.push(located(image, entry, &m.location, true)?);
+            }
+        }
+        sources.push(located(image, entry, &entry.location, false)?);
+        Ok(sources)
+    }
+
+    /// The entry whose prefix matches `image`'s name and is longest.
+    fn matching(&self, image: &ImageRef) -> Option<&Registry> {
+        let name = format!("{}/{}", image.registry, image.repository);
+        self.registries
+            .iter()
+            .filter(|r| prefix_matches(&r.prefix, &image.registry, &name))
+            .max_by_key(|r| r.prefix.len())
+    }
+}
+
+/// `image` named at `location` in place of `entry`'s prefix.
+fn located(
+    image: &ImageRef,
+    entry: &Registry,
+    location: &str,
+    mirror: bool,
+) -> Result<PullSource, ImageError> {
+    let name = format!("{}/{}", image.registry, image.repository);
+    let rest = if entry.prefix.starts_with("*.") {
+        // A wildcard prefix stands for the whole host.
+        &name[image.registry.len()..]
+    } else {
+        &name[entry.prefix.len()..]
+    };
+    let base = if location.is_empty() {
+        &image.registry
+    } else {
+        location
+    };
+    let moved = format!("{base}{rest}");
+    let mut at = ImageRef::parse(&moved).map_err(|message| ImageError::Reference {
+        reference: format!("{moved} ({image} as {} places it)", entry.file.display()),
+        message,
+    })?;
+    at.tag.clone_from(&image.tag);
+    at.digest.clone_from(&image.digest);
+    Ok(PullSource { image: at, mirror })
+}
+
+/// Whether `prefix` covers the repository `name` (`registry/repository`) of `registry`:
+/// the same name, or one below it (podman's rule: a prefix ends at a path boundary).
+fn prefix_matches(prefix: &str, registry: &str, name: &str) -> bool {
+    if let Some(domain) = prefix.strip_prefix('*') {
+        let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
+        return host.ends_with(domain);
+    }
+    match name.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// Checks one entry: a prefix or location to go by; a wildcard prefix only for a host's
+/// settings (podman refuses a location for one, as it would not know what to rewrite).
+fn check_entry(path: &Path, raw: RawRegistry) -> Result<Registry, RegistriesConfError> {
+    let prefix = raw.prefix.clone().or_else(|| raw.location.clone());
+    let bad = |prefix: &str, message: &str| RegistriesConfError::Entry {
+        path: path.to_owned(),
+        prefix: prefix.to_owned(),
+        message: message.to_owned(),
+    };
+    let Some(prefix) = prefix.filter(|p| !p.is_empty()) else {
+        return Err(bad("", "neither prefix nor location is set"));
+    };
+    let wildcard = prefix.starts_with("*.");
+    if prefix.contains('*') && (!wildcard || prefix.contains('/') || prefix[1..].contains('*')) {
+        return Err(bad(&prefix, "a wildcard prefix is only `*.domain`"));
+    }
+    let location = raw.location.unwrap_or_default();
+    if wildcard && !location.is_empty() {
+        return Err(bad(&prefix, "a wildcard prefix cannot have a location"));
+    }
+    let location = if location.is_empty() && !wildcard {
+        prefix.clone()
+    } else {
+        location
+    };
+    let mut mirrors = raw.mirror;
+    if raw.digest_only {
+        for m in &mut mirrors {
+            m.pull_from = PullFromMirror::DigestOnly;
+        }
+    }
+    Ok(Registry {
+        prefix: prefix.trim_end_matches('/').to_owned(),
+        location: location.trim_end_matches('/').to_owned(),
+        insecure: raw.insecure,
+        blocked: raw.blocked,
+        mirrors,
+        file: path.to_owned(),
+    })
+}
+
+fn host_of(location: &str) -> &str {
+    location.split('/').next().unwrap_or(location)
+}
+
+/// The 1-based line of byte `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.as_bytes()
+        .iter()
+        .take(at)
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(text: &str) -> RegistriesConf {
+        let mut c = RegistriesConf::default();
+        c.merge(Path::new("/t/registries.conf"), text).unwrap();
+        c
+    }
+
+    fn image(s: &str) -> ImageRef {
+        ImageRef::parse(s).unwrap()
+    }
+
+    fn places(c: &RegistriesConf, s: &str) -> Vec<String> {
+        let sources = c.sources(&image(s)).unwrap();
+        sources.iter().map(|p| p.image.to_string()).collect()
+    }
+
+    #[test]
+    fn the_longest_prefix_rewrites_to_its_location() {
+        let c = conf(
+            r#"
+            [[registry]]
+            prefix = "example.com"
+            location = "127.0.0.1:5000/all"
+            [[registry]]
+            prefix = "example.com/foo"
+            location = "127.0.0.1:5000/mirror/foo"
+            "#,
+        );
+        assert_eq!(
+            places(&c, "example.com/foo/app:1"),
+            ["127.0.0.1:5000/mirror/foo/app:1"]
+        );
+        assert_eq!(
+            places(&c, "example.com/bar:2"),
+            ["127.0.0.1:5000/all/bar:2"]
+        );
+        // A prefix ends at a path boundary: foobar is not under foo.
+        assert_eq!(
+            places(&c, "example.com/foobar:1"),
+            ["127.0.0.1:5000/all/foobar:1"]
+        );
+        assert_eq!(places(&c, "other.org/x:1"), ["other.org/x:1"]);
+    }
+
+    #[test]
+    fn mirrors_come_first_as_pull_from_mirror_allows() {
+        let c = conf(
+            r#"
+            [[registry]]
+            location = "example.com"
+            [[registry.mirror]]
+            location = "127.0.0.1:5001/m"
+            [[registry.mirror]]
+            location = "127.0.0.1:5002"
+            pull-from-mirror = "digest-only"
+            [[registry.mirror]]
+            location = "127.0.0.1:5003"
+            pull-from-mirror = "tag-only"
+            "#,
+        );
+        assert_eq!(
+            places(&c, "example.com/a:1"),
+            [
+                "127.0.0.1:5001/m/a:1",
+                "127.0.0.1:5003/a:1",
+                "example.com/a:1"
+            ]
+        );
+        let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let sources = c.sources(&image(&format!("example.com/a@{d}"))).unwrap();
+        let hosts: Vec<&str> = sources.iter().map(|s| s.image.registry.as_str()).collect();
+        assert_eq!(hosts, ["127.0.0.1:5001", "127.0.0.1:5002", "example.com"]);
+        assert!(sources[0].mirror && !sources[2].mirror);
+    }
+
+    #[test]
+    fn a_blocked_registry_is_refused_naming_the_file() {
+        let c = conf("[[registry]]\nlocation = \"example.com\"\nblocked = true\n");
+        let e = c.sources(&image("example.com/a:1")).unwrap_err();
+        assert!(e.to_string().contains("/t/registries.conf"), "{e}");
+        assert!(e.to_string().contains("example.com"), "{e}");
+    }
+
+    #[test]
+    fn a_wildcard_prefix_covers_subdomains() {
+        let c = conf(
+            "[[registry]]\nprefix = \"*.example.com\"\ninsecure = true\n\
+             [[registry.mirror]]\nlocation = \"127.0.0.1:5001\"\n",
+        );
+        assert_eq!(
+            places(&c, "a.example.com/x:1"),
+            ["127.0.0.1:5001/x:1", "a.example.com/x:1"]
+        );
+        assert_eq!(places(&c, "example.org/x:1"), ["example.org/x:1"]);
+        let e = RegistriesConf::default()
+            .merge_err("[[registry]]\nprefix = \"*.a.com\"\nlocation = \"b.com\"\n");
+        assert!(e.contains("wildcard"), "{e}");
+    }
+
+    #[test]
+    fn insecure_covers_locations_and_mirrors() {
+        let c = conf(
+            "[[registry]]\nlocation = \"10.0.0.1:5000/x\"\ninsecure = true\n\
+             [[registry.mirror]]\nlocation = \"10.0.0.2:5000/y\"\ninsecure = true\n\
+             [[registry]]\nlocation = \"10.0.0.3\"\n",
+        );
+        assert!(c.insecure("10.0.0.1:5000") && c.insecure("10.0.0.2:5000"));
+        assert!(!c.insecure("10.0.0.3") && !c.insecure("10.0.0.1"));
+    }
+
+    #[test]
+    fn a_later_file_replaces_an_entry_of_the_same_prefix() {
+        let mut c = conf("[[registry]]\nlocation = \"example.com\"\nblocked = true\n");
+        c.merge(
+            Path::new("/t/b.conf"),
+            "[[registry]]\nprefix = \"example.com\"\nlocation = \"127.0.0.1:5000\"\n",
+        )
+        .unwrap();
+        assert_eq!(places(&c, "example.com/a:1"), ["127.0.0.1:5000/a:1"]);
+    }
+
+    #[test]
+    fn a_bad_file_is_named_with_its_line() {
+        let e =
+            RegistriesConf::default().merge_err("[[registry]]\nlocation = \"a\"\nblocked = yes\n");
+        assert!(e.starts_with("/t/bad.conf:3:"), "{e}");
+        let e =
+            RegistriesConf::default().merge_err("[[registry]]\nlocation = \"a\"\nblokced = true\n");
+        assert!(e.contains("blokced"), "{e}");
+        let e = RegistriesConf::default().merge_err("[[registry]]\ninsecure = true\n");
+        assert!(e.contains("neither prefix nor location"), "{e}");
+    }
+
+    #[test]
+    fn the_env_file_replaces_all_and_a_user_file_the_systems() {
+        let dir = tempfile::tempdir().unwrap();
+        let given = dir.path().join("given.conf");
+        assert_eq!(
+            conf_files(Some(given.clone()), None, Path::new("/sys.conf")),
+            [given]
+        );
+        let user = dir.path().join("containers");
+        std::fs::create_dir_all(&user).unwrap();
+        let files = conf_files(None, Some(user.clone()), Path::new("/sys.conf"));
+        assert_eq!(files[0], Path::new("/sys.conf"));
+        std::fs::write(user.join("registries.conf"), "").unwrap();
+        std::fs::create_dir_all(user.join("registries.conf.d")).unwrap();
+        for f in ["b.conf", "a.conf", "c.txt"] {
+            std::fs::write(user.join("registries.conf.d").join(f), "").unwrap();
+        }
+        let files = conf_files(None, Some(user.clone()), Path::new("/sys.conf"));
+        assert_eq!(files[0], user.join("registries.conf"));
+        let own: Vec<&PathBuf> = files.iter().filter(|f| f.starts_with(&user)).collect();
+        assert_eq!(
+            own,
+            [
+                &user.join("registries.conf"),
+                &user.join("registries.conf.d/a.conf"),
+                &user.join("registries.conf.d/b.conf")
+            ]
+        );
+    }
+
+    impl RegistriesConf {
+        fn merge_err(mut self, text: &str) -> String {
+            self.merge(Path::new("/t/bad.conf"), text)
+                .unwrap_err()
+                .to_string()
+        }
+    }
+}
