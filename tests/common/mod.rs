@@ -608,6 +608,8 @@ impl Berth {
             .env("XDG_CONFIG_HOME", own.join("config"))
             .env("DOCKER_CONFIG", own.join("docker"))
             .env_remove("REGISTRY_AUTH_FILE");
+        // Nor the host's registries.conf: only a file the test writes here, if it does.
+        c.env("CONTAINERS_REGISTRIES_CONF", own.join("registries.conf"));
         c
     }
 
