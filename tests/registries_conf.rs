@@ -28,6 +28,22 @@ fn write_conf(b: &Berth, text: &str) {
     fs::write(b.dir.path().join("registries.conf"), text).unwrap();
 }
 
+/// A berth whose registries.conf gives a registry that is down (returned) the test
+/// registry as its mirror, with `mirror_keys` added to the mirror's table.
+fn mirrored_dead_registry(mirror_keys: &str) -> (Berth, String) {
+    let dead = dead_port();
+    let b = Berth::new();
+    write_conf(
+        &b,
+        &format!(
+            "[[registry]]\nlocation = \"{dead}\"\n\
+             [[registry.mirror]]\nlocation = \"{}\"\n{mirror_keys}",
+            registry()
+        ),
+    );
+    (b, dead)
+}
+
 fn pushed(name: &str) -> (String, BuiltImage) {
     let repo = unique_repo(name);
     let img = push(&ImageSpec::script("echo hi"), &repo, "1.0");
@@ -46,15 +62,7 @@ fn pulled_ok(r: &Run) {
 fn a_mirror_serves_an_image_whose_registry_is_down_under_its_own_name() {
     require_env!();
     let (repo, _img) = pushed("mirror");
-    let dead = dead_port();
-    let b = Berth::new();
-    write_conf(
-        &b,
-        &format!(
-            "[[registry]]\nlocation = \"{dead}\"\n[[registry.mirror]]\nlocation = \"{}\"\n",
-            registry()
-        ),
-    );
+    let (b, dead) = mirrored_dead_registry("");
     let original = format!("{dead}/{repo}:1.0");
     let r = pull(&b, &original);
     pulled_ok(&r);
@@ -67,15 +75,7 @@ fn a_mirror_serves_an_image_whose_registry_is_down_under_its_own_name() {
 fn the_signature_policy_decides_on_the_original_name_not_the_mirrors() {
     require_env!();
     let (repo, _img) = pushed("mirror-policy");
-    let dead = dead_port();
-    let b = Berth::new();
-    write_conf(
-        &b,
-        &format!(
-            "[[registry]]\nlocation = \"{dead}\"\n[[registry.mirror]]\nlocation = \"{}\"\n",
-            registry()
-        ),
-    );
+    let (b, dead) = mirrored_dead_registry("");
     // The mirror's own repository is accepted; the original name is rejected.
     let policy = b.dir.path().join("policy.json");
     let text = serde_json::json!({
@@ -123,16 +123,7 @@ fn a_mirror_that_is_down_or_lacks_the_image_passes_to_the_registry() {
 fn a_digest_only_mirror_serves_digests_and_not_tags() {
     require_env!();
     let (repo, img) = pushed("digest-only");
-    let dead = dead_port();
-    let b = Berth::new();
-    write_conf(
-        &b,
-        &format!(
-            "[[registry]]\nlocation = \"{dead}\"\n[[registry.mirror]]\nlocation = \"{}\"\n\
-             pull-from-mirror = \"digest-only\"\n",
-            registry()
-        ),
-    );
+    let (b, dead) = mirrored_dead_registry("pull-from-mirror = \"digest-only\"\n");
     let r = pull(&b, &format!("{dead}/{repo}:1.0"));
     assert_ne!(r.status, 0, "a tag was pulled from a digest-only mirror");
     assert!(r.stderr.contains(&dead), "{}", r.stderr);
