@@ -416,6 +416,15 @@ fn import(store: &SharedStore, table: &str, csv: &str) {
     );
 }
 
+/// Table `table` of the store, as CSV.
+fn export(store: &dyn berth::storage::Storage, table: &str) -> String {
+    let mut out = Vec::new();
+    store
+        .export(&table.parse().unwrap(), &ExportQuery::default(), &mut out)
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
 /// The job of array task `n`: configuration `c<n>`, its input table mapped.
 fn task_job(image: &str, n: u32) -> Value {
     let mut j = job(image, json!({}), json!({"n": n}));
@@ -471,14 +480,7 @@ fn an_array_lands_every_task_exactly_once(op: &mut Op) {
     assert!(records.iter().all(|r| r.status == JobStatus::Success));
 
     // One row per task with its input's value, and the key every task wrote once.
-    let mut exported = Vec::new();
-    s.export(
-        &"out.c-s.t".parse().unwrap(),
-        &ExportQuery::default(),
-        &mut exported,
-    )
-    .unwrap();
-    let exported = String::from_utf8(exported).unwrap();
+    let exported = export(s.as_ref(), "out.c-s.t");
     let (last, mut rows): (Vec<String>, Vec<String>) = exported
         .lines()
         .skip(1)
@@ -658,15 +660,8 @@ fn killed_with_its_node_is_requeued_and_commits_once(op: &mut Op) {
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0].id, batch.id);
     assert_eq!(records[0].status, JobStatus::Success);
-    let mut exported = Vec::new();
-    s.export(
-        &"out.c-s.t".parse().unwrap(),
-        &ExportQuery::default(),
-        &mut exported,
-    )
-    .unwrap();
     assert_eq!(
-        String::from_utf8(exported).unwrap().replace('"', ""),
+        export(s.as_ref(), "out.c-s.t").replace('"', ""),
         "id,v\nonce,1\n"
     );
     let key = StateKey {

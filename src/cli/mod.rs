@@ -585,9 +585,9 @@ enum SettingsError {
 
 /// registries.conf as podman reads it (`CONTAINERS_REGISTRIES_CONF` alone when set).
 fn registries_conf() -> Result<berth::image::RegistriesConf, SettingsError> {
-    let conf = berth::image::RegistriesConf::load(&berth::image::registries_conf_files())?;
-    tracing::debug!(files = ?conf.files, "registries.conf files read");
-    Ok(conf)
+    Ok(berth::image::RegistriesConf::load(
+        &berth::image::registries_conf_files(),
+    )?)
 }
 
 fn parse_cgroup_parent(s: &str) -> Result<String, String> {

@@ -168,6 +168,8 @@ impl Puller<'_> {
     /// no retries: one that is down or lacks the image passes to the next at once.
     fn open(&self, image: &ImageRef) -> Result<(RegistryClient, ImageRef), ImageError> {
         let sources = self.registry.registries.sources(image)?;
+        // Said here rather than where the files are read: here the line names its job.
+        tracing::debug!(files = ?self.registry.registries.files, "registries.conf files read");
         for source in sources.iter().filter(|s| s.mirror) {
             match self.probe(&source.image) {
                 Ok(()) => {
