@@ -188,3 +188,93 @@ fn a_bad_registries_conf_is_a_user_error_naming_file_and_line() {
         r.stderr
     );
 }
+
+/// The names `berth images --json` lists.
+fn stored(b: &Berth) -> String {
+    let r = b.run_cmd(&["images", "--json"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    r.stdout
+}
+
+#[test]
+fn a_short_name_is_pulled_from_the_one_search_registry_under_its_full_name() {
+    require_env!();
+    let (repo, _img) = pushed("short");
+    let b = Berth::new();
+    write_conf(
+        &b,
+        &format!("unqualified-search-registries = [\"{}\"]\n", registry()),
+    );
+    let r = pull(&b, &format!("{repo}:1.0"));
+    pulled_ok(&r);
+    assert!(
+        r.stderr
+            .contains("one unqualified-search-registries registry"),
+        "-v says which rule: {}",
+        r.stderr
+    );
+    let full = format!("{}/{repo}:1.0", registry());
+    assert!(stored(&b).contains(&full), "{}", stored(&b));
+    // inspect and rmi resolve it as the pull did.
+    let r = b.run_cmd(&["inspect", &format!("{repo}:1.0")]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let r = b.run_cmd(&["rmi", &format!("{repo}:1.0")]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(!stored(&b).contains(&full), "{}", stored(&b));
+}
+
+#[test]
+fn a_short_name_alias_is_pulled_under_its_target() {
+    require_env!();
+    let (repo, _img) = pushed("alias");
+    let b = Berth::new();
+    write_conf(
+        &b,
+        &format!("[aliases]\n\"app\" = \"{}/{repo}\"\n", registry()),
+    );
+    let r = pull(&b, "app:1.0");
+    pulled_ok(&r);
+    assert!(r.stderr.contains("by its alias in"), "{}", r.stderr);
+    assert!(
+        stored(&b).contains(&format!("{}/{repo}:1.0", registry())),
+        "{}",
+        stored(&b)
+    );
+}
+
+#[test]
+fn a_short_name_of_two_search_registries_is_ambiguous() {
+    require_env!();
+    let other = dead_port();
+    let b = Berth::new();
+    write_conf(
+        &b,
+        &format!(
+            "unqualified-search-registries = [\"{}\", \"{other}\"]\n",
+            registry()
+        ),
+    );
+    let r = pull(&b, "acme/app:1");
+    assert_eq!(r.status, 1, "a user error: {}", r.stderr);
+    assert!(r.stderr.contains("ambiguous"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("{}/acme/app:1", registry()))
+            && r.stderr.contains(&format!("{other}/acme/app:1")),
+        "names both: {}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_short_name_without_registries_conf_is_an_error_not_docker_hub() {
+    require_env!();
+    let b = Berth::new();
+    let r = pull(&b, "alpine");
+    assert_eq!(r.status, 1, "a user error: {}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("no registry is configured for short names"),
+        "{}",
+        r.stderr
+    );
+}

@@ -590,6 +590,18 @@ fn registries_conf() -> Result<berth::image::RegistriesConf, SettingsError> {
     )?)
 }
 
+/// The name `image` has in the store: a digest as given, a short name resolved as
+/// registries.conf says (as a pull resolved it); the user's error (exit 1) when it cannot be.
+fn stored_name(settings: &Settings, image: &str) -> Result<String, ExitCode> {
+    if image.starts_with("sha256:") {
+        return Ok(image.to_owned());
+    }
+    settings.registry.registries.qualify(image).map_err(|e| {
+        print::err(format!("berth: {}", berth::util::chain(&e)));
+        status(e.class())
+    })
+}
+
 fn parse_cgroup_parent(s: &str) -> Result<String, String> {
     berth::host::nest::parse_parent(s).map_err(|e| e.to_string())
 }
@@ -634,10 +646,14 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
         }
         Command::Save { image, target } => save(&settings, &image, &target),
         Command::Images { json } => images(&settings, json),
-        Command::Inspect { image, json } => {
-            inspect::inspect(&open_images(&settings)?, &image, json)
-        }
-        Command::Rmi { image, json } => prune::rmi(&settings, &image, json),
+        Command::Inspect { image, json } => match stored_name(&settings, &image) {
+            Ok(image) => inspect::inspect(&open_images(&settings)?, &image, json),
+            Err(code) => Ok(code),
+        },
+        Command::Rmi { image, json } => match stored_name(&settings, &image) {
+            Ok(image) => prune::rmi(&settings, &image, json),
+            Err(code) => Ok(code),
+        },
         Command::Prune(args) => prune::prune(&settings, &args),
         Command::Login(args) => Ok(login::login(&settings, &args)),
         Command::Logout(args) => Ok(login::logout(&settings, &args)),

@@ -125,7 +125,9 @@ impl Puller<'_> {
         if let Some(transport) = Transport::parse(reference) {
             return self.load(&transport?);
         }
-        let parsed = parse_reference(reference)?;
+        // A short name is resolved once, here, as registries.conf says: everything after
+        // (the record, the pull policy, the signature policy's scope) sees its full name.
+        let parsed = parse_reference(&self.registry.registries.qualify(reference)?)?;
         let gate = Gate::load(self.policy.path.as_deref(), &self.policy.looked)?;
         // The policy decides for every reference and digest a pull uses, stored or not: a
         // digest another reference stored is not accepted under this one until its own

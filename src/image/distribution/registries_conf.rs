@@ -4,13 +4,14 @@
 //! name (the record, the signature policy's scope): a location or mirror is only where
 //! its bytes come from.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use super::tls::user_containers_dir;
 use crate::image::spec::ImageError;
-use crate::image::spec::reference::ImageRef;
+use crate::image::spec::reference::{ImageRef, is_short_name, short_name_parts};
 
 /// The system's registries.conf, and the directory of its drop-ins.
 pub const SYSTEM_REGISTRIES_CONF: &str = "/etc/containers/registries.conf";
@@ -29,6 +30,12 @@ pub enum RegistriesConfError {
     Syntax {
         path: PathBuf,
         line: usize,
+        message: String,
+    },
+    #[error("{}: alias {name:?}: {message}", path.display())]
+    Alias {
+        path: PathBuf,
+        name: String,
         message: String,
     },
     #[error("{}: registry {prefix:?}: {message}", path.display())]
@@ -81,6 +88,12 @@ struct RawRegistry {
 struct RawFile {
     #[serde(default)]
     registry: Vec<RawRegistry>,
+    /// Short name → fully qualified name; a later file's alias of a name replaces it.
+    #[serde(default)]
+    aliases: BTreeMap<String, String>,
+    /// Where a short name that is no alias may be; a later file that sets it replaces it.
+    #[serde(rename = "unqualified-search-registries")]
+    search: Option<Vec<String>>,
 }
 
 /// One `[[registry]]` entry, checked.
@@ -113,6 +126,10 @@ pub struct RegistriesConf {
     /// The files read, in order.
     pub files: Vec<PathBuf>,
     registries: Vec<Registry>,
+    /// Short name → (fully qualified name, the file that said so).
+    aliases: BTreeMap<String, (String, PathBuf)>,
+    /// `unqualified-search-registries`, and the file that set it.
+    search: Option<(Vec<String>, PathBuf)>,
 }
 
 /// The files podman reads, in its order: `CONTAINERS_REGISTRIES_CONF` alone when set;
@@ -191,7 +208,94 @@ impl RegistriesConf {
             self.registries.retain(|r| r.prefix != entry.prefix);
             self.registries.push(entry);
         }
+        for (name, target) in raw.aliases {
+            let bad = |message: &str| RegistriesConfError::Alias {
+                path: path.to_owned(),
+                name: name.clone(),
+                message: message.to_owned(),
+            };
+            if !is_short_name(&name) || !short_name_parts(&name).1.is_empty() {
+                return Err(bad("an alias is a short name without a tag or digest"));
+            }
+            if is_short_name(&target) || ImageRef::parse(&target).is_err() {
+                return Err(bad(
+                    "an alias names a fully qualified image (host/repository)",
+                ));
+            }
+            self.aliases.insert(name, (target, path.to_owned()));
+        }
+        if let Some(search) = raw.search {
+            self.search = Some((search, path.to_owned()));
+        }
         Ok(())
+    }
+
+    /// `reference` fully qualified, as podman's `short-name-mode = "enforcing"` resolves it
+    /// without a terminal: a name with a registry host stays as it is; a short name is its
+    /// alias, else its name at the one `unqualified-search-registries` registry. Several
+    /// candidates, or none, are the user's to settle: a short name never means Docker Hub
+    /// unless registries.conf says so.
+    pub fn qualify(&self, reference: &str) -> Result<String, ImageError> {
+        let reference = reference.trim();
+        if !is_short_name(reference) {
+            return Ok(reference.to_owned());
+        }
+        let bad = |message: String| ImageError::ShortName {
+            reference: reference.to_owned(),
+            message,
+        };
+        let parsed = |name: String| {
+            ImageRef::parse(&name)
+                .map(|r| r.to_string())
+                .map_err(|message| ImageError::Reference {
+                    reference: reference.to_owned(),
+                    message,
+                })
+        };
+        let (name, suffix) = short_name_parts(reference);
+        if let Some((target, file)) = self.aliases.get(name) {
+            let target = if suffix.is_empty() {
+                target.clone()
+            } else {
+                format!("{}{suffix}", short_name_parts(target).0)
+            };
+            let resolved = parsed(target)?;
+            tracing::debug!(
+                short = reference, image = %resolved,
+                "short name resolved by its alias in {}", file.display()
+            );
+            return Ok(resolved);
+        }
+        let registries = self.search.as_ref().map_or(&[][..], |(r, _)| r.as_slice());
+        match registries {
+            [] => Err(bad(format!(
+                "short name {reference:?} names no registry, and no registry is configured for \
+                 short names (no alias of it, no unqualified-search-registries in registries.conf); \
+                 name the registry, e.g. docker.io/{reference}"
+            ))),
+            [one] => {
+                let resolved = parsed(format!("{one}/{reference}"))?;
+                let file = self.search.as_ref().map(|(_, f)| f.display().to_string());
+                tracing::debug!(
+                    short = reference, image = %resolved,
+                    "short name resolved at the one unqualified-search-registries registry of {}",
+                    file.unwrap_or_default()
+                );
+                Ok(resolved)
+            }
+            several => {
+                let mut candidates = several
+                    .iter()
+                    .map(|r| parsed(format!("{r}/{reference}")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let last = candidates.pop().unwrap_or_default();
+                Err(bad(format!(
+                    "short name {reference:?} is ambiguous: it could be {} or {last}; name the \
+                     registry, or add an alias in registries.conf",
+                    candidates.join(", ")
+                )))
+            }
+        }
     }
 
     /// Whether a registries.conf says plain HTTP is fine for `host` (`host[:port]`).
@@ -509,6 +613,91 @@ mod tests {
                 &user.join("registries.conf.d/b.conf")
             ]
         );
+    }
+
+    #[test]
+    fn a_short_name_is_its_alias_keeping_its_tag_or_digest() {
+        let mut c = conf(
+            "unqualified-search-registries = [\"127.0.0.1:5001\"]\n\
+             [aliases]\n\"app\" = \"127.0.0.1:5000/acme/app\"\n\"acme/x\" = \"127.0.0.1:5000/y:2\"\n",
+        );
+        assert_eq!(c.qualify("app").unwrap(), "127.0.0.1:5000/acme/app:latest");
+        assert_eq!(c.qualify("app:1").unwrap(), "127.0.0.1:5000/acme/app:1");
+        let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(
+            c.qualify(&format!("app@{d}")).unwrap(),
+            format!("127.0.0.1:5000/acme/app@{d}")
+        );
+        assert_eq!(c.qualify("acme/x").unwrap(), "127.0.0.1:5000/y:2");
+        assert_eq!(c.qualify("acme/x:3").unwrap(), "127.0.0.1:5000/y:3");
+        // A later file's alias of the same name replaces it.
+        c.merge(
+            Path::new("/t/b.conf"),
+            "[aliases]\n\"app\" = \"127.0.0.1:5002/other/app\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.qualify("app:1").unwrap(), "127.0.0.1:5002/other/app:1");
+        let e = RegistriesConf::default().merge_err("[aliases]\n\"app\" = \"other/app\"\n");
+        assert!(e.contains("fully qualified"), "{e}");
+        let e = RegistriesConf::default().merge_err("[aliases]\n\"app:1\" = \"h.io/app\"\n");
+        assert!(e.contains("without a tag"), "{e}");
+    }
+
+    #[test]
+    fn a_short_name_is_at_the_one_search_registry() {
+        let c = conf("unqualified-search-registries = [\"127.0.0.1:5000\"]\n");
+        assert_eq!(
+            c.qualify("acme/app:1").unwrap(),
+            "127.0.0.1:5000/acme/app:1"
+        );
+        assert_eq!(c.qualify("alpine").unwrap(), "127.0.0.1:5000/alpine:latest");
+        // A qualified name stays as it is, Docker Hub's too.
+        for s in [
+            "docker.io/library/alpine",
+            "127.0.0.1:5001/a:1",
+            "localhost/a",
+        ] {
+            assert_eq!(c.qualify(s).unwrap(), s);
+        }
+        let hub = conf("unqualified-search-registries = [\"docker.io\"]\n");
+        assert_eq!(
+            hub.qualify("alpine").unwrap(),
+            "docker.io/library/alpine:latest"
+        );
+    }
+
+    #[test]
+    fn several_search_registries_are_ambiguous_naming_each() {
+        let c = conf("unqualified-search-registries = [\"127.0.0.1:5000\", \"127.0.0.1:5001\"]\n");
+        let e = c.qualify("acme/app:1").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "short name \"acme/app:1\" is ambiguous: it could be 127.0.0.1:5000/acme/app:1 or \
+             127.0.0.1:5001/acme/app:1; name the registry, or add an alias in registries.conf"
+        );
+        assert_eq!(e.class(), crate::contract::ErrorClass::User);
+    }
+
+    #[test]
+    fn no_search_registry_is_an_error_never_docker_hub() {
+        for c in [
+            RegistriesConf::default(),
+            conf("unqualified-search-registries = []\n"),
+        ] {
+            let e = c.qualify("alpine").unwrap_err().to_string();
+            assert!(
+                e.contains("no registry is configured for short names"),
+                "{e}"
+            );
+        }
+        // A later file that sets the list replaces it (empty: none).
+        let mut c = conf("unqualified-search-registries = [\"127.0.0.1:5000\"]\n");
+        c.merge(
+            Path::new("/t/b.conf"),
+            "unqualified-search-registries = []\n",
+        )
+        .unwrap();
+        assert!(c.qualify("alpine").is_err());
     }
 
     impl RegistriesConf {

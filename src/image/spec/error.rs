@@ -41,6 +41,9 @@ pub enum ImageError {
         prefix: String,
         file: PathBuf,
     },
+    /// A short name (no registry host) that registries.conf cannot resolve to one image.
+    #[error("{message}")]
+    ShortName { reference: String, message: String },
     #[error("registry error for {reference}: {message}")]
     Registry { reference: String, message: String },
     /// The registry is busy (429) or failing (5xx): another time may do.
@@ -138,6 +141,8 @@ impl ImageError {
             | ImageError::Unconfirmed { .. }
             // The operator's registries.conf blocks the image's registry.
             | ImageError::Blocked { .. }
+            // A short name registries.conf resolves to no one image.
+            | ImageError::ShortName { .. }
             // The operator's policy refuses the image, or cannot be read.
             | ImageError::Signature(_) => ErrorClass::User,
             ImageError::Access(e) => e.class(),

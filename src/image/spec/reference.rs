@@ -91,6 +91,27 @@ impl ImageRef {
     }
 }
 
+/// Whether `reference` names no registry host (`alpine`, `acme/app:1`): a short name,
+/// which registries.conf resolves (podman's enforcing mode) before it is parsed; parsed
+/// as is it would mean Docker Hub, which berth never assumes.
+pub fn is_short_name(reference: &str) -> bool {
+    let name = short_name_parts(reference.trim()).0;
+    match name.split_once('/') {
+        Some((first, _)) => !(first.contains('.') || first.contains(':') || first == "localhost"),
+        None => true,
+    }
+}
+
+/// `reference` split into its name and what follows it (`:tag`, `@digest`, both, or "").
+pub fn short_name_parts(reference: &str) -> (&str, &str) {
+    let end = reference.find('@').unwrap_or(reference.len());
+    let last_slash = reference[..end].rfind('/').map_or(0, |i| i + 1);
+    let end = reference[last_slash..end]
+        .find(':')
+        .map_or(end, |i| last_slash + i);
+    reference.split_at(end)
+}
+
 /// Parses `host/repo:tag`, `host/repo@sha256:…` or `host/repo:tag@sha256:…`.
 pub fn parse_reference(reference: &str) -> Result<ImageRef, ImageError> {
     ImageRef::parse(reference).map_err(|message| ImageError::Reference {
@@ -193,6 +214,27 @@ mod tests {
             (r.registry.as_str(), r.tag.as_deref()),
             ("localhost", Some("b"))
         );
+    }
+
+    #[test]
+    fn short_names_are_those_without_a_host() {
+        for s in ["busybox", "acme/app:1", &format!("acme/app@{D}"), "a/b/c"] {
+            assert!(is_short_name(s), "{s}");
+        }
+        for s in [
+            "docker.io/library/alpine",
+            "127.0.0.1:5000/a:1",
+            "localhost/a",
+            "localhost:5000/a",
+        ] {
+            assert!(!is_short_name(s), "{s}");
+        }
+        assert_eq!(short_name_parts("acme/app:1"), ("acme/app", ":1"));
+        assert_eq!(
+            short_name_parts(&format!("app:1@{D}")),
+            ("app", format!(":1@{D}").as_str())
+        );
+        assert_eq!(short_name_parts("app"), ("app", ""));
     }
 
     #[test]
