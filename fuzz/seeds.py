@@ -366,6 +366,41 @@ def auth_seeds():
     write("auth", "token.json", js({"token": "t", "access_token": "a", "expires_in": 300}))
 
 
+# ---- registries.conf (src/image/distribution/registries_conf.rs tests, tests/registries_conf.rs) ----
+
+
+def registries_conf_seeds():
+    write("registries_conf", "mirrors.conf", """unqualified-search-registries = ["127.0.0.1:5000"]
+
+[[registry]]
+prefix = "example.com/foo"
+location = "127.0.0.1:5000/mirror/foo"
+insecure = true
+
+[[registry.mirror]]
+location = "127.0.0.1:5001"
+pull-from-mirror = "digest-only"
+
+[[registry.mirror]]
+location = "127.0.0.1:5002/cache"
+""")
+    write("registries_conf", "blocked_wildcard.conf", """[[registry]]
+prefix = "*.example.com"
+blocked = true
+
+[[registry]]
+location = "docker.io"
+blocked = true
+""")
+    write("registries_conf", "aliases.conf", """unqualified-search-registries = ["127.0.0.1:5000", "127.0.0.1:5001"]
+
+[aliases]
+"app" = "127.0.0.1:5000/acme/app"
+"acme/app" = "127.0.0.1:5001/acme/app"
+""")
+    write("registries_conf", "bad_line.conf", '[[registry]]\nlocation = "a"\nbogus = 1\n')
+
+
 # ---- job files (examples/hello.json, tests/common job()) ----
 
 
@@ -401,6 +436,7 @@ def main():
     policy_seeds()
     csv_seeds()
     auth_seeds()
+    registries_conf_seeds()
     job_seeds()
 
 

@@ -31,8 +31,7 @@ if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]
   "${lock[@]}" cargo install cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION"
 fi
 
-# The targets (fuzz/Cargo.toml). registries.conf has none yet: berth reads no such file
-# until issue 17; its parser gets a target `registries_conf` beside `auth` then.
+# The targets (fuzz/Cargo.toml).
 if [ $# -gt 0 ]; then
   targets=("$@")
 else

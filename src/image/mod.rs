@@ -53,6 +53,7 @@ pub use verify::{Gate, SYSTEM_POLICY, SignaturePolicy, locate as locate_policy};
 /// so that the targets survive moves inside `image`.
 #[cfg(feature = "fuzzing")]
 pub mod fuzz {
+    pub use super::distribution::RegistriesConf;
     pub use super::distribution::auth::{Challenge, TokenAnswer, fuzz_auth_file};
     pub use super::layers::unpack::{Budget, Extraction, Ownership, UnpackCaps, unpack_layer};
     pub use super::spec::digest::chain_id;

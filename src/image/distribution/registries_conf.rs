@@ -196,6 +196,14 @@ impl RegistriesConf {
         Ok(conf)
     }
 
+    /// One file's text, parsed as `load` parses a file (the fuzz target's entry).
+    #[cfg(feature = "fuzzing")]
+    pub fn from_text(text: &str) -> Result<RegistriesConf, RegistriesConfError> {
+        let mut conf = RegistriesConf::default();
+        conf.merge(Path::new("registries.conf"), text)?;
+        Ok(conf)
+    }
+
     /// Adds one file's entries (`text`, read from `path`) over the ones before.
     fn merge(&mut self, path: &Path, text: &str) -> Result<(), RegistriesConfError> {
         let raw: RawFile = toml::from_str(text).map_err(|e| RegistriesConfError::Syntax {
