@@ -506,19 +506,7 @@ impl Puller<'_> {
             Manifest::Index(index) => index,
         };
         let entry = self.pick_platform(name, &index)?;
-        let declared = entry.size().map_err(|message| ImageError::BadManifest {
-            digest: entry.digest.clone(),
-            message,
-        })?;
-        if declared > MAX_METADATA_BYTES {
-            return Err(ImageError::TooLarge {
-                image: name.to_owned(),
-                what: format!(
-                    "its manifest {} declares {declared} bytes, more than the cap of {}",
-                    entry.digest, MAX_METADATA_BYTES
-                ),
-            });
-        }
+        let declared = declared_metadata_size(name, "manifest", entry)?;
         let Some(bytes) = get(&entry.digest)? else {
             return Ok(None);
         };
@@ -653,20 +641,32 @@ fn stale_reason(e: &ImageError) -> Option<String> {
 
 /// Refuses a config declared larger than any config is, before a byte of it is read.
 fn check_config_size(name: &str, config: &Descriptor) -> Result<(), ImageError> {
-    let size = config.size().map_err(|message| ImageError::BadManifest {
-        digest: config.digest.clone(),
-        message,
-    })?;
+    declared_metadata_size(name, "config", config).map(drop)
+}
+
+/// The size `what` (a manifest, a config) declares, refused when it is not a size or
+/// larger than any such document is, before a byte of it is read.
+fn declared_metadata_size(
+    name: &str,
+    what: &str,
+    descriptor: &Descriptor,
+) -> Result<u64, ImageError> {
+    let size = descriptor
+        .size()
+        .map_err(|message| ImageError::BadManifest {
+            digest: descriptor.digest.clone(),
+            message,
+        })?;
     if size > MAX_METADATA_BYTES {
         return Err(ImageError::TooLarge {
             image: name.to_owned(),
             what: format!(
-                "its config {} declares {size} bytes, more than the cap of {}",
-                config.digest, MAX_METADATA_BYTES
+                "its {what} {} declares {size} bytes, more than the cap of {}",
+                descriptor.digest, MAX_METADATA_BYTES
             ),
         });
     }
-    Ok(())
+    Ok(size)
 }
 
 /// Refuses an image whose layers declare more bytes than the image may unpack to, before
