@@ -115,10 +115,25 @@ impl SqliteStorage {
         Ok(storage)
     }
 
+    /// Configures the connection and ensures the schema. Two berths opening a new store at
+    /// once can find it locked while the other switches it to WAL or creates the schema,
+    /// where SQLite gives up without its busy handler: wait and try again, as long as a
+    /// writer would wait.
     fn init(&self) -> Res<()> {
-        let mut conn = self.lock();
-        self.configure(&conn)?;
-        schema::ensure(&mut conn, &self.db_path)
+        let started = std::time::Instant::now();
+        loop {
+            let mut conn = self.lock();
+            let done = self
+                .configure(&conn)
+                .and_then(|()| schema::ensure(&mut conn, &self.db_path));
+            match done {
+                Err(Fail::Db(e)) if is_busy(&e) && started.elapsed() < BUSY_TIMEOUT => {
+                    drop(conn);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The connection's settings, which SQLite does not keep in the database file.
@@ -229,6 +244,14 @@ fn next_commit_ms(tx: &Transaction<'_>) -> Res<i64> {
 
 /// What went wrong in the database at `path`: SQLite's error, or a value berth stored and
 /// cannot read back.
+/// Whether SQLite refused for another connection's lock.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 fn database(path: &Path, source: impl std::error::Error + Send + Sync + 'static) -> StorageError {
     StorageError::Database {
         path: path.to_owned(),
