@@ -483,6 +483,61 @@ fn login_with_an_authfile_writes_there_and_a_pull_reads_it() {
 }
 
 #[test]
+fn login_and_logout_without_a_registry_take_the_first_search_registry() {
+    require_env!();
+    let reg = AuthRegistry::start(false);
+    let berth = Isolated::new();
+    reg.trust(&berth.home(), false);
+    let conf = berth.dir.path().join("registries.conf");
+    let login = |text: &str| {
+        fs::write(&conf, text).unwrap();
+        let mut child = berth
+            .cmd()
+            .env("CONTAINERS_REGISTRIES_CONF", &conf)
+            .args(["login", "-u", USER, "--password-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = login("");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("name the registry to log in to")
+            && stderr.contains(conf.to_str().unwrap()),
+        "{stderr}"
+    );
+    assert!(!berth.home().join("auth.json").exists());
+
+    let out = login(&format!(
+        "unqualified-search-registries = [\"{}\", \"127.0.0.1:1\"]\n",
+        reg.addr
+    ));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), format!("logged in to {}", reg.addr));
+    let stored = fs::read_to_string(berth.home().join("auth.json")).unwrap();
+    assert!(stored.contains(&reg.addr), "{stored}");
+    let out = berth.output(
+        berth
+            .cmd()
+            .env("CONTAINERS_REGISTRIES_CONF", &conf)
+            .arg("logout"),
+    );
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), format!("logged out of {}", reg.addr));
+}
+
+#[test]
 fn podmans_user_auth_json_is_read() {
     require_env!();
     let reg = AuthRegistry::start(false);

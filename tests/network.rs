@@ -803,6 +803,13 @@ mod fakes {
         }
     }
 
+    fn options(allow_host_access: bool) -> RunOptions {
+        RunOptions {
+            allow_host_access,
+            ..RunOptions::default()
+        }
+    }
+
     #[test]
     fn an_action_asks_for_the_fence_unless_the_operator_lifts_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -824,7 +831,7 @@ mod fakes {
                 host: &host,
                 runtime: &runtime,
             };
-            let answer = berth::job::action(svc, &settings, &job, "probe", allow, None).unwrap();
+            let answer = berth::job::action(svc, &settings, &job, "probe", options(allow)).unwrap();
             assert_eq!(answer, json!({"ok": true}));
             assert_eq!(asked_networks(&runtime), [network], "{allow}");
         }

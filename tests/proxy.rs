@@ -137,3 +137,31 @@ fn env_proxy_hands_the_variables_to_a_bridge_component_only() {
         );
     }
 }
+
+#[test]
+fn env_proxy_hands_the_variables_to_a_bridge_action_too() {
+    require_env!();
+    let img = push(
+        &ImageSpec::script("printf '{\"seen\": \"%s\"}\\n' \"${https_proxy:-unset}\""),
+        &unique_repo("proxy-action"),
+        "1.0",
+    );
+    let b = Berth::new();
+    let component = json!({"network": "bridge", "synchronous_actions": ["probe"]});
+    let path = b.write_job(&job(&img.reference, component, json!({})));
+    let answer = |flag: bool| {
+        let mut c = b.cmd();
+        c.env("https_proxy", "http://proxy.example:3128")
+            .args(["action", "probe"]);
+        if flag {
+            c.arg("--env-proxy");
+        }
+        let out = c.arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{flag}: {stderr}");
+        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        answer["seen"].clone()
+    };
+    assert_eq!(answer(true), json!("http://proxy.example:3128"));
+    assert_eq!(answer(false), json!("unset"));
+}

@@ -243,6 +243,35 @@ fn a_short_name_alias_is_pulled_under_its_target() {
 }
 
 #[test]
+fn podmans_short_name_alias_cache_wins_over_registries_conf() {
+    require_env!();
+    let (repo, _img) = pushed("alias-cache");
+    let b = Berth::new();
+    // registries.conf's alias names a registry that is down; the cache's, the real one.
+    write_conf(
+        &b,
+        &format!("[aliases]\n\"app\" = \"{}/{repo}\"\n", dead_port()),
+    );
+    fs::write(
+        b.dir.path().join("short-name-aliases.conf"),
+        format!("[aliases]\n  \"app\" = \"{}/{repo}\"\n", registry()),
+    )
+    .unwrap();
+    let r = pull(&b, "app:1.0");
+    pulled_ok(&r);
+    assert!(
+        r.stderr.contains("short-name-aliases.conf"),
+        "-v names the cache: {}",
+        r.stderr
+    );
+    assert!(
+        stored(&b).contains(&format!("{}/{repo}:1.0", registry())),
+        "{}",
+        stored(&b)
+    );
+}
+
+#[test]
 fn a_short_name_of_two_search_registries_is_ambiguous() {
     require_env!();
     let other = dead_port();

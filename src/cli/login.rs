@@ -17,8 +17,9 @@ use super::status::status;
 
 #[derive(Debug, Args)]
 pub struct LoginArgs {
-    /// The registry, host[:port]
-    pub registry: String,
+    /// The registry, host[:port] [default: the first of registries.conf's
+    /// unqualified-search-registries, as podman login]
+    pub registry: Option<String>,
     /// The user name [default: asked on the terminal]
     #[arg(short, long)]
     pub username: Option<String>,
@@ -32,14 +33,41 @@ pub struct LoginArgs {
 
 #[derive(Debug, Args)]
 pub struct LogoutArgs {
-    /// The registry, host[:port]
-    pub registry: String,
+    /// The registry, host[:port] [default: the first of registries.conf's
+    /// unqualified-search-registries, as podman logout]
+    pub registry: Option<String>,
+}
+
+/// `given`, else the first search registry of registries.conf; the user's error when
+/// neither names one.
+fn registry_of(settings: &Settings, given: Option<&str>) -> Result<String, (ErrorClass, String)> {
+    if let Some(registry) = given {
+        return Ok(registry.to_owned());
+    }
+    let conf = &settings.registry.registries;
+    conf.first_search_registry()
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            let files: Vec<String> = conf.files.iter().map(|f| f.display().to_string()).collect();
+            (
+                ErrorClass::User,
+                format!(
+                    "name the registry to log in to: no unqualified-search-registries in \
+                 registries.conf to take the first of (read: {})",
+                    if files.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        files.join(", ")
+                    }
+                ),
+            )
+        })
 }
 
 pub fn login(settings: &Settings, args: &LoginArgs) -> ExitCode {
     match try_login(settings, args) {
-        Ok(()) => {
-            print::out(format!("logged in to {}", args.registry));
+        Ok(registry) => {
+            print::out(format!("logged in to {registry}"));
             ExitCode::SUCCESS
         }
         Err((class, message)) => {
@@ -49,8 +77,10 @@ pub fn login(settings: &Settings, args: &LoginArgs) -> ExitCode {
     }
 }
 
-fn try_login(settings: &Settings, args: &LoginArgs) -> Result<(), (ErrorClass, String)> {
+/// Logs in; the registry logged in to.
+fn try_login(settings: &Settings, args: &LoginArgs) -> Result<String, (ErrorClass, String)> {
     let fail = |e: AuthError| (e.class(), berth::util::chain(&e));
+    let registry = registry_of(settings, args.registry.as_deref())?;
     let username = match &args.username {
         Some(u) => u.clone(),
         None if args.password_stdin => {
@@ -68,10 +98,11 @@ fn try_login(settings: &Settings, args: &LoginArgs) -> Result<(), (ErrorClass, S
         source: "berth login".to_owned(),
     };
     if !args.no_check {
-        RegistryClient::check_login(&args.registry, &settings.registry, credentials.clone())
+        RegistryClient::check_login(&registry, &settings.registry, credentials.clone())
             .map_err(|e| (e.class(), berth::util::chain(&e)))?;
     }
-    auth::store(&login_file(settings), &args.registry, &credentials).map_err(fail)
+    auth::store(&login_file(settings), &registry, &credentials).map_err(fail)?;
+    Ok(registry)
 }
 
 /// Where `berth login` writes and `berth logout` removes: `--authfile` /
@@ -97,15 +128,21 @@ fn read_username() -> Result<String, AuthError> {
 
 pub fn logout(settings: &Settings, args: &LogoutArgs) -> ExitCode {
     let path = login_file(settings);
-    match auth::remove(&path, &args.registry) {
+    let registry = match registry_of(settings, args.registry.as_deref()) {
+        Ok(r) => r,
+        Err((class, message)) => {
+            print::err(format!("berth: {message}"));
+            return status(class);
+        }
+    };
+    match auth::remove(&path, &registry) {
         Ok(true) => {
-            print::out(format!("logged out of {}", args.registry));
+            print::out(format!("logged out of {registry}"));
             ExitCode::SUCCESS
         }
         Ok(false) => {
             print::err(format!(
-                "berth: no credentials for {} in {}",
-                args.registry,
+                "berth: no credentials for {registry} in {}",
                 path.display()
             ));
             status(ErrorClass::User)

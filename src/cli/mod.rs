@@ -116,6 +116,18 @@ pub struct Global {
     )]
     pub system_signature_policy: PathBuf,
 
+    /// The short-name alias cache podman writes when a user picks a registry for a short
+    /// name (its aliases win over registries.conf's; berth reads it, never writes it)
+    /// [default: /var/cache/containers/short-name-aliases.conf for root,
+    /// $XDG_CACHE_HOME/containers/short-name-aliases.conf (~/.cache/…) otherwise]
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_SHORT_NAME_ALIAS_CONF",
+        value_name = "FILE"
+    )]
+    pub short_name_alias_conf: Option<PathBuf>,
+
     /// How long a pull may take, from its first request to its last byte (a registry that
     /// trickles bytes fails naming the image), and how long berth waits for another berth
     /// fetching or unpacking a blob or layer it needs: 45s, 30m, 2h
@@ -342,6 +354,10 @@ pub enum Command {
         /// to it and link-local addresses, as `berth run --allow-host-access`
         #[arg(long)]
         allow_host_access: bool,
+        /// Pass berth's proxy variables into a `bridge` component, as `berth run
+        /// --env-proxy`
+        #[arg(long)]
+        env_proxy: bool,
     },
     /// Known components: definitions kept in berth's home, which job files name by id
     /// (`"component": "ID"`) and processors run
@@ -557,7 +573,7 @@ impl Global {
                 certs_d: berth::image::standard_certs_d(berth::image::user_certs_d(), &home),
                 pull_timeout: self.pull_timeout,
                 pull: self.pull_policy(host)?,
-                registries: registries_conf()?,
+                registries: registries_conf(self.short_name_alias_conf.as_deref())?,
                 ..Default::default()
             },
             signature_policy,
@@ -583,11 +599,19 @@ enum SettingsError {
     Registries(#[from] berth::image::RegistriesConfError),
 }
 
-/// registries.conf as podman reads it (`CONTAINERS_REGISTRIES_CONF` alone when set).
-fn registries_conf() -> Result<berth::image::RegistriesConf, SettingsError> {
-    Ok(berth::image::RegistriesConf::load(
-        &berth::image::registries_conf_files(),
-    )?)
+/// registries.conf as podman reads it (`CONTAINERS_REGISTRIES_CONF` alone when set), and
+/// the short-name alias cache (`alias_cache`, else podman's).
+fn registries_conf(
+    alias_cache: Option<&Path>,
+) -> Result<berth::image::RegistriesConf, SettingsError> {
+    let mut conf = berth::image::RegistriesConf::load(&berth::image::registries_conf_files())?;
+    let cache = alias_cache
+        .map(absolute)
+        .or_else(berth::image::short_name_alias_cache);
+    if let Some(cache) = cache {
+        conf.add_alias_cache(&cache)?;
+    }
+    Ok(conf)
 }
 
 /// The name `image` has in the store: a digest as given, a short name resolved as
@@ -669,7 +693,15 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
             name,
             job,
             allow_host_access,
-        } => Ok(action(svc, &settings, &name, &job, allow_host_access)),
+            env_proxy,
+        } => {
+            let options = job::RunOptions {
+                allow_host_access,
+                proxy_env: proxy_vars(env_proxy),
+                ..job::RunOptions::default()
+            };
+            Ok(action(svc, &settings, &name, &job, options))
+        }
         Command::Component(command) => component::component(&settings, command),
         Command::Ps { json } => ops::ps(&settings.home, json),
         Command::Kill(args) => Ok(ops::kill(svc, &settings.home, &args)),
@@ -805,11 +837,7 @@ fn run(
         keep_outputs: args.keep_outputs.as_deref().map(absolute),
         strict_limits: args.strict_limits,
         allow_host_access: args.allow_host_access,
-        proxy_env: if args.env_proxy {
-            job::proxy_env(std::env::vars_os())
-        } else {
-            Vec::new()
-        },
+        proxy_env: proxy_vars(args.env_proxy),
         action: None,
         debug: args.mode == Mode::Debug,
         job_id: given,
@@ -847,12 +875,22 @@ fn sandbox(settings: &Settings, job: &Path, output: &Path) -> ExitCode {
     }
 }
 
+/// Berth's proxy variables when `--env-proxy` asks for them, else none.
+fn proxy_vars(env_proxy: bool) -> Vec<(String, String)> {
+    if env_proxy {
+        job::proxy_env(std::env::vars_os())
+    } else {
+        Vec::new()
+    }
+}
+
+/// `berth action`: `options` are the network choices; the job id is made up here.
 fn action(
     svc: Services<'_>,
     settings: &Settings,
     name: &str,
     job: &Path,
-    allow_host_access: bool,
+    options: job::RunOptions,
 ) -> ExitCode {
     let id = new_job_id(None);
     prepare_host(svc, &Home::new(&settings.home));
@@ -860,7 +898,11 @@ fn action(
         Ok(j) => j,
         Err(invalid) => return report(&invalid, false),
     };
-    match job::action(svc, settings, &job, name, allow_host_access, Some(id)) {
+    let options = job::RunOptions {
+        fresh_id: Some(id),
+        ..options
+    };
+    match job::action(svc, settings, &job, name, options) {
         Ok(answer) => {
             match serde_json::to_string_pretty(&answer) {
                 Ok(text) => {

@@ -35,7 +35,8 @@ pub use content::Store;
 pub use distribution::auth::{self, Credentials};
 pub use distribution::{
     PullPolicy, PullPolicyError, RegistriesConf, RegistriesConfError, RegistryClient,
-    RegistrySettings, SYSTEM_CERTS_D, registries_conf_files, standard_certs_d, user_certs_d,
+    RegistrySettings, SYSTEM_CERTS_D, registries_conf_files, short_name_alias_cache,
+    standard_certs_d, user_certs_d,
 };
 pub use images::{Images, Unpacker};
 pub use inspect::{Inspection, LayerInfo, Origin, PlatformInfo, RunInfo};

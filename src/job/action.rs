@@ -16,16 +16,16 @@ const MAX_RESPONSE_BYTES: usize = 16 << 20;
 
 /// Runs action `name` of the job's component: its answer (the JSON it printed), or the
 /// result of the job that failed (an unlisted action, a failed container, no answer or one
-/// that is not JSON are user errors, with the original runner's words). A `bridge`
-/// component reaches the host and its networks only with `allow_host_access`, as in a run.
-/// `id` is the fresh id of [`RunOptions::fresh_id`].
+/// that is not JSON are user errors, with the original runner's words). `options` says what
+/// a run's would: a `bridge` component reaches the host and its networks only with
+/// `allow_host_access`, and gets berth's proxy variables only in `proxy_env`; its `action`
+/// is set to `name`, and mapping options (`keep_outputs`, `debug`) are ignored.
 pub fn action(
     svc: Services<'_>,
     settings: &Settings,
     job: &JobFile,
     name: &str,
-    allow_host_access: bool,
-    id: Option<String>,
+    options: RunOptions,
 ) -> Result<Value, Box<JobResult>> {
     if name == "run" {
         let message = "\"run\" is not a synchronous action: use `berth run`".to_owned();
@@ -42,8 +42,10 @@ pub fn action(
     }
     let options = RunOptions {
         action: Some(name.to_owned()),
-        allow_host_access,
-        fresh_id: id,
+        allow_host_access: options.allow_host_access,
+        proxy_env: options.proxy_env,
+        fresh_id: options.fresh_id,
+        strict_limits: options.strict_limits,
         ..RunOptions::default()
     };
     let mut stdout = String::new();

@@ -608,8 +608,13 @@ impl Berth {
             .env("XDG_CONFIG_HOME", own.join("config"))
             .env("DOCKER_CONFIG", own.join("docker"))
             .env_remove("REGISTRY_AUTH_FILE");
-        // Nor the host's registries.conf: only a file the test writes here, if it does.
+        // Nor the host's registries.conf or podman's short-name alias cache: only files the
+        // test writes here, if it does.
         c.env("CONTAINERS_REGISTRIES_CONF", own.join("registries.conf"));
+        c.env(
+            "BERTH_SHORT_NAME_ALIAS_CONF",
+            own.join("short-name-aliases.conf"),
+        );
         c
     }
 

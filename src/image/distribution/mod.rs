@@ -11,7 +11,9 @@ mod settings;
 mod tls;
 pub mod transport;
 
-pub use registries_conf::{RegistriesConf, RegistriesConfError, registries_conf_files};
+pub use registries_conf::{
+    RegistriesConf, RegistriesConfError, registries_conf_files, short_name_alias_cache,
+};
 pub use registry::RegistryClient;
 pub use settings::{PullPolicy, PullPolicyError, RegistrySettings};
 pub use tls::{SYSTEM_CERTS_D, standard_certs_d, user_certs_d};

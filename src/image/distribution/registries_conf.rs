@@ -16,6 +16,9 @@ use crate::image::spec::reference::{ImageRef, is_short_name, short_name_parts};
 /// The system's registries.conf, and the directory of its drop-ins.
 pub const SYSTEM_REGISTRIES_CONF: &str = "/etc/containers/registries.conf";
 const SYSTEM_REGISTRIES_CONF_D: &str = "/etc/containers/registries.conf.d";
+/// root's short-name alias cache, which podman writes when a user picks a registry at its
+/// prompt; a rootless user's is `$XDG_CACHE_HOME/containers/short-name-aliases.conf`.
+const SYSTEM_ALIAS_CACHE: &str = "/var/cache/containers/short-name-aliases.conf";
 
 /// A registries.conf berth cannot use: the operator's to fix.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +99,13 @@ struct RawFile {
     search: Option<Vec<String>>,
 }
 
+/// The short-name alias cache: only its `[aliases]` count (podman writes nothing else).
+#[derive(Debug, Deserialize)]
+struct RawAliasCache {
+    #[serde(default)]
+    aliases: BTreeMap<String, String>,
+}
+
 /// One `[[registry]]` entry, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Registry {
@@ -144,6 +154,22 @@ pub fn registries_conf_files() -> Vec<PathBuf> {
         user_containers_dir(),
         Path::new(SYSTEM_REGISTRIES_CONF),
     )
+}
+
+/// The short-name alias cache podman reads (and berth only reads): root's in `/var/cache`,
+/// a rootless user's in `$XDG_CACHE_HOME` (`~/.cache`); `None` when a rootless user has
+/// neither variable set.
+pub fn short_name_alias_cache() -> Option<PathBuf> {
+    if nix::unistd::geteuid().is_root() {
+        return Some(PathBuf::from(SYSTEM_ALIAS_CACHE));
+    }
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let cache = var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache")))?;
+    Some(cache.join("containers/short-name-aliases.conf"))
 }
 
 fn conf_files(given: Option<PathBuf>, user: Option<PathBuf>, system: &Path) -> Vec<PathBuf> {
@@ -196,6 +222,26 @@ impl RegistriesConf {
         Ok(conf)
     }
 
+    /// Adds the short-name alias cache at `path` (containers-registries.conf(5)'s
+    /// `short-name-aliases.conf`, as podman's `enforcing` mode writes it): its aliases win
+    /// over registries.conf's, as podman's do. A file that does not exist adds nothing.
+    pub fn add_alias_cache(&mut self, path: &Path) -> Result<(), RegistriesConfError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(RegistriesConfError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        let raw: RawAliasCache = parse_toml(path, &text)?;
+        self.merge_aliases(path, raw.aliases)?;
+        self.files.push(path.to_owned());
+        Ok(())
+    }
+
     /// One file's text, parsed as `load` parses a file (the fuzz target's entry).
     #[cfg(feature = "fuzzing")]
     pub fn from_text(text: &str) -> Result<RegistriesConf, RegistriesConfError> {
@@ -206,17 +252,26 @@ impl RegistriesConf {
 
     /// Adds one file's entries (`text`, read from `path`) over the ones before.
     fn merge(&mut self, path: &Path, text: &str) -> Result<(), RegistriesConfError> {
-        let raw: RawFile = toml::from_str(text).map_err(|e| RegistriesConfError::Syntax {
-            path: path.to_owned(),
-            line: e.span().map_or(1, |s| line_of(text, s.start)),
-            message: e.message().to_owned(),
-        })?;
+        let raw: RawFile = parse_toml(path, text)?;
         for entry in raw.registry {
             let entry = check_entry(path, entry)?;
             self.registries.retain(|r| r.prefix != entry.prefix);
             self.registries.push(entry);
         }
-        for (name, target) in raw.aliases {
+        self.merge_aliases(path, raw.aliases)?;
+        if let Some(search) = raw.search {
+            self.search = Some((search, path.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Adds `aliases`, read from `path`, over the ones before.
+    fn merge_aliases(
+        &mut self,
+        path: &Path,
+        aliases: BTreeMap<String, String>,
+    ) -> Result<(), RegistriesConfError> {
+        for (name, target) in aliases {
             let bad = |message: &str| RegistriesConfError::Alias {
                 path: path.to_owned(),
                 name: name.clone(),
@@ -231,9 +286,6 @@ impl RegistriesConf {
                 ));
             }
             self.aliases.insert(name, (target, path.to_owned()));
-        }
-        if let Some(search) = raw.search {
-            self.search = Some((search, path.to_owned()));
         }
         Ok(())
     }
@@ -304,6 +356,15 @@ impl RegistriesConf {
                 )))
             }
         }
+    }
+
+    /// The first of `unqualified-search-registries`: where `podman login` (and `berth
+    /// login`) logs in when no registry is named.
+    pub fn first_search_registry(&self) -> Option<&str> {
+        self.search
+            .as_ref()
+            .and_then(|(registries, _)| registries.first())
+            .map(String::as_str)
     }
 
     /// Whether a registries.conf says plain HTTP is fine for `host` (`host[:port]`).
@@ -440,6 +501,18 @@ fn check_entry(path: &Path, raw: RawRegistry) -> Result<Registry, RegistriesConf
         blocked: raw.blocked,
         mirrors,
         file: path.to_owned(),
+    })
+}
+
+/// `text`, read from `path`, as TOML; a syntax error names the file and line.
+fn parse_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+) -> Result<T, RegistriesConfError> {
+    toml::from_str(text).map_err(|e| RegistriesConfError::Syntax {
+        path: path.to_owned(),
+        line: e.span().map_or(1, |s| line_of(text, s.start)),
+        message: e.message().to_owned(),
     })
 }
 
@@ -652,6 +725,31 @@ mod tests {
     }
 
     #[test]
+    fn the_alias_cache_wins_over_registries_conf_and_adds_only_aliases() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = conf(
+            "[aliases]\n\"app\" = \"127.0.0.1:5000/acme/app\"\n\"db\" = \"127.0.0.1:5000/db\"\n",
+        );
+        c.add_alias_cache(&dir.path().join("absent.conf")).unwrap();
+        let cache = dir.path().join("short-name-aliases.conf");
+        std::fs::write(
+            &cache,
+            "unqualified-search-registries = [\"127.0.0.1:5009\"]\n\
+             [aliases]\n  \"app\" = \"127.0.0.1:5001/cached/app\"\n",
+        )
+        .unwrap();
+        c.add_alias_cache(&cache).unwrap();
+        assert_eq!(c.qualify("app:1").unwrap(), "127.0.0.1:5001/cached/app:1");
+        assert_eq!(c.qualify("db").unwrap(), "127.0.0.1:5000/db:latest");
+        // The cache's other keys are not registries.conf's: still no search registry.
+        assert!(c.qualify("other").is_err());
+        assert_eq!(c.files.last(), Some(&cache));
+        std::fs::write(&cache, "[aliases]\n\"app\" = \n").unwrap();
+        let e = c.add_alias_cache(&cache).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}:2:", cache.display())), "{e}");
+    }
+
+    #[test]
     fn a_short_name_is_at_the_one_search_registry() {
         let c = conf("unqualified-search-registries = [\"127.0.0.1:5000\"]\n");
         assert_eq!(
@@ -684,6 +782,7 @@ mod tests {
              127.0.0.1:5001/acme/app:1; name the registry, or add an alias in registries.conf"
         );
         assert_eq!(e.class(), crate::contract::ErrorClass::User);
+        assert_eq!(c.first_search_registry(), Some("127.0.0.1:5000"));
     }
 
     #[test]
@@ -706,6 +805,7 @@ mod tests {
         )
         .unwrap();
         assert!(c.qualify("alpine").is_err());
+        assert_eq!(c.first_search_registry(), None);
     }
 
     impl RegistriesConf {
