@@ -385,8 +385,12 @@ impl Isolated {
 
     /// `berth login ARGS -u USER --password-stdin`, `password` on stdin.
     fn login_with(&self, args: &[&str], password: &str) -> Out {
-        let mut child = self
-            .cmd()
+        self.login_in(self.cmd(), args, password)
+    }
+
+    /// `cmd login ARGS -u USER --password-stdin`, `password` on stdin.
+    fn login_in(&self, mut cmd: Command, args: &[&str], password: &str) -> Out {
+        let mut child = cmd
             .arg("login")
             .args(args)
             .args(["-u", USER, "--password-stdin"])
@@ -491,25 +495,17 @@ fn login_and_logout_without_a_registry_take_the_first_search_registry() {
     let conf = berth.dir.path().join("registries.conf");
     let login = |text: &str| {
         fs::write(&conf, text).unwrap();
-        let mut child = berth
-            .cmd()
-            .env("CONTAINERS_REGISTRIES_CONF", &conf)
-            .args(["login", "-u", USER, "--password-stdin"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
-        child.wait_with_output().unwrap()
+        let mut cmd = berth.cmd();
+        cmd.env("CONTAINERS_REGISTRIES_CONF", &conf);
+        berth.login_in(cmd, &[], PASSWORD)
     };
     let out = login("");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status, 1, "{}", out.stderr);
     assert!(
-        stderr.contains("name the registry to log in to")
-            && stderr.contains(conf.to_str().unwrap()),
-        "{stderr}"
+        out.stderr.contains("name the registry to log in to")
+            && out.stderr.contains(conf.to_str().unwrap()),
+        "{}",
+        out.stderr
     );
     assert!(!berth.home().join("auth.json").exists());
 
@@ -517,14 +513,8 @@ fn login_and_logout_without_a_registry_take_the_first_search_registry() {
         "unqualified-search-registries = [\"{}\", \"127.0.0.1:1\"]\n",
         reg.addr
     ));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(stdout.trim(), format!("logged in to {}", reg.addr));
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), format!("logged in to {}", reg.addr));
     let stored = fs::read_to_string(berth.home().join("auth.json")).unwrap();
     assert!(stored.contains(&reg.addr), "{stored}");
     let out = berth.output(

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::tls::user_containers_dir;
+use super::tls::{env_path, user_containers_dir};
 use crate::image::spec::ImageError;
 use crate::image::spec::reference::{ImageRef, is_short_name, short_name_parts};
 
@@ -163,12 +163,8 @@ pub fn short_name_alias_cache() -> Option<PathBuf> {
     if nix::unistd::geteuid().is_root() {
         return Some(PathBuf::from(SYSTEM_ALIAS_CACHE));
     }
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    let cache = var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache")))?;
+    let cache =
+        env_path("XDG_CACHE_HOME").or_else(|| env_path("HOME").map(|h| h.join(".cache")))?;
     Some(cache.join("containers/short-name-aliases.conf"))
 }
 

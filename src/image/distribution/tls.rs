@@ -43,13 +43,16 @@ pub fn user_containers_dir() -> Option<PathBuf> {
     if nix::unistd::geteuid().is_root() {
         return None;
     }
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    let config = var("XDG_CONFIG_HOME").or_else(|| var("HOME").map(|h| h.join(".config")))?;
+    let config =
+        env_path("XDG_CONFIG_HOME").or_else(|| env_path("HOME").map(|h| h.join(".config")))?;
     Some(config.join("containers"))
+}
+
+/// The path environment variable `name` holds, unless it is unset or empty.
+pub(super) fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 /// Redirects followed for one request: Distribution sends one, to its storage.
