@@ -1,5 +1,6 @@
 //! A registry that lies: berth must refuse what does not match its digest or its declared
-//! size, store nothing of it, and say what was wrong. The fake speaks just enough HTTP on
+//! size, store nothing of it, and say what was wrong. It also serves the OCI 1.1 referrers
+//! API, which the test registry (Distribution 2.8) lacks. The fake speaks just enough HTTP on
 //! loopback for oci-client; it needs neither root nor a real registry, so it always runs.
 
 #![allow(
@@ -15,6 +16,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
+use common::sigstore::{BUNDLE_MEDIA_TYPE, Key, bundle, cosign_statement};
 use common::{gzip, sha256, tar_of};
 use serde_json::json;
 
@@ -1198,4 +1200,168 @@ fn always_fails_when_the_registry_is_busy_even_with_a_stored_tag() {
     let (status, stderr) = pull_in(&dir, &reg, "acme/strict:1.0", &args);
     assert_eq!(status, 3, "{stderr}");
     assert!(stderr.contains("503 Service Unavailable"), "{stderr}");
+}
+
+/// The digest of the manifest `reg.image` serves for `repo`.
+fn manifest_digest(reg: &FakeRegistry, repo: &str) -> String {
+    reg.routes.lock().unwrap()[&format!("/v2/{repo}/manifests/1.0")]
+        .3
+        .clone()
+        .unwrap()
+}
+
+/// Serves `bundle` as cosign attaches it to `subject` in `repo`: the bundle blob and a
+/// referrer manifest; returns the referrers index entry listing it.
+fn serve_bundle(
+    reg: &FakeRegistry,
+    repo: &str,
+    subject: &str,
+    bundle: &serde_json::Value,
+) -> serde_json::Value {
+    let bundle = serde_json::to_vec(bundle).unwrap();
+    let blob = format!("sha256:{}", sha256(&bundle));
+    let octets = "application/octet-stream";
+    reg.serve(
+        &format!("/v2/{repo}/blobs/{blob}"),
+        200,
+        octets,
+        bundle.clone(),
+        None,
+    );
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": oci, "artifactType": BUNDLE_MEDIA_TYPE,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": format!("sha256:{}", sha256(b"{}")), "size": 2},
+        "layers": [{"mediaType": BUNDLE_MEDIA_TYPE, "digest": blob, "size": bundle.len()}],
+        "subject": {"mediaType": oci, "digest": subject, "size": 1},
+    }))
+    .unwrap();
+    let digest = format!("sha256:{}", sha256(&manifest));
+    let path = format!("/v2/{repo}/manifests/{digest}");
+    reg.serve(&path, 200, oci, manifest.clone(), Some(digest.clone()));
+    json!({"mediaType": oci, "digest": digest, "size": manifest.len(),
+           "artifactType": BUNDLE_MEDIA_TYPE})
+}
+
+/// Answers the referrers API for `subject` in `repo` with an index of `entries`.
+fn serve_referrers(reg: &FakeRegistry, repo: &str, subject: &str, entries: &[serde_json::Value]) {
+    let index = "application/vnd.oci.image.index.v1+json";
+    let body = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": index,
+                                          "manifests": entries}))
+    .unwrap();
+    reg.serve(
+        &format!("/v2/{repo}/referrers/{subject}"),
+        200,
+        index,
+        body,
+        None,
+    );
+}
+
+/// An image of `repo` with a cosign 3 bundle by `signer` served through the referrers
+/// API; the policy (trusting `trusted`) is written into `keys`. Returns the policy's path,
+/// the image's digest and the bundle's index entry.
+fn signed_image(
+    reg: &FakeRegistry,
+    repo: &str,
+    keys: &tempfile::TempDir,
+    signer: &Key,
+    trusted: &Key,
+) -> (std::path::PathBuf, String, serde_json::Value) {
+    let (layer, diff) = layer();
+    reg.image(repo, &layer, &diff, None);
+    let digest = manifest_digest(reg, repo);
+    let entry = serve_bundle(
+        reg,
+        repo,
+        &digest,
+        &bundle(signer, &cosign_statement(&digest)),
+    );
+    serve_referrers(reg, repo, &digest, std::slice::from_ref(&entry));
+    let policy = keys.path().join("policy.json");
+    let json = json!({"default": [{"type": "sigstoreSigned", "keyPath": trusted.public,
+                                   "signedIdentity": {"type": "matchRepository"}}]});
+    std::fs::write(&policy, json.to_string()).unwrap();
+    (policy, digest, entry)
+}
+
+fn pull_signed(reg: &FakeRegistry, reference: &str, policy: &std::path::Path) -> (i32, String) {
+    let policy = policy.to_str().unwrap();
+    let args = ["--retries", "0", "--signature-policy", policy];
+    let (status, stderr, _dir) = pull_with(reg, reference, &args);
+    (status, stderr)
+}
+
+#[test]
+fn cosign_bundles_are_found_through_the_referrers_api() {
+    let reg = FakeRegistry::start();
+    let keys = tempfile::tempdir().unwrap();
+    let key = Key::new(keys.path(), "ops");
+    let (policy, digest, _) = signed_image(&reg, "acme/signed", &keys, &key, &key);
+    let (status, stderr) = pull_signed(&reg, "acme/signed:1.0", &policy);
+    assert_eq!(status, 0, "{stderr}");
+    let asked = reg.hits.lock().unwrap().clone();
+    assert!(
+        asked.contains(&format!("GET /v2/acme/signed/referrers/{digest}")),
+        "{asked:?}"
+    );
+    // The API answered: the referrers tag schema's tag is not asked.
+    let tag = format!("/v2/acme/signed/manifests/{}", digest.replacen(':', "-", 1));
+    assert!(!asked.iter().any(|a| a.ends_with(&tag)), "{asked:?}");
+
+    // Signed by another key: refused.
+    let reg = FakeRegistry::start();
+    let stranger = Key::new(keys.path(), "stranger");
+    let (policy, _, _) = signed_image(&reg, "acme/other", &keys, &stranger, &key);
+    let (status, stderr) = pull_signed(&reg, "acme/other:1.0", &policy);
+    assert_eq!(status, 1, "{stderr}");
+    assert!(
+        stderr.contains("none of its signatures verifies with"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("acme/other:1.0"), "{stderr}");
+}
+
+#[test]
+fn a_referrers_api_that_lies_about_a_bundle_is_not_believed() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = Key::new(keys.path(), "ops");
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+
+    // The manifest it lists is not the one served under that digest.
+    let reg = FakeRegistry::start();
+    let (policy, digest, entry) = signed_image(&reg, "acme/swapped", &keys, &key, &key);
+    let listed = entry["digest"].as_str().unwrap();
+    let elsewhere = serve_bundle(&reg, "acme/swapped", &digest, &json!({"forged": true}));
+    let other = reg.routes.lock().unwrap()[&format!(
+        "/v2/acme/swapped/manifests/{}",
+        elsewhere["digest"].as_str().unwrap()
+    )]
+        .2
+        .clone();
+    let path = format!("/v2/acme/swapped/manifests/{listed}");
+    reg.serve(&path, 200, oci, other, None);
+    let (status, stderr) = pull_signed(&reg, "acme/swapped:1.0", &policy);
+    assert_ne!(status, 0, "{stderr}");
+    assert!(stderr.contains("does not match its digest"), "{stderr}");
+
+    // The bundle blob is not what the manifest's digest says.
+    let reg = FakeRegistry::start();
+    let (policy, _, entry) = signed_image(&reg, "acme/blob", &keys, &key, &key);
+    let manifest = format!(
+        "/v2/acme/blob/manifests/{}",
+        entry["digest"].as_str().unwrap()
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&reg.routes.lock().unwrap()[&manifest].2).unwrap();
+    let blob = format!(
+        "/v2/acme/blob/blobs/{}",
+        manifest["layers"][0]["digest"].as_str().unwrap()
+    );
+    let forged = b"{\"forged\": true}".to_vec();
+    reg.serve(&blob, 200, "application/octet-stream", forged, None);
+    let (status, stderr) = pull_signed(&reg, "acme/blob:1.0", &policy);
+    assert_ne!(status, 0, "{stderr}");
+    assert!(stderr.contains("does not match its digest"), "{stderr}");
 }

@@ -1,6 +1,9 @@
 //! Signed images only, where the operator's policy says so: cosign-style signatures made and
 //! checked here with openssl (a second implementation: berth verifies with RustCrypto),
 //! pushed to the test registry as cosign stores them, and pulled under each kind of policy.
+//! Both of cosign's forms: the `.sig` tag, and cosign 3's sigstore bundles attached as
+//! referrers (through the referrers tag schema: the test registry, Distribution 2.8, has no
+//! referrers API; `tests/registry_lies.rs` serves one).
 
 #![allow(
     clippy::too_many_lines,
@@ -12,83 +15,10 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::sigstore::*;
 use common::*;
 use serde_json::{Value, json};
-
-/// A P-256 key pair made by openssl, in `dir`.
-struct Key {
-    private: PathBuf,
-    public: PathBuf,
-}
-
-fn openssl(args: &[&str]) -> std::process::Output {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-impl Key {
-    fn new(dir: &Path, name: &str) -> Key {
-        let private = dir.join(format!("{name}.key"));
-        let public = dir.join(format!("{name}.pub"));
-        let p = private.to_str().unwrap();
-        openssl(&[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            p,
-        ]);
-        openssl(&[
-            "pkey",
-            "-in",
-            p,
-            "-pubout",
-            "-out",
-            public.to_str().unwrap(),
-        ]);
-        Key { private, public }
-    }
-
-    /// The DER ECDSA signature of `payload` (SHA-256), checked with openssl before use.
-    fn sign(&self, payload: &[u8]) -> Vec<u8> {
-        let dir = tempfile::tempdir().unwrap();
-        let (data, sig) = (dir.path().join("payload"), dir.path().join("sig"));
-        fs::write(&data, payload).unwrap();
-        let (d, s) = (data.to_str().unwrap(), sig.to_str().unwrap());
-        openssl(&[
-            "dgst",
-            "-sha256",
-            "-sign",
-            self.private.to_str().unwrap(),
-            "-out",
-            s,
-            d,
-        ]);
-        let out = openssl(&[
-            "dgst",
-            "-sha256",
-            "-verify",
-            self.public.to_str().unwrap(),
-            "-signature",
-            s,
-            d,
-        ]);
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "Verified OK");
-        fs::read(&sig).unwrap()
-    }
-}
 
 /// The simple-signing payload cosign writes: the digest and the repository, no tag.
 fn payload(identity: &str, digest: &str) -> Vec<u8> {
@@ -103,55 +33,6 @@ fn payload(identity: &str, digest: &str) -> Vec<u8> {
     .unwrap()
 }
 
-fn curl(args: &[&str]) -> String {
-    let out = Command::new("curl")
-        .arg("-fsS")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Uploads `bytes` as a blob of `repo` (plain HTTP: start an upload, then PUT it whole).
-fn put_blob(repo: &str, bytes: &[u8]) -> String {
-    let digest = format!("sha256:{}", sha256(bytes));
-    let url = format!("http://{}/v2/{repo}/blobs/uploads/", registry());
-    let headers = curl(&["-X", "POST", "-D", "-", "-o", "/dev/null", &url]);
-    let location = headers
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("location")
-                .then(|| v.trim().to_owned())
-        })
-        .expect("an upload location");
-    let location = if location.starts_with('/') {
-        format!("http://{}{location}", registry())
-    } else {
-        location
-    };
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let file = tempfile::NamedTempFile::new().unwrap();
-    fs::write(file.path(), bytes).unwrap();
-    curl(&[
-        "-X",
-        "PUT",
-        "-H",
-        "Content-Type: application/octet-stream",
-        "--data-binary",
-        &format!("@{}", file.path().display()),
-        "-o",
-        "/dev/null",
-        &format!("{location}{sep}digest={digest}"),
-    ]);
-    digest
-}
-
 /// Pushes a cosign signature of `payload` made with `key` to `sha256-<hex>.sig` of the
 /// image `img` (its repository and digest).
 fn push_signature(img: &BuiltImage, key: &Key, payload: &[u8]) {
@@ -161,8 +42,13 @@ fn push_signature(img: &BuiltImage, key: &Key, payload: &[u8]) {
 /// Pushes a cosign signature of `payload` made with `key` to `sha256-<hex>.sig` of
 /// `digest` in `repo`, as cosign lays it out.
 fn push_signature_for(repo: &str, digest: &str, key: &Key, payload: &[u8]) {
+    push_signature_with(repo, digest, &base64_encode(&key.sign(payload)), payload);
+}
+
+/// Pushes `signature` (base64) of `payload` to `sha256-<hex>.sig` of `digest` in `repo`,
+/// as cosign lays it out.
+fn push_signature_with(repo: &str, digest: &str, signature: &str, payload: &[u8]) {
     let repo = repo.to_owned();
-    let signature = base64_encode(&key.sign(payload));
     let payload_digest = put_blob(&repo, payload);
     // cosign's config: an empty image config whose one layer is the payload.
     let config = serde_json::to_vec(&json!({
@@ -184,24 +70,13 @@ fn push_signature_for(repo: &str, digest: &str, key: &Key, payload: &[u8]) {
         }],
     });
     let tag = format!("{}.sig", digest.replacen(':', "-", 1));
-    let file = tempfile::NamedTempFile::new().unwrap();
-    fs::write(file.path(), serde_json::to_vec(&manifest).unwrap()).unwrap();
-    curl(&[
-        "-X",
-        "PUT",
-        "-H",
-        "Content-Type: application/vnd.oci.image.manifest.v1+json",
-        "--data-binary",
-        &format!("@{}", file.path().display()),
-        "-o",
-        "/dev/null",
-        &format!("http://{}/v2/{repo}/manifests/{tag}", registry()),
-    ]);
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    put_manifest(
+        &repo,
+        &tag,
+        "application/vnd.oci.image.manifest.v1+json",
+        &bytes,
+    );
 }
 
 /// `berth-test/name-…` of `host/berth-test/name-…:tag`.
@@ -916,4 +791,233 @@ fn without_a_policy_of_its_own_berth_uses_the_systems() {
         "{}",
         r.stderr
     );
+}
+
+/// Attaches a cosign 3 bundle of `statement`, signed with `key`, to `img` as cosign does on
+/// a registry without the referrers API; returns the referrer manifest's digest.
+fn attach(img: &BuiltImage, key: &Key, statement: &Value) -> String {
+    attach_bundle(&repo_of(img), &img.digest, &bundle(key, statement))
+}
+
+fn by_repository(key: &Key) -> Value {
+    sigstore(key, &json!({"type": "matchRepository"}))
+}
+
+#[test]
+fn a_cosign_3_bundle_is_found_through_the_referrers_tag_and_accepted() {
+    require_env!();
+    let b = Berth::new();
+    let key = Key::new(b.dir.path(), "ops");
+    let img = image("bundle");
+    // Another artifact refers to the image too: an attestation of another predicate, by
+    // the same key, which signs no approval of the image.
+    let provenance = statement(&img.digest, "https://slsa.dev/provenance/v1");
+    attach(&img, &key, &provenance);
+    attach(&img, &key, &cosign_statement(&img.digest));
+    let policy = write_policy(&b, &only(&img, &by_repository(&key)));
+    let r = pull(&b, &policy, &img.reference);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.trim(), format!("{} {}", img.reference, img.digest));
+    assert_eq!(layer_gets(&img), img.layers.len());
+
+    // End to end, in a fresh cache, through `berth run`.
+    let b = Berth::new();
+    let job = b.write_job(&job(&img.reference, json!({}), json!({})));
+    let r = b.run_cmd(&[
+        "--signature-policy",
+        policy.to_str().unwrap(),
+        "run",
+        "--json",
+        job.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("hello-from-bundle"), "{}", r.stderr);
+
+    // A bundle names no repository: it stands for the one it is attached in. The default
+    // identity (matchRepoDigestOrExact) accepts that for a digest, not for a tag.
+    let b = Berth::new();
+    let default = write_policy(
+        &b,
+        &only(
+            &img,
+            &json!([{"type": "sigstoreSigned", "keyPath": key.public}]),
+        ),
+    );
+    let r = pull(&b, &default, &img.reference);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "its sigstore bundle names no repository, so it stands for {}",
+            repository(&img)
+        )),
+        "{}",
+        r.stderr
+    );
+    let r = pull(&b, &default, &img.pinned());
+    assert_eq!(r.status, 0, "{}", r.stderr);
+}
+
+#[test]
+fn forged_and_foreign_bundles_are_refused() {
+    require_env!();
+    let b = Berth::new();
+    let (ours, theirs) = (
+        Key::new(b.dir.path(), "ours"),
+        Key::new(b.dir.path(), "theirs"),
+    );
+    let refused = |img: &Img, why: &str| {
+        let policy = write_policy(&b, &only(img, &by_repository(&ours)));
+        let r = pull(&b, &policy, &img.reference);
+        assert_refused(&r, img, &policy, why);
+    };
+
+    let other_key = image("bundle-otherkey");
+    attach(&other_key, &theirs, &cosign_statement(&other_key.digest));
+    refused(
+        &other_key,
+        &format!(
+            "none of its signatures verifies with {}",
+            ours.public.display()
+        ),
+    );
+
+    let other_digest = image("bundle-otherdigest");
+    let elsewhere = format!("sha256:{}", sha256(b"another image"));
+    attach(&other_digest, &ours, &cosign_statement(&elsewhere));
+    refused(
+        &other_digest,
+        &format!(
+            "is for another image, {elsewhere}, not {}",
+            other_digest.digest
+        ),
+    );
+
+    // The payload swapped for one naming the image, the signature left as it was.
+    let tampered = image("bundle-tampered");
+    let mut forged = bundle(&ours, &cosign_statement(&elsewhere));
+    let payload = serde_json::to_vec(&cosign_statement(&tampered.digest)).unwrap();
+    forged["dsseEnvelope"]["payload"] = base64_encode(&payload).into();
+    attach_bundle(&repo_of(&tampered), &tampered.digest, &forged);
+    refused(&tampered, "none of its signatures verifies with");
+
+    // A signature with one bit flipped.
+    let flipped = image("bundle-flipped");
+    let mut forged = bundle(&ours, &cosign_statement(&flipped.digest));
+    let payload = serde_json::to_vec(&cosign_statement(&flipped.digest)).unwrap();
+    let mut signature = ours.sign(&pae(IN_TOTO, &payload));
+    let last = signature.len() - 1;
+    signature[last] ^= 1;
+    forged["dsseEnvelope"]["signatures"][0]["sig"] = base64_encode(&signature).into();
+    attach_bundle(&repo_of(&flipped), &flipped.digest, &forged);
+    refused(&flipped, "none of its signatures verifies with");
+
+    // Signed by the key, but an attestation, not a signature.
+    let attested = image("bundle-attested");
+    let provenance = statement(&attested.digest, "https://slsa.dev/provenance/v1");
+    attach(&attested, &ours, &provenance);
+    refused(
+        &attested,
+        "its sigstore bundle signs a statement of predicate type https://slsa.dev/provenance/v1",
+    );
+
+    // Another image's genuine bundle attached to this one: it signs the other digest.
+    let target = image("bundle-moved");
+    let repo = repo_of(&target);
+    let other = push(&ImageSpec::script("echo other"), &repo, "other");
+    let genuine = bundle(&ours, &cosign_statement(&other.digest));
+    attach_bundle(&repo, &target.digest, &genuine);
+    refused(
+        &target,
+        &format!(
+            "is for another image, {}, not {}",
+            other.digest, target.digest
+        ),
+    );
+
+    // A referrers index listing a bundle whose manifest is attached to another image.
+    let listed = image("bundle-listed");
+    let repo = repo_of(&listed);
+    let other = push(&ImageSpec::script("echo other"), &repo, "other");
+    let referrer = attach_bundle(&repo, &other.digest, &genuine);
+    let size = get_manifest(
+        &repo,
+        &referrer,
+        "application/vnd.oci.image.manifest.v1+json",
+    )
+    .unwrap()
+    .len();
+    list_referrer(&repo, &listed.digest, &referrer, size);
+    refused(&listed, "has no signature");
+}
+
+#[test]
+fn key_paths_accept_a_signature_by_any_of_their_keys() {
+    require_env!();
+    let b = Berth::new();
+    let keys: Vec<Key> = ["first", "second", "stranger"]
+        .iter()
+        .map(|n| Key::new(b.dir.path(), n))
+        .collect();
+    let trusted = |img: &Img| {
+        let reqs = json!([{"type": "sigstoreSigned",
+                           "keyPaths": [keys[0].public, keys[1].public],
+                           "signedIdentity": {"type": "matchRepository"}}]);
+        write_policy(&b, &only(img, &reqs))
+    };
+    // The second key's bundle, and the first key's `.sig`: each is enough.
+    let by_second = image("keypaths-bundle");
+    attach(&by_second, &keys[1], &cosign_statement(&by_second.digest));
+    let r = pull(&b, &trusted(&by_second), &by_second.reference);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let by_first = image("keypaths-sig");
+    let signed = payload(&repository(&by_first), &by_first.digest);
+    push_signature(&by_first, &keys[0], &signed);
+    let r = pull(&b, &trusted(&by_first), &by_first.reference);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+
+    let by_stranger = image("keypaths-stranger");
+    attach(
+        &by_stranger,
+        &keys[2],
+        &cosign_statement(&by_stranger.digest),
+    );
+    let policy = trusted(&by_stranger);
+    let r = pull(&b, &policy, &by_stranger.reference);
+    let both = format!(
+        "none of its signatures verifies with {} or {}",
+        keys[0].public.display(),
+        keys[1].public.display()
+    );
+    assert_refused(&r, &by_stranger, &policy, &both);
+}
+
+#[test]
+fn p384_keys_verify_bundles_and_sig_tags() {
+    require_env!();
+    let b = Berth::new();
+    let key = Key::p384(b.dir.path(), "p384");
+    let accepted = |img: &Img| {
+        let policy = write_policy(&b, &only(img, &by_repository(&key)));
+        let r = pull(&b, &policy, &img.reference);
+        assert_eq!(r.status, 0, "{}: {}", img.reference, r.stderr);
+    };
+    // cosign 3's bundle: SHA-384 on P-384.
+    let bundled = image("p384-bundle");
+    attach(&bundled, &key, &cosign_statement(&bundled.digest));
+    accepted(&bundled);
+    // The `.sig` form, over SHA-384 (cosign) and over SHA-256 (containers/image's hash).
+    for hash in ["-sha384", "-sha256"] {
+        let img = image(&format!("p384-sig{hash}"));
+        let signed = payload(&repository(&img), &img.digest);
+        let signature = base64_encode(&key.sign_with(hash, &signed));
+        push_signature_with(&repo_of(&img), &img.digest, &signature, &signed);
+        accepted(&img);
+    }
+    // A P-256 key's signature does not pass for it.
+    let p256 = Key::new(b.dir.path(), "p256");
+    let img = image("p384-otherkey");
+    attach(&img, &p256, &cosign_statement(&img.digest));
+    let policy = write_policy(&b, &only(&img, &by_repository(&key)));
+    let r = pull(&b, &policy, &img.reference);
+    assert_refused(&r, &img, &policy, "none of its signatures verifies with");
 }

@@ -90,6 +90,16 @@ impl SignatureSource for RegistrySignatures<'_> {
         self.client
             .fetch_small_blob(&self.located(reference), blob, cap)
     }
+
+    fn referrers(
+        &self,
+        reference: &ImageRef,
+        subject: &Digest,
+        cap: u64,
+    ) -> Result<Option<Vec<u8>>, ImageError> {
+        self.client
+            .fetch_referrers(&self.located(reference), subject, cap)
+    }
 }
 
 /// A layout or archive as the signature policy names it.

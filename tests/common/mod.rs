@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 mod shared_store;
 #[allow(unused_imports, reason = "only the shared store's tests use it")]
 pub use shared_store::SharedStore;
+pub mod sigstore;
 
 pub fn sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes)

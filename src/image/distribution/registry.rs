@@ -268,18 +268,7 @@ impl RegistryClient {
             .await?;
         let response = check(response).await?;
         let stated = digest_header(&response);
-        let too_large = |size: String| {
-            Failure::Final(ImageError::TooLarge {
-                image: target.image.clone(),
-                what: format!("its {what} is {size} bytes, more than the cap of {cap}"),
-            })
-        };
-        if let Some(len) = response.content_length().filter(|l| *l > cap) {
-            return Err(too_large(len.to_string()));
-        }
-        let bytes = read_capped(response, cap)
-            .await?
-            .ok_or_else(|| too_large(format!("more than {cap}")))?;
+        let bytes = capped_body(target, response, cap, what).await?;
         Ok((bytes, stated))
     }
 
@@ -831,6 +820,16 @@ fn sensitive(registry: &str, value: &Secret) -> Result<HeaderValue, Failure> {
     Ok(v)
 }
 
+/// Whether the response is an OCI image index, as its `Content-Type` says.
+fn is_index(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(manifest::OCI_INDEX))
+}
+
 /// The digest a registry states for the document it answers with, if it does.
 fn digest_header(response: &reqwest::Response) -> Option<String> {
     response
@@ -855,6 +854,28 @@ async fn check(response: reqwest::Response) -> Result<reqwest::Response, Failure
         code: status.as_u16(),
         body: String::from_utf8_lossy(&body).into_owned(),
     })
+}
+
+/// The body of a document, refused before it is all read when it declares or grows past
+/// `cap` bytes: `what` names it in that error.
+async fn capped_body(
+    target: &Target,
+    response: reqwest::Response,
+    cap: u64,
+    what: &str,
+) -> Result<Vec<u8>, Failure> {
+    let too_large = |size: String| {
+        Failure::Final(ImageError::TooLarge {
+            image: target.image.clone(),
+            what: format!("its {what} is {size} bytes, more than the cap of {cap}"),
+        })
+    };
+    if let Some(len) = response.content_length().filter(|l| *l > cap) {
+        return Err(too_large(len.to_string()));
+    }
+    read_capped(response, cap)
+        .await?
+        .ok_or_else(|| too_large(format!("more than {cap}")))
 }
 
 /// The body, or `None` as soon as it grows past `cap` (the rest is never read: dropping
@@ -1015,6 +1036,42 @@ impl RegistryClient {
             }),
         )?;
         Ok(bytes)
+    }
+
+    /// What the registry's OCI 1.1 referrers API lists for `subject` in `reference`'s
+    /// repository: an image index, refused as soon as it passes `cap` bytes. `None` when
+    /// the registry has no referrers API: it answers 404 (as Distribution 2 does), 400 or
+    /// 406, or with something other than an image index. Only the first page is read.
+    pub fn fetch_referrers(
+        &self,
+        reference: &ImageRef,
+        subject: &Digest,
+        cap: u64,
+    ) -> Result<Option<Vec<u8>>, ImageError> {
+        let target = Target::of(reference);
+        let url = format!(
+            "{}/v2/{}/referrers/{subject}",
+            self.base, reference.repository
+        );
+        let what = format!("referrers index of {subject}");
+        self.block_on(
+            &target,
+            self.retrying(&target, "list referrers", || async {
+                let response = self
+                    .send(&target, &|c| {
+                        c.get(&url).header(header::ACCEPT, manifest::OCI_INDEX)
+                    })
+                    .await?;
+                if matches!(response.status().as_u16(), 400 | 404 | 406) {
+                    return Ok(None);
+                }
+                let response = check(response).await?;
+                if !is_index(&response) {
+                    return Ok(None);
+                }
+                capped_body(&target, response, cap, &what).await.map(Some)
+            }),
+        )
     }
 
     /// The blob `blob` of `reference`'s repository, refused as soon as it passes `cap`

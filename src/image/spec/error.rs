@@ -395,12 +395,16 @@ pub enum PolicyError {
         #[source]
         source: io::Error,
     },
-    #[error("signature policy {path}, {scope}: the key is not a PEM ECDSA P-256 public key")]
+    #[error(
+        "signature policy {path}, {scope}: the key {key} is not a PEM ECDSA P-256 or P-384 public key"
+    )]
     Key {
         path: PathBuf,
         scope: String,
+        key: String,
+        /// Boxed: it would make every image error larger.
         #[source]
-        source: p256::pkcs8::spki::Error,
+        source: Box<p256::pkcs8::spki::Error>,
     },
 }
 

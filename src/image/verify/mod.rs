@@ -1,9 +1,13 @@
 //! Says yes or no for a reference and a digest: the signature policy (containers'
-//! `policy.json`) and cosign signatures. It reads signatures through a
+//! `policy.json`) and cosign signatures (`.sig` tags and sigstore bundles). It reads signatures through a
 //! [`SignatureSource`] the caller adapts, so it never sees the registry client.
 
+mod bundle;
+mod key;
 pub mod policy;
 mod signature;
+mod source;
 
 pub use policy::{SYSTEM_POLICY, SignaturePolicy, locate};
-pub use signature::{Gate, LocalImage, Rules, SignatureSource, check_local};
+pub use signature::{Gate, LocalImage, Rules, check_local};
+pub use source::SignatureSource;

@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use p256::ecdsa::VerifyingKey;
-use p256::pkcs8::DecodePublicKey as _;
 use serde::Deserialize;
+
+use super::key::PublicKey;
 
 use crate::image::spec::reference::ImageRef;
 use crate::image::spec::{MAX_POLICY_BYTES, PolicyError};
@@ -36,7 +36,9 @@ enum RawRequirement {
     #[serde(rename = "sigstoreSigned", rename_all = "camelCase")]
     SigstoreSigned {
         key_path: Option<PathBuf>,
+        key_paths: Option<Vec<PathBuf>>,
         key_data: Option<String>,
+        key_datas: Option<Vec<String>>,
         signed_identity: Option<SignedIdentity>,
     },
     /// Parsed only to refuse it by name: berth checks no GPG signatures.
@@ -106,14 +108,33 @@ pub enum Requirement {
     Sigstore(SigstoreKey),
 }
 
-/// A `sigstoreSigned` requirement: the key its signatures must verify with, and the name
-/// they must claim.
+/// A `sigstoreSigned` requirement: the keys a signature must verify with (any one of
+/// them), and the name it must claim.
 #[derive(Debug, Clone)]
 pub struct SigstoreKey {
-    pub key: VerifyingKey,
-    /// The key file, or `keyData`, for messages.
-    pub key_name: String,
+    pub keys: Vec<NamedKey>,
     pub identity: SignedIdentity,
+}
+
+/// One trusted key, and where it came from.
+#[derive(Debug, Clone)]
+pub struct NamedKey {
+    pub key: PublicKey,
+    /// The key file, or `keyData`, for messages.
+    pub name: String,
+}
+
+impl SigstoreKey {
+    /// The keys' names, for messages: `a.pub`, or `a.pub or b.pub`.
+    pub fn names(&self) -> String {
+        let names: Vec<&str> = self.keys.iter().map(|k| k.name.as_str()).collect();
+        names.join(" or ")
+    }
+
+    /// Whether `der` signs `message` with one of the keys.
+    pub fn verifies(&self, message: &[u8], der: &[u8]) -> bool {
+        self.keys.iter().any(|k| k.key.verifies(message, der))
+    }
 }
 
 /// A loaded policy file.
@@ -254,13 +275,19 @@ fn requirements(
             )),
             RawRequirement::SigstoreSigned {
                 key_path,
+                key_paths,
                 key_data,
+                key_datas,
                 signed_identity,
             } => {
-                let (key, key_name) = read_key(path, scope, key_path, key_data)?;
+                let sources = KeySources {
+                    key_path,
+                    key_paths,
+                    key_data,
+                    key_datas,
+                };
                 Ok(Requirement::Sigstore(SigstoreKey {
-                    key,
-                    key_name,
+                    keys: read_keys(path, scope, sources)?,
                     identity: signed_identity.unwrap_or(SignedIdentity::MatchRepoDigestOrExact),
                 }))
             }
@@ -268,20 +295,77 @@ fn requirements(
         .collect()
 }
 
-/// The public key of a `sigstoreSigned` requirement: exactly one of `keyPath` and `keyData`.
-fn read_key(
-    path: &Path,
-    scope: &str,
+/// Where a `sigstoreSigned` requirement's keys are: exactly one of these is given.
+struct KeySources {
     key_path: Option<PathBuf>,
+    key_paths: Option<Vec<PathBuf>>,
     key_data: Option<String>,
-) -> Result<(VerifyingKey, String), PolicyError> {
+    key_datas: Option<Vec<String>>,
+}
+
+/// A key as given: a file, or the base64 of its PEM.
+enum KeySource {
+    Path(PathBuf),
+    Data(String),
+}
+
+/// The public keys of a `sigstoreSigned` requirement: `keyPath`, `keyPaths`, `keyData` or
+/// `keyDatas` (exactly one, a list not empty), as containers-policy.json(5) has them.
+fn read_keys(path: &Path, scope: &str, given: KeySources) -> Result<Vec<NamedKey>, PolicyError> {
     let invalid = |message: &str| PolicyError::Invalid {
         path: path.to_owned(),
         scope: scope.to_owned(),
         message: message.to_owned(),
     };
-    let (pem, name) = match (key_path, key_data) {
-        (Some(file), None) => {
+    let sources: Vec<KeySource> = match given {
+        KeySources {
+            key_path: Some(file),
+            key_paths: None,
+            key_data: None,
+            key_datas: None,
+        } => vec![KeySource::Path(file)],
+        KeySources {
+            key_path: None,
+            key_paths: Some(files),
+            key_data: None,
+            key_datas: None,
+        } => files.into_iter().map(KeySource::Path).collect(),
+        KeySources {
+            key_path: None,
+            key_paths: None,
+            key_data: Some(data),
+            key_datas: None,
+        } => vec![KeySource::Data(data)],
+        KeySources {
+            key_path: None,
+            key_paths: None,
+            key_data: None,
+            key_datas: Some(datas),
+        } => datas.into_iter().map(KeySource::Data).collect(),
+        _ => {
+            return Err(invalid(
+                "sigstoreSigned needs exactly one of keyPath, keyPaths, keyData and keyDatas",
+            ));
+        }
+    };
+    if sources.is_empty() {
+        return Err(invalid("sigstoreSigned lists no keys"));
+    }
+    sources
+        .into_iter()
+        .map(|source| read_key(path, scope, source))
+        .collect()
+}
+
+/// One public key, from its file or from the base64 of its PEM.
+fn read_key(path: &Path, scope: &str, source: KeySource) -> Result<NamedKey, PolicyError> {
+    let invalid = |message: &str| PolicyError::Invalid {
+        path: path.to_owned(),
+        scope: scope.to_owned(),
+        message: message.to_owned(),
+    };
+    let (pem, name) = match source {
+        KeySource::Path(file) => {
             let pem = read_key_file(&file).map_err(|source| PolicyError::KeyRead {
                 path: path.to_owned(),
                 scope: scope.to_owned(),
@@ -290,25 +374,22 @@ fn read_key(
             })?;
             (pem, file.display().to_string())
         }
-        (None, Some(data)) => {
+        KeySource::Data(data) => {
             let pem = base64::engine::general_purpose::STANDARD
                 .decode(data.trim())
                 .map_err(|_| invalid("keyData is not base64"))?;
             (pem, "keyData".to_owned())
         }
-        _ => {
-            return Err(invalid(
-                "sigstoreSigned needs exactly one of keyPath and keyData",
-            ));
-        }
     };
-    let pem = String::from_utf8(pem).map_err(|_| invalid("the key is not PEM text"))?;
-    let key = VerifyingKey::from_public_key_pem(pem.trim()).map_err(|source| PolicyError::Key {
+    let pem =
+        String::from_utf8(pem).map_err(|_| invalid(&format!("the key {name} is not PEM text")))?;
+    let key = PublicKey::from_pem(pem.trim()).map_err(|source| PolicyError::Key {
         path: path.to_owned(),
         scope: scope.to_owned(),
-        source,
+        key: name.clone(),
+        source: Box::new(source),
     })?;
-    Ok((key, name))
+    Ok(NamedKey { key, name })
 }
 
 fn read_key_file(file: &Path) -> std::io::Result<Vec<u8>> {
@@ -398,6 +479,7 @@ pub fn identity_matches(identity: &SignedIdentity, image: &ImageRef, signed: &st
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::verify::key::PublicKey;
 
     impl SignaturePolicy {
         fn pair(self) -> (Option<PathBuf>, Vec<PathBuf>) {
@@ -408,6 +490,13 @@ mod tests {
     const KEY: &str = "-----BEGIN PUBLIC KEY-----\n\
         MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEWXtGCj+8MiGWPi9Sg++I2BJg3OSw\n\
         AI6R5lw6sBd2KsBbgpWeCskeMi/62bY3NXQAkObMpD2PNz71+Z2Uke9dnQ==\n\
+        -----END PUBLIC KEY-----\n";
+
+    /// A P-384 key (openssl ecparam -name secp384r1).
+    const P384_KEY: &str = "-----BEGIN PUBLIC KEY-----\n\
+        MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEAGsodcWmYYKK+gKAuZxa7nADfqZ+02U0\n\
+        Dw+OFNixizdca831xMidzhbK6UzBvy1pCSYpS51x82IpaewAaU5782Nscba1cbpH\n\
+        +NPfncVXMcBQXeej/AVpHKj5XrY/XREy\n\
         -----END PUBLIC KEY-----\n";
 
     fn policy(json: &str) -> Result<Policy, PolicyError> {
@@ -526,6 +615,55 @@ mod tests {
         let missing = r#"{"default": [{"type": "sigstoreSigned", "keyPath": "/nonexistent.pub"}]}"#;
         let text = crate::util::chain(&policy(missing).unwrap_err());
         assert!(text.contains("/nonexistent.pub"), "{text}");
+    }
+
+    #[test]
+    fn several_keys_are_read_from_key_paths_or_key_datas() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a.pub"), d.path().join("b.pub"));
+        std::fs::write(&a, KEY).unwrap();
+        std::fs::write(&b, P384_KEY).unwrap();
+        let json = serde_json::json!({"default": [{"type": "sigstoreSigned",
+            "keyPaths": [a, b], "signedIdentity": {"type": "matchRepository"}}]});
+        let p = policy(&json.to_string()).unwrap();
+        let (reqs, _) = p.for_docker(&image("r.example/a:1"));
+        let Requirement::Sigstore(k) = &reqs[0] else {
+            panic!("{reqs:?}")
+        };
+        assert_eq!(k.keys.len(), 2);
+        assert!(matches!(k.keys[1].key, PublicKey::P384(_)));
+        assert_eq!(k.names(), format!("{} or {}", a.display(), b.display()));
+
+        let datas = serde_json::json!({"default": [{"type": "sigstoreSigned",
+            "keyDatas": [key_data(), base64::engine::general_purpose::STANDARD.encode(P384_KEY)]}]});
+        let p = policy(&datas.to_string()).unwrap();
+        let Requirement::Sigstore(k) = &p.for_docker(&image("r.example/a:1")).0[0] else {
+            panic!()
+        };
+        assert_eq!(k.keys.len(), 2);
+
+        let invalid = |extra: serde_json::Value| {
+            let mut req = serde_json::json!({"type": "sigstoreSigned"});
+            req.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            let json = serde_json::json!({"default": [req]});
+            crate::util::chain(&policy(&json.to_string()).unwrap_err())
+        };
+        let text = invalid(serde_json::json!({"keyPath": a, "keyPaths": [b]}));
+        assert!(text.contains("exactly one of keyPath, keyPaths"), "{text}");
+        let text = invalid(serde_json::json!({"keyPaths": []}));
+        assert!(text.contains("lists no keys"), "{text}");
+        let missing = d.path().join("missing.pub");
+        let text = invalid(serde_json::json!({"keyPaths": [a, missing]}));
+        assert!(text.contains(missing.to_str().unwrap()), "{text}");
+        let garbage = d.path().join("garbage.pub");
+        std::fs::write(&garbage, "not a key").unwrap();
+        let text = invalid(serde_json::json!({"keyPaths": [garbage]}));
+        assert!(
+            text.contains("garbage.pub is not a PEM ECDSA P-256 or P-384"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,14 +1,19 @@
 //! Cosign signatures, checked against the signature [`policy`] before any
 //! layer of an image is fetched.
 //!
+//! Two kinds are read: the sigstore bundles cosign 3 attaches through the referrers API
+//! (`bundle.rs`), and the `.sig` tag older cosign (and cosign 3 with
+//! `--new-bundle-format=false`) writes, described here. The `.sig` tag is read first; the
+//! referrers only when its signatures do not satisfy a requirement.
+//!
 //! Cosign stores the signatures of the image whose manifest (or index) has digest
 //! `sha256:<hex>` as an OCI manifest tagged `sha256-<hex>.sig` in the image's repository.
 //! Each of its layers is a simple-signing payload — JSON naming the image's digest and
 //! repository — and carries in its `dev.cosignproject.cosign/signature` annotation the
-//! base64 of an ECDSA P-256 signature (DER) over the SHA-256 of the payload. An image
-//! satisfies a `sigstoreSigned` requirement when one of its signatures verifies with the
-//! requirement's key and its payload names the digest the reference resolved to and a name
-//! the requirement's `signedIdentity` accepts.
+//! base64 of an ECDSA signature (DER) of the payload. An image satisfies a `sigstoreSigned`
+//! requirement when one of its signatures verifies with one of the requirement's keys and
+//! its payload names the digest the reference resolved to and a name the requirement's
+//! `signedIdentity` accepts.
 //!
 //! Everything read from the registry here is capped: the signature manifest, how many
 //! signatures are tried, each payload.
@@ -17,10 +22,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use p256::ecdsa::signature::Verifier as _;
 use serde::Deserialize;
 
+use super::bundle::{fetch_bundles, verify_bundle};
 use super::policy::{self, Policy, Requirement, SigstoreKey};
+use super::source::{SignatureSource, Why, digest_tag};
 use crate::image::spec::ImageError;
 use crate::image::spec::SignatureError;
 use crate::image::spec::digest::Digest;
@@ -39,31 +45,6 @@ const MAX_SIGNATURE_MANIFEST: u64 = 256 << 10;
 const MAX_SIGNATURES: usize = 16;
 /// A payload is a few hundred bytes (more with cosign's optional annotations).
 const MAX_PAYLOAD: u64 = 64 << 10;
-
-/// Why no signature satisfied a requirement; a later variant says more (it got further).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Why {
-    NoSignature,
-    BadSignature,
-    NotAPayload,
-    WrongDigest(String),
-    WrongIdentity(String),
-}
-
-impl Why {
-    fn explain(&self, key: &SigstoreKey, top: &Digest) -> String {
-        match self {
-            Why::NoSignature => format!("it has no signature (no {} tag)", signature_tag(top)),
-            Why::BadSignature => format!("none of its signatures verifies with {}", key.key_name),
-            Why::NotAPayload => "its signed payload is not a cosign simple-signing payload".into(),
-            Why::WrongDigest(d) => format!("its signature is for another image, {d}, not {top}"),
-            Why::WrongIdentity(name) => format!(
-                "its signature names {name}, which the policy's signedIdentity ({}) does not accept",
-                key.identity
-            ),
-        }
-    }
-}
 
 /// One signature as fetched: the payload and the (still base64) signature of it.
 #[derive(Debug)]
@@ -181,9 +162,13 @@ impl Rules<'_> {
                 Requirement::AcceptAnything => text.push_str("insecureAcceptAnything\n"),
                 Requirement::Reject => text.push_str("reject\n"),
                 Requirement::Sigstore(key) => {
-                    let point = key.key.to_encoded_point(false);
-                    let key_hex = hex::encode(point.as_bytes());
-                    text.push_str(&format!("sigstoreSigned {key_hex} {}\n", key.identity));
+                    let points: Vec<String> = key
+                        .keys
+                        .iter()
+                        .map(|k| hex::encode(k.key.point()))
+                        .collect();
+                    let keys = points.join(",");
+                    text.push_str(&format!("sigstoreSigned {keys} {}\n", key.identity));
                 }
             }
         }
@@ -218,17 +203,21 @@ impl Rules<'_> {
             scope: self.scope.clone(),
             why,
         };
-        let mut signatures = None;
+        let mut found = Found {
+            source,
+            image,
+            top,
+            simple: None,
+            bundles: None,
+        };
         for requirement in self.requirements {
             match requirement {
                 Requirement::AcceptAnything => {}
                 Requirement::Reject => return Err(refused("the policy rejects it".into()).into()),
                 Requirement::Sigstore(key) => {
-                    let sigs = match &signatures {
-                        Some(s) => s,
-                        None => signatures.insert(fetch_signatures(source, image, top)?),
-                    };
-                    verify(key, image, top, sigs).map_err(|why| refused(why.explain(key, top)))?;
+                    found
+                        .satisfy(key)?
+                        .map_err(|why| refused(why.explain(key, top)))?;
                 }
             }
         }
@@ -237,25 +226,40 @@ impl Rules<'_> {
     }
 }
 
-/// Where the signatures of an image in a registry are read from: the registry client,
-/// adapted by the caller (verify never sees it).
-pub trait SignatureSource {
-    /// The manifest `reference` names (a tag or digest), asking for `accept`; refused as
-    /// soon as it passes `cap` bytes.
-    fn small_manifest(
-        &self,
-        reference: &ImageRef,
-        accept: &[&str],
-        cap: u64,
-    ) -> Result<Vec<u8>, ImageError>;
-    /// The blob `blob` of `reference`'s repository, refused past `cap` bytes, checked
-    /// against its digest.
-    fn small_blob(
-        &self,
-        reference: &ImageRef,
-        blob: &Descriptor,
-        cap: u64,
-    ) -> Result<Vec<u8>, ImageError>;
+/// An image's signatures, fetched as requirements need them: the `.sig` tag's first, the
+/// referrers' bundles only when those satisfy none (each at most once).
+struct Found<'a> {
+    source: &'a dyn SignatureSource,
+    image: &'a ImageRef,
+    top: &'a Digest,
+    simple: Option<Vec<Signature>>,
+    bundles: Option<Vec<Vec<u8>>>,
+}
+
+impl Found<'_> {
+    /// Whether one of the signatures satisfies `key`; if not, the most telling reason.
+    fn satisfy(&mut self, key: &SigstoreKey) -> Result<Result<(), Why>, ImageError> {
+        if self.simple.is_none() {
+            self.simple = Some(fetch_signatures(self.source, self.image, self.top)?);
+        }
+        let simple = self.simple.as_deref().unwrap_or_default();
+        let why = match verify(key, self.image, self.top, simple) {
+            Ok(()) => return Ok(Ok(())),
+            Err(why) => why,
+        };
+        if self.bundles.is_none() {
+            self.bundles = Some(fetch_bundles(self.source, self.image, self.top)?);
+        }
+        let bundles = self.bundles.as_deref().unwrap_or_default();
+        let mut why = why;
+        for b in bundles {
+            match verify_bundle(key, self.image, self.top, b) {
+                Ok(()) => return Ok(Ok(())),
+                Err(w) => why = why.max(w),
+            }
+        }
+        Ok(Err(why))
+    }
 }
 
 /// An image in an OCI layout (`transport` `oci`) or a `docker save` archive
@@ -298,7 +302,7 @@ pub fn check_local(policy: Option<&Path>, from: &LocalImage<'_>) -> Result<(), I
 
 /// `sha256-<hex>.sig`: where cosign keeps the signatures of the image with digest `top`.
 fn signature_tag(top: &Digest) -> String {
-    format!("{}.sig", top.to_string().replacen(':', "-", 1))
+    format!("{}.sig", digest_tag(top))
 }
 
 /// The signatures stored for `top` (none when its signature tag does not exist).
@@ -372,10 +376,9 @@ fn verify_one(key: &SigstoreKey, image: &ImageRef, top: &Digest, s: &Signature) 
     let der = base64::engine::general_purpose::STANDARD
         .decode(s.signature.trim())
         .map_err(|_| Why::BadSignature)?;
-    let signature = p256::ecdsa::Signature::from_der(&der).map_err(|_| Why::BadSignature)?;
-    key.key
-        .verify(&s.payload, &signature)
-        .map_err(|_| Why::BadSignature)?;
+    if !key.verifies(&s.payload, &der) {
+        return Err(Why::BadSignature);
+    }
     let payload: Payload = serde_json::from_slice(&s.payload).map_err(|_| Why::NotAPayload)?;
     let critical = payload.critical;
     if critical.kind != PAYLOAD_TYPE {
@@ -394,7 +397,8 @@ fn verify_one(key: &SigstoreKey, image: &ImageRef, top: &Digest, s: &Signature) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::verify::policy::SignedIdentity;
+    use crate::image::verify::key::PublicKey;
+    use crate::image::verify::policy::{NamedKey, SignedIdentity};
     use p256::ecdsa::signature::Signer as _;
 
     fn signer(seed: u8) -> p256::ecdsa::SigningKey {
@@ -403,8 +407,10 @@ mod tests {
 
     fn requirement(seed: u8, identity: SignedIdentity) -> SigstoreKey {
         SigstoreKey {
-            key: *signer(seed).verifying_key(),
-            key_name: format!("key {seed}"),
+            keys: vec![NamedKey {
+                key: PublicKey::P256(*signer(seed).verifying_key()),
+                name: format!("key {seed}"),
+            }],
             identity,
         }
     }
