@@ -311,6 +311,8 @@ conformance!(
     configurations_are_put_versioned_listed_and_removed,
     oauth_credentials_are_put_listed_and_removed,
     a_store_of_the_previous_schema_gains_configurations,
+    a_job_runs_a_stored_configuration_and_the_rows_it_names,
+    oauth_credentials_reach_config_json_where_the_broker_puts_them,
 );
 
 fn stored_config(component: &str, id: &str, parameters: Value) -> StoredConfiguration {
@@ -1846,4 +1848,348 @@ fn hostname() -> String {
         .unwrap()
         .to_string_lossy()
         .into_owned()
+}
+
+// ---------------------------------------------------------------------------------------
+// Stored configurations and OAuth credentials, end to end: `berth config put`, `berth
+// oauth put`, and what the component finds in its config.json.
+
+const SECRET: &str = "correct-horse-battery";
+
+/// Keeps its config.json and environment in `out/files` (for --keep-outputs), and prints
+/// its config.json (where berth masks the secrets).
+const SHOW_CONFIG: &str = r#"cp /data/config.json /data/out/files/config.json
+env | grep '^KBC_CONFIG' | sort > /data/out/files/env.txt
+echo "CONFIG $(tr -d '\n' < /data/config.json)""#;
+
+/// Runs `job` keeping its outputs; returns the run and the kept directory.
+fn run_kept(bb: &Berth, e: &Env, job: &Value) -> (Run, PathBuf) {
+    let kept = e.dir.path().join(format!("kept-{:x}", rand_u64()));
+    let path = bb.write_job(job);
+    let args = [
+        "run",
+        "--json",
+        "--keep-outputs",
+        kept.to_str().unwrap(),
+        path.to_str().unwrap(),
+    ];
+    (run(bb, e, &args), kept)
+}
+
+fn kept_config(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("files/config.json")).unwrap()).unwrap()
+}
+
+fn kept_env(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("files/env.txt")).unwrap()
+}
+
+/// `berth ARGS` with `input` as a file: its status, stdout and stderr.
+fn put(bb: &Berth, e: &Env, args: &[&str], input: &Value) -> Run {
+    let file = e.file(
+        &format!("put-{:x}.json", rand_u64()),
+        input.to_string().as_bytes(),
+    );
+    let mut all = args.to_vec();
+    all.push(file.to_str().unwrap());
+    run(bb, e, &all)
+}
+
+fn a_job_runs_a_stored_configuration_and_the_rows_it_names(b: Backend) {
+    require_env!();
+    let Some(e) = env(b) else { return };
+    let bb = Berth::new();
+    let img = script_image("stored-config", SHOW_CONFIG);
+    // A shared store never makes a master key: one is installed first.
+    let r = run(&bb, &e, &["encrypt", "--rotate-key"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let config = json!({
+        "name": "orders",
+        "configuration": {"parameters": {"#password": SECRET, "user": "me"}},
+        "rows": [
+            {"id": "r1", "name": "first", "configuration": {"parameters": {"row": 1}}},
+            {"id": "r2", "is_disabled": true, "configuration": {"parameters": {"row": 2}}},
+            {"id": "r3", "configuration": {"parameters": {"row": 3, "user": "three"}}}
+        ]
+    });
+    let r = put(&bb, &e, &["config", "put", "acme.test", "42"], &config);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "stored configuration 42 of component acme.test (version 1, 3 rows, 1 values encrypted)\n"
+    );
+    // Stored and shown as ciphertexts.
+    let r = run(&bb, &e, &["config", "show", "acme.test", "42"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(!r.stdout.contains(SECRET), "{}", r.stdout);
+    let shown: Value = serde_json::from_str(&r.stdout).unwrap();
+    let cipher = shown["configuration"]["parameters"]["#password"]
+        .as_str()
+        .unwrap();
+    assert!(cipher.starts_with("KBC::ProjectSecure::"), "{cipher}");
+    assert_eq!(shown["rows"][0]["name"], "first");
+    assert_eq!(shown["rows"][1]["is_disabled"], true);
+    let r = run(&bb, &e, &["config", "list"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("COMPONENT  ID  VERSION  ROWS  UPDATED"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        lines[1].starts_with("acme.test  42        1     3  "),
+        "{}",
+        r.stdout
+    );
+    assert!(lines[1].ends_with("  orders"), "{}", r.stdout);
+
+    // The job names it: the enabled rows run, each merged over the configuration, the
+    // secret decrypted for the component, the version its KBC_CONFIGVERSION.
+    let component = json!({"id": "acme.test", "image": img.reference});
+    let named = json!({"component": component, "config_id": "42"});
+    let (r, kept) = run_kept(&bb, &e, &named);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains(SECRET), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("\"#password\": \"[hidden]\""),
+        "{}",
+        r.stderr
+    );
+    for (row, n, user) in [("r1", 1, "me"), ("r3", 3, "three")] {
+        let got = kept_config(&kept.join(row));
+        assert_eq!(
+            got["parameters"],
+            json!({"#password": SECRET, "user": user, "row": n}),
+            "{row}"
+        );
+        assert_eq!(
+            kept_env(&kept.join(row)),
+            format!("KBC_CONFIGID=42\nKBC_CONFIGROWID={row}\nKBC_CONFIGVERSION=1\n")
+        );
+    }
+    assert!(!kept.join("r2").exists(), "a disabled row ran");
+
+    // `row_ids`: only those, a disabled one too; a new put is a new version.
+    let r = put(&bb, &e, &["config", "put", "acme.test", "42"], &config);
+    assert!(r.stdout.contains("(version 2, 3 rows"), "{}", r.stdout);
+    let mut some = named.clone();
+    some["row_ids"] = json!(["r2"]);
+    let (r, kept) = run_kept(&bb, &e, &some);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(kept_config(&kept)["parameters"]["row"], 2);
+    assert_eq!(
+        kept_env(&kept),
+        "KBC_CONFIGID=42\nKBC_CONFIGROWID=r2\nKBC_CONFIGVERSION=2\n"
+    );
+
+    // An inline configuration wins (a one-off run of the configuration's id).
+    let mut inline = named.clone();
+    inline["configuration"] = json!({"parameters": {"inline": true}});
+    let (r, kept) = run_kept(&bb, &e, &inline);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(kept_config(&kept)["parameters"], json!({"inline": true}));
+    assert_eq!(kept_env(&kept), "KBC_CONFIGID=42\nKBC_CONFIGVERSION=\n");
+
+    // What is not stored, or not a row of it, is the user's error, before anything runs.
+    let mut missing = named.clone();
+    missing["config_id"] = json!("43");
+    let r = bb_run(&bb, &e, &missing);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    let result = r.json();
+    assert_eq!(result["error_class"], "user");
+    assert!(
+        result["message"].as_str().unwrap().contains(
+            "configuration 43 of component acme.test is not stored (store it with `berth \
+             config put acme.test 43 FILE`"
+        ),
+        "{result}"
+    );
+    let mut unknown = named.clone();
+    unknown["row_ids"] = json!(["r1", "nope"]);
+    let r = bb_run(&bb, &e, &unknown);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(
+        r.json()["message"].as_str().unwrap().contains(
+            "stored configuration 42 of component acme.test: row_ids[1]: \"nope\" is not a \
+             row of the configuration (its rows: r1, r2, r3)"
+        ),
+        "{}",
+        r.stdout
+    );
+
+    // A configuration a job could not run is refused at the put, naming the key.
+    let r = put(
+        &bb,
+        &e,
+        &["config", "put", "acme.test", "44"],
+        &json!({"configuration": {"parameter": {}}}),
+    );
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(": configuration.parameter: unknown field `parameter`"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&bb, &e, &["config", "rm", "acme.test", "42"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "removed configuration 42 of component acme.test\n"
+    );
+    let r = run(&bb, &e, &["config", "rm", "acme.test", "42"]);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        "berth: configuration 42 of component acme.test is not stored\n"
+    );
+    let r = run(&bb, &e, &["config", "show", "acme.test", "42"]);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    bb.assert_clean(&[]);
+}
+
+fn bb_run(bb: &Berth, e: &Env, job: &Value) -> Run {
+    let path = bb.write_job(job);
+    run(bb, e, &["run", "--json", path.to_str().unwrap()])
+}
+
+fn oauth_credentials_reach_config_json_where_the_broker_puts_them(b: Backend) {
+    require_env!();
+    let Some(e) = env(b) else { return };
+    let bb = Berth::new();
+    let img = script_image("oauth", SHOW_CONFIG);
+    let r = run(&bb, &e, &["encrypt", "--rotate-key"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    // What the original's broker answers with.
+    let creds = |app_secret: &str| {
+        json!({
+            "id": "main",
+            "authorizedFor": "ops@example.com",
+            "creator": {"id": "7", "description": "ops"},
+            "created": "2024-01-02T03:04:05+0000",
+            "oauthVersion": "2.0",
+            "appKey": "app-key",
+            "#appSecret": app_secret,
+            "#data": "{\"access_token\":\"tok-123\",\"refresh_token\":\"ref-456\"}"
+        })
+    };
+    let r = put(
+        &bb,
+        &e,
+        &["oauth", "put", "acme.test", "main"],
+        &creds(SECRET),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "stored OAuth credentials main of component acme.test (2 values encrypted)\n"
+    );
+    let mut second = creds("second-app-secret");
+    second["id"] = json!("second");
+    let r = put(&bb, &e, &["oauth", "put", "acme.test", "second"], &second);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let r = run(&bb, &e, &["oauth", "show", "acme.test", "main"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let shown: Value = serde_json::from_str(&r.stdout).unwrap();
+    for key in ["#appSecret", "#data"] {
+        assert!(
+            shown[key]
+                .as_str()
+                .unwrap()
+                .starts_with("KBC::ProjectSecure::"),
+            "{shown}"
+        );
+    }
+    assert_eq!(shown["appKey"], "app-key");
+    let r = run(&bb, &e, &["oauth", "list"]);
+    assert_eq!(
+        r.stdout.lines().nth(1).map(|l| (
+            l.starts_with("acme.test  main  "),
+            l.ends_with("  ops@example.com")
+        )),
+        Some((true, true)),
+        "{}",
+        r.stdout
+    );
+
+    // An id alone: the stored credentials, as stored, decrypted, beside id and version.
+    let component = json!({"id": "acme.test", "image": img.reference});
+    let with = |authorization: Value| {
+        json!({"component": component, "config_id": "7",
+               "configuration": {"authorization": authorization, "parameters": {}}})
+    };
+    let (r, kept) = run_kept(
+        &bb,
+        &e,
+        &with(json!({"oauth_api": {"id": "main", "version": 3}})),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let got = kept_config(&kept);
+    assert_eq!(
+        got["authorization"],
+        json!({"oauth_api": {"id": "main", "version": 3, "credentials": creds(SECRET)}})
+    );
+    assert!(!r.stderr.contains(SECRET), "{}", r.stderr);
+    assert!(!r.stderr.contains("ref-456"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("\"#appSecret\": \"[hidden]\""),
+        "{}",
+        r.stderr
+    );
+
+    // Inline credentials pass through untouched.
+    let inline = json!({"oauth_api": {"id": "main", "credentials": {"appKey": "inline"}}});
+    let (r, kept) = run_kept(&bb, &e, &with(inline.clone()));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(kept_config(&kept)["authorization"], inline);
+
+    // An id nothing is stored under is the user's error, never a pass-through.
+    let r = bb_run(&bb, &e, &with(json!({"oauth_api": {"id": "gone"}})));
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    let result = r.json();
+    assert_eq!(result["error_class"], "user");
+    assert_eq!(
+        result["message"],
+        "configuration.authorization.oauth_api.id: OAuth credentials gone of component \
+         acme.test are not stored (store them with `berth oauth put acme.test gone FILE`, or \
+         give them in configuration.authorization.oauth_api.credentials)"
+    );
+    assert!(result["image"].is_null(), "the image was pulled: {result}");
+
+    // A stored configuration whose row names other credentials: each row gets its own.
+    let config = json!({
+        "configuration": {"authorization": {"oauth_api": {"id": "main"}}},
+        "rows": [{"id": "a"}, {"id": "b", "configuration": {"authorization": {"oauth_api": {"id": "second"}}}}]
+    });
+    let r = put(&bb, &e, &["config", "put", "acme.test", "8"], &config);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let (r, kept) = run_kept(&bb, &e, &json!({"component": component, "config_id": "8"}));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(
+        kept_config(&kept.join("a"))["authorization"]["oauth_api"]["credentials"],
+        creds(SECRET)
+    );
+    assert_eq!(
+        kept_config(&kept.join("b"))["authorization"]["oauth_api"],
+        json!({"id": "second", "credentials": second})
+    );
+
+    let r = run(&bb, &e, &["oauth", "rm", "acme.test", "second"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let r = run(&bb, &e, &["oauth", "show", "acme.test", "second"]);
+    assert_eq!(r.status, 1);
+    assert_eq!(
+        r.stderr,
+        "berth: OAuth credentials second of component acme.test are not stored\n"
+    );
+    // Credentials serve every configuration: none may be bound to one.
+    let r = put(
+        &bb,
+        &e,
+        &["oauth", "put", "--scope", "config", "acme.test", "x"],
+        &creds("s"),
+    );
+    assert_eq!(r.status, 2, "{}", r.stderr);
+    bb.assert_clean(&[]);
 }
