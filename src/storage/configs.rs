@@ -1,69 +1,9 @@
-//! What a project keeps besides data: its stored configurations (with their rows), which a
-//! job names by component and id instead of carrying them, and the OAuth credentials a
-//! configuration's `authorization.oauth_api.id` names. Both are kept as the operator put
-//! them, `#` values already encrypted: storage never sees a secret in the clear.
+//! What every backend checks before it stores a configuration or OAuth credentials (see
+//! [`StoredConfiguration`]), and how it stores rows.
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::StorageError;
-
-/// The longest component, configuration, row or credentials id, in bytes.
-pub const MAX_ID_BYTES: usize = 128;
-
-/// A stored configuration of a component: what `berth config put` stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredConfiguration {
-    pub component: String,
-    pub id: String,
-    #[serde(default)]
-    pub name: String,
-    /// The configuration, as a job file's `configuration` (an object; for
-    /// `keboola.variables` and `keboola.shared-code`, what those hold).
-    #[serde(default = "empty_object")]
-    pub configuration: Value,
-    /// Its rows, in order.
-    #[serde(default)]
-    pub rows: Vec<StoredRow>,
-    /// How many times it was put: the first put makes version 1. Set by storage; what a
-    /// put is given is ignored.
-    #[serde(default)]
-    pub version: u64,
-    /// When it was last put (unix ms). Set by storage.
-    #[serde(default)]
-    pub updated_ms: i64,
-}
-
-/// A row of a stored configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredRow {
-    pub id: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub name: String,
-    #[serde(default)]
-    pub is_disabled: bool,
-    /// Merged over the configuration's when the row runs (an object).
-    #[serde(default = "empty_object")]
-    pub configuration: Value,
-}
-
-/// OAuth credentials of a component, as `berth oauth put` stored them: what the original's
-/// OAuth broker returns (`id`, `authorizedFor`, `creator`, `created`, `#data`,
-/// `oauthVersion`, `appKey`, `#appSecret`, …), `#` values encrypted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OAuthCredentials {
-    pub component: String,
-    pub id: String,
-    /// The credentials (an object).
-    pub credentials: Value,
-    /// When they were last put (unix ms). Set by storage.
-    #[serde(default)]
-    pub updated_ms: i64,
-}
-
-fn empty_object() -> Value {
-    Value::Object(serde_json::Map::new())
-}
+use super::{MAX_ID_BYTES, OAuthCredentials, StorageError, StoredConfiguration, StoredRow};
 
 /// Refuses a component id that is not 1-128 of `A-Z a-z 0-9 . - _`.
 pub(crate) fn check_component(what: &str, component: &str) -> Result<(), StorageError> {

@@ -33,7 +33,6 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use configs::{MAX_ID_BYTES, OAuthCredentials, StoredConfiguration, StoredRow};
 pub use postgres::PgStorage;
 pub use settings::{FilesUrl, SYSTEM_CONFIG, StorageUrl, StoreSettings, open, read_config};
 pub use sqlite::SqliteStorage;
@@ -435,6 +434,65 @@ pub struct ApplyReport {
     pub committed_ms: i64,
     pub tables: Vec<LoadReport>,
     pub files: Vec<FileInfo>,
+}
+
+/// The longest component, configuration, row or credentials id, in bytes.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// A stored configuration of a component: what `berth config put` stored, for jobs that
+/// name it by component and id instead of carrying it. Kept as the operator put it, `#`
+/// values already encrypted: storage never sees a secret in the clear.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredConfiguration {
+    pub component: String,
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// The configuration, as a job file's `configuration` (an object; for
+    /// `keboola.variables` and `keboola.shared-code`, what those hold).
+    #[serde(default = "empty_object")]
+    pub configuration: Value,
+    /// Its rows, in order.
+    #[serde(default)]
+    pub rows: Vec<StoredRow>,
+    /// How many times it was put: the first put makes version 1. Set by storage; what a
+    /// put is given is ignored.
+    #[serde(default)]
+    pub version: u64,
+    /// When it was last put (unix ms). Set by storage.
+    #[serde(default)]
+    pub updated_ms: i64,
+}
+
+/// A row of a stored configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRow {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default)]
+    pub is_disabled: bool,
+    /// Merged over the configuration's when the row runs (an object).
+    #[serde(default = "empty_object")]
+    pub configuration: Value,
+}
+
+/// OAuth credentials of a component, as `berth oauth put` stored them: what the original's
+/// OAuth broker returns (`id`, `authorizedFor`, `creator`, `created`, `#data`,
+/// `oauthVersion`, `appKey`, `#appSecret`, …), `#` values encrypted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OAuthCredentials {
+    pub component: String,
+    pub id: String,
+    /// The credentials (an object).
+    pub credentials: Value,
+    /// When they were last put (unix ms). Set by storage.
+    #[serde(default)]
+    pub updated_ms: i64,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
 }
 
 /// How a recorded job ended. Storage's own word for it, so that storage depends on no
