@@ -25,8 +25,9 @@ use std::process::{Command, Stdio};
 
 use berth::storage::{
     Changes, CsvProblem, CsvSource, ExportQuery, FileInfo, FileQuery, FileUpload, FilesUrl,
-    FilterOperator, JobQuery, JobRecord, JobStatus, MetadataEntry, Provenance, StateKey, Storage,
-    StorageError, StorageUrl, StoreSettings, TableId, TableInfo, TableLoad, WhereFilter,
+    FilterOperator, JobQuery, JobRecord, JobStatus, MetadataEntry, OAuthCredentials, Provenance,
+    StateKey, Storage, StorageError, StorageUrl, StoreSettings, StoredConfiguration, StoredRow,
+    TableId, TableInfo, TableLoad, WhereFilter,
 };
 use common::*;
 use serde_json::{Value, json};
@@ -307,7 +308,235 @@ conformance!(
     a_state_changed_by_another_run_is_a_conflict,
     a_job_id_commits_once_even_when_two_berths_run_it,
     jobs_are_listed_and_shown,
+    configurations_are_put_versioned_listed_and_removed,
+    oauth_credentials_are_put_listed_and_removed,
+    a_store_of_the_previous_schema_gains_configurations,
+    a_job_runs_a_stored_configuration_and_the_rows_it_names,
+    oauth_credentials_reach_config_json_where_the_broker_puts_them,
 );
+
+fn stored_config(component: &str, id: &str, parameters: Value) -> StoredConfiguration {
+    StoredConfiguration {
+        component: component.into(),
+        id: id.into(),
+        name: format!("config {id}"),
+        configuration: json!({"parameters": parameters}),
+        rows: vec![
+            StoredRow {
+                id: "r1".into(),
+                name: "first".into(),
+                is_disabled: false,
+                configuration: json!({"parameters": {"#row": "KBC::ProjectSecure::x"}}),
+            },
+            StoredRow {
+                id: "r2".into(),
+                name: String::new(),
+                is_disabled: true,
+                configuration: json!({}),
+            },
+        ],
+        version: 0,
+        updated_ms: 0,
+    }
+}
+
+fn configurations_are_put_versioned_listed_and_removed(b: Backend) {
+    let Some(s) = S::new(b) else { return };
+    let store = &s.store;
+    assert_eq!(store.configuration("acme.ex", "42").unwrap(), None);
+    let first = stored_config("acme.ex", "42", json!({"a": 1}));
+    let put = store.put_configuration(&first).unwrap();
+    assert_eq!(put.version, 1);
+    assert!(put.updated_ms > 0);
+    let got = store.configuration("acme.ex", "42").unwrap().unwrap();
+    assert_eq!(got, put);
+    assert_eq!(
+        got.rows[0].configuration["parameters"]["#row"],
+        "KBC::ProjectSecure::x"
+    );
+    assert!(got.rows[1].is_disabled);
+
+    // A second put replaces it, one version up.
+    let second = stored_config("acme.ex", "42", json!({"a": 2}));
+    let put = store.put_configuration(&second).unwrap();
+    assert_eq!(put.version, 2);
+    let got = store.configuration("acme.ex", "42").unwrap().unwrap();
+    assert_eq!(got.configuration, json!({"parameters": {"a": 2}}));
+    assert_eq!(got.version, 2);
+
+    for (component, id) in [
+        ("acme.ex", "7"),
+        ("acme.ex", "10"),
+        ("Acme.ex", "1"),
+        ("b.c", "x"),
+    ] {
+        store
+            .put_configuration(&stored_config(component, id, json!({})))
+            .unwrap();
+    }
+    let keys = |list: Vec<StoredConfiguration>| -> Vec<String> {
+        list.iter()
+            .map(|c| format!("{}/{}", c.component, c.id))
+            .collect()
+    };
+    // Sorted as bytes, whatever the database's locale.
+    assert_eq!(
+        keys(store.configurations(None).unwrap()),
+        [
+            "Acme.ex/1",
+            "acme.ex/10",
+            "acme.ex/42",
+            "acme.ex/7",
+            "b.c/x"
+        ]
+    );
+    assert_eq!(
+        keys(store.configurations(Some("acme.ex")).unwrap()),
+        ["acme.ex/10", "acme.ex/42", "acme.ex/7"]
+    );
+    assert!(store.configurations(Some("none")).unwrap().is_empty());
+
+    assert!(store.remove_configuration("acme.ex", "42").unwrap());
+    assert!(!store.remove_configuration("acme.ex", "42").unwrap());
+    assert_eq!(store.configuration("acme.ex", "42").unwrap(), None);
+    // Put again after a removal, it starts anew.
+    assert_eq!(store.put_configuration(&first).unwrap().version, 1);
+
+    // Bad ids and shapes are the user's, named, and nothing is stored.
+    let before = store.configurations(None).unwrap();
+    let mut bad = Vec::new();
+    bad.push(stored_config("../x", "1", json!({})));
+    bad.push(stored_config("acme.ex", "a/b", json!({})));
+    bad.push(stored_config("acme.ex", "", json!({})));
+    let mut twice = stored_config("acme.ex", "9", json!({}));
+    twice.rows[1].id = "r1".into();
+    bad.push(twice);
+    let mut not_object = stored_config("acme.ex", "9", json!({}));
+    not_object.configuration = json!([1]);
+    bad.push(not_object);
+    let mut bad_row = stored_config("acme.ex", "9", json!({}));
+    bad_row.rows[0].id = String::new();
+    bad.push(bad_row);
+    let mut messages = Vec::new();
+    for config in &bad {
+        let e = store.put_configuration(config).unwrap_err();
+        assert!(e.is_user_error(), "{e}");
+        messages.push(e.to_string());
+    }
+    assert_eq!(
+        messages,
+        [
+            "invalid component \"../x\": a component id has 1 to 128 of A-Z a-z 0-9 . - _ \
+             (e.g. keboola.ex-db)",
+            "invalid configuration id \"a/b\": an id has 1 to 128 bytes and no '/'",
+            "invalid configuration id \"\": an id has 1 to 128 bytes and no '/'",
+            "invalid row \"r1\" of configuration acme.ex/9: it appears twice",
+            "invalid configuration acme.ex/9: it must be a JSON object",
+            "invalid row id of configuration acme.ex/9 \"\": an id has 1 to 128 bytes and no '/'",
+        ]
+    );
+    assert!(
+        store
+            .remove_configuration("acme.ex", "a/b")
+            .unwrap_err()
+            .is_user_error()
+    );
+    assert_eq!(store.configurations(None).unwrap(), before);
+}
+
+fn oauth_credentials_are_put_listed_and_removed(b: Backend) {
+    let Some(s) = S::new(b) else { return };
+    let store = &s.store;
+    assert_eq!(store.oauth_credentials("acme.ex", "main").unwrap(), None);
+    let creds = |data: &str| OAuthCredentials {
+        component: "acme.ex".into(),
+        id: "main".into(),
+        credentials: json!({
+            "id": "main", "authorizedFor": "ops", "appKey": "key",
+            "#appSecret": "KBC::ProjectSecure::s", "#data": data
+        }),
+        updated_ms: 0,
+    };
+    let put = store
+        .put_oauth_credentials(&creds("KBC::ProjectSecure::d1"))
+        .unwrap();
+    assert!(put.updated_ms > 0);
+    assert_eq!(
+        store.oauth_credentials("acme.ex", "main").unwrap().unwrap(),
+        put
+    );
+    store
+        .put_oauth_credentials(&creds("KBC::ProjectSecure::d2"))
+        .unwrap();
+    let got = store.oauth_credentials("acme.ex", "main").unwrap().unwrap();
+    assert_eq!(got.credentials["#data"], "KBC::ProjectSecure::d2");
+    // Credentials and configurations are apart: the same ids name different things.
+    assert_eq!(store.configuration("acme.ex", "main").unwrap(), None);
+    let mut other = creds("x");
+    other.component = "acme.b".into();
+    store.put_oauth_credentials(&other).unwrap();
+    let all: Vec<String> = store
+        .list_oauth_credentials(None)
+        .unwrap()
+        .iter()
+        .map(|c| format!("{}/{}", c.component, c.id))
+        .collect();
+    assert_eq!(all, ["acme.b/main", "acme.ex/main"]);
+    assert_eq!(
+        store.list_oauth_credentials(Some("acme.b")).unwrap().len(),
+        1
+    );
+    assert!(store.remove_oauth_credentials("acme.b", "main").unwrap());
+    assert!(!store.remove_oauth_credentials("acme.b", "main").unwrap());
+    let mut bad = creds("x");
+    bad.credentials = json!("plain");
+    let e = store.put_oauth_credentials(&bad).unwrap_err();
+    assert!(e.is_user_error());
+    assert_eq!(
+        e.to_string(),
+        "invalid credentials acme.ex/main: it must be a JSON object"
+    );
+    bad = creds("x");
+    bad.id = "a/b".into();
+    assert!(
+        store
+            .put_oauth_credentials(&bad)
+            .unwrap_err()
+            .is_user_error()
+    );
+    assert_eq!(store.list_oauth_credentials(None).unwrap().len(), 1);
+}
+
+/// A store made by the berth before configurations were stored: the schema version before,
+/// without their tables. Opening it migrates it and keeps what it held.
+fn a_store_of_the_previous_schema_gains_configurations(b: Backend) {
+    let Some(s) = S::new(b) else { return };
+    s.full(T, "id\n1\n");
+    let older = "DROP TABLE configurations; DROP TABLE oauth_credentials;";
+    match &s.env.settings.storage {
+        StorageUrl::Sqlite(dir) => {
+            let db = rusqlite::Connection::open(dir.join("project.sqlite")).unwrap();
+            db.execute_batch(older).unwrap();
+            db.pragma_update(None, "user_version", 2).unwrap();
+        }
+        StorageUrl::Postgres(url) => {
+            let mut db = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+            db.batch_execute(&format!(
+                "SET search_path TO berth; {older} UPDATE schema_version SET version = 1"
+            ))
+            .unwrap();
+        }
+    }
+    drop(s.store);
+    let store = s.env.open();
+    assert_eq!(store.tables().unwrap().len(), 1);
+    assert!(store.configurations(None).unwrap().is_empty());
+    let put = store
+        .put_configuration(&stored_config("acme.ex", "1", json!({})))
+        .unwrap();
+    assert_eq!(put.version, 1);
+    assert!(store.list_oauth_credentials(None).unwrap().is_empty());
+}
 
 fn tables_are_created_replaced_appended_widened_and_described(b: Backend) {
     let Some(s) = S::new(b) else { return };
@@ -1619,4 +1848,348 @@ fn hostname() -> String {
         .unwrap()
         .to_string_lossy()
         .into_owned()
+}
+
+// ---------------------------------------------------------------------------------------
+// Stored configurations and OAuth credentials, end to end: `berth config put`, `berth
+// oauth put`, and what the component finds in its config.json.
+
+const SECRET: &str = "correct-horse-battery";
+
+/// Keeps its config.json and environment in `out/files` (for --keep-outputs), and prints
+/// its config.json (where berth masks the secrets).
+const SHOW_CONFIG: &str = r#"cp /data/config.json /data/out/files/config.json
+env | grep '^KBC_CONFIG' | sort > /data/out/files/env.txt
+echo "CONFIG $(tr -d '\n' < /data/config.json)""#;
+
+/// Runs `job` keeping its outputs; returns the run and the kept directory.
+fn run_kept(bb: &Berth, e: &Env, job: &Value) -> (Run, PathBuf) {
+    let kept = e.dir.path().join(format!("kept-{:x}", rand_u64()));
+    let path = bb.write_job(job);
+    let args = [
+        "run",
+        "--json",
+        "--keep-outputs",
+        kept.to_str().unwrap(),
+        path.to_str().unwrap(),
+    ];
+    (run(bb, e, &args), kept)
+}
+
+fn kept_config(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("files/config.json")).unwrap()).unwrap()
+}
+
+fn kept_env(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("files/env.txt")).unwrap()
+}
+
+/// `berth ARGS` with `input` as a file: its status, stdout and stderr.
+fn put(bb: &Berth, e: &Env, args: &[&str], input: &Value) -> Run {
+    let file = e.file(
+        &format!("put-{:x}.json", rand_u64()),
+        input.to_string().as_bytes(),
+    );
+    let mut all = args.to_vec();
+    all.push(file.to_str().unwrap());
+    run(bb, e, &all)
+}
+
+fn a_job_runs_a_stored_configuration_and_the_rows_it_names(b: Backend) {
+    require_env!();
+    let Some(e) = env(b) else { return };
+    let bb = Berth::new();
+    let img = script_image("stored-config", SHOW_CONFIG);
+    // A shared store never makes a master key: one is installed first.
+    let r = run(&bb, &e, &["encrypt", "--rotate-key"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let config = json!({
+        "name": "orders",
+        "configuration": {"parameters": {"#password": SECRET, "user": "me"}},
+        "rows": [
+            {"id": "r1", "name": "first", "configuration": {"parameters": {"row": 1}}},
+            {"id": "r2", "is_disabled": true, "configuration": {"parameters": {"row": 2}}},
+            {"id": "r3", "configuration": {"parameters": {"row": 3, "user": "three"}}}
+        ]
+    });
+    let r = put(&bb, &e, &["config", "put", "acme.test", "42"], &config);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "stored configuration 42 of component acme.test (version 1, 3 rows, 1 values encrypted)\n"
+    );
+    // Stored and shown as ciphertexts.
+    let r = run(&bb, &e, &["config", "show", "acme.test", "42"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(!r.stdout.contains(SECRET), "{}", r.stdout);
+    let shown: Value = serde_json::from_str(&r.stdout).unwrap();
+    let cipher = shown["configuration"]["parameters"]["#password"]
+        .as_str()
+        .unwrap();
+    assert!(cipher.starts_with("KBC::ProjectSecure::"), "{cipher}");
+    assert_eq!(shown["rows"][0]["name"], "first");
+    assert_eq!(shown["rows"][1]["is_disabled"], true);
+    let r = run(&bb, &e, &["config", "list"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("COMPONENT  ID  VERSION  ROWS  UPDATED"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        lines[1].starts_with("acme.test  42        1     3  "),
+        "{}",
+        r.stdout
+    );
+    assert!(lines[1].ends_with("  orders"), "{}", r.stdout);
+
+    // The job names it: the enabled rows run, each merged over the configuration, the
+    // secret decrypted for the component, the version its KBC_CONFIGVERSION.
+    let component = json!({"id": "acme.test", "image": img.reference});
+    let named = json!({"component": component, "config_id": "42"});
+    let (r, kept) = run_kept(&bb, &e, &named);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains(SECRET), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("\"#password\": \"[hidden]\""),
+        "{}",
+        r.stderr
+    );
+    for (row, n, user) in [("r1", 1, "me"), ("r3", 3, "three")] {
+        let got = kept_config(&kept.join(row));
+        assert_eq!(
+            got["parameters"],
+            json!({"#password": SECRET, "user": user, "row": n}),
+            "{row}"
+        );
+        assert_eq!(
+            kept_env(&kept.join(row)),
+            format!("KBC_CONFIGID=42\nKBC_CONFIGROWID={row}\nKBC_CONFIGVERSION=1\n")
+        );
+    }
+    assert!(!kept.join("r2").exists(), "a disabled row ran");
+
+    // `row_ids`: only those, a disabled one too; a new put is a new version.
+    let r = put(&bb, &e, &["config", "put", "acme.test", "42"], &config);
+    assert!(r.stdout.contains("(version 2, 3 rows"), "{}", r.stdout);
+    let mut some = named.clone();
+    some["row_ids"] = json!(["r2"]);
+    let (r, kept) = run_kept(&bb, &e, &some);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(kept_config(&kept)["parameters"]["row"], 2);
+    assert_eq!(
+        kept_env(&kept),
+        "KBC_CONFIGID=42\nKBC_CONFIGROWID=r2\nKBC_CONFIGVERSION=2\n"
+    );
+
+    // An inline configuration wins (a one-off run of the configuration's id).
+    let mut inline = named.clone();
+    inline["configuration"] = json!({"parameters": {"inline": true}});
+    let (r, kept) = run_kept(&bb, &e, &inline);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(kept_config(&kept)["parameters"], json!({"inline": true}));
+    assert_eq!(kept_env(&kept), "KBC_CONFIGID=42\nKBC_CONFIGVERSION=\n");
+
+    // What is not stored, or not a row of it, is the user's error, before anything runs.
+    let mut missing = named.clone();
+    missing["config_id"] = json!("43");
+    let r = bb_run(&bb, &e, &missing);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    let result = r.json();
+    assert_eq!(result["error_class"], "user");
+    assert!(
+        result["message"].as_str().unwrap().contains(
+            "configuration 43 of component acme.test is not stored (store it with `berth \
+             config put acme.test 43 FILE`"
+        ),
+        "{result}"
+    );
+    let mut unknown = named.clone();
+    unknown["row_ids"] = json!(["r1", "nope"]);
+    let r = bb_run(&bb, &e, &unknown);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(
+        r.json()["message"].as_str().unwrap().contains(
+            "stored configuration 42 of component acme.test: row_ids[1]: \"nope\" is not a \
+             row of the configuration (its rows: r1, r2, r3)"
+        ),
+        "{}",
+        r.stdout
+    );
+
+    // A configuration a job could not run is refused at the put, naming the key.
+    let r = put(
+        &bb,
+        &e,
+        &["config", "put", "acme.test", "44"],
+        &json!({"configuration": {"parameter": {}}}),
+    );
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(": configuration.parameter: unknown field `parameter`"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&bb, &e, &["config", "rm", "acme.test", "42"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "removed configuration 42 of component acme.test\n"
+    );
+    let r = run(&bb, &e, &["config", "rm", "acme.test", "42"]);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        "berth: configuration 42 of component acme.test is not stored\n"
+    );
+    let r = run(&bb, &e, &["config", "show", "acme.test", "42"]);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    bb.assert_clean(&[]);
+}
+
+fn bb_run(bb: &Berth, e: &Env, job: &Value) -> Run {
+    let path = bb.write_job(job);
+    run(bb, e, &["run", "--json", path.to_str().unwrap()])
+}
+
+fn oauth_credentials_reach_config_json_where_the_broker_puts_them(b: Backend) {
+    require_env!();
+    let Some(e) = env(b) else { return };
+    let bb = Berth::new();
+    let img = script_image("oauth", SHOW_CONFIG);
+    let r = run(&bb, &e, &["encrypt", "--rotate-key"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    // What the original's broker answers with.
+    let creds = |app_secret: &str| {
+        json!({
+            "id": "main",
+            "authorizedFor": "ops@example.com",
+            "creator": {"id": "7", "description": "ops"},
+            "created": "2024-01-02T03:04:05+0000",
+            "oauthVersion": "2.0",
+            "appKey": "app-key",
+            "#appSecret": app_secret,
+            "#data": "{\"access_token\":\"tok-123\",\"refresh_token\":\"ref-456\"}"
+        })
+    };
+    let r = put(
+        &bb,
+        &e,
+        &["oauth", "put", "acme.test", "main"],
+        &creds(SECRET),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "stored OAuth credentials main of component acme.test (2 values encrypted)\n"
+    );
+    let mut second = creds("second-app-secret");
+    second["id"] = json!("second");
+    let r = put(&bb, &e, &["oauth", "put", "acme.test", "second"], &second);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let r = run(&bb, &e, &["oauth", "show", "acme.test", "main"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let shown: Value = serde_json::from_str(&r.stdout).unwrap();
+    for key in ["#appSecret", "#data"] {
+        assert!(
+            shown[key]
+                .as_str()
+                .unwrap()
+                .starts_with("KBC::ProjectSecure::"),
+            "{shown}"
+        );
+    }
+    assert_eq!(shown["appKey"], "app-key");
+    let r = run(&bb, &e, &["oauth", "list"]);
+    assert_eq!(
+        r.stdout.lines().nth(1).map(|l| (
+            l.starts_with("acme.test  main  "),
+            l.ends_with("  ops@example.com")
+        )),
+        Some((true, true)),
+        "{}",
+        r.stdout
+    );
+
+    // An id alone: the stored credentials, as stored, decrypted, beside id and version.
+    let component = json!({"id": "acme.test", "image": img.reference});
+    let with = |authorization: Value| {
+        json!({"component": component, "config_id": "7",
+               "configuration": {"authorization": authorization, "parameters": {}}})
+    };
+    let (r, kept) = run_kept(
+        &bb,
+        &e,
+        &with(json!({"oauth_api": {"id": "main", "version": 3}})),
+    );
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let got = kept_config(&kept);
+    assert_eq!(
+        got["authorization"],
+        json!({"oauth_api": {"id": "main", "version": 3, "credentials": creds(SECRET)}})
+    );
+    assert!(!r.stderr.contains(SECRET), "{}", r.stderr);
+    assert!(!r.stderr.contains("ref-456"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("\"#appSecret\": \"[hidden]\""),
+        "{}",
+        r.stderr
+    );
+
+    // Inline credentials pass through untouched.
+    let inline = json!({"oauth_api": {"id": "main", "credentials": {"appKey": "inline"}}});
+    let (r, kept) = run_kept(&bb, &e, &with(inline.clone()));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(kept_config(&kept)["authorization"], inline);
+
+    // An id nothing is stored under is the user's error, never a pass-through.
+    let r = bb_run(&bb, &e, &with(json!({"oauth_api": {"id": "gone"}})));
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    let result = r.json();
+    assert_eq!(result["error_class"], "user");
+    assert_eq!(
+        result["message"],
+        "configuration.authorization.oauth_api.id: OAuth credentials gone of component \
+         acme.test are not stored (store them with `berth oauth put acme.test gone FILE`, or \
+         give them in configuration.authorization.oauth_api.credentials)"
+    );
+    assert!(result["image"].is_null(), "the image was pulled: {result}");
+
+    // A stored configuration whose row names other credentials: each row gets its own.
+    let config = json!({
+        "configuration": {"authorization": {"oauth_api": {"id": "main"}}},
+        "rows": [{"id": "a"}, {"id": "b", "configuration": {"authorization": {"oauth_api": {"id": "second"}}}}]
+    });
+    let r = put(&bb, &e, &["config", "put", "acme.test", "8"], &config);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let (r, kept) = run_kept(&bb, &e, &json!({"component": component, "config_id": "8"}));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(
+        kept_config(&kept.join("a"))["authorization"]["oauth_api"]["credentials"],
+        creds(SECRET)
+    );
+    assert_eq!(
+        kept_config(&kept.join("b"))["authorization"]["oauth_api"],
+        json!({"id": "second", "credentials": second})
+    );
+
+    let r = run(&bb, &e, &["oauth", "rm", "acme.test", "second"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let r = run(&bb, &e, &["oauth", "show", "acme.test", "second"]);
+    assert_eq!(r.status, 1);
+    assert_eq!(
+        r.stderr,
+        "berth: OAuth credentials second of component acme.test are not stored\n"
+    );
+    // Credentials serve every configuration: none may be bound to one.
+    let r = put(
+        &bb,
+        &e,
+        &["oauth", "put", "--scope", "config", "acme.test", "x"],
+        &creds("s"),
+    );
+    assert_eq!(r.status, 2, "{}", r.stderr);
+    bb.assert_clean(&[]);
 }

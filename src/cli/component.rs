@@ -67,10 +67,18 @@ pub fn component(settings: &Settings, command: ComponentCommand) -> anyhow::Resu
     })
 }
 
-/// Reads a job file and the known components it names: an unknown one is the user's error,
-/// before anything runs.
+/// Reads a job file, the stored configuration it names instead of carrying one, and the
+/// known components it names: an unknown one is the user's error, before anything runs.
 pub fn load_job(settings: &Settings, path: &Path) -> Result<JobFile, Box<JobResult>> {
     let mut job = JobFile::load(path).map_err(|e| Box::new(invalid_job(&e)))?;
+    berth::job::load_stored_configuration(settings, &mut job).map_err(|e| {
+        let mut result = invalid_job(&ContractError::Parse {
+            path: path.to_owned(),
+            message: berth::util::chain(&e),
+        });
+        result.error_class = Some(e.class());
+        Box::new(result)
+    })?;
     job.resolve_components(&components_dir(settings))
         .map_err(|e| {
             Box::new(invalid_job(&ContractError::Parse {

@@ -1,6 +1,7 @@
 //! The command line: what an operator types, and what each command prints.
 
 mod component;
+mod configs;
 mod inspect;
 mod jobs;
 pub mod log;
@@ -227,8 +228,9 @@ pub enum Command {
     /// Run a job: pull the component's image, run it on its configuration, report
     ///
     /// The job file is JSON: {"component": {"id", "image", "memory", "process_timeout",
-    /// "network"}, "config_id", "configuration": {"parameters": {...}}}. The component's
-    /// stdout is streamed line by line as it comes.
+    /// "network"}, "config_id", "configuration": {"parameters": {...}}}; or, for a
+    /// configuration stored with `berth config put`, {"component": "ID", "config_id": "42",
+    /// "row_ids": [...]}. The component's stdout is streamed line by line as it comes.
     Run(RunArgs),
     /// Fetch an image into the local store and unpack it, with progress
     ///
@@ -316,6 +318,23 @@ pub enum Command {
     /// The state configurations keep between runs
     #[command(subcommand)]
     State(storage::StateCommand),
+    /// Configurations stored in the project, which job files name by `config_id` instead
+    /// of carrying them
+    ///
+    /// A job file {"component": "ID", "config_id": "42"} without a `configuration` (or
+    /// `rows`) of its own runs the stored configuration 42 of component ID, with its rows —
+    /// or only those `"row_ids": [...]` names, disabled ones too. An inline `configuration`
+    /// still wins: a one-off run of a stored configuration's id.
+    #[command(subcommand)]
+    Config(configs::ConfigCommand),
+    /// OAuth credentials stored in the project, which a configuration's
+    /// `authorization.oauth_api.id` names
+    ///
+    /// The credentials go, `#` values decrypted, into `authorization.oauth_api.credentials`
+    /// of the component's config.json, as the original's OAuth broker puts them. Credentials
+    /// given inline pass through; an id nothing is stored under fails the job (exit 1).
+    #[command(subcommand)]
+    Oauth(configs::OAuthCommand),
     /// List the jobs recorded in the store (every host's, with a shared store), newest first
     Jobs(jobs::JobsArgs),
     /// What the store recorded of one job
@@ -408,6 +427,8 @@ impl Command {
             | Command::Sandbox { .. }
             | Command::Storage(_)
             | Command::State(_)
+            | Command::Config(_)
+            | Command::Oauth(_)
             | Command::Jobs(_)
             | Command::Job(_)
             | Command::Encrypt(_)
@@ -685,6 +706,8 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
         Command::SetupRootless { user } => setup_rootless(&user),
         Command::Storage(command) => storage::storage(&settings, command),
         Command::State(command) => storage::state(&settings, command),
+        Command::Config(command) => configs::config(&settings, command),
+        Command::Oauth(command) => configs::oauth(&settings, command),
         Command::Jobs(args) => jobs::jobs(&settings, &args),
         Command::Job(command) => jobs::job(&settings, command),
         Command::Encrypt(args) => secrets::encrypt(&settings, &args),

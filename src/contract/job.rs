@@ -54,6 +54,15 @@ pub struct JobFile {
     /// the configuration's. None: the configuration runs once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rows: Vec<Row>,
+    /// Run only these rows (in the configuration's order), disabled ones too, as the
+    /// original's `configRowIds`. Empty: every enabled row.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub row_ids: Vec<String>,
+    /// Whether the job file carries its configuration (`configuration` or `rows`): then
+    /// it runs that, else the stored configuration its `config_id` names. Set by
+    /// [`JobFile::parse`].
+    #[serde(skip)]
+    pub inline_configuration: bool,
     /// The branch the job runs in (`KBC_BRANCHID`); none for the default branch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch_id: Option<String>,
@@ -449,6 +458,18 @@ fn check_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a job file's text has a `configuration` or `rows` of its own (the text parsed
+/// as a job file already, so it is a JSON object).
+fn carries_configuration(text: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Keys {
+        configuration: Option<serde::de::IgnoredAny>,
+        rows: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Keys>(text)
+        .is_ok_and(|k| k.configuration.is_some() || k.rows.is_some())
+}
+
 /// `component`: an inline definition, or the id of a known component (a string), which
 /// becomes a definition with an empty image until resolved.
 fn component_or_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Component, D::Error> {
@@ -564,7 +585,7 @@ impl JobFile {
     /// Parses and validates a job file's text; the error names the path of the bad key.
     pub fn parse(text: &[u8]) -> Result<JobFile, String> {
         let de = &mut serde_json::Deserializer::from_slice(text);
-        let job: JobFile = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut job: JobFile = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             if path == "." || path.is_empty() {
@@ -573,12 +594,42 @@ impl JobFile {
                 format!("{path}: {inner}")
             }
         })?;
-        job.validate().map_err(|e| match e {
+        job.inline_configuration = carries_configuration(text);
+        job.check()?;
+        Ok(job)
+    }
+
+    /// Validates the job as [`JobFile::parse`] does: again once a stored configuration
+    /// took the place of the inline one. The error names the path of the bad key.
+    pub fn check(&self) -> Result<(), String> {
+        self.validate().map_err(|e| match e {
             ContractError::Invalid { field, message } if field.is_empty() => message,
             ContractError::Invalid { field, message } => format!("{field}: {message}"),
             other => other.to_string(),
-        })?;
-        Ok(job)
+        })
+    }
+
+    /// Whether the job runs the stored configuration its `config_id` names: it has one,
+    /// and carries no configuration of its own.
+    pub fn runs_stored_configuration(&self) -> bool {
+        self.config_id.is_some() && !self.inline_configuration
+    }
+
+    /// Puts a stored configuration (and its rows, and its version unless the job names
+    /// one) in the place of the inline one, and validates the job again.
+    pub fn use_stored(
+        &mut self,
+        configuration: Configuration,
+        rows: Vec<Row>,
+        version: u64,
+    ) -> Result<(), String> {
+        self.configuration = configuration;
+        self.rows = rows;
+        self.inline_configuration = true;
+        if self.config_version.is_none() {
+            self.config_version = Some(version.to_string());
+        }
+        self.check()
     }
 
     fn validate(&self) -> Result<(), ContractError> {
@@ -606,6 +657,7 @@ impl JobFile {
                 format!("{t} is not between 1 and {MAX_TIMEOUT_SECS} seconds"),
             ));
         }
+        self.check_row_ids()?;
         let mut ids = std::collections::HashSet::new();
         for (i, row) in self.rows.iter().enumerate() {
             if row.id.is_empty() || row.id.len() > 128 || row.id.contains(['/', '\0']) {
@@ -621,7 +673,10 @@ impl JobFile {
                 ));
             }
         }
-        if !self.rows.is_empty() && self.rows.iter().all(|r| r.is_disabled) {
+        if self.row_ids.is_empty()
+            && !self.rows.is_empty()
+            && self.rows.iter().all(|r| r.is_disabled)
+        {
             return Err(invalid(
                 "rows",
                 "every row is disabled: nothing to run".to_owned(),
@@ -650,8 +705,40 @@ impl JobFile {
         Ok(())
     }
 
-    /// The configurations to run, in order: the rows that are enabled, each merged over the
-    /// configuration (with its id), or the configuration alone when there are no rows.
+    /// `row_ids`: each a row id, once, of a row the configuration has. Checked once the
+    /// rows are known: not while the stored configuration is still to be read.
+    fn check_row_ids(&self) -> Result<(), ContractError> {
+        let invalid = |i: usize, message: String| ContractError::Invalid {
+            field: format!("row_ids[{i}]"),
+            message,
+        };
+        let mut seen = std::collections::HashSet::new();
+        for (i, id) in self.row_ids.iter().enumerate() {
+            if !seen.insert(id) {
+                return Err(invalid(i, format!("{id:?} appears twice")));
+            }
+            if self.runs_stored_configuration() {
+                continue;
+            }
+            if !self.rows.iter().any(|r| &r.id == id) {
+                let message = if self.rows.is_empty() {
+                    format!("{id:?}: the configuration has no rows")
+                } else {
+                    let known: Vec<&str> = self.rows.iter().map(|r| r.id.as_str()).collect();
+                    format!(
+                        "{id:?} is not a row of the configuration (its rows: {})",
+                        known.join(", ")
+                    )
+                };
+                return Err(invalid(i, message));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configurations to run, in order: the rows that are enabled (or those `row_ids`
+    /// names, enabled or not), each merged over the configuration (with its id), or the
+    /// configuration alone when there are no rows.
     pub fn row_configurations(&self) -> Result<Vec<(Option<String>, Configuration)>, String> {
         if self.rows.is_empty() {
             return Ok(vec![(None, self.configuration.clone())]);
@@ -659,7 +746,11 @@ impl JobFile {
         let base = serde_json::to_value(&self.configuration).map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         for (i, row) in self.rows.iter().enumerate() {
-            if row.is_disabled {
+            if !self.row_ids.is_empty() {
+                if !self.row_ids.contains(&row.id) {
+                    continue;
+                }
+            } else if row.is_disabled {
                 tracing::info!("skipping disabled row {}", row.id);
                 continue;
             }
@@ -801,6 +892,61 @@ mod tests {
         );
         assert_eq!(rows[1].0.as_deref(), Some("r3"));
         assert_eq!(rows[1].1.parameters["a"], 1);
+    }
+
+    #[test]
+    fn row_ids_choose_rows_disabled_ones_too_in_the_configuration_order() {
+        let j = job(r#"{"component": {"id": "a", "image": "x/y"},
+                       "rows": [{"id": "r1"}, {"id": "r2", "is_disabled": true}, {"id": "r3"}],
+                       "row_ids": ["r3", "r2"]}"#)
+        .unwrap();
+        let ids: Vec<Option<String>> = (j.row_configurations().unwrap())
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ids, [Some("r2".to_owned()), Some("r3".to_owned())]);
+        let e = job(r#"{"component": {"id": "a", "image": "x/y"},
+                       "rows": [{"id": "r1"}], "row_ids": ["r9"]}"#)
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "row_ids[0]: \"r9\" is not a row of the configuration (its rows: r1)"
+        );
+        let e =
+            job(r#"{"component": {"id": "a", "image": "x/y"}, "row_ids": ["r1"]}"#).unwrap_err();
+        assert_eq!(e, "row_ids[0]: \"r1\": the configuration has no rows");
+        let e = job(r#"{"component": {"id": "a", "image": "x/y"},
+                       "rows": [{"id": "r1"}], "row_ids": ["r1", "r1"]}"#)
+        .unwrap_err();
+        assert_eq!(e, "row_ids[1]: \"r1\" appears twice");
+    }
+
+    #[test]
+    fn a_job_without_a_configuration_of_its_own_runs_the_stored_one() {
+        let stored = job(r#"{"component": "a", "config_id": "42", "row_ids": ["r1"]}"#).unwrap();
+        assert!(
+            stored.runs_stored_configuration(),
+            "row_ids wait for the stored rows"
+        );
+        for inline in [
+            r#"{"component": "a", "config_id": "42", "configuration": {}}"#,
+            r#"{"component": "a", "config_id": "42", "rows": [{"id": "r"}]}"#,
+            r#"{"component": "a"}"#,
+        ] {
+            assert!(
+                !job(inline).unwrap().runs_stored_configuration(),
+                "{inline}"
+            );
+        }
+        let mut j = stored;
+        let rows = vec![Row {
+            id: "r2".into(),
+            is_disabled: false,
+            configuration: Map::new(),
+        }];
+        let e = j.use_stored(Configuration::default(), rows, 3).unwrap_err();
+        assert!(e.starts_with("row_ids[0]: \"r1\" is not a row"), "{e}");
+        assert_eq!(j.config_version.as_deref(), Some("3"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod config_file;
 pub mod job;
 pub mod mapping;
 pub mod result;
+pub mod stored;
 pub mod validate;
 
 pub use job::{

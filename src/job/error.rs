@@ -17,6 +17,26 @@ use crate::storage::StorageError;
 pub enum JobError {
     #[error("job file: {0}")]
     Contract(String),
+    #[error(
+        "configuration {id} of component {component} is not stored (store it with `berth \
+         config put {component} {id} FILE`, or give the job a `configuration`)"
+    )]
+    NoStoredConfiguration { component: String, id: String },
+    #[error("stored configuration {id} of component {component}: {message}")]
+    StoredConfiguration {
+        component: String,
+        id: String,
+        message: String,
+    },
+    #[error(
+        "{at}.id: OAuth credentials {id} of component {component} are not stored (store them \
+         with `berth oauth put {component} {id} FILE`, or give them in {at}.credentials)"
+    )]
+    NoOAuthCredentials {
+        at: String,
+        component: String,
+        id: String,
+    },
     #[error(transparent)]
     Image(#[from] ImageError),
     #[error(transparent)]
@@ -70,9 +90,12 @@ impl JobError {
     /// Whose fault it is. Every variant is listed: a new one must be classified here.
     pub fn class(&self) -> ErrorClass {
         match self {
-            JobError::Contract(_) | JobError::SandboxNotEmpty { .. } | JobError::Validate(_) => {
-                ErrorClass::User
-            }
+            JobError::Contract(_)
+            | JobError::NoStoredConfiguration { .. }
+            | JobError::StoredConfiguration { .. }
+            | JobError::NoOAuthCredentials { .. }
+            | JobError::SandboxNotEmpty { .. }
+            | JobError::Validate(_) => ErrorClass::User,
             JobError::Image(e) => e.class(),
             JobError::Bundle(e) => e.class(),
             JobError::Mapping(e) => e.class(),

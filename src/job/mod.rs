@@ -12,7 +12,8 @@
 //!
 //! The steps live in their own files: [`pipeline`] (the job as a whole: image, rows,
 //! commit, result), `row` (one row: data folder, container, outputs), `vault` (its
-//! secrets: decrypted, masked, sealed again), `verdict` (how a
+//! secrets: decrypted, masked, sealed again), `stored` (the stored configuration and OAuth
+//! credentials it names), `verdict` (how a
 //! container's end becomes the job's status), `state` (what a configuration keeps),
 //! [`workdir`] (the job directory) and [`gc`] (what dead berths left). What every step
 //! shares sits in leaves below them, so that no step reaches back up to this file:
@@ -32,6 +33,7 @@ pub mod running;
 mod sandbox;
 mod settings;
 mod state;
+mod stored;
 mod vault;
 mod verdict;
 pub mod workdir;
@@ -41,6 +43,7 @@ pub use debug::{DebugError, MAX_ARCHIVED_BYTES, MAX_ARCHIVED_ENTRIES};
 pub use error::JobError;
 pub use sandbox::sandbox;
 pub use settings::{PROXY_VARS, RunOptions, SECRETS_KEY_ENV, Services, Settings, proxy_env};
+pub use stored::load_stored_configuration;
 
 use crate::contract::{JobFile, JobResult};
 

@@ -117,7 +117,7 @@ impl<'a> JobRun<'a> {
     }
 
     fn execute(&mut self, on_line: &mut dyn FnMut(&str)) -> Result<Verdict, JobError> {
-        let rows = match self.options.action {
+        let mut rows = match self.options.action {
             // An action answers for the configuration, not for each of its rows.
             Some(_) => vec![(None, self.job.configuration.clone())],
             None => self.job.row_configurations().map_err(JobError::Contract)?,
@@ -126,6 +126,8 @@ impl<'a> JobRun<'a> {
         if let Some(done) = self.committed_before()? {
             return Ok(done);
         }
+        let component = &self.job.component.id;
+        super::stored::fill_oauth_credentials(&mut self.storage, component, &mut rows)?;
         // Before any image is pulled: a processor that cannot run fails the job at once.
         let action = self.options.action.is_some();
         let wanted = processors::wanted(self.job, &rows, action)?;

@@ -204,6 +204,7 @@ fn processor_job(job: &JobFile, p: &Processor) -> Result<JobFile, JobError> {
             ..Configuration::default()
         },
         rows: Vec::new(),
+        row_ids: Vec::new(),
         processor_components: BTreeMap::new(),
         ..job.clone()
     })

@@ -21,11 +21,12 @@ use crate::mapping::{MappingError, keep};
 /// Prepares the data folder of each row of `job` in `dir` (`dir` itself, or `dir/<row id>`
 /// when the configuration has several rows) and returns them. `dir` must be empty or new.
 pub fn sandbox(settings: &Settings, job: &JobFile, dir: &Path) -> Result<Vec<PathBuf>, JobError> {
-    let rows = job.row_configurations().map_err(JobError::Contract)?;
+    let mut rows = job.row_configurations().map_err(JobError::Contract)?;
     crate::contract::validate::check_configurations(&job.component, &rows)?;
+    let mut storage = LazyStorage::new(settings.store.clone());
+    super::stored::fill_oauth_credentials(&mut storage, &job.component.id, &mut rows)?;
     let dest = open_empty(dir)?;
     let scratch = JobDir::create(&Home::new(&settings.home)).map_err(JobError::Workdir)?;
-    let mut storage = LazyStorage::new(settings.store.clone());
     let mut vault = Vault::for_store(settings.secrets_key(), settings.store.is_shared());
     let mut prepared = Vec::new();
     for (n, (row_id, config)) in rows.iter().enumerate() {

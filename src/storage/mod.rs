@@ -14,6 +14,7 @@
 
 pub mod blob;
 mod check;
+mod configs;
 mod csv_out;
 mod csv_reader;
 #[cfg(feature = "fuzzing")]
@@ -435,6 +436,65 @@ pub struct ApplyReport {
     pub files: Vec<FileInfo>,
 }
 
+/// The longest component, configuration, row or credentials id, in bytes.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// A stored configuration of a component: what `berth config put` stored, for jobs that
+/// name it by component and id instead of carrying it. Kept as the operator put it, `#`
+/// values already encrypted: storage never sees a secret in the clear.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredConfiguration {
+    pub component: String,
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    /// The configuration, as a job file's `configuration` (an object; for
+    /// `keboola.variables` and `keboola.shared-code`, what those hold).
+    #[serde(default = "empty_object")]
+    pub configuration: Value,
+    /// Its rows, in order.
+    #[serde(default)]
+    pub rows: Vec<StoredRow>,
+    /// How many times it was put: the first put makes version 1. Set by storage; what a
+    /// put is given is ignored.
+    #[serde(default)]
+    pub version: u64,
+    /// When it was last put (unix ms). Set by storage.
+    #[serde(default)]
+    pub updated_ms: i64,
+}
+
+/// A row of a stored configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRow {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default)]
+    pub is_disabled: bool,
+    /// Merged over the configuration's when the row runs (an object).
+    #[serde(default = "empty_object")]
+    pub configuration: Value,
+}
+
+/// OAuth credentials of a component, as `berth oauth put` stored them: what the original's
+/// OAuth broker returns (`id`, `authorizedFor`, `creator`, `created`, `#data`,
+/// `oauthVersion`, `appKey`, `#appSecret`, …), `#` values encrypted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OAuthCredentials {
+    pub component: String,
+    pub id: String,
+    /// The credentials (an object).
+    pub credentials: Value,
+    /// When they were last put (unix ms). Set by storage.
+    #[serde(default)]
+    pub updated_ms: i64,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
 /// How a recorded job ended. Storage's own word for it, so that storage depends on no
 /// other part of berth; the runner maps its result's status to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -543,6 +603,52 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Job records matching `query`, newest first.
     fn jobs(&self, query: &JobQuery) -> Result<Vec<JobRecord>, StorageError>;
+
+    /// The stored configuration `id` of `component`, if there is one.
+    fn configuration(
+        &self,
+        component: &str,
+        id: &str,
+    ) -> Result<Option<StoredConfiguration>, StorageError>;
+
+    /// Every stored configuration, or those of `component`, sorted by component and id.
+    fn configurations(
+        &self,
+        component: Option<&str>,
+    ) -> Result<Vec<StoredConfiguration>, StorageError>;
+
+    /// Stores `config` (its `#` values encrypted already), replacing the one of its
+    /// component and id. Returns it as stored: one version more than before (1 when new).
+    fn put_configuration(
+        &self,
+        config: &StoredConfiguration,
+    ) -> Result<StoredConfiguration, StorageError>;
+
+    /// Removes a stored configuration; `false` when there was none. Its states stay.
+    fn remove_configuration(&self, component: &str, id: &str) -> Result<bool, StorageError>;
+
+    /// The OAuth credentials `id` of `component`, if there are.
+    fn oauth_credentials(
+        &self,
+        component: &str,
+        id: &str,
+    ) -> Result<Option<OAuthCredentials>, StorageError>;
+
+    /// Every OAuth credentials, or those of `component`, sorted by component and id.
+    fn list_oauth_credentials(
+        &self,
+        component: Option<&str>,
+    ) -> Result<Vec<OAuthCredentials>, StorageError>;
+
+    /// Stores `creds` (their `#` values encrypted already), replacing those of their
+    /// component and id; returns them as stored.
+    fn put_oauth_credentials(
+        &self,
+        creds: &OAuthCredentials,
+    ) -> Result<OAuthCredentials, StorageError>;
+
+    /// Removes OAuth credentials; `false` when there were none.
+    fn remove_oauth_credentials(&self, component: &str, id: &str) -> Result<bool, StorageError>;
 
     /// Removes file contents that no file names and that are older than `min_age`: what
     /// failed or killed commits left. Returns how many went.
