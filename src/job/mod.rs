@@ -32,6 +32,7 @@ pub mod running;
 mod sandbox;
 mod settings;
 mod state;
+mod variables;
 mod vault;
 mod verdict;
 pub mod workdir;

@@ -22,10 +22,11 @@ use crate::mapping::{MappingError, keep};
 /// when the configuration has several rows) and returns them. `dir` must be empty or new.
 pub fn sandbox(settings: &Settings, job: &JobFile, dir: &Path) -> Result<Vec<PathBuf>, JobError> {
     let rows = job.row_configurations().map_err(JobError::Contract)?;
+    let mut storage = LazyStorage::new(settings.store.clone());
+    let (rows, _) = super::variables::resolve_rows(job, rows, &mut storage)?;
     crate::contract::validate::check_configurations(&job.component, &rows)?;
     let dest = open_empty(dir)?;
     let scratch = JobDir::create(&Home::new(&settings.home)).map_err(JobError::Workdir)?;
-    let mut storage = LazyStorage::new(settings.store.clone());
     let mut vault = Vault::for_store(settings.secrets_key(), settings.store.is_shared());
     let mut prepared = Vec::new();
     for (n, (row_id, config)) in rows.iter().enumerate() {
