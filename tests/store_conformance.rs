@@ -25,8 +25,9 @@ use std::process::{Command, Stdio};
 
 use berth::storage::{
     Changes, CsvProblem, CsvSource, ExportQuery, FileInfo, FileQuery, FileUpload, FilesUrl,
-    FilterOperator, JobQuery, JobRecord, JobStatus, MetadataEntry, Provenance, StateKey, Storage,
-    StorageError, StorageUrl, StoreSettings, TableId, TableInfo, TableLoad, WhereFilter,
+    FilterOperator, JobQuery, JobRecord, JobStatus, MetadataEntry, OAuthCredentials, Provenance,
+    StateKey, Storage, StorageError, StorageUrl, StoreSettings, StoredConfiguration, StoredRow,
+    TableId, TableInfo, TableLoad, WhereFilter,
 };
 use common::*;
 use serde_json::{Value, json};
@@ -307,7 +308,233 @@ conformance!(
     a_state_changed_by_another_run_is_a_conflict,
     a_job_id_commits_once_even_when_two_berths_run_it,
     jobs_are_listed_and_shown,
+    configurations_are_put_versioned_listed_and_removed,
+    oauth_credentials_are_put_listed_and_removed,
+    a_store_of_the_previous_schema_gains_configurations,
 );
+
+fn stored_config(component: &str, id: &str, parameters: Value) -> StoredConfiguration {
+    StoredConfiguration {
+        component: component.into(),
+        id: id.into(),
+        name: format!("config {id}"),
+        configuration: json!({"parameters": parameters}),
+        rows: vec![
+            StoredRow {
+                id: "r1".into(),
+                name: "first".into(),
+                is_disabled: false,
+                configuration: json!({"parameters": {"#row": "KBC::ProjectSecure::x"}}),
+            },
+            StoredRow {
+                id: "r2".into(),
+                name: String::new(),
+                is_disabled: true,
+                configuration: json!({}),
+            },
+        ],
+        version: 0,
+        updated_ms: 0,
+    }
+}
+
+fn configurations_are_put_versioned_listed_and_removed(b: Backend) {
+    let Some(s) = S::new(b) else { return };
+    let store = &s.store;
+    assert_eq!(store.configuration("acme.ex", "42").unwrap(), None);
+    let first = stored_config("acme.ex", "42", json!({"a": 1}));
+    let put = store.put_configuration(&first).unwrap();
+    assert_eq!(put.version, 1);
+    assert!(put.updated_ms > 0);
+    let got = store.configuration("acme.ex", "42").unwrap().unwrap();
+    assert_eq!(got, put);
+    assert_eq!(
+        got.rows[0].configuration["parameters"]["#row"],
+        "KBC::ProjectSecure::x"
+    );
+    assert!(got.rows[1].is_disabled);
+
+    // A second put replaces it, one version up.
+    let second = stored_config("acme.ex", "42", json!({"a": 2}));
+    let put = store.put_configuration(&second).unwrap();
+    assert_eq!(put.version, 2);
+    let got = store.configuration("acme.ex", "42").unwrap().unwrap();
+    assert_eq!(got.configuration, json!({"parameters": {"a": 2}}));
+    assert_eq!(got.version, 2);
+
+    for (component, id) in [
+        ("acme.ex", "7"),
+        ("acme.ex", "10"),
+        ("Acme.ex", "1"),
+        ("b.c", "x"),
+    ] {
+        store
+            .put_configuration(&stored_config(component, id, json!({})))
+            .unwrap();
+    }
+    let keys = |list: Vec<StoredConfiguration>| -> Vec<String> {
+        list.iter()
+            .map(|c| format!("{}/{}", c.component, c.id))
+            .collect()
+    };
+    // Sorted as bytes, whatever the database's locale.
+    assert_eq!(
+        keys(store.configurations(None).unwrap()),
+        [
+            "Acme.ex/1",
+            "acme.ex/10",
+            "acme.ex/42",
+            "acme.ex/7",
+            "b.c/x"
+        ]
+    );
+    assert_eq!(
+        keys(store.configurations(Some("acme.ex")).unwrap()),
+        ["acme.ex/10", "acme.ex/42", "acme.ex/7"]
+    );
+    assert!(store.configurations(Some("none")).unwrap().is_empty());
+
+    assert!(store.remove_configuration("acme.ex", "42").unwrap());
+    assert!(!store.remove_configuration("acme.ex", "42").unwrap());
+    assert_eq!(store.configuration("acme.ex", "42").unwrap(), None);
+    // Put again after a removal, it starts anew.
+    assert_eq!(store.put_configuration(&first).unwrap().version, 1);
+
+    // Bad ids and shapes are the user's, named, and nothing is stored.
+    let before = store.configurations(None).unwrap();
+    let mut bad = Vec::new();
+    bad.push(stored_config("../x", "1", json!({})));
+    bad.push(stored_config("acme.ex", "a/b", json!({})));
+    bad.push(stored_config("acme.ex", "", json!({})));
+    let mut twice = stored_config("acme.ex", "9", json!({}));
+    twice.rows[1].id = "r1".into();
+    bad.push(twice);
+    let mut not_object = stored_config("acme.ex", "9", json!({}));
+    not_object.configuration = json!([1]);
+    bad.push(not_object);
+    let mut bad_row = stored_config("acme.ex", "9", json!({}));
+    bad_row.rows[0].id = String::new();
+    bad.push(bad_row);
+    let mut messages = Vec::new();
+    for config in &bad {
+        let e = store.put_configuration(config).unwrap_err();
+        assert!(e.is_user_error(), "{e}");
+        messages.push(e.to_string());
+    }
+    assert_eq!(
+        messages,
+        [
+            "invalid component \"../x\": a component id has 1 to 128 of A-Z a-z 0-9 . - _ \
+             (e.g. keboola.ex-db)",
+            "invalid configuration id \"a/b\": an id has 1 to 128 bytes and no '/'",
+            "invalid configuration id \"\": an id has 1 to 128 bytes and no '/'",
+            "invalid row \"r1\" of configuration acme.ex/9: it appears twice",
+            "invalid configuration acme.ex/9: it must be a JSON object",
+            "invalid row id of configuration acme.ex/9 \"\": an id has 1 to 128 bytes and no '/'",
+        ]
+    );
+    assert!(
+        store
+            .remove_configuration("acme.ex", "a/b")
+            .unwrap_err()
+            .is_user_error()
+    );
+    assert_eq!(store.configurations(None).unwrap(), before);
+}
+
+fn oauth_credentials_are_put_listed_and_removed(b: Backend) {
+    let Some(s) = S::new(b) else { return };
+    let store = &s.store;
+    assert_eq!(store.oauth_credentials("acme.ex", "main").unwrap(), None);
+    let creds = |data: &str| OAuthCredentials {
+        component: "acme.ex".into(),
+        id: "main".into(),
+        credentials: json!({
+            "id": "main", "authorizedFor": "ops", "appKey": "key",
+            "#appSecret": "KBC::ProjectSecure::s", "#data": data
+        }),
+        updated_ms: 0,
+    };
+    let put = store
+        .put_oauth_credentials(&creds("KBC::ProjectSecure::d1"))
+        .unwrap();
+    assert!(put.updated_ms > 0);
+    assert_eq!(
+        store.oauth_credentials("acme.ex", "main").unwrap().unwrap(),
+        put
+    );
+    store
+        .put_oauth_credentials(&creds("KBC::ProjectSecure::d2"))
+        .unwrap();
+    let got = store.oauth_credentials("acme.ex", "main").unwrap().unwrap();
+    assert_eq!(got.credentials["#data"], "KBC::ProjectSecure::d2");
+    // Credentials and configurations are apart: the same ids name different things.
+    assert_eq!(store.configuration("acme.ex", "main").unwrap(), None);
+    let mut other = creds("x");
+    other.component = "acme.b".into();
+    store.put_oauth_credentials(&other).unwrap();
+    let all: Vec<String> = store
+        .list_oauth_credentials(None)
+        .unwrap()
+        .iter()
+        .map(|c| format!("{}/{}", c.component, c.id))
+        .collect();
+    assert_eq!(all, ["acme.b/main", "acme.ex/main"]);
+    assert_eq!(
+        store.list_oauth_credentials(Some("acme.b")).unwrap().len(),
+        1
+    );
+    assert!(store.remove_oauth_credentials("acme.b", "main").unwrap());
+    assert!(!store.remove_oauth_credentials("acme.b", "main").unwrap());
+    let mut bad = creds("x");
+    bad.credentials = json!("plain");
+    let e = store.put_oauth_credentials(&bad).unwrap_err();
+    assert!(e.is_user_error());
+    assert_eq!(
+        e.to_string(),
+        "invalid credentials acme.ex/main: it must be a JSON object"
+    );
+    bad = creds("x");
+    bad.id = "a/b".into();
+    assert!(
+        store
+            .put_oauth_credentials(&bad)
+            .unwrap_err()
+            .is_user_error()
+    );
+    assert_eq!(store.list_oauth_credentials(None).unwrap().len(), 1);
+}
+
+/// A store made by the berth before configurations were stored: the schema version before,
+/// without their tables. Opening it migrates it and keeps what it held.
+fn a_store_of_the_previous_schema_gains_configurations(b: Backend) {
+    let Some(s) = S::new(b) else { return };
+    s.full(T, "id\n1\n");
+    let older = "DROP TABLE configurations; DROP TABLE oauth_credentials;";
+    match &s.env.settings.storage {
+        StorageUrl::Sqlite(dir) => {
+            let db = rusqlite::Connection::open(dir.join("project.sqlite")).unwrap();
+            db.execute_batch(older).unwrap();
+            db.pragma_update(None, "user_version", 2).unwrap();
+        }
+        StorageUrl::Postgres(url) => {
+            let mut db = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+            db.batch_execute(&format!(
+                "SET search_path TO berth; {older} UPDATE schema_version SET version = 1"
+            ))
+            .unwrap();
+        }
+    }
+    drop(s.store);
+    let store = s.env.open();
+    assert_eq!(store.tables().unwrap().len(), 1);
+    assert!(store.configurations(None).unwrap().is_empty());
+    let put = store
+        .put_configuration(&stored_config("acme.ex", "1", json!({})))
+        .unwrap();
+    assert_eq!(put.version, 1);
+    assert!(store.list_oauth_credentials(None).unwrap().is_empty());
+}
 
 fn tables_are_created_replaced_appended_widened_and_described(b: Backend) {
     let Some(s) = S::new(b) else { return };

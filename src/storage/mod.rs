@@ -14,6 +14,7 @@
 
 pub mod blob;
 mod check;
+mod configs;
 mod csv_out;
 mod csv_reader;
 #[cfg(feature = "fuzzing")]
@@ -32,6 +33,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use configs::{MAX_ID_BYTES, OAuthCredentials, StoredConfiguration, StoredRow};
 pub use postgres::PgStorage;
 pub use settings::{FilesUrl, SYSTEM_CONFIG, StorageUrl, StoreSettings, open, read_config};
 pub use sqlite::SqliteStorage;
@@ -543,6 +545,52 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Job records matching `query`, newest first.
     fn jobs(&self, query: &JobQuery) -> Result<Vec<JobRecord>, StorageError>;
+
+    /// The stored configuration `id` of `component`, if there is one.
+    fn configuration(
+        &self,
+        component: &str,
+        id: &str,
+    ) -> Result<Option<StoredConfiguration>, StorageError>;
+
+    /// Every stored configuration, or those of `component`, sorted by component and id.
+    fn configurations(
+        &self,
+        component: Option<&str>,
+    ) -> Result<Vec<StoredConfiguration>, StorageError>;
+
+    /// Stores `config` (its `#` values encrypted already), replacing the one of its
+    /// component and id. Returns it as stored: one version more than before (1 when new).
+    fn put_configuration(
+        &self,
+        config: &StoredConfiguration,
+    ) -> Result<StoredConfiguration, StorageError>;
+
+    /// Removes a stored configuration; `false` when there was none. Its states stay.
+    fn remove_configuration(&self, component: &str, id: &str) -> Result<bool, StorageError>;
+
+    /// The OAuth credentials `id` of `component`, if there are.
+    fn oauth_credentials(
+        &self,
+        component: &str,
+        id: &str,
+    ) -> Result<Option<OAuthCredentials>, StorageError>;
+
+    /// Every OAuth credentials, or those of `component`, sorted by component and id.
+    fn list_oauth_credentials(
+        &self,
+        component: Option<&str>,
+    ) -> Result<Vec<OAuthCredentials>, StorageError>;
+
+    /// Stores `creds` (their `#` values encrypted already), replacing those of their
+    /// component and id; returns them as stored.
+    fn put_oauth_credentials(
+        &self,
+        creds: &OAuthCredentials,
+    ) -> Result<OAuthCredentials, StorageError>;
+
+    /// Removes OAuth credentials; `false` when there were none.
+    fn remove_oauth_credentials(&self, component: &str, id: &str) -> Result<bool, StorageError>;
 
     /// Removes file contents that no file names and that are older than `min_age`: what
     /// failed or killed commits left. Returns how many went.

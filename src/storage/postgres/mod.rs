@@ -21,12 +21,16 @@
 //! have its version, and a job id commits once: its success record is written in the same
 //! transaction, under the job id's primary key.
 //!
+//! Stored configurations and OAuth credentials are one row each, put in a transaction of
+//! their own (the last put wins).
+//!
 //! Reads run in a REPEATABLE READ, READ ONLY transaction: one snapshot.
 //!
 //! TLS: the connection is plain (`NoTls`), which is fine to loopback or inside a private
 //! network; a production setup across untrusted networks needs `postgres-rustls` (or a
 //! TLS tunnel such as stunnel or a service mesh) — not wired yet.
 
+mod configs;
 mod export;
 mod files;
 mod jobs;
@@ -45,10 +49,11 @@ use postgres::{Client, IsolationLevel, NoTls, Transaction};
 
 use super::blob::{Blob, BlobStore};
 use super::check::{check_changes, tables_in_lock_order};
+use super::configs::{check_component, check_configuration, check_credentials, check_id};
 use super::sql::{Fail, PgRes as Res};
 use super::{
-    ApplyReport, Changes, ExportQuery, FileInfo, FileQuery, JobQuery, JobRecord, StateKey, Storage,
-    StorageError, StoredState, TableId, TableInfo,
+    ApplyReport, Changes, ExportQuery, FileInfo, FileQuery, JobQuery, JobRecord, OAuthCredentials,
+    StateKey, Storage, StorageError, StoredConfiguration, StoredState, TableId, TableInfo,
 };
 use locks::{FILES_LOCK, lock, table_lock};
 
@@ -265,6 +270,64 @@ impl Storage for PgStorage {
 
     fn jobs(&self, query: &JobQuery) -> Result<Vec<JobRecord>, StorageError> {
         self.read(|tx| jobs::find_jobs(tx, query))
+    }
+
+    fn configuration(
+        &self,
+        component: &str,
+        id: &str,
+    ) -> Result<Option<StoredConfiguration>, StorageError> {
+        self.read(|tx| configs::find_configuration(tx, component, id))
+    }
+
+    fn configurations(
+        &self,
+        component: Option<&str>,
+    ) -> Result<Vec<StoredConfiguration>, StorageError> {
+        self.read(|tx| configs::list_configurations(tx, component))
+    }
+
+    fn put_configuration(
+        &self,
+        config: &StoredConfiguration,
+    ) -> Result<StoredConfiguration, StorageError> {
+        check_configuration(config)?;
+        self.write(|tx| configs::put_configuration(tx, config))
+    }
+
+    fn remove_configuration(&self, component: &str, id: &str) -> Result<bool, StorageError> {
+        check_component("component", component)?;
+        check_id("configuration id", id)?;
+        self.write(|tx| configs::remove(tx, configs::Table::Configurations, component, id))
+    }
+
+    fn oauth_credentials(
+        &self,
+        component: &str,
+        id: &str,
+    ) -> Result<Option<OAuthCredentials>, StorageError> {
+        self.read(|tx| configs::find_credentials(tx, component, id))
+    }
+
+    fn list_oauth_credentials(
+        &self,
+        component: Option<&str>,
+    ) -> Result<Vec<OAuthCredentials>, StorageError> {
+        self.read(|tx| configs::list_credentials(tx, component))
+    }
+
+    fn put_oauth_credentials(
+        &self,
+        creds: &OAuthCredentials,
+    ) -> Result<OAuthCredentials, StorageError> {
+        check_credentials(creds)?;
+        self.write(|tx| configs::put_credentials(tx, creds))
+    }
+
+    fn remove_oauth_credentials(&self, component: &str, id: &str) -> Result<bool, StorageError> {
+        check_component("component", component)?;
+        check_id("credentials id", id)?;
+        self.write(|tx| configs::remove(tx, configs::Table::OAuth, component, id))
     }
 
     fn sweep(&self, min_age: Duration) -> Result<usize, StorageError> {

@@ -1,7 +1,10 @@
 //! berth's schema in PostgreSQL: the registry of tables, columns and metadata, files,
 //! states and job records, in the schema `berth`, with the version in `schema_version`.
 //! The first berth to connect creates it; several starting at once wait for each other on
-//! an advisory lock, and the others find it made. A newer schema is refused.
+//! an advisory lock, and the others find it made. An older one is migrated; a newer one is
+//! refused.
+//!
+//! Version 2 (issue 18): stored configurations and OAuth credentials.
 
 use std::path::PathBuf;
 
@@ -11,7 +14,7 @@ use super::locks::{LOCK_SPACE, SCHEMA_LOCK};
 use crate::storage::StorageError;
 use crate::storage::sql::PgRes as Res;
 
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 /// Table ids sort as bytes (COLLATE "C"), as in the embedded store, whatever the
 /// database's locale.
@@ -99,6 +102,28 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_by_start ON jobs (started_ms);
 "#;
 
+/// Version 2's additions, in a new schema and in a migrated one alike.
+const CONFIGURATIONS: &str = r#"
+CREATE TABLE configurations (
+    component text COLLATE "C" NOT NULL,
+    id text COLLATE "C" NOT NULL,
+    name text NOT NULL,
+    configuration text NOT NULL,
+    rows text NOT NULL,
+    version bigint NOT NULL,
+    updated_ms bigint NOT NULL,
+    PRIMARY KEY (component, id)
+);
+
+CREATE TABLE oauth_credentials (
+    component text COLLATE "C" NOT NULL,
+    id text COLLATE "C" NOT NULL,
+    credentials text NOT NULL,
+    updated_ms bigint NOT NULL,
+    PRIMARY KEY (component, id)
+);
+"#;
+
 /// Creates the schema in a database without it; refuses one of a newer version. Leaves
 /// the connection's `search_path` at `berth`.
 pub(super) fn ensure(client: &mut Client, shown: &str) -> Res<()> {
@@ -120,11 +145,17 @@ pub(super) fn ensure(client: &mut Client, shown: &str) -> Res<()> {
     match version(&mut tx)? {
         None => {
             tx.batch_execute(SCHEMA)?;
+            tx.batch_execute(CONFIGURATIONS)?;
             tx.execute(
                 "INSERT INTO schema_version (version) VALUES ($1)",
                 &[&SCHEMA_VERSION],
             )?;
             tracing::info!("created berth's schema in {shown}");
+        }
+        Some(1) => {
+            tx.batch_execute(CONFIGURATIONS)?;
+            tx.execute("UPDATE schema_version SET version = $1", &[&SCHEMA_VERSION])?;
+            tracing::info!("migrated berth's schema in {shown} to version {SCHEMA_VERSION}");
         }
         Some(v) if v == SCHEMA_VERSION => {}
         Some(found) => {

@@ -24,6 +24,7 @@
 //! [`tables`] (the registry of storage tables), [`load`] (table loads), [`export`],
 //! [`files`], [`states`] and [`jobs`].
 
+mod configs;
 mod export;
 mod files;
 mod jobs;
@@ -45,10 +46,11 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::blob::{Blob, BlobStore, LocalBlobs, ORPHAN_AGE};
 use super::check::check_changes;
+use super::configs::{check_component, check_configuration, check_credentials, check_id};
 use super::sql::{Fail, SqliteRes as Res};
 use super::{
-    ApplyReport, Changes, ExportQuery, FileInfo, FileQuery, JobQuery, JobRecord, StateKey, Storage,
-    StorageError, StoredState, TableId, TableInfo,
+    ApplyReport, Changes, ExportQuery, FileInfo, FileQuery, JobQuery, JobRecord, OAuthCredentials,
+    StateKey, Storage, StorageError, StoredConfiguration, StoredState, TableId, TableInfo,
 };
 
 /// How long a writer waits for another berth's transaction before giving up. Loads of
@@ -313,6 +315,64 @@ impl Storage for SqliteStorage {
 
     fn jobs(&self, query: &JobQuery) -> Result<Vec<JobRecord>, StorageError> {
         self.read(|conn| jobs::find_jobs(conn, query))
+    }
+
+    fn configuration(
+        &self,
+        component: &str,
+        id: &str,
+    ) -> Result<Option<StoredConfiguration>, StorageError> {
+        self.read(|conn| configs::find_configuration(conn, component, id))
+    }
+
+    fn configurations(
+        &self,
+        component: Option<&str>,
+    ) -> Result<Vec<StoredConfiguration>, StorageError> {
+        self.read(|conn| configs::list_configurations(conn, component))
+    }
+
+    fn put_configuration(
+        &self,
+        config: &StoredConfiguration,
+    ) -> Result<StoredConfiguration, StorageError> {
+        check_configuration(config)?;
+        self.write(|tx| configs::put_configuration(tx, config))
+    }
+
+    fn remove_configuration(&self, component: &str, id: &str) -> Result<bool, StorageError> {
+        check_component("component", component)?;
+        check_id("configuration id", id)?;
+        self.write(|tx| configs::remove(tx, configs::Table::Configurations, component, id))
+    }
+
+    fn oauth_credentials(
+        &self,
+        component: &str,
+        id: &str,
+    ) -> Result<Option<OAuthCredentials>, StorageError> {
+        self.read(|conn| configs::find_credentials(conn, component, id))
+    }
+
+    fn list_oauth_credentials(
+        &self,
+        component: Option<&str>,
+    ) -> Result<Vec<OAuthCredentials>, StorageError> {
+        self.read(|conn| configs::list_credentials(conn, component))
+    }
+
+    fn put_oauth_credentials(
+        &self,
+        creds: &OAuthCredentials,
+    ) -> Result<OAuthCredentials, StorageError> {
+        check_credentials(creds)?;
+        self.write(|tx| configs::put_credentials(tx, creds))
+    }
+
+    fn remove_oauth_credentials(&self, component: &str, id: &str) -> Result<bool, StorageError> {
+        check_component("component", component)?;
+        check_id("credentials id", id)?;
+        self.write(|tx| configs::remove(tx, configs::Table::OAuth, component, id))
     }
 
     fn sweep(&self, min_age: Duration) -> Result<usize, StorageError> {

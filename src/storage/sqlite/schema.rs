@@ -6,6 +6,8 @@
 //! Version 2 (issue 15): file contents are named by their digest, so one content may back
 //! several files (no longer unique); states have a version and a cleared state is kept as
 //! a row without value (so that a version never comes back); job records name their host.
+//!
+//! Version 3 (issue 18): stored configurations and OAuth credentials.
 
 use std::path::Path;
 
@@ -14,7 +16,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use crate::storage::StorageError;
 use crate::storage::sql::SqliteRes as Res;
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE meta (
@@ -107,6 +109,29 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_by_start ON jobs (started_ms);
 ";
 
+/// Version 3's additions, in a new store and in a migrated one alike.
+const CONFIGURATIONS: &str = "
+-- `configuration` and `rows` are JSON texts; `#` values in them are ciphertexts.
+CREATE TABLE configurations (
+    component TEXT NOT NULL,
+    id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    configuration TEXT NOT NULL,
+    rows TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (component, id)
+) WITHOUT ROWID;
+
+CREATE TABLE oauth_credentials (
+    component TEXT NOT NULL,
+    id TEXT NOT NULL,
+    credentials TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (component, id)
+) WITHOUT ROWID;
+";
+
 /// From version 1: `files.content` loses its UNIQUE (a table rebuild, SQLite cannot drop
 /// a constraint), states gain a version (1: each was written once at least) and may be
 /// cleared to no value, jobs gain a host.
@@ -163,9 +188,15 @@ fn migrate(conn: &mut Connection, db_path: &Path) -> Res<()> {
     // Another berth may have created or migrated the schema while this one waited.
     let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
     match version {
-        0 => tx.execute_batch(SCHEMA)?,
-        1 => {
-            tx.execute_batch(MIGRATE_1_TO_2)?;
+        0 => {
+            tx.execute_batch(SCHEMA)?;
+            tx.execute_batch(CONFIGURATIONS)?;
+        }
+        1 | 2 => {
+            if version == 1 {
+                tx.execute_batch(MIGRATE_1_TO_2)?;
+            }
+            tx.execute_batch(CONFIGURATIONS)?;
             let broken: Option<String> = tx
                 .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
                 .optional()?;
@@ -176,7 +207,10 @@ fn migrate(conn: &mut Connection, db_path: &Path) -> Res<()> {
                 }
                 .into());
             }
-            tracing::info!("migrated {} to schema version 2", db_path.display());
+            tracing::info!(
+                "migrated {} to schema version {SCHEMA_VERSION}",
+                db_path.display()
+            );
         }
         v if v == SCHEMA_VERSION => {}
         found => {
