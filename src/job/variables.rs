@@ -26,11 +26,16 @@ impl Lookup for Stored<'_> {
         component: &str,
         id: &str,
     ) -> Result<Option<StoredConfig>, StorageError> {
-        let _store = self.storage.get()?;
-        // WIRING POINT: stored configurations come with `Storage::configuration`, which
-        // the `configs` branch adds; until then no configuration is stored.
-        let _ = (component, id);
-        Ok(None)
+        let stored = self.storage.get()?.configuration(component, id)?;
+        // A disabled row still holds its values, as the original reads rows by id.
+        Ok(stored.map(|c| StoredConfig {
+            configuration: c.configuration,
+            rows: c
+                .rows
+                .into_iter()
+                .map(|r| (r.id, r.configuration))
+                .collect(),
+        }))
     }
 }
 
