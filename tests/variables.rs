@@ -2,6 +2,9 @@
 //! `keboola.variables` configurations, the job's own values, and a component that prints
 //! the `config.json` it got.
 
+// Helpers of the tests panic on what the tests would.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use berth::storage::{StoreSettings, StoredConfiguration};

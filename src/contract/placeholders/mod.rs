@@ -445,14 +445,18 @@ fn list_of<'c>(config: &'c Value, key: &str) -> Result<&'c [Value], String> {
 /// The values of `fields` of the object `item`, each a non-empty scalar; no other key is
 /// allowed.
 fn fields_of(item: &Value, at: &str, fields: &[&str]) -> Result<Vec<String>, String> {
-    let map = item.as_object().ok_or(format!("{at} must be an object"))?;
+    let map = item
+        .as_object()
+        .ok_or_else(|| format!("{at} must be an object"))?;
     if let Some(other) = map.keys().find(|k| !fields.contains(&k.as_str())) {
         return Err(format!("{at}: unknown key {other:?}"));
     }
     let mut out = Vec::new();
     for field in fields {
-        let value = map.get(*field).ok_or(format!("{at}.{field} is missing"))?;
-        let text = php_scalar(value).ok_or(format!("{at}.{field} must be a string"))?;
+        let value = map
+            .get(*field)
+            .ok_or_else(|| format!("{at}.{field} is missing"))?;
+        let text = php_scalar(value).ok_or_else(|| format!("{at}.{field} must be a string"))?;
         if text.is_empty() {
             return Err(format!("{at}.{field} cannot be empty"));
         }
