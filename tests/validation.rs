@@ -101,13 +101,12 @@ fn an_unknown_root_key_is_an_error_and_a_key_without_meaning_a_warning() {
         "1",
     );
     let mut j = job(&img.reference, json!({}), json!({}));
-    j["configuration"]["variables_id"] = json!("123");
+    j["configuration"]["artifacts"] = json!({"options": {"zip": true}});
     let r = b.run_job(&j);
     assert_eq!(r.status, 0, "{}", r.stderr);
     assert!(r.stderr.contains("ran"), "{}", r.stderr);
     assert!(
-        r.stderr
-            .contains("configuration key variables_id is accepted"),
+        r.stderr.contains("configuration key artifacts is accepted"),
         "{}",
         r.stderr
     );

@@ -103,6 +103,7 @@ fn invalid_job(e: &ContractError) -> JobResult {
         timings: Timings::default(),
         already_committed: false,
         usage: None,
+        variables: Vec::new(),
     }
 }
 

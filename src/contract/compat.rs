@@ -105,8 +105,6 @@ mod tests {
                 "runtime.parallelism",
                 "runtime.safe",
                 "runtime.use_file_storage_only",
-                "shared_code_id",
-                "shared_code_row_ids",
                 "storage.input.files[].overwrite",
                 "storage.input.files[].query",
                 "storage.input.read_only_storage_access",
@@ -122,8 +120,6 @@ mod tests {
                 "storage.output.tables[].distribution_key",
                 "storage.output.tables[].tags",
                 "storage.output.treat_values_as_null",
-                "variables_id",
-                "variables_values_id",
             ]
         );
         // berth's own job file stays strict, and so do misspelt mapping keys.

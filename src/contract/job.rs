@@ -15,6 +15,7 @@ use super::ContractError;
 use super::compat;
 pub use super::compat::Runtime;
 use super::mapping::{Row, StorageConfig, merge};
+use super::placeholders::VariableValuesData;
 
 /// Default memory limit of a component (contract §9).
 pub const DEFAULT_MEMORY: &str = "256m";
@@ -69,6 +70,21 @@ pub struct JobFile {
     /// The project's feature gates (`KBC_PROJECT_FEATURE_GATES`, beside berth's own).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub project_features: Vec<String>,
+    /// The row of the configuration's `keboola.variables` configuration whose values
+    /// replace its variables, instead of its default (`variables_values_id`).
+    #[serde(
+        default,
+        alias = "variableValuesId",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub variable_values_id: Option<String>,
+    /// Values of the configuration's variables, inline: `{"values": [{"name", "value"}]}`.
+    #[serde(
+        default,
+        alias = "variableValuesData",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub variable_values_data: Option<VariableValuesData>,
     /// The known components the configuration's processors name, by id, once
     /// [`JobFile::resolve_components`] found them.
     #[serde(skip)]
@@ -158,10 +174,15 @@ pub struct Configuration {
     pub image_parameters: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
+    /// A `keboola.variables` configuration: its variables are replaced in this one
+    /// (`contract::placeholders`), with the values of its row `variables_values_id`
+    /// unless the job gives others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variables_id: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variables_values_id: Option<Value>,
+    /// A `keboola.shared-code` configuration, whose rows `shared_code_row_ids` replace
+    /// their `{{ rowId }}` items in lists of this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared_code_id: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,10 +201,6 @@ impl Configuration {
                 keys.insert(key.to_owned());
             }
         };
-        note(self.variables_id.is_some(), "variables_id");
-        note(self.variables_values_id.is_some(), "variables_values_id");
-        note(self.shared_code_id.is_some(), "shared_code_id");
-        note(self.shared_code_row_ids.is_some(), "shared_code_row_ids");
         note(self.artifacts.is_some(), "artifacts");
         if let Some(r) = &self.runtime {
             r.inert_keys(&mut note);

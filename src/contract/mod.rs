@@ -9,6 +9,7 @@ mod compat;
 pub mod config_file;
 pub mod job;
 pub mod mapping;
+pub mod placeholders;
 pub mod result;
 pub mod stored;
 pub mod validate;

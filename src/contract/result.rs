@@ -196,6 +196,17 @@ pub struct JobResult {
     /// What the job's containers used, once one ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// The variables replaced in its configuration, with their values (as the original's
+    /// job result lists them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub variables: Vec<Variable>,
+}
+
+/// A variable a job's configuration used, and its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Variable {
+    pub name: String,
+    pub value: String,
 }
 
 impl JobResult {

@@ -5,7 +5,7 @@
 //!   fields, as the original runner's configuration tree does (its `ConfigurationDefinition`
 //!   rejects unknown root keys: an error, not a warning), so a typo such as `parameter`
 //!   fails with `configuration: unknown field ...`; the keys the original accepts without a
-//!   meaning here (`variables_id`, `shared_code_*`, `artifacts`, …) draw a warning by name
+//!   meaning here (`artifacts`, `runtime.backend`, …) draw a warning by name
 //!   ([`JobFile::inert_keys`](super::JobFile::inert_keys)). Rows are merged and checked the
 //!   same way by [`JobFile::row_configurations`](super::JobFile::row_configurations).
 //! - **The component's schema** (here): a component may carry a JSON schema

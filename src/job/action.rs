@@ -93,6 +93,7 @@ fn refused() -> JobResult {
         timings: Default::default(),
         already_committed: false,
         usage: None,
+        variables: Vec::new(),
     }
 }
 

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use super::debug::DebugError;
 use crate::bundle::BundleError;
 use crate::contract::ErrorClass;
+use crate::contract::placeholders::PlaceholderError;
 use crate::contract::validate::ValidateError;
 use crate::image::ImageError;
 use crate::mapping::MappingError;
@@ -51,6 +52,16 @@ pub enum JobError {
     Secrets(#[from] SecretsError),
     #[error(transparent)]
     Validate(#[from] ValidateError),
+    /// Shared code or variables that cannot be replaced in the configuration of a row.
+    #[error(
+        "the configuration{}",
+        row.as_ref().map(|r| format!(" of row {r}")).unwrap_or_default()
+    )]
+    Placeholders {
+        row: Option<String>,
+        #[source]
+        source: PlaceholderError,
+    },
     #[error(transparent)]
     Debug(#[from] DebugError),
     #[error("job directory")]
@@ -95,7 +106,8 @@ impl JobError {
             | JobError::StoredConfiguration { .. }
             | JobError::NoOAuthCredentials { .. }
             | JobError::SandboxNotEmpty { .. }
-            | JobError::Validate(_) => ErrorClass::User,
+            | JobError::Validate(_)
+            | JobError::Placeholders { .. } => ErrorClass::User,
             JobError::Image(e) => e.class(),
             JobError::Bundle(e) => e.class(),
             JobError::Mapping(e) => e.class(),

@@ -34,6 +34,7 @@ mod sandbox;
 mod settings;
 mod state;
 mod stored;
+mod variables;
 mod vault;
 mod verdict;
 pub mod workdir;

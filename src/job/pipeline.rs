@@ -14,7 +14,7 @@ use super::vault::Vault;
 use super::verdict::Verdict;
 use super::workdir::{Home, JobDir};
 use super::{JobError, RunOptions, Services, Settings};
-use crate::contract::result::{Cage, ImageSummary, Status};
+use crate::contract::result::{Cage, ImageSummary, Status, Variable};
 use crate::contract::{JobFile, JobResult, UserNamespace, truncate_message};
 use crate::host::IdMap;
 use crate::image::{Images, PulledImage, Puller, Unpacker, Unpacking};
@@ -102,6 +102,7 @@ impl<'a> JobRun<'a> {
             timings: self.progress.timings,
             already_committed: self.progress.already_committed,
             usage: self.progress.usage,
+            variables: self.progress.variables,
         };
         // A job id that committed before keeps its record as it was.
         if !result.already_committed {
@@ -122,6 +123,10 @@ impl<'a> JobRun<'a> {
             Some(_) => vec![(None, self.job.configuration.clone())],
             None => self.job.row_configurations().map_err(JobError::Contract)?,
         };
+        let (rows, used) = super::variables::resolve_rows(self.job, rows, &mut self.storage)?;
+        self.progress.variables = (used.into_iter())
+            .map(|(name, value)| Variable { name, value })
+            .collect();
         crate::contract::validate::check_configurations(&self.job.component, &rows)?;
         if let Some(done) = self.committed_before()? {
             return Ok(done);

@@ -1,7 +1,7 @@
 //! What a job has done so far, for its result document: every step adds to it.
 
 use crate::contract::result::{
-    Cage, ImageSummary, OutputSummary, StageSummary, TableOutput, Timings, Usage,
+    Cage, ImageSummary, OutputSummary, StageSummary, TableOutput, Timings, Usage, Variable,
 };
 use crate::storage::ApplyReport;
 
@@ -19,6 +19,8 @@ pub(super) struct Progress {
     pub already_committed: bool,
     /// What their containers used, together.
     pub usage: Option<Usage>,
+    /// The variables replaced in the configurations, with their values.
+    pub variables: Vec<Variable>,
 }
 
 impl Progress {

@@ -21,9 +21,10 @@ use crate::mapping::{MappingError, keep};
 /// Prepares the data folder of each row of `job` in `dir` (`dir` itself, or `dir/<row id>`
 /// when the configuration has several rows) and returns them. `dir` must be empty or new.
 pub fn sandbox(settings: &Settings, job: &JobFile, dir: &Path) -> Result<Vec<PathBuf>, JobError> {
-    let mut rows = job.row_configurations().map_err(JobError::Contract)?;
-    crate::contract::validate::check_configurations(&job.component, &rows)?;
+    let rows = job.row_configurations().map_err(JobError::Contract)?;
     let mut storage = LazyStorage::new(settings.store.clone());
+    let (mut rows, _) = super::variables::resolve_rows(job, rows, &mut storage)?;
+    crate::contract::validate::check_configurations(&job.component, &rows)?;
     super::stored::fill_oauth_credentials(&mut storage, &job.component.id, &mut rows)?;
     let dest = open_empty(dir)?;
     let scratch = JobDir::create(&Home::new(&settings.home)).map_err(JobError::Workdir)?;
