@@ -118,12 +118,12 @@ impl<'a> JobRun<'a> {
     }
 
     fn execute(&mut self, on_line: &mut dyn FnMut(&str)) -> Result<Verdict, JobError> {
-        let mut rows = match self.options.action {
+        let rows = match self.options.action {
             // An action answers for the configuration, not for each of its rows.
             Some(_) => vec![(None, self.job.configuration.clone())],
             None => self.job.row_configurations().map_err(JobError::Contract)?,
         };
-        let (rows, used) = super::variables::resolve_rows(self.job, rows, &mut self.storage)?;
+        let (mut rows, used) = super::variables::resolve_rows(self.job, rows, &mut self.storage)?;
         self.progress.variables = (used.into_iter())
             .map(|(name, value)| Variable { name, value })
             .collect();
