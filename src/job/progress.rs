@@ -19,6 +19,9 @@ pub(super) struct Progress {
     pub already_committed: bool,
     /// What their containers used, together.
     pub usage: Option<Usage>,
+    /// What the last container wrote to stderr (its last MiB, masked), kept in datadir
+    /// mode only, where it is compared.
+    pub stderr: String,
 }
 
 impl Progress {
