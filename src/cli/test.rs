@@ -26,6 +26,10 @@ pub struct TestArgs {
     /// Run only this case (repeat for more)
     #[arg(long = "case", value_name = "NAME")]
     pub only: Vec<String>,
+    /// Copy each case's out/ into DIR/<case>/ (DIR/<case>/<step>/ in a chain), e.g. to
+    /// make a new case's expected/data/out from it; DIR must be empty or new
+    #[arg(long, value_name = "DIR")]
+    pub keep_outputs: Option<PathBuf>,
     /// The component's id, which it sees as KBC_COMPONENTID [default: the last part of the
     /// image's repository, e.g. `ex-http` for registry.example.com/acme/ex-http:1.2]
     #[arg(long, value_name = "ID")]
@@ -54,13 +58,19 @@ pub(super) fn test(svc: Services<'_>, settings: &Settings, args: &TestArgs) -> E
         }
     };
     let cases = super::absolute(&args.cases);
+    let keep = args.keep_outputs.as_deref().map(super::absolute);
+    let options = job::TestOptions {
+        cases: &cases,
+        only: &args.only,
+        keep_outputs: keep.as_deref(),
+    };
     let json = args.json;
     let mut on_case = |case: &CaseReport| {
         if !json {
             print_case(case);
         }
     };
-    match job::datadir_test(svc, settings, &component, &cases, &args.only, &mut on_case) {
+    match job::datadir_test(svc, settings, &component, &options, &mut on_case) {
         Ok(report) => {
             if json {
                 match serde_json::to_string_pretty(&report) {

@@ -38,7 +38,7 @@ mod verdict;
 pub mod workdir;
 
 pub use action::{NO_RESPONSE, action};
-pub use datadir::{CaseReport, DatadirError, TestReport, datadir_test};
+pub use datadir::{CaseReport, DatadirError, TestOptions, TestReport, datadir_test};
 pub use debug::{DebugError, MAX_ARCHIVED_BYTES, MAX_ARCHIVED_ENTRIES};
 pub use error::JobError;
 pub use sandbox::sandbox;

@@ -557,7 +557,11 @@ impl RowRun<'_> {
         use crate::mapping::keep;
         let dst = keep::open_keep_dir(keep, self.row_id, self.ctx.multiple_rows)?;
         let n = keep::export_outputs(&dir.data.join("out"), &dst)?;
-        tracing::info!("kept {n} output files in {}", dst.path().display());
+        // `berth test` keeps them in its own folder, to compare: no news to the operator.
+        match self.ctx.datadir {
+            Some(_) => tracing::debug!("kept {n} output files in {}", dst.path().display()),
+            None => tracing::info!("kept {n} output files in {}", dst.path().display()),
+        }
         Ok(())
     }
 

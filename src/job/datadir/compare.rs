@@ -176,6 +176,18 @@ fn describe(rel: &Path, expected: &[u8], actual: &[u8]) -> Option<String> {
     }
     Some(
         match (std::str::from_utf8(expected), std::str::from_utf8(actual)) {
+            // A diff of lines would show no difference.
+            (Ok(e), Ok(a)) if e.replace("\r\n", "\n") == a.replace("\r\n", "\n") => {
+                let ends = |t: &str| match t.contains("\r\n") {
+                    true => "\\r\\n",
+                    false => "\\n",
+                };
+                format!(
+                    "{shown} differs in its line ends only: {} expected, {} in the output",
+                    ends(e),
+                    ends(a)
+                )
+            }
             (Ok(e), Ok(a)) => file_diff(&shown, e, a, ""),
             _ => format!(
                 "{shown} differs: {} bytes expected, {} in the output (not text)",
@@ -273,7 +285,11 @@ mod tests {
         );
         assert!(d[0].contains("\n-2,20\n+2,21"), "{}", d[0]);
         let act = tree(&[("tables/t.csv", "id,v\r\n1,10\r\n2,20\r\n")]);
-        assert_eq!(diffs(&exp, &act).len(), 1, "line ends are bytes too");
+        assert_eq!(
+            diffs(&exp, &act),
+            ["out/tables/t.csv differs in its line ends only: \\n expected, \\r\\n in the output"],
+            "line ends are bytes too"
+        );
     }
 
     #[test]

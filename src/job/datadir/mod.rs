@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use super::pipeline::JobRun;
 use super::workdir::{Home, JobDir};
 use super::{DataDirInput, JobError, RunOptions, Services, Settings};
+use crate::confined::Dir;
 use crate::contract::{Component, ErrorClass, JobFile, JobResult};
 use case::{Case, ExpectedOut, Step};
 
@@ -59,6 +60,14 @@ pub enum DatadirError {
     NoCases { dir: PathBuf },
     #[error("{dir} has no case {name}")]
     UnknownCase { dir: PathBuf, name: String },
+    #[error("{dir} is not empty: the outputs are kept in an empty or new folder")]
+    KeepNotEmpty { dir: PathBuf },
+    #[error("cannot keep the outputs in {dir}")]
+    Keep {
+        dir: PathBuf,
+        #[source]
+        source: crate::mapping::MappingError,
+    },
     #[error("component: {0}")]
     Component(String),
     /// berth could not run the image at all: the job's result says why.
@@ -77,7 +86,9 @@ impl DatadirError {
             DatadirError::Cases { .. }
             | DatadirError::NoCases { .. }
             | DatadirError::UnknownCase { .. }
+            | DatadirError::KeepNotEmpty { .. }
             | DatadirError::Component(_) => ErrorClass::User,
+            DatadirError::Keep { source, .. } => source.class(),
             DatadirError::Run(result) => result.error_class.unwrap_or(ErrorClass::Internal),
             DatadirError::Job(e) => e.class(),
             DatadirError::Interrupted => ErrorClass::Internal,
@@ -85,22 +96,35 @@ impl DatadirError {
     }
 }
 
-/// Runs the cases in `cases_dir` (only those named in `only`, when it names any) with
-/// `component`'s image and limits, calling `on_case` as each ends.
+/// What to test, and how.
+#[derive(Debug, Clone, Copy)]
+pub struct TestOptions<'a> {
+    /// The folder of cases.
+    pub cases: &'a Path,
+    /// Only the cases of these names, when there are any.
+    pub only: &'a [String],
+    /// Where each case's `out/` is copied (`<case>/`, `<case>/<step>/` in a chain), to
+    /// look at or to make expectations of; it must be empty or new.
+    pub keep_outputs: Option<&'a Path>,
+}
+
+/// Runs the cases `options` name with `component`'s image and limits, calling `on_case` as
+/// each ends.
 pub fn datadir_test(
     svc: Services<'_>,
     settings: &Settings,
     component: &Component,
-    cases_dir: &Path,
-    only: &[String],
+    options: &TestOptions<'_>,
     on_case: &mut dyn FnMut(&CaseReport),
 ) -> Result<TestReport, DatadirError> {
-    let dirs = select(cases_dir, only)?;
+    let dirs = select(options.cases, options.only)?;
+    let keep = options.keep_outputs.map(keep_dir).transpose()?;
     let mut tester = Tester {
         svc,
         settings,
         job: job_of(component)?,
         scratch: JobDir::create(&Home::new(&settings.home)).map_err(JobError::Workdir)?,
+        keep,
         runs: 0,
         pinned: false,
     };
@@ -146,6 +170,22 @@ fn select(dir: &Path, only: &[String]) -> Result<Vec<PathBuf>, DatadirError> {
         .collect())
 }
 
+/// Opens the folder the outputs are kept in, which must be empty (or is made).
+fn keep_dir(dir: &Path) -> Result<Dir, DatadirError> {
+    let keep_err = |source| DatadirError::Keep {
+        dir: dir.to_owned(),
+        source,
+    };
+    let opened = crate::mapping::keep::destination(dir).map_err(keep_err)?;
+    let entries = opened.entries().map_err(|e| keep_err(e.into()))?;
+    if !entries.is_empty() {
+        return Err(DatadirError::KeepNotEmpty {
+            dir: dir.to_owned(),
+        });
+    }
+    Ok(opened)
+}
+
 /// The job every case runs: the component on an empty configuration (the case brings its
 /// own `config.json`).
 fn job_of(component: &Component) -> Result<JobFile, DatadirError> {
@@ -171,6 +211,8 @@ struct Tester<'a> {
     job: JobFile,
     /// Where each run's `out/` is copied to, for comparing.
     scratch: JobDir,
+    /// The operator's folder for the outputs, if any.
+    keep: Option<Dir>,
     runs: usize,
     /// The image is run by its digest, once the first case pulled it.
     pinned: bool,
@@ -208,6 +250,7 @@ impl Tester<'_> {
                     break;
                 }
             };
+            self.keep(&case.name, &step.name, &ran.out)?;
             let found = check(step, &ran);
             problems.extend(found.into_iter().map(|p| format!("{prefix}{p}")));
             if !problems.is_empty() {
@@ -284,6 +327,25 @@ impl Tester<'_> {
         }))
     }
 
+    /// Copies the `out/` of `case`'s `step` into the operator's folder, if one was given.
+    fn keep(&self, case: &str, step: &str, out: &Path) -> Result<(), DatadirError> {
+        let Some(keep) = &self.keep else {
+            return Ok(());
+        };
+        let copy = || -> Result<u64, crate::mapping::MappingError> {
+            let mut dst = keep.make_dir(case)?;
+            if !step.is_empty() {
+                dst = dst.make_dir(step)?;
+            }
+            crate::mapping::keep::copy_tree(&Dir::open(out)?, &dst, 0)
+        };
+        copy().map_err(|source| DatadirError::Keep {
+            dir: keep.path(),
+            source,
+        })?;
+        Ok(())
+    }
+
     /// After the first pull, runs the image by its digest: one registry request per test,
     /// not per case, and every case runs the same image.
     fn pin(&mut self, result: &JobResult) {
@@ -337,7 +399,7 @@ fn check(step: &Step, ran: &Ran) -> Vec<String> {
 
 /// The state a step left in (the copy of) its `out/state.json`, if it left one.
 fn left_state(out: &Path) -> Result<Option<Value>, String> {
-    let dir = crate::confined::Dir::open(out).map_err(|e| crate::util::chain(&e))?;
+    let dir = Dir::open(out).map_err(|e| crate::util::chain(&e))?;
     match dir.read_to_end("state.json", 16 << 20) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
