@@ -69,7 +69,8 @@ fn config(mode: &str) -> String {
 /// formats), Python's (no expected folder at all, a chain), `.gitkeep`s, a manifest
 /// written with other key order and whitespace, and a folder `_` marks as no case.
 fn passing_cases(root: &Path) {
-    let copy = config("copy");
+    // keboola/datadir-tests' placeholder, from berth's environment (see the test).
+    let copy = config("%env(string:DATADIR_TEST_COPY)%");
     write(
         &root.join("01-copy"),
         &[
@@ -95,8 +96,9 @@ fn passing_cases(root: &Path) {
             ("expected-stderr", "bad parameter %s"),
         ],
     );
-    // Python's layout: no expected-code; the state the component writes is not compared.
-    let count = config("count");
+    // Python's layout: no expected-code; the state the component writes is not compared;
+    // keboola.datadirtest's placeholder.
+    let count = config("{{env.DATADIR_TEST_COUNT}}");
     write(
         &root.join("03-python-layout"),
         &[
@@ -133,7 +135,16 @@ fn passing_cases_pass_and_their_folders_are_left_as_they_were() {
     passing_cases(&cases);
     let before = describe_tree(&cases);
 
-    let r = b.run_cmd(&["test", &img.reference, cases.to_str().unwrap()]);
+    let test = |args: &[&str]| -> Run {
+        let mut c = b.cmd();
+        c.env("DATADIR_TEST_COPY", "copy")
+            .env("DATADIR_TEST_COUNT", "count")
+            .arg("test")
+            .args(args)
+            .args([&img.reference, cases.to_str().unwrap()]);
+        Run::from(c.output().unwrap())
+    };
+    let r = test(&[]);
     assert_eq!(r.status, 0, "{}\n{}", r.stdout, r.stderr);
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(
@@ -151,7 +162,7 @@ fn passing_cases_pass_and_their_folders_are_left_as_they_were() {
     );
     assert_eq!(describe_tree(&cases), before, "a case folder was changed");
 
-    let r = b.run_cmd(&["test", "--json", &img.reference, cases.to_str().unwrap()]);
+    let r = test(&["--json"]);
     assert_eq!(r.status, 0, "{}\n{}", r.stdout, r.stderr);
     let report: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(report["passed"], 5);
@@ -177,9 +188,28 @@ fn passing_cases_pass_and_their_folders_are_left_as_they_were() {
         assert_eq!(c["message"], "", "{c}");
     }
     assert_eq!(describe_tree(&cases), before, "a case folder was changed");
-    // Nothing of the runs is left in berth's home.
+    // Nothing of the runs is left in berth's home, and no store was ever opened.
     let jobs: Vec<_> = fs::read_dir(b.home().join("jobs")).unwrap().collect();
     assert!(jobs.is_empty(), "{jobs:?}");
+    assert!(!b.home().join("storage").exists(), "a store was made");
+
+    // Without the variables its configurations name, a case fails saying which.
+    let r = b.run_cmd(&["test", &img.reference, cases.to_str().unwrap()]);
+    assert_eq!(r.status, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains("FAIL 01-copy\n     Env variable \"DATADIR_TEST_COPY\" not found.\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(
+            "FAIL 03-python-layout\n     environment variable DATADIR_TEST_COUNT that \
+             config.json names ({{env.DATADIR_TEST_COUNT}}) is not set\n"
+        ),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
@@ -369,7 +399,12 @@ fn an_image_berth_cannot_pull_stops_the_test() {
     let cases = b.dir.path().join("functional");
     write(&cases, &[("one/source/data/config.json", "{}")]);
     let r = b.run_cmd(&["test", &image, cases.to_str().unwrap()]);
-    assert_ne!(r.status, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.status, 3, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.is_empty(), "no case ran: {}", r.stdout);
-    assert!(r.stderr.contains(&image), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("berth: image {image} not found in the registry")),
+        "{}",
+        r.stderr
+    );
 }

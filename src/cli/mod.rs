@@ -660,7 +660,10 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
     }
     match cli.command {
         Command::Run(args) => run(svc, &settings, &args, cli.global.log_format),
-        Command::Test(args) => Ok(test::test(svc, &settings, &args)),
+        Command::Test(args) => {
+            prepare_host(svc, &Home::new(&settings.home));
+            Ok(test::test(svc, &settings, &args))
+        }
         Command::Pull { image } => {
             job::gc::sweep(svc, &Home::new(&settings.home));
             pull(&host, &settings, &image)

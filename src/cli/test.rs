@@ -1,13 +1,13 @@
 //! `berth test IMAGE CASES_DIR`: a component's datadir tests, run in the cage.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
 
 use berth::contract::result::EXIT_INTERRUPTED;
 use berth::contract::{Component, ErrorClass};
-use berth::job::{self, CaseReport, Services, Settings, workdir::Home};
+use berth::job::{self, CaseReport, Services, Settings};
 
 use super::{print, status};
 
@@ -47,9 +47,9 @@ pub struct TestArgs {
 }
 
 /// Runs the cases and reports them: 0 when every case passed, 1 when one failed or the
-/// arguments are wrong, 3 when berth could not run the image at all.
+/// arguments are wrong, 3 when berth could not run the image at all. The host is prepared
+/// as for a run already.
 pub(super) fn test(svc: Services<'_>, settings: &Settings, args: &TestArgs) -> ExitCode {
-    super::prepare_host(svc, &Home::new(&settings.home));
     let component = match component(args) {
         Ok(c) => c,
         Err(message) => {
@@ -57,8 +57,9 @@ pub(super) fn test(svc: Services<'_>, settings: &Settings, args: &TestArgs) -> E
             return status(ErrorClass::User);
         }
     };
-    let cases = super::absolute(&args.cases);
-    let keep = args.keep_outputs.as_deref().map(super::absolute);
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+    let cases = absolute(&args.cases);
+    let keep = args.keep_outputs.as_deref().map(absolute);
     let options = job::TestOptions {
         cases: &cases,
         only: &args.only,

@@ -66,7 +66,7 @@ pub enum DatadirError {
     Keep {
         dir: PathBuf,
         #[source]
-        source: crate::mapping::MappingError,
+        source: Box<crate::mapping::MappingError>,
     },
     #[error("component: {0}")]
     Component(String),
@@ -174,7 +174,7 @@ fn select(dir: &Path, only: &[String]) -> Result<Vec<PathBuf>, DatadirError> {
 fn keep_dir(dir: &Path) -> Result<Dir, DatadirError> {
     let keep_err = |source| DatadirError::Keep {
         dir: dir.to_owned(),
-        source,
+        source: Box::new(source),
     };
     let opened = crate::mapping::keep::destination(dir).map_err(keep_err)?;
     let entries = opened.entries().map_err(|e| keep_err(e.into()))?;
@@ -341,7 +341,7 @@ impl Tester<'_> {
         };
         copy().map_err(|source| DatadirError::Keep {
             dir: keep.path(),
-            source,
+            source: Box::new(source),
         })?;
         Ok(())
     }
