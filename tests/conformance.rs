@@ -379,3 +379,80 @@ fn user_error_and_crash_with_kbc_stackid_unset() {
 fn user_error_and_crash_with_kbc_stackid_set() {
     failures(Some("berth"));
 }
+
+/// The suite's own components under `berth test` (issue 18): the datadir cases of
+/// tests/conformance/datadir — keboola.datadirtest's layout (no expected-code, a chain
+/// passing state on) and keboola/datadir-tests' (expected-code, expected-stdout and
+/// expected-stderr with PHPUnit formats, an expected state.json) — pass with the real
+/// library, manifests compared as JSON whatever their whitespace and key order; the case
+/// folders are left as they were.
+#[test]
+fn the_suites_datadir_cases_pass_under_berth_test() {
+    let image = require_python_image!();
+    let p = Project::new(Some("berth"));
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/datadir");
+    let before = common::describe_tree(&suite);
+    for (component, cases) in [
+        (
+            "orders",
+            ["01-first-run", "02-second-run", "03-chain"].as_slice(),
+        ),
+        ("refuse", &["01-refuse"]),
+        ("crash", &["01-crash"]),
+    ] {
+        let out = p
+            .berth()
+            .args(["test", "--component-id", &format!("conform.{component}")])
+            .arg(&image)
+            .arg(suite.join(component))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+        let mut expected: Vec<String> = cases.iter().map(|c| format!("ok   {c}")).collect();
+        expected.push(format!("{} passed, 0 failed", cases.len()));
+        assert_eq!(stdout.lines().collect::<Vec<_>>(), expected, "{stderr}");
+    }
+    assert_eq!(
+        common::describe_tree(&suite),
+        before,
+        "a case folder was changed"
+    );
+
+    // A case that no longer matches fails, with the difference.
+    let broken = p.dir.path().join("broken");
+    let run = suite.join("orders/01-first-run");
+    copy_dir(&run, &broken.join("01-first-run"));
+    let table = broken.join("01-first-run/expected/data/out/tables/orders.csv");
+    std::fs::write(&table, "id,amount,run\r\n1,10,1\r\n2,99,1\r\n").unwrap();
+    let out = p
+        .berth()
+        .args(["test", "--json", "--component-id", "conform.orders"])
+        .arg(&image)
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["passed"].as_u64(), report["failed"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let message = report["cases"][0]["message"].as_str().unwrap();
+    assert!(message.contains("\n-2,99,1\n+2,20,1"), "{message}");
+}
+
+/// Copies the regular files and directories of `from` into `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

@@ -12,6 +12,7 @@ mod prune;
 mod secrets;
 mod status;
 mod storage;
+mod test;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -378,6 +379,24 @@ pub enum Command {
         #[arg(long)]
         env_proxy: bool,
     },
+    /// Run a component's datadir tests: each case's data folder through the image, in the
+    /// cage of `berth run`, its out/, exit code and output compared with what it expects
+    ///
+    /// A case is a folder of CASES_DIR (names starting with `_` or `.` are skipped) laid
+    /// out as keboola.datadirtest (Python) and keboola/datadir-tests (PHP) lay them out:
+    /// source/data/ (config.json, in/) is copied into a job directory of berth's own and
+    /// run with no storage, input or output mapping; out/ must then hold what
+    /// expected/data/out/ holds (tables and files byte for byte, manifests and .json
+    /// files as JSON, `.gitkeep` and other dot files ignored); the exit code must be what
+    /// expected-code says (0 without it); stdout and stderr must match expected-stdout and
+    /// expected-stderr where present (PHPUnit formats: %s, %d, %a…). The case folders are
+    /// never changed. Exit status: 0 every case passed, 1 a case failed (or CASES_DIR is
+    /// wrong), 3 berth could not run the image. Examples:
+    ///
+    ///   berth test registry.example.com/acme/ex-http:1.2 tests/functional
+    ///   berth test --case 01-basic --json acme/ex-http:dev tests/functional
+    #[command(verbatim_doc_comment)]
+    Test(test::TestArgs),
     /// Known components: definitions kept in berth's home, which job files name by id
     /// (`"component": "ID"`) and processors run
     #[command(subcommand)]
@@ -415,6 +434,7 @@ impl Command {
     pub fn needs_namespace(&self) -> bool {
         match self {
             Command::Run(_)
+            | Command::Test(_)
             | Command::Action { .. }
             | Command::Pull { .. }
             | Command::Save { .. }
@@ -685,6 +705,10 @@ pub fn dispatch(cli: Cli, rootless: Option<Rootless>) -> anyhow::Result<ExitCode
     }
     match cli.command {
         Command::Run(args) => run(svc, &settings, &args, cli.global.log_format),
+        Command::Test(args) => {
+            prepare_host(svc, &Home::new(&settings.home));
+            Ok(test::test(svc, &settings, &args))
+        }
         Command::Pull { image } => {
             job::gc::sweep(svc, &Home::new(&settings.home));
             pull(&host, &settings, &image)
@@ -865,6 +889,7 @@ fn run(
         debug: args.mode == Mode::Debug,
         job_id: given,
         fresh_id: Some(id),
+        datadir: None,
     };
     let result = job::run(svc, settings, &job, &options, &mut on_line);
     if !json && !result.outputs.debug_files.is_empty() {

@@ -21,6 +21,7 @@
 //! result being built (`progress`) and the store opened on first use (`lazy_storage`).
 
 mod action;
+mod datadir;
 mod debug;
 mod error;
 pub mod gc;
@@ -40,10 +41,13 @@ mod verdict;
 pub mod workdir;
 
 pub use action::{NO_RESPONSE, action};
+pub use datadir::{CaseReport, DatadirError, TestOptions, TestReport, datadir_test};
 pub use debug::{DebugError, MAX_ARCHIVED_BYTES, MAX_ARCHIVED_ENTRIES};
 pub use error::JobError;
 pub use sandbox::sandbox;
-pub use settings::{PROXY_VARS, RunOptions, SECRETS_KEY_ENV, Services, Settings, proxy_env};
+pub use settings::{
+    DataDirInput, PROXY_VARS, RunOptions, SECRETS_KEY_ENV, Services, Settings, proxy_env,
+};
 pub use stored::load_stored_configuration;
 
 use crate::contract::{JobFile, JobResult};

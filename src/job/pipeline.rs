@@ -69,7 +69,12 @@ impl<'a> JobRun<'a> {
     }
 
     /// Runs the job and reports it; the job is recorded in storage when it touched it.
-    pub fn run(mut self, on_line: &mut dyn FnMut(&str)) -> JobResult {
+    pub fn run(self, on_line: &mut dyn FnMut(&str)) -> JobResult {
+        self.run_keeping_stderr(on_line).0
+    }
+
+    /// [`JobRun::run`], with what the last container wrote to stderr (datadir mode only).
+    pub fn run_keeping_stderr(mut self, on_line: &mut dyn FnMut(&str)) -> (JobResult, String) {
         let started = Instant::now();
         self.started_ms = crate::util::unix_ms();
         let outcome = self.execute(on_line);
@@ -114,14 +119,16 @@ impl<'a> JobRun<'a> {
             };
             record(storage, self.job, &result, self.started_ms);
         }
-        result
+        (result, self.progress.stderr)
     }
 
     fn execute(&mut self, on_line: &mut dyn FnMut(&str)) -> Result<Verdict, JobError> {
-        let rows = match self.options.action {
-            // An action answers for the configuration, not for each of its rows.
-            Some(_) => vec![(None, self.job.configuration.clone())],
-            None => self.job.row_configurations().map_err(JobError::Contract)?,
+        // An action answers for the configuration, not for each of its rows; a given data
+        // folder is one run.
+        let whole = self.options.action.is_some() || self.options.datadir.is_some();
+        let rows = match whole {
+            true => vec![(None, self.job.configuration.clone())],
+            false => self.job.row_configurations().map_err(JobError::Contract)?,
         };
         let (mut rows, used) = super::variables::resolve_rows(self.job, rows, &mut self.storage)?;
         self.progress.variables = (used.into_iter())
@@ -134,8 +141,7 @@ impl<'a> JobRun<'a> {
         let component = &self.job.component.id;
         super::stored::fill_oauth_credentials(&mut self.storage, component, &mut rows)?;
         // Before any image is pulled: a processor that cannot run fails the job at once.
-        let action = self.options.action.is_some();
-        let wanted = processors::wanted(self.job, &rows, action)?;
+        let wanted = processors::wanted(self.job, &rows, whole)?;
         let ids = self.ids();
         if let Some(cgroup) = self.svc.host.cgroups().undelegated {
             return Err(JobError::Undelegated { cgroup });
@@ -182,6 +188,7 @@ impl<'a> JobRun<'a> {
             debug: self.options.debug,
             allow_host_access: self.options.allow_host_access,
             proxy_env: &self.options.proxy_env,
+            datadir: self.options.datadir.as_ref(),
         };
         let done = self.run_rows(&ctx, &rows, &processor_images, on_line)?;
         let verdict = self.commit(done)?;
@@ -325,8 +332,9 @@ impl<'a> JobRun<'a> {
         let mut n = 0;
         for (row_id, config) in rows {
             let main = (ctx.image, ctx.rootfs);
-            let action = ctx.action.is_some();
-            let chain = processors::chain(self.job, config, main, processor_images, action)?;
+            // An action, or a given data folder, runs the component alone.
+            let alone = ctx.action.is_some() || ctx.datadir.is_some();
+            let chain = processors::chain(self.job, config, main, processor_images, alone)?;
             let row = RowRun {
                 ctx,
                 n,

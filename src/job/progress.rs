@@ -21,6 +21,9 @@ pub(super) struct Progress {
     pub usage: Option<Usage>,
     /// The variables replaced in the configurations, with their values.
     pub variables: Vec<Variable>,
+    /// What the last container wrote to stderr (its last MiB, masked), kept in datadir
+    /// mode only, where it is compared.
+    pub stderr: String,
 }
 
 impl Progress {

@@ -19,7 +19,7 @@ use super::progress::Progress;
 use super::vault::Vault;
 use super::verdict::{self, Verdict};
 use super::workdir::{self, Home, ImageDir, JobDir};
-use super::{JobError, Services, state};
+use super::{DataDirInput, JobError, Services, state};
 use crate::bundle::{self, ContainerUser, Limits};
 use crate::contract::config_file::{self, RunIdentity};
 use crate::contract::mapping::{DataTypeSupport, StorageConfig};
@@ -61,6 +61,8 @@ pub(super) struct RowContext<'a> {
     pub allow_host_access: bool,
     /// Proxy variables for `bridge` containers (`--env-proxy`).
     pub proxy_env: &'a [(String, String)],
+    /// Datadir mode (`berth test`): the data folder is this one, copied; nothing is mapped.
+    pub datadir: Option<&'a DataDirInput>,
 }
 
 impl<'s> RowContext<'s> {
@@ -156,7 +158,8 @@ impl RowRun<'_> {
             })?;
             let failed = ran.verdict.failed();
             let last = failed || i + 1 == chain.len();
-            let keeps_state = stage.is_main() && !failed && self.ctx.action.is_none();
+            let mapped = self.ctx.action.is_none() && self.ctx.datadir.is_none();
+            let keeps_state = stage.is_main() && !failed && mapped;
             if last {
                 start.state_at_end = keeps_state;
                 self.archive_for_debug(None, storage, &vault.masker(), progress, &dir.data)?;
@@ -252,6 +255,9 @@ impl RowRun<'_> {
         lines.finish(on_line);
         let mut container = started?;
         mask_outcome(&mut container.outcome, &masker);
+        if self.ctx.datadir.is_some() {
+            progress.stderr.clone_from(&container.outcome.stderr);
+        }
         let code = container.outcome.status.code();
         progress.exit_code = Some(code);
         let usage = usage(&container.outcome.usage, &dir.data.join("out"));
@@ -324,15 +330,21 @@ impl RowRun<'_> {
             });
         }
         let dir = ctx.jobdir.image_dir(self.n).map_err(JobError::Workdir)?;
-        // An action keeps no state and maps nothing (contract §13).
-        let start = match ctx.action {
-            Some(_) => no_state(),
-            None => start_state(ctx.job, self.row_id, storage, vault)?,
+        // An action keeps no state and maps nothing (contract §13); a given data folder
+        // is the input as it is.
+        let mapped = ctx.action.is_none() && ctx.datadir.is_none();
+        let start = match mapped {
+            false => no_state(),
+            true => start_state(ctx.job, self.row_id, storage, vault)?,
         };
         let t = Instant::now();
-        let staged = match ctx.action {
-            Some(_) => InputReport::default(),
-            None => stage_inputs(storage, self.config, &dir.data, &start.storage.input)?,
+        let staged = match (mapped, ctx.datadir) {
+            (true, _) => stage_inputs(storage, self.config, &dir.data, &start.storage.input)?,
+            (false, Some(given)) => {
+                copy_given(given, &dir.data)?;
+                InputReport::default()
+            }
+            (false, None) => InputReport::default(),
         };
         progress.timings.mapping += t.elapsed().as_secs_f64();
         let start = RowStart {
@@ -359,7 +371,14 @@ impl RowRun<'_> {
     ) -> Result<ContainerUser, JobError> {
         let ctx = self.ctx;
         let user = bundle::resolve_user(ctx.rootfs, ctx.image.config.config.user.as_deref())?;
-        write_json(&dir.data.join("config.json"), config)?;
+        // A given data folder brings its own config.json and state, unless told otherwise.
+        let (config, state) = match ctx.datadir {
+            Some(given) => (given.config.as_ref(), given.state.as_ref()),
+            None => (Some(config), state),
+        };
+        if let Some(config) = config {
+            write_json(&dir.data.join("config.json"), config)?;
+        }
         if let Some(state) = state {
             write_json(&dir.data.join("in/state.json"), state)?;
         }
@@ -538,7 +557,11 @@ impl RowRun<'_> {
         use crate::mapping::keep;
         let dst = keep::open_keep_dir(keep, self.row_id, self.ctx.multiple_rows)?;
         let n = keep::export_outputs(&dir.data.join("out"), &dst)?;
-        tracing::info!("kept {n} output files in {}", dst.path().display());
+        // `berth test` keeps them in its own folder, to compare: no news to the operator.
+        match self.ctx.datadir {
+            Some(_) => tracing::debug!("kept {n} output files in {}", dst.path().display()),
+            None => tracing::info!("kept {n} output files in {}", dst.path().display()),
+        }
         Ok(())
     }
 
@@ -586,9 +609,9 @@ impl RowRun<'_> {
         read_state: bool,
     ) -> Result<(StagedOutputs, Option<Value>), JobError> {
         let ctx = self.ctx;
-        if ctx.action.is_some() || ctx.debug {
+        if ctx.action.is_some() || ctx.debug || ctx.datadir.is_some() {
             // An action's answer is its stdout; what it left in the data folder is not kept.
-            // Debug mode maps no outputs (contract §13).
+            // Debug mode maps no outputs (contract §13); a datadir test compares them.
             ctx.jobdir.remove_image(n).map_err(JobError::Workdir)?;
             return Ok((StagedOutputs::default(), None));
         }
@@ -765,6 +788,16 @@ impl Drop for Mounted<'_> {
             tracing::error!("{}", crate::util::chain(&e));
         }
     }
+}
+
+/// Copies the given data folder into `data` (berth's new one): regular files and
+/// directories, links skipped, never followed.
+fn copy_given(given: &DataDirInput, data: &Path) -> Result<(), JobError> {
+    use crate::mapping::{MappingError, keep};
+    let src = crate::confined::Dir::open(&given.source).map_err(MappingError::from)?;
+    let dst = crate::confined::Dir::open(data).map_err(MappingError::from)?;
+    keep::copy_tree(&src, &dst, 0)?;
+    Ok(())
 }
 
 /// Stages what the configuration's input mapping asks for into the data folder `data`.

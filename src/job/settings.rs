@@ -39,6 +39,21 @@ pub struct RunOptions {
     /// The fresh id, when the caller made it up (with [`workdir::new_id`](super::workdir::new_id), before anything
     /// else, so that every line it logs names the job); unused when `job_id` is given.
     pub fresh_id: Option<String>,
+    /// A data folder given whole (`berth test`): copied in instead of one prepared from
+    /// storage, with no input or output mapping, no processors, no state and no storage at
+    /// all. Its `out/` is seen only through `keep_outputs`.
+    pub datadir: Option<DataDirInput>,
+}
+
+/// The data folder a run in datadir mode starts from (see [`RunOptions::datadir`]).
+#[derive(Debug, Clone)]
+pub struct DataDirInput {
+    /// The folder copied as the data folder: regular files and directories, no links.
+    pub source: PathBuf,
+    /// Written as `config.json` over the copied one, when given.
+    pub config: Option<serde_json::Value>,
+    /// Written as `in/state.json` over the copied one, when given.
+    pub state: Option<serde_json::Value>,
 }
 
 /// The proxy variables curl, Go and most HTTP libraries read, in both cases.
