@@ -65,7 +65,7 @@ pub enum OAuthCommand {
     /// FILE is the JSON object the original's OAuth broker answers with (`id`,
     /// `authorizedFor`, `creator`, `created`, `oauthVersion`, `appKey`, `#appSecret`,
     /// `#data`, …). A configuration whose `authorization.oauth_api` has this `id` and no
-    /// `credentials` gets it, as stored with `#` values decrypted, in
+    /// `credentials` gets them, as stored with `#` values decrypted, in
     /// `authorization.oauth_api.credentials` of its config.json. Plain `#` values are
     /// encrypted for the component (and project) first; ciphertexts are kept.
     #[command(after_help = "Examples:\n  \
