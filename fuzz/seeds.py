@@ -428,6 +428,41 @@ def job_seeds():
     }))
 
 
+# ---- sigstore bundles (src/image/verify/bundle.rs tests, tests/common/sigstore.rs) ----
+
+
+def sigstore_bundle_seeds():
+    import base64
+    top = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    statement = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": "127.0.0.1:5000/acme/app", "digest": {"sha256": top}}],
+        "predicateType": "https://sigstore.dev/cosign/sign/v1",
+        "predicate": {},
+    }
+    write("sigstore_bundle", "statement.json", js(statement))
+    # A signature of the right shape (DER SEQUENCE of two INTEGERs) that verifies with no key.
+    der = bytes([0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01])
+    bundle = {
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "verificationMaterial": {"publicKey": {"hint": "fuzz"}},
+        "dsseEnvelope": {
+            "payload": base64.b64encode(js(statement).encode()).decode(),
+            "payloadType": "application/vnd.in-toto+json",
+            "signatures": [{"sig": base64.b64encode(der).decode(), "keyid": ""}],
+        },
+    }
+    write("sigstore_bundle", "bundle.json", js(bundle))
+    message = {
+        "mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+        "messageSignature": {
+            "messageDigest": {"algorithm": "SHA2_256", "digest": base64.b64encode(b"0" * 32).decode()},
+            "signature": base64.b64encode(der).decode(),
+        },
+    }
+    write("sigstore_bundle", "message_signature.json", js(message))
+
+
 def main():
     shutil.rmtree(CORPUS, ignore_errors=True)
     unpack_seeds()
@@ -438,6 +473,7 @@ def main():
     auth_seeds()
     registries_conf_seeds()
     job_seeds()
+    sigstore_bundle_seeds()
 
 
 if __name__ == "__main__":

@@ -61,7 +61,11 @@ pub mod fuzz {
     pub use super::spec::manifest::ImageConfig;
     pub use super::spec::manifest::{Manifest, is_fetchable, unsupported_layer};
     pub use super::spec::{Digest, ImageRef};
-    pub use super::verify::policy::{Policy, Requirement, identity_matches};
+    pub use super::verify::fuzz_bundle;
+    pub use super::verify::key::PublicKey;
+    pub use super::verify::policy::{
+        NamedKey, Policy, Requirement, SignedIdentity, SigstoreKey, identity_matches,
+    };
 }
 
 #[cfg(test)]

@@ -320,6 +320,22 @@ fn check_statement(
     Ok(())
 }
 
+/// The fuzz target's entry (`fuzz/fuzz_targets/sigstore_bundle.rs`): `bytes` as a bundle a
+/// registry served, checked with `key` (no fuzzed signature verifies, so this reaches the
+/// parsing of bundle, envelope, base64 and DER), and as the statement of an envelope that
+/// verified, checked for `image` at `top`.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_bundle(key: &SigstoreKey, image: &ImageRef, top: &Digest, bytes: &[u8]) {
+    for outcome in [
+        verify_bundle(key, image, top, bytes),
+        check_statement(key, image, top, bytes),
+    ] {
+        if let Err(why) = outcome {
+            drop(why.explain(key, top));
+        }
+    }
+}
+
 /// DSSE's pre-authentication encoding: what an envelope's signatures sign.
 fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     let mut out = format!(

@@ -3,11 +3,13 @@
 //! [`SignatureSource`] the caller adapts, so it never sees the registry client.
 
 mod bundle;
-mod key;
+pub(crate) mod key;
 pub mod policy;
 mod signature;
 mod source;
 
+#[cfg(feature = "fuzzing")]
+pub use bundle::fuzz_bundle;
 pub use policy::{SYSTEM_POLICY, SignaturePolicy, locate};
 pub use signature::{Gate, LocalImage, Rules, check_local};
 pub use source::SignatureSource;
