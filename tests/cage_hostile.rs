@@ -508,11 +508,11 @@ fn a_component_cannot_lift_its_limits_or_make_cgroups() {
         let memory = cgroup_dir(&b, "memory");
         assert_eq!(
             read_number(&memory.join("memory.limit_in_bytes")),
-            256_000_000
+            256 << 20
         );
         assert_eq!(
             read_number(&memory.join("memory.memsw.limit_in_bytes")),
-            256_000_000
+            256 << 20
         );
     }
     go(&b);
