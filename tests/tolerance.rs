@@ -37,3 +37,102 @@ fn memory_256m_is_256_mib_as_docker_reads_it() {
     }
     b.assert_clean(&[]);
 }
+
+#[test]
+fn a_process_timeout_above_a_day_is_capped_with_a_warning() {
+    require_env!();
+    let img = script_image("captime", "echo ran");
+    let b = Berth::new();
+    let mut j = job(&img.reference, json!({}), json!({}));
+    j["configuration"]["runtime"] = json!({"process_timeout": 100_000});
+    let r = b.run_job(&j);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "configuration.runtime.process_timeout 100000 is above the maximum of 86400 \
+             seconds: capped there"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("ran"), "{}", r.stderr);
+    // 0 is refused, as the original refuses it.
+    j["configuration"]["runtime"] = json!({"process_timeout": 0});
+    let r = b.run_job(&j);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("configuration.runtime.process_timeout: must be greater than 0"),
+        "{}",
+        r.stdout
+    );
+    b.assert_clean(&[]);
+}
+
+#[test]
+fn at_the_timeout_the_component_gets_sigterm_then_sigkill_after_a_grace_period() {
+    require_env!();
+    // One that cleans up and leaves on SIGTERM: its exit is its own, the job still failed.
+    let polite = script_image(
+        "polite",
+        "trap 'echo got TERM; sleep 1; echo cleaned up; exit 0' TERM\n\
+         echo started\nwhile :; do sleep 0.2; done",
+    );
+    let b = Berth::new();
+    let r = b.run_job(&job(
+        &polite.reference,
+        json!({"process_timeout": 2}),
+        json!({}),
+    ));
+    let result = r.json();
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert_eq!(
+        result["message"],
+        "component acme.test exceeded the timeout of 2 seconds"
+    );
+    assert_eq!(result["exit_code"], 0, "{result}");
+    assert!(r.stderr.contains("got TERM\n"), "{}", r.stderr);
+    assert!(r.stderr.contains("cleaned up\n"), "{}", r.stderr);
+
+    // One that hears SIGTERM and stays: SIGKILL once the grace period is over.
+    let marker = format!("sleep 31{:04}", rand_u64() % 10_000);
+    let deaf = script_image(
+        "deaf",
+        &format!("trap 'echo got TERM' TERM\necho started\n{marker} &\nwhile :; do sleep 0.2; done"),
+    );
+    let r = b.run_job(&job(&deaf.reference, json!({"process_timeout": 2}), json!({})));
+    let result = r.json();
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert_eq!(
+        result["message"],
+        "component acme.test exceeded the timeout of 2 seconds"
+    );
+    assert_eq!(result["exit_code"], 137, "{result}");
+    assert!(r.stderr.contains("got TERM\n"), "{}", r.stderr);
+    assert!(!running(&marker), "a process of the container survived");
+    b.assert_clean(&[]);
+}
+
+#[test]
+fn an_interrupted_berth_gives_the_component_sigterm_first() {
+    require_env!();
+    let img = script_image(
+        "intterm",
+        "trap 'echo got TERM; exit 0' TERM\necho started\nwhile :; do sleep 0.2; done",
+    );
+    let b = Berth::new();
+    let path = b.write_job(&job(&img.reference, json!({}), json!({})));
+    let (mut child, mut lines) = b.spawn_run(&path);
+    assert_eq!(lines.next().unwrap().unwrap(), "started");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "got TERM");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    b.assert_clean(&[]);
+}

@@ -20,7 +20,8 @@ use super::mapping::{Row, StorageConfig, merge};
 pub const DEFAULT_MEMORY: &str = "256m";
 /// Default process timeout of a component in seconds (contract §9).
 pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
-/// `runtime.process_timeout` may not ask for more than a day (contract §9).
+/// `runtime.process_timeout` above a day is capped there, as the original caps it
+/// (contract §9).
 pub const MAX_TIMEOUT_SECS: u64 = 86_400;
 /// How long a synchronous action may take, unless the job allows less (contract §13).
 pub const ACTION_TIMEOUT_SECS: u64 = 30;
@@ -574,6 +575,12 @@ impl JobFile {
             path: path.to_owned(),
             message,
         })?;
+        if let Some(t) = job.capped_timeout() {
+            tracing::warn!(
+                "configuration.runtime.process_timeout {t} is above the maximum of \
+                 {MAX_TIMEOUT_SECS} seconds: capped there, as the original runner caps it"
+            );
+        }
         for key in job.inert_keys() {
             tracing::warn!(
                 "configuration key {key} is accepted for compatibility but has no effect in berth"
@@ -615,16 +622,16 @@ impl JobFile {
         if let Err((field, message)) = checked {
             return Err(invalid(&format!("component.{field}"), message));
         }
-        if let Some(t) = self
+        // As the original: 0 is refused; above a day is capped (see `main_timeout_secs`).
+        if let Some(0) = self
             .configuration
             .runtime
             .as_ref()
             .and_then(|r| r.process_timeout)
-            && (t == 0 || t > MAX_TIMEOUT_SECS)
         {
             return Err(invalid(
                 "configuration.runtime.process_timeout",
-                format!("{t} is not between 1 and {MAX_TIMEOUT_SECS} seconds"),
+                "must be greater than 0".to_owned(),
             ));
         }
         let mut ids = std::collections::HashSet::new();
@@ -693,13 +700,24 @@ impl JobFile {
         Ok(out)
     }
 
-    /// The timeout of the main image: the configuration's `runtime.process_timeout` wins.
+    /// The timeout of the main image: the configuration's `runtime.process_timeout` wins,
+    /// capped at a day as the original caps it.
     pub fn main_timeout_secs(&self) -> u64 {
         self.configuration
             .runtime
             .as_ref()
             .and_then(|r| r.process_timeout)
-            .unwrap_or(self.component.process_timeout)
+            .map_or(self.component.process_timeout, |t| t.min(MAX_TIMEOUT_SECS))
+    }
+
+    /// The configuration's `runtime.process_timeout` when it asks for more than the
+    /// maximum, which [`main_timeout_secs`](Self::main_timeout_secs) caps (and the
+    /// operator is told).
+    pub fn capped_timeout(&self) -> Option<u64> {
+        let runtime = self.configuration.runtime.as_ref();
+        runtime
+            .and_then(|r| r.process_timeout)
+            .filter(|&t| t > MAX_TIMEOUT_SECS)
     }
 
     /// The timeout of a synchronous action: 30 s, or the job's own timeout if lower.
@@ -799,17 +817,27 @@ mod tests {
     }
 
     #[test]
-    fn runtime_timeout_overrides_within_a_day() {
+    fn runtime_timeout_overrides_and_is_capped_at_a_day() {
         let j = job(
             r#"{"component": {"id": "a", "image": "x/y", "process_timeout": 10},
                        "configuration": {"runtime": {"process_timeout": 20}}}"#,
         )
         .unwrap();
         assert_eq!(j.main_timeout_secs(), 20);
-        let e = job(r#"{"component": {"id": "a", "image": "x/y"},
+        assert_eq!(j.capped_timeout(), None);
+        let j = job(r#"{"component": {"id": "a", "image": "x/y"},
                        "configuration": {"runtime": {"process_timeout": 86401}}}"#)
+        .unwrap();
+        assert_eq!(j.main_timeout_secs(), MAX_TIMEOUT_SECS);
+        assert_eq!(j.capped_timeout(), Some(86401));
+        // The component's own timeout is not the configuration's: no cap.
+        let j = job(r#"{"component": {"id": "a", "image": "x/y", "process_timeout": 90000}}"#)
+            .unwrap();
+        assert_eq!(j.main_timeout_secs(), 90000);
+        let e = job(r#"{"component": {"id": "a", "image": "x/y"},
+                       "configuration": {"runtime": {"process_timeout": 0}}}"#)
         .unwrap_err();
-        assert!(e.contains("configuration.runtime.process_timeout"), "{e}");
+        assert_eq!(e, "configuration.runtime.process_timeout: must be greater than 0");
     }
 
     #[test]
