@@ -136,3 +136,38 @@ fn an_interrupted_berth_gives_the_component_sigterm_first() {
     assert_eq!(status.code(), Some(130));
     b.assert_clean(&[]);
 }
+
+#[test]
+fn ciphertexts_of_keboolas_stacks_are_user_errors_naming_the_key_and_never_rewrapped() {
+    require_env!();
+    let img = script_image("foreign", "echo ran");
+    let b = Berth::new();
+    let azure = "KBC::ProjectSecureKV::eJwBXQGi/mE6Mjp7aTowO3M6MTg0OiJkZWY1MDIwMDY=";
+    // `berth encrypt` leaves it as it is, and encrypts its plain neighbour.
+    let config = encrypted(
+        &b,
+        &["--component", "acme.test"],
+        json!({"parameters": {"db": {"#password": azure}, "#plain": "x"}}),
+    );
+    assert_eq!(config["parameters"]["db"]["#password"], azure);
+    assert!(
+        config["parameters"]["#plain"]
+            .as_str()
+            .unwrap()
+            .starts_with("KBC::ProjectSecure::")
+    );
+    let mut j = job(&img.reference, json!({}), json!({}));
+    j["configuration"] = config;
+    let r = b.run_job(&j);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    let result = r.json();
+    assert_eq!(result["error_class"], "user");
+    assert_eq!(
+        result["message"],
+        "the value of configuration.parameters.db.#password was encrypted on a Keboola stack \
+         (with its Azure Key Vault) and cannot be decrypted here: put the plain value there \
+         and encrypt it with `berth encrypt`"
+    );
+    assert!(!r.stderr.contains("\nran\n"), "{}", r.stderr);
+    b.assert_clean(&[]);
+}
