@@ -10,10 +10,49 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn script_image(name: &str, script: &str) -> BuiltImage {
     push(&ImageSpec::script(script), &unique_repo(name), "1.0")
+}
+
+const ORDERS: &str =
+    "id,customer,amount,status\n1,ann,10,paid\n2,bob,20,open\n3,cid,30,paid\n4,dan,40,void\n";
+
+fn import(b: &Berth, table: &str, csv: &str, extra: &[&str]) {
+    let path = b.dir.path().join(format!("import-{table}-{:x}.csv", rand_u64()));
+    std::fs::write(&path, csv).unwrap();
+    let mut args = vec!["storage", "import", table, path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let r = b.run_cmd(&args);
+    assert_eq!(r.status, 0, "import failed: {}", r.stderr);
+}
+
+fn export(b: &Berth, table: &str) -> String {
+    let r = b.run_cmd(&["storage", "export", table]);
+    assert_eq!(r.status, 0, "export of {table} failed: {}", r.stderr);
+    r.stdout
+}
+
+/// The stored tables by id, as `berth storage tables --json` lists them.
+fn tables(b: &Berth) -> std::collections::BTreeMap<String, Value> {
+    let r = b.run_cmd(&["storage", "tables", "--json"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let list: Vec<Value> = serde_json::from_str(&r.stdout).unwrap();
+    list.into_iter()
+        .map(|t| (t["id"].as_str().unwrap().to_owned(), t))
+        .collect()
+}
+
+/// What a component printed between `BEGIN name` and `END name` lines.
+fn printed<'a>(output: &'a str, name: &str) -> &'a str {
+    let begin = format!("BEGIN {name}\n");
+    let start = output
+        .find(&begin)
+        .unwrap_or_else(|| panic!("no {name} in {output}"))
+        + begin.len();
+    let end = output[start..].find(&format!("END {name}")).unwrap() + start;
+    &output[start..end]
 }
 
 #[test]
@@ -169,5 +208,72 @@ fn ciphertexts_of_keboolas_stacks_are_user_errors_naming_the_key_and_never_rewra
          and encrypt it with `berth encrypt`"
     );
     assert!(!r.stderr.contains("\nran\n"), "{}", r.stderr);
+    b.assert_clean(&[]);
+}
+
+#[test]
+fn keboolas_unset_values_mean_what_they_mean_there_and_config_json_has_the_defaults() {
+    require_env!();
+    let b = Berth::new();
+    import(&b, "in.c-main.orders", ORDERS, &["--primary-key", "id"]);
+    let img = script_image(
+        "defaults",
+        "echo BEGIN config; cat /data/config.json; echo; echo END config\n\
+         for t in a.csv b.csv; do echo BEGIN $t; cat /data/in/tables/$t; echo END $t; done\n\
+         printf 'id\\n1\\n' > /data/out/tables/out.csv",
+    );
+    let mut j = job(&img.reference, json!({}), json!({}));
+    // As Keboola's API exports an empty configuration: PHP's empty objects are `[]`.
+    j["configuration"] = json!({
+        "parameters": [], "authorization": [], "runtime": [],
+        "storage": {
+            "input": {"tables": [
+                {"source": "in.c-main.orders", "destination": "a.csv", "days": 0,
+                 "changed_since": "", "columns": []},
+                {"source": "in.c-main.orders", "destination": "b.csv", "where_column": "status",
+                 "where_values": ["paid"], "where_operator": "", "days": null}
+            ]},
+            "output": {"tables": [{"source": "out.csv", "destination": "out.c-x.out",
+                                   "column_metadata": []}]}
+        }
+    });
+    let r = b.run_job(&j);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(printed(&r.stderr, "a.csv"), ORDERS);
+    assert_eq!(
+        printed(&r.stderr, "b.csv"),
+        "id,customer,amount,status\n1,ann,10,paid\n3,cid,30,paid\n"
+    );
+    let config: Value = serde_json::from_str(printed(&r.stderr, "config")).unwrap();
+    assert_eq!(config["parameters"], json!({}));
+    assert_eq!(config["authorization"], json!({}));
+    assert_eq!(
+        config["storage"]["input"],
+        json!({
+            "tables": [
+                {"source": "in.c-main.orders", "destination": "a.csv", "days": 0,
+                 "changed_since": "", "columns": [], "column_types": [], "where_values": [],
+                 "where_operator": "eq", "overwrite": false,
+                 "keep_internal_timestamp_column": true},
+                {"source": "in.c-main.orders", "destination": "b.csv", "where_column": "status",
+                 "where_values": ["paid"], "where_operator": "eq", "columns": [],
+                 "column_types": [], "overwrite": false, "keep_internal_timestamp_column": true}
+            ],
+            "files": []
+        })
+    );
+    assert_eq!(
+        config["storage"]["output"],
+        json!({
+            "tables": [{"source": "out.csv", "destination": "out.c-x.out", "incremental": false,
+                        "primary_key": [], "columns": [], "distribution_key": [],
+                        "delete_where_values": [], "delete_where_operator": "eq",
+                        "delimiter": ",", "enclosure": "\"", "metadata": [],
+                        "column_metadata": [], "write_always": false, "tags": [],
+                        "schema": []}],
+            "files": []
+        })
+    );
+    assert_eq!(export(&b, "out.c-x.out"), "id\n1\n");
     b.assert_clean(&[]);
 }

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use super::ContractError;
 use super::compat;
+use super::php;
 pub use super::compat::Runtime;
 use super::mapping::{Row, StorageConfig, merge};
 
@@ -134,15 +135,32 @@ fn default_disk() -> MemoryLimit {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Configuration {
-    #[serde(default)]
+    // Objects here may be `[]`, as Keboola's PHP writes an empty one (see `php`).
+    #[serde(default, deserialize_with = "php::object")]
     pub parameters: Map<String, Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "php::optional_object"
+    )]
     pub storage: Option<StorageConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "php::optional_object"
+    )]
     pub processors: Option<Processors>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "php::optional_object"
+    )]
     pub runtime: Option<Runtime>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "php::optional_object"
+    )]
     pub authorization: Option<Map<String, Value>>,
     /// Accepted for compatibility with stored Keboola configurations; always replaced by
     /// the component's own image parameters before the component sees it.
@@ -208,7 +226,7 @@ impl Processors {
 #[serde(deny_unknown_fields)]
 pub struct Processor {
     pub definition: ProcessorDefinition,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "php::object")]
     pub parameters: Map<String, Value>,
 }
 

@@ -157,7 +157,10 @@ impl Stager<'_> {
     ) -> Result<(Option<i64>, bool), MappingError> {
         let user = |f: &str, m: String| table_error(i, f, m);
         let since = |text: &str, f: &str| parse_since(text, self.now_ms).map_err(|m| user(f, m));
-        match (&t.changed_since, t.days) {
+        // As the original: `days: 0` and `changed_since: ""` (what its forms save for
+        // "not set") filter nothing.
+        let changed_since = t.changed_since.as_ref().filter(|s| !s.is_empty());
+        match (changed_since, t.days.filter(|d| *d != 0)) {
             (Some(_), Some(_)) => Err(user(
                 "days",
                 "use either days or changed_since, not both".into(),
@@ -198,7 +201,7 @@ impl Stager<'_> {
         let user = |m: String| MappingError::User(format!("storage.input.files[{i}]: {m}"));
         let (mut query, key) = file_query(f).map_err(user)?;
         let adaptive = match f.changed_since.as_deref() {
-            None => false,
+            None | Some("") => false,
             Some("adaptive") if key.is_empty() => {
                 return Err(user("changed_since adaptive needs tags".into()));
             }
@@ -272,10 +275,7 @@ impl Stager<'_> {
 /// The row filter of a table mapping: `where_column` and `where_values` go together.
 /// An empty `where_column` means no filter, as in the original runner.
 fn where_filter(t: &InputTable, i: usize) -> Result<Option<WhereFilter>, MappingError> {
-    let column = t.where_column.as_ref().filter(|c| !c.is_empty());
-    if column.is_none() && t.where_column.is_some() {
-        return Ok(None);
-    }
+    let column = t.where_column.as_ref().filter(|c| !c.trim().is_empty());
     match (column, t.where_values.is_empty()) {
         (Some(column), false) => Ok(Some(WhereFilter {
             column: column.clone(),
@@ -532,6 +532,28 @@ mod tests {
         assert_eq!(report.tables[0].1, 2);
         let csv = std::fs::read_to_string(data.join("in/tables/t.csv")).unwrap();
         assert_eq!(csv, "id,v\n1,x\n2,y\n");
+    }
+
+    #[test]
+    fn the_originals_unset_values_filter_nothing() {
+        let (_d, store, data) = store();
+        // What Keboola's forms save for "not set": no filter, and no clash between them.
+        let m = mapping(json!([
+            {"source": "in.c-a.t", "destination": "a.csv", "days": 0, "changed_since": ""},
+            {"source": "in.c-a.t", "destination": "b.csv", "days": null, "changed_since": null},
+            {"source": "in.c-a.t", "destination": "c.csv", "days": 0, "changed_since": "-1 day"},
+            {"source": "in.c-a.t", "destination": "d.csv", "where_column": "v",
+             "where_values": ["y"], "where_operator": ""},
+        ]));
+        let report = stage_inputs(&store, &m, &data, &InputState::default(), 0).unwrap();
+        let rows: Vec<u64> = report.tables.iter().map(|t| t.1).collect();
+        assert_eq!(rows, [2, 2, 2, 1]);
+        let csv = std::fs::read_to_string(data.join("in/tables/d.csv")).unwrap();
+        assert_eq!(csv, "id,v\n2,y\n");
+        // Values without a column are refused, as there.
+        let m = mapping(json!([{"source": "in.c-a.t", "where_column": " ", "where_values": ["y"]}]));
+        let e = stage_inputs(&store, &m, &data, &InputState::default(), 0).unwrap_err();
+        assert!(e.to_string().contains("where_values need a where_column"), "{e}");
     }
 
     #[test]
