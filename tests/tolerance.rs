@@ -277,3 +277,90 @@ fn keboolas_unset_values_mean_what_they_mean_there_and_config_json_has_the_defau
     assert_eq!(export(&b, "out.c-x.out"), "id\n1\n");
     b.assert_clean(&[]);
 }
+
+#[test]
+fn output_tables_follow_the_originals_table_structure_rules() {
+    require_env!();
+    let b = Berth::new();
+    import(&b, "out.c-x.t", "id,k\n1,a\n2,a\n", &["--primary-key", "id"]);
+    let img = script_image(
+        "structure",
+        r#"cd /data/out/tables
+m() { echo "$1" > t.csv.manifest; }
+case "$(cat /data/config.json)" in
+*mode-keep*) printf 'id,k\n3,b\n' > t.csv
+  m '{"destination": "out.c-x.t", "incremental": true, "primary_key": ["k"]}' ;;
+*mode-change*) printf 'id,k\n1,a\n2,a\n' > t.csv
+  m '{"destination": "out.c-x.t", "primary_key": ["id", "k"]}' ;;
+*mode-remove*) printf 'id,k\n1,a\n' > t.csv
+  m '{"destination": "out.c-x.t", "incremental": true, "primary_key": ["id"]}' ;;
+*mode-hidden*) printf 'id,k\n4,d\n' > t.csv; m '{"destination": "out.c-x.t", "incremental": true}'
+  touch .gitkeep .t.csv.swp; mkdir .cache /data/out/files/folder
+  echo x > /data/out/files/folder/inner.txt; echo x > /data/out/files/.hidden ;;
+*mode-delete*) printf 'id,k\n5,e\n' > t.csv ;;
+esac"#,
+    );
+    let run = |mode: &str, output: Value| {
+        let mut j = job(&img.reference, json!({}), json!({"mode": mode}));
+        j["configuration"]["storage"] = json!({ "output": output });
+        b.run_job(&j)
+    };
+    let key = || tables(&b)["out.c-x.t"]["primary_key"].clone();
+
+    // Rows not unique on the new key: a warning, the table keeps its key, the load goes on.
+    let r = run("mode-keep", json!({}));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "cannot change the primary key of table out.c-x.t to (k): its rows are not \
+             unique on it; it keeps (id)"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(key(), json!(["id"]));
+    assert_eq!(export(&b, "out.c-x.t"), "id,k\n1,a\n2,a\n3,b\n");
+
+    // A changed key: a warning, and the table gets it.
+    let r = run("mode-change", json!({}));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("modifying the primary key of table out.c-x.t from (id) to (id, k)"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(key(), json!(["id", "k"]));
+
+    // The mapping's `primary_key: []` beats the manifest's: the key is removed.
+    let mapping = json!({"tables": [{"source": "t.csv", "destination": "out.c-x.t",
+                                     "primary_key": []}]});
+    let r = run("mode-remove", mapping);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("modifying the primary key of table out.c-x.t from (id, k) to ()"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(key(), json!([]));
+
+    // Hidden entries of out/tables and folders of out/files are left alone.
+    let r = run("mode-hidden", json!({}));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(export(&b, "out.c-x.t"), "id,k\n1,a\n2,a\n1,a\n4,d\n");
+    let files = b.run_cmd(&["storage", "files", "--json"]);
+    assert_eq!(files.stdout.trim(), "[]", "{}", files.stderr);
+
+    // A delete_where_column without values is refused, as there; nothing changes.
+    let mapping = json!({"tables": [{"source": "t.csv", "destination": "out.c-x.t",
+                                     "incremental": true, "delete_where_column": "k"}]});
+    let r = run("mode-delete", mapping);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert_eq!(
+        r.json()["message"],
+        "out/tables/t.csv: when delete_where_column is set, delete_where_values is required"
+    );
+    assert_eq!(export(&b, "out.c-x.t"), "id,k\n1,a\n2,a\n1,a\n4,d\n");
+    b.assert_clean(&[]);
+}
