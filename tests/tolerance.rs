@@ -364,3 +364,43 @@ esac"#,
     assert_eq!(export(&b, "out.c-x.t"), "id,k\n1,a\n2,a\n1,a\n4,d\n");
     b.assert_clean(&[]);
 }
+
+#[test]
+fn input_files_changed_since_a_relative_time() {
+    require_env!();
+    let b = Berth::new();
+    let path = b.dir.path().join("report.txt");
+    std::fs::write(&path, "fresh").unwrap();
+    let r = b.run_cmd(&["storage", "upload", path.to_str().unwrap(), "--tag", "in"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let id = r.stdout.trim().to_owned();
+    let img = script_image("filesince", "ls /data/in/files | sed 's/^/FILE /'");
+    let run = |since: &str| {
+        let mut j = job(&img.reference, json!({}), json!({}));
+        j["configuration"]["storage"] =
+            json!({"input": {"files": [{"tags": ["in"], "changed_since": since}]}});
+        b.run_job(&j)
+    };
+    // Uploaded just now: within the last week, not after a date to come.
+    let r = run("-7 days");
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("FILE {id}_report.txt\n")),
+        "{}",
+        r.stderr
+    );
+    let r = run("2999-01-01");
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("FILE "), "{}", r.stderr);
+    let r = run("last tuesday-ish");
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("storage.input.files[0]: changed_since: \"last tuesday-ish\" is not a time"),
+        "{}",
+        r.stdout
+    );
+    b.assert_clean(&[]);
+}

@@ -202,14 +202,21 @@ impl Stager<'_> {
         let (mut query, key) = file_query(f).map_err(user)?;
         let adaptive = match f.changed_since.as_deref() {
             None | Some("") => false,
+            Some(_) if f.query.is_some() => {
+                return Err(user(
+                    "changed_since is not supported with a query (as in the original)".into(),
+                ));
+            }
             Some("adaptive") if key.is_empty() => {
                 return Err(user("changed_since adaptive needs tags".into()));
             }
             Some("adaptive") => true,
-            Some(other) => {
-                return Err(user(format!(
-                    "changed_since {other:?}: only \"adaptive\" is supported for files"
-                )));
+            // As the original: files created since then (`-7 days`, a date, a timestamp).
+            Some(since) => {
+                let ms = parse_since(since, self.now_ms)
+                    .map_err(|m| user(format!("changed_since: {m}")))?;
+                query.created_since_ms = Some(ms);
+                false
             }
         };
         if adaptive {
@@ -586,6 +593,50 @@ mod tests {
             staged.processed_tags,
             vec![(first, vec!["done".to_owned(), "seen".to_owned()])]
         );
+    }
+
+    #[test]
+    fn files_changed_since_a_relative_time_are_those_created_since() {
+        let (d, store, data) = store();
+        let path = d.path().join("f.txt");
+        std::fs::write(&path, "x").unwrap();
+        let report = store
+            .apply(&Changes {
+                files: vec![crate::storage::FileUpload {
+                    path,
+                    name: "f.txt".into(),
+                    tags: vec!["in".into()],
+                    is_permanent: true,
+                    is_public: false,
+                    is_encrypted: false,
+                }],
+                ..Changes::default()
+            })
+            .unwrap();
+        let created = report.files[0].created_ms;
+        let m = |since: &str| -> InputMapping {
+            serde_json::from_value(json!({"files": [{"tags": ["in"], "changed_since": since}]}))
+                .unwrap()
+        };
+        let day = 86_400_000;
+        let found = |since: &str, now: i64| {
+            let dir = tempfile::tempdir().unwrap();
+            for sub in ["in/tables", "in/files"] {
+                std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+            }
+            let r = stage_inputs(&store, &m(since), dir.path(), &InputState::default(), now);
+            r.map(|r| r.files.len())
+        };
+        assert_eq!(found("-7 days", created + day).unwrap(), 1);
+        assert_eq!(found("-7 days", created + 8 * day).unwrap(), 0);
+        assert_eq!(found("1 day ago", created).unwrap(), 1);
+        assert_eq!(found("2999-01-01", created).unwrap(), 0);
+        let e = found("soon", created).unwrap_err().to_string();
+        assert!(
+            e.contains("storage.input.files[0]: changed_since: \"soon\" is not a time"),
+            "{e}"
+        );
+        drop(data);
     }
 
     #[test]

@@ -281,6 +281,8 @@ pub struct FileQuery {
     pub ids: Vec<u64>,
     /// Only files with a larger id: those uploaded after this one.
     pub since_id: Option<u64>,
+    /// Only files created at this time or later (unix milliseconds).
+    pub created_since_ms: Option<i64>,
     pub limit: Option<u64>,
 }
 
