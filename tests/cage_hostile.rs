@@ -508,11 +508,11 @@ fn a_component_cannot_lift_its_limits_or_make_cgroups() {
         let memory = cgroup_dir(&b, "memory");
         assert_eq!(
             read_number(&memory.join("memory.limit_in_bytes")),
-            256_000_000
+            256 << 20
         );
         assert_eq!(
             read_number(&memory.join("memory.memsw.limit_in_bytes")),
-            256_000_000
+            256 << 20
         );
     }
     go(&b);
@@ -627,10 +627,10 @@ fn host_processes_are_invisible_and_kill_1_hits_only_the_containers_init() {
 #[test]
 fn filling_a_tmpfs_past_the_memory_limit_is_out_of_memory() {
     require_env!();
-    // /dev/shm is a 64 MiB tmpfs: more than the 64 MB limit. Its pages are charged to the
-    // container and cannot be reclaimed without swap, so the OOM killer ends the writer
-    // (dd, the largest process with its 4 MiB buffer). The component frees the tmpfs,
-    // lets the test look at its cgroup, and exits 3 — an OOM kill all the same.
+    // /dev/shm is a 64 MiB tmpfs: with dd's buffer, more than the 64 MiB limit. Its pages
+    // are charged to the container and cannot be reclaimed without swap, so the OOM killer
+    // ends the writer (dd, the largest process with its 4 MiB buffer). The component frees
+    // the tmpfs, lets the test look at its cgroup, and exits 3 — an OOM kill all the same.
     let img = script_image(
         "tmpfshog",
         &format!(
@@ -655,16 +655,13 @@ fn filling_a_tmpfs_past_the_memory_limit_is_out_of_memory() {
     } else {
         ("memory.max", "memory.peak", "memory.events")
     };
-    assert_eq!(read_number(&cgroup.join(limit)), 64_000_000);
+    assert_eq!(read_number(&cgroup.join(limit)), 64 << 20);
     let peak = read_number(&cgroup.join(peak));
     // The container used all it may, and not a page more; with swap counted too.
-    assert!(
-        (60_000_000..=64_000_000).contains(&peak),
-        "peak memory {peak}"
-    );
+    assert!((60 << 20..=64 << 20).contains(&peak), "peak memory {peak}");
     if v1 {
         let with_swap = read_number(&cgroup.join("memory.memsw.max_usage_in_bytes"));
-        assert!(with_swap <= 64_000_000, "memory and swap {with_swap}");
+        assert!(with_swap <= 64 << 20, "memory and swap {with_swap}");
     }
     assert!(keyed(&cgroup.join(events), "oom_kill") >= 1);
     go(&b);

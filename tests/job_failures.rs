@@ -331,12 +331,12 @@ fn a_failed_second_row_discards_the_first_rows_outputs_and_state() {
 fn a_component_that_leaves_more_than_its_disk_limit_fails_and_changes_nothing() {
     let f = fixture();
     let host = FakeHost::default();
-    // It writes a table and a state, and 12 MB in out/files, then exits 0: the runtime's
+    // It writes a table and a state, and 12 MiB in out/files, then exits 0: the runtime's
     // last measurement finds it past its 5m.
     let runtime = FakeRuntime::new(|data: &std::path::Path| {
         fs::write(data.join("out/tables/t.csv"), "a\n1\n").unwrap();
         fs::write(data.join("out/state.json"), r#"{"seen": true}"#).unwrap();
-        fs::write(data.join("out/files/big"), vec![1u8; 12_000_000]).unwrap();
+        fs::write(data.join("out/files/big"), vec![1u8; 12 << 20]).unwrap();
         outcome(0)
     });
     let component = json!({"component": {

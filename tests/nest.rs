@@ -244,10 +244,10 @@ fn a_container_nests_in_berths_cgroup_and_sigterm_leaves_it_empty() {
     nests_and_leaves_nothing_on_sigterm(&b, &b.cmd(), &cgroup);
 }
 
-/// The OOM message when the cgroup berth runs in allows 64 MB and the component 256 MB.
+/// The OOM message when the cgroup berth runs in allows 64 MiB and the component 256 MiB.
 fn oom_below_the_parent(b: &Berth, cmd: &Command, cgroup: &Delegated) {
-    // dd with a 64 MiB block allocates it at once: over 64 MB (a multiple of the page size,
-    // so the kernel keeps the limit as written).
+    // dd with a 64 MiB block allocates it at once: with dd itself, over 64 MiB (a multiple
+    // of the page size, so the kernel keeps the limit as written).
     let img = push(
         &ImageSpec::script("dd if=/dev/zero of=/dev/null bs=64M count=1"),
         &unique_repo("nest-oom"),
@@ -286,7 +286,7 @@ fn a_lower_memory_limit_of_berths_cgroup_is_the_components_oom() {
         return;
     }
     let b = Berth::new();
-    let cgroup = Delegated::new(Some(64_000_000), None);
+    let cgroup = Delegated::new(Some(64 << 20), None);
     oom_below_the_parent(&b, &b.cmd(), &cgroup);
 }
 
@@ -357,7 +357,7 @@ fn rootless_a_lower_memory_limit_of_the_delegated_cgroup_is_the_components_oom()
     require_env!();
     let (uid, gid) = ensure_user("berth-nest", true);
     let (b, cmd) = rootless_berth(uid, gid);
-    let cgroup = Delegated::new(Some(64_000_000), Some((uid, gid)));
+    let cgroup = Delegated::new(Some(64 << 20), Some((uid, gid)));
     oom_below_the_parent(&b, &cmd, &cgroup);
 }
 

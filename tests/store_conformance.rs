@@ -292,7 +292,7 @@ macro_rules! conformance {
 conformance!(
     tables_are_created_replaced_appended_widened_and_described,
     upserts_keep_the_last_row_of_a_key_in_first_loaded_order,
-    primary_keys_change_only_when_the_rows_allow,
+    primary_keys_change_when_the_rows_allow_and_else_stay,
     delete_where_filters_and_column_selection,
     changed_since_follows_commit_order,
     sliced_gzipped_headless_and_delimited_sources,
@@ -652,28 +652,37 @@ fn upserts_keep_the_last_row_of_a_key_in_first_loaded_order(b: Backend) {
     );
 }
 
-fn primary_keys_change_only_when_the_rows_allow(b: Backend) {
+fn primary_keys_change_when_the_rows_allow_and_else_stay(b: Backend) {
     let Some(s) = S::new(b) else { return };
     let mut load = s.env.load(T, "id,k,v\n1,a,x\n2,a,y\n");
     load.primary_key = strings(&["id"]);
     s.apply(vec![load]).unwrap();
-    let before = s.snapshot();
-    let mut load = s.env.load(T, "id,k,v\n3,b,z\n");
+    // Not unique on k: the table keeps its key (a warning, as the original's output
+    // mapping), and the load goes on with it.
+    let mut load = s.env.load(T, "id,k,v\n3,b,z\n1,c,w\n");
     load.incremental = true;
     load.primary_key = strings(&["k"]);
-    let e = s.apply(vec![load]).unwrap_err();
-    assert!(e.is_user_error());
-    assert_eq!(
-        e.to_string(),
-        "cannot load into table in.c-main.t: its rows are not unique on the new primary key (k)"
-    );
-    assert_eq!(s.snapshot(), before);
+    s.apply(vec![load]).unwrap();
+    assert_eq!(s.info(T).primary_key, strings(&["id"]));
+    assert_eq!(s.csv(T), "id,k,v\n1,c,w\n2,a,y\n3,b,z\n");
+    // A full load replaces the rows first, so any key goes.
     let mut load = s.env.load(T, "id,k,v\n1,a,x\n2,a,y\n");
     load.primary_key = strings(&["k"]);
     s.apply(vec![load]).unwrap();
     assert_eq!(s.info(T).primary_key, strings(&["k"]));
     assert_eq!(s.csv(T), "id,k,v\n2,a,y\n");
+    // A column the table lacks: it keeps its key.
     let mut load = s.env.load(T, "id,k,v\n1,a,x\n");
+    load.primary_key = strings(&["nope"]);
+    s.apply(vec![load]).unwrap();
+    assert_eq!(s.info(T).primary_key, strings(&["k"]));
+    // An exact empty key removes it.
+    let mut load = s.env.load(T, "id,k,v\n1,a,x\n2,a,y\n");
+    load.exact_primary_key = true;
+    s.apply(vec![load]).unwrap();
+    assert!(s.info(T).primary_key.is_empty());
+    // A new table cannot be keyed on a column it lacks.
+    let mut load = s.env.load("in.c-main.new", "id\n1\n");
     load.primary_key = strings(&["nope"]);
     let e = s.apply(vec![load]).unwrap_err();
     assert!(e.to_string().contains("primary key column \"nope\""), "{e}");

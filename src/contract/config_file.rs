@@ -7,9 +7,9 @@ use super::job::{Configuration, JobFile};
 use super::mapping::DataTypeSupport;
 
 /// Builds the `config.json` the component reads: the configuration without `runtime` and
-/// `processors`, with the component's `image_parameters`, the `action`, and the four keys
+/// `processors`, with the component's `image_parameters`, the `action`, the four keys
 /// every component may rely on (`storage`, `parameters`, `image_parameters`,
-/// `authorization`) always present.
+/// `authorization`) always present, and the original's defaults on every mapping.
 pub fn config_json(
     configuration: &Configuration,
     image_parameters: &Map<String, Value>,
@@ -22,6 +22,9 @@ pub fn config_json(
     };
     config.remove("runtime");
     config.remove("processors");
+    if let Some(storage) = config.get_mut("storage") {
+        super::mapping_defaults::fill(storage);
+    }
     config.insert(
         "image_parameters".to_owned(),
         Value::Object(image_parameters.clone()),

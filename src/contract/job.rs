@@ -15,13 +15,15 @@ use super::ContractError;
 use super::compat;
 pub use super::compat::Runtime;
 use super::mapping::{Row, StorageConfig, merge};
+use super::php;
 use super::placeholders::VariableValuesData;
 
 /// Default memory limit of a component (contract §9).
 pub const DEFAULT_MEMORY: &str = "256m";
 /// Default process timeout of a component in seconds (contract §9).
 pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
-/// `runtime.process_timeout` may not ask for more than a day (contract §9).
+/// `runtime.process_timeout` above a day is capped there, as the original caps it
+/// (contract §9).
 pub const MAX_TIMEOUT_SECS: u64 = 86_400;
 /// How long a synchronous action may take, unless the job allows less (contract §13).
 pub const ACTION_TIMEOUT_SECS: u64 = 30;
@@ -119,7 +121,7 @@ pub struct Component {
     #[serde(default = "default_cpus")]
     pub cpus: f64,
     /// How much its data folder, `/tmp` and root filesystem may grow while it runs
-    /// (decimal units, as `memory`); past it the container is killed.
+    /// (binary units, as `memory`: `10g` is 10 GiB); past it the container is killed.
     #[serde(default = "default_disk")]
     pub disk: MemoryLimit,
     /// Component-level parameters handed to the component as `image_parameters`.
@@ -150,7 +152,7 @@ fn default_cpus() -> f64 {
 }
 
 fn default_disk() -> MemoryLimit {
-    DEFAULT_DISK.parse().unwrap_or(MemoryLimit(10_000_000_000))
+    DEFAULT_DISK.parse().unwrap_or(MemoryLimit(10 << 30))
 }
 
 /// The configuration a user wrote for a component (contract §2). Root keys are fixed;
@@ -158,15 +160,32 @@ fn default_disk() -> MemoryLimit {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Configuration {
-    #[serde(default)]
+    // Objects here may be `[]`, as Keboola's PHP writes an empty one (see `php`).
+    #[serde(default, deserialize_with = "php::object")]
     pub parameters: Map<String, Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "php::optional_object"
+    )]
     pub storage: Option<StorageConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "php::optional_object"
+    )]
     pub processors: Option<Processors>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "php::optional_object"
+    )]
     pub runtime: Option<Runtime>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "php::optional_object"
+    )]
     pub authorization: Option<Map<String, Value>>,
     /// Accepted for compatibility with stored Keboola configurations; always replaced by
     /// the component's own image parameters before the component sees it.
@@ -233,7 +252,7 @@ impl Processors {
 #[serde(deny_unknown_fields)]
 pub struct Processor {
     pub definition: ProcessorDefinition,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "php::object")]
     pub parameters: Map<String, Value>,
 }
 
@@ -247,60 +266,82 @@ pub struct ProcessorDefinition {
     pub tag: Option<String>,
 }
 
-/// A memory limit in bytes, written like Docker's `256m` (decimal units: 1m = 10^6 bytes).
+/// A memory limit in bytes, written as Docker reads `--memory` (go-units' `RAMInBytes`):
+/// a number, an optional space, then `k`, `m`, `g`, `t` or `p` with an optional `i` and `b`,
+/// all binary: `256m` is 256 MiB (2^28 bytes), `1.5g` is 1.5 GiB; a bare number is bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryLimit(pub u64);
 
 impl Default for MemoryLimit {
     fn default() -> Self {
-        DEFAULT_MEMORY.parse().unwrap_or(MemoryLimit(256_000_000))
+        DEFAULT_MEMORY.parse().unwrap_or(MemoryLimit(256 << 20))
     }
 }
+
+/// The binary units of a size, largest first, as [`MemoryLimit`]'s `Display` picks them.
+const SIZE_UNITS: [(char, u32); 5] = [('p', 50), ('t', 40), ('g', 30), ('m', 20), ('k', 10)];
 
 impl FromStr for MemoryLimit {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid =
+            || format!("invalid size {s:?}: use a number with k, m or g (binary, as Docker)");
         let t = s.trim().to_ascii_lowercase();
-        let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
-            Some(i) => t.split_at(i),
-            None => (t.as_str(), ""),
+        let split = t
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(t.len());
+        let (number, unit) = t.split_at(split);
+        let unit = unit.strip_prefix(' ').unwrap_or(unit);
+        let unit = unit.strip_suffix('b').unwrap_or(unit);
+        let unit = unit.strip_suffix('i').unwrap_or(unit);
+        let shift = match unit {
+            "" => 0,
+            u => SIZE_UNITS
+                .iter()
+                .find(|(c, _)| u.len() == 1 && u.starts_with(*c))
+                .map(|(_, shift)| *shift)
+                .ok_or_else(invalid)?,
         };
-        let factor: u64 = match unit {
-            "" | "b" => 1,
-            "k" | "kb" => 1_000,
-            "m" | "mb" => 1_000_000,
-            "g" | "gb" => 1_000_000_000,
-            _ => {
-                return Err(format!("invalid size {s:?}: use a number with k, m or g"));
-            }
-        };
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("invalid size {s:?}: use a number with k, m or g"))?;
-        let bytes = n
-            .checked_mul(factor)
-            .ok_or_else(|| format!("size {s:?} is too large"))?;
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        let digits = |d: &str| d.chars().all(|c| c.is_ascii_digit());
+        if whole.is_empty() || !digits(whole) || !digits(fraction) {
+            return Err(invalid());
+        }
+        let bytes =
+            scaled(whole, fraction, shift).ok_or_else(|| format!("size {s:?} is too large"))?;
         // The kernel needs a few pages to start anything at all; below that the component
         // would die with a confusing OOM instead of a clear error.
-        if bytes < 4_000_000 {
+        if bytes < 4 << 20 {
             return Err(format!("size {s:?} is below the minimum of 4m"));
         }
         Ok(MemoryLimit(bytes))
     }
 }
 
+/// `whole.fraction` (ASCII digits) times 2^`shift`, rounded down as Docker rounds; `None`
+/// when it does not fit in 64 bits.
+fn scaled(whole: &str, fraction: &str, shift: u32) -> Option<u64> {
+    let whole: u128 = whole.parse().ok()?;
+    // Exact decimal arithmetic on the fraction (18 digits are more than a byte needs).
+    let (numerator, denominator) = fraction.bytes().take(18).fold((0u128, 1u128), |(n, d), c| {
+        (n * 10 + u128::from(c - b'0'), d * 10)
+    });
+    let bytes = whole
+        .checked_mul(1 << shift)?
+        .checked_add((numerator << shift) / denominator)?;
+    u64::try_from(bytes).ok()
+}
+
 impl fmt::Display for MemoryLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        if b % 1_000_000_000 == 0 {
-            write!(f, "{}g", b / 1_000_000_000)
-        } else if b % 1_000_000 == 0 {
-            write!(f, "{}m", b / 1_000_000)
-        } else if b % 1_000 == 0 {
-            write!(f, "{}k", b / 1_000)
-        } else {
-            write!(f, "{b}")
+        match SIZE_UNITS
+            .iter()
+            .find(|(_, shift)| b != 0 && b.trailing_zeros() >= *shift)
+        {
+            Some((unit, shift)) => write!(f, "{}{unit}", b >> shift),
+            None => write!(f, "{b}"),
         }
     }
 }
@@ -591,6 +632,12 @@ impl JobFile {
             path: path.to_owned(),
             message,
         })?;
+        if let Some(t) = job.capped_timeout() {
+            tracing::warn!(
+                "configuration.runtime.process_timeout {t} is above the maximum of \
+                 {MAX_TIMEOUT_SECS} seconds: capped there, as the original runner caps it"
+            );
+        }
         for key in job.inert_keys() {
             tracing::warn!(
                 "configuration key {key} is accepted for compatibility but has no effect in berth"
@@ -662,16 +709,16 @@ impl JobFile {
         if let Err((field, message)) = checked {
             return Err(invalid(&format!("component.{field}"), message));
         }
-        if let Some(t) = self
+        // As the original: 0 is refused; above a day is capped (see `main_timeout_secs`).
+        if let Some(0) = self
             .configuration
             .runtime
             .as_ref()
             .and_then(|r| r.process_timeout)
-            && (t == 0 || t > MAX_TIMEOUT_SECS)
         {
             return Err(invalid(
                 "configuration.runtime.process_timeout",
-                format!("{t} is not between 1 and {MAX_TIMEOUT_SECS} seconds"),
+                "must be greater than 0".to_owned(),
             ));
         }
         self.check_row_ids()?;
@@ -780,13 +827,24 @@ impl JobFile {
         Ok(out)
     }
 
-    /// The timeout of the main image: the configuration's `runtime.process_timeout` wins.
+    /// The timeout of the main image: the configuration's `runtime.process_timeout` wins,
+    /// capped at a day as the original caps it.
     pub fn main_timeout_secs(&self) -> u64 {
         self.configuration
             .runtime
             .as_ref()
             .and_then(|r| r.process_timeout)
-            .unwrap_or(self.component.process_timeout)
+            .map_or(self.component.process_timeout, |t| t.min(MAX_TIMEOUT_SECS))
+    }
+
+    /// The configuration's `runtime.process_timeout` when it asks for more than the
+    /// maximum, which [`main_timeout_secs`](Self::main_timeout_secs) caps (and the
+    /// operator is told).
+    pub fn capped_timeout(&self) -> Option<u64> {
+        let runtime = self.configuration.runtime.as_ref();
+        runtime
+            .and_then(|r| r.process_timeout)
+            .filter(|&t| t > MAX_TIMEOUT_SECS)
     }
 
     /// The timeout of a synchronous action: 30 s, or the job's own timeout if lower.
@@ -823,7 +881,7 @@ mod tests {
         let j =
             job(r#"{"component": {"id": "acme.hello", "image": "127.0.0.1:5000/acme/hello:1.0"}}"#)
                 .unwrap();
-        assert_eq!(j.component.memory, MemoryLimit(256_000_000));
+        assert_eq!(j.component.memory, MemoryLimit(256 << 20));
         assert_eq!(j.component.process_timeout, 3600);
         assert_eq!(
             j.component.network,
@@ -858,29 +916,63 @@ mod tests {
     }
 
     #[test]
-    fn memory_sizes_are_decimal() {
-        assert_eq!("256m".parse::<MemoryLimit>().unwrap().0, 256_000_000);
-        assert_eq!("1G".parse::<MemoryLimit>().unwrap().0, 1_000_000_000);
-        assert_eq!("5000k".parse::<MemoryLimit>().unwrap().0, 5_000_000);
-        assert_eq!(MemoryLimit(256_000_000).to_string(), "256m");
+    fn memory_sizes_are_binary_as_docker_reads_them() {
+        let bytes = |s: &str| s.parse::<MemoryLimit>().unwrap().0;
+        assert_eq!(bytes("256m"), 256 * 1024 * 1024);
+        assert_eq!(bytes("256M"), 268_435_456);
+        assert_eq!(bytes("1G"), 1 << 30);
+        assert_eq!(bytes("1.5g"), 1_610_612_736);
+        assert_eq!(bytes("5000k"), 5_120_000);
+        assert_eq!(bytes("512 MiB"), 512 << 20);
+        assert_eq!(bytes("512mb"), 512 << 20);
+        assert_eq!(bytes("1t"), 1 << 40);
+        assert_eq!(bytes("268435456"), 268_435_456);
+        assert_eq!(MemoryLimit(256 << 20).to_string(), "256m");
+        assert_eq!(MemoryLimit(1_610_612_736).to_string(), "1536m");
+        assert_eq!(MemoryLimit(10 << 30).to_string(), "10g");
+        assert_eq!(MemoryLimit(256_000_000).to_string(), "250000k");
+        assert_eq!(MemoryLimit::default().0, 268_435_456);
         assert!("12x".parse::<MemoryLimit>().is_err());
+        assert!("1..5m".parse::<MemoryLimit>().is_err());
+        assert!(".5m".parse::<MemoryLimit>().is_err());
+        assert!("-5m".parse::<MemoryLimit>().is_err());
+        assert!("m".parse::<MemoryLimit>().is_err());
+        assert!(
+            "99999999999p"
+                .parse::<MemoryLimit>()
+                .unwrap_err()
+                .contains("too large")
+        );
         assert!("1k".parse::<MemoryLimit>().unwrap_err().contains("minimum"));
         let e = job(r#"{"component": {"id": "a", "image": "x/y", "memory": "lots"}}"#).unwrap_err();
         assert!(e.contains("component.memory") && e.contains("lots"), "{e}");
     }
 
     #[test]
-    fn runtime_timeout_overrides_within_a_day() {
+    fn runtime_timeout_overrides_and_is_capped_at_a_day() {
         let j = job(
             r#"{"component": {"id": "a", "image": "x/y", "process_timeout": 10},
                        "configuration": {"runtime": {"process_timeout": 20}}}"#,
         )
         .unwrap();
         assert_eq!(j.main_timeout_secs(), 20);
-        let e = job(r#"{"component": {"id": "a", "image": "x/y"},
+        assert_eq!(j.capped_timeout(), None);
+        let j = job(r#"{"component": {"id": "a", "image": "x/y"},
                        "configuration": {"runtime": {"process_timeout": 86401}}}"#)
+        .unwrap();
+        assert_eq!(j.main_timeout_secs(), MAX_TIMEOUT_SECS);
+        assert_eq!(j.capped_timeout(), Some(86401));
+        // The component's own timeout is not the configuration's: no cap.
+        let j =
+            job(r#"{"component": {"id": "a", "image": "x/y", "process_timeout": 90000}}"#).unwrap();
+        assert_eq!(j.main_timeout_secs(), 90000);
+        let e = job(r#"{"component": {"id": "a", "image": "x/y"},
+                       "configuration": {"runtime": {"process_timeout": 0}}}"#)
         .unwrap_err();
-        assert!(e.contains("configuration.runtime.process_timeout"), "{e}");
+        assert_eq!(
+            e,
+            "configuration.runtime.process_timeout: must be greater than 0"
+        );
     }
 
     #[test]
@@ -1032,7 +1124,7 @@ mod tests {
         .unwrap();
         j.resolve_components(dir.path()).unwrap();
         assert_eq!(j.component.image, "x/y");
-        assert_eq!(j.component.memory, MemoryLimit(1_000_000_000));
+        assert_eq!(j.component.memory, MemoryLimit(1 << 30));
         assert_eq!(j.processor_components["acme.proc"].process_timeout, 9);
         let p = &j.configuration.processors.as_ref().unwrap().after[0];
         assert_eq!(p.definition.tag.as_deref(), Some("2"));

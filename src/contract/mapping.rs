@@ -9,13 +9,15 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::php;
+
 /// `configuration.storage`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "php::object")]
     pub input: InputMapping,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "php::object")]
     pub output: OutputMapping,
 }
 
@@ -126,12 +128,23 @@ pub struct InputTable {
 }
 
 /// How a filter compares a column with its values: is one of them (`eq`), or none (`ne`).
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, Hash)]
+/// An empty string is `eq`, as the original normalises it.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Operator {
     #[default]
     Eq,
     Ne,
+}
+
+impl<'de> Deserialize<'de> for Operator {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "eq" | "" => Ok(Operator::Eq),
+            "ne" => Ok(Operator::Ne),
+            other => Err(serde::de::Error::unknown_variant(other, &["eq", "ne"])),
+        }
+    }
 }
 
 /// `storage.input.files[]`.
@@ -250,7 +263,11 @@ pub struct TableSettings {
     pub delete_where_operator: Option<Operator>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Vec<KeyValue>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "php::optional_object"
+    )]
     pub column_metadata: Option<BTreeMap<String, Vec<KeyValue>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_always: Option<bool>,
@@ -396,7 +413,7 @@ fn optional_scalar<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Stri
 fn scalar_map<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<BTreeMap<String, String>>, D::Error> {
-    let Some(map) = Option::<BTreeMap<String, Value>>::deserialize(d)? else {
+    let Some(map) = php::optional_object::<_, BTreeMap<String, Value>>(d)? else {
         return Ok(None);
     };
     map.into_iter()
@@ -451,7 +468,7 @@ pub struct Row {
     #[serde(default)]
     pub is_disabled: bool,
     /// Merged over the configuration: objects key by key, everything else replaced.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "php::object")]
     pub configuration: serde_json::Map<String, Value>,
 }
 

@@ -9,6 +9,8 @@ mod compat;
 pub mod config_file;
 pub mod job;
 pub mod mapping;
+mod mapping_defaults;
+mod php;
 pub mod placeholders;
 pub mod result;
 pub mod stored;

@@ -81,7 +81,7 @@ pub fn classify(job: &JobFile, run: &RunOutcome, ceiling: Option<&Ceiling>) -> V
             format!(
                 "component {id} wrote more than its disk limit of {cap} (/data, /tmp and its \
                  root filesystem together): {}",
-                decimal_size(over.written)
+                binary_size(over.written)
             )
         };
         return Verdict::error(ErrorClass::User, message);
@@ -122,17 +122,18 @@ pub fn classify(job: &JobFile, run: &RunOutcome, ceiling: Option<&Ceiling>) -> V
     }
 }
 
-/// A size in the decimal units limits are written in, to one decimal: `41.9m`.
-fn decimal_size(bytes: u64) -> String {
+/// A size in the binary units limits are written in (as Docker reads them), to one
+/// decimal: `41.9m` is 41.9 MiB.
+fn binary_size(bytes: u64) -> String {
     #[expect(
         clippy::cast_precision_loss,
         reason = "a size shown to one decimal of its unit"
     )]
     let b = bytes as f64;
     match bytes {
-        0..1_000_000 => format!("{:.1}k", b / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1}m", b / 1e6),
-        _ => format!("{:.1}g", b / 1e9),
+        0..0x10_0000 => format!("{:.1}k", b / 1024.0),
+        0x10_0000..0x4000_0000 => format!("{:.1}m", b / f64::from(1 << 20)),
+        _ => format!("{:.1}g", b / f64::from(1 << 30)),
     }
 }
 
@@ -218,7 +219,7 @@ mod tests {
         .unwrap();
         let mut o = outcome(ExitStatus::Signal(9));
         o.disk_exceeded = Some(crate::runtime::DiskExceeded {
-            written: 51_000_000,
+            written: 51 << 20,
             too_deep: false,
         });
         let (_, class, msg) = parts(classify(&j, &o, None));
@@ -276,10 +277,10 @@ mod tests {
     fn an_oom_under_a_lower_parent_limit_names_the_effective_limit() {
         let j = job();
         let ceiling = Ceiling {
-            bytes: 100_000_000,
+            bytes: 100 << 20,
             cgroup: "/slurm_n1/uid_0/job_7".into(),
         };
-        assert_eq!(memory_limit(&j, Some(&ceiling)), MemoryLimit(100_000_000));
+        assert_eq!(memory_limit(&j, Some(&ceiling)), MemoryLimit(100 << 20));
         let mut o = outcome(ExitStatus::Signal(9));
         o.oom_killed = true;
         let (_, class, msg) = parts(classify(&j, &o, Some(&ceiling)));
@@ -294,7 +295,7 @@ mod tests {
             bytes: 1_000_000_000,
             cgroup: "/x".into(),
         };
-        assert_eq!(memory_limit(&j, Some(&high)), MemoryLimit(256_000_000));
+        assert_eq!(memory_limit(&j, Some(&high)), MemoryLimit(256 << 20));
         let (_, _, msg) = parts(classify(&j, &o, Some(&high)));
         assert_eq!(msg, "component acme.hello ran out of memory (limit 256m)");
     }

@@ -157,7 +157,10 @@ impl Stager<'_> {
     ) -> Result<(Option<i64>, bool), MappingError> {
         let user = |f: &str, m: String| table_error(i, f, m);
         let since = |text: &str, f: &str| parse_since(text, self.now_ms).map_err(|m| user(f, m));
-        match (&t.changed_since, t.days) {
+        // As the original: `days: 0` and `changed_since: ""` (what its forms save for
+        // "not set") filter nothing.
+        let changed_since = t.changed_since.as_ref().filter(|s| !s.is_empty());
+        match (changed_since, t.days.filter(|d| *d != 0)) {
             (Some(_), Some(_)) => Err(user(
                 "days",
                 "use either days or changed_since, not both".into(),
@@ -198,15 +201,22 @@ impl Stager<'_> {
         let user = |m: String| MappingError::User(format!("storage.input.files[{i}]: {m}"));
         let (mut query, key) = file_query(f).map_err(user)?;
         let adaptive = match f.changed_since.as_deref() {
-            None => false,
+            None | Some("") => false,
+            Some(_) if f.query.is_some() => {
+                return Err(user(
+                    "changed_since is not supported with a query (as in the original)".into(),
+                ));
+            }
             Some("adaptive") if key.is_empty() => {
                 return Err(user("changed_since adaptive needs tags".into()));
             }
             Some("adaptive") => true,
-            Some(other) => {
-                return Err(user(format!(
-                    "changed_since {other:?}: only \"adaptive\" is supported for files"
-                )));
+            // As the original: files created since then (`-7 days`, a date, a timestamp).
+            Some(since) => {
+                let ms = parse_since(since, self.now_ms)
+                    .map_err(|m| user(format!("changed_since: {m}")))?;
+                query.created_since_ms = Some(ms);
+                false
             }
         };
         if adaptive {
@@ -272,10 +282,7 @@ impl Stager<'_> {
 /// The row filter of a table mapping: `where_column` and `where_values` go together.
 /// An empty `where_column` means no filter, as in the original runner.
 fn where_filter(t: &InputTable, i: usize) -> Result<Option<WhereFilter>, MappingError> {
-    let column = t.where_column.as_ref().filter(|c| !c.is_empty());
-    if column.is_none() && t.where_column.is_some() {
-        return Ok(None);
-    }
+    let column = t.where_column.as_ref().filter(|c| !c.trim().is_empty());
     match (column, t.where_values.is_empty()) {
         (Some(column), false) => Ok(Some(WhereFilter {
             column: column.clone(),
@@ -535,6 +542,32 @@ mod tests {
     }
 
     #[test]
+    fn the_originals_unset_values_filter_nothing() {
+        let (_d, store, data) = store();
+        // What Keboola's forms save for "not set": no filter, and no clash between them.
+        let m = mapping(json!([
+            {"source": "in.c-a.t", "destination": "a.csv", "days": 0, "changed_since": ""},
+            {"source": "in.c-a.t", "destination": "b.csv", "days": null, "changed_since": null},
+            {"source": "in.c-a.t", "destination": "c.csv", "days": 0, "changed_since": "-1 day"},
+            {"source": "in.c-a.t", "destination": "d.csv", "where_column": "v",
+             "where_values": ["y"], "where_operator": ""},
+        ]));
+        let report = stage_inputs(&store, &m, &data, &InputState::default(), 0).unwrap();
+        let rows: Vec<u64> = report.tables.iter().map(|t| t.1).collect();
+        assert_eq!(rows, [2, 2, 2, 1]);
+        let csv = std::fs::read_to_string(data.join("in/tables/d.csv")).unwrap();
+        assert_eq!(csv, "id,v\n2,y\n");
+        // Values without a column are refused, as there.
+        let m =
+            mapping(json!([{"source": "in.c-a.t", "where_column": " ", "where_values": ["y"]}]));
+        let e = stage_inputs(&store, &m, &data, &InputState::default(), 0).unwrap_err();
+        assert!(
+            e.to_string().contains("where_values need a where_column"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn processed_tags_name_the_files_a_mapping_brought() {
         let (d, store, data) = store();
         let path = d.path().join("f.txt");
@@ -564,6 +597,50 @@ mod tests {
             staged.processed_tags,
             vec![(first, vec!["done".to_owned(), "seen".to_owned()])]
         );
+    }
+
+    #[test]
+    fn files_changed_since_a_relative_time_are_those_created_since() {
+        let (d, store, data) = store();
+        let path = d.path().join("f.txt");
+        std::fs::write(&path, "x").unwrap();
+        let report = store
+            .apply(&Changes {
+                files: vec![crate::storage::FileUpload {
+                    path,
+                    name: "f.txt".into(),
+                    tags: vec!["in".into()],
+                    is_permanent: true,
+                    is_public: false,
+                    is_encrypted: false,
+                }],
+                ..Changes::default()
+            })
+            .unwrap();
+        let created = report.files[0].created_ms;
+        let m = |since: &str| -> InputMapping {
+            serde_json::from_value(json!({"files": [{"tags": ["in"], "changed_since": since}]}))
+                .unwrap()
+        };
+        let day = 86_400_000;
+        let found = |since: &str, now: i64| {
+            let dir = tempfile::tempdir().unwrap();
+            for sub in ["in/tables", "in/files"] {
+                std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+            }
+            let r = stage_inputs(&store, &m(since), dir.path(), &InputState::default(), now);
+            r.map(|r| r.files.len())
+        };
+        assert_eq!(found("-7 days", created + day).unwrap(), 1);
+        assert_eq!(found("-7 days", created + 8 * day).unwrap(), 0);
+        assert_eq!(found("1 day ago", created).unwrap(), 1);
+        assert_eq!(found("2999-01-01", created).unwrap(), 0);
+        let e = found("soon", created).unwrap_err().to_string();
+        assert!(
+            e.contains("storage.input.files[0]: changed_since: \"soon\" is not a time"),
+            "{e}"
+        );
+        drop(data);
     }
 
     #[test]

@@ -203,7 +203,10 @@ fn table_load(
         },
     );
     load.incremental = settings.incremental.unwrap_or(false);
-    load.primary_key = settings.primary_key.clone().unwrap_or_default();
+    // As the original: the key a table gets is exactly this one (none removes it),
+    // blanks dropped and repeats folded.
+    load.primary_key = normalize_key(settings.primary_key.as_deref().unwrap_or_default(), name);
+    load.exact_primary_key = true;
     load.delete_where = delete_where(settings, name)?;
     load.metadata = entries(settings.metadata.as_deref().unwrap_or_default());
     load.column_metadata = settings
@@ -215,16 +218,41 @@ fn table_load(
     Ok(load)
 }
 
+/// A key's columns trimmed, blank ones dropped (with a warning) and repeats folded, as
+/// the original's `PrimaryKeyHelper` does.
+fn normalize_key(key: &[String], name: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(key.len());
+    for column in key {
+        let column = column.trim();
+        if column.is_empty() {
+            tracing::warn!("out/tables/{name}: found an empty column name in the primary key");
+        } else if !out.iter().any(|c| c == column) {
+            out.push(column.to_owned());
+        }
+    }
+    out
+}
+
+/// The rows an incremental load deletes first. As the original: a column needs values
+/// (an empty list would delete nothing, or with `ne` everything); values without a
+/// column filter nothing.
 fn delete_where(settings: &TableSettings, name: &str) -> Result<Option<WhereFilter>, MappingError> {
-    match (&settings.delete_where_column, &settings.delete_where_values) {
-        (Some(column), Some(values)) => Ok(Some(WhereFilter {
+    let Some(column) = &settings.delete_where_column else {
+        return Ok(None);
+    };
+    match settings
+        .delete_where_values
+        .as_ref()
+        .filter(|v| !v.is_empty())
+    {
+        Some(values) => Ok(Some(WhereFilter {
             column: column.clone(),
             values: values.clone(),
             operator: settings.delete_where_operator.unwrap_or_default(),
         })),
-        (None, None) => Ok(None),
-        _ => Err(MappingError::User(format!(
-            "out/tables/{name}: delete_where_column and delete_where_values go together"
+        None => Err(MappingError::User(format!(
+            "out/tables/{name}: when delete_where_column is set, delete_where_values is \
+             required"
         ))),
     }
 }
@@ -394,6 +422,10 @@ fn scan(out: Option<&confined::Dir>, sub: &'static str) -> Result<Listing, Mappi
     };
     for entry in dir.entries()? {
         let shown = dir.shown(&entry.name);
+        if ignored(&entry, sub) {
+            tracing::info!("ignoring {} (as the original runner does)", shown.display());
+            continue;
+        }
         let Some(name) = entry.name.to_str() else {
             return Err(ConfinedError::BadName {
                 path: shown,
@@ -432,12 +464,23 @@ fn scan(out: Option<&confined::Dir>, sub: &'static str) -> Result<Listing, Mappi
     Ok(listing)
 }
 
+/// What the original's listing (Symfony's Finder) leaves out of `out/tables` and
+/// `out/files`, and of a sliced table's folder (`sub` ""): hidden entries (`.gitkeep`, an
+/// editor's swap file), and folders where only files are read.
+fn ignored(entry: &confined::Entry, sub: &str) -> bool {
+    entry.name.as_encoded_bytes().starts_with(b".") || (entry.kind == Kind::Dir && sub != "tables")
+}
+
 /// The slices of a sliced table, staged at `staged` (berth's own, checked to be a
-/// directory), in name order; only regular files.
+/// directory), in name order; only regular files (hidden ones and folders are ignored, as
+/// there).
 fn slices(staged: &Path, shown: &Path) -> Result<Vec<PathBuf>, MappingError> {
     let dir = confined::Dir::open(staged)?;
     let mut paths = Vec::new();
     for entry in dir.entries()? {
+        if ignored(&entry, "") {
+            continue;
+        }
         if entry.kind != Kind::File {
             return Err(MappingError::User(format!(
                 "{}/{}: slices must be regular files",
@@ -495,8 +538,9 @@ fn parse_manifest<T: serde::de::DeserializeOwned>(
 
 /// Mapping values win over manifest values (contract §4), as the original runner merges
 /// them: a mapping value that is empty or equal to its default (`incremental: false`,
-/// `delimiter: ","`, …) leaves the manifest's in force; metadata merges by key and the
-/// schema by column name.
+/// `delimiter: ","`, …) leaves the manifest's in force, but a `primary_key` the mapping
+/// sets wins even when empty (`[]`: no key); metadata merges by key and the schema by
+/// column name.
 fn merge_table(manifest: TableSettings, mapping: Option<&TableSettings>) -> TableSettings {
     let Some(m) = mapping.cloned() else {
         return manifest;
@@ -507,7 +551,7 @@ fn merge_table(manifest: TableSettings, mapping: Option<&TableSettings>) -> Tabl
     TableSettings {
         destination: text(m.destination, "").or(manifest.destination),
         incremental: yes(m.incremental).or(manifest.incremental),
-        primary_key: list(m.primary_key).or(manifest.primary_key),
+        primary_key: m.primary_key.or(manifest.primary_key),
         columns: list(m.columns).or(manifest.columns),
         delimiter: text(m.delimiter, ",").or(manifest.delimiter),
         enclosure: text(m.enclosure, "\"").or(manifest.enclosure),
@@ -1324,6 +1368,67 @@ mod tests {
         ));
         assert!(e.contains("single ASCII character"), "{e}");
     }
+
+    #[test]
+    fn hidden_entries_and_folders_in_out_files_are_ignored_as_there() {
+        let (_d, out, staging) = setup();
+        fs::write(out.join("tables/t.csv"), "a\n1\n").unwrap();
+        fs::write(out.join("tables/.gitkeep"), "").unwrap();
+        fs::write(out.join("tables/.t.csv.swp"), "junk").unwrap();
+        fs::create_dir(out.join("tables/.cache")).unwrap();
+        fs::create_dir(out.join("tables/s")).unwrap();
+        fs::write(out.join("tables/s/part1"), "1\n").unwrap();
+        fs::write(out.join("tables/s/.DS_Store"), "junk").unwrap();
+        fs::create_dir(out.join("tables/s/nested")).unwrap();
+        fs::write(out.join("tables/s.manifest"), r#"{"columns": ["a"]}"#).unwrap();
+        fs::write(out.join("files/f.txt"), "x").unwrap();
+        fs::write(out.join("files/.hidden"), "x").unwrap();
+        fs::create_dir(out.join("files/folder")).unwrap();
+        fs::write(out.join("files/folder/inner.txt"), "x").unwrap();
+        let m = mapping(json!({"default_bucket": "in.c-x"}));
+        let staged = collect_outputs(&out, &m, &ctx(), &staging, false).unwrap();
+        let tables: Vec<String> = staged
+            .tables
+            .iter()
+            .map(|t| t.load.destination.to_string())
+            .collect();
+        assert_eq!(tables, ["in.c-x.s", "in.c-x.t"]);
+        let slices: Vec<String> = (staged.tables[0].load.source.paths.iter())
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(slices, ["part1"]);
+        let files: Vec<&str> = staged.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(files, ["f.txt"]);
+    }
+
+    #[test]
+    fn a_delete_where_column_needs_values_and_values_alone_filter_nothing() {
+        let (_d, out, staging) = setup();
+        fs::write(out.join("tables/t.csv"), "a\n1\n").unwrap();
+        let m = |t: serde_json::Value| {
+            let mut t = t;
+            t["source"] = json!("t.csv");
+            t["destination"] = json!("in.c-x.t");
+            t["incremental"] = json!(true);
+            mapping(json!({ "tables": [t] }))
+        };
+        for t in [
+            json!({"delete_where_column": "a"}),
+            json!({"delete_where_column": "a", "delete_where_values": []}),
+        ] {
+            let e = err(collect_outputs(&out, &m(t), &ctx(), &staging, false));
+            assert_eq!(
+                e,
+                "out/tables/t.csv: when delete_where_column is set, delete_where_values is \
+                 required"
+            );
+        }
+        let t = json!({"delete_where_values": ["1"], "primary_key": [" a ", "", "a"]});
+        let staged = collect_outputs(&out, &m(t), &ctx(), &staging, false).unwrap();
+        let load = &staged.tables[0].load;
+        assert_eq!(load.delete_where, None);
+        assert_eq!(load.primary_key, ["a"]);
+    }
 }
 
 #[cfg(test)]
@@ -1482,7 +1587,9 @@ mod conformance_tests {
             load.incremental,
             "incremental: false in the mapping replaced an append"
         );
-        assert_eq!(load.primary_key, vec!["id"]);
+        // But a key the mapping sets wins, `[]` too (as the original's merge): no key.
+        assert!(load.primary_key.is_empty(), "{:?}", load.primary_key);
+        assert!(load.exact_primary_key);
         let filter = load.delete_where.unwrap();
         assert_eq!(filter.operator, Operator::Ne);
         // A value that is not the default still wins.

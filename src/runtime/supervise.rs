@@ -1,6 +1,8 @@
 //! Watching a started container to its end: stdout streamed line by line, stderr kept, the
-//! exit status reaped, SIGKILL at the deadline, when the operator interrupts, or when what
-//! it wrote to disk passes its cap (measured now and then: see [`DiskWatch`]).
+//! exit status reaped; at the deadline or when the operator interrupts, stopped as `docker
+//! stop` stops one (SIGTERM to its init, SIGKILL to all of it after a grace period); killed
+//! at once when what it wrote to disk passes its cap (measured now and then: see
+//! [`DiskWatch`]).
 //!
 //! One `poll` covers the two output pipes, a pidfd of the container's init and the
 //! interrupt pipe, so berth needs no threads while a container runs (libcontainer clones
@@ -27,6 +29,10 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// How long one poll may sleep once a kill was sent (the pidfd wakes it earlier).
 const AFTER_KILL_POLL: Duration = Duration::from_millis(200);
+
+/// How long a stopped container has between SIGTERM and SIGKILL: `docker stop`'s default,
+/// which components written for the original runner expect when their job is stopped.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// A container still running this long after it was killed is killed again: a kill can
 /// fail, and nothing may outlive its deadline.
@@ -66,6 +72,8 @@ struct Watch {
     exited_at: Option<Instant>,
     timed_out: bool,
     interrupted: bool,
+    /// When a stop's grace period ends (SIGTERM was sent to init).
+    grace_ends: Option<Instant>,
     /// When the last kill was sent.
     killed_at: Option<Instant>,
     /// When the disk is measured next.
@@ -84,7 +92,8 @@ struct Ready {
 }
 
 /// Waits for the container to end, streaming stdout to `on_line`; `kill` SIGKILLs every
-/// process of the container (at the deadline, or when the operator interrupts).
+/// process of the container (past its disk cap, or [`STOP_GRACE`] after SIGTERM at the
+/// deadline or when the operator interrupts).
 pub fn wait(
     w: &Watched,
     kill: &mut dyn FnMut(),
@@ -99,7 +108,7 @@ pub fn wait(
             watch.reap(w.pid);
         }
         watch.watch_disk(w);
-        watch.enforce(w, ready, kill);
+        watch.enforce(w, ready, &pidfd, kill);
     }
     // What it left counts too: a burst just before the end, between two measurements.
     if watch.disk_exceeded.is_none() && !watch.interrupted {
@@ -134,6 +143,7 @@ impl Watch {
             exited_at: None,
             timed_out: false,
             interrupted: false,
+            grace_ends: None,
             killed_at: None,
             measure_at: Instant::now() + MEASURE_EVERY,
             disk_exceeded: None,
@@ -252,7 +262,9 @@ impl Watch {
     fn watch_disk(&mut self, w: &Watched) {
         let Some(disk) = &w.disk else { return };
         let now = Instant::now();
-        if self.status.is_some() || self.killing() || now < self.measure_at {
+        // Also during a stop's grace period: stopping is no licence to fill the disk.
+        let past = self.disk_exceeded.is_some() || self.killed_at.is_some();
+        if self.status.is_some() || past || now < self.measure_at {
             return;
         }
         self.disk_exceeded = disk.exceeded();
@@ -268,33 +280,57 @@ impl Watch {
         }
     }
 
-    /// Kills the container when the operator interrupts, the deadline passes or it wrote
-    /// past its disk cap, and again while it still runs.
-    fn enforce(&mut self, w: &Watched, ready: Ready, kill: &mut dyn FnMut()) {
+    /// Stops the container when the operator interrupts or the deadline passes, kills it
+    /// past its disk cap or at the end of the stop's grace period, and again while it
+    /// still runs.
+    fn enforce(&mut self, w: &Watched, ready: Ready, pidfd: &OwnedFd, kill: &mut dyn FnMut()) {
         if self.status.is_some() {
             return;
         }
         let now = Instant::now();
         if ready.wake && crate::interrupt::requested() && !self.interrupted {
             self.interrupted = true;
-            tracing::warn!("stopping container {} (interrupted)", w.id);
-        } else if self.disk_exceeded.is_some() && self.killed_at.is_none() {
-            // Said when measured.
+            tracing::warn!(
+                "stopping container {} (interrupted): SIGTERM, SIGKILL in {STOP_GRACE:?}",
+                w.id
+            );
+            self.stop(w, pidfd, now);
         } else if !self.killing() && now >= w.deadline {
             self.timed_out = true;
             tracing::warn!(
-                "container {} exceeded its timeout of {:?}; killing it",
+                "container {} exceeded its timeout of {:?}; stopping it: SIGTERM, SIGKILL in \
+                 {STOP_GRACE:?}",
                 w.id,
                 w.timeout
             );
-        } else if self
-            .killed_at
-            .is_none_or(|t| now.duration_since(t) < KILL_AGAIN_AFTER)
-        {
+            self.stop(w, pidfd, now);
+        }
+        let due = match self.killed_at {
+            Some(killed) => now.duration_since(killed) >= KILL_AGAIN_AFTER,
+            None => self.disk_exceeded.is_some() || self.grace_ends.is_some_and(|t| now >= t),
+        };
+        if due {
+            self.killed_at = Some(now);
+            kill();
+        }
+    }
+
+    /// SIGTERM to the container's init, as `docker stop` sends it (init alone: what it
+    /// started is its to stop). Through the pidfd, so it never reaches a recycled pid.
+    fn stop(&mut self, w: &Watched, pidfd: &OwnedFd, now: Instant) {
+        if self.grace_ends.is_some() {
             return;
         }
-        self.killed_at = Some(now);
-        kill();
+        self.grace_ends = Some(now + STOP_GRACE);
+        match rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::TERM) {
+            // ESRCH: it has just exited; the next reap sees it.
+            Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+            Err(e) => {
+                tracing::warn!("cannot send SIGTERM to container {}: {e}; killing it", w.id);
+                // No grace without a signal: the kill is due at once.
+                self.grace_ends = Some(now);
+            }
+        }
     }
 
     fn into_outcome(self) -> RunOutcome {

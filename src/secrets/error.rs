@@ -43,9 +43,14 @@ pub enum SecretsError {
     #[error("the value of {path} is not a valid ciphertext")]
     Malformed { path: String },
     #[error(
-        "the value of {path} is a {prefix} ciphertext of the original runner, which berth cannot decrypt"
+        "the value of {path} was encrypted on a Keboola stack (with its {service}) and cannot \
+         be decrypted here: put the plain value there and encrypt it with `berth encrypt`"
     )]
-    Foreign { path: String, prefix: &'static str },
+    Foreign {
+        path: String,
+        /// The key service of the stack that made it.
+        service: &'static str,
+    },
     #[error("the value of {path} is bound to a configuration, and the job has no config_id")]
     NoConfig { path: String },
     #[error("component secrets cannot be used in configurations (used in \"{path}\")")]

@@ -33,19 +33,47 @@ const KEY_ID_LEN: usize = 4;
 /// Bumped if the associated data ever changes shape.
 const AD_VERSION: &str = "berth-secret-v1";
 
-/// Prefixes of the original's ciphertexts berth does not make: never encrypted again, and
-/// a clear error when a job asks berth to decrypt one.
-const FOREIGN_PREFIXES: &[&str] = &[
-    "KBC::Secure::",
-    "KBC::SecureKV::",
-    "KBC::SecureGKMS::",
-    "KBC::BranchTypeSecure::",
-    "KBC::BranchTypeConfigSecure::",
-    "KBC::ProjectWideBranchTypeSecure::",
+/// The scopes of the original's ciphertexts (keboola/object-encryptor's wrappers). On an
+/// AWS stack a scope's prefix is the bare name, on Azure it ends in `KV`, on Google Cloud
+/// in `GKMS`; berth makes the bare form of the first four only.
+const FOREIGN_SCOPES: [&str; 8] = [
+    "Secure",
+    "ComponentSecure",
+    "ProjectSecure",
+    "ConfigSecure",
+    "ProjectWideSecure",
+    "BranchTypeSecure",
+    "BranchTypeConfigSecure",
+    "ProjectWideBranchTypeSecure",
+];
+
+/// The original's pre-2018 ciphertexts (symmetric, with a stack key): no longer decrypted
+/// there either, but still in the world.
+const LEGACY_PREFIXES: [&str; 3] = [
     "KBC::Encrypted==",
     "KBC::ComponentEncrypted==",
     "KBC::ComponentProjectEncrypted==",
 ];
+
+/// A ciphertext of the original's that berth does not make, and the key service that made
+/// it: never encrypted again, and a user error naming its key when a job asks berth to
+/// decrypt it.
+fn foreign(value: &str) -> Option<&'static str> {
+    if LEGACY_PREFIXES.iter().any(|p| value.starts_with(p)) {
+        return Some("legacy stack key");
+    }
+    let rest = value.strip_prefix("KBC::")?;
+    let (name, _) = rest.split_once("::")?;
+    let (scope, service) = if let Some(s) = name.strip_suffix("GKMS") {
+        (s, "Google Cloud KMS")
+    } else if let Some(s) = name.strip_suffix("KV") {
+        (s, "Azure Key Vault")
+    } else {
+        // The bare forms berth makes itself are berth's (see `Scope::of`).
+        (name, "AWS KMS")
+    };
+    FOREIGN_SCOPES.contains(&scope).then_some(service)
+}
 
 /// What a ciphertext is bound to (contract §10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -114,9 +142,17 @@ pub struct Ids<'a> {
     pub config: Option<&'a str>,
 }
 
-/// Whether `value` is a ciphertext (berth's or the original's): encrypting leaves it alone.
+/// Whether `value` is a ciphertext (berth's or the original's, of any stack): encrypting
+/// leaves it alone.
 pub fn is_encrypted(value: &str) -> bool {
-    Scope::of(value).is_some() || FOREIGN_PREFIXES.iter().any(|p| value.starts_with(p))
+    Scope::of(value).is_some() || foreign(value).is_some()
+}
+
+/// A zlib stream's first two bytes (deflate, a window of up to 32 KiB, a valid check): how
+/// the body of the original's ciphertexts starts (PHP's `gzcompress`). berth's start with
+/// a key id, which never gets that large.
+fn is_zlib_header(body: &[u8]) -> bool {
+    matches!(body, [0x78, flags, ..] if (0x7800 | u16::from(*flags)) % 31 == 0)
 }
 
 /// The associated data of a scope: its name and the ids it binds, each length-prefixed so
@@ -189,11 +225,10 @@ pub fn decrypt(
 ) -> Result<String, SecretsError> {
     let err_path = || path.to_owned();
     let Some((scope, body)) = Scope::of(value) else {
-        let prefix = FOREIGN_PREFIXES.iter().find(|p| value.starts_with(**p));
-        return Err(match prefix {
-            Some(prefix) => SecretsError::Foreign {
+        return Err(match foreign(value) {
+            Some(service) => SecretsError::Foreign {
                 path: err_path(),
-                prefix,
+                service,
             },
             None => SecretsError::Malformed { path: err_path() },
         });
@@ -206,9 +241,19 @@ pub fn decrypt(
     let (id, rest) = body.split_at(KEY_ID_LEN);
     let (nonce, sealed) = rest.split_at(NONCE_LEN);
     let key_id = u32::from_be_bytes(<[u8; KEY_ID_LEN]>::try_from(id).map_err(|_| malformed())?);
-    let key = ring.key(key_id).ok_or_else(|| SecretsError::UnknownKey {
-        path: err_path(),
-        key_id,
+    let key = ring.key(key_id).ok_or_else(|| {
+        // Same prefix as berth's: an AWS stack's ciphertext, made by KMS.
+        if is_zlib_header(&body) {
+            SecretsError::Foreign {
+                path: err_path(),
+                service: "AWS KMS",
+            }
+        } else {
+            SecretsError::UnknownKey {
+                path: err_path(),
+                key_id,
+            }
+        }
     })?;
     let ad = associated_data(scope, ids, path)?;
     let plain = XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(key))

@@ -213,3 +213,51 @@ fn scopes_parse_from_their_names() {
     assert!("branch".parse::<Scope>().is_err());
     assert_eq!(Scope::default(), Scope::Project);
 }
+
+#[test]
+fn ciphertexts_of_keboolas_stacks_are_named_never_wrapped_again() {
+    let (_d, _p, ring) = ring();
+    // What the original's wrappers make on Azure, Google Cloud and AWS (PHP's gzcompress
+    // output, base64: `eJ…`), its generic and branch-type scopes, and the legacy ones.
+    let azure = "KBC::ProjectSecureKV::eJwBXQGi/mE6Mjp7aTowO3M6";
+    let google = "KBC::ConfigSecureGKMS::eJwBXQGi/mE6Mjp7aTowO3M6";
+    let mut zlib = vec![0x78, 0x9c];
+    zlib.extend_from_slice(&[0x4d; 120]);
+    let aws = format!("KBC::ProjectSecure::{}", STANDARD.encode(&zlib));
+    let cases = [
+        (azure, "Azure Key Vault"),
+        (google, "Google Cloud KMS"),
+        ("KBC::SecureKV::eJx", "Azure Key Vault"),
+        ("KBC::BranchTypeSecureGKMS::eJx", "Google Cloud KMS"),
+        ("KBC::ProjectWideBranchTypeSecure::eJx", "AWS KMS"),
+        ("KBC::ComponentProjectEncrypted==abc", "legacy stack key"),
+        (aws.as_str(), "AWS KMS"),
+    ];
+    for (value, service) in cases {
+        let mut tree = json!({"parameters": {"#db": {"#password": value}}});
+        assert!(is_encrypted(value), "{value}");
+        assert_eq!(
+            encrypt_tree(&mut tree, Scope::Project, &IDS, &ring).unwrap(),
+            0
+        );
+        assert_eq!(tree["parameters"]["#db"]["#password"], value);
+        let e = decrypt_tree(&mut tree, "", &IDS, &ring).unwrap_err();
+        assert_eq!(e.class(), ErrorClass::User);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the value of parameters.#db.#password was encrypted on a Keboola stack (with \
+                 its {service}) and cannot be decrypted here: put the plain value there and \
+                 encrypt it with `berth encrypt`"
+            )
+        );
+    }
+    // Lookalikes are plain values: encrypted like any other.
+    for plain in [
+        "KBC::ProjectSecureXY::a",
+        "KBC::Other::a",
+        "KBC::ProjectSecureKV",
+    ] {
+        assert!(!is_encrypted(plain), "{plain}");
+    }
+}

@@ -212,32 +212,63 @@ pub(crate) struct Plan<'a> {
     /// The key the table has after the load.
     pub primary_key: Vec<String>,
     pub pk_positions: Vec<usize>,
+    /// The key the table had, and its positions: what it keeps when its rows are not
+    /// unique on the new one (see [`Plan::keep_key`]).
+    before: (Vec<String>, Vec<usize>),
     /// The filter of an incremental load's `delete_where`, and its column's position.
     pub delete_where: Option<(usize, &'a WhereFilter)>,
 }
 
 /// Resolves every column `load` names against the table's `columns` (every column of the
-/// CSV is one by now); `before_key` is the key the table had.
+/// CSV is one by now); `before_key` is the key the table had, `existing` whether it
+/// existed before the load.
 pub(crate) fn plan<'a>(
     load: &'a TableLoad,
     columns: &[String],
     before_key: &[String],
+    existing: bool,
 ) -> Result<Plan<'a>, StorageError> {
     let invalid = |reason: String| StorageError::InvalidLoad {
         table: load.destination.clone(),
         reason,
     };
-    let primary_key = if load.primary_key.is_empty() {
-        before_key.to_vec()
-    } else {
-        load.primary_key.clone()
+    let before_positions = positions(columns, before_key)
+        .map_err(|c| invalid(format!("its primary key column {c:?} is missing")))?;
+    let before = (before_key.to_vec(), before_positions);
+    let (primary_key, pk_positions) = match new_key(load, before_key) {
+        None => before.clone(),
+        Some(key) => match positions(columns, &key) {
+            Ok(p) => {
+                if existing {
+                    tracing::warn!(
+                        "modifying the primary key of table {} from ({}) to ({})",
+                        load.destination,
+                        before_key.join(", "),
+                        key.join(", ")
+                    );
+                }
+                (key, p)
+            }
+            // As the original: a key that cannot be made is a warning; the table keeps
+            // the one it has.
+            Err(c) if existing => {
+                tracing::warn!(
+                    "cannot change the primary key of table {} to ({}): {c:?} is not a \
+                     column; it keeps ({})",
+                    load.destination,
+                    key.join(", "),
+                    before_key.join(", ")
+                );
+                before.clone()
+            }
+            Err(c) => {
+                return Err(invalid(format!(
+                    "primary key column {c:?} is not a column of {}",
+                    load.source.paths[0].display()
+                )));
+            }
+        },
     };
-    let pk_positions = positions(columns, &primary_key).map_err(|c| {
-        invalid(format!(
-            "primary key column {c:?} is not a column of the table or of {}",
-            load.source.paths[0].display()
-        ))
-    })?;
     let delete_where = match &load.delete_where {
         Some(filter) if load.incremental => {
             let pos = positions(columns, std::slice::from_ref(&filter.column))
@@ -254,8 +285,39 @@ pub(crate) fn plan<'a>(
     Ok(Plan {
         primary_key,
         pk_positions,
+        before,
         delete_where,
     })
+}
+
+impl Plan<'_> {
+    /// Whether the load changes the table's key.
+    pub(crate) fn changes_key(&self) -> bool {
+        self.primary_key != self.before.0
+    }
+
+    /// Gives up the new key for the one the table had: its rows are not unique on the
+    /// new one (warned about as the original warns, and the load goes on).
+    pub(crate) fn keep_key(&mut self, table: &TableId) {
+        tracing::warn!(
+            "cannot change the primary key of table {table} to ({}): its rows are not unique \
+             on it; it keeps ({})",
+            self.primary_key.join(", "),
+            self.before.0.join(", ")
+        );
+        (self.primary_key, self.pk_positions) = self.before.clone();
+    }
+}
+
+/// The key a load asks for when it differs from the table's `before` key (as a set of
+/// columns, as the original compares them); `None` when it keeps the table's.
+fn new_key(load: &TableLoad, before: &[String]) -> Option<Vec<String>> {
+    if load.primary_key.is_empty() && !load.exact_primary_key {
+        return None;
+    }
+    let same = load.primary_key.len() == before.len()
+        && load.primary_key.iter().all(|c| before.contains(c));
+    (!same).then(|| load.primary_key.clone())
 }
 
 /// Tables that a set of changes writes, each once, in a fixed order (their ids sorted):

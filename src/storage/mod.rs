@@ -282,6 +282,8 @@ pub struct FileQuery {
     pub ids: Vec<u64>,
     /// Only files with a larger id: those uploaded after this one.
     pub since_id: Option<u64>,
+    /// Only files created at this time or later (unix milliseconds).
+    pub created_since_ms: Option<i64>,
     pub limit: Option<u64>,
 }
 
@@ -337,9 +339,15 @@ pub struct TableLoad {
     /// `false` replaces all rows; `true` appends, or upserts when the table has a
     /// primary key (the last row with a key wins, also within one load).
     pub incremental: bool,
-    /// The table's primary key. Empty keeps the table's current one; a different one
-    /// replaces it (the rows must then be unique on it).
+    /// The table's primary key. A different one replaces the table's (with a warning, as
+    /// the original's output mapping changes it); one its rows are not unique on, or
+    /// naming a column it lacks, is warned about and the table keeps its key. Empty keeps
+    /// the table's key, unless [`exact_primary_key`](Self::exact_primary_key).
     pub primary_key: Vec<String>,
+    /// `primary_key` is the key the table gets even when empty, which removes its key
+    /// (the output mapping: the original always hands one on); otherwise an empty one
+    /// keeps it (an import).
+    pub exact_primary_key: bool,
     /// Rows to delete before an incremental load adds its rows.
     pub delete_where: Option<WhereFilter>,
     /// Merged by key into what the table has.
@@ -358,6 +366,7 @@ impl TableLoad {
             source,
             incremental: false,
             primary_key: Vec::new(),
+            exact_primary_key: false,
             delete_where: None,
             metadata: Vec::new(),
             column_metadata: BTreeMap::new(),

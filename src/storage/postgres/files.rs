@@ -104,6 +104,7 @@ pub(super) fn find_files(c: &mut impl GenericClient, query: &FileQuery) -> Res<V
            AND NOT EXISTS (SELECT 1 FROM file_tags WHERE file_id = f.id AND tag = ANY($4))
            AND (cardinality($5::bigint[]) = 0 OR f.id = ANY($5))
            AND f.id > $6
+           AND f.created_ms >= $8
          ORDER BY f.id DESC
          LIMIT $7",
         &[
@@ -114,6 +115,7 @@ pub(super) fn find_files(c: &mut impl GenericClient, query: &FileQuery) -> Res<V
             &ids,
             &query.since_id.map_or(0, to_i64),
             &query.limit.map(to_i64),
+            &query.created_since_ms.unwrap_or(i64::MIN),
         ],
     )?;
     Ok(rows

@@ -31,7 +31,12 @@ pub(super) fn load_table(
     let src = &load.source;
     let (first, csv_columns) = open_source(src, &src.paths[0])?;
     let target = prepare_table(tx, load, now, &csv_columns)?;
-    let plan = plan(load, &target.columns, &target.before.primary_key)?;
+    let mut plan = plan(
+        load,
+        &target.columns,
+        &target.before.primary_key,
+        !target.created,
+    )?;
     let tid = target.before.tid;
     let mut rows = target.before.rows;
     let mut deleted = 0;
@@ -39,8 +44,12 @@ pub(super) fn load_table(
         tx.batch_execute(&format!("DELETE FROM t{tid}"))?;
         (rows, deleted) = (0, target.before.rows);
     }
-    if plan.primary_key != target.before.primary_key {
-        replace_primary_key(tx, load, tid, &plan)?;
+    if plan.changes_key() {
+        if unique_on(tx, tid, &plan.pk_positions)? {
+            replace_primary_key(tx, load, tid, &plan)?;
+        } else {
+            plan.keep_key(&load.destination);
+        }
     }
     if let Some((pos, filter)) = plan.delete_where {
         let op = match filter.operator {
@@ -192,6 +201,22 @@ fn create_table(
         primary_key: Vec::new(),
         rows: 0,
     })
+}
+
+/// Whether the table's rows are unique on the columns at `positions` (a missing value
+/// counts as one value, so a key is never made where SQL's unique index would allow two
+/// rows without one).
+fn unique_on(tx: &mut Transaction<'_>, tid: i64, positions: &[usize]) -> Res<bool> {
+    if positions.is_empty() {
+        return Ok(true);
+    }
+    let cols: Vec<String> = positions.iter().map(|p| format!("c{p}")).collect();
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM t{tid} GROUP BY {} HAVING count(*) > 1)",
+        cols.join(", ")
+    );
+    let duplicated: bool = tx.query_one(&sql, &[])?.get(0);
+    Ok(!duplicated)
 }
 
 /// Replaces the table's unique index by one on the new key, which its rows must be

@@ -109,6 +109,7 @@ pub(super) fn find_files(conn: &Connection, query: &FileQuery) -> Res<Vec<FileIn
                 AND tag IN (SELECT value FROM json_each(?4)))
            AND (?5 = '[]' OR id IN (SELECT value FROM json_each(?5)))
            AND id > ?6
+           AND created_ms >= ?8
          ORDER BY id DESC
          LIMIT ?7",
     )?;
@@ -121,6 +122,7 @@ pub(super) fn find_files(conn: &Connection, query: &FileQuery) -> Res<Vec<FileIn
             json_list(&query.ids),
             query.since_id.map_or(0, to_i64),
             query.limit.map_or(-1, to_i64),
+            query.created_since_ms.unwrap_or(i64::MIN),
         ],
         |r| {
             Ok(FileInfo {

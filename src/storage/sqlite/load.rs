@@ -18,12 +18,21 @@ pub(super) fn load_table(tx: &Transaction<'_>, load: &TableLoad, now: i64) -> Re
     let src = &load.source;
     let (first, csv_columns) = open_source(src, &src.paths[0])?;
     let target = loader.prepare_table(&csv_columns)?;
-    let plan = plan(load, &target.columns, &target.before.primary_key)?;
+    let mut plan = plan(
+        load,
+        &target.columns,
+        &target.before.primary_key,
+        !target.created,
+    )?;
     let tid = target.before.tid;
 
     let mut counts = loader.clear_for_full_load(&target)?;
-    if plan.primary_key != target.before.primary_key {
-        loader.replace_primary_key(tid, &plan)?;
+    if plan.changes_key() {
+        if loader.unique_on(tid, &plan.pk_positions)? {
+            loader.replace_primary_key(tid, &plan)?;
+        } else {
+            plan.keep_key(&load.destination);
+        }
     }
     if let Some((pos, filter)) = plan.delete_where {
         let n = loader.delete_matching(tid, pos, filter)?;
@@ -185,6 +194,22 @@ impl<'a> Loader<'a, '_> {
             rows: 0,
             deleted: rows,
         })
+    }
+
+    /// Whether the table's rows are unique on the columns at `positions` (a missing value
+    /// counts as one value, so a key is never made where SQL's unique index would allow
+    /// two rows without one).
+    fn unique_on(&self, tid: i64, positions: &[usize]) -> Res<bool> {
+        if positions.is_empty() {
+            return Ok(true);
+        }
+        let cols: Vec<String> = positions.iter().map(|p| format!("c{p}")).collect();
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM t{tid} GROUP BY {} HAVING count(*) > 1)",
+            cols.join(", ")
+        );
+        let duplicated: bool = self.tx.query_row(&sql, [], |r| r.get(0))?;
+        Ok(!duplicated)
     }
 
     /// Replaces the table's unique index by one on the new key, which the rows it keeps
@@ -473,19 +498,14 @@ mod tests {
         load.primary_key = strings(&["id"]);
         f.apply(vec![load]).unwrap();
 
-        // The rows are not unique on k: refused, and nothing changes.
-        let before = f.snapshot();
-        let mut load = f.load(T, "id,k,v\n3,b,z\n");
+        // The rows are not unique on k: the table keeps its key (a warning, as the
+        // original), and the load goes on with it.
+        let mut load = f.load(T, "id,k,v\n3,b,z\n1,c,w\n");
         load.incremental = true;
         load.primary_key = strings(&["k"]);
-        let e = f.apply(vec![load]).unwrap_err();
-        assert!(e.is_user_error());
-        assert!(
-            e.to_string()
-                .contains("not unique on the new primary key (k)"),
-            "{e}"
-        );
-        assert_eq!(f.snapshot(), before);
+        f.apply(vec![load]).unwrap();
+        assert_eq!(f.info(T).primary_key, strings(&["id"]));
+        assert_eq!(f.csv(T), "id,k,v\n1,c,w\n2,a,y\n3,b,z\n");
 
         // A full load replaces the rows first, so any key goes.
         let mut load = f.load(T, "id,k,v\n1,a,x\n2,a,y\n");
@@ -494,12 +514,28 @@ mod tests {
         assert_eq!(f.info(T).primary_key, strings(&["k"]));
         assert_eq!(f.csv(T), "id,k,v\n2,a,y\n");
 
-        // A key column the table does not have.
+        // A key column the table does not have: it keeps its key too.
         let mut load = f.load(T, "id,k,v\n1,a,x\n");
+        load.primary_key = strings(&["nope"]);
+        f.apply(vec![load]).unwrap();
+        assert_eq!(f.info(T).primary_key, strings(&["k"]));
+
+        // An exact empty key removes it; an empty one otherwise keeps it.
+        let load = f.load(T, "id,k,v\n1,a,x\n");
+        f.apply(vec![load]).unwrap();
+        assert_eq!(f.info(T).primary_key, strings(&["k"]));
+        let mut load = f.load(T, "id,k,v\n1,a,x\n2,a,y\n");
+        load.exact_primary_key = true;
+        f.apply(vec![load]).unwrap();
+        assert!(f.info(T).primary_key.is_empty());
+        assert_eq!(f.csv(T), "id,k,v\n1,a,x\n2,a,y\n");
+
+        // A new table cannot be keyed on a column it does not have.
+        let mut load = f.load("in.c-main.new", "id\n1\n");
         load.primary_key = strings(&["nope"]);
         let e = f.apply(vec![load]).unwrap_err();
         assert!(e.is_user_error());
-        assert!(e.to_string().contains("in.c-main.t"), "{e}");
+        assert!(e.to_string().contains("in.c-main.new"), "{e}");
         assert!(e.to_string().contains("primary key column \"nope\""), "{e}");
     }
 
