@@ -51,9 +51,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 SlurmdTimeout=10
 ReturnToService=2
-# KillWait: Slurm's default (30 s), which leaves berth its stop: SIGTERM to the container,
-# SIGKILL 10 s later (as docker stop), then its cleanup, before Slurm's SIGKILL.
-KillWait=30
+KillWait=10
 MpiDefault=none
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
