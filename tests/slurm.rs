@@ -131,7 +131,13 @@ impl Batch {
         let mut argv = vec![op.program.display().to_string()];
         argv.extend(op.args.iter().cloned());
         argv.extend(["run".into(), "--json".into(), job_file.to_owned()]);
-        fs::write(&script, format!("#!/bin/sh\nexec {}\n", argv.join(" "))).unwrap();
+        // The test cluster's KillWait is 10 s: berth's own grace for its container must end
+        // well before Slurm kills berth (docs/cluster.md).
+        let script_text = format!(
+            "#!/bin/sh\nexport BERTH_STOP_GRACE=3\nexec {}\n",
+            argv.join(" ")
+        );
+        fs::write(&script, script_text).unwrap();
         op.give(&script);
         let out = dir.join(format!("slurm{suffix}.out"));
         let err = dir.join(format!("slurm{suffix}.err"));

@@ -513,6 +513,7 @@ impl RowRun<'_> {
             cgroups_path: &cgroups_path,
             limits,
             timeout: Duration::from_secs(self.timeout_secs()),
+            stop_grace: stop_grace(),
             network: network(job.component.network, ctx.allow_host_access),
             disk: Some(&disk),
         };
@@ -929,6 +930,21 @@ fn network(mode: NetworkMode, allow_host_access: bool) -> Network {
         NetworkMode::Bridge => Network::Outbound,
     }
 }
+/// How long a stopped container has between SIGTERM and SIGKILL: `docker stop`'s 10 s,
+/// which components written for the original expect, or `BERTH_STOP_GRACE` seconds (an
+/// engine that kills berth itself soon after its SIGTERM — Slurm's `KillWait` — needs
+/// less: berth must be done before it).
+fn stop_grace() -> Duration {
+    const DEFAULT: Duration = Duration::from_secs(10);
+    match std::env::var("BERTH_STOP_GRACE") {
+        Err(_) => DEFAULT,
+        Ok(s) => s.trim().parse().map(Duration::from_secs).unwrap_or_else(|_| {
+            tracing::warn!("BERTH_STOP_GRACE={s:?} is not a number of seconds; using 10");
+            DEFAULT
+        }),
+    }
+}
+
 /// The operator's stack name, which components see as `KBC_STACKID`: `BERTH_STACK_ID`,
 /// or `berth`. Set empty, it leaves `KBC_STACKID` unset, as outside Keboola (component
 /// libraries then write the current manifest format instead of the legacy one).

@@ -115,6 +115,9 @@ pub struct RunRequest<'a> {
     /// Written into the cgroup by berth where libcontainer cannot (rootless).
     pub limits: crate::host::Limits,
     pub timeout: Duration,
+    /// How long a stopped container (at its timeout, or interrupted) has between SIGTERM
+    /// and SIGKILL.
+    pub stop_grace: Duration,
     /// How the container's network namespace is connected (whether it has one of its own
     /// is the bundle's choice; [`Network::Host`] asks for nothing).
     pub network: Network,

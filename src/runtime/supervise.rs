@@ -30,10 +30,6 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// How long one poll may sleep once a kill was sent (the pidfd wakes it earlier).
 const AFTER_KILL_POLL: Duration = Duration::from_millis(200);
 
-/// How long a stopped container has between SIGTERM and SIGKILL: `docker stop`'s default,
-/// which components written for the original runner expect when their job is stopped.
-pub const STOP_GRACE: Duration = Duration::from_secs(10);
-
 /// A container still running this long after it was killed is killed again: a kill can
 /// fail, and nothing may outlive its deadline.
 const KILL_AGAIN_AFTER: Duration = Duration::from_secs(2);
@@ -57,6 +53,8 @@ pub struct Watched {
     pub stderr: File,
     pub deadline: Instant,
     pub timeout: Duration,
+    /// Between SIGTERM and SIGKILL when the container is stopped.
+    pub stop_grace: Duration,
     pub disk: Option<DiskWatch>,
 }
 
@@ -92,7 +90,7 @@ struct Ready {
 }
 
 /// Waits for the container to end, streaming stdout to `on_line`; `kill` SIGKILLs every
-/// process of the container (past its disk cap, or [`STOP_GRACE`] after SIGTERM at the
+/// process of the container (past its disk cap, or its stop grace after SIGTERM at the
 /// deadline or when the operator interrupts).
 pub fn wait(
     w: &Watched,
@@ -291,17 +289,18 @@ impl Watch {
         if ready.wake && crate::interrupt::requested() && !self.interrupted {
             self.interrupted = true;
             tracing::warn!(
-                "stopping container {} (interrupted): SIGTERM, SIGKILL in {STOP_GRACE:?}",
-                w.id
+                "stopping container {} (interrupted): SIGTERM, SIGKILL in {:?}",
+                w.id,
+                w.stop_grace
             );
             self.stop(w, pidfd, now);
         } else if !self.killing() && now >= w.deadline {
             self.timed_out = true;
             tracing::warn!(
-                "container {} exceeded its timeout of {:?}; stopping it: SIGTERM, SIGKILL in \
-                 {STOP_GRACE:?}",
+                "container {} exceeded its timeout of {:?}; stopping it: SIGTERM, SIGKILL in {:?}",
                 w.id,
-                w.timeout
+                w.timeout,
+                w.stop_grace
             );
             self.stop(w, pidfd, now);
         }
@@ -321,7 +320,7 @@ impl Watch {
         if self.grace_ends.is_some() {
             return;
         }
-        self.grace_ends = Some(now + STOP_GRACE);
+        self.grace_ends = Some(now + w.stop_grace);
         match rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::TERM) {
             // ESRCH: it has just exited; the next reap sees it.
             Ok(()) | Err(rustix::io::Errno::SRCH) => {}

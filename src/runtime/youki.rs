@@ -116,6 +116,7 @@ impl Runtime for Youki<'_> {
             stderr,
             deadline: started + req.timeout,
             timeout: req.timeout,
+            stop_grace: req.stop_grace,
             disk: req.disk.cloned(),
         };
         let host = self.host;
