@@ -938,10 +938,14 @@ fn stop_grace() -> Duration {
     const DEFAULT: Duration = Duration::from_secs(10);
     match std::env::var("BERTH_STOP_GRACE") {
         Err(_) => DEFAULT,
-        Ok(s) => s.trim().parse().map(Duration::from_secs).unwrap_or_else(|_| {
-            tracing::warn!("BERTH_STOP_GRACE={s:?} is not a number of seconds; using 10");
-            DEFAULT
-        }),
+        Ok(s) => s
+            .trim()
+            .parse()
+            .map(Duration::from_secs)
+            .unwrap_or_else(|_| {
+                tracing::warn!("BERTH_STOP_GRACE={s:?} is not a number of seconds; using 10");
+                DEFAULT
+            }),
     }
 }
 
