@@ -173,5 +173,5 @@ fn a_container_can_read_its_own_limits() {
     assert_eq!(r.status, 0, "{}", r.stderr);
     let lines: Vec<&str> = r.stderr.lines().collect();
     assert!(lines.contains(&"1024"), "{}", r.stderr);
-    assert!(lines.contains(&"64000000"), "{}", r.stderr);
+    assert!(lines.contains(&"67108864"), "64 MiB: {}", r.stderr);
 }
