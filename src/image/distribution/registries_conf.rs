@@ -220,11 +220,21 @@ impl RegistriesConf {
 
     /// Adds the short-name alias cache at `path` (containers-registries.conf(5)'s
     /// `short-name-aliases.conf`, as podman's `enforcing` mode writes it): its aliases win
-    /// over registries.conf's, as podman's do. A file that does not exist adds nothing.
+    /// over registries.conf's, as podman's do. A file that does not exist, or that this user
+    /// may not read, adds nothing.
     pub fn add_alias_cache(&mut self, path: &Path) -> Result<(), RegistriesConfError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            // Another user's cache (a rootless berth whose $HOME is root's, as after `su`):
+            // it only adds aliases, so berth goes on without it rather than refusing to run.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                tracing::warn!(
+                    "{}: cannot read it ({e}); its aliases are ignored",
+                    path.display()
+                );
+                return Ok(());
+            }
             Err(source) => {
                 return Err(RegistriesConfError::Read {
                     path: path.to_owned(),
