@@ -27,6 +27,13 @@ fn first_line_then_close(b: &Berth, args: &[&str]) -> (String, i32) {
         .arg(inner.get_program())
         .args(inner.get_args())
         .stdout(Stdio::piped());
+    // The environment the test's berth gets (its own registries.conf, alias cache, …).
+    for (key, value) in inner.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
     let mut child = cmd.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
