@@ -418,3 +418,119 @@ fn input_files_changed_since_a_relative_time() {
     );
     b.assert_clean(&[]);
 }
+
+#[test]
+fn rows_merge_lists_item_by_item_and_run_with_their_own_runtime() {
+    require_env!();
+    let b = Berth::new();
+    import(&b, "in.c-main.a", "v\na\n", &[]);
+    import(&b, "in.c-main.b", "v\nb\n", &[]);
+    import(&b, "in.c-main.x", "v\nx\n", &[]);
+    let script = |tag: &str| {
+        format!(
+            "echo \"ROW $KBC_CONFIGROWID TAG {tag} TABLES $(ls /data/in/tables | grep -v manifest | tr '\\n' ' ')\"\n\
+             case \"$(cat /data/config.json)\" in *slow*) sleep 30 ;; esac"
+        )
+    };
+    let repo = unique_repo("rows");
+    let one = push(&ImageSpec::script(&script("1")), &repo, "1.0");
+    push(&ImageSpec::script(&script("2")), &repo, "2.0");
+    let mut j = job(&one.reference, json!({}), json!({}));
+    j["configuration"]["storage"] = json!({"input": {"tables": [
+        {"source": "in.c-main.a", "destination": "a.csv"},
+        {"source": "in.c-main.b", "destination": "b.csv"}
+    ]}});
+    j["rows"] = json!([
+        // A row's one table replaces the configuration's first, and the second stays.
+        {"id": "r1", "configuration": {"storage": {"input": {"tables": [
+            {"source": "in.c-main.x", "destination": "x.csv"}]}}}},
+        // Its own image tag.
+        {"id": "r2", "configuration": {"runtime": {"image_tag": "2.0"}}},
+        {"id": "r3", "is_disabled": true}
+    ]);
+    let r = b.run_job(&j);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("ROW r1 TAG 1 TABLES b.csv x.csv \n"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("ROW r2 TAG 2 TABLES a.csv b.csv \n"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("ROW r3"), "{}", r.stderr);
+
+    // Its own timeout: the row's, not the component's.
+    j["rows"] = json!([{"id": "slow", "configuration": {
+        "parameters": {"mode": "slow"}, "runtime": {"process_timeout": 2}}}]);
+    let r = b.run_job(&j);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert_eq!(
+        r.json()["message"],
+        "component acme.test exceeded the timeout of 2 seconds"
+    );
+
+    // Every row disabled: nothing runs (not even a pull), and the job succeeds.
+    let mut j = job(
+        &format!("{}/{}:none", registry(), unique_repo("never")),
+        json!({}),
+        json!({}),
+    );
+    j["rows"] = json!([{"id": "r1", "is_disabled": true}, {"id": "r2", "is_disabled": true}]);
+    let r = b.run_job(&j);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(r.json()["status"], "success");
+    assert!(
+        r.stderr.contains("every row is disabled: nothing to run"),
+        "{}",
+        r.stderr
+    );
+    b.assert_clean(&[]);
+}
+
+#[test]
+fn a_row_with_empty_processors_beside_the_configurations_runs_them() {
+    require_env!();
+    let b = Berth::new();
+    let marker = script_image(
+        "rowproc-p",
+        "echo PROCESSOR RAN; cp -r /data/in/. /data/out/",
+    );
+    let definition = json!({"id": "acme.marker", "image": marker.reference});
+    let path = b.dir.path().join("marker.json");
+    std::fs::write(&path, definition.to_string()).unwrap();
+    let r = b.run_cmd(&["component", "add", path.to_str().unwrap()]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let main = script_image("rowproc-main", "echo \"MAIN $KBC_CONFIGROWID\"");
+    let mut j = job(&main.reference, json!({}), json!({}));
+    j["configuration"]["processors"] =
+        json!({"before": [{"definition": {"component": "acme.marker"}}]});
+    j["rows"] = json!([
+        {"id": "r1", "configuration": {"processors": {"before": [], "after": []}}},
+        {"id": "r2", "configuration": {"processors": []}}
+    ]);
+    let r = b.run_job(&j);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(r.stderr.matches("PROCESSOR RAN").count(), 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("MAIN r1\n") && r.stderr.contains("MAIN r2\n"),
+        "{}",
+        r.stderr
+    );
+    // Processors in a row and in the configuration: refused, as there.
+    j["rows"] = json!([{"id": "r1", "configuration": {"processors": {
+        "after": [{"definition": {"component": "acme.marker"}}]}}}]);
+    let r = b.run_job(&j);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("set them in one place"),
+        "{}",
+        r.stdout
+    );
+    b.assert_clean(&[]);
+}

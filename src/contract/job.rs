@@ -528,6 +528,11 @@ fn carries_configuration(text: &[u8]) -> bool {
         .is_ok_and(|k| k.configuration.is_some() || k.rows.is_some())
 }
 
+/// A configuration's `runtime.process_timeout`.
+fn runtime_timeout(c: &Configuration) -> Option<u64> {
+    c.runtime.as_ref().and_then(|r| r.process_timeout)
+}
+
 /// `component`: an inline definition, or the id of a known component (a string), which
 /// becomes a definition with an empty image until resolved.
 fn component_or_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Component, D::Error> {
@@ -737,20 +742,25 @@ impl JobFile {
                 ));
             }
         }
-        if self.row_ids.is_empty()
-            && !self.rows.is_empty()
-            && self.rows.iter().all(|r| r.is_disabled)
-        {
+        let rows = (self.row_configurations()).map_err(|message| invalid("", message))?;
+        if let Some((id, _)) = rows.iter().find(|(_, c)| runtime_timeout(c) == Some(0)) {
+            let i = (self.rows.iter()).position(|r| Some(&r.id) == id.as_ref());
             return Err(invalid(
-                "rows",
-                "every row is disabled: nothing to run".to_owned(),
+                &format!(
+                    "rows[{}].configuration.runtime.process_timeout",
+                    i.unwrap_or_default()
+                ),
+                "must be greater than 0".to_owned(),
             ));
         }
-        self.row_configurations()
-            .map_err(|message| invalid("", message))?;
-        // As in the original: a configuration's processors, or its rows', never both.
+        // As in the original: a configuration's processors, or its rows', never both (an
+        // empty list in a row is none).
+        let set = |p: Option<&Value>| {
+            p.and_then(|p| serde_json::from_value::<Processors>(p.clone()).ok())
+                .is_some_and(|p| !p.is_empty())
+        };
         let own = self.configuration.processors.as_ref();
-        let in_a_row = (self.rows.iter()).any(|r| r.configuration.contains_key("processors"));
+        let in_a_row = (self.rows.iter()).any(|r| set(r.configuration.get("processors")));
         if own.is_some_and(|p| !p.is_empty()) && in_a_row {
             return Err(invalid(
                 "rows",
@@ -837,14 +847,27 @@ impl JobFile {
             .map_or(self.component.process_timeout, |t| t.min(MAX_TIMEOUT_SECS))
     }
 
-    /// The configuration's `runtime.process_timeout` when it asks for more than the
-    /// maximum, which [`main_timeout_secs`](Self::main_timeout_secs) caps (and the
-    /// operator is told).
+    /// The configuration's (or a row's) `runtime.process_timeout` when it asks for more
+    /// than the maximum, which [`main_timeout_secs`](Self::main_timeout_secs) caps (and
+    /// the operator is told).
     pub fn capped_timeout(&self) -> Option<u64> {
-        let runtime = self.configuration.runtime.as_ref();
-        runtime
-            .and_then(|r| r.process_timeout)
-            .filter(|&t| t > MAX_TIMEOUT_SECS)
+        let rows = self.row_configurations().unwrap_or_default();
+        std::iter::once(&self.configuration)
+            .chain(rows.iter().map(|(_, c)| c))
+            .filter_map(runtime_timeout)
+            .find(|&t| t > MAX_TIMEOUT_SECS)
+    }
+
+    /// This job as one of its rows runs its component: with the row's `runtime` (its
+    /// timeout, its image tag), when it has one of its own; `None` when it has not.
+    pub fn with_row_runtime(&self, row: &Configuration) -> Option<JobFile> {
+        (row.runtime != self.configuration.runtime).then(|| JobFile {
+            configuration: Configuration {
+                runtime: row.runtime.clone(),
+                ..self.configuration.clone()
+            },
+            ..self.clone()
+        })
     }
 
     /// The timeout of a synchronous action: 30 s, or the job's own timeout if lower.
@@ -1072,8 +1095,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("appears twice"), "{e}");
-        let e = job(r#"{"component": {"id": "a", "image": "x/y"}, "rows": [{"id": "r", "is_disabled": true}]}"#).unwrap_err();
-        assert!(e.contains("every row is disabled"), "{e}");
+        // Every row disabled: nothing runs, as in the original.
+        let j = job(r#"{"component": {"id": "a", "image": "x/y"}, "rows": [{"id": "r", "is_disabled": true}]}"#).unwrap();
+        assert!(j.row_configurations().unwrap().is_empty());
+        let e = job(r#"{"component": {"id": "a", "image": "x/y"},
+                       "rows": [{"id": "r", "configuration": {"runtime": {"process_timeout": 0}}}]}"#)
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "rows[0].configuration.runtime.process_timeout: must be greater than 0"
+        );
     }
 
     #[test]
@@ -1144,9 +1175,14 @@ mod tests {
         );
         let e = job(r#"{"component": {"id": "a", "image": "x/y"},
                        "configuration": {"processors": {"before": [{"definition": {"component": "p"}}]}},
-                       "rows": [{"id": "r", "configuration": {"processors": {"after": []}}}]}"#)
+                       "rows": [{"id": "r", "configuration": {"processors": {"after": [{"definition": {"component": "q"}}]}}}]}"#)
         .unwrap_err();
         assert!(e.starts_with("rows: processors are set"), "{e}");
+        // An empty list in a row is none, as in the original.
+        job(r#"{"component": {"id": "a", "image": "x/y"},
+                "configuration": {"processors": {"before": [{"definition": {"component": "p"}}]}},
+                "rows": [{"id": "r", "configuration": {"processors": {"after": []}}}]}"#)
+        .unwrap();
         let e = job(r#"{"component": {"id": "a", "image": ""}}"#).unwrap_err();
         assert!(e.contains("image is empty"), "{e}");
         let e = job(r#"{"component": "../x"}"#).unwrap_err();

@@ -472,7 +472,11 @@ pub struct Row {
     pub configuration: serde_json::Map<String, Value>,
 }
 
-/// Merges `over` into `base`: objects recursively, arrays and scalars replaced.
+/// Merges `over` into `base` as the original merges a row over its configuration (PHP's
+/// `array_replace_recursive`, where objects and lists are both arrays): objects key by
+/// key and lists item by item (a row's one table replaces the first of two, and a
+/// second stays), recursively; an empty object or list changes nothing; anything else
+/// replaces what was there.
 pub fn merge(base: &mut Value, over: &Value) {
     match (base, over) {
         (Value::Object(b), Value::Object(o)) => {
@@ -485,7 +489,25 @@ pub fn merge(base: &mut Value, over: &Value) {
                 }
             }
         }
+        (Value::Array(b), Value::Array(o)) => {
+            for (i, v) in o.iter().enumerate() {
+                match b.get_mut(i) {
+                    Some(existing) => merge(existing, v),
+                    None => b.push(v.clone()),
+                }
+            }
+        }
+        // PHP's empty array, whichever way it was written, replaces nothing.
+        (Value::Object(_) | Value::Array(_), o) if is_empty_array(o) => {}
         (b, o) => *b = o.clone(),
+    }
+}
+
+fn is_empty_array(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
     }
 }
 
@@ -532,16 +554,37 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn merge_recurses_into_objects_and_replaces_the_rest() {
-        let mut base = json!({"parameters": {"a": 1, "b": {"c": 2}}, "storage": {"input": {"tables": [1, 2]}}});
+    fn merge_is_phps_array_replace_recursive() {
+        let mut base = json!({
+            "parameters": {"a": 1, "b": {"c": 2}, "list": [1, 2, 3], "s": "x"},
+            "storage": {"input": {"tables": [
+                {"source": "in.c-a.one", "columns": ["x"]}, {"source": "in.c-a.two"}
+            ]}},
+            "processors": {"before": [{"definition": {"component": "p"}}]}
+        });
         merge(
             &mut base,
-            &json!({"parameters": {"b": {"d": 3}}, "storage": {"input": {"tables": [3]}}}),
+            &json!({
+                "parameters": {"b": {"d": 3}, "list": [9], "s": {"now": "object"}},
+                "storage": {"input": {"tables": [{"source": "in.c-a.row"}]}},
+                "processors": {"before": []}
+            }),
         );
         assert_eq!(
             base,
-            json!({"parameters": {"a": 1, "b": {"c": 2, "d": 3}}, "storage": {"input": {"tables": [3]}}})
+            json!({
+                "parameters": {"a": 1, "b": {"c": 2, "d": 3}, "list": [9, 2, 3],
+                               "s": {"now": "object"}},
+                "storage": {"input": {"tables": [
+                    {"source": "in.c-a.row", "columns": ["x"]}, {"source": "in.c-a.two"}
+                ]}},
+                "processors": {"before": [{"definition": {"component": "p"}}]}
+            })
         );
+        // PHP's `[]` for an empty object replaces nothing either; a scalar replaces.
+        let mut base = json!({"parameters": {"a": 1}, "x": [1]});
+        merge(&mut base, &json!({"parameters": [], "x": 2}));
+        assert_eq!(base, json!({"parameters": {"a": 1}, "x": 2}));
     }
 
     #[test]

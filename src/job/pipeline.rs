@@ -138,6 +138,11 @@ impl<'a> JobRun<'a> {
         if let Some(done) = self.committed_before()? {
             return Ok(done);
         }
+        if rows.is_empty() {
+            // As in the original: every row is disabled, nothing runs, and that is fine.
+            tracing::info!("every row is disabled: nothing to run");
+            return Ok(Verdict::success(&self.job.component.id));
+        }
         let component = &self.job.component.id;
         super::stored::fill_oauth_credentials(&mut self.storage, component, &mut rows)?;
         // Before any image is pulled: a processor that cannot run fails the job at once.
@@ -307,7 +312,7 @@ impl<'a> JobRun<'a> {
     ) -> Result<ProcessorImages, JobError> {
         let mut prepared = ProcessorImages::new();
         for (id, reference) in wanted {
-            tracing::info!("pulling {reference} for processor {id}");
+            tracing::info!("pulling {reference} for {id}");
             let t = Instant::now();
             let image = puller.pull(reference)?;
             self.progress.timings.pull += t.elapsed().as_secs_f64();

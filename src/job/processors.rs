@@ -42,8 +42,9 @@ pub(super) type ProcessorImages = BTreeMap<String, ProcessorImage>;
 #[derive(Debug)]
 pub(super) struct Stage<'a> {
     pub position: Position,
-    /// The job itself for the component; for a processor, the job with the processor as
-    /// its component and the processor's parameters as its configuration.
+    /// The job itself for the component (with the row's `runtime` when it has its own);
+    /// for a processor, the job with the processor as its component and the processor's
+    /// parameters as its configuration.
     pub job: Cow<'a, JobFile>,
     pub image: &'a PulledImage,
     pub rootfs: &'a Path,
@@ -82,6 +83,16 @@ pub(super) fn wanted(
     if action {
         return Ok(wanted);
     }
+    // A row that names another tag of the component in its own `runtime`.
+    for (_, config) in rows {
+        let Some(row_job) = job.with_row_runtime(config) else {
+            continue;
+        };
+        let reference = row_job.image_reference();
+        if reference != job.image_reference() && !wanted.iter().any(|(_, r)| *r == reference) {
+            wanted.push((job.component.id.clone(), reference));
+        }
+    }
     for (_, config) in rows {
         for (_, _, p) in listed(config) {
             let pjob = processor_job(job, p)?;
@@ -98,6 +109,37 @@ pub(super) fn wanted(
     Ok(wanted)
 }
 
+/// The component's stage in a row: with the row's own `runtime` (its timeout, and the
+/// image of its tag, pulled with the processors') when it has one, as in the original.
+fn main_stage<'a>(
+    job: &'a JobFile,
+    config: &Configuration,
+    main: (&'a PulledImage, &'a Path),
+    images: &'a ProcessorImages,
+) -> Result<Stage<'a>, JobError> {
+    let stage = |job, image, rootfs| Stage {
+        position: Position::Main,
+        job,
+        image,
+        rootfs,
+        at: String::new(),
+    };
+    let Some(row_job) = job.with_row_runtime(config) else {
+        return Ok(stage(Cow::Borrowed(job), main.0, main.1));
+    };
+    let reference = row_job.image_reference();
+    if reference == job.image_reference() {
+        return Ok(stage(Cow::Owned(row_job), main.0, main.1));
+    }
+    let Some(pulled) = images.get(&reference) else {
+        return Err(JobError::Contract(format!(
+            "the image {reference} of a row of component {} was not pulled",
+            job.component.id
+        )));
+    };
+    Ok(stage(Cow::Owned(row_job), &pulled.image, &pulled.rootfs))
+}
+
 /// The chain of one row: its before-processors, the component, its after-processors.
 pub(super) fn chain<'a>(
     job: &'a JobFile,
@@ -106,13 +148,7 @@ pub(super) fn chain<'a>(
     images: &'a ProcessorImages,
     action: bool,
 ) -> Result<Vec<Stage<'a>>, JobError> {
-    let component = Stage {
-        position: Position::Main,
-        job: Cow::Borrowed(job),
-        image: main.0,
-        rootfs: main.1,
-        at: String::new(),
-    };
+    let component = main_stage(job, config, main, images)?;
     if action {
         // A synchronous action runs the component alone, as in the original.
         return Ok(vec![component]);
