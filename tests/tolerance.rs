@@ -534,3 +534,92 @@ fn a_row_with_empty_processors_beside_the_configurations_runs_them() {
     );
     b.assert_clean(&[]);
 }
+
+#[test]
+fn per_row_commit_keeps_earlier_rows_and_a_rerun_skips_them() {
+    require_env!();
+    let b = Berth::new();
+    import(&b, "out.c-main.counts", "row\nbefore\n", &[]);
+    let img = script_image(
+        "percommit",
+        r#"row=$(sed -n 's/.*"row": *"\([a-z0-9]*\)".*/\1/p' /data/config.json)
+echo "ROW $row $KBC_CONFIGROWID"
+printf "row\n$row\n" > /data/out/tables/counts.csv
+echo '{"destination": "out.c-main.counts", "incremental": true}' > /data/out/tables/counts.csv.manifest
+echo "{\"last\": \"$row\"}" > /data/out/state.json
+[ "$row" = bad ] && { echo "row $row failed" >&2; exit 1; }
+exit 0"#,
+    );
+    let rows = |second: &str| {
+        let mut j = job(&img.reference, json!({}), json!({}));
+        j["rows"] = json!([
+            {"id": "r1", "configuration": {"parameters": {"row": "one"}}},
+            {"id": "r2", "configuration": {"parameters": {"row": second}}},
+        ]);
+        b.write_job(&j)
+    };
+    let state = |row: &str| {
+        let r = b.run_cmd(&["state", "show", "acme.test", "42", row]);
+        if r.stderr.contains("no state is stored") {
+            return None;
+        }
+        assert_eq!(r.status, 0, "{}", r.stderr);
+        Some(serde_json::from_str::<Value>(&r.stdout).unwrap())
+    };
+    let run = |job: &std::path::Path, id: &str, extra: &[&str]| {
+        let mut args = vec!["run", "--json", "--job-id", id];
+        args.extend_from_slice(extra);
+        args.push(job.to_str().unwrap());
+        b.run_cmd(&args)
+    };
+
+    // The default is all or nothing: the second row's failure leaves storage as it was.
+    let failing = rows("bad");
+    let r = run(&failing, "pr-0", &[]);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert_eq!(export(&b, "out.c-main.counts"), "row\nbefore\n");
+    assert_eq!(state("r1"), None);
+
+    // Per row: the first row's outputs and state are committed before the second fails.
+    let r = run(&failing, "pr-1", &["--commit", "row"]);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    assert_eq!(r.json()["message"], "row bad failed");
+    assert!(r.stderr.contains("ROW one r1"), "{}", r.stderr);
+    assert_eq!(export(&b, "out.c-main.counts"), "row\nbefore\none\n");
+    assert_eq!(state("r1"), Some(json!({"last": "one"})));
+    assert_eq!(state("r2"), None);
+    assert!(
+        r.stderr
+            .contains("rows committed before the failure stay in storage: r1"),
+        "{}",
+        r.stderr
+    );
+
+    // The rerun of the job id (fixed) skips the row that committed and runs the other;
+    // BERTH_COMMIT_MODE chooses the mode as the flag does.
+    let fixed = rows("two");
+    let mut cmd = b.cmd();
+    cmd.env("BERTH_COMMIT_MODE", "row");
+    let out = cmd
+        .args(["run", "--json", "--job-id", "pr-1", fixed.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let r = Run::from(out);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("ROW one"), "{}", r.stderr);
+    assert!(r.stderr.contains("ROW two r2"), "{}", r.stderr);
+    assert_eq!(export(&b, "out.c-main.counts"), "row\nbefore\none\ntwo\n");
+    assert_eq!(state("r2"), Some(json!({"last": "two"})));
+
+    // The job committed whole: a third run applies nothing.
+    let r = run(&fixed, "pr-1", &["--commit", "row"]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert_eq!(r.json()["already_committed"], true, "{}", r.stdout);
+    assert_eq!(export(&b, "out.c-main.counts"), "row\nbefore\none\ntwo\n");
+
+    // A bad mode is named.
+    let r = run(&fixed, "pr-1", &["--commit", "rows"]);
+    assert_eq!(r.status, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("'rows'"), "{}", r.stderr);
+    b.assert_clean(&[]);
+}

@@ -503,6 +503,31 @@ pub struct RunArgs {
     /// component id and jobId:JOB; no output mapping, no state saved
     #[arg(long, value_enum, default_value_t = Mode::Run)]
     pub mode: Mode,
+    /// When a job with rows writes to storage: `job` commits every row's outputs and
+    /// states in one transaction after the last row (a failed row leaves storage as it
+    /// was); `row` commits each row's right after it succeeded, as Keboola's runner does, so
+    /// a later row's failure keeps earlier rows' outputs (with --job-id, a rerun skips the
+    /// rows that committed)
+    #[arg(long, value_enum, env = "BERTH_COMMIT_MODE", default_value_t = Commit::Job)]
+    pub commit: Commit,
+}
+
+/// `berth run --commit`: see [`job::CommitMode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Commit {
+    /// All rows in one transaction, after the last (all or nothing)
+    Job,
+    /// Each row on its own, after it succeeded (the original runner's way)
+    Row,
+}
+
+impl From<Commit> for job::CommitMode {
+    fn from(c: Commit) -> Self {
+        match c {
+            Commit::Job => job::CommitMode::Job,
+            Commit::Row => job::CommitMode::Row,
+        }
+    }
 }
 
 /// How `berth run` runs a job (contract §13).
@@ -890,6 +915,7 @@ fn run(
         job_id: given,
         fresh_id: Some(id),
         datadir: None,
+        commit: args.commit.into(),
     };
     let result = job::run(svc, settings, &job, &options, &mut on_line);
     if !json && !result.outputs.debug_files.is_empty() {

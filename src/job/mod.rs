@@ -8,7 +8,9 @@
 //!
 //! All or nothing (contract §6): rows only *stage* their outputs; they are applied to
 //! storage in one transaction after every row succeeded, together with the new states. A
-//! failed job applies only the tables marked `write_always`.
+//! failed job applies only the tables marked `write_always`. An operator may ask for the
+//! original's per-row commit instead ([`CommitMode::Row`]): each row's outputs in a
+//! transaction of their own, once it succeeded.
 //!
 //! The steps live in their own files: [`pipeline`] (the job as a whole: image, rows,
 //! commit, result), `row` (one row: data folder, container, outputs), `vault` (its
@@ -46,7 +48,8 @@ pub use debug::{DebugError, MAX_ARCHIVED_BYTES, MAX_ARCHIVED_ENTRIES};
 pub use error::JobError;
 pub use sandbox::sandbox;
 pub use settings::{
-    DataDirInput, PROXY_VARS, RunOptions, SECRETS_KEY_ENV, Services, Settings, proxy_env,
+    CommitMode, DataDirInput, PROXY_VARS, RunOptions, SECRETS_KEY_ENV, Services, Settings,
+    proxy_env,
 };
 pub use stored::load_stored_configuration;
 

@@ -13,7 +13,7 @@ use super::running::{self, RunningNote};
 use super::vault::Vault;
 use super::verdict::Verdict;
 use super::workdir::{Home, JobDir};
-use super::{JobError, RunOptions, Services, Settings};
+use super::{CommitMode, JobError, RunOptions, Services, Settings};
 use crate::contract::result::{Cage, ImageSummary, Status, Variable};
 use crate::contract::{JobFile, JobResult, UserNamespace, truncate_message};
 use crate::host::IdMap;
@@ -30,6 +30,8 @@ struct Rows {
     state_versions: Vec<(StateKey, u64)>,
     /// The verdict of the row that failed, which ends the job.
     failure: Option<Verdict>,
+    /// The rows committed already, one by one (`--commit row`).
+    committed: Vec<String>,
 }
 
 /// One job: what it runs on, what it was asked, and what it has done so far.
@@ -324,8 +326,9 @@ impl<'a> JobRun<'a> {
         Ok(prepared)
     }
 
-    /// Runs the rows in order until one fails; their outputs are only staged. Each row's
-    /// images (its processors and the component) get the next job image numbers.
+    /// Runs the rows in order until one fails; their outputs are only staged — or, in
+    /// per-row commit mode, committed as each row succeeds. Each row's images (its
+    /// processors and the component) get the next job image numbers.
     fn run_rows(
         &mut self,
         ctx: &RowContext<'_>,
@@ -347,6 +350,12 @@ impl<'a> JobRun<'a> {
                 config,
             };
             n += chain.len();
+            let per_row = row_id.as_deref().filter(|_| self.commits_per_row());
+            if let Some(id) = per_row
+                && self.row_committed_before(id)?
+            {
+                continue;
+            }
             let t = Instant::now();
             let ran = row.run(
                 &chain,
@@ -362,10 +371,15 @@ impl<'a> JobRun<'a> {
                 state,
                 state_version,
             } = ran?;
-            done.staged.push(outputs);
-            if let Some((key, _)) = &state {
-                done.state_versions.push((key.clone(), state_version));
+            let versions = (state.as_ref()).map(|(key, _)| (key.clone(), state_version));
+            if let Some(id) = per_row.filter(|_| !verdict.failed()) {
+                let changes = changes(vec![outputs], state.into_iter().collect(), versions);
+                self.commit_row(id, changes)?;
+                done.committed.push(id.to_owned());
+                continue;
             }
+            done.staged.push(outputs);
+            done.state_versions.extend(versions);
             done.states.extend(state);
             if verdict.failed() {
                 done.failure = Some(verdict);
@@ -373,6 +387,62 @@ impl<'a> JobRun<'a> {
             }
         }
         Ok(done)
+    }
+
+    /// Whether rows commit one by one (`--commit row`): never for an action, a data folder
+    /// given whole or debug mode, which commit no outputs.
+    fn commits_per_row(&self) -> bool {
+        let o = self.options;
+        o.commit == CommitMode::Row && o.action.is_none() && o.datadir.is_none() && !o.debug
+    }
+
+    /// The record a row commits with in per-row mode: the job's id, `/rows/` and the row's
+    /// (a job id has no `/`, so no job's own record can be taken for it).
+    fn row_record(&self, row_id: &str) -> JobRecord {
+        JobRecord {
+            id: format!("{}/rows/{row_id}", self.job_id),
+            component: self.job.component.id.clone(),
+            config: self.job.config_id.clone(),
+            status: JobStatus::Success,
+            host: crate::util::hostname(),
+            started_ms: self.started_ms,
+            finished_ms: crate::util::unix_ms(),
+            result: serde_json::json!({"job_id": self.job_id, "row": row_id, "status": "success"}),
+        }
+    }
+
+    /// Whether a row of a given job id committed in an earlier run of it (per-row mode): a
+    /// requeue after a later row's node died runs only the rows that did not.
+    fn row_committed_before(&mut self, row_id: &str) -> Result<bool, JobError> {
+        if self.options.job_id.is_none() {
+            return Ok(false);
+        }
+        let id = self.row_record(row_id).id;
+        let committed =
+            (self.storage.get()?.job(&id)?).is_some_and(|r| r.status == JobStatus::Success);
+        if committed {
+            tracing::info!("row {row_id} committed already in an earlier run: skipped");
+        }
+        Ok(committed)
+    }
+
+    /// Commits one row's outputs and state with the row's record (per-row mode).
+    fn commit_row(&mut self, row_id: &str, mut changes: Changes) -> Result<(), JobError> {
+        tracing::info!(
+            "committing row {row_id}: {} tables, {} files and {} states",
+            changes.tables.len(),
+            changes.files.len(),
+            changes.states.len()
+        );
+        changes.job = Some(self.row_record(row_id));
+        match self.storage.get()?.apply(&changes) {
+            Ok(report) => self.progress.record(&report),
+            Err(StorageError::AlreadyCommitted { .. }) => {
+                tracing::warn!("row {row_id} committed already, elsewhere: nothing applied");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
     }
 
     /// Applies what the rows staged in one transaction: everything after a success, only
@@ -387,6 +457,12 @@ impl<'a> JobRun<'a> {
         let t = Instant::now();
         let verdict = match done.failure {
             Some(failure) => {
+                if !done.committed.is_empty() {
+                    tracing::warn!(
+                        "rows committed before the failure stay in storage: {}",
+                        done.committed.join(", ")
+                    );
+                }
                 self.commit_write_always(done.staged);
                 failure
             }
@@ -431,16 +507,7 @@ impl<'a> JobRun<'a> {
         states: Vec<(StateKey, Option<Value>)>,
         state_versions: Vec<(StateKey, u64)>,
     ) -> Result<(), JobError> {
-        let mut changes = Changes {
-            states,
-            state_versions,
-            ..Default::default()
-        };
-        for s in staged {
-            changes.tables.extend(s.tables.into_iter().map(|t| t.load));
-            changes.files.extend(s.files);
-            changes.file_tags.extend(s.file_tags);
-        }
+        let mut changes = changes(staged, states, state_versions);
         let nothing = changes.file_tags.is_empty() && changes.states.is_empty();
         let untouched = self.storage.opened().is_none() && self.options.job_id.is_none();
         if changes.tables.is_empty() && changes.files.is_empty() && nothing && untouched {
@@ -493,6 +560,25 @@ impl<'a> JobRun<'a> {
         self.progress.already_committed = true;
         Ok(Some(already_committed(id, Some(&record.host))))
     }
+}
+
+/// What rows staged, as one set of changes to apply.
+fn changes(
+    staged: Vec<StagedOutputs>,
+    states: Vec<(StateKey, Option<Value>)>,
+    state_versions: impl IntoIterator<Item = (StateKey, u64)>,
+) -> Changes {
+    let mut changes = Changes {
+        states,
+        state_versions: state_versions.into_iter().collect(),
+        ..Default::default()
+    };
+    for s in staged {
+        changes.tables.extend(s.tables.into_iter().map(|t| t.load));
+        changes.files.extend(s.files);
+        changes.file_tags.extend(s.file_tags);
+    }
+    changes
 }
 
 /// The verdict of a run whose job id committed before.

@@ -43,6 +43,22 @@ pub struct RunOptions {
     /// storage, with no input or output mapping, no processors, no state and no storage at
     /// all. Its `out/` is seen only through `keep_outputs`.
     pub datadir: Option<DataDirInput>,
+    /// When the rows' outputs reach storage: all together after the last row (the
+    /// default), or each row's after it succeeded, as the original runner does.
+    pub commit: CommitMode,
+}
+
+/// When a job with rows commits its outputs (`berth run --commit`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CommitMode {
+    /// One transaction after every row succeeded; a failed row leaves storage as it was
+    /// (only `write_always` tables are written).
+    #[default]
+    Job,
+    /// Each row's outputs and state in a transaction of their own, right after the row
+    /// succeeded (the original's behaviour): a later row's failure keeps what earlier rows
+    /// committed. Under a given job id, a rerun skips the rows that committed.
+    Row,
 }
 
 /// The data folder a run in datadir mode starts from (see [`RunOptions::datadir`]).
