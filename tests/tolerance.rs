@@ -102,14 +102,7 @@ fn a_process_timeout_above_a_day_is_capped_with_a_warning() {
     j["configuration"]["runtime"] = json!({"process_timeout": 0});
     let r = b.run_job(&j);
     assert_eq!(r.status, 1, "{}", r.stderr);
-    assert!(
-        r.json()["message"]
-            .as_str()
-            .unwrap()
-            .contains("configuration.runtime.process_timeout: must be greater than 0"),
-        "{}",
-        r.stdout
-    );
+    r.assert_message_has("configuration.runtime.process_timeout: must be greater than 0");
     b.assert_clean(&[]);
 }
 
@@ -408,13 +401,8 @@ fn input_files_changed_since_a_relative_time() {
     assert!(!r.stderr.contains("FILE "), "{}", r.stderr);
     let r = run("last tuesday-ish");
     assert_eq!(r.status, 1, "{}", r.stderr);
-    assert!(
-        r.json()["message"]
-            .as_str()
-            .unwrap()
-            .contains("storage.input.files[0]: changed_since: \"last tuesday-ish\" is not a time"),
-        "{}",
-        r.stdout
+    r.assert_message_has(
+        "storage.input.files[0]: changed_since: \"last tuesday-ish\" is not a time",
     );
     b.assert_clean(&[]);
 }
@@ -524,14 +512,7 @@ fn a_row_with_empty_processors_beside_the_configurations_runs_them() {
         "after": [{"definition": {"component": "acme.marker"}}]}}}]);
     let r = b.run_job(&j);
     assert_eq!(r.status, 1, "{}", r.stderr);
-    assert!(
-        r.json()["message"]
-            .as_str()
-            .unwrap()
-            .contains("set them in one place"),
-        "{}",
-        r.stdout
-    );
+    r.assert_message_has("set them in one place");
     b.assert_clean(&[]);
 }
 

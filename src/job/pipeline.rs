@@ -399,15 +399,21 @@ impl<'a> JobRun<'a> {
     /// The record a row commits with in per-row mode: the job's id, `/rows/` and the row's
     /// (a job id has no `/`, so no job's own record can be taken for it).
     fn row_record(&self, row_id: &str) -> JobRecord {
+        let result = serde_json::json!({"job_id": self.job_id, "row": row_id, "status": "success"});
+        self.success_record(format!("{}/rows/{row_id}", self.job_id), result)
+    }
+
+    /// The record of a success committed under `id`, with what it says of it.
+    fn success_record(&self, id: String, result: Value) -> JobRecord {
         JobRecord {
-            id: format!("{}/rows/{row_id}", self.job_id),
+            id,
             component: self.job.component.id.clone(),
             config: self.job.config_id.clone(),
             status: JobStatus::Success,
             host: crate::util::hostname(),
             started_ms: self.started_ms,
             finished_ms: crate::util::unix_ms(),
-            result: serde_json::json!({"job_id": self.job_id, "row": row_id, "status": "success"}),
+            result,
         }
     }
 
@@ -520,16 +526,8 @@ impl<'a> JobRun<'a> {
             changes.states.len()
         );
         // The job's success is recorded in the same transaction: its id commits once.
-        changes.job = Some(JobRecord {
-            id: self.job_id.clone(),
-            component: self.job.component.id.clone(),
-            config: self.job.config_id.clone(),
-            status: JobStatus::Success,
-            host: crate::util::hostname(),
-            started_ms: self.started_ms,
-            finished_ms: crate::util::unix_ms(),
-            result: serde_json::json!({"job_id": self.job_id, "status": "success"}),
-        });
+        let result = serde_json::json!({"job_id": self.job_id, "status": "success"});
+        changes.job = Some(self.success_record(self.job_id.clone(), result));
         match self.storage.get()?.apply(&changes) {
             Ok(report) => self.progress.record(&report),
             Err(StorageError::AlreadyCommitted { job }) => {

@@ -504,6 +504,17 @@ impl Run {
             )
         })
     }
+
+    /// Asserts the `--json` result's message contains `needle`.
+    pub fn assert_message_has(&self, needle: &str) {
+        let result = self.json();
+        let message = result["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(needle),
+            "{needle:?} not in {}",
+            self.stdout
+        );
+    }
 }
 
 /// The unprivileged operator every berth of these tests runs as, when `BERTH_TEST_USER`
