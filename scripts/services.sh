@@ -109,7 +109,15 @@ start_s3() {
 
 stop_all() {
   if [ -f "$dir/weed.pid" ]; then
-    kill "$(cat "$dir/weed.pid")" 2>/dev/null || true
+    local pid
+    pid=$(cat "$dir/weed.pid")
+    kill "$pid" 2>/dev/null || true
+    # Gone before a start that follows binds its ports again (its shutdown takes seconds).
+    for _ in $(seq 1 30); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.5
+    done
+    kill -9 "$pid" 2>/dev/null || true
     rm -f "$dir/weed.pid"
   fi
   if [ -f "$dir/pg/PG_VERSION" ]; then

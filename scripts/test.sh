@@ -13,7 +13,9 @@ registry=$(scripts/registry.sh start)
 trap 'scripts/slurm.sh stop' EXIT
 export BERTH_TEST_REGISTRY="$registry"
 # PostgreSQL and an S3 server on loopback, for the shared store's conformance suite.
-eval "$(scripts/services.sh start)"
+# (Assigned first: a start that fails stops the run here, not at the first test needing it.)
+services=$(scripts/services.sh start)
+eval "$services"
 export BERTH_TEST_REGISTRY_LOG="${BERTH_REGISTRY_DIR:-/var/tmp/berth-registry}/registry.log"
 
 cargo fmt --all -- --check

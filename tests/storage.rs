@@ -11,8 +11,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 
 use common::*;
 use serde_json::{Value, json};
@@ -624,22 +622,8 @@ fn berth_killed_mid_commit_leaves_storage_before_or_after() {
             &img.reference,
             json!({"output": {"default_bucket": "out.c-k"}}),
         ));
-        let mut child = b
-            .cmd()
-            .args(["-v", "run", path.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut committing = false;
-        for line in lines.by_ref() {
-            if line.unwrap().contains("committing") {
-                committing = true;
-                break;
-            }
-        }
-        assert!(committing, "berth never reached the commit");
+        let (mut child, lines) =
+            spawn_until_committing(b.cmd().args(["-v", "run", path.to_str().unwrap()]));
         // Kill at a different point of the commit each time (the last ones may come after
         // it finished: then the kill finds berth gone or cleaning up).
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));

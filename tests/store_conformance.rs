@@ -19,7 +19,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -881,6 +881,7 @@ fn bad_csv_is_refused_naming_file_and_line_and_nothing_is_written(b: Backend) {
             1,
             CsvProblem::DuplicateColumnName { name: "id".into() },
         ),
+        (b"id,\n1,a\n", 1, CsvProblem::EmptyColumnName { column: 2 }),
         (b"", 1, CsvProblem::MissingHeader),
     ];
     for (n, (data, line, problem)) in cases.iter().enumerate() {
@@ -1407,21 +1408,8 @@ fn berth_killed_mid_commit_leaves_storage_before_or_after(b: Backend) {
         let mut j = job(&img.reference, json!({}), json!({}));
         j["configuration"]["storage"] = json!({"output": {"default_bucket": "out.c-k"}});
         let path = bb.write_job(&j);
-        let mut child = berth(&bb, &e)
-            .args(["-v", "run", path.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let mut committing = false;
-        for line in lines.by_ref() {
-            if line.unwrap().contains("committing") {
-                committing = true;
-                break;
-            }
-        }
-        assert!(committing, "berth never reached the commit");
+        let (mut child, lines) =
+            spawn_until_committing(berth(&bb, &e).args(["-v", "run", path.to_str().unwrap()]));
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill();
         child.wait().unwrap();

@@ -748,6 +748,27 @@ impl Berth {
     }
 }
 
+/// Starts `cmd` (a verbose `berth run`) and reads its stderr until berth says it is
+/// committing; returns it with the rest of its stderr, to kill it mid-commit.
+pub fn spawn_until_committing(
+    cmd: &mut Command,
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let committing = lines.by_ref().any(|l| l.unwrap().contains("committing"));
+    assert!(committing, "berth never reached the commit");
+    (child, lines)
+}
+
 /// `berth encrypt ARGS` with `input` on stdin.
 pub fn encrypt(b: &Berth, args: &[&str], input: &str) -> Run {
     use std::process::Stdio;
