@@ -602,5 +602,17 @@ exit 0"#,
     let r = run(&fixed, "pr-1", &["--commit", "rows"]);
     assert_eq!(r.status, 2, "{}", r.stderr);
     assert!(r.stderr.contains("'rows'"), "{}", r.stderr);
+
+    // A rerun in the default mode skips the rows committed one by one too.
+    let r = run(&failing, "pr-2", &["--commit", "row"]);
+    assert_eq!(r.status, 1, "{}", r.stderr);
+    let r = run(&fixed, "pr-2", &[]);
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("ROW one"), "{}", r.stderr);
+    assert!(r.stderr.contains("ROW two r2"), "{}", r.stderr);
+    assert_eq!(
+        export(&b, "out.c-main.counts"),
+        "row\nbefore\none\ntwo\none\ntwo\n"
+    );
     b.assert_clean(&[]);
 }

@@ -351,7 +351,7 @@ impl<'a> JobRun<'a> {
             };
             n += chain.len();
             let per_row = row_id.as_deref().filter(|_| self.commits_per_row());
-            if let Some(id) = per_row
+            if let Some(id) = row_id.as_deref().filter(|_| self.commits_outputs())
                 && self.row_committed_before(id)?
             {
                 continue;
@@ -389,11 +389,16 @@ impl<'a> JobRun<'a> {
         Ok(done)
     }
 
-    /// Whether rows commit one by one (`--commit row`): never for an action, a data folder
-    /// given whole or debug mode, which commit no outputs.
+    /// Whether rows commit one by one (`--commit row`).
     fn commits_per_row(&self) -> bool {
+        self.options.commit == CommitMode::Row && self.commits_outputs()
+    }
+
+    /// Whether the run commits outputs at all: an action, a data folder given whole and
+    /// debug mode do not.
+    fn commits_outputs(&self) -> bool {
         let o = self.options;
-        o.commit == CommitMode::Row && o.action.is_none() && o.datadir.is_none() && !o.debug
+        o.action.is_none() && o.datadir.is_none() && !o.debug
     }
 
     /// The record a row commits with in per-row mode: the job's id, `/rows/` and the row's
@@ -417,8 +422,9 @@ impl<'a> JobRun<'a> {
         }
     }
 
-    /// Whether a row of a given job id committed in an earlier run of it (per-row mode): a
-    /// requeue after a later row's node died runs only the rows that did not.
+    /// Whether a row of a given job id committed in an earlier run of it (in per-row mode):
+    /// a requeue after a later row's node died runs only the rows that did not, in either
+    /// mode.
     fn row_committed_before(&mut self, row_id: &str) -> Result<bool, JobError> {
         if self.options.job_id.is_none() {
             return Ok(false);
