@@ -405,7 +405,11 @@ impl<'a> JobRun<'a> {
     /// (a job id has no `/`, so no job's own record can be taken for it).
     fn row_record(&self, row_id: &str) -> JobRecord {
         let result = serde_json::json!({"job_id": self.job_id, "row": row_id, "status": "success"});
-        self.success_record(format!("{}/rows/{row_id}", self.job_id), result)
+        self.success_record(self.row_record_id(row_id), result)
+    }
+
+    fn row_record_id(&self, row_id: &str) -> String {
+        format!("{}/rows/{row_id}", self.job_id)
     }
 
     /// The record of a success committed under `id`, with what it says of it.
@@ -429,7 +433,7 @@ impl<'a> JobRun<'a> {
         if self.options.job_id.is_none() {
             return Ok(false);
         }
-        let id = self.row_record(row_id).id;
+        let id = self.row_record_id(row_id);
         let committed =
             (self.storage.get()?.job(&id)?).is_some_and(|r| r.status == JobStatus::Success);
         if committed {
