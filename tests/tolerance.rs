@@ -116,17 +116,22 @@ fn at_the_timeout_the_component_gets_sigterm_then_sigkill_after_a_grace_period()
          echo started\nwhile :; do sleep 0.2; done",
     );
     let b = Berth::new();
-    let r = b.run_job(&job(
-        &polite.reference,
-        json!({"process_timeout": 2}),
-        json!({}),
-    ));
-    let result = r.json();
-    assert_eq!(r.status, 1, "{}", r.stderr);
-    assert_eq!(
-        result["message"],
-        "component acme.test exceeded the timeout of 2 seconds"
-    );
+    // A run of `image` with a 2 s timeout, which it exceeds: its result and stderr.
+    let timed_out = |image: &BuiltImage| {
+        let r = b.run_job(&job(
+            &image.reference,
+            json!({"process_timeout": 2}),
+            json!({}),
+        ));
+        let result = r.json();
+        assert_eq!(r.status, 1, "{}", r.stderr);
+        assert_eq!(
+            result["message"],
+            "component acme.test exceeded the timeout of 2 seconds"
+        );
+        (result, r)
+    };
+    let (result, r) = timed_out(&polite);
     assert_eq!(result["exit_code"], 0, "{result}");
     assert!(r.stderr.contains("got TERM\n"), "{}", r.stderr);
     assert!(r.stderr.contains("cleaned up\n"), "{}", r.stderr);
@@ -139,17 +144,7 @@ fn at_the_timeout_the_component_gets_sigterm_then_sigkill_after_a_grace_period()
             "trap 'echo got TERM' TERM\necho started\n{marker} &\nwhile :; do sleep 0.2; done"
         ),
     );
-    let r = b.run_job(&job(
-        &deaf.reference,
-        json!({"process_timeout": 2}),
-        json!({}),
-    ));
-    let result = r.json();
-    assert_eq!(r.status, 1, "{}", r.stderr);
-    assert_eq!(
-        result["message"],
-        "component acme.test exceeded the timeout of 2 seconds"
-    );
+    let (result, r) = timed_out(&deaf);
     assert_eq!(result["exit_code"], 137, "{result}");
     assert!(r.stderr.contains("got TERM\n"), "{}", r.stderr);
     assert!(!running(&marker), "a process of the container survived");
